@@ -1,0 +1,31 @@
+//! Request bodies: read up to the configured limit (413 past it, checked while reading, so a
+//! lying or absent Content-Length does not help), then parsed as JSON with serde's message
+//! (which names unknown and missing fields) in the native error shape.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::core::SharedApp;
+
+pub struct JsonBody<T>(pub T);
+
+/// Reads the whole body, at most `limit` bytes.
+pub async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"))
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<SharedApp> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &SharedApp) -> Result<Self, ApiError> {
+        let bytes = read_limited(req.into_body(), app.config.limits.max_body_bytes).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}")))
+    }
+}

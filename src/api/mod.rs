@@ -1,0 +1,21 @@
+//! HTTP: listeners, authentication, the JSON error shape, and one module per face.
+//!
+//! Both listeners serve the same router. The connection layer (`listen`) captures who the
+//! peer is (SO_PEERCRED on the socket, the address on TCP) and puts it in the request's
+//! extensions; `auth` turns that plus any API key into a principal; faces call the core.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod listen;
+pub mod native;
+pub mod tls;
+
+use axum::Router;
+
+use crate::core::SharedApp;
+
+/// Every face's routes on one router.
+pub fn router(app: SharedApp) -> Router {
+    Router::new().nest("/keyport/v1", native::routes()).fallback(error::not_found).with_state(app)
+}

@@ -1,0 +1,239 @@
+//! The command line: `keyport serve` runs the daemon; every other subcommand is a client that
+//! speaks HTTP/JSON to it over the Unix socket, so it does exactly what `curl --unix-socket`
+//! would, with tables for people and `--json` for scripts.
+
+use clap::{Args, Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keyport", version, about = "Host key agent: keys in a PKCS#11 token, vendor key-vault APIs on a local socket")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Serve {
+        /// Config file; the embedded default (everything under ./run) when absent.
+        #[arg(long, env = "KEYPORT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Show the daemon's health: tokens and store.
+    Health(Client),
+    /// Keys in the inventory.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Check a config file: every problem with its key path and what to do.
+    Check { file: PathBuf },
+}
+
+#[derive(Args, Clone)]
+pub struct Client {
+    /// The daemon's Unix socket.
+    #[arg(long, global = true, env = "KEYPORT_SOCKET", default_value = "./run/keyport.sock")]
+    pub socket: PathBuf,
+    /// Print the JSON the daemon answered instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// List keys (filter by namespace and name).
+    List {
+        #[command(flatten)]
+        client: Client,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show one key.
+    Show {
+        #[command(flatten)]
+        client: Client,
+        id: String,
+    },
+    /// Generate a key pair in a token.
+    Generate {
+        #[command(flatten)]
+        client: Client,
+        #[arg(long)]
+        name: String,
+        /// rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519
+        #[arg(long)]
+        algorithm: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        token: Option<String>,
+        /// Create the private key extractable (only if the namespace policy allows it).
+        #[arg(long)]
+        exportable: bool,
+    },
+    /// Delete a key and its token objects.
+    Delete {
+        #[command(flatten)]
+        client: Client,
+        id: String,
+    },
+}
+
+/// Runs a client subcommand; returns the process exit code.
+pub fn run(cmd: Command) -> i32 {
+    match cmd {
+        Command::Serve { .. } => unreachable!("serve is handled by main"),
+        Command::Config(ConfigCmd::Check { file }) => match crate::config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                0
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{}: {p}", file.display());
+                }
+                2
+            }
+        },
+        Command::Health(c) => call(&c, "GET", "/keyport/v1/health", None, |v| {
+            println!("status: {}", v["status"].as_str().unwrap_or("?"));
+            println!("store: {}", if v["store"]["ok"] == true { "ok" } else { "FAILING" });
+            table(
+                &["TOKEN", "PRESENT", "LOGGED IN", "OBJECTS", "LABEL", "ERROR"],
+                v["tokens"].as_array().into_iter().flatten().map(|t| {
+                    vec![s(&t["name"]), s(&t["present"]), s(&t["logged_in"]), s(&t["objects"]), s(&t["label"]), s(&t["error"])]
+                }),
+            );
+        }),
+        Command::Keys { cmd } => match cmd {
+            KeysCmd::List { client, namespace, name } => {
+                let mut q = Vec::new();
+                if let Some(n) = namespace {
+                    q.push(format!("namespace={}", enc(&n)));
+                }
+                if let Some(n) = name {
+                    q.push(format!("name={}", enc(&n)));
+                }
+                let path = if q.is_empty() { "/keyport/v1/keys".to_string() } else { format!("/keyport/v1/keys?{}", q.join("&")) };
+                call(&client, "GET", &path, None, |v| key_table(v["keys"].as_array().cloned().unwrap_or_default()))
+            }
+            KeysCmd::Show { client, id } => call(&client, "GET", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| {
+                for (k, val) in v.as_object().into_iter().flatten() {
+                    println!("{k:12} {}", s(val));
+                }
+            }),
+            KeysCmd::Generate { client, name, algorithm, namespace, token, exportable } => {
+                let body = json!({"name": name, "algorithm": algorithm, "namespace": namespace, "token": token, "exportable": exportable});
+                call(&client, "POST", "/keyport/v1/keys", Some(body), |v| key_table(vec![v.clone()]))
+            }
+            KeysCmd::Delete { client, id } => {
+                call(&client, "DELETE", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| println!("deleted {}", s(&v["deleted"])))
+            }
+        },
+    }
+}
+
+fn key_table(keys: Vec<Value>) {
+    table(
+        &["ID", "NAME", "NAMESPACE", "ALGORITHM", "TOKEN", "EXPORTABLE", "CREATED"],
+        keys.iter().map(|k| {
+            vec![s(&k["id"]), s(&k["name"]), s(&k["namespace"]), s(&k["algorithm"]), s(&k["token"]), s(&k["exportable"]), s(&k["created_at"])]
+        }),
+    );
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// One request over the socket. Errors print the daemon's message; exit 1.
+fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match rt.block_on(request(&c.socket, method, path, body)) {
+        Ok((status, v)) => {
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            if (200..300).contains(&status) {
+                if !c.json {
+                    show(&v);
+                }
+                0
+            } else {
+                if !c.json {
+                    let msg = v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                    eprintln!("error ({status}): {msg}");
+                }
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}; is `keyport serve` running? (--socket or KEYPORT_SOCKET)", socket.display()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())) };
+    Ok((status, v))
+}

@@ -1,0 +1,394 @@
+//! Configuration: one TOML file, overridable by `KEYPORT_…` environment variables.
+//!
+//! The structs mirror the code's shape (tokens → `token`, listeners → `api`, principals →
+//! `core::authz`). Every struct rejects unknown keys so a typo is an error, not a silent default.
+//! Secrets never live in this file: PINs come from a file, an environment variable or a systemd
+//! credential; API keys are stored as SHA-256 hashes.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The embedded default: a SoftHSM token, socket and state under `./run`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite store, the lock file and generated files (TLS certificate) live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    /// At least one token; the first is the default for requests that name none.
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub principals: Vec<Principal>,
+    /// Per-namespace policy (exportable by default or not).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespacePolicy>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("./run")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Unix socket path; the main door for local callers (identity from SO_PEERCRED).
+    pub socket: Option<PathBuf>,
+    /// Socket file mode, octal string such as "0660".
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// Owner user and group of the socket file (names or numbers); unchanged when absent.
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    /// TCP address; must be a loopback address.
+    pub tcp: Option<String>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            socket: Some(PathBuf::from("./run/keyport.sock")),
+            socket_mode: default_socket_mode(),
+            socket_owner: None,
+            socket_group: None,
+            tcp: Some("127.0.0.1:8750".into()),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "mode")]
+pub enum TlsConfig {
+    /// A certificate made at first start whose key lives in the first token.
+    SelfSigned,
+    /// A certificate chain and key from files (PEM).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP; refused on anything but a loopback address.
+    Plain,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig::SelfSigned
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Open connections across both listeners; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send its request headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds one request may take end to end (body read, work, answer).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    120
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+            header_timeout_secs: default_header_timeout(),
+            request_timeout_secs: default_request_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The name requests and the store use for this token.
+    pub name: String,
+    /// Path of the PKCS#11 module (.so).
+    pub module: PathBuf,
+    /// Token label; one of `label` or `serial` is required (never a slot index alone).
+    pub label: Option<String>,
+    pub serial: Option<String>,
+    pub pin: PinSource,
+    /// Sessions in the pool (blocking workers); default: number of CPUs, at least 2.
+    pub sessions: Option<usize>,
+    /// SoftHSM only: keep the token under this folder and create it on first start.
+    pub softhsm: Option<SoftHsmProvision>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftHsmProvision {
+    /// Folder holding SoftHSM's token files and its generated `softhsm2.conf`.
+    pub dir: PathBuf,
+}
+
+/// Where a PIN comes from. Never the command line, never the config file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum PinSource {
+    /// A file holding the PIN (trailing newline ignored). With `softhsm`, created on first start.
+    File(PathBuf),
+    /// An environment variable's name.
+    Env(String),
+    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub name: String,
+    /// Unix socket callers with one of these uids match.
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Unix socket callers with one of these primary gids match.
+    #[serde(default)]
+    pub gids: Vec<u32>,
+    /// SHA-256 (hex) of API keys that identify this principal on either listener.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    /// Namespace (or "*") → permissions.
+    #[serde(default)]
+    pub permissions: BTreeMap<String, Vec<Permission>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permission {
+    Import,
+    Read,
+    ExportPrivate,
+    Manage,
+    Deploy,
+    Sync,
+    Admin,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespacePolicy {
+    /// Whether keys created in this namespace are exportable when the request does not say.
+    #[serde(default)]
+    pub exportable_by_default: bool,
+    /// Whether a request may ask for an exportable key at all.
+    #[serde(default = "yes")]
+    pub allow_exportable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One configuration problem: where it is and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Loads a config file (or the embedded default) with `KEYPORT_…` overrides, e.g.
+/// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport`.
+pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
+    let builder = config::Config::builder();
+    let builder = match file {
+        Some(p) => builder.add_source(config::File::from(p.to_path_buf()).format(config::FileFormat::Toml).required(true)),
+        None => builder.add_source(config::File::from_str(EMBEDDED_DEFAULT, config::FileFormat::Toml)),
+    };
+    let built = builder
+        .add_source(config::Environment::with_prefix("KEYPORT").separator("__").try_parsing(true))
+        .build()
+        .map_err(|e| vec![from_config_error(e)])?;
+    let cfg: Config = built.try_deserialize().map_err(|e| vec![from_config_error(e)])?;
+    let problems = cfg.check();
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
+}
+
+fn from_config_error(e: config::ConfigError) -> Problem {
+    let text = e.to_string();
+    // The config crate says "unknown field `x`, expected one of … for key `a.b`"; keep it whole
+    // and add the fix.
+    let path = text
+        .rsplit_once("for key `")
+        .map(|(_, k)| k.trim_end_matches(|c| c == '`' || c == '\'' || c == ' ').to_string())
+        .or_else(|| text.rsplit_once(" in ").map(|(_, p)| p.to_string()))
+        .unwrap_or_else(|| "config".into());
+    let hint = if text.contains("unknown field") {
+        " (remove the key or fix its spelling; config/keyport.toml lists every key)"
+    } else if text.contains("missing field") {
+        " (add it; config/keyport.toml shows an example)"
+    } else {
+        ""
+    };
+    Problem { path, message: format!("{text}{hint}") }
+}
+
+impl Config {
+    /// Checks what serde cannot: references between sections, files that must exist, names.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |path: String, message: String| out.push(Problem { path, message });
+        if self.tokens.is_empty() {
+            p("tokens".into(), "no token configured; add a [[tokens]] section".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = format!("tokens[{i}]");
+            if !crate::core::names::is_valid_name(&t.name) {
+                p(format!("{at}.name"), format!("'{}' is not a valid name: use 1-64 letters, digits, '_' or '-'", t.name));
+            }
+            if !names.insert(t.name.clone()) {
+                p(format!("{at}.name"), format!("token name '{}' is used twice; names must be unique", t.name));
+            }
+            if t.label.is_none() && t.serial.is_none() {
+                p(format!("{at}"), "set `label` or `serial` to choose the token (slot indexes change between boots)".into());
+            }
+            if t.softhsm.is_none() && !t.module.exists() {
+                p(format!("{at}.module"), format!("PKCS#11 module {} does not exist; install it or fix the path", t.module.display()));
+            }
+            if t.sessions == Some(0) {
+                p(format!("{at}.sessions"), "must be at least 1".into());
+            }
+            match &t.pin {
+                PinSource::File(f) if t.softhsm.is_none() && !f.exists() => p(
+                    format!("{at}.pin.file"),
+                    format!("PIN file {} does not exist; create it (mode 0600) or point to the right file", f.display()),
+                ),
+                PinSource::Env(v) if std::env::var_os(v).is_none() => p(
+                    format!("{at}.pin.env"),
+                    format!("environment variable {v} is not set; export it before starting keyport"),
+                ),
+                PinSource::Credential(c) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                    None => p(format!("{at}.pin.credential"), format!("CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={c}:… or use pin.file")),
+                    Some(d) if !Path::new(&d).join(c).exists() => p(format!("{at}.pin.credential"), format!("credential {c} not found in $CREDENTIALS_DIRECTORY; add LoadCredential={c}:<file> to the unit")),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        if let Some(tcp) = &self.listen.tcp {
+            match tcp.parse::<std::net::SocketAddr>() {
+                Err(_) => p("listen.tcp".into(), format!("'{tcp}' is not an address:port such as 127.0.0.1:8750")),
+                Ok(a) if !a.ip().is_loopback() => p("listen.tcp".into(), format!("{tcp} is not a loopback address; keyport only listens on 127.0.0.1 or ::1")),
+                _ => {}
+            }
+        }
+        if self.listen.socket.is_none() && self.listen.tcp.is_none() {
+            p("listen".into(), "neither `socket` nor `tcp` is set; keyport would be unreachable".into());
+        }
+        if u32::from_str_radix(self.listen.socket_mode.trim_start_matches("0o"), 8).map_or(true, |m| m > 0o777) {
+            p("listen.socket_mode".into(), format!("'{}' is not an octal mode such as \"0660\"", self.listen.socket_mode));
+        }
+        if let TlsConfig::Files { cert, key } = &self.listen.tls {
+            for (k, f) in [("cert", cert), ("key", key)] {
+                if !f.exists() {
+                    p(format!("listen.tls.{k}"), format!("{} does not exist", f.display()));
+                }
+            }
+        }
+        if self.limits.max_connections == 0 {
+            p("limits.max_connections".into(), "must be at least 1".into());
+        }
+        for (i, pr) in self.principals.iter().enumerate() {
+            for (j, h) in pr.api_key_sha256.iter().enumerate() {
+                if h.len() != 64 || hex::decode(h).is_err() {
+                    p(format!("principals[{i}].api_key_sha256[{j}]"), "not a SHA-256 hex digest; store `printf %s KEY | sha256sum`, never the key".into());
+                }
+            }
+            for ns in pr.permissions.keys() {
+                if ns != "*" && !crate::core::names::is_valid_name(ns) {
+                    p(format!("principals[{i}].permissions.{ns}"), "namespace names use 1-64 letters, digits, '_' or '-'; \"*\" means every namespace".into());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(self.listen.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
+
+    pub fn policy(&self, namespace: &str) -> NamespacePolicy {
+        self.namespaces.get(namespace).cloned().unwrap_or(NamespacePolicy { exportable_by_default: false, allow_exportable: true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(cfg.listen.tcp.as_deref(), Some("127.0.0.1:8750"));
+        assert_eq!(cfg.tokens.len(), 1);
+    }
+
+    #[test]
+    fn annotated_example_parses_and_lists_every_section() {
+        let text = include_str!("../config/keyport.toml");
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert!(cfg.tokens.len() >= 2, "the example shows several tokens");
+        assert!(!cfg.principals.is_empty());
+        assert!(matches!(cfg.listen.tls, TlsConfig::SelfSigned));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = toml::from_str::<Config>("bogus = 1\n[[tokens]]\nname='a'\nmodule='/x'\nlabel='a'\npin={file='/p'}\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_tcp_is_a_problem() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        cfg.listen.tcp = Some("0.0.0.0:8750".into());
+        let problems = cfg.check();
+        assert!(problems.iter().any(|p| p.path == "listen.tcp" && p.message.contains("loopback")), "{problems:?}");
+    }
+}

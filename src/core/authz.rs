@@ -1,0 +1,154 @@
+//! Principals and permissions. Identification (who is calling) is separate from the peer
+//! credentials captured at accept (`api::listen`) and from each face's own header parsing.
+//!
+//! Rules: an API key, when presented, must match (else 401, even over the socket, so a wrong
+//! key is never silently ignored); otherwise a Unix-socket caller matches by uid, then by
+//! primary gid; a TCP caller with no key is 401. A principal without the permission is 403.
+
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use subtle::ConstantTimeEq;
+
+use super::CoreError;
+use crate::config::{Permission, Principal as PrincipalConfig};
+
+/// How the caller reached us, from the kernel (Unix) or the socket address (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Unix { uid: u32, gid: u32, pid: i32 },
+    Tcp { addr: std::net::SocketAddr },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    permissions: BTreeMap<String, HashSet<Permission>>,
+}
+
+impl Principal {
+    pub fn allows(&self, namespace: &str, p: Permission) -> bool {
+        [namespace, "*"].iter().any(|ns| {
+            self.permissions.get(*ns).is_some_and(|set| set.contains(&p) || set.contains(&Permission::Admin))
+        })
+    }
+
+    /// Ok, or a 403 that names the missing permission and namespace.
+    pub fn require(&self, namespace: &str, p: Permission) -> Result<(), CoreError> {
+        if self.allows(namespace, p) {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden(format!(
+                "principal '{}' lacks the '{}' permission on namespace '{namespace}'; grant it in [[principals]] permissions",
+                self.name,
+                serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            )))
+        }
+    }
+}
+
+pub struct Authz {
+    principals: Vec<(PrincipalConfig, Vec<[u8; 32]>)>,
+}
+
+impl Authz {
+    pub fn new(cfg: &[PrincipalConfig]) -> Authz {
+        let principals = cfg
+            .iter()
+            .map(|p| {
+                let hashes = p.api_key_sha256.iter().filter_map(|h| hex::decode(h).ok()?.try_into().ok()).collect();
+                (p.clone(), hashes)
+            })
+            .collect();
+        Authz { principals }
+    }
+
+    fn principal(p: &PrincipalConfig) -> Principal {
+        Principal {
+            name: p.name.clone(),
+            permissions: p.permissions.iter().map(|(ns, ps)| (ns.clone(), ps.iter().copied().collect())).collect(),
+        }
+    }
+
+    /// Who is calling. `api_key` is the raw key from the request, if any.
+    pub fn identify(&self, peer: &Peer, api_key: Option<&str>) -> Result<Principal, CoreError> {
+        if let Some(key) = api_key {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            // Compare against every hash without stopping early.
+            let mut found = None;
+            for (p, hashes) in &self.principals {
+                for h in hashes {
+                    if bool::from(h.ct_eq(&digest)) && found.is_none() {
+                        found = Some(p);
+                    }
+                }
+            }
+            return found
+                .map(Self::principal)
+                .ok_or_else(|| CoreError::Unauthenticated("the API key is not recognized; check the key, or ask for one to be added to [[principals]]".into()));
+        }
+        match peer {
+            Peer::Unix { uid, gid, .. } => self
+                .principals
+                .iter()
+                .find(|(p, _)| p.uids.contains(uid))
+                .or_else(|| self.principals.iter().find(|(p, _)| p.gids.contains(gid)))
+                .map(|(p, _)| Self::principal(p))
+                .ok_or_else(|| CoreError::Unauthenticated(format!(
+                    "uid {uid} (gid {gid}) is not a principal; add it to a [[principals]] entry (uids/gids) or send an API key"
+                ))),
+            Peer::Tcp { .. } => Err(CoreError::Unauthenticated(
+                "no credentials: send an API key in X-Api-Key or Authorization: Bearer".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Vec<PrincipalConfig> {
+        toml::from_str::<toml::Value>(
+            r#"[[p]]
+name = "root"
+uids = [0]
+permissions = { "*" = ["admin"] }
+[[p]]
+name = "web"
+gids = [33]
+api_key_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+permissions = { web = ["read"] }"#,
+        )
+        .unwrap()["p"]
+            .clone()
+            .try_into()
+            .unwrap()
+    }
+
+    #[test]
+    fn uid_then_gid_then_key() {
+        let a = Authz::new(&cfg());
+        let unix = |uid, gid| Peer::Unix { uid, gid, pid: 1 };
+        assert_eq!(a.identify(&unix(0, 0), None).unwrap().name, "root");
+        assert_eq!(a.identify(&unix(1000, 33), None).unwrap().name, "web");
+        assert!(matches!(a.identify(&unix(1000, 1000), None), Err(CoreError::Unauthenticated(_))));
+        let tcp = Peer::Tcp { addr: "127.0.0.1:1".parse().unwrap() };
+        assert_eq!(a.identify(&tcp, Some("test")).unwrap().name, "web");
+        assert!(matches!(a.identify(&tcp, Some("wrong")), Err(CoreError::Unauthenticated(_))));
+        assert!(matches!(a.identify(&unix(0, 0), Some("wrong")), Err(CoreError::Unauthenticated(_))), "a wrong key is never ignored");
+        assert!(matches!(a.identify(&tcp, None), Err(CoreError::Unauthenticated(_))));
+    }
+
+    #[test]
+    fn permissions_per_namespace_and_admin() {
+        let a = Authz::new(&cfg());
+        let web = a.identify(&Peer::Unix { uid: 5, gid: 33, pid: 1 }, None).unwrap();
+        assert!(web.allows("web", Permission::Read));
+        assert!(!web.allows("web", Permission::Manage));
+        assert!(!web.allows("other", Permission::Read));
+        let e = web.require("web", Permission::ExportPrivate).unwrap_err().to_string();
+        assert!(e.contains("export-private") && e.contains("'web'"), "{e}");
+        let root = a.identify(&Peer::Unix { uid: 0, gid: 0, pid: 1 }, None).unwrap();
+        assert!(root.allows("anything", Permission::ExportPrivate));
+    }
+}

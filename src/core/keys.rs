@@ -1,0 +1,165 @@
+//! Key generation, listing and deletion. Creation is crash-safe: intent row → token objects →
+//! inventory row (one transaction with its audit entry). A crash anywhere leaves either a
+//! committed key or an intent that start-up reconciliation undoes (`reconcile.rs`).
+
+use rand::RngCore;
+use serde::Deserialize;
+
+use super::authz::Principal;
+use super::names::{is_valid_key_name, is_valid_name};
+use super::{App, CoreError};
+use crate::config::Permission;
+use crate::material::algorithm::Algorithm;
+use crate::store::records::now;
+use crate::store::{AuditEntry, Intent, KeyRecord};
+use crate::token::objects;
+
+/// `POST /keyport/v1/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub algorithm: String,
+    pub token: Option<String>,
+    pub exportable: Option<bool>,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn audit(who: &Principal, action: &str, ns: &str, key_id: &str, outcome: &str, detail: Option<String>) -> AuditEntry {
+    AuditEntry {
+        at: now(),
+        principal: who.name.clone(),
+        action: action.into(),
+        namespace: Some(ns.into()),
+        key_id: Some(key_id.into()),
+        outcome: outcome.into(),
+        detail,
+    }
+}
+
+/// Decides exportability from the request and the namespace policy.
+pub fn exportable(app: &App, namespace: &str, requested: Option<bool>) -> Result<bool, CoreError> {
+    let policy = app.config.policy(namespace);
+    let want = requested.unwrap_or(policy.exportable_by_default);
+    if want && !policy.allow_exportable {
+        return Err(CoreError::Forbidden(format!(
+            "namespace '{namespace}' does not allow exportable keys (namespaces.{namespace}.allow_exportable = false); ask for a non-exportable key"
+        )));
+    }
+    Ok(want)
+}
+
+pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Result<KeyRecord, CoreError> {
+    let namespace = req.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    if !is_valid_name(&namespace) {
+        return Err(CoreError::invalid("invalid_namespace", format!("namespace '{namespace}' is not valid: use 1-64 letters, digits, '_' or '-'")));
+    }
+    if !is_valid_key_name(&req.name) {
+        return Err(CoreError::invalid("invalid_name", "name must be 1-128 letters, digits, '_', '-', '.' or '@', not starting with '.'"));
+    }
+    let alg = Algorithm::parse(&req.algorithm).ok_or_else(|| {
+        CoreError::invalid(
+            "invalid_algorithm",
+            format!("algorithm '{}' is not supported; use one of rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519", req.algorithm),
+        )
+    })?;
+    who.require(&namespace, Permission::Manage)?;
+    let token = app.tokens.get(req.token.as_deref()).ok_or_else(|| {
+        CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default()))
+    })?;
+    let exportable = exportable(app, &namespace, req.exportable)?;
+
+    let mut cka_id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut cka_id);
+    let id = hex::encode(cka_id);
+    app.store.add_intent(&Intent {
+        key_id: id.clone(),
+        token: token.name.clone(),
+        cka_id: cka_id.to_vec(),
+        namespace: namespace.clone(),
+        name: req.name.clone(),
+        op: "generate".into(),
+        created_at: now(),
+    }).map_err(|e| match e {
+        crate::store::StoreError::NameTaken { .. } => CoreError::Conflict(format!("{e}; choose another name or delete the existing key")),
+        e => e.into(),
+    })?;
+
+    let label = req.name.clone();
+    let made = token
+        .run(move |c| {
+            // A retry after a transient failure may find half-made objects: start clean.
+            objects::destroy(c, &cka_id)?;
+            let pk = objects::generate_key_pair(c, alg, &cka_id, &label, exportable)?;
+            pk.fingerprint().map_err(|e| crate::token::TokenError::Refused { token: c.token.into(), operation: "fingerprint", detail: e.to_string() })
+        })
+        .await;
+    let fingerprint = match made {
+        Ok(f) => f,
+        Err(e) => {
+            undo(app, token, &id, cka_id).await;
+            return Err(e.into());
+        }
+    };
+    if !app.pause_before_commit.is_zero() {
+        tracing::warn!(key = %id, "test hook: pausing before the store commit");
+        tokio::time::sleep(app.pause_before_commit).await;
+    }
+    let rec = KeyRecord {
+        id: id.clone(),
+        name: req.name,
+        namespace: namespace.clone(),
+        owner: who.name.clone(),
+        token: token.name.clone(),
+        cka_id: cka_id.to_vec(),
+        algorithm: alg.as_str().into(),
+        fingerprint,
+        exportable,
+        origin: "generated".into(),
+        created_at: now(),
+    };
+    if let Err(e) = app.store.commit_key(&rec, &audit(who, "key.generate", &namespace, &id, "ok", Some(alg.as_str().into()))) {
+        undo(app, token, &id, cka_id).await;
+        return Err(e.into());
+    }
+    tracing::info!(key = %id, namespace = %namespace, algorithm = %alg, principal = %who.name, "key generated");
+    Ok(rec)
+}
+
+/// Best effort: remove the objects and the intent of a creation that did not commit. If this
+/// fails too, the intent stays and start-up reconciliation finishes the job.
+async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>, id: &str, cka_id: [u8; 16]) {
+    match token.run(move |c| objects::destroy(c, &cka_id)).await {
+        Ok(_) => {
+            let _ = app.store.drop_intent(id);
+        }
+        Err(e) => tracing::error!(key = %id, error = %e, "could not undo a failed creation; it will be reconciled at next start"),
+    }
+}
+
+pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
+    let rec = app.store.key(id)?.ok_or_else(|| CoreError::NotFound(format!("no key with id '{id}'")))?;
+    // A caller who may not read the namespace learns nothing, not even that the key exists.
+    if !who.allows(&rec.namespace, Permission::Read) && rec.owner != who.name {
+        return Err(CoreError::NotFound(format!("no key with id '{id}'")));
+    }
+    Ok(rec)
+}
+
+pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<KeyRecord>, CoreError> {
+    let all = app.store.list_keys(namespace, name)?;
+    Ok(all.into_iter().filter(|k| who.allows(&k.namespace, Permission::Read) || k.owner == who.name).collect())
+}
+
+pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
+    let rec = get(app, who, id)?;
+    who.require(&rec.namespace, Permission::Manage)?;
+    let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?;
+    let cka_id = rec.cka_id.clone();
+    token.run(move |c| objects::destroy(c, &cka_id)).await?;
+    app.store.delete_key(&rec.id, &audit(who, "key.delete", &rec.namespace, &rec.id, "ok", None))?;
+    tracing::info!(key = %rec.id, principal = %who.name, "key deleted");
+    Ok(rec)
+}

@@ -1,0 +1,55 @@
+//! The operations every face shares, written once: key generation and deletion (crash-safe
+//! through intents), start-up reconciliation, principals and permissions, names.
+
+pub mod authz;
+pub mod keys;
+pub mod names;
+pub mod reconcile;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+use crate::token::{TokenError, Tokens};
+
+/// Everything an operation needs; one per daemon, shared by every face.
+pub struct App {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub store: Store,
+    /// Principals; replaced on SIGHUP.
+    pub authz: std::sync::RwLock<authz::Authz>,
+    /// Test hook: pause this long between the token write and the store commit so a test can
+    /// SIGKILL the daemon there (`KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS`). Zero in production.
+    pub pause_before_commit: std::time::Duration,
+}
+
+pub type SharedApp = Arc<App>;
+
+/// What went wrong, in terms every face can translate into its vendor's error shape.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The request is malformed or asks for something impossible; `code` is stable.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// No principal matched the caller.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The principal lacks a permission, or a policy forbids the request.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CoreError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> CoreError {
+        CoreError::Invalid { code, message: message.into() }
+    }
+}

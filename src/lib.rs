@@ -1,0 +1,28 @@
+//! keyport: a host key agent. Keys live in a PKCS#11 token; local callers reach them over a
+//! Unix socket and a loopback HTTPS port that speak the import and export APIs of the key
+//! vaults enterprises use; wrapped keys and certificates sync to a remote vault.
+//!
+//! One core, many thin faces (see `README.md` and `docs/ARCHITECTURE.md`):
+//!
+//! - [`config`]: the TOML configuration, `KEYPORT_…` overrides, and `config check`.
+//! - [`token`]: the only module that calls cryptoki: module contexts, session pool, login,
+//!   recovery, the object index, key and certificate objects, SoftHSM provisioning.
+//! - [`store`]: SQLite (WAL) with migrations: inventory, creation intents, jobs, audit log.
+//!   Never key material.
+//! - [`material`]: byte formats as pure functions (algorithms, public keys, fingerprints).
+//! - [`core`]: the operations every face shares: key generation and deletion with crash-safe
+//!   intents, start-up reconciliation, principals and permissions, names.
+//! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
+//!   limits, authentication, and one module per face (`native` for `/keyport/v1`).
+//! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
+//! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod material;
+pub mod server;
+pub mod store;
+pub mod token;

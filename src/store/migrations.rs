@@ -1,0 +1,80 @@
+//! Schema migrations, applied in order at open. Version = `PRAGMA user_version`.
+//! Append a new step for every change; never edit a step that has shipped.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: inventory, creation intents, jobs with per-item results, audit log.
+    "CREATE TABLE keys(
+        id TEXT PRIMARY KEY,            -- hex of CKA_ID: what `pkcs11-tool` shows as ID
+        name TEXT NOT NULL,             -- CKA_LABEL
+        namespace TEXT NOT NULL,
+        owner TEXT NOT NULL,            -- principal that created it
+        token TEXT NOT NULL,
+        cka_id BLOB NOT NULL,
+        algorithm TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,      -- sha256:<hex> of the SPKI DER
+        exportable INTEGER NOT NULL,
+        origin TEXT NOT NULL,           -- generated | imported
+        created_at TEXT NOT NULL,
+        UNIQUE(namespace, name)
+     );
+     CREATE INDEX keys_fingerprint ON keys(fingerprint);
+     CREATE INDEX keys_token ON keys(token);
+     CREATE TABLE intents(
+        key_id TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        cka_id BLOB NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        op TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE jobs(
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        namespace TEXT,
+        principal TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        total INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        detail TEXT                     -- face-specific JSON, never key material
+     );
+     CREATE TABLE job_items(
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        key_id TEXT,
+        reason TEXT,
+        PRIMARY KEY(job_id, seq)
+     );
+     CREATE TABLE audit(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        action TEXT NOT NULL,
+        namespace TEXT,
+        key_id TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT
+     );",
+];
+
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = STEPS.len() as i64;
+    if current > supported {
+        return Err(StoreError::TooNew { found: current, supported });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store migrated");
+    }
+    Ok(())
+}

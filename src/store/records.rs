@@ -1,0 +1,158 @@
+//! The rows the store holds, as plain structs.
+
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+
+/// One inventory row: everything about a key except the key.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub owner: String,
+    pub token: String,
+    #[serde(skip)]
+    pub cka_id: Vec<u8>,
+    pub algorithm: String,
+    pub fingerprint: String,
+    pub exportable: bool,
+    pub origin: String,
+    pub created_at: String,
+}
+
+impl KeyRecord {
+    pub const COLUMNS: &'static str = "id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at";
+
+    pub fn from_row(r: &Row) -> rusqlite::Result<KeyRecord> {
+        Ok(KeyRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            namespace: r.get(2)?,
+            owner: r.get(3)?,
+            token: r.get(4)?,
+            cka_id: r.get(5)?,
+            algorithm: r.get(6)?,
+            fingerprint: r.get(7)?,
+            exportable: r.get(8)?,
+            origin: r.get(9)?,
+            created_at: r.get(10)?,
+        })
+    }
+}
+
+/// A creation in progress: written before token objects are made, removed when the inventory
+/// row commits. Left over after a crash, it tells reconciliation what to undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub key_id: String,
+    pub token: String,
+    pub cka_id: Vec<u8>,
+    pub namespace: String,
+    pub name: String,
+    pub op: String,
+    pub created_at: String,
+}
+
+impl Intent {
+    pub fn from_row(r: &Row) -> rusqlite::Result<Intent> {
+        Ok(Intent { key_id: r.get(0)?, token: r.get(1)?, cka_id: r.get(2)?, namespace: r.get(3)?, name: r.get(4)?, op: r.get(5)?, created_at: r.get(6)? })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: String,
+    pub principal: String,
+    pub action: String,
+    pub namespace: Option<String>,
+    pub key_id: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn from_row(r: &Row) -> rusqlite::Result<AuditEntry> {
+        Ok(AuditEntry { at: r.get(0)?, principal: r.get(1)?, action: r.get(2)?, namespace: r.get(3)?, key_id: r.get(4)?, outcome: r.get(5)?, detail: r.get(6)? })
+    }
+}
+
+pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit(at, principal, action, namespace, key_id, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+        params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail],
+    )?;
+    Ok(())
+}
+
+/// RFC 3339 UTC with microseconds: sorts as text and parses everywhere.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
+        .expect("formatting a UTC time cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn rec(id: &str, ns: &str, name: &str) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            name: name.into(),
+            namespace: ns.into(),
+            owner: "root".into(),
+            token: "soft".into(),
+            cka_id: hex::decode(id).unwrap(),
+            algorithm: "ec-p256".into(),
+            fingerprint: format!("sha256:{id}"),
+            exportable: false,
+            origin: "generated".into(),
+            created_at: now(),
+        }
+    }
+
+    fn audit() -> AuditEntry {
+        AuditEntry { at: now(), principal: "root".into(), action: "test".into(), namespace: None, key_id: None, outcome: "ok".into(), detail: None }
+    }
+
+    fn intent(id: &str, ns: &str, name: &str) -> Intent {
+        Intent { key_id: id.into(), token: "soft".into(), cka_id: hex::decode(id).unwrap(), namespace: ns.into(), name: name.into(), op: "generate".into(), created_at: now() }
+    }
+
+    #[test]
+    fn file_is_private_and_migrated() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k.db");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(s);
+        assert_eq!(Store::open(&p).unwrap().schema_version().unwrap(), 1, "reopen does not re-run steps");
+    }
+
+    #[test]
+    fn names_are_reserved_by_intents_and_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.add_intent(&intent("aa", "default", "web")).unwrap();
+        assert!(matches!(s.add_intent(&intent("bb", "default", "web")), Err(StoreError::NameTaken { .. })));
+        s.add_intent(&intent("cc", "other", "web")).unwrap();
+        s.commit_key(&rec("aa", "default", "web"), &audit()).unwrap();
+        assert!(s.intents().unwrap().iter().all(|i| i.key_id != "aa"), "commit removes the intent");
+        assert!(matches!(s.add_intent(&intent("dd", "default", "web")), Err(StoreError::NameTaken { .. })));
+        assert_eq!(s.list_keys(Some("default"), None).unwrap().len(), 1);
+        assert!(s.delete_key("aa", &audit()).unwrap());
+        assert!(s.key("aa").unwrap().is_none());
+        assert_eq!(s.recent_audit(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k.db");
+        drop(Store::open(&p).unwrap());
+        rusqlite::Connection::open(&p).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Store::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+    }
+}

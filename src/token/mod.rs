@@ -1,0 +1,396 @@
+//! The token layer: the only module that calls cryptoki.
+//!
+//! Shape (after Krill's PKCS#11 signer, see STYLE.md): one initialized context per module path
+//! (`module`), tokens chosen by label or serial, a long-lived login session so every pooled
+//! session shares the login, a bounded pool of sessions used only from blocking workers
+//! (`Session` is not `Sync`: one session per worker), transient failures retried with backoff
+//! after reopening (new sessions and login, or C_Finalize + C_Initialize of the module), and an
+//! in-memory object index so the request path never runs C_FindObjects.
+
+pub mod error;
+pub mod index;
+mod module;
+pub mod objects;
+pub mod pin;
+mod raw;
+pub mod softhsm;
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::config::TokenConfig;
+pub use error::TokenError;
+use index::{Index, Kind};
+use module::Module;
+
+/// CKM_AES_KEY_WRAP_PAD as SoftHSM implements it (RFC 5649 on a zero-padded buffer).
+pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
+/// CKM_AES_KEY_WRAP_KWP: RFC 5649 on PKCS#11 3.0 tokens; cryptoki 0.12 cannot name it.
+pub const CKM_AES_KEY_WRAP_KWP: u64 = 0x210B;
+
+/// What a token can do, probed once at open. Later capabilities branch on this, not on the
+/// token's name.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Mechanisms {
+    /// The RFC 5649 key-wrap mechanism id (0x210A on SoftHSM, 0x210B on 3.0 tokens), if any.
+    pub kwp: Option<u64>,
+    pub rsa_oaep: bool,
+    pub eddsa: bool,
+    pub ec_edwards_keygen: bool,
+    pub ecdsa: bool,
+    pub des3: bool,
+    /// Every mechanism cryptoki can name, for `health`.
+    pub count: usize,
+}
+
+/// A live connection to one token: valid until a transient failure invalidates it.
+pub struct Live {
+    module: Arc<Module>,
+    module_generation: u64,
+    pub slot: Slot,
+    /// Held open so the login (per application and token) outlives every pooled session.
+    _login: Mutex<Session>,
+    pool: Mutex<Vec<Session>>,
+    pub index: RwLock<Index>,
+    pub mechanisms: Mechanisms,
+    pub token_label: String,
+    pub serial: String,
+}
+
+/// One configured token.
+pub struct Token {
+    pub name: String,
+    cfg: TokenConfig,
+    live: RwLock<Option<Arc<Live>>>,
+    /// Bounds concurrent token work to the pool size; waiters queue here, not on threads.
+    permits: tokio::sync::Semaphore,
+    /// One reopen at a time.
+    reopening: Mutex<()>,
+}
+
+/// What an operation gets: a session of its own, the live token (index, mechanisms) and the
+/// token's name for errors.
+pub struct Ctx<'a> {
+    pub session: &'a Session,
+    pub live: &'a Live,
+    pub token: &'a str,
+}
+
+impl Ctx<'_> {
+    pub fn ck<T>(&self, op: &'static str, r: cryptoki::error::Result<T>) -> Result<T, TokenError> {
+        r.map_err(|e| TokenError::from_ck(self.token, op, e))
+    }
+}
+
+/// Health of one token, as `GET /keyport/v1/health` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenHealth {
+    pub name: String,
+    pub present: bool,
+    pub logged_in: bool,
+    pub objects: usize,
+    pub label: String,
+    pub serial: String,
+    pub mechanisms: Option<Mechanisms>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+const RETRIES: u32 = 4;
+
+impl Token {
+    /// Opens the token now: a configuration error is reported here, once, in one line.
+    pub fn open(cfg: TokenConfig) -> Result<Arc<Token>, TokenError> {
+        let sessions = cfg.sessions.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2));
+        let t = Arc::new(Token {
+            name: cfg.name.clone(),
+            cfg,
+            live: RwLock::new(None),
+            permits: tokio::sync::Semaphore::new(sessions),
+            reopening: Mutex::new(()),
+        });
+        let live = t.connect()?;
+        *t.live.write().expect("poisoned") = Some(live);
+        Ok(t)
+    }
+
+    fn config_error(&self, message: String) -> TokenError {
+        TokenError::Config { token: self.name.clone(), message }
+    }
+
+    /// Loads the module, finds the token, logs in, probes mechanisms and builds the index.
+    fn connect(&self) -> Result<Arc<Live>, TokenError> {
+        let module = module::load(&self.cfg.module).map_err(|m| self.config_error(m))?;
+        let generation = module.generation();
+        softhsm::ensure_token(&module.ctx, &self.cfg).map_err(|m| self.config_error(m))?;
+        let ctx = &module.ctx;
+        let slots = ctx.get_slots_with_token().map_err(|e| TokenError::from_ck(&self.name, "C_GetSlotList", e))?;
+        let mut found = None;
+        for s in slots {
+            let Ok(info) = ctx.get_token_info(s) else { continue };
+            let label_ok = self.cfg.label.as_deref().map_or(true, |l| info.label() == l);
+            let serial_ok = self.cfg.serial.as_deref().map_or(true, |n| info.serial_number() == n);
+            if info.token_initialized() && label_ok && serial_ok {
+                found = Some((s, info.label().to_string(), info.serial_number().to_string()));
+                break;
+            }
+        }
+        let Some((slot, token_label, serial)) = found else {
+            return Err(self.config_error(format!(
+                "no initialized token with {} in module {}; check `label`/`serial` (pkcs11-tool --module {} -L lists tokens)",
+                match (&self.cfg.label, &self.cfg.serial) {
+                    (Some(l), Some(s)) => format!("label '{l}' and serial '{s}'"),
+                    (Some(l), None) => format!("label '{l}'"),
+                    (None, Some(s)) => format!("serial '{s}'"),
+                    (None, None) => "no label or serial".into(),
+                },
+                self.cfg.module.display(),
+                self.cfg.module.display()
+            )));
+        };
+        let pin = pin::read(&self.cfg.pin).map_err(|m| self.config_error(m))?;
+        let login = ctx.open_rw_session(slot).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
+        match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
+            Ok(()) => {}
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
+                return Err(self.config_error("wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token".into()))
+            }
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinLocked, _)) => {
+                return Err(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
+            }
+            Err(e) => return Err(TokenError::from_ck(&self.name, "C_Login", e)),
+        }
+        let mechanisms = probe(&module, slot);
+        let index = build_index(&login).map_err(|e| TokenError::from_ck(&self.name, "C_FindObjects", e))?;
+        tracing::info!(token = %self.name, label = %token_label, serial = %serial, objects = index.object_count(),
+            kwp = ?mechanisms.kwp.map(|m| format!("0x{m:X}")), "token open");
+        Ok(Arc::new(Live {
+            module,
+            module_generation: generation,
+            slot,
+            _login: Mutex::new(login),
+            pool: Mutex::new(Vec::new()),
+            index: RwLock::new(index),
+            mechanisms,
+            token_label,
+            serial,
+        }))
+    }
+
+    /// The live connection, reopening it if a failure invalidated it.
+    fn live(&self) -> Result<Arc<Live>, TokenError> {
+        if let Some(l) = self.live.read().expect("poisoned").as_ref() {
+            return Ok(l.clone());
+        }
+        let _one = self.reopening.lock().expect("poisoned");
+        if let Some(l) = self.live.read().expect("poisoned").as_ref() {
+            return Ok(l.clone());
+        }
+        let live = self.connect().map_err(|e| match e {
+            TokenError::Config { message, .. } => TokenError::Transient { token: self.name.clone(), detail: message },
+            other => other,
+        })?;
+        tracing::warn!(token = %self.name, "token reopened");
+        *self.live.write().expect("poisoned") = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Drops a live connection after a transient failure; re-initializes the module when the
+    /// failure says the module itself lost state.
+    fn invalidate(&self, live: &Arc<Live>, detail: &str) {
+        let mut cur = self.live.write().expect("poisoned");
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)) {
+            *cur = None;
+            tracing::warn!(token = %self.name, %detail, "token connection lost; will reopen");
+            if error::needs_reinitialize(detail) {
+                if let Err(e) = live.module.reinitialize(live.module_generation) {
+                    tracing::error!(token = %self.name, error = %e, "module re-initialize failed");
+                }
+            }
+        }
+    }
+
+    /// Runs `op` with a pooled session on a blocking worker. Transient failures reopen the
+    /// token and retry with exponential backoff (50 ms, 100 ms, 200 ms); `op` must therefore be
+    /// safe to run again (every keyport operation either is idempotent or fails before writing).
+    pub async fn run<R, F>(self: &Arc<Self>, op: F) -> Result<R, TokenError>
+    where
+        F: Fn(&Ctx) -> Result<R, TokenError> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let op = Arc::new(op);
+        let mut delay = Duration::from_millis(50);
+        let mut last = None;
+        for _ in 0..RETRIES {
+            let _permit = self.permits.acquire().await.expect("semaphore closed");
+            let (this, op) = (self.clone(), op.clone());
+            let r = tokio::task::spawn_blocking(move || this.run_blocking(&*op))
+                .await
+                .map_err(|e| TokenError::Transient { token: self.name.clone(), detail: format!("worker failed: {e}") })?;
+            match r {
+                Err(e) if e.is_transient() => {
+                    last = Some(e);
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn run_blocking<R>(&self, op: &dyn Fn(&Ctx) -> Result<R, TokenError>) -> Result<R, TokenError> {
+        let live = self.live()?;
+        let session = live.pool.lock().expect("poisoned").pop();
+        let session = match session {
+            Some(s) => s,
+            None => match live.module.ctx.open_rw_session(live.slot) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = TokenError::from_ck(&self.name, "C_OpenSession", e);
+                    if let TokenError::Transient { detail, .. } = &err {
+                        self.invalidate(&live, detail);
+                    }
+                    return Err(err);
+                }
+            },
+        };
+        let r = op(&Ctx { session: &session, live: &live, token: &self.name });
+        match &r {
+            Err(TokenError::Transient { detail, .. }) => self.invalidate(&live, detail),
+            _ => live.pool.lock().expect("poisoned").push(session),
+        }
+        r
+    }
+
+    pub async fn health(self: &Arc<Self>) -> TokenHealth {
+        let name = self.name.clone();
+        let r = self
+            .run(|c| {
+                let logged_in = matches!(
+                    c.ck("C_GetSessionInfo", c.session.get_session_info())?.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                );
+                let objects = c.live.index.read().expect("poisoned").object_count();
+                Ok((logged_in, objects, c.live.token_label.clone(), c.live.serial.clone(), c.live.mechanisms.clone()))
+            })
+            .await;
+        match r {
+            Ok((logged_in, objects, label, serial, m)) => {
+                TokenHealth { name, present: true, logged_in, objects, label, serial, mechanisms: Some(m), error: None }
+            }
+            Err(e) => TokenHealth {
+                name,
+                present: false,
+                logged_in: false,
+                objects: 0,
+                label: String::new(),
+                serial: String::new(),
+                mechanisms: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+fn probe(module: &Module, slot: Slot) -> Mechanisms {
+    use cryptoki::mechanism::MechanismType as M;
+    let list = module.ctx.get_mechanism_list(slot).unwrap_or_default();
+    let has = |m: M| list.contains(&m);
+    // 0x210B first: on a PKCS#11 3.0 token 0x210A is PKCS#7 padding + RFC 3394, not RFC 5649.
+    let kwp = [CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_PAD].into_iter().find(|m| module.raw.mechanism_flags(slot.id(), *m).is_some());
+    Mechanisms {
+        kwp,
+        rsa_oaep: has(M::RSA_PKCS_OAEP),
+        eddsa: has(M::EDDSA),
+        ec_edwards_keygen: has(M::ECC_EDWARDS_KEY_PAIR_GEN),
+        ecdsa: has(M::ECDSA),
+        des3: has(M::DES3_KEY_GEN),
+        count: list.len(),
+    }
+}
+
+fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
+    let mut idx = Index::default();
+    for h in s.find_objects(&[])? {
+        let attrs = s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label])?;
+        let (mut class, mut id, mut label) = (None, Vec::new(), String::new());
+        for a in attrs {
+            match a {
+                Attribute::Class(c) => class = Some(c),
+                Attribute::Id(v) => id = v,
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                _ => {}
+            }
+        }
+        let kind = match class {
+            Some(ObjectClass::PRIVATE_KEY) => Kind::Private,
+            Some(ObjectClass::PUBLIC_KEY) => Kind::Public,
+            Some(ObjectClass::CERTIFICATE) => Kind::Certificate,
+            Some(ObjectClass::SECRET_KEY) => Kind::Secret,
+            _ => {
+                idx.unnamed += 1;
+                continue;
+            }
+        };
+        if id.is_empty() {
+            idx.unnamed += 1;
+        } else {
+            idx.insert(&id, &label, kind, h);
+        }
+    }
+    Ok(idx)
+}
+
+/// All configured tokens, by name; the first is the default.
+pub struct Tokens {
+    list: Vec<Arc<Token>>,
+}
+
+impl Tokens {
+    pub fn open(cfgs: &[TokenConfig]) -> Result<Tokens, Vec<TokenError>> {
+        let mut list = Vec::new();
+        let mut errors = Vec::new();
+        for c in cfgs {
+            match Token::open(c.clone()) {
+                Ok(t) => list.push(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Tokens { list })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn get(&self, name: Option<&str>) -> Option<&Arc<Token>> {
+        match name {
+            None => self.list.first(),
+            Some(n) => self.list.iter().find(|t| t.name == n),
+        }
+    }
+
+    pub fn all(&self) -> &[Arc<Token>] {
+        &self.list
+    }
+}
+
+impl Token {
+    /// For callers that must stay synchronous while on the runtime (rustls asks for a TLS
+    /// signature synchronously): hands this worker's other tasks away with `block_in_place`,
+    /// then runs like [`Token::run`].
+    pub fn run_in_place<R, F>(self: &Arc<Self>, op: F) -> Result<R, TokenError>
+    where
+        F: Fn(&Ctx) -> Result<R, TokenError> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(self.run(op)))
+    }
+}

@@ -1,0 +1,154 @@
+//! Key and certificate objects, following the conventions other PKCS#11 tools understand:
+//! a private key, its public key and its certificate share one CKA_ID; CKA_LABEL is the key's
+//! name; private keys are CKA_SENSITIVE and CKA_PRIVATE, and CKA_EXTRACTABLE only when the
+//! caller asked for an exportable key.
+
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+
+use super::index::Kind;
+use super::{Ctx, TokenError};
+use crate::material::algorithm::Algorithm;
+use crate::material::spki::PublicKey;
+
+/// Generates a key pair in the token under `id`/`label` and records it in the index.
+pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, exportable: bool) -> Result<PublicKey, TokenError> {
+    let common = |private: bool| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Private(private),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ]
+    };
+    let mut public = common(false);
+    let mut private = common(true);
+    private.extend([Attribute::Sensitive(true), Attribute::Extractable(exportable), Attribute::Sign(true)]);
+    public.push(Attribute::Verify(true));
+    let mech = match alg {
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
+            public.extend([
+                Attribute::ModulusBits(alg.rsa_bits().expect("rsa").into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Encrypt(true),
+            ]);
+            private.push(Attribute::Decrypt(true));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        Algorithm::EcP256 | Algorithm::EcP384 | Algorithm::EcP521 => {
+            public.push(Attribute::EcParams(alg.ec_params().expect("ec").to_vec()));
+            private.push(Attribute::Derive(true));
+            Mechanism::EccKeyPairGen
+        }
+        Algorithm::Ed25519 => {
+            if !c.live.mechanisms.ec_edwards_keygen {
+                return Err(TokenError::Refused { token: c.token.into(), operation: "ed25519 key generation", detail: "the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN".into() });
+            }
+            public.push(Attribute::EcParams(alg.ec_params().expect("ed").to_vec()));
+            Mechanism::EccEdwardsKeyPairGen
+        }
+    };
+    let (pub_h, priv_h) = c.ck("C_GenerateKeyPair", c.session.generate_key_pair(&mech, &public, &private))?;
+    {
+        let mut idx = c.live.index.write().expect("poisoned");
+        idx.insert(id, label, Kind::Public, pub_h);
+        idx.insert(id, label, Kind::Private, priv_h);
+    }
+    read_public(c, pub_h)
+}
+
+/// Reads a public key object's key material.
+pub fn read_public(c: &Ctx, h: ObjectHandle) -> Result<PublicKey, TokenError> {
+    let attrs = c.ck(
+        "C_GetAttributeValue",
+        c.session.get_attributes(h, &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcParams, AttributeType::EcPoint]),
+    )?;
+    let (mut n, mut e, mut params, mut point) = (None, None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::Modulus(v) => n = Some(v),
+            Attribute::PublicExponent(v) => e = Some(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            _ => {}
+        }
+    }
+    let refused = |d: String| TokenError::Refused { token: c.token.into(), operation: "reading a public key", detail: d };
+    match (n, e, params, point) {
+        (Some(modulus), Some(exponent), _, _) => Ok(PublicKey::Rsa { modulus, exponent }),
+        (_, _, Some(p), Some(pt)) => PublicKey::from_ec_point(&p, &pt).map_err(|e| refused(e.to_string())),
+        _ => Err(refused("the object has neither RSA nor EC public attributes".into())),
+    }
+}
+
+/// The public key of the key pair with `id`.
+pub fn public_key(c: &Ctx, id: &[u8]) -> Result<PublicKey, TokenError> {
+    let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.public);
+    let h = h.ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("public key {}", hex::encode(id)) })?;
+    read_public(c, h)
+}
+
+/// Destroys every object with `id`. Missing objects are not an error: destroy is idempotent
+/// so a retried or repeated delete converges.
+pub fn destroy(c: &Ctx, id: &[u8]) -> Result<usize, TokenError> {
+    let set = c.live.index.read().expect("poisoned").get(id).cloned();
+    let Some(set) = set else { return Ok(0) };
+    let mut n = 0;
+    for h in set.handles() {
+        match c.session.destroy_object(h) {
+            Ok(()) => n += 1,
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => {}
+            Err(e) => return Err(TokenError::from_ck(c.token, "C_DestroyObject", e)),
+        }
+    }
+    c.live.index.write().expect("poisoned").remove(id);
+    Ok(n)
+}
+
+/// Stores an X.509 certificate next to the key with the same `id`.
+pub fn create_certificate(c: &Ctx, id: &[u8], label: &str, der: &[u8], subject_der: &[u8]) -> Result<(), TokenError> {
+    let h = c.ck(
+        "C_CreateObject",
+        c.session.create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Value(der.to_vec()),
+            Attribute::Subject(subject_der.to_vec()),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ]),
+    )?;
+    c.live.index.write().expect("poisoned").insert(id, label, Kind::Certificate, h);
+    Ok(())
+}
+
+/// The DER of the certificate with `id`, if the token holds one.
+pub fn certificate_der(c: &Ctx, id: &[u8]) -> Result<Option<Vec<u8>>, TokenError> {
+    let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.certificate);
+    let Some(h) = h else { return Ok(None) };
+    let attrs = c.ck("C_GetAttributeValue", c.session.get_attributes(h, &[AttributeType::Value]))?;
+    Ok(attrs.into_iter().find_map(|a| if let Attribute::Value(v) = a { Some(v) } else { None }))
+}
+
+/// Signs with the private key `id`: ECDSA over a prehashed digest (raw r‖s), or Ed25519.
+pub fn sign(c: &Ctx, id: &[u8], alg: Algorithm, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+    let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.private);
+    let h = h.ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("private key {}", hex::encode(id)) })?;
+    let mech = match alg {
+        Algorithm::Ed25519 => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+        Algorithm::EcP256 | Algorithm::EcP384 | Algorithm::EcP521 => Mechanism::Ecdsa,
+        _ => Mechanism::Sha256RsaPkcs,
+    };
+    c.ck("C_Sign", c.session.sign(&mech, h, data))
+}
+
+/// Whether a private key is marked extractable in the token (what pkcs11-tool shows).
+pub fn is_extractable(c: &Ctx, id: &[u8]) -> Result<Option<bool>, TokenError> {
+    let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.private);
+    let Some(h) = h else { return Ok(None) };
+    let attrs = c.ck("C_GetAttributeValue", c.session.get_attributes(h, &[AttributeType::Extractable]))?;
+    Ok(attrs.into_iter().find_map(|a| if let Attribute::Extractable(b) = a { Some(b) } else { None }))
+}

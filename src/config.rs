@@ -375,7 +375,8 @@ mod tests {
         let cfg: Config = toml::from_str(text).unwrap();
         assert!(cfg.tokens.len() >= 2, "the example shows several tokens");
         assert!(!cfg.principals.is_empty());
-        assert!(matches!(cfg.listen.tls, TlsConfig::SelfSigned));
+        assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
+        assert!(cfg.namespaces.contains_key("ssh"));
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use super::now;
 
     fn rec(id: &str, ns: &str, name: &str) -> KeyRecord {
         KeyRecord {

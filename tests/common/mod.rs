@@ -1,0 +1,269 @@
+//! Test harness: each test gets its own SoftHSM token folder, its own config, and its own
+//! `keyport serve` process on a temporary socket and a free port. Peer tools are real
+//! (pkcs11-tool, curl, setpriv); a missing one fails the test under CI=true.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ROOT_PRINCIPALS: &str = r#"
+[[principals]]
+name = "root"
+uids = [0]
+permissions = { "*" = ["admin"] }
+
+[[principals]]
+name = "reader"
+# sha256("reader-key")
+api_key_sha256 = ["READER_HASH"]
+permissions = { default = ["read"] }
+"#;
+
+/// Whether `tool` is on PATH; under CI a missing tool is a failure, elsewhere a skip.
+pub fn require(tool: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required (scripts/deps installs it)");
+        }
+        eprintln!("SKIP: {tool} not installed (run scripts/deps)");
+    }
+    found
+}
+
+pub fn softhsm_module() -> PathBuf {
+    for p in ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("libsofthsm2.so not found: install softhsm2 (scripts/deps)");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Writes a config for a fresh token in a temporary folder. `extra` is appended TOML.
+    pub fn config(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = free_port();
+        let socket = d.join("keyport.sock");
+        let principals = if extra.contains("[[principals]]") { String::new() } else { ROOT_PRINCIPALS.replace("READER_HASH", &sha256_hex("reader-key")) };
+        let text = format!(
+            r#"state_dir = "{state}"
+[listen]
+socket = "{socket}"
+socket_mode = "0666"
+tcp = "127.0.0.1:{port}"
+tls = {{ mode = "self-signed" }}
+
+[limits]
+max_body_bytes = 65536
+
+[[tokens]]
+name = "soft"
+module = "{module}"
+label = "test"
+pin = {{ file = "{pin}" }}
+softhsm = {{ dir = "{hsm}" }}
+{principals}
+{extra}
+"#,
+            state = d.join("state").display(),
+            socket = socket.display(),
+            module = softhsm_module().display(),
+            pin = d.join("pin").display(),
+            hsm = d.join("softhsm").display(),
+        );
+        let config = d.join("keyport.toml");
+        std::fs::write(&config, text).unwrap();
+        Daemon { dir, config, socket, port, child: None, env: Vec::new() }
+    }
+
+    pub fn start(extra: &str) -> Daemon {
+        let mut d = Daemon::config(extra);
+        d.spawn();
+        d
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keyport"));
+        c.env_remove("KEYPORT_CONFIG").env("KEYPORT_LOG", "info,cryptoki=off");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Starts `keyport serve` and waits until health answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = self
+            .command()
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("keyport exited ({status}) at start:\n{}", self.log());
+            }
+            if self.socket.exists() && std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.dir.path().join("state/tls-cert.pem").exists() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn pin(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pin")).unwrap().trim().to_string()
+    }
+
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm/softhsm2.conf")
+    }
+
+    /// SIGKILL, no cleanup: what a crash or the OOM killer does.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut c = c;
+        c.wait().unwrap()
+    }
+
+    /// `curl --unix-socket`: status and parsed JSON body. `args` come before the URL.
+    pub fn curl(&self, method: &str, path: &str, body: Option<&str>, args: &[&str]) -> (u16, Value) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"]).arg(&self.socket).args(["-X", method]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        c.args(args).arg(format!("http://localhost{path}"));
+        parse_curl(c.output().unwrap())
+    }
+
+    /// curl over the HTTPS port, trusting the daemon's own certificate.
+    pub fn curl_https(&self, method: &str, path: &str, body: Option<&str>, args: &[&str]) -> (u16, Value) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"]).arg(self.dir.path().join("state/tls-cert.pem")).args(["-X", method]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        c.args(args).arg(format!("https://127.0.0.1:{}{path}", self.port));
+        parse_curl(c.output().unwrap())
+    }
+
+    pub fn generate(&self, name: &str, algorithm: &str, exportable: bool) -> Value {
+        let (status, v) = self.curl(
+            "POST",
+            "/keyport/v1/keys",
+            Some(&serde_json::json!({"name": name, "algorithm": algorithm, "exportable": exportable}).to_string()),
+            &[],
+        );
+        assert_eq!(status, 201, "generate {name} {algorithm}: {v}\n{}", self.log());
+        v
+    }
+
+    /// `pkcs11-tool --list-objects` on this daemon's token, logged in.
+    pub fn pkcs11_objects(&self) -> String {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(["--module"])
+            .arg(softhsm_module())
+            .args(["--token-label", "test", "--login", "--pin", &self.pin(), "--list-objects"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pkcs11-tool: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(["--module"])
+            .arg(softhsm_module())
+            .args(["--token-label", "test", "--login", "--pin", &self.pin()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn parse_curl(out: Output) -> (u16, Value) {
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    let v = if body.trim().is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.to_string())) };
+    (code.trim().parse().unwrap(), v)
+}
+
+/// Objects pkcs11-tool printed, one block per object, as (kind line, label, ID).
+pub fn object_blocks(listing: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, String, String)> = None;
+    for line in listing.lines() {
+        if !line.starts_with(' ') && line.contains("Object;") {
+            if let Some(c) = cur.take() {
+                out.push(c);
+            }
+            cur = Some((line.to_string(), String::new(), String::new()));
+        } else if let Some(c) = cur.as_mut() {
+            let l = line.trim();
+            if let Some(v) = l.strip_prefix("label:") {
+                c.1 = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("ID:") {
+                c.2 = v.trim().to_string();
+            } else if l.starts_with("Access:") {
+                c.0.push_str(" | ");
+                c.0.push_str(l);
+            }
+        }
+    }
+    out.extend(cur);
+    out
+}

@@ -153,17 +153,20 @@ impl Token {
             )));
         };
         let pin = pin::read(&self.cfg.pin).map_err(|m| self.config_error(m))?;
-        let login = ctx.open_rw_session(slot).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
-        match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
-            Ok(()) => {}
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
-                return Err(self.config_error("wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token".into()))
-            }
+        let login = ctx.open_rw_session_no_drop(slot).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
+        let refused = match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => None,
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => Some(self.config_error(
+                "wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token".into(),
+            )),
             Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinLocked, _)) => {
-                return Err(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
+                Some(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
             }
-            Err(e) => return Err(TokenError::from_ck(&self.name, "C_Login", e)),
+            Err(e) => Some(TokenError::from_ck(&self.name, "C_Login", e)),
+        };
+        if let Some(e) = refused {
+            let _ = login.close();
+            return Err(e);
         }
         let mechanisms = probe(&module, slot);
         let index = build_index(&login).map_err(|e| TokenError::from_ck(&self.name, "C_FindObjects", e))?;
@@ -211,6 +214,13 @@ impl Token {
                 if let Err(e) = live.module.reinitialize(live.module_generation) {
                     tracing::error!(token = %self.name, error = %e, "module re-initialize failed");
                 }
+            } else {
+                // Sessions are opened "no drop": a dead connection's session handles must never
+                // be closed later, when the module may have handed the same numbers to the
+                // new connection. Close the idle ones now, while the numbers are still ours.
+                for s in live.pool.lock().expect("poisoned").drain(..) {
+                    let _ = s.close();
+                }
             }
         }
     }
@@ -249,7 +259,7 @@ impl Token {
         let session = live.pool.lock().expect("poisoned").pop();
         let session = match session {
             Some(s) => s,
-            None => match live.module.ctx.open_rw_session(live.slot) {
+            None => match live.module.ctx.open_rw_session_no_drop(live.slot) {
                 Ok(s) => s,
                 Err(e) => {
                     let err = TokenError::from_ck(&self.name, "C_OpenSession", e);

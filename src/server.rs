@@ -71,7 +71,11 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     };
     let mut tasks = Vec::new();
     let mut _socket_file = None;
-    if let Some(path) = &app.config.listen.socket {
+    if let Some(l) = api::activation::unix_listener() {
+        let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated socket: {e}")))?;
+        tracing::info!("listening on the Unix socket passed by systemd");
+        tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
+    } else if let Some(path) = &app.config.listen.socket {
         let l = listen::bind_unix(path, app.config.socket_mode(), app.config.listen.socket_owner.as_deref(), app.config.listen.socket_group.as_deref())
             .map_err(|m| fatal(1, m))?;
         _socket_file = Some(listen::SocketFile(path.clone()));

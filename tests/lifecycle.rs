@@ -180,3 +180,33 @@ fn the_cli_speaks_to_the_daemon_over_the_socket() {
     assert_eq!(code, Some(1));
     assert!(err.contains("404"), "{err}");
 }
+
+#[test]
+fn systemd_socket_activation_serves_the_passed_socket() {
+    if !require("systemd-socket-activate") || !require("curl") {
+        return;
+    }
+    let mut d = Daemon::config("");
+    let activated = d.dir.path().join("activated.sock");
+    let child = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&activated)
+        .arg(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&d.config)
+        .env("KEYPORT_LOG", "info,cryptoki=off")
+        .stderr(std::fs::File::create(d.dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    let start = Instant::now();
+    while !activated.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.socket = activated;
+    let (s, v) = d.curl("GET", "/keyport/v1/health", None, &["--max-time", "60"]);
+    assert_eq!(s, 200, "{v}\n{}", d.log());
+    assert!(d.log().contains("passed by systemd"), "{}", d.log());
+    assert!(!d.dir.path().join("keyport.sock").exists(), "the configured path is not bound when activated");
+}

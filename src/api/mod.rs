@@ -4,6 +4,7 @@
 //! peer is (SO_PEERCRED on the socket, the address on TCP) and puts it in the request's
 //! extensions; `auth` turns that plus any API key into a principal; faces call the core.
 
+pub mod activation;
 pub mod auth;
 pub mod body;
 pub mod error;

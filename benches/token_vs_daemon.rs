@@ -1,1 +1,203 @@
-fn main(){}
+//! keyport against the physical limit: the same operations through the daemon (HTTP over the
+//! Unix socket, keep-alive connections) and directly through cryptoki on a SoftHSM token, in
+//! one run on one machine.
+//!
+//!     cargo bench --bench token_vs_daemon            # N=200 keys, 2 workers
+//!     KEYPORT_BENCH_N=500 cargo bench --bench token_vs_daemon
+//!
+//! Prints one line per figure; BENCHMARKS.md records them with the command.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 2;
+
+fn module() -> PathBuf {
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("softhsm2 installed (scripts/deps)")
+}
+
+fn main() {
+    let n: usize = std::env::var("KEYPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    println!("# keyport bench: N={n}, {WORKERS} workers, SoftHSM at {}", module().display());
+    raw(dir.path(), n);
+    daemon(dir.path(), n);
+}
+
+fn report(what: &str, count: usize, elapsed: Duration) {
+    println!("{what:<58} {:>9.1} /s  ({count} in {:.2} s)", count as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+}
+
+/// Directly through cryptoki: one session per worker thread, like the token layer.
+fn raw(dir: &Path, n: usize) {
+    let hsm = dir.join("raw");
+    std::fs::create_dir_all(hsm.join("tokens")).unwrap();
+    let conf = hsm.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display())).unwrap();
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let p = Pkcs11::new(module()).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    let slot = p.get_slots_with_initialized_token().unwrap()[0];
+    let s0 = p.open_rw_session(slot).unwrap();
+    s0.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+
+    for (alg, params) in [("ec-p256", vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), ("ed25519", vec![0x06, 0x03, 0x2b, 0x65, 0x70])] {
+        let start = Instant::now();
+        std::thread::scope(|sc| {
+            for w in 0..WORKERS {
+                let (p, params) = (p.clone(), params.clone());
+                sc.spawn(move || {
+                    let s = p.open_rw_session(slot).unwrap();
+                    let mech = if alg == "ed25519" { Mechanism::EccEdwardsKeyPairGen } else { Mechanism::EccKeyPairGen };
+                    for i in (w..n).step_by(WORKERS) {
+                        let id = format!("{alg}-{i}").into_bytes();
+                        let public = [Attribute::Token(true), Attribute::Private(false), Attribute::Id(id.clone()), Attribute::EcParams(params.clone()), Attribute::Verify(true)];
+                        let private = [Attribute::Token(true), Attribute::Private(true), Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Id(id), Attribute::Sign(true)];
+                        s.generate_key_pair(&mech, &public, &private).unwrap();
+                    }
+                });
+            }
+        });
+        report(&format!("raw cryptoki: generate {alg} key pair (token objects)"), n, start.elapsed());
+    }
+    // The lookup a daemon without an index would make per request: C_FindObjects by CKA_ID.
+    let count = n.min(200);
+    let start = Instant::now();
+    for i in 0..count {
+        let id = format!("ec-p256-{i}").into_bytes();
+        let h = s0.find_objects(&[Attribute::Id(id)]).unwrap();
+        assert_eq!(h.len(), 2);
+    }
+    report(&format!("raw cryptoki: C_FindObjects by CKA_ID ({} objects)", 4 * n), count, start.elapsed());
+    // Reading one public key's attributes by handle: the floor for "show a key".
+    let h = s0.find_objects(&[Attribute::Id(b"ec-p256-0".to_vec())]).unwrap()[0];
+    let reads = 20_000;
+    let start = Instant::now();
+    for _ in 0..reads {
+        s0.get_attributes(h, &[AttributeType::Label, AttributeType::Id]).unwrap();
+    }
+    report("raw cryptoki: C_GetAttributeValue by cached handle", reads, start.elapsed());
+    p.finalize().unwrap();
+    std::env::remove_var("SOFTHSM2_CONF");
+}
+
+/// Through the daemon: `keyport serve` (release build) on its own token, over the Unix socket.
+fn daemon(dir: &Path, n: usize) {
+    let d = dir.join("daemon");
+    std::fs::create_dir_all(&d).unwrap();
+    let socket = d.join("keyport.sock");
+    let config = d.join("keyport.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{s}\"\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\nsessions = {WORKERS}\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
+            d = d.display(),
+            s = socket.display(),
+            m = module().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYPORT_LOG", "warn,cryptoki=off")
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        for alg in ["ec-p256", "ed25519"] {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..WORKERS)
+                .map(|w| {
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        let mut c = Conn::open(&socket).await;
+                        for i in (w..n).step_by(WORKERS) {
+                            let body = format!(r#"{{"name":"{alg}-{i}","algorithm":"{alg}"}}"#);
+                            assert_eq!(c.send("POST", "/keyport/v1/keys", body).await, 201);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            report(&format!("daemon: POST /keyport/v1/keys {alg} (socket, {WORKERS} conns)"), n, start.elapsed());
+        }
+        for (path, count) in [("/keyport/v1/keys?name=ec-p256-7", 5000), ("/keyport/v1/keys", 200)] {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..WORKERS)
+                .map(|_| {
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        let mut c = Conn::open(&socket).await;
+                        for _ in 0..count / WORKERS {
+                            assert_eq!(c.send("GET", path, String::new()).await, 200);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let label = if path.contains('?') { "daemon: GET keys?name= (one key)".to_string() } else { format!("daemon: GET keys (all {} keys)", 2 * n) };
+            report(&format!("{label} (socket, {WORKERS} conns)"), count, start.elapsed());
+        }
+    });
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+/// One keep-alive HTTP/1.1 connection over the Unix socket.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(socket: &Path) -> Conn {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Conn { sender }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: String) -> u16 {
+        self.sender.ready().await.unwrap();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.unwrap();
+        status
+    }
+}

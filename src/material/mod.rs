@@ -2,4 +2,5 @@
 //! Later: PEM, PKCS#1/#8, X.509, OpenSSH, PuTTY, SSH2/Tectia, the DEK sealed box, bundles.
 
 pub mod algorithm;
+pub mod key;
 pub mod spki;

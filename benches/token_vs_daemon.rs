@@ -30,6 +30,12 @@ fn module() -> PathBuf {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs harness-less benches as plain binaries: compile-check
+    // only. `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("token_vs_daemon: run with `cargo bench --bench token_vs_daemon`");
+        return;
+    }
     let n: usize = std::env::var("KEYPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     println!("# keyport bench: N={n}, {WORKERS} workers, SoftHSM at {}", module().display());

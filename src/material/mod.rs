@@ -3,4 +3,5 @@
 
 pub mod algorithm;
 pub mod key;
+pub mod limits;
 pub mod spki;

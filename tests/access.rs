@@ -72,5 +72,5 @@ fn health_shows_token_and_store() {
     // The TLS key pair and its certificate.
     assert_eq!(t["objects"], 3);
     assert_eq!(v["store"]["ok"], true);
-    assert_eq!(v["store"]["schema_version"], 1);
+    assert_eq!(v["store"]["schema_version"], 2);
 }

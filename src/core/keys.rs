@@ -27,7 +27,7 @@ pub struct GenerateRequest {
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-fn audit(who: &Principal, action: &str, ns: &str, key_id: &str, outcome: &str, detail: Option<String>) -> AuditEntry {
+pub(crate) fn audit(who: &Principal, action: &str, ns: &str, key_id: &str, outcome: &str, detail: Option<String>) -> AuditEntry {
     AuditEntry {
         at: now(),
         principal: who.name.clone(),
@@ -120,7 +120,7 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
         origin: "generated".into(),
         created_at: now(),
     };
-    if let Err(e) = app.store.commit_key(&rec, &audit(who, "key.generate", &namespace, &id, "ok", Some(alg.as_str().into()))) {
+    if let Err(e) = app.store.commit_key(&rec, &[], &audit(who, "key.generate", &namespace, &id, "ok", Some(alg.as_str().into())), None) {
         undo(app, token, &id, cka_id).await;
         return Err(e.into());
     }

@@ -2,6 +2,8 @@
 //! through intents), start-up reconciliation, principals and permissions, names.
 
 pub mod authz;
+pub mod dek;
+pub mod ids;
 pub mod keys;
 pub mod names;
 pub mod reconcile;

@@ -61,6 +61,31 @@ const STEPS: &[&str] = &[
         outcome TEXT NOT NULL,
         detail TEXT
      );",
+    // 2: the edge instance's DEK (sealed under a token key), certificates, job inputs.
+    "CREATE TABLE dek(
+        id TEXT PRIMARY KEY,            -- encryptionKeyId (URL-safe)
+        edge_instance_id TEXT NOT NULL,
+        public_key BLOB NOT NULL,       -- X25519, 32 bytes
+        sealed_secret BLOB NOT NULL,    -- AES-256-GCM under the token's at-rest key
+        token TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE certificates(
+        sha256 TEXT PRIMARY KEY,
+        key_id TEXT,
+        namespace TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        sha1 TEXT NOT NULL,
+        der BLOB NOT NULL,              -- public data
+        created_at TEXT NOT NULL
+     );
+     CREATE INDEX certificates_key ON certificates(key_id);
+     ALTER TABLE jobs ADD COLUMN input BLOB;  -- still-encrypted items awaiting work; NULL when done
+     ALTER TABLE job_items ADD COLUMN fingerprint TEXT;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-pub use records::{AuditEntry, Intent, KeyRecord};
+pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +24,17 @@ pub enum StoreError {
     NameTaken { namespace: String, name: String },
     #[error("store schema version {found} is newer than this keyport ({supported}); upgrade keyport")]
     TooNew { found: i64, supported: i64 },
+}
+
+/// The edge instance's data-encryption key: public half in the clear, private half sealed.
+#[derive(Debug, Clone)]
+pub struct DekRecord {
+    pub id: String,
+    pub edge_instance_id: String,
+    pub public_key: Vec<u8>,
+    pub sealed_secret: Vec<u8>,
+    pub token: String,
+    pub created_at: String,
 }
 
 pub struct Store {
@@ -91,8 +102,9 @@ impl Store {
         Ok(rows)
     }
 
-    /// Turns an intent into an inventory row and audits it, in one transaction.
-    pub fn commit_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+    /// Turns an intent into an inventory row with its certificates, its audit entry and (for
+    /// a job) the item's result, in one transaction: a crash leaves all or none of them.
+    pub fn commit_key(&self, k: &KeyRecord, certs: &[CertificateRecord], audit: &AuditEntry, item: Option<&JobItem>) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
@@ -107,8 +119,111 @@ impl Store {
             }
             e => e.into(),
         })?;
+        for c in certs {
+            records::insert_certificate(&tx, c)?;
+        }
         records::insert_audit(&tx, audit)?;
+        if let Some(i) = item {
+            records::insert_job_item(&tx, i)?;
+        }
         tx.commit()?;
+        Ok(())
+    }
+
+    pub fn certificates_of(&self, key_id: &str) -> Result<Vec<CertificateRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE key_id=?1 ORDER BY created_at",
+        )?;
+        let rows = st
+            .query_map([key_id], |r| {
+                Ok(CertificateRecord {
+                    sha256: r.get(0)?,
+                    key_id: r.get(1)?,
+                    namespace: r.get(2)?,
+                    subject: r.get(3)?,
+                    issuer: r.get(4)?,
+                    serial: r.get(5)?,
+                    not_before: r.get(6)?,
+                    not_after: r.get(7)?,
+                    sha1: r.get(8)?,
+                    der: r.get(9)?,
+                    created_at: r.get(10)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // --- jobs ---
+
+    /// Records an accepted job with its still-encrypted input, so it survives a restart.
+    pub fn create_job(&self, j: &JobRecord, input: &[u8]) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO jobs(id, kind, namespace, principal, status, created_at, total, failed, input) VALUES (?1,?2,?3,?4,?5,?6,?7,0,?8)",
+            params![j.id, j.kind, j.namespace, j.principal, j.status, j.created_at, j.total, input],
+        )?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<(JobRecord, Vec<JobItem>)>, StoreError> {
+        let conn = self.conn();
+        let Some(job) = conn.query_row(&format!("SELECT {} FROM jobs WHERE id=?1", JobRecord::COLUMNS), [id], JobRecord::from_row).optional()? else {
+            return Ok(None);
+        };
+        let mut st = conn.prepare("SELECT job_id, seq, status, key_id, fingerprint, reason FROM job_items WHERE job_id=?1 ORDER BY seq")?;
+        let items = st.query_map([id], JobItem::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((job, items)))
+    }
+
+    /// Jobs accepted but not finished (oldest first), with their input and the items done.
+    pub fn unfinished_jobs(&self, kind: &str) -> Result<Vec<(JobRecord, Vec<u8>)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {}, input FROM jobs WHERE kind=?1 AND finished_at IS NULL AND input IS NOT NULL ORDER BY created_at",
+            JobRecord::COLUMNS
+        ))?;
+        let rows = st.query_map([kind], |r| Ok((JobRecord::from_row(r)?, r.get::<_, Vec<u8>>(9)?)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn set_job_status(&self, id: &str, status: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE jobs SET status=?2 WHERE id=?1", params![id, status])?;
+        Ok(())
+    }
+
+    pub fn record_job_item(&self, item: &JobItem) -> Result<(), StoreError> {
+        records::insert_job_item(&self.conn(), item)?;
+        Ok(())
+    }
+
+    /// Marks a job finished and drops its input.
+    pub fn finish_job(&self, id: &str, status: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET status=?2, finished_at=?3, input=NULL,
+               failed=(SELECT COUNT(*) FROM job_items WHERE job_id=?1 AND status='FAILED')
+             WHERE id=?1",
+            params![id, status, records::now()],
+        )?;
+        Ok(())
+    }
+
+    // --- DEK ---
+
+    pub fn dek(&self) -> Result<Option<DekRecord>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row("SELECT id, edge_instance_id, public_key, sealed_secret, token, created_at FROM dek ORDER BY created_at LIMIT 1", [], |r| {
+                Ok(DekRecord { id: r.get(0)?, edge_instance_id: r.get(1)?, public_key: r.get(2)?, sealed_secret: r.get(3)?, token: r.get(4)?, created_at: r.get(5)? })
+            })
+            .optional()?)
+    }
+
+    pub fn insert_dek(&self, d: &DekRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO dek(id, edge_instance_id, public_key, sealed_secret, token, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![d.id, d.edge_instance_id, d.public_key, d.sealed_secret, d.token, d.created_at],
+        )?;
         Ok(())
     }
 

@@ -59,6 +59,90 @@ impl Intent {
     }
 }
 
+/// A certificate row: public data, linked to a key when one matches.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub sha256: String,
+    pub key_id: Option<String>,
+    pub namespace: String,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sha1: String,
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    pub created_at: String,
+}
+
+/// A job: any face's asynchronous batch (imports today).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub principal: String,
+    pub status: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub total: i64,
+    pub failed: i64,
+}
+
+impl JobRecord {
+    pub const COLUMNS: &'static str = "id, kind, namespace, principal, status, created_at, finished_at, total, failed";
+
+    pub fn from_row(r: &Row) -> rusqlite::Result<JobRecord> {
+        Ok(JobRecord {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            namespace: r.get(2)?,
+            principal: r.get(3)?,
+            status: r.get(4)?,
+            created_at: r.get(5)?,
+            finished_at: r.get(6)?,
+            total: r.get(7)?,
+            failed: r.get(8)?,
+        })
+    }
+}
+
+/// One item's result in a job. `status` is the face's vocabulary (IMPORTED, FAILED, SKIPPED).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct JobItem {
+    pub job_id: String,
+    pub seq: i64,
+    pub status: String,
+    pub key_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl JobItem {
+    pub fn from_row(r: &Row) -> rusqlite::Result<JobItem> {
+        Ok(JobItem { job_id: r.get(0)?, seq: r.get(1)?, status: r.get(2)?, key_id: r.get(3)?, fingerprint: r.get(4)?, reason: r.get(5)? })
+    }
+}
+
+pub(super) fn insert_job_item(conn: &Connection, i: &JobItem) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO job_items(job_id, seq, status, key_id, fingerprint, reason) VALUES (?1,?2,?3,?4,?5,?6)",
+        params![i.job_id, i.seq, i.status, i.key_id, i.fingerprint, i.reason],
+    )?;
+    Ok(())
+}
+
+pub(super) fn insert_certificate(conn: &Connection, c: &CertificateRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO certificates(sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
+         ON CONFLICT(sha256) DO UPDATE SET key_id = COALESCE(excluded.key_id, certificates.key_id)",
+        params![c.sha256, c.key_id, c.namespace, c.subject, c.issuer, c.serial, c.not_before, c.not_after, c.sha1, c.der, c.created_at],
+    )?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: String,
@@ -126,10 +210,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k.db");
         let s = Store::open(&p).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         drop(s);
-        assert_eq!(Store::open(&p).unwrap().schema_version().unwrap(), 1, "reopen does not re-run steps");
+        assert_eq!(Store::open(&p).unwrap().schema_version().unwrap(), 2, "reopen does not re-run steps");
     }
 
     #[test]
@@ -139,7 +223,7 @@ mod tests {
         s.add_intent(&intent("aa", "default", "web")).unwrap();
         assert!(matches!(s.add_intent(&intent("bb", "default", "web")), Err(StoreError::NameTaken { .. })));
         s.add_intent(&intent("cc", "other", "web")).unwrap();
-        s.commit_key(&rec("aa", "default", "web"), &audit()).unwrap();
+        s.commit_key(&rec("aa", "default", "web"), &[], &audit(), None).unwrap();
         assert!(s.intents().unwrap().iter().all(|i| i.key_id != "aa"), "commit removes the intent");
         assert!(matches!(s.add_intent(&intent("dd", "default", "web")), Err(StoreError::NameTaken { .. })));
         assert_eq!(s.list_keys(Some("default"), None).unwrap().len(), 1);

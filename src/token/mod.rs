@@ -10,6 +10,7 @@
 pub mod error;
 pub mod index;
 mod module;
+pub mod at_rest;
 pub mod objects;
 pub mod pin;
 mod raw;

@@ -5,11 +5,12 @@
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
 
 use super::index::Kind;
 use super::{Ctx, TokenError};
 use crate::material::algorithm::Algorithm;
+use crate::material::key::PrivateKey;
 use crate::material::spki::PublicKey;
 
 /// Generates a key pair in the token under `id`/`label` and records it in the index.
@@ -151,4 +152,85 @@ pub fn is_extractable(c: &Ctx, id: &[u8]) -> Result<Option<bool>, TokenError> {
     let Some(h) = h else { return Ok(None) };
     let attrs = c.ck("C_GetAttributeValue", c.session.get_attributes(h, &[AttributeType::Extractable]))?;
     Ok(attrs.into_iter().find_map(|a| if let Attribute::Extractable(b) = a { Some(b) } else { None }))
+}
+
+/// Creates a private key (from its components) and its public key in the token under `id`.
+/// Every secret attribute buffer is zeroized after the call, whatever its outcome.
+pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exportable: bool) -> Result<PublicKey, TokenError> {
+    let alg = key.algorithm().map_err(|e| TokenError::Refused { token: c.token.into(), operation: "import", detail: e.to_string() })?;
+    let mut private = vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(exportable),
+        Attribute::Sign(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let mut public = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    match key {
+        PrivateKey::Rsa(k) => {
+            private.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Decrypt(true),
+                Attribute::Modulus(k.n.clone()),
+                Attribute::PublicExponent(k.e.clone()),
+                Attribute::PrivateExponent(k.d.to_vec()),
+                Attribute::Prime1(k.p.to_vec()),
+                Attribute::Prime2(k.q.to_vec()),
+                Attribute::Exponent1(k.dp.to_vec()),
+                Attribute::Exponent2(k.dq.to_vec()),
+                Attribute::Coefficient(k.qinv.to_vec()),
+            ]);
+            public.extend([Attribute::KeyType(KeyType::RSA), Attribute::Encrypt(true), Attribute::Modulus(k.n.clone()), Attribute::PublicExponent(k.e.clone())]);
+        }
+        PrivateKey::Ec { d, point, .. } => {
+            let params = alg.ec_params().expect("EC").to_vec();
+            private.extend([Attribute::KeyType(KeyType::EC), Attribute::Derive(true), Attribute::EcParams(params.clone()), Attribute::Value(d.to_vec())]);
+            public.extend([Attribute::KeyType(KeyType::EC), Attribute::EcParams(params), Attribute::EcPoint(der_octet_string(point))]);
+        }
+        PrivateKey::Ed25519 { seed, public: pk } => {
+            let params = alg.ec_params().expect("Ed25519").to_vec();
+            private.extend([Attribute::KeyType(KeyType::EC_EDWARDS), Attribute::EcParams(params.clone()), Attribute::Value(seed.to_vec())]);
+            public.extend([Attribute::KeyType(KeyType::EC_EDWARDS), Attribute::EcParams(params), Attribute::EcPoint(der_octet_string(pk))]);
+        }
+    }
+    let made = c.session.create_object(&private);
+    zeroize_template(&mut private);
+    let priv_h = c.ck("C_CreateObject", made)?;
+    let pub_h = match c.session.create_object(&public) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = c.session.destroy_object(priv_h);
+            return Err(TokenError::from_ck(c.token, "C_CreateObject", e));
+        }
+    };
+    let mut idx = c.live.index.write().expect("poisoned");
+    idx.insert(id, label, Kind::Private, priv_h);
+    idx.insert(id, label, Kind::Public, pub_h);
+    Ok(key.public_key())
+}
+
+/// DER OCTET STRING around a short value (CKA_EC_POINT's encoding).
+fn der_octet_string(v: &[u8]) -> Vec<u8> {
+    use der::Encode;
+    der::asn1::OctetStringRef::new(v).and_then(|o| o.to_der()).expect("an EC point fits a DER OCTET STRING")
+}
+
+fn zeroize_template(t: &mut [Attribute]) {
+    use zeroize::Zeroize;
+    for a in t.iter_mut() {
+        match a {
+            Attribute::PrivateExponent(v) | Attribute::Prime1(v) | Attribute::Prime2(v) | Attribute::Exponent1(v) | Attribute::Exponent2(v) | Attribute::Coefficient(v) | Attribute::Value(v) => v.zeroize(),
+            _ => {}
+        }
+    }
 }

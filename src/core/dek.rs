@@ -1,0 +1,79 @@
+//! The edge instance's data-encryption key (DEK): an X25519 key pair. Clients seal passwords
+//! and keys to its public half with a libsodium sealed box, exactly as the vendor's clients do
+//! for the SaaS. The private half is kept in the store sealed under a non-extractable AES key in
+//! the first token (`token::at_rest`) and opened only for the moment of an unseal.
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::ids::{b64url, uuid_v4};
+use super::{App, CoreError};
+use crate::store::records::now;
+use crate::store::DekRecord;
+use crate::token::at_rest;
+
+/// CKA_ID and label of the token AES key that seals keyport's own secrets at rest.
+pub const AT_REST_KEY_ID: &[u8] = b"keyport-at-rest";
+
+/// The public view of the DEK, what the faces render.
+#[derive(Debug, Clone)]
+pub struct Dek {
+    pub id: String,
+    pub edge_instance_id: String,
+    pub public_key: [u8; 32],
+    pub created_at: String,
+}
+
+fn aad(id: &str) -> Vec<u8> {
+    format!("keyport dek {id}").into_bytes()
+}
+
+/// Loads the DEK, creating it (and the edge instance id) on first start.
+pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
+    if let Some(d) = app.store.dek()? {
+        let public_key: [u8; 32] = d.public_key.as_slice().try_into().map_err(|_| CoreError::invalid("dek", "stored DEK public key is not 32 bytes"))?;
+        // Prove at start that the sealed secret still opens and matches (wrong token, altered
+        // store): better a clear start-up error than failed imports later.
+        let secret = open_secret(app, &d).await?;
+        if crypto_box::SecretKey::from(*secret).public_key().as_bytes() != &public_key {
+            return Err(CoreError::invalid("dek", "the stored DEK's secret does not match its public key; the store was altered"));
+        }
+        return Ok(Dek { id: d.id, edge_instance_id: d.edge_instance_id, public_key, created_at: d.created_at });
+    }
+    let secret = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
+    let public_key = *secret.public_key().as_bytes();
+    let id = b64url(&Sha256::digest(public_key)[..24]);
+    let token = app.tokens.get(None).expect("one token").clone();
+    let plain = Zeroizing::new(secret.to_bytes());
+    let a = aad(&id);
+    let sealed = token.run(move |c| at_rest::seal(c, AT_REST_KEY_ID, "keyport-at-rest", &plain[..], &a)).await?;
+    let rec = DekRecord { id: id.clone(), edge_instance_id: uuid_v4(), public_key: public_key.to_vec(), sealed_secret: sealed, token: token.name.clone(), created_at: now() };
+    app.store.insert_dek(&rec)?;
+    tracing::info!(encryption_key_id = %id, edge_instance_id = %rec.edge_instance_id, "created the DEK");
+    Ok(Dek { id, edge_instance_id: rec.edge_instance_id, public_key, created_at: rec.created_at })
+}
+
+async fn open_secret(app: &App, d: &DekRecord) -> Result<Zeroizing<[u8; 32]>, CoreError> {
+    let token = app
+        .tokens
+        .get(Some(&d.token))
+        .ok_or_else(|| CoreError::invalid("dek", format!("the DEK is sealed in token '{}', which is no longer configured", d.token)))?
+        .clone();
+    let (blob, a) = (d.sealed_secret.clone(), aad(&d.id));
+    let opened = token.run(move |c| at_rest::open(c, AT_REST_KEY_ID, &blob, &a)).await?;
+    let arr: [u8; 32] = opened.as_slice().try_into().map_err(|_| CoreError::invalid("dek", "sealed DEK secret has the wrong length"))?;
+    Ok(Zeroizing::new(arr))
+}
+
+/// Opens a libsodium sealed box addressed to the DEK. The secret exists only inside this call.
+pub async fn unseal(app: &App, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CoreError> {
+    let d = app.store.dek()?.ok_or_else(|| CoreError::invalid("dek", "no DEK yet"))?;
+    let secret = open_secret(app, &d).await?;
+    let sk = crypto_box::SecretKey::from(*secret);
+    sk.unseal(sealed).map(Zeroizing::new).map_err(|_| {
+        CoreError::invalid(
+            "dek_unseal",
+            "the DEK-encrypted value cannot be opened with this edge instance's encryption key: seal it (libsodium sealed box) to the key from GET /v1/edgeencryptionkeys/{encryptionKeyId}",
+        )
+    })
+}

@@ -29,6 +29,36 @@ pub struct Config {
     /// Per-namespace policy (exportable by default or not).
     #[serde(default)]
     pub namespaces: BTreeMap<String, NamespacePolicy>,
+    /// The TLS Protect Cloud face (`/v1/edge…`, `/outagedetection/v1/certificates/imports`).
+    #[serde(default)]
+    pub tlspc: TlspcConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlspcConfig {
+    /// Namespace keys imported through this face land in.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The edge instance's name in `GET /v1/edgeinstances`.
+    #[serde(default = "default_edge_name")]
+    pub edge_instance_name: String,
+    /// Whether imported keys are exportable; the namespace policy decides when absent.
+    pub exportable: Option<bool>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_edge_name() -> String {
+    "keyport".into()
+}
+
+impl Default for TlspcConfig {
+    fn default() -> Self {
+        TlspcConfig { namespace: default_namespace(), edge_instance_name: default_edge_name(), exportable: None }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -330,6 +360,9 @@ impl Config {
                     p(format!("listen.tls.{k}"), format!("{} does not exist", f.display()));
                 }
             }
+        }
+        if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
+            p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());

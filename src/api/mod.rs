@@ -11,6 +11,7 @@ pub mod error;
 pub mod listen;
 pub mod native;
 pub mod tls;
+pub mod tlspc;
 
 use axum::Router;
 
@@ -18,5 +19,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).fallback(error::not_found).with_state(app)
 }

@@ -69,6 +69,11 @@ impl Authz {
         }
     }
 
+    /// The principal called `name`, for work that runs later on someone's behalf (jobs).
+    pub fn by_name(&self, name: &str) -> Option<Principal> {
+        self.principals.iter().find(|(p, _)| p.name == name).map(|(p, _)| Self::principal(p))
+    }
+
     /// Who is calling. `api_key` is the raw key from the request, if any.
     pub fn identify(&self, peer: &Peer, api_key: Option<&str>) -> Result<Principal, CoreError> {
         if let Some(key) = api_key {

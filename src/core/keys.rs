@@ -130,7 +130,7 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
 
 /// Best effort: remove the objects and the intent of a creation that did not commit. If this
 /// fails too, the intent stays and start-up reconciliation finishes the job.
-async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>, id: &str, cka_id: [u8; 16]) {
+pub(crate) async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>, id: &str, cka_id: [u8; 16]) {
     match token.run(move |c| objects::destroy(c, &cka_id)).await {
         Ok(_) => {
             let _ = app.store.drop_intent(id);

@@ -4,6 +4,8 @@
 pub mod authz;
 pub mod dek;
 pub mod ids;
+pub mod import;
+pub mod jobs;
 pub mod keys;
 pub mod names;
 pub mod reconcile;
@@ -24,6 +26,10 @@ pub struct App {
     /// Test hook: pause this long between the token write and the store commit so a test can
     /// SIGKILL the daemon there (`KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS`). Zero in production.
     pub pause_before_commit: std::time::Duration,
+    /// The edge instance's DEK, set once at start (`dek::load_or_create`).
+    pub dek: std::sync::OnceLock<dek::Dek>,
+    /// Wakes the background job runner.
+    pub jobs: jobs::JobRunner,
 }
 
 pub type SharedApp = Arc<App>;

@@ -5,3 +5,5 @@ pub mod algorithm;
 pub mod key;
 pub mod limits;
 pub mod spki;
+pub mod pkcs;
+pub mod x509;

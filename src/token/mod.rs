@@ -44,6 +44,9 @@ pub struct Mechanisms {
     pub ec_edwards_keygen: bool,
     pub ecdsa: bool,
     pub des3: bool,
+    /// Whether the token can wrap an Ed25519 private key (SoftHSM 2.6 cannot:
+    /// CKR_KEY_NOT_WRAPPABLE). Probed by trying, with session objects.
+    pub ed25519_wrappable: bool,
     /// Every mechanism cryptoki can name, for `health`.
     pub count: usize,
 }
@@ -169,7 +172,8 @@ impl Token {
             let _ = login.close();
             return Err(e);
         }
-        let mechanisms = probe(&module, slot);
+        let mut mechanisms = probe(&module, slot);
+        mechanisms.ed25519_wrappable = probe_ed25519_wrap(&login, &mechanisms);
         let index = build_index(&login).map_err(|e| TokenError::from_ck(&self.name, "C_FindObjects", e))?;
         tracing::info!(token = %self.name, label = %token_label, serial = %serial, objects = index.object_count(),
             kwp = ?mechanisms.kwp.map(|m| format!("0x{m:X}")), "token open");
@@ -322,8 +326,41 @@ fn probe(module: &Module, slot: Slot) -> Mechanisms {
         ec_edwards_keygen: has(M::ECC_EDWARDS_KEY_PAIR_GEN),
         ecdsa: has(M::ECDSA),
         des3: has(M::DES3_KEY_GEN),
+        ed25519_wrappable: false,
         count: list.len(),
     }
+}
+
+/// Tries to wrap a throw-away (session) Ed25519 key under a throw-away AES key.
+fn probe_ed25519_wrap(s: &Session, m: &Mechanisms) -> bool {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::KeyType;
+    if !m.ec_edwards_keygen {
+        return false;
+    }
+    match m.kwp {
+        // cryptoki cannot name 0x210B; tokens that have it (PKCS#11 3.0) wrap Ed25519.
+        Some(CKM_AES_KEY_WRAP_KWP) => return true,
+        Some(CKM_AES_KEY_WRAP_PAD) => {}
+        _ => return false,
+    }
+    let kek = s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES), Attribute::ValueLen(32.into()), Attribute::Token(false), Attribute::Wrap(true), Attribute::Extractable(false)],
+    );
+    let pair = s.generate_key_pair(
+        &Mechanism::EccEdwardsKeyPairGen,
+        &[Attribute::Token(false), Attribute::EcParams(crate::material::algorithm::OID_ED25519.to_vec())],
+        &[Attribute::Token(false), Attribute::Private(true), Attribute::Sensitive(true), Attribute::Extractable(true), Attribute::Sign(true)],
+    );
+    let ok = match (&kek, &pair) {
+        (Ok(k), Ok((_, private))) => s.wrap_key(&Mechanism::AesKeyWrapPad, *k, *private).is_ok(),
+        _ => false,
+    };
+    for h in [kek.ok(), pair.as_ref().ok().map(|p| p.0), pair.as_ref().ok().map(|p| p.1)].into_iter().flatten() {
+        let _ = s.destroy_object(h);
+    }
+    ok
 }
 
 fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
@@ -403,5 +440,12 @@ impl Token {
     {
         let handle = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| handle.block_on(self.run(op)))
+    }
+}
+
+impl Token {
+    /// Whether this token can create Ed25519 objects (probed mechanisms).
+    pub async fn supports_ed25519(self: &Arc<Self>) -> bool {
+        self.run(|c| Ok(c.live.mechanisms.eddsa || c.live.mechanisms.ec_edwards_keygen)).await.unwrap_or(false)
     }
 }

@@ -2,6 +2,18 @@
 //! a private key, its public key and its certificate share one CKA_ID; CKA_LABEL is the key's
 //! name; private keys are CKA_SENSITIVE and CKA_PRIVATE, and CKA_EXTRACTABLE only when the
 //! caller asked for an exportable key.
+//!
+//! One exception, for Ed25519 on tokens that cannot wrap it (SoftHSM 2.6:
+//! CKR_KEY_NOT_WRAPPABLE): an *exportable* Ed25519 private key is created with
+//! CKA_SENSITIVE=false, so a logged-in session may read its value and export can still work.
+//! On such a token that grants nothing that wrapping by any logged-in session would not (an
+//! exportable key can be wrapped out by anyone holding the login). The key stays CKA_PRIVATE
+//! (invisible without the login); non-exportable keys stay sensitive and unreadable.
+
+/// CKA_SENSITIVE for a new private key (see the module comment).
+fn sensitive(c: &Ctx, alg: Algorithm, exportable: bool) -> bool {
+    !(exportable && alg == Algorithm::Ed25519 && !c.live.mechanisms.ed25519_wrappable)
+}
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
@@ -25,7 +37,7 @@ pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, export
     };
     let mut public = common(false);
     let mut private = common(true);
-    private.extend([Attribute::Sensitive(true), Attribute::Extractable(exportable), Attribute::Sign(true)]);
+    private.extend([Attribute::Sensitive(sensitive(c, alg, exportable)), Attribute::Extractable(exportable), Attribute::Sign(true)]);
     public.push(Attribute::Verify(true));
     let mech = match alg {
         Algorithm::Rsa2048 | Algorithm::Rsa3072 | Algorithm::Rsa4096 => {
@@ -162,7 +174,7 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Token(true),
         Attribute::Private(true),
-        Attribute::Sensitive(true),
+        Attribute::Sensitive(sensitive(c, alg, exportable)),
         Attribute::Extractable(exportable),
         Attribute::Sign(true),
         Attribute::Id(id.to_vec()),

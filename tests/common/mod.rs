@@ -19,6 +19,12 @@ name = "reader"
 # sha256("reader-key")
 api_key_sha256 = ["READER_HASH"]
 permissions = { default = ["read"] }
+
+[[principals]]
+name = "tlspc-client"
+# sha256("tlspc-key")
+api_key_sha256 = ["TLSPC_HASH"]
+permissions = { default = ["import", "read"] }
 "#;
 
 /// Whether `tool` is on PATH; under CI a missing tool is a failure, elsewhere a skip.
@@ -67,7 +73,7 @@ impl Daemon {
         let d = dir.path();
         let port = free_port();
         let socket = d.join("keyport.sock");
-        let principals = if extra.contains("[[principals]]") { String::new() } else { ROOT_PRINCIPALS.replace("READER_HASH", &sha256_hex("reader-key")) };
+        let principals = if extra.contains("[[principals]]") { String::new() } else { ROOT_PRINCIPALS.replace("READER_HASH", &sha256_hex("reader-key")).replace("TLSPC_HASH", &sha256_hex("tlspc-key")) };
         let text = format!(
             r#"state_dir = "{state}"
 [listen]

@@ -1,0 +1,217 @@
+//! The one import operation every face uses: check the key (and its certificate), create the
+//! token objects under one CKA_ID, and commit the inventory row, its certificates, its audit
+//! entry and (for a job) the item's result together. Crash-safe through the same intent rows as
+//! generation (`keys.rs`, `reconcile.rs`).
+//!
+//! Decryption happens before this, off the runtime (`decrypt_blocking`), in zeroized memory.
+
+use rand::RngCore;
+
+use super::authz::Principal;
+use super::keys::{audit, exportable as decide_exportable};
+use super::names::{is_valid_key_name, is_valid_name};
+use super::{App, CoreError};
+use crate::config::Permission;
+use crate::material::key::{MaterialError, PrivateKey};
+use crate::material::x509::{self, CertInfo};
+use crate::store::records::now;
+use crate::store::{CertificateRecord, Intent, JobItem, KeyRecord};
+use crate::token::objects;
+
+/// A decrypted key with what came with it.
+pub struct ImportRequest {
+    pub key: PrivateKey,
+    /// Leaf first; the leaf must match the key. May be empty.
+    pub certificates: Vec<CertInfo>,
+    /// The key's name; derived from the certificate (or fingerprint) when absent.
+    pub name: Option<String>,
+    pub namespace: String,
+    pub exportable: Option<bool>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ImportOutcome {
+    Imported(KeyRecord),
+    /// The same public key is already in this namespace: nothing was written.
+    AlreadyPresent(KeyRecord),
+}
+
+/// Where an import's result goes when it is part of a job.
+#[derive(Debug, Clone)]
+pub struct JobSlot {
+    pub job_id: String,
+    pub seq: i64,
+}
+
+pub fn material_error(e: MaterialError) -> CoreError {
+    let code = match e {
+        MaterialError::WrongPassword => "wrong_password",
+        MaterialError::PasswordRequired => "password_required",
+        MaterialError::CertificateMismatch => "certificate_mismatch",
+        MaterialError::KdfTooExpensive(_) => "kdf_too_expensive",
+        MaterialError::Unsupported(_) => "unsupported",
+        MaterialError::Malformed(_) | MaterialError::UnknownFormat(_) => "malformed",
+    };
+    CoreError::invalid(code, e.to_string())
+}
+
+/// Runs a CPU-heavy decode/decrypt (KDFs) on a blocking worker, never on the runtime.
+pub async fn decrypt_blocking<T, F>(f: F) -> Result<T, CoreError>
+where
+    F: FnOnce() -> Result<T, MaterialError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
+        .map_err(material_error)
+}
+
+fn default_name(req: &ImportRequest, fingerprint: &str) -> String {
+    let from_cert = req.certificates.first().and_then(|c| common_name(&c.subject)).filter(|n| is_valid_key_name(n));
+    from_cert.unwrap_or_else(|| format!("key-{}", &fingerprint.trim_start_matches("sha256:")[..16]))
+}
+
+/// The CN of an RFC 4514 subject, with characters key names cannot hold replaced.
+fn common_name(subject: &str) -> Option<String> {
+    let cn = subject.split(',').find_map(|p| p.trim().strip_prefix("CN="))?;
+    let cleaned: String = cn.chars().map(|c| if c.is_ascii_alphanumeric() || "._-@".contains(c) { c } else { '_' }).collect();
+    let cleaned = cleaned.trim_start_matches('.').chars().take(100).collect::<String>();
+    (!cleaned.is_empty()).then_some(cleaned)
+}
+
+fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -> CertificateRecord {
+    CertificateRecord {
+        sha256: c.sha256.clone(),
+        key_id: key_id.map(String::from),
+        namespace: namespace.into(),
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        serial: c.serial_hex.clone(),
+        not_before: c.not_before.clone(),
+        not_after: c.not_after.clone(),
+        sha1: c.sha1.clone(),
+        der: c.der.clone(),
+        created_at: now(),
+    }
+}
+
+pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Option<JobSlot>) -> Result<ImportOutcome, CoreError> {
+    if !is_valid_name(&req.namespace) {
+        return Err(CoreError::invalid("invalid_namespace", format!("namespace '{}' is not valid", req.namespace)));
+    }
+    who.require(&req.namespace, Permission::Import)?;
+    let alg = req.key.algorithm().map_err(material_error)?;
+    if let Some(leaf) = req.certificates.first() {
+        x509::check_matches(leaf, &req.key).map_err(material_error)?;
+    }
+    let public = req.key.public_key();
+    let fingerprint = public.fingerprint().map_err(|e| CoreError::invalid("malformed", e.to_string()))?;
+    if let Some(existing) = app.store.keys_by_fingerprint(&fingerprint)?.into_iter().find(|k| k.namespace == req.namespace) {
+        if let Some(s) = &slot {
+            app.store.record_job_item(&JobItem {
+                job_id: s.job_id.clone(),
+                seq: s.seq,
+                status: "SKIPPED".into(),
+                key_id: Some(existing.id.clone()),
+                fingerprint: req.certificates.first().map(|c| c.sha1.clone()),
+                reason: Some(format!("the key is already present as '{}' (id {})", existing.name, existing.id)),
+            })?;
+        }
+        return Ok(ImportOutcome::AlreadyPresent(existing));
+    }
+    let name = match &req.name {
+        Some(n) if !is_valid_key_name(n) => {
+            return Err(CoreError::invalid("invalid_name", "name must be 1-128 letters, digits, '_', '-', '.' or '@', not starting with '.'"))
+        }
+        Some(n) => n.clone(),
+        None => {
+            let base = default_name(&req, &fingerprint);
+            if app.store.key_by_name(&req.namespace, &base)?.is_some() {
+                format!("{base}-{}", &fingerprint.trim_start_matches("sha256:")[..8])
+            } else {
+                base
+            }
+        }
+    };
+    let exportable = decide_exportable(app, &req.namespace, req.exportable)?;
+    let token = app
+        .tokens
+        .get(req.token.as_deref())
+        .ok_or_else(|| CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default())))?
+        .clone();
+    if alg == crate::material::algorithm::Algorithm::Ed25519 && !token.supports_ed25519().await {
+        return Err(CoreError::invalid("unsupported", format!("token '{}' cannot hold Ed25519 keys", token.name)));
+    }
+
+    let mut cka_id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut cka_id);
+    let id = hex::encode(cka_id);
+    app.store
+        .add_intent(&Intent {
+            key_id: id.clone(),
+            token: token.name.clone(),
+            cka_id: cka_id.to_vec(),
+            namespace: req.namespace.clone(),
+            name: name.clone(),
+            op: "import".into(),
+            created_at: now(),
+        })
+        .map_err(|e| match e {
+            crate::store::StoreError::NameTaken { .. } => CoreError::Conflict(format!("{e}; choose another name")),
+            e => e.into(),
+        })?;
+
+    let key = req.key.clone();
+    let leaf = req.certificates.first().map(|c| (c.der.clone(), c.subject_der.clone()));
+    let label = name.clone();
+    let made = token
+        .run(move |c| {
+            objects::destroy(c, &cka_id)?;
+            objects::import_private_key(c, &key, &cka_id, &label, exportable)?;
+            if let Some((der, subject)) = &leaf {
+                objects::create_certificate(c, &cka_id, &label, der, subject)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = made {
+        super::keys::undo(app, &token, &id, cka_id).await;
+        return Err(e.into());
+    }
+    if !app.pause_before_commit.is_zero() {
+        tracing::warn!(key = %id, "test hook: pausing before the store commit");
+        tokio::time::sleep(app.pause_before_commit).await;
+    }
+    let rec = KeyRecord {
+        id: id.clone(),
+        name,
+        namespace: req.namespace.clone(),
+        owner: who.name.clone(),
+        token: token.name.clone(),
+        cka_id: cka_id.to_vec(),
+        algorithm: alg.as_str().into(),
+        fingerprint,
+        exportable,
+        origin: "imported".into(),
+        created_at: now(),
+    };
+    let certs: Vec<CertificateRecord> =
+        req.certificates.iter().enumerate().map(|(i, c)| cert_record(c, (i == 0).then_some(id.as_str()), &req.namespace)).collect();
+    let item = slot.map(|s| JobItem {
+        job_id: s.job_id,
+        seq: s.seq,
+        status: "IMPORTED".into(),
+        key_id: Some(id.clone()),
+        fingerprint: req.certificates.first().map(|c| c.sha1.clone()),
+        reason: None,
+    });
+    let entry = audit(who, "key.import", &req.namespace, &id, "ok", Some(alg.as_str().into()));
+    if let Err(e) = app.store.commit_key(&rec, &certs, &entry, item.as_ref()) {
+        super::keys::undo(app, &token, &id, cka_id).await;
+        return Err(e.into());
+    }
+    tracing::info!(key = %id, namespace = %rec.namespace, algorithm = %alg, principal = %who.name, "key imported");
+    Ok(ImportOutcome::Imported(rec))
+}

@@ -1,0 +1,176 @@
+//! Import jobs: a batch accepted now and worked on in the background, one item after another
+//! (sequential on purpose: duplicate detection by fingerprint stays exact within a batch).
+//!
+//! The job's input is stored still encrypted (password-encrypted keys, DEK-sealed passwords and
+//! keys), so a job accepted before a crash finishes after it: at start the runner resumes every
+//! unfinished job and skips items whose result is already recorded. An item's result commits in
+//! the same transaction as its key, so an item is never imported twice.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use super::import::{decrypt_blocking, import_key, ImportOutcome, ImportRequest, JobSlot};
+use super::{dek, App, CoreError};
+use crate::material::key::MaterialError;
+use crate::material::{pkcs, x509};
+use crate::store::records::now;
+use crate::store::{JobItem, JobRecord};
+
+pub const KIND_SEALED_IMPORT: &str = "sealed-import";
+
+/// One item as a TLS Protect Cloud–style client sends it; everything secret is encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedItem {
+    pub certificate: Option<String>,
+    pub password_encrypted_private_key: Option<String>,
+    pub dek_encrypted_private_key: Option<String>,
+    pub dek_encrypted_password: Option<String>,
+    pub pkcs12_keystore: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedImportInput {
+    pub namespace: String,
+    pub exportable: Option<bool>,
+    pub items: Vec<SealedItem>,
+}
+
+/// Wakes the background runner when a job is accepted.
+#[derive(Default)]
+pub struct JobRunner {
+    wake: Notify,
+}
+
+impl JobRunner {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Accepts a job: stores it (with its encrypted input) and wakes the runner.
+pub fn submit(app: &App, principal: &str, input: &SealedImportInput) -> Result<JobRecord, CoreError> {
+    let job = JobRecord {
+        id: super::ids::uuid_v4(),
+        kind: KIND_SEALED_IMPORT.into(),
+        namespace: Some(input.namespace.clone()),
+        principal: principal.into(),
+        status: "WAITING".into(),
+        created_at: now(),
+        finished_at: None,
+        total: input.items.len() as i64,
+        failed: 0,
+    };
+    let bytes = serde_json::to_vec(input).map_err(|e| CoreError::invalid("internal", e.to_string()))?;
+    app.store.create_job(&job, &bytes)?;
+    app.jobs.wake();
+    Ok(job)
+}
+
+/// The background loop: works through unfinished jobs, then sleeps until woken.
+pub async fn run(app: Arc<App>) {
+    loop {
+        match app.store.unfinished_jobs(KIND_SEALED_IMPORT) {
+            Ok(jobs) => {
+                for (job, input) in jobs {
+                    if let Err(e) = run_job(&app, &job, &input).await {
+                        tracing::error!(job = %job.id, error = %e, "job stopped; it resumes at the next start or wake-up");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read jobs"),
+        }
+        app.jobs.wake.notified().await;
+    }
+}
+
+async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
+    let input: SealedImportInput = serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
+    let done: std::collections::HashSet<i64> = app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
+    app.store.set_job_status(&job.id, "PROCESSING")?;
+    let Some(who) = app.authz.read().expect("poisoned").by_name(&job.principal) else {
+        for seq in 0..input.items.len() as i64 {
+            if !done.contains(&seq) {
+                fail(app, &job.id, seq, format!("principal '{}' no longer exists in the configuration", job.principal))?;
+            }
+        }
+        app.store.finish_job(&job.id, "FAILED")?;
+        return Ok(());
+    };
+    for (seq, item) in input.items.iter().enumerate() {
+        let seq = seq as i64;
+        if done.contains(&seq) {
+            continue;
+        }
+        let outcome = async {
+            let (key, certificates) = decode(app, item).await?;
+            let req = ImportRequest { key, certificates, name: None, namespace: input.namespace.clone(), exportable: input.exportable, token: None };
+            import_key(app, &who, req, Some(JobSlot { job_id: job.id.clone(), seq })).await
+        }
+        .await;
+        match outcome {
+            Ok(ImportOutcome::Imported(_)) | Ok(ImportOutcome::AlreadyPresent(_)) => {}
+            Err(CoreError::Token(e)) if e.is_transient() => return Err(CoreError::Token(e)),
+            Err(e) => fail(app, &job.id, seq, e.to_string())?,
+        }
+    }
+    let (_, items) = app.store.job(&job.id)?.expect("job exists");
+    // COMPLETED even when every item failed: the vendor's clients (VenafiPS) throw away the
+    // per-item results of a FAILED job, and those reasons are what the caller needs.
+    app.store.finish_job(&job.id, "COMPLETED")?;
+    tracing::info!(job = %job.id, items = items.len(), failed = items.iter().filter(|i| i.status == "FAILED").count(), "import job finished");
+    Ok(())
+}
+
+fn fail(app: &App, job_id: &str, seq: i64, reason: String) -> Result<(), CoreError> {
+    app.store.record_job_item(&JobItem { job_id: job_id.into(), seq, status: "FAILED".into(), key_id: None, fingerprint: None, reason: Some(reason) })?;
+    Ok(())
+}
+
+fn b64(field: &str, v: &str) -> Result<Vec<u8>, CoreError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|_| CoreError::invalid("invalid_base64", format!("{field} is not valid standard base64")))
+}
+
+/// Unseals and decrypts one item: the key and its certificates (leaf first).
+async fn decode(app: &App, item: &SealedItem) -> Result<(crate::material::key::PrivateKey, Vec<x509::CertInfo>), CoreError> {
+    let password = match &item.dek_encrypted_password {
+        Some(p) => Some(dek::unseal(app, &b64("dekEncryptedPassword", p)?).await?),
+        None => None,
+    };
+    let (key, mut chain) = if let Some(pem) = &item.password_encrypted_private_key {
+        let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "passwordEncryptedPrivateKey needs dekEncryptedPassword"))?;
+        let data = pem.clone().into_bytes();
+        (decrypt_blocking(move || pkcs::read_private_key(&data, Some(&pw))).await?, Vec::new())
+    } else if let Some(sealed) = &item.dek_encrypted_private_key {
+        let plain = dek::unseal(app, &b64("dekEncryptedPrivateKey", sealed)?).await?;
+        let pw = password.clone();
+        (decrypt_blocking(move || pkcs::read_private_key(&plain, pw.as_ref().map(|p| p.as_slice()))).await?, Vec::new())
+    } else if let Some(p12) = &item.pkcs12_keystore {
+        let der = b64("pkcs12Keystore", p12)?;
+        let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "pkcs12Keystore needs dekEncryptedPassword"))?;
+        let (key, certs) = decrypt_blocking(move || pkcs::read_pkcs12(&der, &pw)).await?;
+        let infos = certs.iter().map(|d| x509::parse_certificate(d)).collect::<Result<Vec<_>, MaterialError>>().map_err(super::import::material_error)?;
+        (key, infos)
+    } else {
+        return Err(CoreError::invalid("missing_key", "the item has no passwordEncryptedPrivateKey, dekEncryptedPrivateKey or pkcs12Keystore"));
+    };
+    if let Some(pem) = &item.certificate {
+        let given = x509::parse_certificates(pem.as_bytes()).map_err(super::import::material_error)?;
+        // The certificate field's chain wins over a keystore's when both are given.
+        if !given.is_empty() {
+            chain = given;
+        }
+    }
+    // Put the certificate that matches the key first.
+    if let Some(pos) = chain.iter().position(|c| x509::check_matches(c, &key).is_ok()) {
+        let leaf = chain.remove(pos);
+        chain.insert(0, leaf);
+    } else if !chain.is_empty() {
+        return Err(super::import::material_error(MaterialError::CertificateMismatch));
+    }
+    Ok((key, chain))
+}

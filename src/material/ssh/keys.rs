@@ -123,9 +123,8 @@ pub fn ed25519_public(seed: &[u8; 32]) -> [u8; 32] {
 
 /// An Ed25519 key from its seed; `public`, when the file stores one, must be the seed's.
 pub fn ed25519(seed: &[u8], public: &[u8]) -> Result<PrivateKey, MaterialError> {
-    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-        seed.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 private key is not 32 bytes".into()))?,
-    );
+    let seed: Zeroizing<[u8; 32]> =
+        Zeroizing::new(seed.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 private key is not 32 bytes".into()))?);
     let derived = ed25519_public(&seed);
     if public != derived {
         return Err(MaterialError::Malformed("the Ed25519 private key does not match its public key".into()));
@@ -233,7 +232,10 @@ pub fn unsupported_key_type(t: &str) -> MaterialError {
     } else if t.ends_with("-cert-v01@openssh.com") {
         format!("{t} is an OpenSSH certificate, not a private key; import the private key it certifies")
     } else {
-        format!("key type {:?}; keyport keeps ssh-rsa, ecdsa-sha2-nistp256/384/521 and ssh-ed25519 keys", t.chars().take(64).collect::<String>())
+        format!(
+            "key type {:?}; keyport keeps ssh-rsa, ecdsa-sha2-nistp256/384/521 and ssh-ed25519 keys",
+            t.chars().take(64).collect::<String>()
+        )
     };
     MaterialError::Unsupported(msg)
 }

@@ -30,8 +30,7 @@ use super::key::{MaterialError, PrivateKey};
 use super::limits::MAX_KEY_FILE_BYTES;
 
 pub use public::{
-    fingerprint_sha256, key_type, parse_public_blob, parse_public_line, public_key_blob, public_key_line,
-    try_public_key_blob,
+    fingerprint_sha256, key_type, parse_public_blob, parse_public_line, public_key_blob, public_key_line, try_public_key_blob,
 };
 
 /// The SSH private-key containers [`read_private_key`] understands.
@@ -104,10 +103,7 @@ pub(crate) fn decode_base64(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialE
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
     let clean: Zeroizing<Vec<u8>> = Zeroizing::new(text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect());
-    LENIENT
-        .decode(&*clean)
-        .map(Zeroizing::new)
-        .map_err(|_| MaterialError::Malformed("invalid base64".into()))
+    LENIENT.decode(&*clean).map(Zeroizing::new).map_err(|_| MaterialError::Malformed("invalid base64".into()))
 }
 
 #[cfg(test)]
@@ -121,7 +117,9 @@ mod tests {
         assert_eq!(detect(b"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n"), Some(SshFormat::SshCom));
         assert_eq!(detect(b"-----BEGIN RSA PRIVATE KEY-----\n"), None);
         assert!(matches!(read_private_key(b"-----BEGIN PRIVATE KEY-----", None), Err(MaterialError::UnknownFormat(_))));
-        assert!(matches!(read_private_key(b"ssh-ed25519 AAAA x", None), Err(MaterialError::UnknownFormat(m)) if m.contains("public")));
+        assert!(
+            matches!(read_private_key(b"ssh-ed25519 AAAA x", None), Err(MaterialError::UnknownFormat(m)) if m.contains("public"))
+        );
         assert!(matches!(read_private_key(b"", None), Err(MaterialError::UnknownFormat(_))));
         let huge = vec![b' '; MAX_KEY_FILE_BYTES + 1];
         assert!(matches!(read_private_key(&huge, None), Err(MaterialError::Malformed(_))));

@@ -91,7 +91,9 @@ pub fn read(data: &[u8], passphrase: Option<&[u8]>) -> Result<(PrivateKey, Strin
             return Err(MaterialError::Malformed("bad bcrypt KDF options".into()));
         }
         if u64::from(rounds) > MAX_BCRYPT_ROUNDS {
-            return Err(MaterialError::KdfTooExpensive(format!("bcrypt_pbkdf with {rounds} rounds, at most {MAX_BCRYPT_ROUNDS} accepted")));
+            return Err(MaterialError::KdfTooExpensive(format!(
+                "bcrypt_pbkdf with {rounds} rounds, at most {MAX_BCRYPT_ROUNDS} accepted"
+            )));
         }
         let passphrase = passphrase.ok_or(MaterialError::PasswordRequired)?;
         let mut key_iv = Zeroizing::new(vec![0u8; cipher.key_len + cipher.iv_len]);
@@ -289,5 +291,22 @@ mod tests {
             let longest_run = msg.split(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '/').map(str::len).max();
             assert!(msg.len() < 250 && longest_run < Some(24), "{msg}");
         }
+    }
+
+    #[test]
+    fn dsa_security_keys_and_several_keys_are_unsupported() {
+        let file = |kind: &str, nkeys: u32| {
+            let mut public = Writer::new();
+            public.string(kind.as_bytes()).string(&[1; 32]);
+            let mut w = Writer::new();
+            w.buf.extend_from_slice(MAGIC);
+            w.string(b"none").string(b"none").string(b"").u32(nkeys).string(&public.buf).string(&[0; 8]);
+            armor(&w.buf)
+        };
+        let err = |kind, n| read_private_key(&file(kind, n), None).unwrap_err();
+        assert!(matches!(err("ssh-dss", 1), MaterialError::Unsupported(m) if m.contains("DSA")));
+        assert!(matches!(err("sk-ssh-ed25519@openssh.com", 1), MaterialError::Unsupported(m) if m.contains("security-key")));
+        assert!(matches!(err("ssh-ed25519", 2), MaterialError::Unsupported(m) if m.contains("2 keys")));
+        assert!(matches!(err("ssh-ed25519", 0), MaterialError::Malformed(_)));
     }
 }

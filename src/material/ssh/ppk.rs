@@ -122,7 +122,9 @@ fn argon2_params(a: &Argon2Lines<'_>) -> Result<Argon2Params, MaterialError> {
     let parallelism = number(a.parallelism, "Argon2-Parallelism")?;
     let salt = hex::decode(a.salt).map_err(|_| malformed("Argon2-Salt is not hex"))?;
     if memory > MAX_ARGON2_MEMORY_KIB {
-        return Err(MaterialError::KdfTooExpensive(format!("Argon2 memory {memory} KiB, at most {MAX_ARGON2_MEMORY_KIB} accepted")));
+        return Err(MaterialError::KdfTooExpensive(format!(
+            "Argon2 memory {memory} KiB, at most {MAX_ARGON2_MEMORY_KIB} accepted"
+        )));
     }
     if passes > MAX_ARGON2_PASSES {
         return Err(MaterialError::KdfTooExpensive(format!("Argon2 passes {passes}, at most {MAX_ARGON2_PASSES} accepted")));
@@ -146,12 +148,17 @@ struct Keys {
 }
 
 fn v3_keys(passphrase: &[u8], a: &Argon2Params) -> Result<Keys, MaterialError> {
-    let params = argon2::Params::new(a.memory, a.passes, a.parallelism, Some(80)).map_err(|_| malformed("bad Argon2 parameters"))?;
+    let params =
+        argon2::Params::new(a.memory, a.passes, a.parallelism, Some(80)).map_err(|_| malformed("bad Argon2 parameters"))?;
     let mut out = Zeroizing::new([0u8; 80]);
     argon2::Argon2::new(a.flavour, argon2::Version::V0x13, params)
         .hash_password_into(passphrase, &a.salt, &mut *out)
         .map_err(|_| malformed("bad Argon2 parameters"))?;
-    Ok(Keys { aes: Zeroizing::new(out[..32].to_vec()), iv: Zeroizing::new(out[32..48].to_vec()), mac: Zeroizing::new(out[48..].to_vec()) })
+    Ok(Keys {
+        aes: Zeroizing::new(out[..32].to_vec()),
+        iv: Zeroizing::new(out[32..48].to_vec()),
+        mac: Zeroizing::new(out[48..].to_vec()),
+    })
 }
 
 fn v2_mac_key(passphrase: &[u8]) -> Zeroizing<Vec<u8>> {
@@ -182,8 +189,16 @@ pub fn read(data: &[u8], passphrase: Option<&[u8]>) -> Result<(PrivateKey, Strin
     let version = match &rest[..colon] {
         b"3" => 3,
         b"2" => 2,
-        b"1" => return Err(MaterialError::Unsupported("PPK version 1 (PuTTY before 0.52); re-save the key with a current PuTTYgen".into())),
-        _ => return Err(MaterialError::Unsupported("an unknown PPK version; re-save the key with PuTTYgen 0.78 or earlier format (v3)".into())),
+        b"1" => {
+            return Err(MaterialError::Unsupported(
+                "PPK version 1 (PuTTY before 0.52); re-save the key with a current PuTTYgen".into(),
+            ))
+        }
+        _ => {
+            return Err(MaterialError::Unsupported(
+                "an unknown PPK version; re-save the key with PuTTYgen 0.78 or earlier format (v3)".into(),
+            ))
+        }
     };
     let algorithm = std::str::from_utf8(&rest[colon + 1..]).map_err(|_| malformed("the key type is not text"))?.trim();
     let encryption = lines.text("Encryption")?;

@@ -5,3 +5,4 @@ pub mod algorithm;
 pub mod key;
 pub mod limits;
 pub mod spki;
+pub mod ssh;

@@ -7,3 +7,4 @@ pub mod limits;
 pub mod spki;
 pub mod pkcs;
 pub mod x509;
+pub mod ssh;

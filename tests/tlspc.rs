@@ -48,6 +48,11 @@ fn key_and_cert(dir: &Path, name: &str, alg: &[&str]) {
     openssl(dir, &["req", "-x509", "-new", "-key", &key, "-subj", &format!("/CN={name}.example.com"), "-days", "30", "-out", &format!("{name}.crt")]);
 }
 
+fn sha256_hex_bytes(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
 fn read(dir: &Path, f: &str) -> String {
     std::fs::read_to_string(dir.join(f)).unwrap()
 }
@@ -166,11 +171,36 @@ fn a_batch_of_every_kind_imports_with_certificates_linked() {
     openssl(&dir, &["pkey", "-in", "ed.key", "-outform", "DER", "-out", "ed.der"]);
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    // SSH keys, as rotation hooks hold them: an encrypted OpenSSH key from ssh-keygen, and a
+    // PuTTY key sealed whole to the DEK. No certificate: the key alone is imported.
+    let run = |c: &mut Command| assert!(c.current_dir(&dir).status().unwrap().success());
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "sshpass", "-C", "hook", "-f", "ssh_ed"]));
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", "ssh_ec"]));
+    std::fs::write(dir.join("pp"), "pppass").unwrap();
+    run(Command::new("puttygen").args(["ssh_ec", "-O", "private", "--new-passphrase", "pp", "-o", "ec.ppk"]));
+    // SPKI SHA-256 of each SSH public key, to find them in the inventory: the EC key through
+    // ssh-keygen's PKCS#8 export and openssl; the Ed25519 key (which ssh-keygen cannot export
+    // that way) from its 32 raw bytes under the RFC 8410 SPKI prefix.
+    let ec_spki = {
+        let pem = Command::new("ssh-keygen").current_dir(&dir).args(["-e", "-m", "PKCS8", "-f", "ssh_ec.pub"]).output().unwrap().stdout;
+        std::fs::write(dir.join("ssh_ec.pem"), pem).unwrap();
+        openssl(&dir, &["pkey", "-pubin", "-in", "ssh_ec.pem", "-outform", "DER", "-out", "ssh_ec.der"]);
+        format!("sha256:{}", sha256_hex_bytes(&std::fs::read(dir.join("ssh_ec.der")).unwrap()))
+    };
+    let ed_spki = {
+        use base64::Engine;
+        let line = read(&dir, "ssh_ed.pub");
+        let blob = base64::engine::general_purpose::STANDARD.decode(line.split_whitespace().nth(1).unwrap()).unwrap();
+        let spki = [hex::decode("302a300506032b6570032100").unwrap(), blob[blob.len() - 32..].to_vec()].concat();
+        format!("sha256:{}", sha256_hex_bytes(&spki))
+    };
     let items = vec![
         password_item(&dir, &e, "rsa", &["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256"]),
         password_item(&dir, &e, "ec", &["-v2", "des3", "-v2prf", "hmacWithSHA1"]),
         json!({"certificate": read(&dir, "ed.crt"), "dekEncryptedPrivateKey": seal(&e.public, &std::fs::read(dir.join("ed.der")).unwrap())}),
         json!({"pkcs12Keystore": b64(&std::fs::read(dir.join("p12.pfx")).unwrap()), "dekEncryptedPassword": seal(&e.public, b"p12pass")}),
+        json!({"passwordEncryptedPrivateKey": read(&dir, "ssh_ed"), "dekEncryptedPassword": seal(&e.public, b"sshpass")}),
+        json!({"dekEncryptedPrivateKey": seal(&e.public, &std::fs::read(dir.join("ec.ppk")).unwrap()), "dekEncryptedPassword": seal(&e.public, b"pppass")}),
     ];
     let (s, v) = submit(&d, &e, items.clone());
     assert_eq!(s, 201, "{v}");
@@ -178,7 +208,10 @@ fn a_batch_of_every_kind_imports_with_certificates_linked() {
     let job = wait_job(&d, v["id"].as_str().unwrap());
     assert_eq!(job["status"], "COMPLETED", "{job}");
     let results = job["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 6);
+    for r in &results[4..] {
+        assert_eq!(r["status"], "IMPORTED", "{r}");
+    }
     for (r, crt) in results.iter().zip(["rsa.crt", "ec.crt", "ed.crt", "p12.crt"]) {
         assert_eq!(r["status"], "IMPORTED", "{r}");
         assert_eq!(r["fingerprint"], cert_sha1(&dir, crt).as_str(), "SHA-1 of the certificate");
@@ -188,9 +221,17 @@ fn a_batch_of_every_kind_imports_with_certificates_linked() {
     // In the token: each key's private, public and certificate objects share one CKA_ID.
     let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
     let keys = keys["keys"].as_array().unwrap().clone();
-    assert_eq!(keys.len(), 4);
+    assert_eq!(keys.len(), 6);
     let blocks = object_blocks(&d.pkcs11_objects());
-    for k in &keys {
+    // The SSH keys are the keys ssh-keygen fingerprints (same public key in the token).
+    let ssh_keys: Vec<_> = keys.iter().filter(|k| k["name"].as_str().unwrap().starts_with("key-")).collect();
+    assert_eq!(ssh_keys.len(), 2, "keys without a certificate are named after their fingerprint");
+    let mut fps: Vec<_> = ssh_keys.iter().map(|k| k["fingerprint"].as_str().unwrap().to_string()).collect();
+    fps.sort();
+    let mut want = vec![ec_spki, ed_spki];
+    want.sort();
+    assert_eq!(fps, want, "the imported SSH keys are the keys ssh-keygen made");
+    for k in keys.iter().filter(|k| !k["name"].as_str().unwrap().starts_with("key-")) {
         assert_eq!(k["origin"], "imported");
         let id = k["id"].as_str().unwrap();
         let kinds: Vec<_> = blocks.iter().filter(|b| b.2 == id).map(|b| b.0.split(';').next().unwrap().to_string()).collect();

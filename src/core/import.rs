@@ -81,6 +81,12 @@ fn common_name(subject: &str) -> Option<String> {
     (!cleaned.is_empty()).then_some(cleaned)
 }
 
+/// What a job item is known by: the certificate's SHA-1 (the vendors' certificate
+/// fingerprint), or the key's SHA-256 SPKI fingerprint when there is no certificate.
+fn item_fingerprint(certs: &[CertInfo], key_fingerprint: &str) -> String {
+    certs.first().map(|c| c.sha1.clone()).unwrap_or_else(|| key_fingerprint.trim_start_matches("sha256:").to_string())
+}
+
 fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -> CertificateRecord {
     CertificateRecord {
         sha256: c.sha256.clone(),
@@ -115,7 +121,7 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
                 seq: s.seq,
                 status: "SKIPPED".into(),
                 key_id: Some(existing.id.clone()),
-                fingerprint: req.certificates.first().map(|c| c.sha1.clone()),
+                fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
                 reason: Some(format!("the key is already present as '{}' (id {})", existing.name, existing.id)),
             })?;
         }
@@ -204,7 +210,7 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         seq: s.seq,
         status: "IMPORTED".into(),
         key_id: Some(id.clone()),
-        fingerprint: req.certificates.first().map(|c| c.sha1.clone()),
+        fingerprint: Some(item_fingerprint(&req.certificates, &rec.fingerprint)),
         reason: None,
     });
     let entry = audit(who, "key.import", &req.namespace, &id, "ok", Some(alg.as_str().into()));

@@ -144,11 +144,11 @@ async fn decode(app: &App, item: &SealedItem) -> Result<(crate::material::key::P
     let (key, mut chain) = if let Some(pem) = &item.password_encrypted_private_key {
         let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "passwordEncryptedPrivateKey needs dekEncryptedPassword"))?;
         let data = pem.clone().into_bytes();
-        (decrypt_blocking(move || pkcs::read_private_key(&data, Some(&pw))).await?, Vec::new())
+        (decrypt_blocking(move || crate::material::read_private_key(&data, Some(&pw))).await?, Vec::new())
     } else if let Some(sealed) = &item.dek_encrypted_private_key {
         let plain = dek::unseal(app, &b64("dekEncryptedPrivateKey", sealed)?).await?;
         let pw = password.clone();
-        (decrypt_blocking(move || pkcs::read_private_key(&plain, pw.as_ref().map(|p| p.as_slice()))).await?, Vec::new())
+        (decrypt_blocking(move || crate::material::read_private_key(&plain, pw.as_ref().map(|p| p.as_slice()))).await?, Vec::new())
     } else if let Some(p12) = &item.pkcs12_keystore {
         let der = b64("pkcs12Keystore", p12)?;
         let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "pkcs12Keystore needs dekEncryptedPassword"))?;

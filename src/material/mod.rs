@@ -4,4 +4,6 @@
 pub mod algorithm;
 pub mod key;
 pub mod limits;
+pub mod pkcs;
 pub mod spki;
+pub mod x509;

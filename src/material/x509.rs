@@ -158,3 +158,107 @@ fn rfc3339(t: x509_cert::time::Time) -> Result<String, MaterialError> {
     dt.format(&time::format_description::well_known::Rfc3339)
         .map_err(|_| MaterialError::Malformed("certificate time out of range".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::material::pkcs::read_private_key;
+    use crate::material::pkcs::testutil::{Alg, Work};
+
+    /// `key=value` lines of an `openssl x509 -noout …` run.
+    fn fields(w: &Work, cert: &str, args: &[&str]) -> Vec<(String, String)> {
+        let mut full = vec!["x509", "-in", cert, "-noout", "-nameopt", "RFC2253", "-dateopt", "iso_8601"];
+        full.extend_from_slice(args);
+        String::from_utf8(w.run(&full))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect()
+    }
+
+    fn field(fields: &[(String, String)], name: &str) -> String {
+        fields.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no {name} in {fields:?}")).1.clone()
+    }
+
+    fn fingerprint(w: &Work, cert: &str, alg: &str) -> String {
+        let f = fields(w, cert, &["-fingerprint", alg]);
+        f[0].1.replace(':', "").to_lowercase()
+    }
+
+    #[test]
+    fn certificate_fields_match_openssl() {
+        let Some(w) = Work::new() else { return };
+        for alg in [Alg::Rsa2048, Alg::P256, Alg::P521, Alg::Ed25519] {
+            w.key(alg, "k.pem");
+            w.self_signed("k.pem", "/CN=leaf.example/O=keyport test/C=DE", "c.pem");
+            let der = w.cert_der("c.pem");
+            let info = parse_certificate(&der).unwrap();
+            let f = fields(&w, "c.pem", &["-subject", "-issuer", "-serial", "-startdate", "-enddate"]);
+            assert_eq!(info.subject, field(&f, "subject"), "{alg:?}");
+            assert_eq!(info.issuer, field(&f, "issuer"), "{alg:?}");
+            assert_eq!(info.serial_hex, field(&f, "serial").to_lowercase(), "{alg:?}");
+            assert_eq!(info.not_before, field(&f, "notBefore").replace(' ', "T"), "{alg:?}");
+            assert_eq!(info.not_after, field(&f, "notAfter").replace(' ', "T"), "{alg:?}");
+            assert_eq!(info.sha1, fingerprint(&w, "c.pem", "-sha1"));
+            assert_eq!(info.sha256, fingerprint(&w, "c.pem", "-sha256"));
+            assert_eq!(info.der, der);
+            assert_eq!(info.public_key.spki_der().unwrap(), w.public_der("k.pem"), "{alg:?}");
+            assert_eq!(info.subject_der, subject_and_issuer_der(&der).unwrap().0);
+            let key = read_private_key(&w.read("k.pem"), None).unwrap();
+            check_matches(&info, &key).unwrap();
+            w.fresh_key(alg, "other.pem");
+            let other = read_private_key(&w.read("other.pem"), None).unwrap();
+            assert_eq!(check_matches(&info, &other), Err(MaterialError::CertificateMismatch));
+        }
+    }
+
+    #[test]
+    fn compressed_ec_points_are_expanded() {
+        let Some(w) = Work::new() else { return };
+        w.key(Alg::P384, "k.pem");
+        w.run(&["ec", "-in", "k.pem", "-conv_form", "compressed", "-out", "comp.pem"]);
+        w.self_signed("comp.pem", "/CN=compressed", "c.pem");
+        let info = parse_certificate(&w.cert_der("c.pem")).unwrap();
+        assert_eq!(info.public_key.spki_der().unwrap(), w.public_der("k.pem"));
+        check_matches(&info, &read_private_key(&w.read("k.pem"), None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bundles_and_garbage() {
+        let Some(w) = Work::new() else { return };
+        w.key(Alg::P256, "root.key");
+        w.key(Alg::Ed25519, "leaf.key");
+        let root = w.self_signed("root.key", "/CN=Root", "root.crt");
+        let leaf = w.issued("leaf.key", "/CN=Leaf", "root.crt", "root.key", false, "leaf.crt");
+        // Key blocks and text around certificates are skipped.
+        let mut bundle = b"leaf first\n".to_vec();
+        bundle.extend(&leaf);
+        bundle.extend(w.read("leaf.key"));
+        bundle.extend(&root);
+        let certs = parse_certificates(&bundle).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].subject, "CN=Leaf");
+        assert_eq!(certs[0].issuer, "CN=Root");
+        assert_eq!(certs[1].subject_der, subject_and_issuer_der(&certs[0].der).unwrap().1);
+        let der = w.cert_der("root.crt");
+        assert_eq!(parse_certificates(&der).unwrap()[0].der, der);
+
+        for cut in (0..der.len()).step_by(7) {
+            assert!(matches!(parse_certificates(&der[..cut]), Err(MaterialError::Malformed(_) | MaterialError::UnknownFormat(_))));
+        }
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(parse_certificate(&trailing).is_err());
+        assert!(matches!(parse_certificates(&w.read("leaf.key")), Err(MaterialError::UnknownFormat(_))));
+        assert!(matches!(parse_certificates(b"hello"), Err(MaterialError::UnknownFormat(_))));
+        assert!(matches!(
+            parse_certificates(b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n"),
+            Err(MaterialError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_certificates(b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"),
+            Err(MaterialError::Malformed(_))
+        ));
+        assert!(parse_certificates(&vec![b'A'; MAX_CERT_FILE_BYTES + 1]).is_err());
+    }
+}

@@ -83,6 +83,12 @@ pub(crate) fn rsa_from_parts(parts: RsaParts<'_>) -> Result<PrivateKey, Material
     if Algorithm::from_rsa_bits(bits).is_none() {
         return Err(MaterialError::Unsupported(format!("RSA-{bits} keys; {SUPPORTED}")));
     }
+    // No component may be longer than the modulus: keeps hostile input from making the
+    // big-integer checks below expensive.
+    let n_len = strip_zeros(parts.n).len();
+    if [parts.e, parts.d, parts.p, parts.q, parts.dp, parts.dq, parts.qinv].iter().any(|c| strip_zeros(c).len() > n_len) {
+        return Err(MaterialError::Malformed("an RSA key component is longer than the modulus".into()));
+    }
     if is_zero(parts.d) || is_zero(parts.e) {
         return Err(MaterialError::Malformed("the RSA key has no private or public exponent".into()));
     }

@@ -37,6 +37,9 @@ const OID_PBMAC1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11354
 const MAX_NESTING: usize = 4;
 /// At most this many certificates are read from one file.
 const MAX_CERTS: usize = 64;
+/// At most this many password-based decryptions (each a capped KDF run) per file: one
+/// request must not multiply the per-KDF cap by stuffing the file with encrypted parts.
+const MAX_DECRYPTIONS: usize = 4;
 
 /// Reads a PFX holding one private key and its certificates. Returns the key and the
 /// certificate DERs, leaf first (the certificate whose public key is the key's), then the
@@ -51,6 +54,13 @@ pub fn read_pkcs12(data: &[u8], password: &[u8]) -> Result<(PrivateKey, Vec<Vec<
     let verified = pfx.mac.is_some();
 
     let parts = parse_seq_of_content_info(pfx.auth_safe).map_err(|e| malformed("PKCS#12 authenticated safe", e))?;
+    let encrypted_parts = parts.iter().filter(|(t, _)| *t == OID_ENCRYPTED_DATA).count();
+    if encrypted_parts >= MAX_DECRYPTIONS {
+        return Err(MaterialError::KdfTooExpensive(format!(
+            "{encrypted_parts} password-encrypted parts in one PKCS#12 file; at most {} are read",
+            MAX_DECRYPTIONS - 1
+        )));
+    }
     let mut found = Found::default();
     for (content_type, content) in parts {
         match content_type {
@@ -61,6 +71,7 @@ pub fn read_pkcs12(data: &[u8], password: &[u8]) -> Result<(PrivateKey, Vec<Vec<
             OID_ENCRYPTED_DATA => {
                 let content = content.ok_or_else(|| MaterialError::Malformed("PKCS#12 encrypted part without content".into()))?;
                 let (alg, ciphertext) = parse_encrypted_data(content).map_err(|e| malformed("PKCS#12 encrypted part", e))?;
+                found.count_decryption()?;
                 let plain = pbe::decrypt(&alg, &password, ciphertext)?;
                 // The contents must be SafeContents; garbage means the password was wrong
                 // (possible only without a MAC, or with a MAC password that differs).
@@ -78,11 +89,7 @@ pub fn read_pkcs12(data: &[u8], password: &[u8]) -> Result<(PrivateKey, Vec<Vec<
         }
     }
 
-    let key = match found.keys.len() {
-        1 => found.keys.pop().expect("one key"),
-        0 => return Err(MaterialError::Malformed("the PKCS#12 file holds no private key".into())),
-        n => return Err(MaterialError::Unsupported(format!("the PKCS#12 file holds {n} private keys; export one per file"))),
-    };
+    let key = found.keys.pop().ok_or_else(|| MaterialError::Malformed("the PKCS#12 file holds no private key".into()))?;
     let certs = order_chain(&key, found.certs)?;
     Ok((key, certs))
 }
@@ -103,6 +110,28 @@ struct MacData<'a> {
 struct Found {
     keys: Vec<PrivateKey>,
     certs: Vec<Vec<u8>>,
+    decryptions: usize,
+}
+
+impl Found {
+    fn count_decryption(&mut self) -> Result<(), MaterialError> {
+        self.decryptions += 1;
+        if self.decryptions > MAX_DECRYPTIONS {
+            return Err(MaterialError::KdfTooExpensive(format!(
+                "more than {MAX_DECRYPTIONS} password-encrypted parts in one PKCS#12 file"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a second key before any work is spent on it.
+    fn expect_first_key(&self) -> Result<(), MaterialError> {
+        if self.keys.is_empty() {
+            Ok(())
+        } else {
+            Err(MaterialError::Unsupported("the PKCS#12 file holds more than one private key; export one per file".into()))
+        }
+    }
 }
 
 fn parse_pfx(data: &[u8]) -> Result<Pfx<'_>, MaterialError> {
@@ -255,8 +284,15 @@ fn read_safe_contents(der: &[u8], password: &Password, found: &mut Found, depth:
         .map_err(|e| malformed("PKCS#12 safe contents", e))?;
     for (oid, value) in bags {
         match oid {
-            OID_KEY_BAG => found.keys.push(keys::from_pkcs8_der(&secret_der(&value)?)?),
-            OID_SHROUDED_KEY_BAG => found.keys.push(decrypt_pkcs8(&secret_der(&value)?, password)?),
+            OID_KEY_BAG => {
+                found.expect_first_key()?;
+                found.keys.push(keys::from_pkcs8_der(&secret_der(&value)?)?);
+            }
+            OID_SHROUDED_KEY_BAG => {
+                found.expect_first_key()?;
+                found.count_decryption()?;
+                found.keys.push(decrypt_pkcs8(&secret_der(&value)?, password)?);
+            }
             OID_CERT_BAG => {
                 let (cert_type, cert) = value
                     .sequence(|r: &mut SliceReader<'_>| {

@@ -581,3 +581,42 @@ fn pkcs12_hostile_input() {
     assert!(start.elapsed() < Duration::from_millis(500));
     assert!(matches!(read_pkcs12(b"not a pfx", PW), Err(MaterialError::Malformed(_))));
 }
+
+/// A PFX without MAC around the given authenticated-safe ContentInfos.
+fn handmade_pfx(parts: &[Vec<u8>]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+    let auth_safe = tlv(0x04, &[&tlv(0x30, &parts)]);
+    let content_info = tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &tlv(0xa0, &[&auth_safe])]);
+    tlv(0x30, &[&der_uint(3), &content_info])
+}
+
+#[test]
+fn pkcs12_work_per_file_is_bounded() {
+    let Some(w) = Work::new() else { return };
+    // Two plain key bags: refused as a second key, before any work on it.
+    w.key(Alg::P256, "a.pem");
+    w.key(Alg::Ed25519, "b.pem");
+    let key_bag = |file: &str| {
+        let der = w.run(&["pkcs8", "-topk8", "-nocrypt", "-in", file, "-outform", "DER"]);
+        tlv(0x30, &[&der_oid("1.2.840.113549.1.12.10.1.1"), &tlv(0xa0, &[&der])])
+    };
+    let data_part = |bags: &[&[u8]]| {
+        tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &tlv(0xa0, &[&tlv(0x04, &[&tlv(0x30, bags)])])])
+    };
+    let one = handmade_pfx(&[data_part(&[&key_bag("a.pem")])]);
+    let (key, certs) = read_pkcs12(&one, b"").unwrap();
+    assert_eq!(spki(&key), w.public_der("a.pem"));
+    assert!(certs.is_empty());
+    let two = handmade_pfx(&[data_part(&[&key_bag("a.pem"), &key_bag("b.pem")])]);
+    assert!(matches!(read_pkcs12(&two, b""), Err(MaterialError::Unsupported(_))));
+
+    // Many password-encrypted parts, each allowed up to the per-KDF cap: refused up front.
+    let pbkdf2 = tlv(0x30, &[&der_oid("1.2.840.113549.1.5.12"), &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(1_000_000)])]);
+    let alg = tlv(0x30, &[&der_oid("1.2.840.113549.1.5.13"), &tlv(0x30, &[&pbkdf2, &aes256_cbc()])]);
+    let eci = tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &alg, &tlv(0x80, &[&[0x5a; 32]])]);
+    let encrypted_part = tlv(0x30, &[&der_oid("1.2.840.113549.1.7.6"), &tlv(0xa0, &[&tlv(0x30, &[&der_uint(0), &eci])])]);
+    let many = handmade_pfx(&vec![encrypted_part; 4]);
+    let start = Instant::now();
+    assert!(matches!(read_pkcs12(&many, PW), Err(MaterialError::KdfTooExpensive(_))));
+    assert!(start.elapsed() < Duration::from_millis(500));
+}

@@ -90,9 +90,14 @@ fn bad_requests_get_one_error_shape_and_change_nothing() {
     let (s, _) = d.curl("POST", "/keyport/v1/keys", Some("{not json"), &[]);
     assert_eq!(s, 400);
 
-    // Over the 64 KiB limit of the test config: 413 before any work.
-    let big = format!(r#"{{"name":"big","algorithm":"ec-p256","pad":"{}"}}"#, "x".repeat(70_000));
-    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(&big), &[]);
+    // Over the 1 MiB limit of the test config: 413 before any work, whether the size is
+    // declared (Content-Length) or only found while reading (chunked).
+    let big = format!(r#"{{"name":"big","algorithm":"ec-p256","pad":"{}"}}"#, "x".repeat(1_100_000));
+    let f = d.dir.path().join("big.json");
+    std::fs::write(&f, &big).unwrap();
+    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(&format!("@{}", f.display())), &["-H", "Transfer-Encoding: chunked"]);
+    assert_eq!(s, 413, "{v}");
+    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(&format!("@{}", f.display())), &[]);
     assert_eq!(s, 413, "{v}");
     assert_eq!(v["error"]["code"], "body_too_large");
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let mut d = Daemon::config("");
-    let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 65536", "max_body_bytes = 65536\nheader_timeout_secs = 1");
+    let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nheader_timeout_secs = 1");
     std::fs::write(&d.config, t).unwrap();
     d.spawn();
 
@@ -30,7 +30,7 @@ fn the_connection_cap_holds_and_frees_up() {
         return;
     }
     let mut d = Daemon::config("");
-    let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 65536", "max_body_bytes = 65536\nmax_connections = 2");
+    let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nmax_connections = 2");
     std::fs::write(&d.config, t).unwrap();
     d.spawn();
     // Wait until the start-up probe connection is released.

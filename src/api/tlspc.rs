@@ -302,7 +302,7 @@ fn check_item(i: usize, it: &ImportItem) -> Result<SealedItem, VendorError> {
 
 async fn submit_import(State(app): State<SharedApp>, TlspcCaller(who): TlspcCaller, req: Request) -> Result<(StatusCode, Json<Value>), VendorError> {
     let limit = app.config.limits.max_body_bytes;
-    let bytes = super::body::read_limited(req.into_body(), limit)
+    let bytes = super::body::read_limited(req, limit)
         .await
         .map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::BODY_TOO_LARGE, e.message))?;
     let body: ImportBody = serde_json::from_slice(&bytes).map_err(|e| VendorError::bad(codes::INVALID_REQUEST, format!("the request body is not a valid import request: {e}")))?;

@@ -83,7 +83,7 @@ tcp = "127.0.0.1:{port}"
 tls = {{ mode = "self-signed" }}
 
 [limits]
-max_body_bytes = 65536
+max_body_bytes = 1048576
 
 [[tokens]]
 name = "soft"

@@ -148,7 +148,11 @@ fn parse_pfx(data: &[u8]) -> Result<Pfx<'_>, MaterialError> {
                 } else {
                     Some(r.sequence(|r| {
                         let (digest_alg, digest) = r.sequence(|r| {
-                            Ok((AlgorithmIdentifierRef::decode(r)?.oid, OctetStringRef::decode(r)?.as_bytes()))
+                            let alg = AlgorithmIdentifierRef::decode(r)?;
+                            if alg.parameters.is_some_and(|p| !p.is_null()) {
+                                return Err(Tag::Null.value_error());
+                            }
+                            Ok((alg.oid, OctetStringRef::decode(r)?.as_bytes()))
                         })?;
                         let salt = OctetStringRef::decode(r)?.as_bytes();
                         let iterations = if r.is_finished() { 1 } else { read_u64(r)? };

@@ -556,13 +556,13 @@ fn pkcs12_with_a_foreign_certificate_is_a_mismatch() {
 fn pkcs12_hostile_input() {
     let Some(w) = Work::new() else { return };
     chain(&w, Alg::P256);
-    check_pfx(&w, &["-iter", "1", "-maciter"], "correct horse");
+    check_pfx(&w, &["-iter", "1", "-nomaciter"], "correct horse");
     let pfx = w.read("a.p12");
     let step = (pfx.len() / 60).max(1);
     for cut in (0..pfx.len()).step_by(step) {
         assert!(read_pkcs12(&pfx[..cut], PW).is_err(), "cut at {cut}");
     }
-    for i in (0..pfx.len()).step_by(step) {
+    for i in 0..pfx.len() {
         let mut bad = pfx.clone();
         bad[i] ^= 0x41;
         assert!(read_pkcs12(&bad, PW).is_err(), "flip at {i} accepted");

@@ -8,6 +8,8 @@ pub mod activation;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod keys;
+pub mod kps;
 pub mod listen;
 pub mod native;
 pub mod tls;
@@ -19,5 +21,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).fallback(error::not_found).with_state(app)
 }

@@ -5,12 +5,18 @@
 //! Secrets never live in this file: PINs come from a file, an environment variable or a systemd
 //! credential; API keys are stored as SHA-256 hashes.
 
+mod apiops;
+mod kps;
+
+pub use apiops::ApiOpsConfig;
+pub use kps::KpsConfig;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The embedded default: a SoftHSM token, socket and state under `./run`.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +38,12 @@ pub struct Config {
     /// The TLS Protect Cloud face (`/v1/edge…`, `/outagedetection/v1/certificates/imports`).
     #[serde(default)]
     pub tlspc: TlspcConfig,
+    /// The Huawei Cloud KPS face (`/v3/{project_id}/keypairs…`).
+    #[serde(default)]
+    pub kps: KpsConfig,
+    /// The project/environment key face (`/apiops/projects/{projectName}/keys/`).
+    #[serde(default)]
+    pub apiops: ApiOpsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,7 +416,7 @@ mod tests {
 
     #[test]
     fn annotated_example_parses_and_lists_every_section() {
-        let text = include_str!("../config/keyport.toml");
+        let text = include_str!("../../config/keyport.toml");
         let cfg: Config = toml::from_str(text).unwrap();
         assert!(cfg.tokens.len() >= 2, "the example shows several tokens");
         assert!(!cfg.principals.is_empty());

@@ -55,11 +55,11 @@ fn raw(dir: &Path, keys: &Path) {
     let st = Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"]).stdout(Stdio::null()).status().unwrap();
     assert!(st.success());
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    let material: Vec<(PrivateKey, Vec<u8>)> = (0..N)
+    let material: Vec<(PrivateKey, Vec<u8>, Vec<u8>)> = (0..N)
         .map(|i| {
             let k = keyport::material::pkcs::read_private_key(&std::fs::read(keys.join(format!("k{i}.pem"))).unwrap(), None).unwrap();
             let c = keyport::material::x509::parse_certificates(&std::fs::read(keys.join(format!("c{i}.pem"))).unwrap()).unwrap().remove(0);
-            (k, c.der)
+            (k, c.der, c.subject_der)
         })
         .collect();
     let p = Pkcs11::new(module()).unwrap();
@@ -74,7 +74,7 @@ fn raw(dir: &Path, keys: &Path) {
             sc.spawn(move || {
                 let s = p.open_rw_session(slot).unwrap();
                 for i in (w..N).step_by(2) {
-                    let (PrivateKey::Rsa(k), cert) = &material[i] else { unreachable!() };
+                    let (PrivateKey::Rsa(k), cert, subject) = &material[i] else { unreachable!() };
                     let id = format!("raw-{i}").into_bytes();
                     s.create_object(&[
                         Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::KeyType(KeyType::RSA), Attribute::Token(true), Attribute::Private(true),
@@ -89,7 +89,7 @@ fn raw(dir: &Path, keys: &Path) {
                     ]).unwrap();
                     s.create_object(&[
                         Attribute::Class(ObjectClass::CERTIFICATE), Attribute::CertificateType(CertificateType::X_509), Attribute::Token(true),
-                        Attribute::Id(id), Attribute::Value(cert.clone()),
+                        Attribute::Id(id), Attribute::Value(cert.clone()), Attribute::Subject(subject.clone()),
                     ]).unwrap();
                 }
             });

@@ -9,11 +9,14 @@
 //!   recovery, the object index, key and certificate objects, SoftHSM provisioning.
 //! - [`store`]: SQLite (WAL) with migrations: inventory, creation intents, jobs, audit log.
 //!   Never key material.
-//! - [`material`]: byte formats as pure functions (algorithms, public keys, fingerprints).
-//! - [`core`]: the operations every face shares: key generation and deletion with crash-safe
-//!   intents, start-up reconciliation, principals and permissions, names.
+//! - [`material`]: byte formats as pure functions: PEM/DER PKCS#1, SEC1, PKCS#8 (plain and
+//!   encrypted), PKCS#12, X.509, OpenSSH, PuTTY PPK, ssh.com; public keys and fingerprints.
+//! - [`core`]: the operations every face shares: key generation, import and export with
+//!   crash-safe intents, import jobs that survive restarts, the edge DEK (sealed boxes),
+//!   start-up reconciliation, principals and permissions, names.
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
-//!   limits, authentication, and one module per face (`native` for `/keyport/v1`).
+//!   limits, authentication, and one module per face: `native` (`/keyport/v1`), `tlspc`
+//!   (TLS Protect Cloud imports), `kps` (Huawei KPS), `keys` (project/environment keys).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
 #![deny(unsafe_code)]

@@ -108,7 +108,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
 
     wait_for_stop(&app, config_file.as_deref()).await;
     notify_systemd("STOPPING=1");
-    tracing::info!("stopping: draining connections");
+    tracing::info!("shutdown: draining connections");
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -55,6 +55,6 @@ pub async fn export_secret_key(app: &App, who: &Principal, key_id: &str) -> Resu
     let cka_id = rec.cka_id.clone();
     let value = token.run(move |c| wrap::secret_key_value(c, &cka_id)).await?;
     app.store.audit(&audit(who, "key.export", &rec.namespace, &rec.id, "ok", None))?;
-    tracing::info!(key = %rec.id, principal = %who.name, "secret key exported");
+    tracing::info!(key = %rec.id, principal = %who.name, "symmetric key exported");
     Ok(value)
 }

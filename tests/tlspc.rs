@@ -353,3 +353,42 @@ fn a_job_accepted_before_a_crash_finishes_after_it() {
     let blocks = object_blocks(&d.pkcs11_objects());
     assert_eq!(blocks.iter().filter(|b| b.1 == "a.example.com").count(), 3, "exactly one copy of the interrupted key");
 }
+
+/// Venafi's own Python client (pyVenafi 1.0.x; 1.1.0 crashes on every cloud response), in the
+/// virtualenv `scripts/deps` makes, drives the whole flow.
+#[test]
+fn the_vendors_python_client_imports_a_key() {
+    if !tools() {
+        return;
+    }
+    let python = Path::new("/opt/keyport-test/pyvenafi/bin/python");
+    if !python.exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("pyVenafi virtualenv missing (scripts/deps makes it)");
+        }
+        eprintln!("SKIP: pyVenafi not installed (run scripts/deps)");
+        return;
+    }
+    let d = Daemon::start("");
+    let dir = d.dir.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    key_and_cert(&dir, "sdk", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    openssl(&dir, &["pkcs8", "-topk8", "-in", "sdk.key", "-v2", "aes-256-cbc", "-passout", "pass:sdk-pass", "-out", "sdk.enc.pem"]);
+    let out = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/pyvenafi_import.py"))
+        .arg(format!("127.0.0.1:{}", d.port))
+        .arg("tlspc-key")
+        .arg(dir.join("sdk.enc.pem"))
+        .arg(dir.join("sdk.crt"))
+        .arg("sdk-pass")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pyVenafi failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["job_status"], "COMPLETED", "{v}");
+    assert_eq!(v["results"][0]["status"], "IMPORTED", "{v}");
+    assert_eq!(v["results"][0]["fingerprint"], cert_sha1(&dir, "sdk.crt").as_str());
+    assert!(v["edge_status"].as_str().unwrap().contains("ACTIVE"), "{v}");
+    let blocks = object_blocks(&d.pkcs11_objects());
+    assert_eq!(blocks.iter().filter(|b| b.1 == "sdk.example.com").count(), 3, "key, public key and certificate in the token");
+}

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod certimport;
 pub mod body;
 pub mod error;
 pub mod keys;
@@ -21,5 +22,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).fallback(error::not_found).with_state(app)
 }

@@ -6,9 +6,11 @@
 //! credential; API keys are stored as SHA-256 hashes.
 
 mod apiops;
+mod certimport;
 mod kps;
 
 pub use apiops::ApiOpsConfig;
+pub use certimport::EnrollmentProfile;
 pub use kps::KpsConfig;
 
 use serde::Deserialize;
@@ -44,6 +46,9 @@ pub struct Config {
     /// The project/environment key face (`/apiops/projects/{projectName}/keys/`).
     #[serde(default)]
     pub apiops: ApiOpsConfig,
+    /// Enrollment profiles of the certificate import face (`/iot/api/v1/certificate-import/…`).
+    #[serde(default)]
+    pub enrollment_profiles: Vec<EnrollmentProfile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ pub mod listen;
 pub mod native;
 pub mod tls;
 pub mod tlspc;
+pub mod tpp;
 
 use axum::Router;
 
@@ -22,5 +23,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(error::not_found).with_state(app)
 }

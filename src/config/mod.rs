@@ -8,10 +8,12 @@
 mod apiops;
 mod certimport;
 mod kps;
+mod tpp;
 
 pub use apiops::ApiOpsConfig;
 pub use certimport::EnrollmentProfile;
 pub use kps::KpsConfig;
+pub use tpp::TppConfig;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -46,6 +48,9 @@ pub struct Config {
     /// The project/environment key face (`/apiops/projects/{projectName}/keys/`).
     #[serde(default)]
     pub apiops: ApiOpsConfig,
+    /// The Venafi TPP WebSDK SSH face (`/vedauth/…`, `/vedsdk/…`).
+    #[serde(default)]
+    pub tpp: TppConfig,
     /// Enrollment profiles of the certificate import face (`/iot/api/v1/certificate-import/…`).
     #[serde(default)]
     pub enrollment_profiles: Vec<EnrollmentProfile>,

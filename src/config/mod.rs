@@ -8,7 +8,7 @@
 mod apiops;
 mod kps;
 
-pub use apiops::ApiOpsConfig;
+pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use kps::KpsConfig;
 
 use serde::Deserialize;
@@ -376,6 +376,10 @@ impl Config {
         if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
+        let token_names: Vec<&str> = self.tokens.iter().map(|t| t.name.as_str()).collect();
+        for (path, message) in self.apiops.check(&token_names) {
+            p(path, message);
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -422,6 +426,8 @@ mod tests {
         assert!(!cfg.principals.is_empty());
         assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
         assert!(cfg.namespaces.contains_key("ssh"));
+        assert_eq!(cfg.apiops.namespace("MyProject"), Some("web"));
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("apiops")), "the apiops example references real tokens");
     }
 
     #[test]

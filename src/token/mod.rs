@@ -14,6 +14,7 @@ pub mod at_rest;
 pub mod objects;
 pub mod pin;
 mod raw;
+pub mod secret;
 pub mod softhsm;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};

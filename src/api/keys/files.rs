@@ -68,10 +68,17 @@ async fn export_one(app: &SharedApp, who: &crate::core::authz::Principal, key_ty
             let pk = token.run(move |c| crate::token::objects::public_key(c, &cka)).await.map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
             Ok(Zeroizing::new(content::public_pem(&pk).map_err(VendorError::bad)?.into_bytes()))
         }
-        // Private and secret material leaves the token through `core::export` (pending in main).
-        KeyType::Private | KeyType::Secret => {
-            let _ = who;
-            Err(VendorError::bad(format!("export-file of a {} is not available in this build yet", key_type.as_str())))
+        KeyType::Private => {
+            let k = crate::core::export::export_private_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let der = crate::material::pkcs::to_pkcs8_der(&k).map_err(|e| VendorError::bad(e.to_string()))?;
+            Ok(Zeroizing::new(content::pem_encode("PRIVATE KEY", &der).into_bytes()))
+        }
+        KeyType::Secret => {
+            use base64::Engine;
+            let v = crate::core::export::export_secret_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let mut text = base64::engine::general_purpose::STANDARD.encode(&v[..]);
+            text.push('\n');
+            Ok(Zeroizing::new(text.into_bytes()))
         }
     }
 }

@@ -66,8 +66,6 @@ Test = "soft2"
 }
 
 fn start(exportable: bool, env: &[(&str, &str)]) -> Daemon {
-    let probe = tempfile::tempdir().unwrap();
-    drop(probe);
     let mut d = Daemon::config("");
     let text = std::fs::read_to_string(&d.config).unwrap();
     // Replace the harness's principals with this face's (the harness adds its own only when
@@ -202,7 +200,7 @@ fn every_key_type_deploys_to_two_environments_and_exports_back() {
         assert!(public.len() == 1 && public[0].starts_with("Public Key Object; RSA 2048"), "{label}: {public:?}");
     }
     for s in named(&d, "test", "aes-key") {
-        assert!(s.contains("sensitive"), "secret keys are sensitive: {s}");
+        assert!(s.contains("sensitive") && s.contains("extractable"), "secret keys are sensitive, extractable as configured: {s}");
     }
 
     // List and get: metadata, never content.
@@ -257,7 +255,7 @@ fn every_key_type_deploys_to_two_environments_and_exports_back() {
     assert!(d.stop().success());
     d.spawn();
     let (_, v) = d.curl_https("GET", BASE, None, &["-H", OPS]);
-    assert_eq!(v["resultCount"], 6, "{v}\n{}", d.log());
+    assert_eq!(v["resultCount"], 6, "{v}\n{}", d.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n"));
 
     // Delete: undeployed from both tokens.
     for (name, _, _) in &cases {
@@ -344,7 +342,7 @@ fn bad_requests_and_refusals_leave_nothing_in_any_token() {
     assert!(std::fs::read_to_string(&out).unwrap().contains("non-exportable"));
     for (label, _) in [("test", 0), ("second", 1)] {
         let k = named(&d, label, "k1");
-        assert!(k[0].contains("never extractable") || !k[0].contains("extractable"), "{k:?}");
+        assert!(k[0].contains("sensitive") && !k[0].contains("extractable"), "{label}: {k:?}");
     }
     // Reads: missing key, viewer may read, a stranger may not; manager may not delete (undeploy).
     let (s, v) = d.curl_https("GET", &format!("{BASE}nope/"), None, &["-H", OPS]);

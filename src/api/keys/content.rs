@@ -70,6 +70,13 @@ pub enum Material {
     Public(PublicKey),
 }
 
+impl std::fmt::Debug for Material {
+    /// Never prints key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Material({})", self.inventory_algorithm())
+    }
+}
+
 impl Material {
     /// What the inventory row's `algorithm` says.
     pub fn inventory_algorithm(&self) -> String {

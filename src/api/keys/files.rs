@@ -145,6 +145,7 @@ pub fn zip_stored(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// One part of a `multipart/form-data` body.
 pub struct Part {
     pub name: String,
+    #[allow(dead_code)] // kept for a later ZIP upload (recognised by its name)
     pub filename: Option<String>,
     pub data: Zeroizing<Vec<u8>>,
 }
@@ -269,7 +270,6 @@ pub async fn import_file(
             app.store.apiops_update(&project, &name, Some(&d), &[], &entry).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
         }
     }
-    let _ = file.filename.as_deref();
     Ok(Json(json!({"status": "SUCCESS"})))
 }
 

@@ -10,7 +10,7 @@ mod certimport;
 mod kps;
 mod tpp;
 
-pub use apiops::ApiOpsConfig;
+pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::EnrollmentProfile;
 pub use kps::KpsConfig;
 pub use tpp::TppConfig;
@@ -386,6 +386,10 @@ impl Config {
         if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
+        let token_names: Vec<&str> = self.tokens.iter().map(|t| t.name.as_str()).collect();
+        for (path, message) in self.apiops.check(&token_names) {
+            p(path, message);
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -432,6 +436,8 @@ mod tests {
         assert!(!cfg.principals.is_empty());
         assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
         assert!(cfg.namespaces.contains_key("ssh"));
+        assert_eq!(cfg.apiops.namespace("MyProject"), Some("web"));
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("apiops")), "the apiops example references real tokens");
     }
 
     #[test]

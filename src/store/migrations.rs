@@ -86,11 +86,38 @@ const STEPS: &[&str] = &[
      CREATE INDEX certificates_key ON certificates(key_id);
      ALTER TABLE jobs ADD COLUMN input BLOB;  -- still-encrypted items awaiting work; NULL when done
      ALTER TABLE job_items ADD COLUMN fingerprint TEXT;",
+    // 3: project-key face (seed 004): a vendor key (project, name) and its deployments, one
+    // inventory row per environment (`keys.name` = '<name>@<environment>', CKA_LABEL = name).
+    "CREATE TABLE apiops_keys(
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,             -- the vendor's key name: unique per project, immutable
+        namespace TEXT NOT NULL,
+        description TEXT,
+        key_type TEXT NOT NULL,         -- SECRET_KEY | PRIVATE_KEY | PUBLIC_KEY
+        algorithm TEXT NOT NULL,        -- AES | DES | DESede | RSA
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY(project, name)
+     );
+     CREATE TABLE apiops_deployments(
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        key_id TEXT NOT NULL UNIQUE REFERENCES keys(id) ON DELETE CASCADE,
+        alias TEXT,
+        source TEXT NOT NULL,           -- how the material came: TEXT (JSON body) | FILE (import-file)
+        created_at TEXT NOT NULL,
+        PRIMARY KEY(project, name, environment),
+        FOREIGN KEY(project, name) REFERENCES apiops_keys(project, name) ON DELETE CASCADE
+     );",
 ];
+
+/// The schema version this build migrates to.
+pub(super) const LATEST: i64 = STEPS.len() as i64;
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let supported = STEPS.len() as i64;
+    let supported = LATEST;
     if current > supported {
         return Err(StoreError::TooNew { found: current, supported });
     }

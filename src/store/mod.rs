@@ -4,8 +4,11 @@
 //! one mutex; the token work that is slow happens elsewhere. The schema is versioned with
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
+mod apiops;
 mod migrations;
 pub mod records;
+
+pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::os::unix::fs::OpenOptionsExt;

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod pin;
 pub mod wrap;
 mod raw;
+pub mod secret;
 pub mod softhsm;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};

@@ -38,7 +38,8 @@ pub fn prepare_env(cfg: &Config) -> Result<(), String> {
 
 /// Creates the token labelled `t.label` in a free SoftHSM slot when no such token exists yet.
 /// A missing PIN file is created with a random PIN (mode 0600); the SO PIN is random and kept
-/// beside it (`so.pin`, 0600) for the operator.
+/// beside it (`so.pin`, or `so-<label>.pin` for a further token in the same folder; 0600) for
+/// the operator.
 pub fn ensure_token(ctx: &Pkcs11, t: &TokenConfig) -> Result<bool, String> {
     let Some(prov) = &t.softhsm else { return Ok(false) };
     let label = t.label.as_deref().ok_or("a SoftHSM token created by keyport needs `label`")?;
@@ -61,7 +62,12 @@ pub fn ensure_token(ctx: &Pkcs11, t: &TokenConfig) -> Result<bool, String> {
     }
     let user_pin = super::pin::read(&t.pin)?;
     let so_pin = random_pin();
-    write_secret(&prov.dir.join("so.pin"), &so_pin)?;
+    // Several tokens may share one folder: the first keeps `so.pin`, the others `so-<label>.pin`.
+    let so_file = match prov.dir.join("so.pin") {
+        p if p.exists() => prov.dir.join(format!("so-{label}.pin")),
+        p => p,
+    };
+    write_secret(&so_file, &so_pin)?;
     ctx.init_token(slot, &AuthPin::new(so_pin.clone().into()), label).map_err(|e| format!("C_InitToken failed: {e}"))?;
     let s = ctx.open_rw_session(slot).map_err(|e| e.to_string())?;
     s.login(UserType::So, Some(&AuthPin::new(so_pin.into()))).map_err(|e| format!("SO login failed: {e}"))?;

@@ -137,7 +137,12 @@ softhsm = {{ dir = "{hsm}" }}
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("keyport exited ({status}) at start:\n{}", self.log());
             }
-            if self.socket.exists() && std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.dir.path().join("state/tls-cert.pem").exists() {
+            // Both listeners: after a restart the socket may answer before the TCP port does.
+            if self.socket.exists()
+                && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && self.dir.path().join("state/tls-cert.pem").exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return;
             }
             assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", self.log());

@@ -1,9 +1,0 @@
-//! The project/environment key face (seed 004). (Placeholder: routes land with that work.)
-
-use axum::Router;
-
-use crate::core::SharedApp;
-
-pub fn routes() -> Router<SharedApp> {
-    Router::new()
-}

@@ -1,0 +1,290 @@
+//! The raw file operations: `export-file` (one environment's key as a file, or every
+//! environment's in a ZIP) and `import-file` (multipart upload written to the named
+//! environments). Small self-contained readers/writers for the two containers involved:
+//! `multipart/form-data` (RFC 7578) and a stored (uncompressed) ZIP.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use super::content::{self, Alg, KeyType};
+use super::{find_key, namespace, require, ApiOpsCaller, ExportQuery, VendorError};
+use crate::config::Permission;
+use crate::core::SharedApp;
+
+// --- export-file ------------------------------------------------------------------------------
+
+pub async fn export_file(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path((project, name)): Path<(String, String)>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, VendorError> {
+    let ns = namespace(&app, &project)?;
+    let (key, deployed) = find_key(&app, &project, &name)?;
+    let key_type = KeyType::parse(&key.key_type).expect("stored key types are valid");
+    if key_type == KeyType::Public {
+        super::require_any(&who, &ns, &project)?;
+    } else {
+        require(&who, &ns, Permission::ExportPrivate)?;
+    }
+    if deployed.is_empty() {
+        return Err(VendorError::bad(format!("({name}) carries no environment material to export!")));
+    }
+    let chosen: Vec<_> = match q.environment_name.as_deref().filter(|e| !e.is_empty()) {
+        Some(env) => {
+            let d = deployed.iter().find(|d| d.environment == env).ok_or_else(|| {
+                let available: Vec<_> = deployed.iter().map(|d| d.environment.as_str()).collect();
+                VendorError::bad(format!("({name}) has no material for environment ({env})! Available: {}", available.join(", ")))
+            })?;
+            vec![d.clone()]
+        }
+        None => deployed.clone(),
+    };
+    let mut files = Vec::new();
+    for d in &chosen {
+        let data = export_one(&app, &who, key_type, &d.key_id).await?;
+        files.push((format!("{name}-{}.pem", d.environment), data));
+    }
+    if q.environment_name.as_deref().is_some_and(|e| !e.is_empty()) {
+        let (fname, data) = files.pop().expect("one file");
+        return Ok(super::file_response("application/x-pem-file", &fname, data.to_vec()));
+    }
+    let zip = zip_stored(&files.iter().map(|(n, d)| (n.as_str(), &d[..])).collect::<Vec<_>>());
+    Ok(super::file_response("application/octet-stream", &format!("{name}-keys.zip"), zip))
+}
+
+/// One deployment's material as a file: PEM for private (PKCS#8) and public (SPKI) keys; the
+/// Base64 of the raw bytes for a secret key (what `content` and `import-file` take back).
+async fn export_one(app: &SharedApp, who: &crate::core::authz::Principal, key_type: KeyType, key_id: &str) -> Result<Zeroizing<Vec<u8>>, VendorError> {
+    let rec = app.store.key(key_id).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?.ok_or_else(|| VendorError::bad("the key's inventory row is gone; retry"))?;
+    match key_type {
+        KeyType::Public => {
+            let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| VendorError::bad(format!("token '{}' is no longer configured", rec.token)))?;
+            let cka = rec.cka_id.clone();
+            let pk = token.run(move |c| crate::token::objects::public_key(c, &cka)).await.map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+            Ok(Zeroizing::new(content::public_pem(&pk).map_err(VendorError::bad)?.into_bytes()))
+        }
+        KeyType::Private => {
+            let k = crate::core::export::export_private_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let der = crate::material::pkcs::to_pkcs8_der(&k).map_err(|e| VendorError::bad(e.to_string()))?;
+            Ok(Zeroizing::new(content::pem_encode("PRIVATE KEY", &der).into_bytes()))
+        }
+        KeyType::Secret => {
+            use base64::Engine;
+            let v = crate::core::export::export_secret_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let mut text = base64::engine::general_purpose::STANDARD.encode(&v[..]);
+            text.push('\n');
+            Ok(Zeroizing::new(text.into_bytes()))
+        }
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A ZIP archive of stored (uncompressed) entries, readable by `unzip` and every library.
+pub fn zip_stored(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in files {
+        let offset = out.len() as u32;
+        let crc = crc32(data);
+        let (n, len) = (name.len() as u16, data.len() as u32);
+        // Local file header: version 2.0, no flags, stored, DOS time 0, crc, sizes, name.
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        for v in [20u16, 0, 0, 0, 0x21] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, len, len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        for v in [20u16, 20, 0, 0, 0, 0x21] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, len, len] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [n, 0, 0, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&0o100600u32.wrapping_shl(16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_offset, cd_len, count) = (out.len() as u32, central.len() as u32, files.len() as u16);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, count, count] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+// --- import-file ------------------------------------------------------------------------------
+
+/// One part of a `multipart/form-data` body.
+pub struct Part {
+    pub name: String,
+    #[allow(dead_code)] // kept for a later ZIP upload (recognised by its name)
+    pub filename: Option<String>,
+    pub data: Zeroizing<Vec<u8>>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+}
+
+fn disposition_param(line: &str, key: &str) -> Option<String> {
+    line.split(';').map(str::trim).find_map(|p| p.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('"').to_string())
+}
+
+/// Splits a `multipart/form-data` body (RFC 7578) into its parts.
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"'))
+        .filter(|b| !b.is_empty())
+        .ok_or("the request is not multipart/form-data with a boundary")?;
+    let delim = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut pos = find(body, delim.as_bytes(), 0).ok_or("no multipart boundary in the body")? + delim.len();
+    loop {
+        if body.get(pos..pos + 2) == Some(b"--") {
+            return Ok(parts);
+        }
+        let start = pos + 2; // CRLF after the boundary
+        let headers_end = find(body, b"\r\n\r\n", start).ok_or("a multipart part has no header end")?;
+        let headers = std::str::from_utf8(&body[start..headers_end]).map_err(|_| "multipart headers are not UTF-8")?;
+        let next = find(body, format!("\r\n{delim}").as_bytes(), headers_end + 4).ok_or("a multipart part is not terminated")?;
+        let disposition = headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .ok_or("a multipart part has no Content-Disposition")?;
+        let name = disposition_param(disposition, "name").ok_or("a multipart part has no name")?;
+        parts.push(Part { name, filename: disposition_param(disposition, "filename"), data: Zeroizing::new(body[headers_end + 4..next].to_vec()) });
+        pos = next + 2 + delim.len();
+    }
+}
+
+pub async fn import_file(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path(project): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, VendorError> {
+    let ns = namespace(&app, &project)?;
+    require(&who, &ns, Permission::Import)?;
+    require(&who, &ns, Permission::Deploy)?;
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = crate::api::body::read_limited(req, app.config.limits.max_body_bytes).await.map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
+    let parts = parse_multipart(&ct, &body).map_err(VendorError::bad)?;
+    let field = |n: &str| parts.iter().find(|p| p.name == n);
+    let text = |n: &str| field(n).map(|p| String::from_utf8_lossy(&p.data).trim().to_string()).filter(|s| !s.is_empty());
+    let file = field("keyFile").ok_or_else(|| VendorError::bad("keyFile is required!"))?;
+    let name = text("keyName").ok_or_else(|| VendorError::bad("keyName is required!"))?;
+    super::check_name(&name)?;
+    let key_type = super::parse_key_type(text("keyType").as_deref())?;
+    let mut algorithm = super::parse_algorithm(text("algorithm").as_deref(), true)?;
+    let overriding = text("override").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let existing = app.store.apiops_key(&project, &name).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+    match (&existing, overriding) {
+        (Some(_), false) => return Err(VendorError::bad(format!("Key (name: {name}) is already exist! Send override=true to update it."))),
+        (None, true) => return Err(VendorError::bad(format!("Key (name: {name}) is not found!"))),
+        _ => {}
+    }
+    if let Some(k) = &existing {
+        if k.key_type != key_type.as_str() {
+            return Err(VendorError::bad(format!("keyType of key ({name}) is {} and can not be changed!", k.key_type)));
+        }
+        let stored = Alg::parse(&k.algorithm, false);
+        if algorithm.is_some() && algorithm != stored {
+            return Err(VendorError::bad(format!("algorithm of key ({name}) is {} and can not be changed!", k.algorithm)));
+        }
+        algorithm = stored;
+    }
+    let envs: Vec<String> = text("environmentList").unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if envs.is_empty() {
+        return Err(VendorError::bad("environmentList value can not be empty!"));
+    }
+    // The file: PEM, or Base64 that decodes to PEM (or, for a secret key, to its raw bytes).
+    let raw = String::from_utf8(file.data.to_vec()).map(Zeroizing::new).map_err(|_| {
+        VendorError::bad(format!("Key content is neither PEM nor valid Base64 for key type {}! Send the PEM content Base64-encoded.", key_type.as_str()))
+    })?;
+    let bytes = content::decode(&raw, key_type).map_err(VendorError::bad)?;
+    let (material, alg) = content::read(key_type, algorithm, &bytes).map_err(VendorError::bad)?;
+    let material = std::sync::Arc::new(material);
+    let deployed = existing.as_ref().map(|k| app.store.apiops_deployments(&project, &k.name)).transpose().map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?.unwrap_or_default();
+    let alias = text("alias");
+    let mut plans = Vec::new();
+    for env in &envs {
+        let token = super::environment(&app, env)?;
+        if plans.iter().any(|p: &super::Plan| &p.environment == env) {
+            return Err(VendorError::bad(format!("Environment ({env}) is listed more than once!")));
+        }
+        let replaces = match deployed.iter().find(|d| &d.environment == env) {
+            Some(d) => app.store.key(&d.key_id).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?,
+            None => None,
+        };
+        plans.push(super::Plan { environment: env.clone(), token, material: material.clone(), alias: alias.clone(), source: "FILE", replaces });
+    }
+    let key = match existing {
+        Some(k) => k,
+        None => crate::store::ApiOpsKey {
+            project: project.clone(),
+            name: name.clone(),
+            namespace: ns.clone(),
+            description: text("keyDescription"),
+            key_type: key_type.as_str().into(),
+            algorithm: alg.as_str().into(),
+            owner: who.name.clone(),
+            created_at: crate::store::records::now(),
+        },
+    };
+    let new_key = !overriding;
+    super::deploy::deploy(&app, &who, &key, new_key, plans).await?;
+    if overriding {
+        if let Some(d) = text("keyDescription") {
+            let entry = crate::core::keys::audit(&who, "apiops.key.update", &ns, &format!("{project}/{name}"), "ok", None);
+            app.store.apiops_update(&project, &name, Some(&d), &[], &entry).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+        }
+    }
+    Ok(Json(json!({"status": "SUCCESS"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_and_multipart() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"keyName\"\r\n\r\nk1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"keyFile\"; filename=\"a.pem\"\r\nContent-Type: application/octet-stream\r\n\r\nAB\r\nCD\r\n--XyZ--\r\n";
+        let parts = parse_multipart("multipart/form-data; boundary=XyZ", body).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0].data[..], b"k1");
+        assert_eq!(parts[1].filename.as_deref(), Some("a.pem"));
+        assert_eq!(&parts[1].data[..], b"AB\r\nCD");
+    }
+}

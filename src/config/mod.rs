@@ -9,7 +9,7 @@ mod apiops;
 mod kps;
 
 pub use apiops::ApiOpsConfig;
-pub use kps::KpsConfig;
+pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -376,6 +376,12 @@ impl Config {
         if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
+        {
+            let tokens: Vec<String> = self.tokens.iter().map(|t| t.name.clone()).collect();
+            let principals: Vec<String> = self.principals.iter().map(|p| p.name.clone()).collect();
+            self.kps.check(&tokens, &principals, &mut out);
+        }
+        let mut p = |path: String, message: String| out.push(Problem { path, message });
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -422,6 +428,12 @@ mod tests {
         assert!(!cfg.principals.is_empty());
         assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
         assert!(cfg.namespaces.contains_key("ssh"));
+        assert!(!cfg.kps.projects.is_empty() && !cfg.kps.access_keys.is_empty(), "the example shows the KPS face");
+        let mut problems = Vec::new();
+        let tokens: Vec<String> = cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        let principals: Vec<String> = cfg.principals.iter().map(|p| p.name.clone()).collect();
+        cfg.kps.check(&tokens, &principals, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]

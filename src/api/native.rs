@@ -19,6 +19,7 @@ pub fn routes() -> Router<SharedApp> {
         .route("/health", get(health))
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
+        .route("/keys/{id}/export", axum::routing::post(export_key))
 }
 
 /// Health answers any authenticated caller: each token's state and the store's.
@@ -68,4 +69,37 @@ async fn generate_key(
 async fn delete_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let rec = keys::delete(&app, &who, &id).await?;
     Ok(Json(json!({ "deleted": rec.id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    /// Only "pkcs8" (encrypted PKCS#8 PEM) here; the SSH formats live on the TPP face.
+    format: Option<String>,
+    /// Encrypts the exported key; required: keyport never hands out a key in the clear.
+    passphrase: String,
+}
+
+async fn export_key(
+    State(app): State<SharedApp>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ExportRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(f) = req.format.as_deref().filter(|f| *f != "pkcs8") {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_format", format!("format '{f}' is not supported here; use \"pkcs8\"")));
+    }
+    if req.passphrase.len() < 8 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "weak_passphrase", "passphrase must be at least 8 characters: the exported key is encrypted with it"));
+    }
+    let key = crate::core::export::export_private_key(&app, &who, &id).await?;
+    let pass = zeroize::Zeroizing::new(req.passphrase.into_bytes());
+    let pem = tokio::task::spawn_blocking(move || {
+        let der = crate::material::pkcs::to_pkcs8_der(&key)?;
+        crate::material::pkcs::encrypt_pkcs8_pem(&der, &pass)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::from(crate::core::import::material_error(e)))?;
+    Ok(Json(json!({"id": id, "format": "pkcs8", "private_key": pem.as_str()})))
 }

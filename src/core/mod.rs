@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod dek;
+pub mod export;
 pub mod ids;
 pub mod import;
 pub mod jobs;

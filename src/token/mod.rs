@@ -13,6 +13,7 @@ mod module;
 pub mod at_rest;
 pub mod objects;
 pub mod pin;
+pub mod wrap;
 mod raw;
 pub mod softhsm;
 

@@ -14,6 +14,7 @@
 //! Every key-derivation parameter is checked against [`crate::material::limits`] before the
 //! KDF runs. Error messages never contain key bytes.
 
+mod encrypt;
 mod keys;
 mod legacy;
 pub(crate) mod pbe;
@@ -48,6 +49,8 @@ pub fn read_private_key(data: &[u8], password: Option<&[u8]>) -> Result<PrivateK
     }
     Err(MaterialError::UnknownFormat("the data is neither PEM nor a DER private key".into()))
 }
+
+pub use encrypt::{encrypt_pkcs8_pem, PBKDF2_ITERATIONS};
 
 /// An unencrypted PKCS#8 PrivateKeyInfo in DER (trailing zero padding is tolerated, see
 /// [`pkcs8_der_strip_padding`]).

@@ -481,13 +481,8 @@ async fn export_pem(app: &SharedApp, who: &Principal, project_id: &str, name: &s
     check_name(name)?;
     let (k, _) = get_pair(app, who, project_id, name)?;
     let key_id = k.key_id.ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
-    let key = export_key(app, who, &key_id).await?;
+    let key = crate::core::export::export_private_key(app, who, &key_id).await?;
     encode::private_key_pem(&key).map_err(|e| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE, e.to_string()))
-}
-
-/// `core::export` lands from main; until then export is refused.
-async fn export_key(_app: &SharedApp, _who: &Principal, _key_id: &str) -> Result<crate::material::key::PrivateKey, CoreError> {
-    Err(CoreError::invalid("unavailable", "private key export is not available in this build"))
 }
 
 pub async fn export_private_key(State(app): State<SharedApp>, Path(project_id): Path<String>, r: KpsRequest) -> Result<Json<Value>, KpsError> {

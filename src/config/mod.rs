@@ -12,7 +12,7 @@ mod tpp;
 
 pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::EnrollmentProfile;
-pub use kps::KpsConfig;
+pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use tpp::TppConfig;
 
 use serde::Deserialize;
@@ -390,6 +390,12 @@ impl Config {
         for (path, message) in self.apiops.check(&token_names) {
             p(path, message);
         }
+        {
+            let tokens: Vec<String> = self.tokens.iter().map(|t| t.name.clone()).collect();
+            let principals: Vec<String> = self.principals.iter().map(|p| p.name.clone()).collect();
+            self.kps.check(&tokens, &principals, &mut out);
+        }
+        let mut p = |path: String, message: String| out.push(Problem { path, message });
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -438,6 +444,12 @@ mod tests {
         assert!(cfg.namespaces.contains_key("ssh"));
         assert_eq!(cfg.apiops.namespace("MyProject"), Some("web"));
         assert!(cfg.check().iter().all(|p| !p.path.starts_with("apiops")), "the apiops example references real tokens");
+        assert!(!cfg.kps.projects.is_empty() && !cfg.kps.access_keys.is_empty(), "the example shows the KPS face");
+        let mut problems = Vec::new();
+        let tokens: Vec<String> = cfg.tokens.iter().map(|t| t.name.clone()).collect();
+        let principals: Vec<String> = cfg.principals.iter().map(|p| p.name.clone()).collect();
+        cfg.kps.check(&tokens, &principals, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]

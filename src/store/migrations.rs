@@ -110,6 +110,29 @@ const STEPS: &[&str] = &[
         PRIMARY KEY(project, name, environment),
         FOREIGN KEY(project, name) REFERENCES apiops_keys(project, name) ON DELETE CASCADE
      );",
+    // 4: KPS face: key pair metadata per project; the key itself is the `keys` row (key_id),
+    // NULL for a key pair holding only a public key (registered, or private key cleared).
+    "CREATE TABLE kps_keypairs(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- the vendor's int64 `id`
+        project_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_id TEXT,                    -- keys.id while the private key is in a token
+        public_key TEXT NOT NULL,       -- OpenSSH line (public data)
+        fingerprint TEXT NOT NULL,      -- SHA256:… as ssh-keygen -lf prints it
+        algorithm TEXT NOT NULL,
+        type TEXT NOT NULL,             -- ssh | x509
+        scope TEXT NOT NULL,            -- user | domain
+        user_id TEXT,
+        description TEXT NOT NULL DEFAULT '',
+        protection TEXT,                -- default | kms; NULL without a private key
+        kms_key_name TEXT,
+        kms_key_id TEXT,
+        private_key_cleared INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        UNIQUE(project_id, name)
+     );
+     CREATE INDEX kps_keypairs_key ON kps_keypairs(key_id);",
 ];
 
 /// The schema version this build migrates to.

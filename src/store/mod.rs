@@ -5,6 +5,7 @@
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
 mod apiops;
+pub mod kps;
 mod migrations;
 pub mod records;
 
@@ -15,6 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,185 @@
+//! The Huawei Cloud KPS face (DEW key pair service): `/v3/{project_id}/keypairs…` with the
+//! vendor's paths, bodies, fields and error shape (`shared/research/seed-apis.md` §002), so
+//! the vendor's SDKs work unchanged against the loopback HTTPS port.
+//!
+//! A project id maps to a keyport namespace (`[kps.projects.<id>]`). A key pair is a row of
+//! KPS metadata (`store::kps`) plus, while it holds a private key, an inventory key in a token
+//! (the keyport key of the same name). Authentication: `X-Auth-Token` (an API key) or the
+//! vendor's `SDK-HMAC-SHA256` AK/SK signature (`sign`).
+
+mod encode;
+mod handlers;
+pub mod sign;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::auth::peer;
+use crate::config::KpsProject;
+use crate::core::authz::Principal;
+use crate::core::{CoreError, SharedApp};
+use crate::token::TokenError;
+
+pub fn routes() -> Router<SharedApp> {
+    use handlers::*;
+    Router::new()
+        .route("/v3/{project_id}/keypairs", post(create).get(list))
+        .route("/v3/{project_id}/keypairs/{name}", get(show).put(update).delete(delete))
+        .route("/v3/{project_id}/keypairs/{name}/private-key", axum::routing::delete(clear_private_key))
+        .route("/v3/{project_id}/keypairs/private-key/import", post(import_private_key))
+        .route("/v3/{project_id}/keypairs/private-key/export", post(export_private_key))
+        .route("/v3/{project_id}/keypairs/private-key/batch-export", post(batch_export))
+        .route("/v3/{project_id}/keypairs/batch-import", post(batch_import))
+        .route("/v3/{project_id}/keypairs/associate", post(ecs_binding))
+        .route("/v3/{project_id}/keypairs/batch-associate", post(ecs_binding))
+        .route("/v3/{project_id}/keypairs/disassociate", post(ecs_binding))
+        .route("/v3/{project_id}/tasks/{task_id}", get(task))
+        .route("/v3/{project_id}/running-tasks", get(running_tasks))
+        .route("/v3/{project_id}/failed-tasks", get(failed_tasks).delete(delete_failed_tasks))
+        .route("/v3/{project_id}/failed-tasks/{task_id}", axum::routing::delete(delete_failed_task))
+}
+
+// --- errors -----------------------------------------------------------------------------------
+
+/// The vendor's codes (`SSH密钥对错误码`, seed-apis.md §002) with their HTTP statuses.
+pub mod codes {
+    pub const TASK_ILLEGAL: &str = "KPS.0001";
+    pub const PARAMETER: &str = "KPS.0002";
+    pub const DEPENDENCY: &str = "KPS.0003";
+    pub const RESPONSE: &str = "KPS.0004";
+    pub const NOT_EXIST: &str = "KPS.4016";
+    pub const NO_PRIVATE_KEY: &str = "KPS.6005";
+    pub const ENCRYPT_FAILED: &str = "KPS.6008";
+    pub const MISMATCH: &str = "KPS.6011";
+    pub const AUTH: &str = "KPS.9001";
+    pub const NO_PERMISSION: &str = "KPS.9003";
+    pub const DB: &str = "KPS.5001";
+}
+
+#[derive(Debug)]
+pub struct KpsError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl KpsError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> KpsError {
+        KpsError { status, code, message: message.into() }
+    }
+    pub fn bad(code: &'static str, message: impl Into<String>) -> KpsError {
+        KpsError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn param(message: impl Into<String>) -> KpsError {
+        KpsError::bad(codes::PARAMETER, message)
+    }
+}
+
+impl IntoResponse for KpsError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error_code": self.code, "error_msg": self.message}))).into_response()
+    }
+}
+
+impl From<CoreError> for KpsError {
+    fn from(e: CoreError) -> KpsError {
+        let (status, code) = match &e {
+            CoreError::Invalid { .. } | CoreError::Conflict(_) => (StatusCode::BAD_REQUEST, codes::PARAMETER),
+            CoreError::NotFound(_) => (StatusCode::BAD_REQUEST, codes::NOT_EXIST),
+            CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::AUTH),
+            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::NO_PERMISSION),
+            CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY)
+            }
+            CoreError::Token(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE),
+            CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::DB),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "kps request failed");
+        }
+        KpsError::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for KpsError {
+    fn from(e: crate::store::StoreError) -> KpsError {
+        CoreError::from(e).into()
+    }
+}
+
+// --- authentication ---------------------------------------------------------------------------
+
+/// An authenticated KPS request: the caller, the raw query and the body (read within
+/// `limits.max_body_bytes`, as the signature covers it).
+pub struct KpsRequest {
+    pub who: Principal,
+    pub query: Option<String>,
+    pub body: axum::body::Bytes,
+}
+
+fn unauthenticated(message: impl Into<String>) -> KpsError {
+    KpsError::new(StatusCode::UNAUTHORIZED, codes::AUTH, message)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl FromRequest<SharedApp> for KpsRequest {
+    type Rejection = KpsError;
+
+    async fn from_request(req: Request, app: &SharedApp) -> Result<Self, KpsError> {
+        let (parts, body) = req.into_parts();
+        let declared = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let limit = app.config.limits.max_body_bytes;
+        let too_large = || KpsError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::PARAMETER, format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"));
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+        let query = parts.uri.query().map(String::from);
+        let token = parts.headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim);
+        let authorization = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let who = if let Some(token) = token {
+            app.authz.read().expect("poisoned").identify(&peer(&parts), Some(token)).map_err(|e| match e {
+                CoreError::Unauthenticated(_) => unauthenticated("the X-Auth-Token is not recognized (it must match a [[principals]] api_key_sha256)"),
+                other => other.into(),
+            })?
+        } else if let Some(value) = authorization.filter(|v| v.trim_start().starts_with(sign::ALGORITHM)) {
+            let auth = sign::parse_authorization(value).ok_or_else(|| unauthenticated(sign::SignError::Malformed.to_string()))?;
+            let entry = app.config.kps.access_key(&auth.access).ok_or_else(|| unauthenticated("the access key (AK) is not recognized"))?;
+            let sk = crate::token::pin::read(&entry.secret_key).map_err(|e| {
+                tracing::error!(access_key = %entry.access_key, "cannot read the KPS secret key: {e}");
+                KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY, "the secret key for this access key cannot be read; see the daemon's log")
+            })?;
+            let signed = sign::SignedRequest { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), headers: &parts.headers, body: &body };
+            sign::verify(&signed, &auth, sk.as_bytes(), now_secs()).map_err(|e| {
+                tracing::info!(access_key = %auth.access, "signed request refused: {e}");
+                unauthenticated(e.to_string())
+            })?;
+            app.authz.read().expect("poisoned").by_name(&entry.principal).ok_or_else(|| unauthenticated(format!("the principal '{}' of this access key is not configured", entry.principal)))?
+        } else {
+            app.authz.read().expect("poisoned").identify(&peer(&parts), None).map_err(|e| match e {
+                CoreError::Unauthenticated(_) => unauthenticated("no credentials: send X-Auth-Token, or sign the request (Authorization: SDK-HMAC-SHA256 …, X-Sdk-Date)"),
+                other => other.into(),
+            })?
+        };
+        Ok(KpsRequest { who, query, body })
+    }
+}
+
+impl KpsRequest {
+    /// The body as `T`, or KPS.0002 with serde's message.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, KpsError> {
+        serde_json::from_slice(&self.body).map_err(|e| KpsError::param(format!("the request body is not valid: {e}")))
+    }
+}
+
+/// The configured project, or KPS.0002.
+pub fn project<'a>(app: &'a SharedApp, project_id: &str) -> Result<&'a KpsProject, KpsError> {
+    app.config.kps.projects.get(project_id).ok_or_else(|| KpsError::param(format!("project '{project_id}' is not configured ([kps.projects.<id>])")))
+}

@@ -8,11 +8,13 @@
 mod apiops;
 mod certimport;
 mod kps;
+mod sync;
 mod tpp;
 
 pub use apiops::ApiOpsConfig;
 pub use certimport::EnrollmentProfile;
 pub use kps::KpsConfig;
+pub use sync::SyncConfig;
 pub use tpp::TppConfig;
 
 use serde::Deserialize;
@@ -54,6 +56,9 @@ pub struct Config {
     /// Enrollment profiles of the certificate import face (`/iot/api/v1/certificate-import/…`).
     #[serde(default)]
     pub enrollment_profiles: Vec<EnrollmentProfile>,
+    /// Sync of wrapped keys and certificates to the remote vault (`src/sync/`).
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +391,9 @@ impl Config {
         if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
+        for (path, message) in self.sync.check() {
+            p(path, message);
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -432,6 +440,19 @@ mod tests {
         assert!(!cfg.principals.is_empty());
         assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
         assert!(cfg.namespaces.contains_key("ssh"));
+        assert!(cfg.sync.enabled() && cfg.sync.namespaces.contains(&"web".to_string()));
+    }
+
+    #[test]
+    fn sync_over_plain_http_only_to_loopback() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        assert!(!cfg.sync.enabled(), "sync is off by default");
+        cfg.sync.address = Some("http://vault.example:8200".into());
+        cfg.sync.token = Some(PinSource::Env("PATH".into()));
+        cfg.sync.namespaces = vec!["default".into()];
+        assert!(cfg.check().iter().any(|p| p.path == "sync.address"), "{:?}", cfg.check());
+        cfg.sync.address = Some("http://127.0.0.1:8200".into());
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("sync")), "{:?}", cfg.check());
     }
 
     #[test]

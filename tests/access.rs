@@ -73,5 +73,6 @@ fn health_shows_token_and_store() {
     // The TLS key pair, its certificate, and the AES key that seals the DEK at rest.
     assert_eq!(t["objects"], 4);
     assert_eq!(v["store"]["ok"], true);
-    assert_eq!(v["store"]["schema_version"], 2);
+    // Step 3 is the sync outbox; later work may append steps.
+    assert!(v["store"]["schema_version"].as_i64().unwrap() >= 3, "{v}");
 }

@@ -34,6 +34,25 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Sync to the remote vault: status, or a pass now.
+    Sync {
+        #[command(subcommand)]
+        cmd: SyncCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SyncCmd {
+    /// Per key: status, last pushed version, pending rows, last error, next attempt.
+    Status(Client),
+    /// Run a pass now (permanent failures are retried too) and show the result.
+    Now {
+        #[command(flatten)]
+        client: Client,
+        /// Seconds to wait for the pass to finish (0: do not wait).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +139,18 @@ pub fn run(cmd: Command) -> i32 {
                 }),
             );
         }),
+        Command::Sync { cmd } => match cmd {
+            SyncCmd::Status(c) => call(&c, "GET", "/keyport/v1/sync", None, sync_table),
+            SyncCmd::Now { client, wait } => {
+                let body = if wait == 0 { json!({}) } else { json!({"wait_secs": wait}) };
+                call(&client, "POST", "/keyport/v1/sync", Some(body), |v| {
+                    if wait > 0 && v["finished"] != true {
+                        println!("the pass did not finish within {wait} s; it goes on in the daemon");
+                    }
+                    sync_table(&v["status"]);
+                })
+            }
+        },
         Command::Keys { cmd } => match cmd {
             KeysCmd::List { client, namespace, name } => {
                 let mut q = Vec::new();
@@ -146,6 +177,24 @@ pub fn run(cmd: Command) -> i32 {
             }
         },
     }
+}
+
+fn sync_table(v: &Value) {
+    if v["enabled"] != true {
+        println!("sync: off (no [sync] address configured)");
+        return;
+    }
+    println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
+    if let Some(stopped) = v["last_pass"]["stopped"].as_str() {
+        println!("last pass stopped: {stopped}");
+    }
+    table(
+        &["NAMESPACE", "NAME", "STATUS", "VERSION", "PENDING", "NEXT ATTEMPT", "LAST ERROR / DETAIL"],
+        v["keys"].as_array().into_iter().flatten().map(|k| {
+            let why = if k["last_error"].is_null() { s(&k["detail"]) } else { s(&k["last_error"]) };
+            vec![s(&k["namespace"]), s(&k["name"]), s(&k["status"]), s(&k["pushed_version"]), s(&k["pending"]), s(&k["next_attempt_at"]), why]
+        }),
+    );
 }
 
 fn key_table(keys: Vec<Value>) {

@@ -17,6 +17,8 @@
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
 //!   limits, authentication, and one module per face: `native` (`/keyport/v1`), `tlspc`
 //!   (TLS Protect Cloud imports), `kps` (Huawei KPS), `keys` (project/environment keys).
+//! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao):
+//!   the outbox, the connector, the worker; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
 #![deny(unsafe_code)]
@@ -28,4 +30,5 @@ pub mod core;
 pub mod material;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod token;

@@ -60,6 +60,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         pause_before_commit: std::time::Duration::from_millis(pause_ms),
         dek: Default::default(),
         jobs: Default::default(),
+        sync: Default::default(),
     });
     let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;
     tracing::info!(intents_undone = repairs.intents_undone, rows_removed = repairs.rows_removed, other_objects = repairs.foreign_objects, "reconciled store and tokens");
@@ -68,6 +69,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let _ = app.dek.set(dek);
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
+    crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let serving = listen::Serving {

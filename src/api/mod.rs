@@ -13,6 +13,7 @@ pub mod keys;
 pub mod kps;
 pub mod listen;
 pub mod native;
+pub mod sync;
 pub mod tls;
 pub mod tlspc;
 pub mod tpp;
@@ -23,5 +24,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes()).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes().merge(sync::routes())).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(error::not_found).with_state(app)
 }

@@ -8,11 +8,13 @@
 mod apiops;
 mod certimport;
 mod kps;
+mod sync;
 mod tpp;
 
 pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::EnrollmentProfile;
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
+pub use sync::SyncConfig;
 pub use tpp::TppConfig;
 
 use serde::Deserialize;
@@ -54,6 +56,9 @@ pub struct Config {
     /// Enrollment profiles of the certificate import face (`/iot/api/v1/certificate-import/…`).
     #[serde(default)]
     pub enrollment_profiles: Vec<EnrollmentProfile>,
+    /// Sync of wrapped keys and certificates to the remote vault (`src/sync/`).
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +401,9 @@ impl Config {
             self.kps.check(&tokens, &principals, &mut out);
         }
         let mut p = |path: String, message: String| out.push(Problem { path, message });
+        for (path, message) in self.sync.check() {
+            p(path, message);
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -450,6 +458,19 @@ mod tests {
         let principals: Vec<String> = cfg.principals.iter().map(|p| p.name.clone()).collect();
         cfg.kps.check(&tokens, &principals, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
+        assert!(cfg.sync.enabled() && cfg.sync.namespaces.contains(&"web".to_string()));
+    }
+
+    #[test]
+    fn sync_over_plain_http_only_to_loopback() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        assert!(!cfg.sync.enabled(), "sync is off by default");
+        cfg.sync.address = Some("http://vault.example:8200".into());
+        cfg.sync.token = Some(PinSource::Env("PATH".into()));
+        cfg.sync.namespaces = vec!["default".into()];
+        assert!(cfg.check().iter().any(|p| p.path == "sync.address"), "{:?}", cfg.check());
+        cfg.sync.address = Some("http://127.0.0.1:8200".into());
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("sync")), "{:?}", cfg.check());
     }
 
     #[test]

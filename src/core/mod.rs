@@ -31,6 +31,8 @@ pub struct App {
     pub dek: std::sync::OnceLock<dek::Dek>,
     /// Wakes the background job runner.
     pub jobs: jobs::JobRunner,
+    /// The sync worker, when `[sync]` is configured (`crate::sync`).
+    pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
 }
 
 pub type SharedApp = Arc<App>;

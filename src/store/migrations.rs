@@ -4,7 +4,7 @@
 use super::StoreError;
 use rusqlite::Connection;
 
-const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     // 1: inventory, creation intents, jobs with per-item results, audit log.
     "CREATE TABLE keys(
         id TEXT PRIMARY KEY,            -- hex of CKA_ID: what `pkcs11-tool` shows as ID
@@ -133,6 +133,32 @@ const STEPS: &[&str] = &[
         UNIQUE(project_id, name)
      );
      CREATE INDEX kps_keypairs_key ON kps_keypairs(key_id);",
+    // 5: sync outbox (changes waiting for the remote vault, written in the same transaction as
+    // the change) and per-key sync state (what the vault confirmed).
+    "CREATE TABLE sync_outbox(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        op TEXT NOT NULL,               -- key | certificate | delete
+        cert_sha256 TEXT,               -- for op = certificate
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        permanent INTEGER NOT NULL DEFAULT 0,  -- 1: not retried until `sync now`
+        next_attempt_at TEXT            -- NULL: at the next pass
+     );
+     CREATE INDEX sync_outbox_key ON sync_outbox(key_id, seq);
+     CREATE TABLE sync_state(
+        key_id TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        vault_name TEXT,
+        status TEXT NOT NULL,           -- synced | not_syncable | deleted
+        pushed_version INTEGER,         -- transit key version holding this key
+        pushed_at TEXT,
+        detail TEXT
+     );",
 ];
 
 /// The schema version this build migrates to.

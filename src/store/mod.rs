@@ -7,6 +7,7 @@
 mod apiops;
 pub mod kps;
 mod migrations;
+pub mod outbox;
 pub mod records;
 
 pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};
@@ -44,6 +45,8 @@ pub struct DekRecord {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Namespaces whose changes go to the sync outbox (`outbox.rs`); empty until sync starts.
+    sync_scope: std::sync::RwLock<outbox::SyncScope>,
 }
 
 impl Store {
@@ -59,7 +62,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default() })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -131,6 +134,7 @@ impl Store {
         if let Some(i) = item {
             records::insert_job_item(&tx, i)?;
         }
+        outbox::on_commit(&tx, &self.sync_scope(), k, certs)?;
         tx.commit()?;
         Ok(())
     }
@@ -279,6 +283,7 @@ impl Store {
     pub fn delete_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        outbox::on_delete(&tx, &self.sync_scope(), id)?;
         let n = tx.execute("DELETE FROM keys WHERE id=?1", [id])?;
         records::insert_audit(&tx, audit)?;
         tx.commit()?;

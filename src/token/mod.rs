@@ -11,6 +11,7 @@ pub mod error;
 pub mod index;
 mod module;
 pub mod at_rest;
+pub mod byok;
 pub mod objects;
 pub mod pin;
 pub mod wrap;

@@ -1,0 +1,54 @@
+//! `GET /keyport/v1/sync` (status: per key the last pushed version, pending rows, last error,
+//! next attempt; the backlog) and `POST /keyport/v1/sync` (`sync now`).
+//!
+//! Status shows the keys of namespaces the caller may read; the trigger needs the `sync`
+//! permission on every opted-in namespace (it retries permanent failures too).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::config::Permission;
+use crate::core::{CoreError, SharedApp};
+
+pub fn routes() -> Router<SharedApp> {
+    Router::new().route("/sync", get(status).post(trigger))
+}
+
+async fn status(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<crate::sync::Status>, ApiError> {
+    let s = crate::sync::status(&app, |ns| who.allows(ns, Permission::Read) || who.allows(ns, Permission::Sync)).await.map_err(CoreError::from)?;
+    Ok(Json(s))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerRequest {
+    /// Wait for the pass to finish (at most this many seconds) and answer with the status.
+    wait_secs: Option<u64>,
+}
+
+async fn trigger(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body::Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(syncer) = app.sync.get().cloned() else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "sync_off", "sync is not configured: add a [sync] section with an address"));
+    };
+    for ns in &syncer.cfg.namespaces {
+        who.require(ns, Permission::Sync)?;
+    }
+    // An empty body is `{}`: `keyport sync now` and `curl -X POST` send none.
+    let req: TriggerRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        TriggerRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}")))?
+    };
+    let wait = req.wait_secs.map(|s| Duration::from_secs(s.min(600)));
+    let finished = syncer.trigger(wait).await;
+    let status = crate::sync::status(&app, |_| true).await.map_err(CoreError::from)?;
+    let code = if wait.is_none() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((code, Json(json!({"finished": wait.is_some() && finished, "status": status}))))
+}

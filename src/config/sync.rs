@@ -1,0 +1,142 @@
+//! `[sync]`: the remote vault (OpenBao / Vault API) that wrapped keys and certificates sync to.
+//! Absent `address` = sync off.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+use super::PinSource;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// `http://127.0.0.1:8200` (loopback only) or `https://vault.example:8200`; absent: sync off.
+    pub address: Option<String>,
+    /// PEM file of the CA(s) that sign the vault's TLS certificate (required for https).
+    pub ca_file: Option<PathBuf>,
+    /// Where the vault token comes from (file, env or systemd credential, like a PIN). Re-read
+    /// when the vault rejects the current one, so a rotated token file is picked up.
+    pub token: Option<PinSource>,
+    /// Transit mount the keys are imported into (BYOK).
+    #[serde(default = "default_transit")]
+    pub transit_mount: String,
+    /// KV v2 mount the certificates are written to.
+    #[serde(default = "default_kv")]
+    pub kv_mount: String,
+    /// KV path prefix: certificates go to `<kv_prefix>/<host>/certs/<namespace>/<name>`.
+    #[serde(default = "default_kv_prefix")]
+    pub kv_prefix: String,
+    /// This host's name in the vault: transit keys are `<host>-<namespace>.<name>` (so a policy
+    /// can grant `transit/keys/<host>-*`); default: the system host name.
+    pub host: Option<String>,
+    /// Seconds between scheduled passes, and the random spread added to each (so a fleet does
+    /// not hit the vault at once).
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_jitter")]
+    pub jitter_secs: u64,
+    /// First retry delay after a transient failure; doubles per attempt up to `interval_secs`.
+    #[serde(default = "default_retry")]
+    pub retry_base_secs: u64,
+    /// Namespaces that sync (opt-in); `["*"]` = all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+fn default_transit() -> String {
+    "transit".into()
+}
+fn default_kv() -> String {
+    "secret".into()
+}
+fn default_kv_prefix() -> String {
+    "keyport".into()
+}
+fn default_interval() -> u64 {
+    300
+}
+fn default_jitter() -> u64 {
+    30
+}
+fn default_retry() -> u64 {
+    5
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            address: None,
+            ca_file: None,
+            token: None,
+            transit_mount: default_transit(),
+            kv_mount: default_kv(),
+            kv_prefix: default_kv_prefix(),
+            host: None,
+            interval_secs: default_interval(),
+            jitter_secs: default_jitter(),
+            retry_base_secs: default_retry(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+fn is_path_segment(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) && !s.starts_with('.')
+}
+
+impl SyncConfig {
+    pub fn enabled(&self) -> bool {
+        self.address.is_some()
+    }
+
+    /// The host name used in vault names and paths.
+    pub fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| {
+                let h = h.trim();
+                h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+            }).filter(|h: &String| !h.is_empty()).unwrap_or_else(|| "keyport".into())
+        })
+    }
+
+    /// Problems as (key path, message).
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Some(addr) = &self.address else { return out };
+        let mut p = |k: &str, m: String| out.push((format!("sync.{k}"), m));
+        match addr.split_once("://") {
+            Some(("https", _)) => {
+                if self.ca_file.as_ref().is_none_or(|f| !f.exists()) {
+                    p("ca_file", "an https vault needs `ca_file` (PEM of the CA that signed the vault's certificate), and the file must exist".into());
+                }
+            }
+            Some(("http", rest)) => {
+                let host = rest.split('/').next().unwrap_or("").rsplit_once(':').map_or(rest, |(h, _)| h);
+                let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+                if !loopback {
+                    p("address", format!("plain http is only allowed to a loopback vault (tokens and wrapped keys travel in it); use https for {addr}"));
+                }
+            }
+            _ => p("address", format!("'{addr}' is not an http:// or https:// URL")),
+        }
+        if self.token.is_none() {
+            p("token", "set where the vault token comes from: token = { file = \"…\" } (or env, credential)".into());
+        }
+        for (k, v) in [("transit_mount", &self.transit_mount), ("kv_mount", &self.kv_mount), ("kv_prefix", &self.kv_prefix)] {
+            if !is_path_segment(v) {
+                p(k, format!("'{v}' must be one path segment of letters, digits, '.', '_' or '-'"));
+            }
+        }
+        if let Some(h) = &self.host {
+            if !is_path_segment(h) {
+                p("host", format!("'{h}' must be letters, digits, '.', '_' or '-'"));
+            }
+        }
+        if self.interval_secs == 0 {
+            p("interval_secs", "must be at least 1".into());
+        }
+        if self.namespaces.is_empty() {
+            p("namespaces", "no namespace opts in, so nothing would sync; list them (or \"*\")".into());
+        }
+        out
+    }
+}

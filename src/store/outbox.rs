@@ -1,0 +1,284 @@
+//! The sync outbox: every change that must reach the remote vault is a row here, written in the
+//! same transaction as the change (`on_commit`, `on_delete`, called from `Store::commit_key` and
+//! `Store::delete_key`). The sync worker (`crate::sync::worker`) takes rows in order per key and
+//! deletes a row only after the vault confirmed it; what the vault holds per key is `sync_state`.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::records::{now, CertificateRecord, KeyRecord};
+use super::{Store, StoreError};
+
+pub const OP_KEY: &str = "key";
+pub const OP_CERTIFICATE: &str = "certificate";
+pub const OP_DELETE: &str = "delete";
+
+/// One pending change.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub key_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub op: String,
+    pub cert_sha256: Option<String>,
+    pub created_at: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub permanent: bool,
+    pub next_attempt_at: Option<String>,
+}
+
+impl OutboxRow {
+    const COLUMNS: &'static str = "seq, key_id, namespace, name, op, cert_sha256, created_at, attempts, last_error, permanent, next_attempt_at";
+
+    fn from_row(r: &Row) -> rusqlite::Result<OutboxRow> {
+        Ok(OutboxRow {
+            seq: r.get(0)?,
+            key_id: r.get(1)?,
+            namespace: r.get(2)?,
+            name: r.get(3)?,
+            op: r.get(4)?,
+            cert_sha256: r.get(5)?,
+            created_at: r.get(6)?,
+            attempts: r.get(7)?,
+            last_error: r.get(8)?,
+            permanent: r.get(9)?,
+            next_attempt_at: r.get(10)?,
+        })
+    }
+}
+
+/// What the vault confirmed for one key.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SyncState {
+    pub key_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub vault_name: Option<String>,
+    /// `synced`, `not_syncable` (stays in the token; `detail` says why) or `deleted`.
+    pub status: String,
+    pub pushed_version: Option<i64>,
+    pub pushed_at: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl SyncState {
+    const COLUMNS: &'static str = "key_id, namespace, name, vault_name, status, pushed_version, pushed_at, detail";
+
+    fn from_row(r: &Row) -> rusqlite::Result<SyncState> {
+        Ok(SyncState {
+            key_id: r.get(0)?,
+            namespace: r.get(1)?,
+            name: r.get(2)?,
+            vault_name: r.get(3)?,
+            status: r.get(4)?,
+            pushed_version: r.get(5)?,
+            pushed_at: r.get(6)?,
+            detail: r.get(7)?,
+        })
+    }
+}
+
+/// Which namespaces sync: `None` = sync is off (nothing is enqueued); `"*"` = every namespace.
+#[derive(Debug, Clone, Default)]
+pub struct SyncScope(pub Option<Vec<String>>);
+
+impl SyncScope {
+    pub fn includes(&self, namespace: &str) -> bool {
+        self.0.as_ref().is_some_and(|l| l.iter().any(|n| n == "*" || n == namespace))
+    }
+}
+
+fn insert(conn: &Connection, key_id: &str, namespace: &str, name: &str, op: &str, cert: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sync_outbox(key_id, namespace, name, op, cert_sha256, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+        params![key_id, namespace, name, op, cert, now()],
+    )?;
+    Ok(())
+}
+
+/// Hook of `Store::commit_key` (inside its transaction): the new key and its certificate.
+pub(super) fn on_commit(conn: &Connection, scope: &SyncScope, k: &KeyRecord, certs: &[CertificateRecord]) -> rusqlite::Result<()> {
+    if !scope.includes(&k.namespace) {
+        return Ok(());
+    }
+    insert(conn, &k.id, &k.namespace, &k.name, OP_KEY, None)?;
+    for c in certs.iter().filter(|c| c.key_id.as_deref() == Some(k.id.as_str())) {
+        insert(conn, &k.id, &k.namespace, &k.name, OP_CERTIFICATE, Some(&c.sha256))?;
+    }
+    Ok(())
+}
+
+/// Hook of `Store::delete_key` (inside its transaction, before the row goes).
+pub(super) fn on_delete(conn: &Connection, scope: &SyncScope, key_id: &str) -> rusqlite::Result<()> {
+    let row: Option<(String, String)> =
+        conn.query_row("SELECT namespace, name FROM keys WHERE id=?1", [key_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    if let Some((ns, name)) = row.filter(|(ns, _)| scope.includes(ns)) {
+        insert(conn, key_id, &ns, &name, OP_DELETE, None)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Turns enqueueing on for these namespaces (the daemon calls this at start when `[sync]`
+    /// is configured).
+    pub fn set_sync_scope(&self, scope: SyncScope) {
+        *self.sync_scope.write().expect("poisoned") = scope;
+    }
+
+    pub(super) fn sync_scope(&self) -> SyncScope {
+        self.sync_scope.read().expect("poisoned").clone()
+    }
+
+    /// Enqueues keys of synced namespaces the vault has never confirmed and nothing is pending
+    /// for: keys made before sync was turned on, or before their namespace opted in.
+    pub fn sync_enqueue_missing(&self) -> Result<usize, StoreError> {
+        let scope = self.sync_scope();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let keys: Vec<KeyRecord> = {
+            let mut st = tx.prepare(&format!(
+                "SELECT {} FROM keys k WHERE NOT EXISTS(SELECT 1 FROM sync_state s WHERE s.key_id=k.id)
+                   AND NOT EXISTS(SELECT 1 FROM sync_outbox o WHERE o.key_id=k.id) ORDER BY created_at, id",
+                KeyRecord::COLUMNS.split(", ").map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", ")
+            ))?;
+            let rows = st.query_map([], KeyRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        let mut n = 0;
+        for k in keys.iter().filter(|k| scope.includes(&k.namespace)) {
+            let certs: Vec<String> = {
+                let mut st = tx.prepare("SELECT sha256 FROM certificates WHERE key_id=?1 ORDER BY created_at")?;
+                let rows = st.query_map([&k.id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            insert(&tx, &k.id, &k.namespace, &k.name, OP_KEY, None)?;
+            for c in &certs {
+                insert(&tx, &k.id, &k.namespace, &k.name, OP_CERTIFICATE, Some(c))?;
+            }
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Every pending row, oldest first.
+    pub fn sync_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {} FROM sync_outbox ORDER BY seq", OutboxRow::COLUMNS))?;
+        let rows = st.query_map([], OutboxRow::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The vault confirmed row `seq`: the row goes and the key's state is recorded, together.
+    pub fn sync_done(&self, seq: i64, state: Option<&SyncState>) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM sync_outbox WHERE seq=?1", [seq])?;
+        if let Some(s) = state {
+            tx.execute(
+                "INSERT INTO sync_state(key_id, namespace, name, vault_name, status, pushed_version, pushed_at, detail)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)
+                 ON CONFLICT(key_id) DO UPDATE SET namespace=excluded.namespace, name=excluded.name, vault_name=excluded.vault_name,
+                   status=excluded.status, pushed_version=excluded.pushed_version, pushed_at=excluded.pushed_at, detail=excluded.detail",
+                params![s.key_id, s.namespace, s.name, s.vault_name, s.status, s.pushed_version, s.pushed_at, s.detail],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Row `seq` failed: counted, its error kept, and retried at `next_attempt_at` (a permanent
+    /// failure waits for `sync now`).
+    pub fn sync_failed(&self, seq: i64, error: &str, permanent: bool, next_attempt_at: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sync_outbox SET attempts=attempts+1, last_error=?2, permanent=?3, next_attempt_at=?4 WHERE seq=?1",
+            params![seq, error, permanent, next_attempt_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {} FROM sync_state ORDER BY namespace, name", SyncState::COLUMNS))?;
+        let rows = st.query_map([], SyncState::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn sync_state(&self, key_id: &str) -> Result<Option<SyncState>, StoreError> {
+        let conn = self.conn();
+        Ok(conn.query_row(&format!("SELECT {} FROM sync_state WHERE key_id=?1", SyncState::COLUMNS), [key_id], SyncState::from_row).optional()?)
+    }
+
+    pub fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE sha256=?1",
+                [sha256],
+                |r| {
+                    Ok(CertificateRecord {
+                        sha256: r.get(0)?,
+                        key_id: r.get(1)?,
+                        namespace: r.get(2)?,
+                        subject: r.get(3)?,
+                        issuer: r.get(4)?,
+                        serial: r.get(5)?,
+                        not_before: r.get(6)?,
+                        not_after: r.get(7)?,
+                        sha1: r.get(8)?,
+                        der: r.get(9)?,
+                        created_at: r.get(10)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AuditEntry;
+
+    fn rec(id: &str, ns: &str) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            name: format!("n{id}"),
+            namespace: ns.into(),
+            owner: "root".into(),
+            token: "soft".into(),
+            cka_id: hex::decode(id).unwrap(),
+            algorithm: "ec-p256".into(),
+            fingerprint: format!("sha256:{id}"),
+            exportable: true,
+            origin: "generated".into(),
+            created_at: now(),
+        }
+    }
+
+    fn audit() -> AuditEntry {
+        AuditEntry { at: now(), principal: "root".into(), action: "test".into(), namespace: None, key_id: None, outcome: "ok".into(), detail: None }
+    }
+
+    #[test]
+    fn rows_follow_commits_and_deletes_in_scope_only() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.commit_key(&rec("01", "web"), &[], &audit(), None).unwrap();
+        assert!(s.sync_rows().unwrap().is_empty(), "sync off: nothing enqueued");
+        s.set_sync_scope(SyncScope(Some(vec!["web".into()])));
+        s.commit_key(&rec("02", "web"), &[], &audit(), None).unwrap();
+        s.commit_key(&rec("03", "ssh"), &[], &audit(), None).unwrap();
+        s.delete_key("02", &audit()).unwrap();
+        let ops: Vec<(String, String)> = s.sync_rows().unwrap().into_iter().map(|r| (r.key_id, r.op)).collect();
+        assert_eq!(ops, vec![("02".into(), OP_KEY.into()), ("02".into(), OP_DELETE.into())]);
+        assert_eq!(s.sync_enqueue_missing().unwrap(), 1, "key 01 predates the scope");
+        let first = s.sync_rows().unwrap()[0].clone();
+        s.sync_failed(first.seq, "down", false, Some("2000-01-01T00:00:00.000000Z")).unwrap();
+        assert_eq!(s.sync_rows().unwrap()[0].attempts, 1);
+        s.sync_done(first.seq, None).unwrap();
+        assert_eq!(s.sync_rows().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,134 @@
+//! Scheduled sync of wrapped keys and certificates to the remote vault (OpenBao / Vault API).
+//!
+//! - The outbox (`store::outbox`): every change that must reach the vault is a row written in
+//!   the same store transaction as the change; `outbox` here orders rows and spaces retries.
+//! - `openbao`: the connector (token auth, transit BYOK import, KV v2, error classes).
+//! - `worker`: the schedule (interval + jitter, `sync now`), one key at a time, rows marked
+//!   done only after the vault confirmed.
+//! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
+
+pub mod http;
+pub mod openbao;
+pub mod outbox;
+pub mod worker;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub use worker::Syncer;
+
+use crate::core::App;
+use crate::store::outbox::OutboxRow;
+
+/// One key's sync status, as `GET /keyport/v1/sync` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyStatus {
+    pub key_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub vault_name: Option<String>,
+    /// `synced`, `pending`, `failed` (the vault refused; retried on `sync now`), `not_syncable`
+    /// or `deleted`.
+    pub status: String,
+    pub pushed_version: Option<i64>,
+    pub pushed_at: Option<String>,
+    pub detail: Option<String>,
+    pub pending: usize,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub enabled: bool,
+    pub vault: Option<String>,
+    pub namespaces: Vec<String>,
+    pub backlog: usize,
+    pub wrapping_key: Option<String>,
+    pub last_pass: Option<worker::PassInfo>,
+    pub keys: Vec<KeyStatus>,
+}
+
+/// Status of every key the caller may see (`visible(namespace)`).
+pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status, crate::store::StoreError> {
+    let syncer = app.sync.get();
+    let rows = app.store.sync_rows()?;
+    let mut keys: BTreeMap<String, KeyStatus> = BTreeMap::new();
+    for s in app.store.sync_states()? {
+        keys.insert(
+            s.key_id.clone(),
+            KeyStatus {
+                key_id: s.key_id,
+                namespace: s.namespace,
+                name: s.name,
+                vault_name: s.vault_name,
+                status: s.status,
+                pushed_version: s.pushed_version,
+                pushed_at: s.pushed_at,
+                detail: s.detail,
+                pending: 0,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+            },
+        );
+    }
+    let mut firsts: BTreeMap<String, &OutboxRow> = BTreeMap::new();
+    for r in &rows {
+        let k = keys.entry(r.key_id.clone()).or_insert_with(|| KeyStatus {
+            key_id: r.key_id.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            vault_name: syncer.map(|s| s.vault_name(&r.namespace, &r.name, &r.key_id)),
+            status: "pending".into(),
+            pushed_version: None,
+            pushed_at: None,
+            detail: None,
+            pending: 0,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+        });
+        k.pending += 1;
+        firsts.entry(r.key_id.clone()).or_insert(r);
+    }
+    for (id, r) in firsts {
+        let k = keys.get_mut(&id).expect("inserted above");
+        k.attempts = r.attempts;
+        k.last_error = r.last_error.clone();
+        k.next_attempt_at = if r.permanent { None } else { r.next_attempt_at.clone() };
+        if r.permanent {
+            k.status = "failed".into();
+        } else if k.status != "failed" {
+            k.status = "pending".into();
+        }
+    }
+    let keys: Vec<KeyStatus> = keys.into_values().filter(|k| visible(&k.namespace)).collect();
+    Ok(Status {
+        enabled: syncer.is_some(),
+        vault: syncer.map(|s| s.vault.address.clone()),
+        namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
+        backlog: rows.len(),
+        wrapping_key: match syncer {
+            Some(s) => s.vault.pinned_wrapping_key().await,
+            None => None,
+        },
+        last_pass: syncer.map(|s| s.last_pass.lock().expect("poisoned").clone()),
+        keys,
+    })
+}
+
+/// Starts the worker when `[sync]` is configured: turns the outbox on for the opted-in
+/// namespaces and spawns the loop. Call once, on the runtime, after reconciliation.
+pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
+    if !app.config.sync.enabled() {
+        return Ok(());
+    }
+    let syncer = std::sync::Arc::new(Syncer::new(&app.config.sync)?);
+    app.store.set_sync_scope(syncer.scope());
+    let _ = app.sync.set(syncer.clone());
+    tracing::info!(vault = %syncer.vault.address, host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
+    tokio::spawn(syncer.run(app.clone()));
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Reading the outbox (`store::outbox` holds the rows): which rows are due, in order per key,
+//! and when a failed row is tried again (exponential backoff with jitter).
+
+use rand::Rng;
+use std::time::Duration;
+
+use crate::store::outbox::{OutboxRow, OP_DELETE};
+
+/// One key's pending rows, oldest first; `deleted` when a later row deletes the key (earlier
+/// pushes are then moot: the token objects are gone).
+pub struct KeyRows {
+    pub key_id: String,
+    pub rows: Vec<OutboxRow>,
+}
+
+impl KeyRows {
+    pub fn deleted_after(&self, seq: i64) -> bool {
+        self.rows.iter().any(|r| r.seq > seq && r.op == OP_DELETE)
+    }
+}
+
+/// Groups rows by key, keys ordered by their oldest row.
+pub fn by_key(rows: Vec<OutboxRow>) -> Vec<KeyRows> {
+    let mut out: Vec<KeyRows> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in rows {
+        match at.get(&r.key_id) {
+            Some(&i) => out[i].rows.push(r),
+            None => {
+                at.insert(r.key_id.clone(), out.len());
+                out.push(KeyRows { key_id: r.key_id.clone(), rows: vec![r] });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `row` may be tried now. A forced pass (`sync now`) tries everything, permanent
+/// failures included (the operator may have fixed the policy).
+pub fn due(row: &OutboxRow, now: &str, force: bool) -> bool {
+    force || (!row.permanent && row.next_attempt_at.as_deref().is_none_or(|t| t <= now))
+}
+
+/// Delay before attempt `attempts + 1`: base·2^attempts capped at `max`, times 0.5–1.5 (so
+/// hosts that failed together do not retry together); at least a vault's Retry-After.
+pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempts.clamp(0, 16) as u32).min(max);
+    let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+    // Retry-After: 0 means "soon", which the jitter already gives.
+    retry_after.map_or(jittered, |a| jittered.max(a))
+}
+
+/// RFC 3339 (the store's format) of now + `d`.
+pub fn at(d: Duration) -> String {
+    let t = time::OffsetDateTime::now_utc() + d;
+    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z")).expect("UTC formats")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, key: &str, op: &str) -> OutboxRow {
+        OutboxRow {
+            seq,
+            key_id: key.into(),
+            namespace: "default".into(),
+            name: key.into(),
+            op: op.into(),
+            cert_sha256: None,
+            created_at: String::new(),
+            attempts: 0,
+            last_error: None,
+            permanent: false,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn rows_group_by_key_in_order() {
+        let g = by_key(vec![row(1, "a", "key"), row(2, "b", "key"), row(3, "a", "certificate"), row(4, "a", "delete")]);
+        assert_eq!(g.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(g[0].rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3, 4]);
+        assert!(g[0].deleted_after(1) && !g[0].deleted_after(4) && !g[1].deleted_after(2));
+    }
+
+    #[test]
+    fn due_and_backoff() {
+        let mut r = row(1, "a", "key");
+        assert!(due(&r, "2030", false));
+        r.next_attempt_at = Some("2031".into());
+        assert!(!due(&r, "2030", false) && due(&r, "2030", true));
+        r.next_attempt_at = None;
+        r.permanent = true;
+        assert!(!due(&r, "2030", false) && due(&r, "2030", true));
+        let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        for _ in 0..50 {
+            let d = backoff(0, base, max, None);
+            assert!(d >= Duration::from_millis(2500) && d <= Duration::from_millis(7500), "{d:?}");
+            assert!(backoff(30, base, max, None) <= Duration::from_secs(450));
+            assert!(backoff(0, base, max, Some(Duration::from_secs(60))) >= Duration::from_secs(60));
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The sync worker: a pass every `interval_secs` (+ random jitter), sooner when a failed row's
+//! backoff ends, and at once on `sync now`. A pass takes the outbox rows in order per key,
+//! pushes each, and deletes a row only after the vault confirmed it. A vault that is down,
+//! sealed or rate-limiting ends the pass (every pending key gets that error) and never touches
+//! imports or exports, which only write the outbox.
+//!
+//! One writer per vault key name: one daemon per state folder, one worker per daemon, one key
+//! at a time; and every write is read-before-write and verified after (OpenBao's import is
+//! neither atomic nor idempotent: research/vault.md §2.5, §2.8).
+
+use rand::Rng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+use super::openbao::{der_to_pem, pem_to_der, ImportResult, OpenBao, TransitKey, VaultError};
+use super::outbox::{self as plan, KeyRows};
+use crate::config::SyncConfig;
+use crate::core::App;
+use crate::material::algorithm::Algorithm;
+use crate::material::spki::PublicKey;
+use crate::store::outbox::{OutboxRow, SyncState, SyncScope, OP_CERTIFICATE, OP_DELETE, OP_KEY};
+use crate::store::records::now;
+use crate::token::{byok, objects, TokenError};
+
+/// The last pass, for status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassInfo {
+    pub finished_at: Option<String>,
+    pub pushed: usize,
+    pub failed: usize,
+    /// Why the pass stopped early (vault unreachable, sealed, rate-limited), if it did.
+    pub stopped: Option<String>,
+}
+
+pub struct Syncer {
+    pub cfg: SyncConfig,
+    pub host: String,
+    pub vault: OpenBao,
+    wake: Notify,
+    requested: AtomicU64,
+    done: watch::Sender<u64>,
+    pub last_pass: Mutex<PassInfo>,
+}
+
+/// The vault's name for a key type.
+pub fn vault_type(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::Rsa2048 => "rsa-2048",
+        Algorithm::Rsa3072 => "rsa-3072",
+        Algorithm::Rsa4096 => "rsa-4096",
+        Algorithm::EcP256 => "ecdsa-p256",
+        Algorithm::EcP384 => "ecdsa-p384",
+        Algorithm::EcP521 => "ecdsa-p521",
+        Algorithm::Ed25519 => "ed25519",
+    }
+}
+
+/// Whether the vault's public key (SPKI PEM, or raw base64 for Ed25519) is ours.
+pub fn same_public_key(ours: &PublicKey, vault: &str) -> bool {
+    use base64::Engine;
+    match ours {
+        PublicKey::Ed25519 { key } => base64::engine::general_purpose::STANDARD.decode(vault.trim()).is_ok_and(|v| v == key),
+        other => other.spki_der().ok().is_some_and(|d| pem_to_der(vault).as_deref() == Some(d.as_slice())),
+    }
+}
+
+/// A key name as a vault path segment: itself, or the key id when it has characters the vault
+/// refuses in paths (`@`).
+fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
+    if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+        name
+    } else {
+        key_id
+    }
+}
+
+/// Certificates compared by their DER, whatever the PEM line layout.
+fn same_certificate(pem: &str, der: &[u8]) -> bool {
+    let first = pem.split("-----END CERTIFICATE-----").next().unwrap_or("");
+    pem_to_der(first).as_deref() == Some(der)
+}
+
+impl Syncer {
+    pub fn new(cfg: &SyncConfig) -> Result<Syncer, String> {
+        Ok(Syncer {
+            vault: OpenBao::new(cfg)?,
+            host: cfg.host_name(),
+            cfg: cfg.clone(),
+            wake: Notify::new(),
+            requested: AtomicU64::new(0),
+            done: watch::channel(0).0,
+            last_pass: Mutex::new(PassInfo::default()),
+        })
+    }
+
+    pub fn scope(&self) -> SyncScope {
+        SyncScope(Some(self.cfg.namespaces.clone()))
+    }
+
+    /// `<host>-<namespace>.<name>`; a name with characters the vault refuses in paths (`@`)
+    /// uses the key id instead.
+    pub fn vault_name(&self, namespace: &str, name: &str, key_id: &str) -> String {
+        format!("{}-{namespace}.{}", self.host, path_name(name, key_id))
+    }
+
+    pub fn kv_path(&self, namespace: &str, name: &str, key_id: &str) -> String {
+        format!("{}/{}/certs/{namespace}/{}", self.cfg.kv_prefix, self.host, path_name(name, key_id))
+    }
+
+    /// Asks for a pass now (permanent failures retried too); with `wait`, returns when it ran.
+    pub async fn trigger(&self, wait: Option<Duration>) -> bool {
+        let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let Some(limit) = wait else { return true };
+        let mut rx = self.done.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|d| *d >= target)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The loop; runs for the daemon's life.
+    pub async fn run(self: Arc<Self>, app: Arc<App>) {
+        let interval = Duration::from_secs(self.cfg.interval_secs);
+        loop {
+            let requested = self.requested.load(Ordering::SeqCst);
+            let force = requested > *self.done.borrow();
+            let next_retry = self.pass(&app, force).await;
+            self.done.send_replace(requested);
+            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=self.cfg.jitter_secs * 1000));
+            let sleep = next_retry.map_or(interval + jitter, |r| r.min(interval + jitter));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One pass; returns when the earliest failed row wants another try.
+    pub async fn pass(&self, app: &App, force: bool) -> Option<Duration> {
+        let mut info = PassInfo::default();
+        let mut next_retry: Option<Duration> = None;
+        if let Err(e) = app.store.sync_enqueue_missing() {
+            tracing::error!(error = %e, "sync: cannot enqueue keys");
+        }
+        let rows = match app.store.sync_rows() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "sync: cannot read the outbox");
+                return Some(Duration::from_secs(self.cfg.retry_base_secs));
+            }
+        };
+        let now = now();
+        let base = Duration::from_secs(self.cfg.retry_base_secs.max(1));
+        let max = Duration::from_secs(self.cfg.interval_secs);
+        let mut stopped: Option<VaultError> = None;
+        for key in plan::by_key(rows) {
+            for row in &key.rows {
+                if !plan::due(row, &now, force) {
+                    break; // rows of one key go in order
+                }
+                let result = match &stopped {
+                    // The vault is unusable: record why on the key's next row, call nothing.
+                    Some(e) => Err(e.clone()),
+                    None => self.push(app, &key, row).await,
+                };
+                let finished = result.is_ok();
+                let recorded = match result {
+                    Ok(state) => {
+                        info.pushed += 1;
+                        app.store.sync_done(row.seq, state.as_ref())
+                    }
+                    Err(VaultError::Permanent(m)) => {
+                        info.failed += 1;
+                        tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
+                        app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
+                    }
+                    Err(e @ VaultError::Retry { .. }) => {
+                        let VaultError::Retry { message, after, stop_pass } = &e else { unreachable!() };
+                        info.failed += 1;
+                        let d = plan::backoff(row.attempts, base, max, *after);
+                        next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
+                        if *stop_pass && stopped.is_none() {
+                            tracing::warn!(error = %message, "sync: vault unavailable; pass stopped, retrying with backoff");
+                            info.stopped = Some(message.clone());
+                            stopped = Some(e.clone());
+                        }
+                        app.store.sync_failed(row.seq, message, false, Some(&plan::at(d))).map(|_| ())
+                    }
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e, "sync: cannot record a result");
+                }
+                if !finished {
+                    break; // later rows of this key wait for this one
+                }
+            }
+        }
+        info.finished_at = Some(crate::store::records::now());
+        if info.pushed + info.failed > 0 {
+            tracing::info!(pushed = info.pushed, failed = info.failed, "sync pass");
+        }
+        *self.last_pass.lock().expect("poisoned") = info;
+        next_retry
+    }
+
+    /// Pushes one row. `Ok(Some(state))` records what the vault now holds for the key.
+    async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
+        match row.op.as_str() {
+            OP_KEY if key.deleted_after(row.seq) => Ok(None),
+            OP_KEY => self.push_key(app, row).await,
+            OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
+            OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
+            OP_DELETE => self.push_delete(app, row).await,
+            other => Err(VaultError::Permanent(format!("unknown outbox operation '{other}'"))),
+        }
+    }
+
+    fn state(&self, row: &OutboxRow, status: &str, version: Option<i64>, detail: Option<String>) -> SyncState {
+        SyncState {
+            key_id: row.key_id.clone(),
+            namespace: row.namespace.clone(),
+            name: row.name.clone(),
+            vault_name: Some(self.vault_name(&row.namespace, &row.name, &row.key_id)),
+            status: status.into(),
+            pushed_version: version,
+            pushed_at: version.map(|_| now()),
+            detail,
+        }
+    }
+
+    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
+        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
+        let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(None) };
+        if !rec.exportable {
+            let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
+            return Ok(Some(self.state(row, "not_syncable", None, Some(why.into()))));
+        }
+        let alg = Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
+        let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| VaultError::Permanent(format!("token '{}' is no longer configured", rec.token)))?.clone();
+        let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
+        let token_err = |e: TokenError| match e {
+            TokenError::Transient { .. } => VaultError::Retry { message: e.to_string(), after: None, stop_pass: false },
+            e => VaultError::Permanent(e.to_string()),
+        };
+        let cka = rec.cka_id.clone();
+        let public = token.run(move |c| objects::public_key(c, &cka)).await.map_err(token_err)?;
+        let synced = |k: &TransitKey| k.versions.iter().rev().find(|(_, v)| same_public_key(&public, &v.public_key)).map(|(n, _)| *n);
+
+        let mut refreshed = false;
+        for _ in 0..4 {
+            let existing = self.vault.read_key(&name).await?;
+            if let Some(v) = existing.as_ref().and_then(synced) {
+                return Ok(Some(self.state(row, "synced", Some(v), None)));
+            }
+            let new_version = match &existing {
+                None => false,
+                Some(k) if !k.imported => {
+                    return Err(VaultError::Permanent(format!("transit key '{name}' exists but was not imported (made or rotated inside the vault); keyport will not add versions to it")))
+                }
+                Some(k) if k.key_type != vault_type(alg) => {
+                    return Err(VaultError::Permanent(format!("transit key '{name}' is {} but this key is {}", k.key_type, vault_type(alg))))
+                }
+                Some(_) => true,
+            };
+            let wk = self.vault.wrapping_key(false).await?;
+            let cka = rec.cka_id.clone();
+            let wrap_key = wk.spki_der.clone();
+            let wrapped = match token.run(move |c| byok::wrap_for_vault(c, &cka, &wrap_key)).await {
+                Ok(w) => w,
+                Err(TokenError::Refused { detail, .. }) => {
+                    return Ok(Some(self.state(row, "not_syncable", None, Some(format!("the token cannot wrap this key: {detail}")))));
+                }
+                Err(e) => return Err(token_err(e)),
+            };
+            match self.vault.import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
+                ImportResult::Done => {
+                    // Verify: the vault must now show our public key.
+                    let after = self.vault.read_key(&name).await?;
+                    return match after.as_ref().and_then(synced) {
+                        Some(v) => {
+                            tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
+                            Ok(Some(self.state(row, "synced", Some(v), None)))
+                        }
+                        None => Err(VaultError::Permanent(format!("transit key '{name}' does not show this key's public key after the import"))),
+                    };
+                }
+                ImportResult::StaleWrappingKey if !refreshed => {
+                    refreshed = true;
+                    self.vault.wrapping_key(true).await?;
+                }
+                ImportResult::StaleWrappingKey => {
+                    return Err(VaultError::Retry { message: "the vault could not unwrap the key even with a fresh wrapping key".into(), after: None, stop_pass: false })
+                }
+                // Someone (or a crashed earlier try) created it meanwhile: read and compare again.
+                ImportResult::Exists => {}
+                ImportResult::Refused(m) => return Err(VaultError::Permanent(m)),
+            }
+        }
+        Err(VaultError::Retry { message: format!("transit key '{name}' kept changing while keyport imported it"), after: None, stop_pass: false })
+    }
+
+    async fn push_certificate(&self, app: &App, row: &OutboxRow) -> Result<(), VaultError> {
+        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
+        let Some(sha) = row.cert_sha256.as_deref() else { return Ok(()) };
+        let Some(cert) = app.store.certificate_by_sha256(sha).map_err(store_err)? else { return Ok(()) };
+        let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(()) };
+        let pem = der_to_pem("CERTIFICATE", &cert.der);
+        let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
+
+        // KV v2: read, skip when the same certificate is there, else write with check-and-set.
+        let path = self.kv_path(&rec.namespace, &rec.name, &rec.id);
+        let mut meta = BTreeMap::new();
+        for (k, v) in [
+            ("host", self.host.clone()),
+            ("namespace", rec.namespace.clone()),
+            ("name", rec.name.clone()),
+            ("key_id", rec.id.clone()),
+            ("key_fingerprint", rec.fingerprint.clone()),
+            ("fingerprint_sha256", cert.sha256.clone()),
+            ("not_after", cert.not_after.clone()),
+            ("subject", cert.subject.chars().take(500).collect()),
+            ("transit_key", name.clone()),
+        ] {
+            meta.insert(k.to_string(), v);
+        }
+        let mut written = false;
+        for _ in 0..3 {
+            let entry = self.vault.kv_read(&path).await?;
+            if entry.data.as_ref().and_then(|d| d["fingerprint_sha256"].as_str()) == Some(cert.sha256.as_str()) {
+                written = true;
+                if entry.custom_metadata != meta {
+                    self.vault.kv_set_metadata(&path, &meta).await?;
+                }
+                break;
+            }
+            let data = serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
+            if self.vault.kv_write(&path, data, entry.version).await? {
+                self.vault.kv_set_metadata(&path, &meta).await?;
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false });
+        }
+
+        // Transit: attach the certificate to the key version that holds this key.
+        let state = app.store.sync_state(&rec.id).map_err(store_err)?;
+        if let Some(v) = state.filter(|s| s.status == "synced").and_then(|s| s.pushed_version) {
+            let current = self.vault.read_key(&name).await?;
+            let attached = current.as_ref().and_then(|k| k.versions.get(&v)).is_some_and(|kv| same_certificate(&kv.certificate_chain, &cert.der));
+            if !attached {
+                self.vault.set_certificate(&name, v, &pem).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A deleted key: keyport holds no delete right in transit (by design: the vault is the
+    /// backup), so the vault key stays; its KV certificate entry is marked deleted.
+    async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
+        let path = self.kv_path(&row.namespace, &row.name, &row.key_id);
+        let entry = self.vault.kv_read(&path).await?;
+        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
+            let mut meta = entry.custom_metadata.clone();
+            meta.insert("deleted_at".into(), now());
+            self.vault.kv_set_metadata(&path, &meta).await?;
+        }
+        Ok(Some(self.state(row, "deleted", None, Some("deleted in keyport; the vault's copy is kept (keyport has no delete right there)".into()))))
+    }
+}

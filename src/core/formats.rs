@@ -18,7 +18,7 @@ use crate::material::ssh::{write_openssh, write_ppk, write_sshcom};
 pub enum ExportFormat {
     /// PKCS#8 PEM: PBES2 (PBKDF2-SHA256, AES-256-CBC) with a passphrase, plain without.
     Pkcs8,
-    /// PKCS#1 (RSA) or SEC1 (EC) PEM; legacy DEK-Info AES-256-CBC with a passphrase.
+    /// PKCS#1 (RSA) or SEC1 (EC) PEM; legacy DEK-Info AES-128-CBC with a passphrase.
     Traditional,
     /// openssh-key-v1, aes256-ctr + bcrypt_pbkdf (16 rounds).
     OpenSsh,

@@ -3,13 +3,14 @@
 //! as OpenSSL writes them). Ed25519 has no traditional form (use PKCS#8 or OpenSSH).
 //!
 //! With a passphrase, OpenSSL's legacy PEM encryption: `Proc-Type: 4,ENCRYPTED`,
-//! `DEK-Info: AES-256-CBC,<IV>`, key = EVP_BytesToKey(MD5, salt = IV[..8], one iteration),
-//! PKCS#7 padding. That KDF is a single MD5: it is what `ssh-keygen -m PEM` and old OpenSSL
-//! consumers read, and is offered only for them; PKCS#8 (PBES2) is the encrypted format to prefer.
+//! `DEK-Info: AES-128-CBC,<IV>` (what `ssh-keygen -m PEM` writes; PuTTY reads only this and
+//! DES-EDE3-CBC), key = EVP_BytesToKey(MD5, salt = IV[..8], one iteration), PKCS#7 padding.
+//! That KDF is a single MD5: it is offered only for legacy consumers; PKCS#8 (PBES2) is the
+//! encrypted format to prefer.
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockEncryptMut, KeyIvInit};
-use aes::Aes256;
+use aes::Aes128;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use der::asn1::{ObjectIdentifier, UintRef};
@@ -64,16 +65,16 @@ pub fn write_traditional_pem(key: &PrivateKey, passphrase: Option<&[u8]>) -> Res
         Some(pw) => {
             let mut iv = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut iv);
-            let k = bytes_to_key(pw, &iv[..8], 32);
+            let k = bytes_to_key(pw, &iv[..8], 16);
             let mut buf: Secret = Zeroizing::new(vec![0u8; der.len() + 16]);
             buf[..der.len()].copy_from_slice(&der);
-            let n = cbc::Encryptor::<Aes256>::new_from_slices(&k, &iv)
+            let n = cbc::Encryptor::<Aes128>::new_from_slices(&k, &iv)
                 .map_err(|_| MaterialError::Unsupported("bad cipher parameters".into()))?
                 .encrypt_padded_mut::<Pkcs7>(&mut buf, der.len())
                 .map_err(|_| MaterialError::Unsupported("bad cipher parameters".into()))?
                 .len();
             buf.truncate(n);
-            headers = format!("Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,{}\n\n", hex::encode_upper(iv));
+            headers = format!("Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,{}\n\n", hex::encode_upper(iv));
             buf
         }
     };
@@ -111,7 +112,7 @@ mod tests {
             assert!(!plain.contains("ENCRYPTED"));
             assert_eq!(read_private_key(plain.as_bytes(), None).unwrap().public_key(), key.public_key());
             let enc = write_traditional_pem(&key, Some(b"pw")).unwrap();
-            assert!(enc.contains("DEK-Info: AES-256-CBC,"));
+            assert!(enc.contains("DEK-Info: AES-128-CBC,"));
             assert_eq!(read_private_key(enc.as_bytes(), Some(b"pw")).unwrap().public_key(), key.public_key());
             assert_eq!(read_private_key(enc.as_bytes(), Some(b"nope")).unwrap_err(), MaterialError::WrongPassword);
         }

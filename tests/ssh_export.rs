@@ -277,3 +277,96 @@ fn many_p256_and_p521_keys_including_short_scalars() {
     }
     eprintln!("{n256} P-256 keys ({short256} short), {n521} P-521 keys ({short521} short) in {:?}", started.elapsed());
 }
+
+// ---------------------------------------------------------------------------------------
+// Through the daemon: the native export and the CLI.
+
+fn generated_pub(d: &common::Daemon, id: &str) -> String {
+    // The public key as an OpenSSH line, from a passphrase-protected OpenSSH export.
+    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(&format!(r#"{{"format":"openssh","passphrase":"{PASS}"}}"#)), &[]);
+    assert_eq!(s, 200, "{v}");
+    let f = d.dir.path().join(format!("{id}.openssh"));
+    std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    public_words(&ok("ssh-keygen", &["-y", "-P", PASS, "-f", p(&f)]))
+}
+
+#[test]
+fn native_export_formats_policy_and_cli() {
+    if !tools() || !common::require("curl") {
+        return;
+    }
+    let d = common::Daemon::start("[namespaces.open]\nallow_unencrypted_export = true\n");
+    let pw = d.dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASS}\n")).unwrap();
+    let ed = d.generate("ed", "ed25519", true);
+    let ed_id = ed["id"].as_str().unwrap();
+    let public = generated_pub(&d, ed_id);
+
+    // Every SSH format an Ed25519 key can take, checked by puttygen against the same public key.
+    for format in ["putty", "putty-v2", "openssh"] {
+        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{ed_id}/export"), Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)), &[]);
+        assert_eq!((s, v["encrypted"].as_bool()), (200, Some(true)), "{format}: {v}");
+        let f = d.dir.path().join(format!("ed.{format}"));
+        std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
+        let conv = d.dir.path().join(format!("ed.{format}.pub"));
+        ok("puttygen", &[p(&f), "--old-passphrase", p(&pw), "-O", "public-openssh", "-o", p(&conv)]);
+        assert_eq!(public_words(&std::fs::read_to_string(&conv).unwrap()), public, "{format}");
+        std::fs::write(d.dir.path().join("nope"), "nope").unwrap();
+        assert!(!puttygen_text(&f, Some(&d.dir.path().join("nope"))).status.success(), "{format}: wrong passphrase accepted");
+    }
+    // Refusals: SSH2 of Ed25519, Ed25519 as PKCS#1, no passphrase where the policy forbids it, bad name.
+    for (body, code) in [
+        (format!(r#"{{"format":"ssh2","passphrase":"{PASS}"}}"#), "format_key_mismatch"),
+        (format!(r#"{{"format":"tectia","passphrase":"{PASS}"}}"#), "format_key_mismatch"),
+        (format!(r#"{{"format":"sec1","passphrase":"{PASS}"}}"#), "format_key_mismatch"),
+        (r#"{"format":"openssh"}"#.to_string(), "passphrase_required"),
+        (r#"{"format":"putty","passphrase":""}"#.to_string(), "passphrase_required"),
+        (format!(r#"{{"format":"jks","passphrase":"{PASS}"}}"#), "invalid_format"),
+    ] {
+        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{ed_id}/export"), Some(&body), &[]);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{body}: {v}");
+    }
+
+    // RSA in ssh.com form, and PKCS#1 PEM that openssl reads with the passphrase.
+    let rsa = d.generate("rsa", "rsa-2048", true);
+    let rsa_id = rsa["id"].as_str().unwrap();
+    let rsa_public = generated_pub(&d, rsa_id);
+    for format in ["ssh2", "tectia", "pkcs1"] {
+        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{rsa_id}/export"), Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)), &[]);
+        assert_eq!(s, 200, "{format}: {v}");
+        let text = v["private_key"].as_str().unwrap();
+        assert_eq!(text.contains("\nSubject: root\n"), format == "tectia", "{text}");
+        let f = d.dir.path().join(format!("rsa.{format}"));
+        std::fs::write(&f, text).unwrap();
+        let conv = d.dir.path().join(format!("rsa.{format}.pub"));
+        ok("puttygen", &[p(&f), "--old-passphrase", p(&pw), "-O", "public-openssh", "-o", p(&conv)]);
+        assert_eq!(public_words(&std::fs::read_to_string(&conv).unwrap()), rsa_public, "{format}");
+    }
+
+    // The CLI: a file with mode 0600, never overwritten; by name.
+    let out = d.dir.path().join("ed.ppk");
+    let cli = |args: &[&str]| d.command().args(["export", "--socket", p(&d.socket)]).args(args).output().unwrap();
+    let r = cli(&["ed", "--format", "putty", "--passphrase-file", p(&pw), "--out", p(&out)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("PuTTY-User-Key-File-3: ssh-ed25519"));
+    assert!(puttygen_text(&out, Some(&pw)).status.success());
+    let before = std::fs::read(&out).unwrap();
+    let r = cli(&["ed", "--format", "openssh", "--passphrase-file", p(&pw), "--out", p(&out)]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("never overwrites"));
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let r = cli(&["ed", "--format", "openssh"]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("passphrase is required"), "{r:?}");
+
+    // A namespace whose policy allows unencrypted exports.
+    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"plain","algorithm":"ec-p384","namespace":"open","exportable":true}"#), &[]);
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{}/export", v["id"].as_str().unwrap()), Some(r#"{"format":"openssh"}"#), &[]);
+    assert_eq!((s, v["encrypted"].as_bool()), (200, Some(false)), "{v}");
+    let f = d.dir.path().join("plain.openssh");
+    std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert!(ok("ssh-keygen", &["-y", "-f", p(&f)]).starts_with("ecdsa-sha2-nistp384 "));
+}

@@ -86,6 +86,11 @@ const STEPS: &[&str] = &[
      CREATE INDEX certificates_key ON certificates(key_id);
      ALTER TABLE jobs ADD COLUMN input BLOB;  -- still-encrypted items awaiting work; NULL when done
      ALTER TABLE job_items ADD COLUMN fingerprint TEXT;",
+    // N: TPP face — integer KeyIds for SSH keys (keyport ids are strings)
+    "CREATE TABLE tpp_keys(
+        key_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        keyport_id TEXT NOT NULL UNIQUE
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 
 mod migrations;
 pub mod records;
+mod tpp;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::os::unix::fs::OpenOptionsExt;

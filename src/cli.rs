@@ -34,6 +34,25 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Export a private key to a file (or stdout), encrypted under a passphrase.
+    Export {
+        #[command(flatten)]
+        client: Client,
+        /// The key's id, or its name (with --namespace when the name is in several).
+        key: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// pkcs8, pkcs1, sec1, openssh, putty, putty-v2, ssh2, tectia
+        #[arg(long, default_value = "openssh")]
+        format: String,
+        /// File holding the passphrase (its first line). Without it the key is exported
+        /// unencrypted, which the namespace policy must allow.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Write here (mode 0600; an existing file is never overwritten) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Sync to the remote vault: status, or a pass now.
     Sync {
         #[command(subcommand)]
@@ -151,6 +170,9 @@ pub fn run(cmd: Command) -> i32 {
                 })
             }
         },
+        Command::Export { client, key, namespace, format, passphrase_file, out } => {
+            export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
+        }
         Command::Keys { cmd } => match cmd {
             KeysCmd::List { client, namespace, name } => {
                 let mut q = Vec::new();
@@ -195,6 +217,86 @@ fn sync_table(v: &Value) {
             vec![s(&k["namespace"]), s(&k["name"]), s(&k["status"]), s(&k["pushed_version"]), s(&k["pending"]), s(&k["next_attempt_at"]), why]
         }),
     );
+}
+
+/// `keyport export`: resolve the key, ask the daemon, write the file without overwriting.
+fn export(c: &Client, key: &str, namespace: Option<&str>, format: &str, passphrase_file: Option<&std::path::Path>, out: Option<&std::path::Path>) -> i32 {
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        1
+    };
+    let passphrase = match passphrase_file {
+        None => None,
+        Some(f) => match std::fs::read(f) {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+                let first = first.strip_suffix(b"\r").unwrap_or(first);
+                match std::str::from_utf8(first) {
+                    Ok(p) => Some(zeroize::Zeroizing::new(p.to_string())),
+                    Err(_) => return fail(format!("{}: the passphrase is not UTF-8", f.display())),
+                }
+            }
+            Err(e) => return fail(format!("{}: {e}", f.display())),
+        },
+    };
+    if let Some(path) = out {
+        if path.exists() {
+            return fail(format!("{} exists; keyport export never overwrites a file", path.display()));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let result: Result<Value, String> = rt.block_on(async {
+        let message = |status: u16, v: &Value| format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+        // An id first; else a name, which must be unique (in the namespace, when given).
+        let (status, v) = request(&c.socket, "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
+        let id = if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
+            key.to_string()
+        } else {
+            let mut path = format!("/keyport/v1/keys?name={}", enc(key));
+            if let Some(ns) = namespace {
+                path.push_str(&format!("&namespace={}", enc(ns)));
+            }
+            let (status, v) = request(&c.socket, "GET", &path, None).await?;
+            if status != 200 {
+                return Err(message(status, &v));
+            }
+            match v["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                [one] => s(&one["id"]),
+                [] => return Err(format!("no key with id or name '{key}'")),
+                many => return Err(format!("{} keys are named '{key}'; give --namespace or the id", many.len())),
+            }
+        };
+        let body = json!({"format": format, "passphrase": passphrase.as_ref().map(|p| p.as_str())});
+        let (status, v) = request(&c.socket, "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
+        if status != 200 {
+            return Err(message(status, &v));
+        }
+        Ok(v)
+    });
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let text = zeroize::Zeroizing::new(v["private_key"].as_str().unwrap_or_default().to_string());
+    match out {
+        None => {
+            print!("{}", text.as_str());
+            0
+        }
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+            match file.and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all())) {
+                Ok(()) => {
+                    eprintln!("wrote {} ({}, {})", path.display(), s(&v["format"]), if v["encrypted"] == true { "encrypted" } else { "NOT encrypted" });
+                    0
+                }
+                Err(e) => fail(format!("{}: {e}", path.display())),
+            }
+        }
+    }
 }
 
 fn key_table(keys: Vec<Value>) {

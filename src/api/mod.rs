@@ -24,5 +24,5 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes().merge(sync::routes())).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(error::not_found).with_state(app)
+    Router::new().nest("/keyport/v1", native::routes().merge(sync::routes())).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(tpp::fallback).with_state(app)
 }

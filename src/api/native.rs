@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::ApiError;
+use crate::core::formats::{self, ExportFormat};
 use crate::core::keys::{self, GenerateRequest};
 use crate::core::SharedApp;
 use crate::store::KeyRecord;
@@ -74,10 +75,11 @@ async fn delete_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id):
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExportRequest {
-    /// Only "pkcs8" (encrypted PKCS#8 PEM) here; the SSH formats live on the TPP face.
+    /// pkcs8 (default), pkcs1/sec1, openssh, putty (v3), putty-v2, ssh2, tectia.
     format: Option<String>,
-    /// Encrypts the exported key; required: keyport never hands out a key in the clear.
-    passphrase: String,
+    /// Encrypts the exported key. Absent or empty: an unencrypted key, only when the
+    /// namespace's policy has `allow_unencrypted_export`.
+    passphrase: Option<String>,
 }
 
 async fn export_key(
@@ -86,20 +88,15 @@ async fn export_key(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<ExportRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(f) = req.format.as_deref().filter(|f| *f != "pkcs8") {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_format", format!("format '{f}' is not supported here; use \"pkcs8\"")));
-    }
-    if req.passphrase.len() < 8 {
+    let name = req.format.as_deref().unwrap_or("pkcs8");
+    let format = ExportFormat::parse_native(name).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_format", format!("format '{name}' is not supported; use one of: {}", formats::NATIVE_NAMES))
+    })?;
+    let pass = req.passphrase.filter(|p| !p.is_empty()).map(|p| zeroize::Zeroizing::new(p.into_bytes()));
+    if pass.as_ref().is_some_and(|p| p.len() < 8) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "weak_passphrase", "passphrase must be at least 8 characters: the exported key is encrypted with it"));
     }
-    let key = crate::core::export::export_private_key(&app, &who, &id).await?;
-    let pass = zeroize::Zeroizing::new(req.passphrase.into_bytes());
-    let pem = tokio::task::spawn_blocking(move || {
-        let der = crate::material::pkcs::to_pkcs8_der(&key)?;
-        crate::material::pkcs::encrypt_pkcs8_pem(&der, &pass)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::from(crate::core::import::material_error(e)))?;
-    Ok(Json(json!({"id": id, "format": "pkcs8", "private_key": pem.as_str()})))
+    let encrypted = pass.is_some();
+    let (rec, text) = formats::export_as(&app, &who, &id, format, pass).await?;
+    Ok(Json(json!({"id": rec.id, "format": format.native_name(), "encrypted": encrypted, "private_key": text.as_str()})))
 }

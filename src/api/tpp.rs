@@ -1,9 +1,541 @@
-//! The Venafi TPP WebSDK SSH face (seed 003). (Placeholder: routes land with that work.)
+//! The Venafi TPP WebSDK SSH face (seed 003; `shared/research/seed-apis.md` §003).
+//!
+//! TPP's routes ignore case, so this face is not a table of axum routes: the router's fallback
+//! hands every path under `/vedauth/` or `/vedsdk/` (any case) to [`dispatch`], which matches
+//! the lower-cased path. Tokens: `POST /vedauth/authorize/oauth` with a configured user's
+//! password (`[tpp.users]`, SHA-256 hashes only) gives a bearer token and a refresh token,
+//! held in memory (a restart logs every client out, as a TPP token revocation would). Scopes
+//! gate the SSH calls as TPP documents: `ssh` for listing and self-service export,
+//! `ssh:discover` for imports. SSH calls answer HTTP 200 with TPP's `SshWebResponse`
+//! (`Success`, `ErrorCode`, `ErrorMessage`) also when they fail, as TPP does.
 
-use axum::Router;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::SharedApp;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use base64::Engine;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::core::authz::Principal;
+use crate::core::formats::{self, ExportFormat};
+use crate::core::import::{ImportOutcome, ImportRequest};
+use crate::core::{CoreError, SharedApp};
+use crate::material::ssh::{fingerprint_sha256, public_key_line};
+use crate::store::KeyRecord;
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
+}
+
+/// True for paths this face owns (any case).
+pub fn owns(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.starts_with("/vedauth/") || p.starts_with("/vedsdk/")
+}
+
+/// The router's fallback: TPP paths go to [`dispatch`], everything else gets the native 404.
+pub async fn fallback(State(app): State<SharedApp>, req: Request) -> Response {
+    if owns(req.uri().path()) {
+        dispatch(app, req).await
+    } else {
+        super::error::not_found(req.uri().clone()).await.into_response()
+    }
+}
+
+// --- tokens -----------------------------------------------------------------------------------
+
+struct Session {
+    username: String,
+    principal: String,
+    client_id: String,
+    scope: String,
+    granted: u64,
+    issued: u64,
+    expires: u64,
+    refresh_until: u64,
+    refresh_hash: [u8; 32],
+}
+
+/// Sessions by SHA-256 of the access token; the tokens themselves are not kept.
+static SESSIONS: LazyLock<Mutex<HashMap<[u8; 32], Session>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn iso8601(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn new_token() -> String {
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// OAuth errors: `{"error", "error_description"}`.
+fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
+    (status, Json(json!({"error": error, "error_description": description.into()}))).into_response()
+}
+
+/// Scope grammar `ssh:manage,discover;certificate:manage`; a bare `ssh` is read.
+fn scope_allows(scope: &str, want: &str, privilege: Option<&str>) -> bool {
+    scope.split(';').any(|part| {
+        let (name, privs) = part.split_once(':').unwrap_or((part, ""));
+        name.trim().eq_ignore_ascii_case(want)
+            && privilege.is_none_or(|p| privs.split(',').any(|x| x.trim().eq_ignore_ascii_case(p)))
+    })
+}
+
+const KNOWN_SCOPES: &[&str] = &["any", "admin", "agent", "certificate", "codesign", "configuration", "restricted", "security", "ssh", "statistics"];
+
+fn issue(app: &SharedApp, username: String, principal: String, client_id: String, scope: String, granted: u64, refresh_until: u64) -> Value {
+    let (access, refresh) = (new_token(), new_token());
+    let t = now();
+    let expires = t + app.config.tpp.token_lifetime_secs;
+    let body = json!({
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires": expires,
+        "expires_in": app.config.tpp.token_lifetime_secs,
+        "refresh_until": refresh_until,
+        "token_type": "Bearer",
+        "scope": scope,
+        "identity": format!("local:{username}"),
+    });
+    let s = Session { username, principal, client_id, scope, granted, issued: t, expires, refresh_until, refresh_hash: hash(&refresh) };
+    let mut sessions = SESSIONS.lock().expect("poisoned");
+    sessions.retain(|_, s| s.refresh_until > t);
+    sessions.insert(hash(&access), s);
+    body
+}
+
+#[derive(Deserialize)]
+struct OAuthRequest {
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    scope: Option<String>,
+}
+
+fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
+    let Ok(req) = serde_json::from_slice::<OAuthRequest>(body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be JSON with client_id, username, password and scope");
+    };
+    let (Some(client_id), Some(username), Some(password)) = (req.client_id, req.username, req.password.map(Zeroizing::new)) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id, username and password are required");
+    };
+    let scope = req.scope.unwrap_or_else(|| "any".into());
+    for part in scope.split(';') {
+        let name = part.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !KNOWN_SCOPES.contains(&name.as_str()) {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", format!("unknown scope '{name}'"));
+        }
+    }
+    let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+    let user = app.config.tpp.users.iter().find(|u| {
+        let stored = hex::decode(&u.password_sha256).unwrap_or_default();
+        u.username.eq_ignore_ascii_case(&username) && bool::from(stored.ct_eq(&given))
+    });
+    let Some(user) = user else {
+        tracing::info!(username = %username, "tpp login refused");
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Username/password combination not valid");
+    };
+    let t = now();
+    let body = issue(app, user.username.clone(), user.principal.clone(), client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs);
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    client_id: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn refresh_token(app: &SharedApp, body: &[u8]) -> Response {
+    let Ok(RefreshRequest { client_id: Some(client_id), refresh_token: Some(refresh) }) = serde_json::from_slice::<RefreshRequest>(body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and refresh_token are required");
+    };
+    let h = hash(&refresh);
+    let t = now();
+    let old = {
+        let mut sessions = SESSIONS.lock().expect("poisoned");
+        let key = sessions.iter().find(|(_, s)| bool::from(s.refresh_hash.ct_eq(&h)) && s.client_id == client_id).map(|(k, _)| *k);
+        key.and_then(|k| sessions.remove(&k))
+    };
+    match old {
+        Some(s) if s.refresh_until > t => {
+            let body = issue(app, s.username, s.principal, s.client_id, s.scope, s.granted, s.refresh_until);
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        _ => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token is invalid or expired"),
+    }
+}
+
+/// The bearer token's session, or the 401 TPP answers.
+fn bearer(req: &axum::http::request::Parts) -> Result<[u8; 32], Response> {
+    let token = req
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
+        .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "no bearer token (Authorization: Bearer <access_token>)"))?;
+    let h = hash(token);
+    let sessions = SESSIONS.lock().expect("poisoned");
+    match sessions.get(&h) {
+        None => Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid")),
+        Some(s) if s.expires <= now() => Err(oauth_error(StatusCode::UNAUTHORIZED, "expired_token", "the access token has expired; refresh it")),
+        Some(_) => Ok(h),
+    }
+}
+
+/// The caller's principal, after checking the token's scope.
+fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, privilege: Option<&str>) -> Result<Principal, Response> {
+    let h = bearer(parts)?;
+    let (principal, ok) = {
+        let sessions = SESSIONS.lock().expect("poisoned");
+        let s = sessions.get(&h).ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid"))?;
+        (s.principal.clone(), scope_allows(&s.scope, scope, privilege))
+    };
+    if !ok {
+        let need = privilege.map_or(scope.to_string(), |p| format!("{scope}:{p}"));
+        return Err(oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call needs the token scope '{need}'")));
+    }
+    app.authz
+        .read()
+        .expect("poisoned")
+        .by_name(&principal)
+        .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", format!("the token's principal '{principal}' is no longer configured")))
+}
+
+fn verify(parts: &axum::http::request::Parts) -> Response {
+    let h = match bearer(parts) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let sessions = SESSIONS.lock().expect("poisoned");
+    let Some(s) = sessions.get(&h) else { return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid") };
+    Json(json!({
+        "application": s.client_id,
+        "expires_ISO8601": iso8601(s.expires),
+        "grant_issued_on_ISO8601": iso8601(s.granted),
+        "access_issued_on_ISO8601": iso8601(s.issued),
+        "identity": format!("local:{}", s.username),
+        "scope": s.scope,
+        "valid_for": s.expires.saturating_sub(now()),
+    }))
+    .into_response()
+}
+
+fn revoke(parts: &axum::http::request::Parts) -> Response {
+    match bearer(parts) {
+        Ok(h) => {
+            SESSIONS.lock().expect("poisoned").remove(&h);
+            StatusCode::OK.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+// --- SSH -------------------------------------------------------------------------------------
+
+/// TPP's SshWebResponse error codes (`r-SDK-SSH-Supported-Error-Codes`).
+mod codes {
+    pub const KEY_NOT_FOUND: i64 = 1;
+    pub const BAD_KEY_FORMAT: i64 = 4;
+    pub const KEY_ALREADY_EXISTS: i64 = 5;
+    pub const INSUFFICIENT_RIGHTS: i64 = 12;
+    pub const KEY_CANNOT_BE_DOWNLOADED: i64 = 14;
+}
+
+fn failure(code: i64, message: impl Into<String>) -> Value {
+    json!({"Success": false, "ErrorCode": code, "ErrorMessage": message.into()})
+}
+
+fn core_failure(e: CoreError) -> Value {
+    let msg = e.to_string();
+    match e {
+        CoreError::NotFound(_) => failure(codes::KEY_NOT_FOUND, msg),
+        CoreError::Forbidden(_) if msg.contains("non-exportable") => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
+        CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => failure(codes::INSUFFICIENT_RIGHTS, msg),
+        CoreError::Invalid { .. } | CoreError::Conflict(_) => failure(codes::BAD_KEY_FORMAT, msg),
+        other => {
+            tracing::error!(error = %other, "tpp request failed");
+            failure(0, other.to_string())
+        }
+    }
+}
+
+fn algorithm_fields(rec: &KeyRecord) -> (&'static str, u32) {
+    match rec.algorithm.as_str() {
+        "rsa-2048" => ("RSA", 2048),
+        "rsa-3072" => ("RSA", 3072),
+        "rsa-4096" => ("RSA", 4096),
+        "ec-p256" => ("ECDSA", 256),
+        "ec-p384" => ("ECDSA", 384),
+        "ec-p521" => ("ECDSA", 521),
+        _ => ("ED25519", 256),
+    }
+}
+
+/// The keyset of a key: keyport groups keys by namespace and name.
+fn keyset_id(rec: &KeyRecord) -> String {
+    format!("{}:{}", rec.namespace, rec.name)
+}
+
+fn key_object(app: &SharedApp, rec: &KeyRecord) -> Result<Value, CoreError> {
+    let (alg, len) = algorithm_fields(rec);
+    Ok(json!({
+        "KeyId": app.store.tpp_key_id(&rec.id)?,
+        "KeysetId": keyset_id(rec),
+        "Type": "UserPrivateKey",
+        "Algorithm": alg,
+        "Length": len,
+        "Format": "OpenSSH",
+        "Notes": rec.name,
+        "Username": rec.owner,
+        "ActiveFrom": rec.created_at,
+        "IsEncrypted": true,
+        "ProcessStatus": 0,
+        "ViolationStatus": [],
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct DetailsRequest {
+    key_id: Option<Vec<i64>>,
+    page_size: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// The caller's keys, each with its TPP KeyId, filtered by `KeyId` and paged.
+fn visible_keys(app: &SharedApp, who: &Principal, req: &DetailsRequest) -> Result<Vec<(KeyRecord, Value)>, CoreError> {
+    let mut out = Vec::new();
+    for rec in crate::core::keys::list(app, who, None, None)? {
+        let obj = key_object(app, &rec)?;
+        if req.key_id.as_ref().is_none_or(|ids| ids.contains(&obj["KeyId"].as_i64().unwrap_or(-1))) {
+            out.push((rec, obj));
+        }
+    }
+    let offset = req.offset.unwrap_or(0);
+    Ok(out.into_iter().skip(offset).take(req.page_size.unwrap_or(1000)).collect())
+}
+
+fn key_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+    let req: DetailsRequest = serde_json::from_slice(body).unwrap_or_default();
+    match visible_keys(app, who, &req) {
+        Ok(keys) => json!({"Data": keys.into_iter().map(|(_, o)| o).collect::<Vec<_>>(), "Response": {"Success": true}}),
+        Err(e) => json!({"Data": [], "Response": core_failure(e)}),
+    }
+}
+
+fn keyset_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+    let req: DetailsRequest = serde_json::from_slice(body).unwrap_or_default();
+    match visible_keys(app, who, &req) {
+        Ok(keys) => {
+            let data: Vec<Value> = keys
+                .into_iter()
+                .map(|(rec, obj)| {
+                    let (alg, len) = algorithm_fields(&rec);
+                    json!({
+                        "KeysetId": keyset_id(&rec),
+                        "Algorithm": alg,
+                        "Length": len,
+                        "Type": "User",
+                        "FingerprintSHA256": rec.fingerprint,
+                        "PrivateKeys": [obj],
+                        "PublicKeys": [],
+                        "RotationStage": 10600,
+                        "ProcessStatus": 0,
+                        "ViolationStatus": [],
+                    })
+                })
+                .collect();
+            json!({"Data": data, "Response": {"Success": true}})
+        }
+        Err(e) => json!({"Data": [], "Response": core_failure(e)}),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExportRequest {
+    key_id: i64,
+    format: Option<String>,
+    passphrase: Option<String>,
+}
+
+fn keyport_id(app: &SharedApp, key_id: i64) -> Result<String, CoreError> {
+    app.store.tpp_keyport_id(key_id)?.ok_or_else(|| CoreError::NotFound(format!("no SSH key with KeyId {key_id}")))
+}
+
+async fn export_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+    let req: ExportRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return json!({"KeyMaterial": null, "Response": failure(codes::BAD_KEY_FORMAT, format!("bad request: {e}"))}),
+    };
+    let result = async {
+        let id = keyport_id(app, req.key_id)?;
+        let rec = crate::core::keys::get(app, who, &id)?;
+        let name = match req.format.as_deref().filter(|f| !f.is_empty()) {
+            Some(f) => f.to_string(),
+            None => app.config.policy(&rec.namespace).ssh_export_format.unwrap_or_else(|| "OpenSSH".into()),
+        };
+        let format = ExportFormat::parse_tpp(&name)
+            .ok_or_else(|| CoreError::invalid("invalid_format", format!("Format '{name}' is not one of OpenSSH, PuTTY, SSH2, Tectia")))?;
+        let pass = req.passphrase.filter(|p| !p.is_empty()).map(|p| Zeroizing::new(p.into_bytes()));
+        formats::export_as(app, who, &id, format, pass).await.map(|(_, text)| text)
+    }
+    .await;
+    match result {
+        Ok(text) => json!({"KeyMaterial": text.as_str(), "Response": {"Success": true}}),
+        Err(e) => json!({"KeyMaterial": null, "Response": core_failure(e)}),
+    }
+}
+
+async fn export_authorized(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Req {
+        key_id: i64,
+    }
+    let result = async {
+        let req: Req = serde_json::from_slice(body).map_err(|e| CoreError::invalid("bad_request", format!("bad request: {e}")))?;
+        let rec = crate::core::keys::get(app, who, &keyport_id(app, req.key_id)?)?;
+        let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is not configured", rec.token)))?.clone();
+        let cka_id = rec.cka_id.clone();
+        let pk = token.run(move |c| crate::token::objects::public_key(c, &cka_id)).await?;
+        Ok::<_, CoreError>((rec, pk))
+    }
+    .await;
+    match result {
+        Ok((rec, pk)) => {
+            json!({"KeyMaterial": format!("{}\n", public_key_line(&pk, &rec.name)), "FingerprintSHA256": fingerprint_sha256(&pk), "Response": {"Success": true}})
+        }
+        Err(e) => json!({"KeyMaterial": null, "Response": core_failure(e)}),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImportBody {
+    key_content_base64: String,
+    #[serde(default)]
+    passphrase: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+    let fail = |code, msg: String| json!({"KeyId": null, "SshWebResponse": failure(code, msg)});
+    let req: ImportBody = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return fail(codes::BAD_KEY_FORMAT, format!("bad request: {e}")),
+    };
+    if let Some(f) = req.format.as_deref().filter(|f| !f.is_empty()) {
+        if ExportFormat::parse_tpp(f).is_none() {
+            return fail(codes::BAD_KEY_FORMAT, format!("Format '{f}' is not one of OpenSSH, PuTTY, SSH2, Tectia"));
+        }
+    }
+    let data = match base64::engine::general_purpose::STANDARD.decode(req.key_content_base64.trim()) {
+        Ok(d) => Zeroizing::new(d),
+        Err(_) => return fail(codes::BAD_KEY_FORMAT, "KeyContentBase64 is not base64".into()),
+    };
+    let pass = req.passphrase.map(|p| Zeroizing::new(p.into_bytes()));
+    let key = match tokio::task::spawn_blocking(move || crate::material::read_private_key(&data, pass.as_deref().map(|p| p.as_slice()))).await {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => return fail(codes::BAD_KEY_FORMAT, e.to_string()),
+        Err(e) => return fail(0, e.to_string()),
+    };
+    let req = ImportRequest { key, certificates: Vec::new(), name: None, namespace: app.config.tpp.namespace.clone(), exportable: None, token: None };
+    match crate::core::import::import_key(app, who, req, None).await {
+        Ok(ImportOutcome::Imported(rec)) => match app.store.tpp_key_id(&rec.id) {
+            Ok(id) => json!({"KeyId": id, "SshWebResponse": {"Success": true}}),
+            Err(e) => fail(0, e.to_string()),
+        },
+        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+            let id = app.store.tpp_key_id(&rec.id).ok();
+            json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as '{}'", rec.name))})
+        }
+        Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
+    }
+}
+
+// --- dispatch --------------------------------------------------------------------------------
+
+/// Every `/vedauth/…` and `/vedsdk/…` request, matched on the lower-cased path.
+pub async fn dispatch(app: SharedApp, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().trim_end_matches('/').to_ascii_lowercase();
+    let body = match super::body::read_limited(Request::from_parts(parts.clone(), body), app.config.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let m = &parts.method;
+    // SSH calls: (path, scope privilege or None for the bare scope).
+    let ssh_call = |p: &str| -> Option<Option<&'static str>> {
+        match p {
+            "/vedsdk/ssh/keysetdetails" | "/vedsdk/ssh/keydetails" | "/vedsdk/ssh/exportselfserviceprivatekey" | "/vedsdk/ssh/exportselfserviceauthorizedkey" => {
+                Some(None)
+            }
+            "/vedsdk/ssh/importprivatekey" => Some(Some("discover")),
+            _ => None,
+        }
+    };
+    match (m, path.as_str()) {
+        (&Method::POST, "/vedauth/authorize/oauth") => authorize_oauth(&app, &body),
+        (&Method::POST, "/vedauth/authorize/token") => refresh_token(&app, &body),
+        (&Method::GET, "/vedauth/authorize/verify") => verify(&parts),
+        (&Method::GET, "/vedauth/revoke/token") => revoke(&parts),
+        (&Method::GET, "/vedsdk/systemstatus/version") => match bearer(&parts) {
+            Ok(_) => Json(json!({"Version": app.config.tpp.version})).into_response(),
+            Err(r) => r,
+        },
+        (&Method::POST, p) if ssh_call(p).is_some() => {
+            let who = match caller(&app, &parts, "ssh", ssh_call(p).flatten()) {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            let v = match p {
+                "/vedsdk/ssh/keysetdetails" => keyset_details(&app, &who, &body),
+                "/vedsdk/ssh/keydetails" => key_details(&app, &who, &body),
+                "/vedsdk/ssh/exportselfserviceprivatekey" => export_private(&app, &who, &body).await,
+                "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
+                _ => import_private(&app, &who, &body).await,
+            };
+            Json(v).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())}))).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert!(scope_allows("ssh:manage,discover;certificate:manage", "ssh", Some("discover")));
+        assert!(scope_allows("SSH", "ssh", None));
+        assert!(!scope_allows("ssh", "ssh", Some("discover")));
+        assert!(!scope_allows("certificate:manage", "ssh", None));
+        assert!(owns("/VedSdk/SSH/KeyDetails") && owns("/vedauth/authorize/oauth") && !owns("/keyport/v1/health"));
+    }
 }

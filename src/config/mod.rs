@@ -266,6 +266,13 @@ pub struct NamespacePolicy {
     /// Whether a request may ask for an exportable key at all.
     #[serde(default = "yes")]
     pub allow_exportable: bool,
+    /// Whether an export may hand out a private key without a passphrase (unencrypted).
+    #[serde(default)]
+    pub allow_unencrypted_export: bool,
+    /// The SSH format TPP's ExportSelfServicePrivateKey uses when the request names none
+    /// (`OpenSSH`, `PuTTY`, `SSH2`, `Tectia`); unset = OpenSSH.
+    #[serde(default)]
+    pub ssh_export_format: Option<String>,
 }
 
 fn yes() -> bool {
@@ -427,7 +434,7 @@ impl Config {
     }
 
     pub fn policy(&self, namespace: &str) -> NamespacePolicy {
-        self.namespaces.get(namespace).cloned().unwrap_or(NamespacePolicy { exportable_by_default: false, allow_exportable: true })
+        self.namespaces.get(namespace).cloned().unwrap_or(NamespacePolicy { exportable_by_default: false, allow_exportable: true, allow_unencrypted_export: false, ssh_export_format: None })
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod authz;
 pub mod dek;
 pub mod export;
+pub mod formats;
 pub mod ids;
 pub mod import;
 pub mod jobs;

@@ -159,6 +159,11 @@ pub(crate) const STEPS: &[&str] = &[
         pushed_at TEXT,
         detail TEXT
      );",
+    // 6: TPP face — integer KeyIds for SSH keys (keyport ids are strings)
+    "CREATE TABLE tpp_keys(
+        key_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        keyport_id TEXT NOT NULL UNIQUE
+     );",
 ];
 
 /// The schema version this build migrates to.

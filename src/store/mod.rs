@@ -9,6 +9,7 @@ pub mod kps;
 mod migrations;
 pub mod outbox;
 pub mod records;
+mod tpp;
 
 pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};
 

@@ -20,6 +20,7 @@ mod legacy;
 pub(crate) mod pbe;
 pub(crate) mod pem;
 mod pkcs12;
+pub mod write_traditional;
 
 #[cfg(test)]
 pub(crate) mod testutil;

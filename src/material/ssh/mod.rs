@@ -20,6 +20,9 @@ pub mod ppk;
 mod public;
 pub mod sshcom;
 pub mod wire;
+pub mod write_openssh;
+pub mod write_ppk;
+pub mod write_sshcom;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;

@@ -1,0 +1,248 @@
+//! The TPP WebSDK SSH face over HTTPS with curl: the token flow, every format exported through
+//! ExportSelfServicePrivateKey and judged by ssh-keygen/puttygen, and the refusals TPP clients
+//! must see (no permission, non-exportable, bad format, SSH2 for Ed25519, expired token, wrong
+//! scope).
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const PASS: &str = "export pass phrase";
+
+fn config() -> String {
+    format!(
+        r#"
+[[principals]]
+name = "root"
+uids = [0]
+permissions = {{ "*" = ["admin"] }}
+
+[[principals]]
+name = "bob"
+api_key_sha256 = ["{bob}"]
+permissions = {{ default = ["read"] }}
+
+[tpp]
+token_lifetime_secs = {lifetime}
+
+[[tpp.users]]
+username = "alice"
+password_sha256 = "{alice_pw}"
+principal = "root"
+
+[[tpp.users]]
+username = "bob"
+password_sha256 = "{bob_pw}"
+principal = "bob"
+"#,
+        bob = sha256_hex("bob-api-key"),
+        alice_pw = sha256_hex("alice-secret"),
+        bob_pw = sha256_hex("bob-secret"),
+        lifetime = "LIFETIME",
+    )
+}
+
+fn start(lifetime: u64) -> Daemon {
+    Daemon::start(&config().replace("LIFETIME", &lifetime.to_string()))
+}
+
+fn login(d: &Daemon, user: &str, pw: &str, scope: &str) -> (u16, Value) {
+    d.curl_https("POST", "/vedauth/authorize/oauth", Some(&json!({"client_id": "keyport-test", "username": user, "password": pw, "scope": scope}).to_string()), &[])
+}
+
+fn token(d: &Daemon, user: &str, pw: &str, scope: &str) -> String {
+    let (s, v) = login(d, user, pw, scope);
+    assert_eq!(s, 200, "{v}\n{}", d.log());
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+fn call(d: &Daemon, tok: &str, path: &str, body: Value) -> (u16, Value) {
+    d.curl_https("POST", path, Some(&body.to_string()), &["-H", &format!("Authorization: Bearer {tok}")])
+}
+
+fn key_id(d: &Daemon, tok: &str, name: &str) -> i64 {
+    let (s, v) = call(d, tok, "/vedsdk/SSH/KeyDetails", json!({}));
+    assert_eq!(s, 200, "{v}");
+    v["Data"].as_array().unwrap().iter().find(|k| k["Notes"] == name).unwrap_or_else(|| panic!("{name} not in {v}"))["KeyId"].as_i64().unwrap()
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn public_words(line: &str) -> String {
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// The public key line a key file holds, read by the real tools with the passphrase.
+fn public_of(dir: &Path, file: &Path, format: &str) -> String {
+    std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if format == "OpenSSH" {
+        let out = run("ssh-keygen", &["-y", "-P", PASS, "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        let wrong = run("ssh-keygen", &["-y", "-P", "wrong", "-f", file.to_str().unwrap()]);
+        assert_eq!(wrong.status.code(), Some(255));
+        return public_words(&String::from_utf8_lossy(&out.stdout));
+    }
+    let pw = dir.join("pw");
+    std::fs::write(&pw, PASS).unwrap();
+    let bad = dir.join("bad");
+    std::fs::write(&bad, "wrong").unwrap();
+    let text = run("puttygen", &[file.to_str().unwrap(), "--old-passphrase", bad.to_str().unwrap(), "-O", "text"]);
+    assert!(!text.status.success(), "{format}: puttygen accepted a wrong passphrase");
+    let out = dir.join("conv.pub");
+    let _ = std::fs::remove_file(&out);
+    let r = run("puttygen", &[file.to_str().unwrap(), "--old-passphrase", pw.to_str().unwrap(), "-O", "public-openssh", "-o", out.to_str().unwrap()]);
+    assert!(r.status.success(), "puttygen {format}: {}", String::from_utf8_lossy(&r.stderr));
+    public_words(&std::fs::read_to_string(out).unwrap())
+}
+
+#[test]
+fn token_flow_version_and_case_insensitive_routes() {
+    if !require("curl") {
+        return;
+    }
+    let d = start(3600);
+    let (s, v) = login(&d, "alice", "wrong", "ssh:manage");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = login(&d, "alice", "alice-secret", "nonsense:x");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
+    let (s, v) = d.curl_https("POST", "/VEDAUTH/Authorize/OAuth", Some(r#"{"client_id":"c","username":"alice","password":"alice-secret","scope":"ssh:manage"}"#), &[]);
+    assert_eq!(s, 200, "{v}");
+    for field in ["access_token", "refresh_token", "expires", "expires_in", "refresh_until", "token_type", "scope", "identity"] {
+        assert!(!v[field].is_null(), "{field} missing in {v}");
+    }
+    let tok = v["access_token"].as_str().unwrap().to_string();
+    let auth = format!("Authorization: Bearer {tok}");
+    let (s, ver) = d.curl_https("GET", "/vedsdk/SystemStatus/Version", None, &["-H", &auth]);
+    assert_eq!((s, ver["Version"].is_string()), (200, true), "{ver}");
+    let (s, _) = d.curl_https("GET", "/vedsdk/systemstatus/version", None, &[]);
+    assert_eq!(s, 401);
+    let (s, ver) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
+    assert_eq!((s, ver["application"].as_str(), ver["scope"].as_str()), (200, Some("c"), Some("ssh:manage")), "{ver}");
+    assert!(ver["valid_for"].as_u64().unwrap() > 3000);
+    // Refresh: a new pair; the old access token stops working.
+    let (s, r) = d.curl_https("POST", "/vedauth/authorize/token", Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()), &[]);
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
+    assert_eq!(s, 401);
+    let (s, _) = d.curl_https("POST", "/vedauth/authorize/token", Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()), &[]);
+    assert_eq!(s, 400, "a refresh token is used once");
+    let auth2 = format!("Authorization: Bearer {}", r["access_token"].as_str().unwrap());
+    let (s, _) = d.curl_https("GET", "/vedsdk/SSH/../SystemStatus/Version", None, &["-H", &auth2, "--path-as-is"]);
+    assert_ne!(s, 500);
+    let (s, _) = d.curl_https("GET", "/VedAuth/Revoke/Token", None, &["-H", &auth2]);
+    assert_eq!(s, 200);
+    let (s, _) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth2]);
+    assert_eq!(s, 401, "revoked");
+    let (s, v) = d.curl_https("GET", "/vedsdk/NoSuchThing", None, &[]);
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = d.curl_https("GET", "/keyport/v1/nothing", None, &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[test]
+fn every_format_through_the_face_is_read_by_the_real_tools() {
+    if !require("curl") || !require("ssh-keygen") || !require("puttygen") {
+        return;
+    }
+    let d = start(3600);
+    let tok = token(&d, "alice", "alice-secret", "ssh:manage,discover");
+    for (name, alg) in [("rsa", "rsa-2048"), ("p256", "ec-p256"), ("p521", "ec-p521"), ("ed", "ed25519")] {
+        d.generate(name, alg, true);
+        let id = key_id(&d, &tok, name);
+        // The authorized-key line is the reference public key.
+        let (s, v) = call(&d, &tok, "/vedsdk/ssh/ExportSelfServiceAuthorizedKey", json!({"KeyId": id}));
+        assert_eq!((s, v["Response"]["Success"].as_bool()), (200, Some(true)), "{v}");
+        let public = public_words(v["KeyMaterial"].as_str().unwrap());
+        for format in ["OpenSSH", "PuTTY", "SSH2", "Tectia"] {
+            let (s, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": id, "Format": format, "Passphrase": PASS}));
+            assert_eq!(s, 200);
+            if alg != "rsa-2048" && (format == "SSH2" || format == "Tectia") {
+                assert_eq!(v["Response"]["Success"], false, "{v}");
+                assert_eq!(v["Response"]["ErrorCode"], 4, "{v}");
+                assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("RSA keys only"), "{v}");
+                continue;
+            }
+            assert_eq!(v["Response"]["Success"], true, "{name} {format}: {v}");
+            let material = v["KeyMaterial"].as_str().unwrap();
+            let f = d.dir.path().join(format!("{name}.{format}"));
+            std::fs::write(&f, material).unwrap();
+            assert_eq!(public_of(d.dir.path(), &f, format), public, "{name} {format}");
+        }
+        // No Format: the namespace policy's, else OpenSSH.
+        let (_, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": id, "Passphrase": PASS}));
+        assert!(v["KeyMaterial"].as_str().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"), "{v}");
+    }
+    // KeysetDetails groups by keyset and carries the SHA-256 fingerprint.
+    let (s, v) = call(&d, &tok, "/vedsdk/SSH/KeysetDetails", json!({}));
+    assert_eq!((s, v["Data"].as_array().unwrap().len()), (200, 4), "{v}");
+    // Import through the face: an ssh-keygen key comes back with a KeyId that exports again.
+    let k = d.dir.path().join("imported");
+    assert!(run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", k.to_str().unwrap()]).status.success());
+    use base64::Engine;
+    let content = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&k).unwrap());
+    let (s, v) = call(&d, &tok, "/vedsdk/SSH/ImportPrivateKey", json!({"DeviceGuid": "{x}", "Filepath": "/home/a/.ssh/id", "Format": "OpenSSH", "KeyContentBase64": content, "Username": "a"}));
+    assert_eq!((s, v["SshWebResponse"]["Success"].as_bool()), (200, Some(true)), "{v}\n{}", d.log());
+    let imported = v["KeyId"].as_i64().unwrap();
+    let (_, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServiceAuthorizedKey", json!({"KeyId": imported}));
+    let original = std::fs::read_to_string(k.with_extension("pub")).unwrap();
+    assert_eq!(public_words(v["KeyMaterial"].as_str().unwrap()), public_words(&original));
+    let (_, v) = call(&d, &tok, "/vedsdk/SSH/ImportPrivateKey", json!({"KeyContentBase64": content}));
+    assert_eq!(v["SshWebResponse"]["ErrorCode"], 5, "already present: {v}");
+}
+
+#[test]
+fn refusals() {
+    if !require("curl") {
+        return;
+    }
+    let d = start(3600);
+    d.generate("sealed", "ed25519", false);
+    d.generate("open", "rsa-2048", true);
+    let tok = token(&d, "alice", "alice-secret", "ssh:manage");
+    let sealed = key_id(&d, &tok, "sealed");
+    let open = key_id(&d, &tok, "open");
+    let export = |tok: &str, body: Value| call(&d, tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", body);
+
+    let (_, v) = export(&tok, json!({"KeyId": sealed, "Format": "OpenSSH", "Passphrase": PASS}));
+    assert_eq!((v["Response"]["Success"].as_bool(), v["Response"]["ErrorCode"].as_i64()), (Some(false), Some(14)), "non-exportable: {v}");
+    let (_, v) = export(&tok, json!({"KeyId": sealed, "Format": "SSH2", "Passphrase": PASS}));
+    assert_eq!(v["Response"]["ErrorCode"], 4, "SSH2 for Ed25519: {v}");
+    let (_, v) = export(&tok, json!({"KeyId": open, "Format": "JKS", "Passphrase": PASS}));
+    assert_eq!(v["Response"]["ErrorCode"], 4, "bad format: {v}");
+    assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("JKS"));
+    let (_, v) = export(&tok, json!({"KeyId": open, "Format": "OpenSSH"}));
+    assert_eq!(v["Response"]["ErrorCode"], 4, "no passphrase, policy forbids plain: {v}");
+    assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("passphrase"));
+    let (_, v) = export(&tok, json!({"KeyId": 999_999, "Format": "OpenSSH", "Passphrase": PASS}));
+    assert_eq!(v["Response"]["ErrorCode"], 1, "{v}");
+
+    // bob may read the namespace but not export its keys.
+    let bob = token(&d, "bob", "bob-secret", "ssh:manage");
+    let (_, v) = export(&bob, json!({"KeyId": open, "Format": "OpenSSH", "Passphrase": PASS}));
+    assert_eq!(v["Response"]["ErrorCode"], 12, "no permission: {v}");
+    // Wrong scope: a certificate token cannot call SSH methods; `ssh` alone cannot import.
+    let cert = token(&d, "alice", "alice-secret", "certificate:manage");
+    let (s, v) = export(&cert, json!({"KeyId": open, "Passphrase": PASS}));
+    assert_eq!((s, v["error"].as_str()), (403, Some("insufficient_scope")), "{v}");
+    let (s, _) = call(&d, &tok, "/vedsdk/SSH/ImportPrivateKey", json!({"KeyContentBase64": ""}));
+    assert_eq!(s, 403, "ssh:manage lacks discover");
+}
+
+#[test]
+fn expired_bearer_token() {
+    if !require("curl") {
+        return;
+    }
+    let d = start(1);
+    d.generate("open", "rsa-2048", true);
+    let tok = token(&d, "alice", "alice-secret", "ssh:manage");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (s, v) = call(&d, &tok, "/vedsdk/SSH/KeyDetails", json!({}));
+    assert_eq!((s, v["error"].as_str()), (401, Some("expired_token")), "{v}");
+    let (s, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": 1, "Format": "OpenSSH", "Passphrase": PASS}));
+    assert_eq!((s, v["error"].as_str()), (401, Some("expired_token")), "{v}");
+}

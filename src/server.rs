@@ -68,6 +68,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let _ = app.dek.set(dek);
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
+    tokio::spawn(crate::core::certificates::resume(app.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let serving = listen::Serving {

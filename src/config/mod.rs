@@ -10,7 +10,7 @@ mod certimport;
 mod kps;
 
 pub use apiops::ApiOpsConfig;
-pub use certimport::EnrollmentProfile;
+pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::KpsConfig;
 
 use serde::Deserialize;
@@ -381,6 +381,15 @@ impl Config {
         if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
+        let mut profile_ids = std::collections::HashSet::new();
+        for (i, ep) in self.enrollment_profiles.iter().enumerate() {
+            for (k, m) in ep.problems() {
+                p(format!("enrollment_profiles[{i}].{k}"), m);
+            }
+            if !profile_ids.insert(ep.id.clone()) {
+                p(format!("enrollment_profiles[{i}].id"), format!("profile id '{}' is used twice; ids must be unique", ep.id));
+            }
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -427,6 +436,9 @@ mod tests {
         assert!(!cfg.principals.is_empty());
         assert!(matches!(cfg.listen.tls, TlsConfig::Files { .. }));
         assert!(cfg.namespaces.contains_key("ssh"));
+        let ep = &cfg.enrollment_profiles;
+        assert!(ep.len() >= 2 && ep.iter().any(|p| p.source_format == SourceFormat::Xml), "the example shows PEM and XML profiles");
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("enrollment_profiles")), "{:?}", cfg.check());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::StoreError;
 use rusqlite::Connection;
 
-const STEPS: &[&str] = &[
+pub(super) const STEPS: &[&str] = &[
     // 1: inventory, creation intents, jobs with per-item results, audit log.
     "CREATE TABLE keys(
         id TEXT PRIMARY KEY,            -- hex of CKA_ID: what `pkcs11-tool` shows as ID
@@ -86,6 +86,13 @@ const STEPS: &[&str] = &[
      CREATE INDEX certificates_key ON certificates(key_id);
      ALTER TABLE jobs ADD COLUMN input BLOB;  -- still-encrypted items awaiting work; NULL when done
      ALTER TABLE job_items ADD COLUMN fingerprint TEXT;",
+    // 3: certificate import (seed 001): where each certificate object lives in the token
+    //    (its own CKA_ID, or its key's), which job brought it, and lookups by expiry.
+    "ALTER TABLE certificates ADD COLUMN token TEXT;
+     ALTER TABLE certificates ADD COLUMN cka_id BLOB;     -- NULL: not in a token (e.g. a chain kept by a key import)
+     ALTER TABLE certificates ADD COLUMN job_id TEXT;
+     CREATE INDEX certificates_not_after ON certificates(not_after);
+     CREATE INDEX certificates_namespace ON certificates(namespace, not_after);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! one mutex; the token work that is slow happens elsewhere. The schema is versioned with
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
+mod certs;
 mod migrations;
 pub mod records;
 
@@ -12,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+pub use certs::{CertView, StoredCertificate};
 pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]

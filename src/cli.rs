@@ -58,6 +58,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SyncCmd,
     },
+    /// Certificates in the inventory.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +77,36 @@ pub enum SyncCmd {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCmd {
+    /// List certificates, soonest expiry first: subject, issuer, not-after, linked key.
+    List {
+        #[command(flatten)]
+        client: Client,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only those expiring within this long from now (`30d`, `12h`, `90m`) or before a
+        /// date (`2026-01-31`).
+        #[arg(long)]
+        expiring: Option<String>,
+    },
+}
+
+/// `30d`, `12h`, `90m`, `45s` from now, or a date / RFC 3339 time, as the API's
+/// `expiring_before`.
+pub fn expiring_before(s: &str) -> Option<String> {
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let secs = match (num.parse::<i64>(), unit) {
+        (Ok(n), "d") => n.checked_mul(86_400),
+        (Ok(n), "h") => n.checked_mul(3_600),
+        (Ok(n), "m") => n.checked_mul(60),
+        (Ok(n), "s") => Some(n),
+        _ => return crate::api::certificates::parse_instant(s),
+    }?;
+    let t = time::OffsetDateTime::now_utc().checked_add(time::Duration::seconds(secs))?;
+    crate::api::certificates::parse_instant(&t.format(&time::format_description::well_known::Rfc3339).ok()?)
 }
 
 #[derive(Subcommand)]
@@ -173,6 +208,21 @@ pub fn run(cmd: Command) -> i32 {
         Command::Export { client, key, namespace, format, passphrase_file, out } => {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
+        Command::Certs { cmd: CertsCmd::List { client, namespace, expiring } } => {
+            let mut q = Vec::new();
+            if let Some(n) = namespace {
+                q.push(format!("namespace={}", enc(&n)));
+            }
+            if let Some(e) = expiring {
+                let Some(before) = expiring_before(&e) else {
+                    eprintln!("error: --expiring '{e}' is not a duration (30d, 12h, 90m) or a date (2026-01-31)");
+                    return 2;
+                };
+                q.push(format!("expiring_before={}", enc(&before)));
+            }
+            let path = if q.is_empty() { "/keyport/v1/certificates".to_string() } else { format!("/keyport/v1/certificates?{}", q.join("&")) };
+            call(&client, "GET", &path, None, |v| cert_table(v["certificates"].as_array().cloned().unwrap_or_default()))
+        }
         Command::Keys { cmd } => match cmd {
             KeysCmd::List { client, namespace, name } => {
                 let mut q = Vec::new();
@@ -215,6 +265,16 @@ fn sync_table(v: &Value) {
         v["keys"].as_array().into_iter().flatten().map(|k| {
             let why = if k["last_error"].is_null() { s(&k["detail"]) } else { s(&k["last_error"]) };
             vec![s(&k["namespace"]), s(&k["name"]), s(&k["status"]), s(&k["pushed_version"]), s(&k["pending"]), s(&k["next_attempt_at"]), why]
+        }),
+    );
+}
+
+fn cert_table(certs: Vec<Value>) {
+    table(
+        &["SUBJECT", "ISSUER", "NOT AFTER", "KEY", "NAMESPACE"],
+        certs.iter().map(|c| {
+            let key = if c["key_name"].is_string() { s(&c["key_name"]) } else { s(&c["key_id"]) };
+            vec![s(&c["subject"]), s(&c["issuer"]), s(&c["not_after"]), key, s(&c["namespace"])]
         }),
     );
 }
@@ -387,4 +447,18 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())) };
     Ok((status, v))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiring_durations_and_dates() {
+        let in30 = super::expiring_before("30d").unwrap();
+        let now = crate::api::certificates::parse_instant(&crate::store::records::now()).unwrap();
+        assert!(in30 > now && in30.ends_with('Z'), "{in30}");
+        assert!(super::expiring_before("12h").unwrap() < in30);
+        assert_eq!(super::expiring_before("2026-01-31").unwrap(), "2026-01-31T00:00:00Z");
+        assert!(super::expiring_before("soon").is_none());
+        assert!(super::expiring_before("d").is_none());
+    }
 }

@@ -70,6 +70,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
     crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
+    tokio::spawn(crate::core::certificates::resume(app.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let serving = listen::Serving {

@@ -12,7 +12,7 @@ mod sync;
 mod tpp;
 
 pub use apiops::{ApiOpsConfig, ApiOpsProject};
-pub use certimport::EnrollmentProfile;
+pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use sync::SyncConfig;
 pub use tpp::TppConfig;
@@ -411,6 +411,15 @@ impl Config {
         for (path, message) in self.sync.check() {
             p(path, message);
         }
+        let mut profile_ids = std::collections::HashSet::new();
+        for (i, ep) in self.enrollment_profiles.iter().enumerate() {
+            for (k, m) in ep.problems() {
+                p(format!("enrollment_profiles[{i}].{k}"), m);
+            }
+            if !profile_ids.insert(ep.id.clone()) {
+                p(format!("enrollment_profiles[{i}].id"), format!("profile id '{}' is used twice; ids must be unique", ep.id));
+            }
+        }
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
@@ -478,6 +487,14 @@ mod tests {
         assert!(cfg.check().iter().any(|p| p.path == "sync.address"), "{:?}", cfg.check());
         cfg.sync.address = Some("http://127.0.0.1:8200".into());
         assert!(cfg.check().iter().all(|p| !p.path.starts_with("sync")), "{:?}", cfg.check());
+    }
+
+    #[test]
+    fn the_example_shows_pem_and_xml_enrollment_profiles() {
+        let cfg: Config = toml::from_str(include_str!("../../config/keyport.toml")).unwrap();
+        let ep = &cfg.enrollment_profiles;
+        assert!(ep.len() >= 2 && ep.iter().any(|p| p.source_format == SourceFormat::Xml), "the example shows PEM and XML profiles");
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("enrollment_profiles")), "{:?}", cfg.check());
     }
 
     #[test]

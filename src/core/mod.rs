@@ -2,6 +2,7 @@
 //! through intents), start-up reconciliation, principals and permissions, names.
 
 pub mod authz;
+pub mod certificates;
 pub mod dek;
 pub mod export;
 pub mod formats;

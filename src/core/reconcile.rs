@@ -43,13 +43,15 @@ pub async fn run(app: &App) -> Result<Repairs, super::CoreError> {
     for token in app.tokens.all() {
         let rows = app.store.keys_in_token(&token.name)?;
         let ids: std::collections::HashSet<Vec<u8>> = rows.iter().map(|k| k.cka_id.clone()).collect();
+        // Certificates kept without a key (certificate import) are keyport's too.
+        let cert_ids: std::collections::HashSet<Vec<u8>> = app.store.certificate_ids_in_token(&token.name)?.into_iter().collect();
         let (missing, foreign) = token
             .run(move |c| {
                 let idx = c.live.index.read().expect("poisoned");
                 let missing: Vec<Vec<u8>> =
                     ids.iter().filter(|id| idx.get(id).map_or(true, |s| s.private.is_none() && s.public.is_none() && s.secret.is_none())).cloned().collect();
                 let own: [&[u8]; 2] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID];
-                let foreign = idx.ids().filter(|(id, _)| !ids.contains(*id) && !own.contains(&id.as_slice())).count();
+                let foreign = idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
                 Ok((missing, foreign))
             })
             .await?;

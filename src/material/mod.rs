@@ -4,10 +4,11 @@
 //!   reader produces, and the errors; [`limits`]: caps on KDF parameters from untrusted input.
 //! - [`spki`]: public keys as SubjectPublicKeyInfo and their fingerprints.
 //! - [`pkcs`]: PEM/DER PKCS#1, SEC1 (with legacy DEK-Info), PKCS#8 (plain and encrypted),
-//!   PKCS#12; [`x509`]: certificates.
+//!   PKCS#12; [`x509`]: certificates; [`bundle`]: certificate bundles (zip of PEM or XML).
 //! - [`ssh`]: OpenSSH, PuTTY PPK v2/v3 and ssh.com (SSH2/Tectia) keys, SSH public keys.
 
 pub mod algorithm;
+pub mod bundle;
 pub mod key;
 pub mod limits;
 pub mod pkcs;

@@ -164,6 +164,13 @@ pub(crate) const STEPS: &[&str] = &[
         key_id INTEGER PRIMARY KEY AUTOINCREMENT,
         keyport_id TEXT NOT NULL UNIQUE
      );",
+    // 7: certificate import (seed 001): where each certificate object lives in the token
+    //    (its own CKA_ID, or its key's), which job brought it, and lookups by expiry.
+    "ALTER TABLE certificates ADD COLUMN token TEXT;
+     ALTER TABLE certificates ADD COLUMN cka_id BLOB;     -- NULL: not in a token (e.g. a chain kept by a key import)
+     ALTER TABLE certificates ADD COLUMN job_id TEXT;
+     CREATE INDEX certificates_not_after ON certificates(not_after);
+     CREATE INDEX certificates_namespace ON certificates(namespace, not_after);",
 ];
 
 /// The schema version this build migrates to.

@@ -6,6 +6,7 @@
 
 mod apiops;
 pub mod kps;
+mod certs;
 mod migrations;
 pub mod outbox;
 pub mod records;
@@ -19,6 +20,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use kps::KpsKeypair;
+pub use certs::{CertView, StoredCertificate};
 pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]

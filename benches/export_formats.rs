@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 const ROUNDS: u32 = 20;
 
 fn module() -> PathBuf {
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"].iter().map(PathBuf::from).find(|p| p.exists()).expect("softhsm2")
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("softhsm2")
 }
 
 fn mean<F: FnMut()>(n: u32, mut f: F) -> Duration {
@@ -64,7 +68,12 @@ fn main() {
         "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{d}/keyport.sock\"\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
         d = d.display(), m = module().display()
     )).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport")).args(["serve", "--config"]).arg(&config).env("KEYPORT_LOG", "warn,cryptoki=off").spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYPORT_LOG", "warn,cryptoki=off")
+        .spawn()
+        .unwrap();
     let sock = d.join("keyport.sock");
     let start = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
@@ -76,11 +85,26 @@ fn main() {
     println!("{:<10} {:<9} {:>12} {:>14} {:>14} {:>12}", "format", "key", "daemon (ms)", "encode+KDF ms", "encode only ms", "KDF share");
     rt.block_on(async {
         for alg in ["rsa-2048", "ed25519"] {
-            let (_, k) = keyport::cli::request(&sock, "POST", "/keyport/v1/keys", Some(serde_json::json!({"name": format!("b-{alg}"), "algorithm": alg, "exportable": true}))).await.unwrap();
+            let (_, k) = keyport::cli::request(
+                &sock,
+                "POST",
+                "/keyport/v1/keys",
+                Some(serde_json::json!({"name": format!("b-{alg}"), "algorithm": alg, "exportable": true})),
+            )
+            .await
+            .unwrap();
             let id = k["id"].as_str().unwrap().to_string();
             // One export to get the key material for the in-process encoder timings.
-            let (_, v) = keyport::cli::request(&sock, "POST", &format!("/keyport/v1/keys/{id}/export"), Some(serde_json::json!({"format": "pkcs8", "passphrase": "bench-passphrase"}))).await.unwrap();
-            let key = keyport::material::pkcs::read_private_key(v["private_key"].as_str().unwrap().as_bytes(), Some(b"bench-passphrase")).unwrap();
+            let (_, v) = keyport::cli::request(
+                &sock,
+                "POST",
+                &format!("/keyport/v1/keys/{id}/export"),
+                Some(serde_json::json!({"format": "pkcs8", "passphrase": "bench-passphrase"})),
+            )
+            .await
+            .unwrap();
+            let key = keyport::material::pkcs::read_private_key(v["private_key"].as_str().unwrap().as_bytes(), Some(b"bench-passphrase"))
+                .unwrap();
             for format in ["pkcs8", "pkcs1", "openssh", "putty", "putty-v2", "ssh2"] {
                 if format == "ssh2" && alg != "rsa-2048" || format == "pkcs1" && alg == "ed25519" {
                     continue;
@@ -88,7 +112,14 @@ fn main() {
                 let native = if format == "pkcs1" { "pkcs1" } else { format };
                 let t = Instant::now();
                 for _ in 0..ROUNDS {
-                    let (s, v) = keyport::cli::request(&sock, "POST", &format!("/keyport/v1/keys/{id}/export"), Some(serde_json::json!({"format": native, "passphrase": "bench-passphrase"}))).await.unwrap();
+                    let (s, v) = keyport::cli::request(
+                        &sock,
+                        "POST",
+                        &format!("/keyport/v1/keys/{id}/export"),
+                        Some(serde_json::json!({"format": native, "passphrase": "bench-passphrase"})),
+                    )
+                    .await
+                    .unwrap();
                     assert_eq!(s, 200, "{format}: {v}");
                 }
                 let daemon = t.elapsed() / ROUNDS;

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 const N: usize = 100;
 
 fn module() -> PathBuf {
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"].iter().map(PathBuf::from).find(|p| p.exists()).expect("softhsm2")
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("softhsm2")
 }
 
 fn sh(dir: &Path, cmd: &str) {
@@ -36,12 +40,15 @@ fn main() {
     std::fs::create_dir_all(&keys).unwrap();
     let t = Instant::now();
     // Two openssl pipelines at once: key, vcert-style encrypted PKCS#8, self-signed certificate.
-    sh(&keys, &format!(
-        "seq 0 {} | xargs -P 2 -I@ sh -c 'openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out k@.pem && \
+    sh(
+        &keys,
+        &format!(
+            "seq 0 {} | xargs -P 2 -I@ sh -c 'openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out k@.pem && \
          openssl pkcs8 -topk8 -in k@.pem -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 10000 -passout pass:bench-pass -out e@.pem && \
          openssl req -x509 -new -key k@.pem -subj /CN=bench@.example.com -days 30 -out c@.pem'",
-        N - 1
-    ));
+            N - 1
+        ),
+    );
     println!("# {N} RSA-2048 keys, encrypted and certified by openssl in {:.1} s", t.elapsed().as_secs_f64());
     raw(dir.path(), &keys);
     daemon(dir.path(), &keys);
@@ -51,8 +58,17 @@ fn raw(dir: &Path, keys: &Path) {
     let hsm = dir.join("raw");
     std::fs::create_dir_all(hsm.join("tokens")).unwrap();
     let conf = hsm.join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display())).unwrap();
-    let st = Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"]).stdout(Stdio::null()).status().unwrap();
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display()),
+    )
+    .unwrap();
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(st.success());
     std::env::set_var("SOFTHSM2_CONF", &conf);
     let material: Vec<(PrivateKey, Vec<u8>, Vec<u8>)> = (0..N)
@@ -77,26 +93,52 @@ fn raw(dir: &Path, keys: &Path) {
                     let (PrivateKey::Rsa(k), cert, subject) = &material[i] else { unreachable!() };
                     let id = format!("raw-{i}").into_bytes();
                     s.create_object(&[
-                        Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::KeyType(KeyType::RSA), Attribute::Token(true), Attribute::Private(true),
-                        Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Sign(true), Attribute::Id(id.clone()),
-                        Attribute::Modulus(k.n.clone()), Attribute::PublicExponent(k.e.clone()), Attribute::PrivateExponent(k.d.to_vec()),
-                        Attribute::Prime1(k.p.to_vec()), Attribute::Prime2(k.q.to_vec()), Attribute::Exponent1(k.dp.to_vec()),
-                        Attribute::Exponent2(k.dq.to_vec()), Attribute::Coefficient(k.qinv.to_vec()),
-                    ]).unwrap();
+                        Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::KeyType(KeyType::RSA),
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Id(id.clone()),
+                        Attribute::Modulus(k.n.clone()),
+                        Attribute::PublicExponent(k.e.clone()),
+                        Attribute::PrivateExponent(k.d.to_vec()),
+                        Attribute::Prime1(k.p.to_vec()),
+                        Attribute::Prime2(k.q.to_vec()),
+                        Attribute::Exponent1(k.dp.to_vec()),
+                        Attribute::Exponent2(k.dq.to_vec()),
+                        Attribute::Coefficient(k.qinv.to_vec()),
+                    ])
+                    .unwrap();
                     s.create_object(&[
-                        Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::RSA), Attribute::Token(true), Attribute::Id(id.clone()),
-                        Attribute::Modulus(k.n.clone()), Attribute::PublicExponent(k.e.clone()),
-                    ]).unwrap();
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::KeyType(KeyType::RSA),
+                        Attribute::Token(true),
+                        Attribute::Id(id.clone()),
+                        Attribute::Modulus(k.n.clone()),
+                        Attribute::PublicExponent(k.e.clone()),
+                    ])
+                    .unwrap();
                     s.create_object(&[
-                        Attribute::Class(ObjectClass::CERTIFICATE), Attribute::CertificateType(CertificateType::X_509), Attribute::Token(true),
-                        Attribute::Id(id), Attribute::Value(cert.clone()), Attribute::Subject(subject.clone()),
-                    ]).unwrap();
+                        Attribute::Class(ObjectClass::CERTIFICATE),
+                        Attribute::CertificateType(CertificateType::X_509),
+                        Attribute::Token(true),
+                        Attribute::Id(id),
+                        Attribute::Value(cert.clone()),
+                        Attribute::Subject(subject.clone()),
+                    ])
+                    .unwrap();
                 }
             });
         }
     });
     let e = start.elapsed();
-    println!("raw cryptoki: {N} RSA-2048 keys + certificates into the token (2 threads): {:.2} s ({:.1} keys/s)", e.as_secs_f64(), N as f64 / e.as_secs_f64());
+    println!(
+        "raw cryptoki: {N} RSA-2048 keys + certificates into the token (2 threads): {:.2} s ({:.1} keys/s)",
+        e.as_secs_f64(),
+        N as f64 / e.as_secs_f64()
+    );
     p.finalize().unwrap();
     std::env::remove_var("SOFTHSM2_CONF");
 }
@@ -110,7 +152,12 @@ fn daemon(dir: &Path, keys: &Path) {
         "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{d}/keyport.sock\"\ntcp = \"127.0.0.1:{port}\"\ntls = {{ mode = \"plain\" }}\n[limits]\nmax_body_bytes = 16777216\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\nsessions = 2\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
         d = d.display(), m = module().display()
     )).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport")).args(["serve", "--config"]).arg(&config).env("KEYPORT_LOG", "warn,cryptoki=off").spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYPORT_LOG", "warn,cryptoki=off")
+        .spawn()
+        .unwrap();
     let sock = d.join("keyport.sock");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let start = Instant::now();
@@ -121,18 +168,23 @@ fn daemon(dir: &Path, keys: &Path) {
     std::thread::sleep(Duration::from_millis(200));
     rt.block_on(async {
         let (_, edges) = keyport::cli::request(&sock, "GET", "/v1/edgeinstances", None).await.unwrap();
-        let (edge, key_id) = (edges["edgeInstances"][0]["id"].as_str().unwrap().to_string(), edges["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
+        let (edge, key_id) = (
+            edges["edgeInstances"][0]["id"].as_str().unwrap().to_string(),
+            edges["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string(),
+        );
         let (_, k) = keyport::cli::request(&sock, "GET", &format!("/v1/edgeencryptionkeys/{key_id}"), None).await.unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let pk: [u8; 32] = b64.decode(k["key"].as_str().unwrap()).unwrap().try_into().unwrap();
         let sealed = crypto_box::PublicKey::from(pk).seal(&mut rand::rngs::OsRng, b"bench-pass").unwrap();
         let password = b64.encode(sealed);
         let items: Vec<_> = (0..N)
-            .map(|i| serde_json::json!({
-                "certificate": std::fs::read_to_string(keys.join(format!("c{i}.pem"))).unwrap(),
-                "passwordEncryptedPrivateKey": std::fs::read_to_string(keys.join(format!("e{i}.pem"))).unwrap(),
-                "dekEncryptedPassword": password,
-            }))
+            .map(|i| {
+                serde_json::json!({
+                    "certificate": std::fs::read_to_string(keys.join(format!("c{i}.pem"))).unwrap(),
+                    "passwordEncryptedPrivateKey": std::fs::read_to_string(keys.join(format!("e{i}.pem"))).unwrap(),
+                    "dekEncryptedPassword": password,
+                })
+            })
             .collect();
         let body = serde_json::json!({"edgeInstanceId": edge, "encryptionKeyId": key_id, "importInformation": items});
         let start = Instant::now();
@@ -141,7 +193,8 @@ fn daemon(dir: &Path, keys: &Path) {
         let accepted = start.elapsed();
         let id = v["id"].as_str().unwrap().to_string();
         loop {
-            let (_, j) = keyport::cli::request(&sock, "GET", &format!("/outagedetection/v1/certificates/imports/{id}"), None).await.unwrap();
+            let (_, j) =
+                keyport::cli::request(&sock, "GET", &format!("/outagedetection/v1/certificates/imports/{id}"), None).await.unwrap();
             if j["status"] == "COMPLETED" || j["status"] == "FAILED" {
                 let imported = j["results"].as_array().unwrap().iter().filter(|r| r["status"] == "IMPORTED").count();
                 assert_eq!(imported, N, "{j}");

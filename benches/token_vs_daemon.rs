@@ -52,7 +52,11 @@ fn raw(dir: &Path, n: usize) {
     let hsm = dir.join("raw");
     std::fs::create_dir_all(hsm.join("tokens")).unwrap();
     let conf = hsm.join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display()),
+    )
+    .unwrap();
     let st = Command::new("softhsm2-util")
         .env("SOFTHSM2_CONF", &conf)
         .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
@@ -67,7 +71,9 @@ fn raw(dir: &Path, n: usize) {
     let s0 = p.open_rw_session(slot).unwrap();
     s0.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
 
-    for (alg, params) in [("ec-p256", vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), ("ed25519", vec![0x06, 0x03, 0x2b, 0x65, 0x70])] {
+    for (alg, params) in
+        [("ec-p256", vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), ("ed25519", vec![0x06, 0x03, 0x2b, 0x65, 0x70])]
+    {
         let start = Instant::now();
         std::thread::scope(|sc| {
             for w in 0..WORKERS {
@@ -77,8 +83,21 @@ fn raw(dir: &Path, n: usize) {
                     let mech = if alg == "ed25519" { Mechanism::EccEdwardsKeyPairGen } else { Mechanism::EccKeyPairGen };
                     for i in (w..n).step_by(WORKERS) {
                         let id = format!("{alg}-{i}").into_bytes();
-                        let public = [Attribute::Token(true), Attribute::Private(false), Attribute::Id(id.clone()), Attribute::EcParams(params.clone()), Attribute::Verify(true)];
-                        let private = [Attribute::Token(true), Attribute::Private(true), Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Id(id), Attribute::Sign(true)];
+                        let public = [
+                            Attribute::Token(true),
+                            Attribute::Private(false),
+                            Attribute::Id(id.clone()),
+                            Attribute::EcParams(params.clone()),
+                            Attribute::Verify(true),
+                        ];
+                        let private = [
+                            Attribute::Token(true),
+                            Attribute::Private(true),
+                            Attribute::Sensitive(true),
+                            Attribute::Extractable(false),
+                            Attribute::Id(id),
+                            Attribute::Sign(true),
+                        ];
                         s.generate_key_pair(&mech, &public, &private).unwrap();
                     }
                 });
@@ -171,7 +190,11 @@ fn daemon(dir: &Path, n: usize) {
             for t in tasks {
                 t.await.unwrap();
             }
-            let label = if path.contains('?') { "daemon: GET keys?name= (one key)".to_string() } else { format!("daemon: GET keys (all {} keys)", 2 * n) };
+            let label = if path.contains('?') {
+                "daemon: GET keys?name= (one key)".to_string()
+            } else {
+                format!("daemon: GET keys (all {} keys)", 2 * n)
+            };
             report(&format!("{label} (socket, {WORKERS} conns)"), count, start.elapsed());
         }
     });

@@ -183,16 +183,18 @@ pub fn run(cmd: Command) -> i32 {
                 2
             }
         },
-        Command::Health(c) => call(&c, "GET", "/keyport/v1/health", None, |v| {
-            println!("status: {}", v["status"].as_str().unwrap_or("?"));
-            println!("store: {}", if v["store"]["ok"] == true { "ok" } else { "FAILING" });
-            table(
-                &["TOKEN", "PRESENT", "LOGGED IN", "OBJECTS", "LABEL", "ERROR"],
-                v["tokens"].as_array().into_iter().flatten().map(|t| {
-                    vec![s(&t["name"]), s(&t["present"]), s(&t["logged_in"]), s(&t["objects"]), s(&t["label"]), s(&t["error"])]
-                }),
-            );
-        }),
+        Command::Health(c) => {
+            call(&c, "GET", "/keyport/v1/health", None, |v| {
+                println!("status: {}", v["status"].as_str().unwrap_or("?"));
+                println!("store: {}", if v["store"]["ok"] == true { "ok" } else { "FAILING" });
+                table(
+                    &["TOKEN", "PRESENT", "LOGGED IN", "OBJECTS", "LABEL", "ERROR"],
+                    v["tokens"].as_array().into_iter().flatten().map(|t| {
+                        vec![s(&t["name"]), s(&t["present"]), s(&t["logged_in"]), s(&t["objects"]), s(&t["label"]), s(&t["error"])]
+                    }),
+                );
+            })
+        }
         Command::Sync { cmd } => match cmd {
             SyncCmd::Status(c) => call(&c, "GET", "/keyport/v1/sync", None, sync_table),
             SyncCmd::Now { client, wait } => {
@@ -220,7 +222,8 @@ pub fn run(cmd: Command) -> i32 {
                 };
                 q.push(format!("expiring_before={}", enc(&before)));
             }
-            let path = if q.is_empty() { "/keyport/v1/certificates".to_string() } else { format!("/keyport/v1/certificates?{}", q.join("&")) };
+            let path =
+                if q.is_empty() { "/keyport/v1/certificates".to_string() } else { format!("/keyport/v1/certificates?{}", q.join("&")) };
             call(&client, "GET", &path, None, |v| cert_table(v["certificates"].as_array().cloned().unwrap_or_default()))
         }
         Command::Keys { cmd } => match cmd {
@@ -264,7 +267,15 @@ fn sync_table(v: &Value) {
         &["NAMESPACE", "NAME", "STATUS", "VERSION", "PENDING", "NEXT ATTEMPT", "LAST ERROR / DETAIL"],
         v["keys"].as_array().into_iter().flatten().map(|k| {
             let why = if k["last_error"].is_null() { s(&k["detail"]) } else { s(&k["last_error"]) };
-            vec![s(&k["namespace"]), s(&k["name"]), s(&k["status"]), s(&k["pushed_version"]), s(&k["pending"]), s(&k["next_attempt_at"]), why]
+            vec![
+                s(&k["namespace"]),
+                s(&k["name"]),
+                s(&k["status"]),
+                s(&k["pushed_version"]),
+                s(&k["pending"]),
+                s(&k["next_attempt_at"]),
+                why,
+            ]
         }),
     );
 }
@@ -280,7 +291,14 @@ fn cert_table(certs: Vec<Value>) {
 }
 
 /// `keyport export`: resolve the key, ask the daemon, write the file without overwriting.
-fn export(c: &Client, key: &str, namespace: Option<&str>, format: &str, passphrase_file: Option<&std::path::Path>, out: Option<&std::path::Path>) -> i32 {
+fn export(
+    c: &Client,
+    key: &str,
+    namespace: Option<&str>,
+    format: &str,
+    passphrase_file: Option<&std::path::Path>,
+    out: Option<&std::path::Path>,
+) -> i32 {
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         1
@@ -307,7 +325,9 @@ fn export(c: &Client, key: &str, namespace: Option<&str>, format: &str, passphra
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let result: Result<Value, String> = rt.block_on(async {
-        let message = |status: u16, v: &Value| format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+        let message = |status: u16, v: &Value| {
+            format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()))
+        };
         // An id first; else a name, which must be unique (in the namespace, when given).
         let (status, v) = request(&c.socket, "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
         let id = if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
@@ -350,7 +370,12 @@ fn export(c: &Client, key: &str, namespace: Option<&str>, format: &str, passphra
             let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
             match file.and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all())) {
                 Ok(()) => {
-                    eprintln!("wrote {} ({}, {})", path.display(), s(&v["format"]), if v["encrypted"] == true { "encrypted" } else { "NOT encrypted" });
+                    eprintln!(
+                        "wrote {} ({}, {})",
+                        path.display(),
+                        s(&v["format"]),
+                        if v["encrypted"] == true { "encrypted" } else { "NOT encrypted" }
+                    );
                     0
                 }
                 Err(e) => fail(format!("{}: {e}", path.display())),
@@ -363,7 +388,15 @@ fn key_table(keys: Vec<Value>) {
     table(
         &["ID", "NAME", "NAMESPACE", "ALGORITHM", "TOKEN", "EXPORTABLE", "CREATED"],
         keys.iter().map(|k| {
-            vec![s(&k["id"]), s(&k["name"]), s(&k["namespace"]), s(&k["algorithm"]), s(&k["token"]), s(&k["exportable"]), s(&k["created_at"])]
+            vec![
+                s(&k["id"]),
+                s(&k["name"]),
+                s(&k["namespace"]),
+                s(&k["algorithm"]),
+                s(&k["token"]),
+                s(&k["exportable"]),
+                s(&k["created_at"]),
+            ]
         }),
     );
 }
@@ -445,7 +478,11 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())) };
+    let v = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+    };
     Ok((status, v))
 }
 

@@ -39,7 +39,12 @@ pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
 /// One daemon per state folder: an exclusive lock held for the process's life.
 fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Fatal> {
     let p = dir.join("keyport.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| fatal(1, format!("cannot open {}: {e}", p.display())))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| fatal(1, format!("cannot open {}: {e}", p.display())))?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| fatal(1, format!("another keyport is running with state_dir {}; stop it first", dir.display())))
 }
@@ -63,7 +68,12 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         sync: Default::default(),
     });
     let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;
-    tracing::info!(intents_undone = repairs.intents_undone, rows_removed = repairs.rows_removed, other_objects = repairs.foreign_objects, "reconciled store and tokens");
+    tracing::info!(
+        intents_undone = repairs.intents_undone,
+        rows_removed = repairs.rows_removed,
+        other_objects = repairs.foreign_objects,
+        "reconciled store and tokens"
+    );
 
     let dek = crate::core::dek::load_or_create(&app).await.map_err(|e| fatal(1, format!("edge encryption key: {e}")))?;
     let _ = app.dek.set(dek);
@@ -86,8 +96,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         tracing::info!("listening on the Unix socket passed by systemd");
         tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
     } else if let Some(path) = &app.config.listen.socket {
-        let l = listen::bind_unix(path, app.config.socket_mode(), app.config.listen.socket_owner.as_deref(), app.config.listen.socket_group.as_deref())
-            .map_err(|m| fatal(1, m))?;
+        let l = listen::bind_unix(
+            path,
+            app.config.socket_mode(),
+            app.config.listen.socket_owner.as_deref(),
+            app.config.listen.socket_group.as_deref(),
+        )
+        .map_err(|m| fatal(1, m))?;
         _socket_file = Some(listen::SocketFile(path.clone()));
         tracing::info!(path = %path.display(), "listening on Unix socket");
         tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
@@ -128,7 +143,9 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
 
 async fn wait_for_stop(app: &App, config_file: Option<&Path>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

@@ -73,5 +73,8 @@ fn health_shows_token_and_store() {
     // The TLS key pair, its certificate, and the AES key that seals the DEK at rest.
     assert_eq!(t["objects"], 4);
     assert_eq!(v["store"]["ok"], true);
-    assert_eq!(v["store"]["schema_version"], 7, "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import");
+    assert_eq!(
+        v["store"]["schema_version"], 7,
+        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import"
+    );
 }

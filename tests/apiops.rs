@@ -179,7 +179,12 @@ fn every_key_type_deploys_to_two_environments_and_exports_back() {
         assert_eq!(s, 200, "{name}: {v}\n{}", d.log());
         assert_eq!(v["success"], true);
         assert_eq!(v["deploymentResult"]["message"], "Deployment completed successfully");
-        let envs: Vec<_> = v["deploymentResult"]["environmentResults"].as_array().unwrap().iter().map(|e| (e["environmentName"].as_str().unwrap().to_string(), e["success"].as_bool().unwrap())).collect();
+        let envs: Vec<_> = v["deploymentResult"]["environmentResults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["environmentName"].as_str().unwrap().to_string(), e["success"].as_bool().unwrap()))
+            .collect();
         assert_eq!(envs, vec![("Production".to_string(), true), ("Test".to_string(), true)], "{v}");
     }
 
@@ -194,7 +199,10 @@ fn every_key_type_deploys_to_two_environments_and_exports_back() {
         for n in ["rsa-private", "rsa-private-der"] {
             let mut kinds = named(&d, label, n);
             kinds.sort();
-            assert!(kinds.len() == 2 && kinds[0].starts_with("Private Key Object; RSA") && kinds[1].starts_with("Public Key Object; RSA 2048"), "{label} {n}: {kinds:?}");
+            assert!(
+                kinds.len() == 2 && kinds[0].starts_with("Private Key Object; RSA") && kinds[1].starts_with("Public Key Object; RSA 2048"),
+                "{label} {n}: {kinds:?}"
+            );
         }
         let public = named(&d, label, "rsa-public");
         assert!(public.len() == 1 && public[0].starts_with("Public Key Object; RSA 2048"), "{label}: {public:?}");
@@ -247,15 +255,28 @@ fn every_key_type_deploys_to_two_environments_and_exports_back() {
     assert_eq!(download(&d, &format!("{BASE}aes-key/export-file/?environmentName=Staging"), &out, OPS), 400);
     let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(v["resultMessage"], "(aes-key) has no material for environment (Staging)! Available: Production, Test");
-    assert_eq!(download(&d, &format!("{BASE}aes-key/export-file/?environmentName=Test"), &out, "Authorization: Bearer viewer-key"), 403, "export needs export-private");
-    assert_eq!(download(&d, &format!("{BASE}rsa-public/export-file/?environmentName=Test"), &out, "Authorization: Bearer viewer-key"), 200, "a public key does not");
+    assert_eq!(
+        download(&d, &format!("{BASE}aes-key/export-file/?environmentName=Test"), &out, "Authorization: Bearer viewer-key"),
+        403,
+        "export needs export-private"
+    );
+    assert_eq!(
+        download(&d, &format!("{BASE}rsa-public/export-file/?environmentName=Test"), &out, "Authorization: Bearer viewer-key"),
+        200,
+        "a public key does not"
+    );
 
     // A restart keeps everything (reconciliation knows secret-key-only rows are whole).
     let mut d = d;
     assert!(d.stop().success());
     d.spawn();
     let (_, v) = d.curl_https("GET", BASE, None, &["-H", OPS]);
-    assert_eq!(v["resultCount"], 6, "{v}\n{}", d.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        v["resultCount"],
+        6,
+        "{v}\n{}",
+        d.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n")
+    );
 
     // Delete: undeployed from both tokens.
     for (name, _, _) in &cases {
@@ -290,15 +311,27 @@ fn bad_requests_and_refusals_leave_nothing_in_any_token() {
         b
     };
     let failures: Vec<(Value, &str, &str)> = vec![
-        (body("SECRET_KEY", Some("AES"), json!([env("Production", &aes), env("Staging", &aes)])), OPS, "Environment (Staging) is not found"),
-        (body("SECRET_KEY", Some("AES"), json!([env("Production", &aes), {"environmentName": "Test", "content": "%%% not base64 %%%"}])), OPS, "neither PEM nor valid Base64"),
+        (
+            body("SECRET_KEY", Some("AES"), json!([env("Production", &aes), env("Staging", &aes)])),
+            OPS,
+            "Environment (Staging) is not found",
+        ),
+        (
+            body("SECRET_KEY", Some("AES"), json!([env("Production", &aes), {"environmentName": "Test", "content": "%%% not base64 %%%"}])),
+            OPS,
+            "neither PEM nor valid Base64",
+        ),
         (body("PUBLIC_KEY", None, json!([env("Production", &pkcs8_pem)])), OPS, "it is a private key"),
         (body("PRIVATE_KEY", None, json!([env("Production", &spki_pem)])), OPS, "it is a public key"),
         (body("SECRET_KEY", None, json!([env("Production", &pkcs8_pem)])), OPS, "does not match the content"),
         (body("SECRET_KEY", Some("DES"), json!([env("Production", &aes)])), OPS, "A DES key is 8 bytes"),
         (body("SECRET_KEY", None, json!([env("Production", &random(&dir, 24))])), OPS, "algorithm is required for SECRET_KEY"),
         (body("SECRET_KEY", Some("aes"), json!([env("Production", &aes)])), OPS, "Unknown algorithm (aes)!"),
-        (body("RSA", None, json!([env("Production", &aes)])), OPS, "Unknown keyType (RSA)! Supported values: SECRET_KEY, PRIVATE_KEY, PUBLIC_KEY"),
+        (
+            body("RSA", None, json!([env("Production", &aes)])),
+            OPS,
+            "Unknown keyType (RSA)! Supported values: SECRET_KEY, PRIVATE_KEY, PUBLIC_KEY",
+        ),
         (body("PRIVATE_KEY", Some("AES"), json!([env("Production", &pkcs8_pem)])), OPS, "does not fit keyType PRIVATE_KEY"),
         (body("SECRET_KEY", Some("AES"), json!([])), OPS, "cryptoKeyInfoEnvironmentList value can not be empty!"),
         (body("SECRET_KEY", Some("AES"), json!([env("Production", &aes), env("Production", &aes)])), OPS, "listed more than once"),
@@ -393,7 +426,11 @@ fn update_deploys_replaces_and_undeploys_and_import_file_uploads() {
     let dir = d.dir.path().join("keys");
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b) = (random(&dir, 16), random(&dir, 16));
-    let (s, v) = create(&d, &json!({"name": "k", "keyType": "SECRET_KEY", "algorithm": "AES", "cryptoKeyInfoEnvironmentList": [env("Production", &a)]}), OPS);
+    let (s, v) = create(
+        &d,
+        &json!({"name": "k", "keyType": "SECRET_KEY", "algorithm": "AES", "cryptoKeyInfoEnvironmentList": [env("Production", &a)]}),
+        OPS,
+    );
     assert_eq!(s, 200, "{v}");
     let put = |body: Value, auth: &str| {
         let f = d.dir.path().join("put.json");
@@ -404,18 +441,27 @@ fn update_deploys_replaces_and_undeploys_and_import_file_uploads() {
     let (s, v) = put(json!({"description": "rotated monthly"}), "Authorization: Bearer manager-key");
     assert_eq!(s, 200, "{v}");
     // Add Test: deployed there.
-    let (s, v) = put(json!({"cryptoKeyInfoEnvironmentList": [{"environmentName": "Production"}, env("Test", &b)]}), "Authorization: Bearer manager-key");
+    let (s, v) = put(
+        json!({"cryptoKeyInfoEnvironmentList": [{"environmentName": "Production"}, env("Test", &b)]}),
+        "Authorization: Bearer manager-key",
+    );
     assert_eq!(s, 403, "deploying needs deploy: {v}");
     let (s, v) = put(json!({"cryptoKeyInfoEnvironmentList": [{"environmentName": "Production", "alias": "p"}, env("Test", &b)]}), OPS);
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["deploymentResult"]["environmentResults"], json!([{"environmentName": "Test", "success": true, "message": "Deployed successfully"}]));
+    assert_eq!(
+        v["deploymentResult"]["environmentResults"],
+        json!([{"environmentName": "Test", "success": true, "message": "Deployed successfully"}])
+    );
     assert_eq!(named(&d, "second", "k").len(), 1);
     let out = dir.join("dl");
     assert_eq!(download(&d, &format!("{BASE}k/export-file/?environmentName=Test"), &out, OPS), 200);
     assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), b64(&b));
     // Replace Production's material: one object still, the new value.
     let old_id = objects(&d, "test").into_iter().find(|o| o.1 == "k").unwrap().2;
-    let (s, v) = put(json!({"name": "k", "keyType": "SECRET_KEY", "cryptoKeyInfoEnvironmentList": [env("Production", &b), {"environmentName": "Test"}]}), OPS);
+    let (s, v) = put(
+        json!({"name": "k", "keyType": "SECRET_KEY", "cryptoKeyInfoEnvironmentList": [env("Production", &b), {"environmentName": "Test"}]}),
+        OPS,
+    );
     assert_eq!(s, 200, "{v}");
     let now: Vec<_> = objects(&d, "test").into_iter().filter(|o| o.1 == "k").collect();
     assert!(now.len() == 1 && now[0].2 != old_id, "replaced under a new ID: {now:?}");
@@ -424,7 +470,10 @@ fn update_deploys_replaces_and_undeploys_and_import_file_uploads() {
     // Undeploy Production by leaving it out.
     let (s, v) = put(json!({"cryptoKeyInfoEnvironmentList": [{"environmentName": "Test"}]}), OPS);
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["deploymentResult"]["environmentResults"], json!([{"environmentName": "Production", "success": true, "message": "Undeployed successfully"}]));
+    assert_eq!(
+        v["deploymentResult"]["environmentResults"],
+        json!([{"environmentName": "Production", "success": true, "message": "Undeployed successfully"}])
+    );
     assert!(named(&d, "test", "k").is_empty());
     assert_eq!(named(&d, "second", "k").len(), 1);
     let (_, v) = d.curl_https("GET", &format!("{BASE}k/"), None, &["-H", OPS]);

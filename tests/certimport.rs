@@ -119,8 +119,47 @@ fn pem_zip_from_the_zip_tool_links_a_generated_key_and_keeps_the_chain() {
     let out = d.pkcs11_tool(&["--read-object", "--type", "pubkey", "--id", &key_id, "-o", pubder.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     run(dir, "openssl", &["pkey", "-pubin", "-inform", "DER", "-in", "pub.der", "-out", "pub.pem"]);
-    run(dir, "openssl", &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-subj", "/CN=Factory CA", "-days", "365", "-out", "ca.pem"]);
-    run(dir, "openssl", &["x509", "-new", "-force_pubkey", "pub.pem", "-subj", "/CN=device-1", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30", "-out", "device-1.pem"]);
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-subj",
+            "/CN=Factory CA",
+            "-days",
+            "365",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    run(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-new",
+            "-force_pubkey",
+            "pub.pem",
+            "-subj",
+            "/CN=device-1",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-days",
+            "30",
+            "-out",
+            "device-1.pem",
+        ],
+    );
     run(dir, "openssl", &["genpkey", "-algorithm", "ed25519", "-out", "junk.pem"]);
     run(dir, "zip", &["-q", "bundle.zip", "device-1.pem", "ca.pem", "junk.pem"]);
 
@@ -169,7 +208,10 @@ fn pem_zip_from_the_zip_tool_links_a_generated_key_and_keeps_the_chain() {
     let out = d.command().args(["certs", "list", "--socket"]).arg(&d.socket).args(["--expiring", "60d"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("SUBJECT") && text.contains("CN=device-1") && text.contains("device-1") && !text.contains("Factory CA,"), "{text}");
+    assert!(
+        text.contains("SUBJECT") && text.contains("CN=device-1") && text.contains("device-1") && !text.contains("Factory CA,"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 2, "{text}");
     let out = d.command().args(["certs", "list", "--json", "--socket"]).arg(&d.socket).args(["--expiring", "400d"]).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -221,7 +263,9 @@ fn xml_bundle_in_the_vendor_structure_and_the_vendor_errors() {
     assert!(listed.iter().all(|c| c["key_id"].is_null() && c["cka_id"].is_string()), "{listed:?}");
 
     // The vendor's errors, in DigiCert ONE's shape.
-    let err = |v: &Value| (v["errors"][0]["code"].as_str().unwrap_or("").to_string(), v["errors"][0]["message"].as_str().unwrap_or("").to_string());
+    let err = |v: &Value| {
+        (v["errors"][0]["code"].as_str().unwrap_or("").to_string(), v["errors"][0]["message"].as_str().unwrap_or("").to_string())
+    };
     let pem = dir.join("pem.zip");
     zip_crate(&pem, &[("a.pem", format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64(&a)).as_bytes())]);
     let (s, v) = upload(&d, "xml-profile", &pem);
@@ -235,7 +279,12 @@ fn xml_bundle_in_the_vendor_structure_and_the_vendor_errors() {
     assert_eq!((s, err(&v).0.as_str()), (404, "resource_not_found"), "{v}");
     let (s, v) = d.curl_https("POST", "/iot/api/v1/certificate-import/pem-profile", None, &["-F", &format!("file=@{}", pem.display())]);
     assert_eq!((s, err(&v).0.as_str()), (401, "invalid_api_key"), "{v}");
-    let (s, v) = d.curl_https("POST", "/iot/api/v1/certificate-import/pem-profile", None, &["-H", "x-api-key: reader-key", "-F", &format!("file=@{}", pem.display())]);
+    let (s, v) = d.curl_https(
+        "POST",
+        "/iot/api/v1/certificate-import/pem-profile",
+        None,
+        &["-H", "x-api-key: reader-key", "-F", &format!("file=@{}", pem.display())],
+    );
     assert_eq!((s, err(&v).0.as_str()), (403, "access_denied"), "{v}");
     let (s, v) = d.curl("POST", "/iot/api/v1/certificate-import/pem-profile", Some("{}"), &["-H", KEY]);
     assert_eq!((s, err(&v).0.as_str()), (400, "invalid_input"), "{v}");
@@ -245,7 +294,8 @@ fn xml_bundle_in_the_vendor_structure_and_the_vendor_errors() {
     let (s, v) = d.curl("GET", "/iot/api/v1/certificate-import/job/00000000-0000-4000-8000-000000000000", None, &["-H", KEY]);
     assert_eq!((s, err(&v).0.as_str()), (404, "resource_not_found"), "{v}");
     // Over HTTPS with the key, as the vendor's clients call it.
-    let (s, v) = d.curl_https("POST", "/iot/api/v1/certificate-import/pem-profile", None, &["-H", KEY, "-F", &format!("file=@{}", pem.display())]);
+    let (s, v) =
+        d.curl_https("POST", "/iot/api/v1/certificate-import/pem-profile", None, &["-H", KEY, "-F", &format!("file=@{}", pem.display())]);
     assert_eq!(s, 200, "{v}");
     assert!(v["enrollment_context"]["ip_address"] == "127.0.0.1");
     wait_job(&d, v["id"].as_str().unwrap());

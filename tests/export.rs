@@ -8,7 +8,12 @@ use std::process::Command;
 fn spki_sha256_of_encrypted_pem(dir: &std::path::Path, pem: &str, pass: &str) -> String {
     let f = dir.join("exported.pem");
     std::fs::write(&f, pem).unwrap();
-    let out = Command::new("openssl").args(["pkey", "-in"]).arg(&f).args(["-passin", &format!("pass:{pass}"), "-pubout", "-outform", "DER"]).output().unwrap();
+    let out = Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(&f)
+        .args(["-passin", &format!("pass:{pass}"), "-pubout", "-outform", "DER"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "openssl could not read the export: {}", String::from_utf8_lossy(&out.stderr));
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out.stdout)))
@@ -23,11 +28,16 @@ fn exportable_keys_of_every_type_export_and_openssl_reads_them() {
     for alg in ["rsa-2048", "ec-p256", "ec-p384", "ec-p521", "ed25519"] {
         let k = d.generate(&format!("x-{alg}"), alg, true);
         let id = k["id"].as_str().unwrap();
-        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(r#"{"format":"pkcs8","passphrase":"correct horse"}"#), &[]);
+        let (s, v) =
+            d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(r#"{"format":"pkcs8","passphrase":"correct horse"}"#), &[]);
         assert_eq!(s, 200, "{alg}: {v}\n{}", d.log());
         let pem = v["private_key"].as_str().unwrap();
         assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "never in the clear");
-        assert_eq!(spki_sha256_of_encrypted_pem(d.dir.path(), pem, "correct horse"), k["fingerprint"].as_str().unwrap(), "{alg}: the exported key is the token's key");
+        assert_eq!(
+            spki_sha256_of_encrypted_pem(d.dir.path(), pem, "correct horse"),
+            k["fingerprint"].as_str().unwrap(),
+            "{alg}: the exported key is the token's key"
+        );
     }
 }
 
@@ -46,7 +56,12 @@ fn non_exportable_keys_and_unprivileged_callers_are_refused() {
     let k = d.generate("open", "ed25519", true);
     let id = k["id"].as_str().unwrap();
     // The reader may read `default` but holds no export-private permission and owns nothing.
-    let (s, v) = d.curl_https("POST", &format!("/keyport/v1/keys/{id}/export"), Some(r#"{"passphrase":"correct horse"}"#), &["-H", "X-Api-Key: reader-key"]);
+    let (s, v) = d.curl_https(
+        "POST",
+        &format!("/keyport/v1/keys/{id}/export"),
+        Some(r#"{"passphrase":"correct horse"}"#),
+        &["-H", "X-Api-Key: reader-key"],
+    );
     assert_eq!(s, 403, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("export-private"), "{v}");
     let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(r#"{"passphrase":"short"}"#), &[]);

@@ -16,13 +16,23 @@ const TOKEN: &str = "kps-token";
 const READER: &str = "kps-reader-token";
 
 fn tools() -> bool {
-    require("curl") && require("openssl") && require("pkcs11-tool") && require("ssh-keygen") && require("puttygen") && require("python3") && {
-        let ok = Command::new("python3").args(["-c", "import huaweicloudsdkkps, huaweicloudsdkcore"]).status().map(|s| s.success()).unwrap_or(false);
-        if !ok && std::env::var("CI").as_deref() == Ok("true") {
-            panic!("huaweicloudsdkkps is required (scripts/deps installs it)");
+    require("curl")
+        && require("openssl")
+        && require("pkcs11-tool")
+        && require("ssh-keygen")
+        && require("puttygen")
+        && require("python3")
+        && {
+            let ok = Command::new("python3")
+                .args(["-c", "import huaweicloudsdkkps, huaweicloudsdkcore"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok && std::env::var("CI").as_deref() == Ok("true") {
+                panic!("huaweicloudsdkkps is required (scripts/deps installs it)");
+            }
+            ok
         }
-        ok
-    }
 }
 
 fn daemon() -> Daemon {
@@ -116,7 +126,8 @@ fn ssh_public_of(dir: &Path, pem: &str) -> String {
     let f = dir.join("exported.key");
     std::fs::write(&f, pem).unwrap();
     if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
-        let out = Command::new("openssl").current_dir(dir).args(["pkey", "-in", "exported.key", "-pubout", "-outform", "DER"]).output().unwrap();
+        let out =
+            Command::new("openssl").current_dir(dir).args(["pkey", "-in", "exported.key", "-pubout", "-outform", "DER"]).output().unwrap();
         assert!(out.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&out.stderr));
         let spki = out.stdout;
         assert_eq!(spki.len(), 44, "an Ed25519 SubjectPublicKeyInfo");
@@ -374,7 +385,12 @@ fn refusals_signature_token_names_duplicates_kms_and_bad_keys() {
     assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.0002")), "{v}");
     // Garbage and wrong formats.
     run(dir, "openssl", &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "c.key", "-subj", "/CN=c", "-out", "c.crt"]);
-    for bad in ["not a key".to_string(), read(dir, "c.crt"), read(dir, "ec.pub"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n".into()] {
+    for bad in [
+        "not a key".to_string(),
+        read(dir, "c.crt"),
+        read(dir, "ec.pub"),
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n".into(),
+    ] {
         let (s, v) = imp("k1", &bad, json!({"type": "default"}));
         assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.0002")), "{v}");
     }
@@ -456,8 +472,18 @@ fn batch_import_of_many_and_batch_export_zip() {
     let want: String = read(dir, "ssh2.pub").split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     assert_eq!(ssh_public_of(dir, ed), want);
     let eleven: Vec<Value> = (0..11).map(|i| json!({"keypair": {"name": format!("gen-{:02}", i % 6)}})).collect();
-    let (s, v) = d.curl_https("POST", &format!("{}/private-key/batch-export", keypairs_path()), Some(&Value::Array(eleven).to_string()), &["-H", &tok]);
+    let (s, v) = d.curl_https(
+        "POST",
+        &format!("{}/private-key/batch-export", keypairs_path()),
+        Some(&Value::Array(eleven).to_string()),
+        &["-H", &tok],
+    );
     assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.0002")), "at most 10: {v}");
-    let (s, v) = d.curl_https("POST", &format!("{}/private-key/batch-export", keypairs_path()), Some(r#"[{"keypair":{"name":"pub-only"}}]"#), &["-H", &tok]);
+    let (s, v) = d.curl_https(
+        "POST",
+        &format!("{}/private-key/batch-export", keypairs_path()),
+        Some(r#"[{"keypair":{"name":"pub-only"}}]"#),
+        &["-H", &tok],
+    );
     assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.6005")), "{v}");
 }

@@ -86,7 +86,8 @@ fn two_daemons_refuse_to_share_one_socket_and_a_stale_socket_is_replaced() {
     }
     let mut first = Daemon::start("");
     let second = Daemon::config("");
-    let text = std::fs::read_to_string(&second.config).unwrap().replace(&second.socket.display().to_string(), &first.socket.display().to_string());
+    let text =
+        std::fs::read_to_string(&second.config).unwrap().replace(&second.socket.display().to_string(), &first.socket.display().to_string());
     std::fs::write(&second.config, text).unwrap();
     let mut c = second.command().args(["serve", "--config"]).arg(&second.config).stderr(Stdio::piped()).spawn().unwrap();
     let status = wait_exit(&mut c, 60);

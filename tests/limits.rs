@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let mut d = Daemon::config("");
-    let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nheader_timeout_secs = 1");
+    let t =
+        std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nheader_timeout_secs = 1");
     std::fs::write(&d.config, t).unwrap();
     d.spawn();
 
@@ -40,7 +41,9 @@ fn the_connection_cap_holds_and_frees_up() {
     std::thread::sleep(Duration::from_millis(200));
     // A third caller waits in the backlog: not served while two connections are open.
     let mut c = std::process::Command::new("curl");
-    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "--unix-socket"]).arg(&d.socket).arg("http://localhost/keyport/v1/health");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://localhost/keyport/v1/health");
     let out = c.output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "the third connection was not served while the cap was reached");
     drop(a);

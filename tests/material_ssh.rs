@@ -14,12 +14,8 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/
 
 fn require(tools: &[&str]) -> bool {
     for tool in tools {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let found =
+            Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         if !found {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{tool} is required (scripts/deps installs it)");
@@ -181,10 +177,7 @@ fn assert_rsa_matches_openssl(w: &Work, key: &PrivateKey) {
     assert_eq!([h(&k.n), h(&k.e), h(&k.d)], [ints[1].clone(), ints[2].clone(), ints[3].clone()]);
     // OpenSSL's p/q order is OpenSSH's; ours too, but accept either as PKCS#11 does.
     if h(&k.p) == ints[4] {
-        assert_eq!(
-            [h(&k.q), h(&k.dp), h(&k.dq), h(&k.qinv)],
-            [ints[5].clone(), ints[6].clone(), ints[7].clone(), ints[8].clone()]
-        );
+        assert_eq!([h(&k.q), h(&k.dp), h(&k.dq), h(&k.qinv)], [ints[5].clone(), ints[6].clone(), ints[7].clone(), ints[8].clone()]);
     } else {
         assert_eq!([h(&k.p), h(&k.q), h(&k.dp), h(&k.dq)], [ints[5].clone(), ints[4].clone(), ints[7].clone(), ints[6].clone()]);
     }
@@ -243,11 +236,8 @@ fn every_format(kind: &str, bits: &str) {
             assert_imports(&out, pass, &fp, &comment);
         }
     } else {
-        let out = Command::new("puttygen")
-            .args([p(&k), "-O", "private-sshcom", "-o", p(&w.path("x"))])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out =
+            Command::new("puttygen").args([p(&k), "-O", "private-sshcom", "-o", p(&w.path("x"))]).stdin(Stdio::null()).output().unwrap();
         assert!(!out.status.success(), "puttygen wrote ssh.com format for {kind}");
     }
 }
@@ -366,17 +356,7 @@ fn through_the_tools(w: &Work, name: &str, text: &str) -> Vec<PrivateKey> {
         let out = w.path(&format!("{name}.v{version}.ppk"));
         run(
             "puttygen",
-            &[
-                p(&k),
-                "-O",
-                "private",
-                "-o",
-                p(&out),
-                "--new-passphrase",
-                p(&w.path("empty")),
-                "--ppk-param",
-                &format!("version={version}"),
-            ],
+            &[p(&k), "-O", "private", "-o", p(&out), "--new-passphrase", p(&w.path("empty")), "--ppk-param", &format!("version={version}")],
         );
         keys.push(assert_imports(&out, None, &fp, "edge"));
         let enc = w.path(&format!("{name}.v{version}enc.ppk"));
@@ -426,36 +406,21 @@ fn short_ecdsa_scalars_through_the_tools() {
             "p256",
             "nistp256",
             short(20),
-            p256::SecretKey::from_slice(&padded(&short(20), 32))
-                .unwrap()
-                .public_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
+            p256::SecretKey::from_slice(&padded(&short(20), 32)).unwrap().public_key().to_encoded_point(false).as_bytes().to_vec(),
             32,
         ),
         (
             "p384",
             "nistp384",
             short(26),
-            p384::SecretKey::from_slice(&padded(&short(26), 48))
-                .unwrap()
-                .public_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
+            p384::SecretKey::from_slice(&padded(&short(26), 48)).unwrap().public_key().to_encoded_point(false).as_bytes().to_vec(),
             48,
         ),
         (
             "p521",
             "nistp521",
             short(40),
-            p521::SecretKey::from_slice(&padded(&short(40), 66))
-                .unwrap()
-                .public_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
+            p521::SecretKey::from_slice(&padded(&short(40), 66)).unwrap().public_key().to_encoded_point(false).as_bytes().to_vec(),
             66,
         ),
     ];

@@ -114,12 +114,26 @@ fn check_via_puttygen(d: &Dir, file: &Path, orig_pub: &Path, orig_text: &str, wh
     assert!(!wrong.status.success(), "{what}: puttygen accepted a wrong passphrase");
     let converted = d.path("converted");
     let _ = std::fs::remove_file(&converted);
-    ok("puttygen", &[p(file), "--old-passphrase", p(&d.path("pw")), "-O", "private-openssh-new", "-o", p(&converted), "--new-passphrase", p(&d.path("empty"))]);
+    ok(
+        "puttygen",
+        &[
+            p(file),
+            "--old-passphrase",
+            p(&d.path("pw")),
+            "-O",
+            "private-openssh-new",
+            "-o",
+            p(&converted),
+            "--new-passphrase",
+            p(&d.path("empty")),
+        ],
+    );
     signature_verifies(d, &converted, "", orig_pub);
 }
 
 /// (ssh-keygen -t, -b) for each key type keyport keeps.
-const TYPES: &[(&str, &str, &str)] = &[("rsa", "rsa", "2048"), ("p256", "ecdsa", "256"), ("p384", "ecdsa", "384"), ("p521", "ecdsa", "521"), ("ed25519", "ed25519", "256")];
+const TYPES: &[(&str, &str, &str)] =
+    &[("rsa", "rsa", "2048"), ("p256", "ecdsa", "256"), ("p384", "ecdsa", "384"), ("p521", "ecdsa", "521"), ("ed25519", "ed25519", "256")];
 
 #[test]
 fn every_format_and_key_type_is_read_by_the_real_tools() {
@@ -262,9 +276,8 @@ fn many_p256_and_p521_keys_including_short_scalars() {
     assert!(short521 > 0 && short256 >= 2);
     for (name, key) in &for_tools {
         let want = hex::encode(scalar(key)).trim_start_matches('0').to_string();
-        let exponent = |text: &str| {
-            text.lines().find_map(|l| l.strip_prefix("private_exponent=0x")).map(|h| h.trim_start_matches('0').to_string())
-        };
+        let exponent =
+            |text: &str| text.lines().find_map(|l| l.strip_prefix("private_exponent=0x")).map(|h| h.trim_start_matches('0').to_string());
         let f = d.write(&format!("{name}.openssh"), &write_openssh::write(key, "", None).unwrap());
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let text = ok("puttygen", &[p(&f), "-O", "text"]);
@@ -283,7 +296,8 @@ fn many_p256_and_p521_keys_including_short_scalars() {
 
 fn generated_pub(d: &common::Daemon, id: &str) -> String {
     // The public key as an OpenSSH line, from a passphrase-protected OpenSSH export.
-    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(&format!(r#"{{"format":"openssh","passphrase":"{PASS}"}}"#)), &[]);
+    let (s, v) =
+        d.curl("POST", &format!("/keyport/v1/keys/{id}/export"), Some(&format!(r#"{{"format":"openssh","passphrase":"{PASS}"}}"#)), &[]);
     assert_eq!(s, 200, "{v}");
     let f = d.dir.path().join(format!("{id}.openssh"));
     std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
@@ -305,7 +319,12 @@ fn native_export_formats_policy_and_cli() {
 
     // Every SSH format an Ed25519 key can take, checked by puttygen against the same public key.
     for format in ["putty", "putty-v2", "openssh"] {
-        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{ed_id}/export"), Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)), &[]);
+        let (s, v) = d.curl(
+            "POST",
+            &format!("/keyport/v1/keys/{ed_id}/export"),
+            Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)),
+            &[],
+        );
         assert_eq!((s, v["encrypted"].as_bool()), (200, Some(true)), "{format}: {v}");
         let f = d.dir.path().join(format!("ed.{format}"));
         std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
@@ -333,7 +352,12 @@ fn native_export_formats_policy_and_cli() {
     let rsa_id = rsa["id"].as_str().unwrap();
     let rsa_public = generated_pub(&d, rsa_id);
     for format in ["ssh2", "tectia", "pkcs1"] {
-        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{rsa_id}/export"), Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)), &[]);
+        let (s, v) = d.curl(
+            "POST",
+            &format!("/keyport/v1/keys/{rsa_id}/export"),
+            Some(&format!(r#"{{"format":"{format}","passphrase":"{PASS}"}}"#)),
+            &[],
+        );
         assert_eq!(s, 200, "{format}: {v}");
         let text = v["private_key"].as_str().unwrap();
         assert_eq!(text.contains("\nSubject: root\n"), format == "tectia", "{text}");
@@ -361,7 +385,8 @@ fn native_export_formats_policy_and_cli() {
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("passphrase is required"), "{r:?}");
 
     // A namespace whose policy allows unencrypted exports.
-    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"plain","algorithm":"ec-p384","namespace":"open","exportable":true}"#), &[]);
+    let (s, v) =
+        d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"plain","algorithm":"ec-p384","namespace":"open","exportable":true}"#), &[]);
     assert_eq!(s, 201, "{v}");
     let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{}/export", v["id"].as_str().unwrap()), Some(r#"{"format":"openssh"}"#), &[]);
     assert_eq!((s, v["encrypted"].as_bool()), (200, Some(false)), "{v}");

@@ -28,7 +28,13 @@ impl Bao {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("bao.log")).unwrap();
         let child = Command::new("bao")
-            .args(["server", "-dev", "-dev-no-store-token", &format!("-dev-root-token-id={ROOT_TOKEN}"), &format!("-dev-listen-address=127.0.0.1:{}", self.port)])
+            .args([
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
+            ])
             .env("HOME", &self.dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -139,7 +145,11 @@ fn check_in_transit(bao: &Bao, dir: &Path, vault_name: &str, key: &Value) {
     } else {
         pem_der(public)
     };
-    assert_eq!(format!("sha256:{}", sha256_hex_bytes(&spki)), key["fingerprint"].as_str().unwrap(), "{vault_name}: the vault holds the token's key");
+    assert_eq!(
+        format!("sha256:{}", sha256_hex_bytes(&spki)),
+        key["fingerprint"].as_str().unwrap(),
+        "{vault_name}: the vault holds the token's key"
+    );
     if key["algorithm"] == "ed25519" {
         return;
     }
@@ -156,7 +166,8 @@ fn check_in_transit(bao: &Bao, dir: &Path, vault_name: &str, key: &Value) {
     std::fs::write(&pubf, public).unwrap();
     std::fs::write(&sigf, base64::engine::general_purpose::STANDARD.decode(sig).unwrap()).unwrap();
     std::fs::write(&dataf, data).unwrap();
-    let out = Command::new("openssl").args(["dgst", "-sha256", "-verify"]).arg(&pubf).arg("-signature").arg(&sigf).arg(&dataf).output().unwrap();
+    let out =
+        Command::new("openssl").args(["dgst", "-sha256", "-verify"]).arg(&pubf).arg("-signature").arg(&sigf).arg(&dataf).output().unwrap();
     assert!(out.status.success(), "{vault_name}: openssl did not verify the transit signature: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -178,11 +189,26 @@ fn import_with_certificate(d: &Daemon, name: &str) -> Option<String> {
     };
     run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "c.key"]);
     // A leaf (CA:FALSE): transit's set-certificate refuses a CA certificate in first place.
-    run(&["req", "-x509", "-new", "-key", "c.key", "-subj", &format!("/CN={name}"), "-days", "30", "-addext", "basicConstraints=critical,CA:FALSE", "-out", "c.crt"]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "c.key",
+        "-subj",
+        &format!("/CN={name}"),
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-out",
+        "c.crt",
+    ]);
     run(&["pkcs8", "-topk8", "-in", "c.key", "-v2", "aes-256-cbc", "-passout", "pass:s3cret!", "-out", "c.enc.pem"]);
     const KEY: &str = "tppl-api-key: tlspc-key";
     let (_, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", KEY]);
-    let (edge, kid) = (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
+    let (edge, kid) =
+        (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
     let (_, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{kid}"), None, &["-H", KEY]);
     let script = "import sys,base64\nfrom nacl.public import PublicKey, SealedBox\nfrom nacl.encoding import Base64Encoder\n\
                   print(base64.b64encode(SealedBox(PublicKey(sys.argv[1].encode(), encoder=Base64Encoder)).encrypt(b's3cret!')).decode())";
@@ -245,13 +271,21 @@ fn keys_and_certificates_reach_openbao_once() {
         assert_eq!(v["data"]["data"]["fingerprint_sha256"], sha.as_str());
         assert!(v["data"]["data"]["cert_pem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
         let meta = &v["data"]["metadata"]["custom_metadata"];
-        assert_eq!((meta["host"].as_str(), meta["namespace"].as_str(), meta["name"].as_str()), (Some("h1"), Some("default"), Some("site.example.com")), "{meta}");
+        assert_eq!(
+            (meta["host"].as_str(), meta["namespace"].as_str(), meta["name"].as_str()),
+            (Some("h1"), Some("default"), Some("site.example.com")),
+            "{meta}"
+        );
         assert_eq!(meta["fingerprint_sha256"], sha.as_str());
         assert!(meta["not_after"].as_str().unwrap().ends_with('Z'), "{meta}");
         assert_eq!(v["data"]["metadata"]["version"], 1);
         let (_, t) = bao.call("GET", "transit/keys/h1-default.site.example.com", None);
         let chain = t["data"]["keys"]["1"]["certificate_chain"].as_str().unwrap();
-        assert_eq!(pem_der(chain), pem_der(&std::fs::read_to_string(d.dir.path().join("c.crt")).unwrap()), "certificate attached to the transit key version");
+        assert_eq!(
+            pem_der(chain),
+            pem_der(&std::fs::read_to_string(d.dir.path().join("c.crt")).unwrap()),
+            "certificate attached to the transit key version"
+        );
     }
 
     // Idempotence, even when keyport forgot what it pushed (a crash after the vault confirmed,
@@ -293,7 +327,12 @@ fn a_dead_vault_blocks_nothing_and_the_outbox_drains_when_it_returns() {
     bao.kill();
     // Imports and exports still work: they only write the outbox.
     let later = d.generate("during", "rsa-2048", true);
-    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{}/export", first["id"].as_str().unwrap()), Some(r#"{"passphrase":"correct horse"}"#), &[]);
+    let (s, v) = d.curl(
+        "POST",
+        &format!("/keyport/v1/keys/{}/export", first["id"].as_str().unwrap()),
+        Some(r#"{"passphrase":"correct horse"}"#),
+        &[],
+    );
     assert_eq!(s, 200, "{v}");
     let st = sync_now(&d);
     let ks = key_status(&st, "during");

@@ -45,7 +45,10 @@ fn key_and_cert(dir: &Path, name: &str, alg: &[&str]) {
     args.extend_from_slice(alg);
     args.extend_from_slice(&["-out", &key]);
     openssl(dir, &args);
-    openssl(dir, &["req", "-x509", "-new", "-key", &key, "-subj", &format!("/CN={name}.example.com"), "-days", "30", "-out", &format!("{name}.crt")]);
+    openssl(
+        dir,
+        &["req", "-x509", "-new", "-key", &key, "-subj", &format!("/CN={name}.example.com"), "-days", "30", "-out", &format!("{name}.crt")],
+    );
 }
 
 fn sha256_hex_bytes(b: &[u8]) -> String {
@@ -265,7 +268,13 @@ fn bad_items_fail_alone_with_a_reason_and_leave_nothing() {
     let good = password_item(&dir, &e, "good", &["-v2", "aes-128-cbc"]);
     let mut wrong_password = good.clone();
     wrong_password["dekEncryptedPassword"] = json!(seal(&e.public, b"not-it"));
-    let stranger = Command::new("python3").args(["-c", "from nacl.public import PrivateKey; import base64; print(base64.b64encode(bytes(PrivateKey.generate().public_key)).decode())"]).output().unwrap();
+    let stranger = Command::new("python3")
+        .args([
+            "-c",
+            "from nacl.public import PrivateKey; import base64; print(base64.b64encode(bytes(PrivateKey.generate().public_key)).decode())",
+        ])
+        .output()
+        .unwrap();
     let stranger = String::from_utf8(stranger.stdout).unwrap().trim().to_string();
     let mut other_dek = good.clone();
     other_dek["dekEncryptedPassword"] = json!(seal(&stranger, b"s3cret!"));
@@ -279,10 +288,15 @@ fn bad_items_fail_alone_with_a_reason_and_leave_nothing() {
     assert_eq!(s, 201, "{v}");
     let job = wait_job(&d, v["id"].as_str().unwrap());
     assert_eq!(job["status"], "COMPLETED", "per-item failures are reported inside a COMPLETED job: {job}");
-    let reasons: Vec<String> = job["results"].as_array().unwrap().iter().map(|r| {
-        assert_eq!(r["status"], "FAILED");
-        r["reason"].as_str().unwrap().to_string()
-    }).collect();
+    let reasons: Vec<String> = job["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "FAILED");
+            r["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
     assert!(reasons[0].contains("wrong password"), "{}", reasons[0]);
     assert!(reasons[1].contains("edgeencryptionkeys"), "says which key to seal to: {}", reasons[1]);
     assert!(reasons[2].contains("does not match"), "{}", reasons[2]);
@@ -301,7 +315,8 @@ fn bad_items_fail_alone_with_a_reason_and_leave_nothing() {
     let (s, v) = submit(&d, &e, vec![garbage]);
     assert_eq!(s, 400);
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("importInformation[0].dekEncryptedPassword"), "{v}");
-    let body = json!({"edgeInstanceId": "00000000-0000-4000-8000-000000000000", "encryptionKeyId": e.key_id, "importInformation": [good.clone()]});
+    let body =
+        json!({"edgeInstanceId": "00000000-0000-4000-8000-000000000000", "encryptionKeyId": e.key_id, "importInformation": [good.clone()]});
     let (s, v) = d.curl_https("POST", "/outagedetection/v1/certificates/imports", Some(&body.to_string()), &["-H", KEY]);
     assert_eq!(s, 400);
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("edgeInstanceId"), "{v}");

@@ -49,7 +49,12 @@ fn start(lifetime: u64) -> Daemon {
 }
 
 fn login(d: &Daemon, user: &str, pw: &str, scope: &str) -> (u16, Value) {
-    d.curl_https("POST", "/vedauth/authorize/oauth", Some(&json!({"client_id": "keyport-test", "username": user, "password": pw, "scope": scope}).to_string()), &[])
+    d.curl_https(
+        "POST",
+        "/vedauth/authorize/oauth",
+        Some(&json!({"client_id": "keyport-test", "username": user, "password": pw, "scope": scope}).to_string()),
+        &[],
+    )
 }
 
 fn token(d: &Daemon, user: &str, pw: &str, scope: &str) -> String {
@@ -65,7 +70,9 @@ fn call(d: &Daemon, tok: &str, path: &str, body: Value) -> (u16, Value) {
 fn key_id(d: &Daemon, tok: &str, name: &str) -> i64 {
     let (s, v) = call(d, tok, "/vedsdk/SSH/KeyDetails", json!({}));
     assert_eq!(s, 200, "{v}");
-    v["Data"].as_array().unwrap().iter().find(|k| k["Notes"] == name).unwrap_or_else(|| panic!("{name} not in {v}"))["KeyId"].as_i64().unwrap()
+    v["Data"].as_array().unwrap().iter().find(|k| k["Notes"] == name).unwrap_or_else(|| panic!("{name} not in {v}"))["KeyId"]
+        .as_i64()
+        .unwrap()
 }
 
 fn run(program: &str, args: &[&str]) -> std::process::Output {
@@ -94,7 +101,10 @@ fn public_of(dir: &Path, file: &Path, format: &str) -> String {
     assert!(!text.status.success(), "{format}: puttygen accepted a wrong passphrase");
     let out = dir.join("conv.pub");
     let _ = std::fs::remove_file(&out);
-    let r = run("puttygen", &[file.to_str().unwrap(), "--old-passphrase", pw.to_str().unwrap(), "-O", "public-openssh", "-o", out.to_str().unwrap()]);
+    let r = run(
+        "puttygen",
+        &[file.to_str().unwrap(), "--old-passphrase", pw.to_str().unwrap(), "-O", "public-openssh", "-o", out.to_str().unwrap()],
+    );
     assert!(r.status.success(), "puttygen {format}: {}", String::from_utf8_lossy(&r.stderr));
     public_words(&std::fs::read_to_string(out).unwrap())
 }
@@ -109,7 +119,12 @@ fn token_flow_version_and_case_insensitive_routes() {
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     let (s, v) = login(&d, "alice", "alice-secret", "nonsense:x");
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
-    let (s, v) = d.curl_https("POST", "/VEDAUTH/Authorize/OAuth", Some(r#"{"client_id":"c","username":"alice","password":"alice-secret","scope":"ssh:manage"}"#), &[]);
+    let (s, v) = d.curl_https(
+        "POST",
+        "/VEDAUTH/Authorize/OAuth",
+        Some(r#"{"client_id":"c","username":"alice","password":"alice-secret","scope":"ssh:manage"}"#),
+        &[],
+    );
     assert_eq!(s, 200, "{v}");
     for field in ["access_token", "refresh_token", "expires", "expires_in", "refresh_until", "token_type", "scope", "identity"] {
         assert!(!v[field].is_null(), "{field} missing in {v}");
@@ -124,11 +139,21 @@ fn token_flow_version_and_case_insensitive_routes() {
     assert_eq!((s, ver["application"].as_str(), ver["scope"].as_str()), (200, Some("c"), Some("ssh:manage")), "{ver}");
     assert!(ver["valid_for"].as_u64().unwrap() > 3000);
     // Refresh: a new pair; the old access token stops working.
-    let (s, r) = d.curl_https("POST", "/vedauth/authorize/token", Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()), &[]);
+    let (s, r) = d.curl_https(
+        "POST",
+        "/vedauth/authorize/token",
+        Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()),
+        &[],
+    );
     assert_eq!(s, 200, "{r}");
     let (s, _) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
     assert_eq!(s, 401);
-    let (s, _) = d.curl_https("POST", "/vedauth/authorize/token", Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()), &[]);
+    let (s, _) = d.curl_https(
+        "POST",
+        "/vedauth/authorize/token",
+        Some(&json!({"client_id": "c", "refresh_token": v["refresh_token"]}).to_string()),
+        &[],
+    );
     assert_eq!(s, 400, "a refresh token is used once");
     let auth2 = format!("Authorization: Bearer {}", r["access_token"].as_str().unwrap());
     let (s, _) = d.curl_https("GET", "/vedsdk/SSH/../SystemStatus/Version", None, &["-H", &auth2, "--path-as-is"]);
@@ -158,7 +183,8 @@ fn every_format_through_the_face_is_read_by_the_real_tools() {
         assert_eq!((s, v["Response"]["Success"].as_bool()), (200, Some(true)), "{v}");
         let public = public_words(v["KeyMaterial"].as_str().unwrap());
         for format in ["OpenSSH", "PuTTY", "SSH2", "Tectia"] {
-            let (s, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": id, "Format": format, "Passphrase": PASS}));
+            let (s, v) =
+                call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": id, "Format": format, "Passphrase": PASS}));
             assert_eq!(s, 200);
             if alg != "rsa-2048" && (format == "SSH2" || format == "Tectia") {
                 assert_eq!(v["Response"]["Success"], false, "{v}");
@@ -184,7 +210,12 @@ fn every_format_through_the_face_is_read_by_the_real_tools() {
     assert!(run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", k.to_str().unwrap()]).status.success());
     use base64::Engine;
     let content = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&k).unwrap());
-    let (s, v) = call(&d, &tok, "/vedsdk/SSH/ImportPrivateKey", json!({"DeviceGuid": "{x}", "Filepath": "/home/a/.ssh/id", "Format": "OpenSSH", "KeyContentBase64": content, "Username": "a"}));
+    let (s, v) = call(
+        &d,
+        &tok,
+        "/vedsdk/SSH/ImportPrivateKey",
+        json!({"DeviceGuid": "{x}", "Filepath": "/home/a/.ssh/id", "Format": "OpenSSH", "KeyContentBase64": content, "Username": "a"}),
+    );
     assert_eq!((s, v["SshWebResponse"]["Success"].as_bool()), (200, Some(true)), "{v}\n{}", d.log());
     let imported = v["KeyId"].as_i64().unwrap();
     let (_, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServiceAuthorizedKey", json!({"KeyId": imported}));

@@ -13,7 +13,11 @@ use crate::core::SharedApp;
 pub struct JsonBody<T>(pub T);
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"),
+    )
 }
 
 /// Reads the whole body, at most `limit` bytes. A declared Content-Length over the limit is

@@ -38,7 +38,11 @@ async fn list(State(app): State<SharedApp>, Caller(who): Caller, Query(q): Query
     let before = match q.expiring_before.as_deref() {
         None => None,
         Some(s) => Some(parse_instant(s).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_date", format!("expiring_before '{s}' is not a date (2026-01-31) or an RFC 3339 time"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_date",
+                format!("expiring_before '{s}' is not a date (2026-01-31) or an RFC 3339 time"),
+            )
         })?),
     };
     let certs = certificates::list(&app, &who, q.namespace.as_deref(), before.as_deref())?;

@@ -70,7 +70,9 @@ impl From<CoreError> for IotError {
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "resource_not_found"),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "access_denied"),
-            CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+            }
             CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         if status.is_server_error() {
@@ -91,7 +93,9 @@ impl FromRequestParts<SharedApp> for IotCaller {
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, IotError> {
         let p = peer(parts);
         let who = app.authz.read().expect("poisoned").identify(&p, api_key(parts)).map_err(|e| match e {
-            CoreError::Unauthenticated(m) => IotError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", format!("{m} (this face reads the x-api-key header)")),
+            CoreError::Unauthenticated(m) => {
+                IotError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", format!("{m} (this face reads the x-api-key header)"))
+            }
             other => other.into(),
         })?;
         Ok(IotCaller(who, p))
@@ -163,7 +167,11 @@ fn random_id() -> String {
 // --- handlers ---------------------------------------------------------------------------------
 
 fn profile<'a>(app: &'a SharedApp, id: &str) -> Result<&'a EnrollmentProfile, IotError> {
-    app.config.enrollment_profiles.iter().find(|p| p.id == id).ok_or_else(|| IotError::not_found(format!("enrollment profile '{id}' not found")))
+    app.config
+        .enrollment_profiles
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| IotError::not_found(format!("enrollment profile '{id}' not found")))
 }
 
 async fn submit(
@@ -183,7 +191,9 @@ async fn submit(
     }
     let extensions = req.extensions().clone();
     let limit = app.config.limits.max_body_bytes;
-    let bytes = super::body::read_limited(req, limit).await.map_err(|e| IotError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.message))?;
+    let bytes = super::body::read_limited(req, limit)
+        .await
+        .map_err(|e| IotError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.message))?;
 
     // Re-read the bytes already capped above as multipart.
     let mut inner = Request::new(Body::from(bytes));
@@ -191,10 +201,13 @@ async fn submit(
     if let Some(ct) = content_type {
         inner.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    let mut form = axum::extract::Multipart::from_request(inner, &()).await.map_err(|e| IotError::invalid(format!("the multipart body is malformed: {}", e.body_text())))?;
+    let mut form = axum::extract::Multipart::from_request(inner, &())
+        .await
+        .map_err(|e| IotError::invalid(format!("the multipart body is malformed: {}", e.body_text())))?;
     let mut file: Option<(Option<String>, axum::body::Bytes)> = None;
     loop {
-        let field = form.next_field().await.map_err(|e| IotError::invalid(format!("the multipart body is malformed: {}", e.body_text())))?;
+        let field =
+            form.next_field().await.map_err(|e| IotError::invalid(format!("the multipart body is malformed: {}", e.body_text())))?;
         let Some(field) = field else { break };
         if field.name() == Some("file") {
             if file.is_some() {
@@ -253,7 +266,8 @@ async fn job(State(app): State<SharedApp>, IotCaller(who, _): IotCaller, Path(id
     if job.kind != KIND_CERT_IMPORT || (job.principal != who.name && !who.allows(&ns, crate::config::Permission::Read)) {
         return Err(not_found());
     }
-    let detail: Value = app.store.job_detail(&id).map_err(CoreError::from)?.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null);
+    let detail: Value =
+        app.store.job_detail(&id).map_err(CoreError::from)?.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null);
     let mut v = job_object(&job, &detail);
     let failures: Vec<&str> = items.iter().filter(|i| i.status == "FAILED").filter_map(|i| i.reason.as_deref()).collect();
     let result = match (job.status.as_str(), job.failed) {

@@ -38,7 +38,10 @@ pub struct Serving {
 pub fn bind_unix(path: &Path, mode: u32, owner: Option<&str>, group: Option<&str>) -> Result<UnixListener, String> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!("{} exists and is not a socket; refusing to replace it (move it away or change listen.socket)", path.display()));
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it (move it away or change listen.socket)",
+                path.display()
+            ));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!("another keyport is already listening on {}; stop it or use another listen.socket", path.display()));

@@ -6,9 +6,9 @@
 
 pub mod activation;
 pub mod auth;
+pub mod body;
 pub mod certificates;
 pub mod certimport;
-pub mod body;
 pub mod error;
 pub mod keys;
 pub mod kps;
@@ -25,5 +25,13 @@ use crate::core::SharedApp;
 
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
-    Router::new().nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes())).merge(tlspc::routes()).merge(kps::routes()).merge(keys::routes()).merge(certimport::routes()).merge(tpp::routes()).fallback(tpp::fallback).with_state(app)
+    Router::new()
+        .nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes()))
+        .merge(tlspc::routes())
+        .merge(kps::routes())
+        .merge(keys::routes())
+        .merge(certimport::routes())
+        .merge(tpp::routes())
+        .fallback(tpp::fallback)
+        .with_state(app)
 }

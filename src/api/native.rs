@@ -90,11 +90,19 @@ async fn export_key(
 ) -> Result<Json<Value>, ApiError> {
     let name = req.format.as_deref().unwrap_or("pkcs8");
     let format = ExportFormat::parse_native(name).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_format", format!("format '{name}' is not supported; use one of: {}", formats::NATIVE_NAMES))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_format",
+            format!("format '{name}' is not supported; use one of: {}", formats::NATIVE_NAMES),
+        )
     })?;
     let pass = req.passphrase.filter(|p| !p.is_empty()).map(|p| zeroize::Zeroizing::new(p.into_bytes()));
     if pass.as_ref().is_some_and(|p| p.len() < 8) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "weak_passphrase", "passphrase must be at least 8 characters: the exported key is encrypted with it"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "weak_passphrase",
+            "passphrase must be at least 8 characters: the exported key is encrypted with it",
+        ));
     }
     let encrypted = pass.is_some();
     let (rec, text) = formats::export_as(&app, &who, &id, format, pass).await?;

@@ -22,7 +22,9 @@ pub fn routes() -> Router<SharedApp> {
 }
 
 async fn status(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<crate::sync::Status>, ApiError> {
-    let s = crate::sync::status(&app, |ns| who.allows(ns, Permission::Read) || who.allows(ns, Permission::Sync)).await.map_err(CoreError::from)?;
+    let s = crate::sync::status(&app, |ns| who.allows(ns, Permission::Read) || who.allows(ns, Permission::Sync))
+        .await
+        .map_err(CoreError::from)?;
     Ok(Json(s))
 }
 
@@ -33,7 +35,11 @@ struct TriggerRequest {
     wait_secs: Option<u64>,
 }
 
-async fn trigger(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body::Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn trigger(
+    State(app): State<SharedApp>,
+    Caller(who): Caller,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(syncer) = app.sync.get().cloned() else {
         return Err(ApiError::new(StatusCode::CONFLICT, "sync_off", "sync is not configured: add a [sync] section with an address"));
     };
@@ -44,7 +50,9 @@ async fn trigger(State(app): State<SharedApp>, Caller(who): Caller, body: axum::
     let req: TriggerRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         TriggerRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}"))
+        })?
     };
     let wait = req.wait_secs.map(|s| Duration::from_secs(s.min(600)));
     let finished = syncer.trigger(wait).await;

@@ -115,7 +115,8 @@ pub async fn self_signed(token: &Arc<Token>, state_dir: &std::path::Path) -> Res
     let cert = match cert {
         Some(der) => der,
         None => {
-            let mut params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]).map_err(|e| e.to_string())?;
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]).map_err(|e| e.to_string())?;
             params.distinguished_name.push(rcgen::DnType::CommonName, "keyport local API");
             params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
             params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
@@ -127,10 +128,7 @@ pub async fn self_signed(token: &Arc<Token>, state_dir: &std::path::Path) -> Res
             let der = cert.der().to_vec();
             let subject = x509_subject(&der)?;
             let d = der.clone();
-            token
-                .run(move |c| objects::create_certificate(c, TLS_ID, "keyport-tls", &d, &subject))
-                .await
-                .map_err(|e| e.to_string())?;
+            token.run(move |c| objects::create_certificate(c, TLS_ID, "keyport-tls", &d, &subject)).await.map_err(|e| e.to_string())?;
             der
         }
     };

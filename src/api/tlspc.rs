@@ -86,7 +86,9 @@ impl From<CoreError> for VendorError {
             CoreError::Conflict(_) => (StatusCode::CONFLICT, codes::INVALID_REQUEST),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
             CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
-            CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
+            CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
+            }
             CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         };
         if status.is_server_error() {
@@ -108,11 +110,9 @@ impl FromRequestParts<SharedApp> for TlspcCaller {
         let key = parts.headers.get("tppl-api-key").and_then(|v| v.to_str().ok()).map(str::trim).or_else(|| api_key(parts));
         let p = peer(parts);
         let who = app.authz.read().expect("poisoned").identify(&p, key).map_err(|e| match e {
-            CoreError::Unauthenticated(m) => VendorError::new(
-                StatusCode::UNAUTHORIZED,
-                codes::UNAUTHENTICATED,
-                format!("{m} (this face reads the tppl-api-key header)"),
-            ),
+            CoreError::Unauthenticated(m) => {
+                VendorError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, format!("{m} (this face reads the tppl-api-key header)"))
+            }
             other => other.into(),
         })?;
         Ok(TlspcCaller(who))
@@ -122,7 +122,9 @@ impl FromRequestParts<SharedApp> for TlspcCaller {
 // --- edge instance and DEK --------------------------------------------------------------------
 
 fn dek(app: &SharedApp) -> Result<&Dek, VendorError> {
-    app.dek.get().ok_or_else(|| VendorError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "the edge encryption key is not ready yet; retry"))
+    app.dek.get().ok_or_else(|| {
+        VendorError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "the edge encryption key is not ready yet; retry")
+    })
 }
 
 /// Vendor timestamps: ISO 8601 with milliseconds and an explicit offset, as the SaaS writes
@@ -130,7 +132,9 @@ fn dek(app: &SharedApp) -> Result<&Dek, VendorError> {
 fn millis(ts: &str) -> String {
     // Stored as …ss.ffffffZ.
     match ts.split_once('.') {
-        Some((head, frac)) => format!("{head}.{}+00:00", &frac.trim_end_matches('Z').chars().chain("000".chars()).take(3).collect::<String>()),
+        Some((head, frac)) => {
+            format!("{head}.{}+00:00", &frac.trim_end_matches('Z').chars().chain("000".chars()).take(3).collect::<String>())
+        }
         None => ts.to_string(),
     }
 }
@@ -202,10 +206,18 @@ async fn edge_instances(State(app): State<SharedApp>, TlspcCaller(_): TlspcCalle
     Ok(Json(json!({ "edgeInstances": [edge_json(&app, d)] })))
 }
 
-async fn edge_instance(State(app): State<SharedApp>, TlspcCaller(_): TlspcCaller, Path(id): Path<String>) -> Result<Json<Value>, VendorError> {
+async fn edge_instance(
+    State(app): State<SharedApp>,
+    TlspcCaller(_): TlspcCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, VendorError> {
     let d = dek(&app)?;
     if id != d.edge_instance_id {
-        return Err(VendorError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("edge instance '{id}' not found; GET /v1/edgeinstances lists this daemon's")));
+        return Err(VendorError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("edge instance '{id}' not found; GET /v1/edgeinstances lists this daemon's"),
+        ));
     }
     Ok(Json(edge_json(&app, d)))
 }
@@ -216,7 +228,11 @@ struct KeysQuery {
     edge_instance_id: Option<String>,
 }
 
-async fn encryption_keys(State(app): State<SharedApp>, TlspcCaller(_): TlspcCaller, Query(q): Query<KeysQuery>) -> Result<Json<Value>, VendorError> {
+async fn encryption_keys(
+    State(app): State<SharedApp>,
+    TlspcCaller(_): TlspcCaller,
+    Query(q): Query<KeysQuery>,
+) -> Result<Json<Value>, VendorError> {
     let d = dek(&app)?;
     let keys: Vec<Value> = match q.edge_instance_id {
         Some(e) if e != d.edge_instance_id => vec![],
@@ -225,10 +241,18 @@ async fn encryption_keys(State(app): State<SharedApp>, TlspcCaller(_): TlspcCall
     Ok(Json(json!({ "encryptionKeys": keys })))
 }
 
-async fn encryption_key(State(app): State<SharedApp>, TlspcCaller(_): TlspcCaller, Path(id): Path<String>) -> Result<Json<Value>, VendorError> {
+async fn encryption_key(
+    State(app): State<SharedApp>,
+    TlspcCaller(_): TlspcCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, VendorError> {
     let d = dek(&app)?;
     if id != d.id {
-        return Err(VendorError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("encryption key '{id}' not found; GET /v1/edgeencryptionkeys lists this daemon's")));
+        return Err(VendorError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("encryption key '{id}' not found; GET /v1/edgeencryptionkeys lists this daemon's"),
+        ));
     }
     Ok(Json(key_json(d)))
 }
@@ -268,13 +292,25 @@ fn check_item(i: usize, it: &ImportItem) -> Result<SealedItem, VendorError> {
         return Err(VendorError::bad(codes::INVALID_REQUEST, format!("{at}: give one of passwordEncryptedPrivateKey (+ dekEncryptedPassword), dekEncryptedPrivateKey, or pkcs12Keystore (+ dekEncryptedPassword)")));
     }
     if kinds > 1 {
-        return Err(VendorError::bad(codes::INVALID_REQUEST, format!("{at}: give only one of passwordEncryptedPrivateKey, dekEncryptedPrivateKey and pkcs12Keystore")));
+        return Err(VendorError::bad(
+            codes::INVALID_REQUEST,
+            format!("{at}: give only one of passwordEncryptedPrivateKey, dekEncryptedPrivateKey and pkcs12Keystore"),
+        ));
     }
-    if (nonempty(&it.password_encrypted_private_key).is_some() || nonempty(&it.pkcs12_keystore).is_some()) && nonempty(&it.dek_encrypted_password).is_none() {
-        return Err(VendorError::bad(codes::INVALID_REQUEST, format!("{at}: a password-encrypted key needs dekEncryptedPassword (the password sealed to the edge encryption key)")));
+    if (nonempty(&it.password_encrypted_private_key).is_some() || nonempty(&it.pkcs12_keystore).is_some())
+        && nonempty(&it.dek_encrypted_password).is_none()
+    {
+        return Err(VendorError::bad(
+            codes::INVALID_REQUEST,
+            format!("{at}: a password-encrypted key needs dekEncryptedPassword (the password sealed to the edge encryption key)"),
+        ));
     }
     let std = base64::engine::general_purpose::STANDARD;
-    for (field, v) in [("dekEncryptedPassword", &it.dek_encrypted_password), ("dekEncryptedPrivateKey", &it.dek_encrypted_private_key), ("pkcs12Keystore", &it.pkcs12_keystore)] {
+    for (field, v) in [
+        ("dekEncryptedPassword", &it.dek_encrypted_password),
+        ("dekEncryptedPrivateKey", &it.dek_encrypted_private_key),
+        ("pkcs12Keystore", &it.pkcs12_keystore),
+    ] {
         if let Some(v) = nonempty(v) {
             if std.decode(v).is_err() {
                 return Err(VendorError::bad(codes::INVALID_REQUEST, format!("{at}.{field} is not valid standard base64")));
@@ -283,7 +319,10 @@ fn check_item(i: usize, it: &ImportItem) -> Result<SealedItem, VendorError> {
     }
     if let Some(pem) = nonempty(&it.password_encrypted_private_key) {
         if !pem.contains("-----BEGIN") {
-            return Err(VendorError::bad(codes::INVALID_REQUEST, format!("{at}.passwordEncryptedPrivateKey must be PEM (-----BEGIN ENCRYPTED PRIVATE KEY-----)")));
+            return Err(VendorError::bad(
+                codes::INVALID_REQUEST,
+                format!("{at}.passwordEncryptedPrivateKey must be PEM (-----BEGIN ENCRYPTED PRIVATE KEY-----)"),
+            ));
         }
     }
     if let Some(pem) = nonempty(&it.certificate) {
@@ -300,26 +339,37 @@ fn check_item(i: usize, it: &ImportItem) -> Result<SealedItem, VendorError> {
     })
 }
 
-async fn submit_import(State(app): State<SharedApp>, TlspcCaller(who): TlspcCaller, req: Request) -> Result<(StatusCode, Json<Value>), VendorError> {
+async fn submit_import(
+    State(app): State<SharedApp>,
+    TlspcCaller(who): TlspcCaller,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), VendorError> {
     let limit = app.config.limits.max_body_bytes;
     let bytes = super::body::read_limited(req, limit)
         .await
         .map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::BODY_TOO_LARGE, e.message))?;
-    let body: ImportBody = serde_json::from_slice(&bytes).map_err(|e| VendorError::bad(codes::INVALID_REQUEST, format!("the request body is not a valid import request: {e}")))?;
+    let body: ImportBody = serde_json::from_slice(&bytes)
+        .map_err(|e| VendorError::bad(codes::INVALID_REQUEST, format!("the request body is not a valid import request: {e}")))?;
     let namespace = app.config.tlspc.namespace.clone();
     who.require(&namespace, crate::config::Permission::Import).map_err(VendorError::from)?;
     let d = dek(&app)?;
     match nonempty(&body.edge_instance_id) {
         None => return Err(VendorError::bad(codes::INVALID_REQUEST, "edgeInstanceId is required (GET /v1/edgeinstances gives it)")),
         Some(e) if e != d.edge_instance_id => {
-            return Err(VendorError::bad(codes::UNKNOWN_EDGE_INSTANCE, format!("edgeInstanceId '{e}' is not this edge instance; GET /v1/edgeinstances gives '{}'", d.edge_instance_id)))
+            return Err(VendorError::bad(
+                codes::UNKNOWN_EDGE_INSTANCE,
+                format!("edgeInstanceId '{e}' is not this edge instance; GET /v1/edgeinstances gives '{}'", d.edge_instance_id),
+            ))
         }
         _ => {}
     }
     match nonempty(&body.encryption_key_id) {
         None => return Err(VendorError::bad(codes::INVALID_REQUEST, "encryptionKeyId is required (GET /v1/edgeinstances gives it)")),
         Some(k) if k != d.id => {
-            return Err(VendorError::bad(codes::UNKNOWN_ENCRYPTION_KEY, format!("encryptionKeyId '{k}' is not this edge instance's encryption key; use '{}'", d.id)))
+            return Err(VendorError::bad(
+                codes::UNKNOWN_ENCRYPTION_KEY,
+                format!("encryptionKeyId '{k}' is not this edge instance's encryption key; use '{}'", d.id),
+            ))
         }
         _ => {}
     }
@@ -339,7 +389,11 @@ async fn submit_import(State(app): State<SharedApp>, TlspcCaller(who): TlspcCall
     Ok((StatusCode::CREATED, Json(json!({"id": job.id, "creationDate": millis(&job.created_at)}))))
 }
 
-async fn import_status(State(app): State<SharedApp>, TlspcCaller(who): TlspcCaller, Path(id): Path<String>) -> Result<Json<Value>, VendorError> {
+async fn import_status(
+    State(app): State<SharedApp>,
+    TlspcCaller(who): TlspcCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, VendorError> {
     let not_found = || VendorError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("import '{id}' not found"));
     let (job, items) = app.store.job(&id).map_err(CoreError::from)?.ok_or_else(not_found)?;
     if job.kind != jobs::KIND_SEALED_IMPORT {

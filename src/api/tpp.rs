@@ -98,14 +98,22 @@ fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) 
 fn scope_allows(scope: &str, want: &str, privilege: Option<&str>) -> bool {
     scope.split(';').any(|part| {
         let (name, privs) = part.split_once(':').unwrap_or((part, ""));
-        name.trim().eq_ignore_ascii_case(want)
-            && privilege.is_none_or(|p| privs.split(',').any(|x| x.trim().eq_ignore_ascii_case(p)))
+        name.trim().eq_ignore_ascii_case(want) && privilege.is_none_or(|p| privs.split(',').any(|x| x.trim().eq_ignore_ascii_case(p)))
     })
 }
 
-const KNOWN_SCOPES: &[&str] = &["any", "admin", "agent", "certificate", "codesign", "configuration", "restricted", "security", "ssh", "statistics"];
+const KNOWN_SCOPES: &[&str] =
+    &["any", "admin", "agent", "certificate", "codesign", "configuration", "restricted", "security", "ssh", "statistics"];
 
-fn issue(app: &SharedApp, username: String, principal: String, client_id: String, scope: String, granted: u64, refresh_until: u64) -> Value {
+fn issue(
+    app: &SharedApp,
+    username: String,
+    principal: String,
+    client_id: String,
+    scope: String,
+    granted: u64,
+    refresh_until: u64,
+) -> Value {
     let (access, refresh) = (new_token(), new_token());
     let t = now();
     let expires = t + app.config.tpp.token_lifetime_secs;
@@ -136,7 +144,11 @@ struct OAuthRequest {
 
 fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
     let Ok(req) = serde_json::from_slice::<OAuthRequest>(body) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be JSON with client_id, username, password and scope");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be JSON with client_id, username, password and scope",
+        );
     };
     let (Some(client_id), Some(username), Some(password)) = (req.client_id, req.username, req.password.map(Zeroizing::new)) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id, username and password are required");
@@ -169,7 +181,8 @@ struct RefreshRequest {
 }
 
 fn refresh_token(app: &SharedApp, body: &[u8]) -> Response {
-    let Ok(RefreshRequest { client_id: Some(client_id), refresh_token: Some(refresh) }) = serde_json::from_slice::<RefreshRequest>(body) else {
+    let Ok(RefreshRequest { client_id: Some(client_id), refresh_token: Some(refresh) }) = serde_json::from_slice::<RefreshRequest>(body)
+    else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and refresh_token are required");
     };
     let h = hash(&refresh);
@@ -200,7 +213,9 @@ fn bearer(req: &axum::http::request::Parts) -> Result<[u8; 32], Response> {
     let sessions = SESSIONS.lock().expect("poisoned");
     match sessions.get(&h) {
         None => Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid")),
-        Some(s) if s.expires <= now() => Err(oauth_error(StatusCode::UNAUTHORIZED, "expired_token", "the access token has expired; refresh it")),
+        Some(s) if s.expires <= now() => {
+            Err(oauth_error(StatusCode::UNAUTHORIZED, "expired_token", "the access token has expired; refresh it"))
+        }
         Some(_) => Ok(h),
     }
 }
@@ -217,11 +232,9 @@ fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, priv
         let need = privilege.map_or(scope.to_string(), |p| format!("{scope}:{p}"));
         return Err(oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call needs the token scope '{need}'")));
     }
-    app.authz
-        .read()
-        .expect("poisoned")
-        .by_name(&principal)
-        .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", format!("the token's principal '{principal}' is no longer configured")))
+    app.authz.read().expect("poisoned").by_name(&principal).ok_or_else(|| {
+        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", format!("the token's principal '{principal}' is no longer configured"))
+    })
 }
 
 fn verify(parts: &axum::http::request::Parts) -> Response {
@@ -419,7 +432,11 @@ async fn export_authorized(app: &SharedApp, who: &Principal, body: &[u8]) -> Val
     let result = async {
         let req: Req = serde_json::from_slice(body).map_err(|e| CoreError::invalid("bad_request", format!("bad request: {e}")))?;
         let rec = crate::core::keys::get(app, who, &keyport_id(app, req.key_id)?)?;
-        let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is not configured", rec.token)))?.clone();
+        let token = app
+            .tokens
+            .get(Some(&rec.token))
+            .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is not configured", rec.token)))?
+            .clone();
         let cka_id = rec.cka_id.clone();
         let pk = token.run(move |c| crate::token::objects::public_key(c, &cka_id)).await?;
         Ok::<_, CoreError>((rec, pk))
@@ -459,12 +476,20 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
         Err(_) => return fail(codes::BAD_KEY_FORMAT, "KeyContentBase64 is not base64".into()),
     };
     let pass = req.passphrase.map(|p| Zeroizing::new(p.into_bytes()));
-    let key = match tokio::task::spawn_blocking(move || crate::material::read_private_key(&data, pass.as_deref().map(|p| p.as_slice()))).await {
-        Ok(Ok(k)) => k,
-        Ok(Err(e)) => return fail(codes::BAD_KEY_FORMAT, e.to_string()),
-        Err(e) => return fail(0, e.to_string()),
+    let key =
+        match tokio::task::spawn_blocking(move || crate::material::read_private_key(&data, pass.as_deref().map(|p| p.as_slice()))).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => return fail(codes::BAD_KEY_FORMAT, e.to_string()),
+            Err(e) => return fail(0, e.to_string()),
+        };
+    let req = ImportRequest {
+        key,
+        certificates: Vec::new(),
+        name: None,
+        namespace: app.config.tpp.namespace.clone(),
+        exportable: None,
+        token: None,
     };
-    let req = ImportRequest { key, certificates: Vec::new(), name: None, namespace: app.config.tpp.namespace.clone(), exportable: None, token: None };
     match crate::core::import::import_key(app, who, req, None).await {
         Ok(ImportOutcome::Imported(rec)) => match app.store.tpp_key_id(&rec.id) {
             Ok(id) => json!({"KeyId": id, "SshWebResponse": {"Success": true}}),
@@ -492,9 +517,10 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
     // SSH calls: (path, scope privilege or None for the bare scope).
     let ssh_call = |p: &str| -> Option<Option<&'static str>> {
         match p {
-            "/vedsdk/ssh/keysetdetails" | "/vedsdk/ssh/keydetails" | "/vedsdk/ssh/exportselfserviceprivatekey" | "/vedsdk/ssh/exportselfserviceauthorizedkey" => {
-                Some(None)
-            }
+            "/vedsdk/ssh/keysetdetails"
+            | "/vedsdk/ssh/keydetails"
+            | "/vedsdk/ssh/exportselfserviceprivatekey"
+            | "/vedsdk/ssh/exportselfserviceauthorizedkey" => Some(None),
             "/vedsdk/ssh/importprivatekey" => Some(Some("discover")),
             _ => None,
         }
@@ -522,7 +548,8 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
             };
             Json(v).into_response()
         }
-        _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())}))).into_response(),
+        _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())})))
+            .into_response(),
     }
 }
 

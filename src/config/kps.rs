@@ -80,7 +80,10 @@ impl KpsConfig {
             }
             for (i, k) in proj.kms_keys.iter().enumerate() {
                 if !token_ok(&k.token) {
-                    p(format!("{at}.kms_keys[{i}].token"), format!("no [[tokens]] entry is named '{}'", k.token.clone().unwrap_or_default()));
+                    p(
+                        format!("{at}.kms_keys[{i}].token"),
+                        format!("no [[tokens]] entry is named '{}'", k.token.clone().unwrap_or_default()),
+                    );
                 }
                 if k.name.is_empty() {
                     p(format!("{at}.kms_keys[{i}].name"), "must not be empty".into());

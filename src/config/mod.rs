@@ -363,13 +363,18 @@ impl Config {
                     format!("{at}.pin.file"),
                     format!("PIN file {} does not exist; create it (mode 0600) or point to the right file", f.display()),
                 ),
-                PinSource::Env(v) if std::env::var_os(v).is_none() => p(
-                    format!("{at}.pin.env"),
-                    format!("environment variable {v} is not set; export it before starting keyport"),
-                ),
+                PinSource::Env(v) if std::env::var_os(v).is_none() => {
+                    p(format!("{at}.pin.env"), format!("environment variable {v} is not set; export it before starting keyport"))
+                }
                 PinSource::Credential(c) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                    None => p(format!("{at}.pin.credential"), format!("CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={c}:… or use pin.file")),
-                    Some(d) if !Path::new(&d).join(c).exists() => p(format!("{at}.pin.credential"), format!("credential {c} not found in $CREDENTIALS_DIRECTORY; add LoadCredential={c}:<file> to the unit")),
+                    None => p(
+                        format!("{at}.pin.credential"),
+                        format!("CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={c}:… or use pin.file"),
+                    ),
+                    Some(d) if !Path::new(&d).join(c).exists() => p(
+                        format!("{at}.pin.credential"),
+                        format!("credential {c} not found in $CREDENTIALS_DIRECTORY; add LoadCredential={c}:<file> to the unit"),
+                    ),
                     _ => {}
                 },
                 _ => {}
@@ -378,7 +383,9 @@ impl Config {
         if let Some(tcp) = &self.listen.tcp {
             match tcp.parse::<std::net::SocketAddr>() {
                 Err(_) => p("listen.tcp".into(), format!("'{tcp}' is not an address:port such as 127.0.0.1:8750")),
-                Ok(a) if !a.ip().is_loopback() => p("listen.tcp".into(), format!("{tcp} is not a loopback address; keyport only listens on 127.0.0.1 or ::1")),
+                Ok(a) if !a.ip().is_loopback() => {
+                    p("listen.tcp".into(), format!("{tcp} is not a loopback address; keyport only listens on 127.0.0.1 or ::1"))
+                }
                 _ => {}
             }
         }
@@ -426,12 +433,18 @@ impl Config {
         for (i, pr) in self.principals.iter().enumerate() {
             for (j, h) in pr.api_key_sha256.iter().enumerate() {
                 if h.len() != 64 || hex::decode(h).is_err() {
-                    p(format!("principals[{i}].api_key_sha256[{j}]"), "not a SHA-256 hex digest; store `printf %s KEY | sha256sum`, never the key".into());
+                    p(
+                        format!("principals[{i}].api_key_sha256[{j}]"),
+                        "not a SHA-256 hex digest; store `printf %s KEY | sha256sum`, never the key".into(),
+                    );
                 }
             }
             for ns in pr.permissions.keys() {
                 if ns != "*" && !crate::core::names::is_valid_name(ns) {
-                    p(format!("principals[{i}].permissions.{ns}"), "namespace names use 1-64 letters, digits, '_' or '-'; \"*\" means every namespace".into());
+                    p(
+                        format!("principals[{i}].permissions.{ns}"),
+                        "namespace names use 1-64 letters, digits, '_' or '-'; \"*\" means every namespace".into(),
+                    );
                 }
             }
         }
@@ -443,7 +456,12 @@ impl Config {
     }
 
     pub fn policy(&self, namespace: &str) -> NamespacePolicy {
-        self.namespaces.get(namespace).cloned().unwrap_or(NamespacePolicy { exportable_by_default: false, allow_exportable: true, allow_unencrypted_export: false, ssh_export_format: None })
+        self.namespaces.get(namespace).cloned().unwrap_or(NamespacePolicy {
+            exportable_by_default: false,
+            allow_exportable: true,
+            allow_unencrypted_export: false,
+            ssh_export_format: None,
+        })
     }
 }
 

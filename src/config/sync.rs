@@ -91,10 +91,14 @@ impl SyncConfig {
     /// The host name used in vault names and paths.
     pub fn host_name(&self) -> String {
         self.host.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| {
-                let h = h.trim();
-                h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
-            }).filter(|h: &String| !h.is_empty()).unwrap_or_else(|| "keyport".into())
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| {
+                    let h = h.trim();
+                    h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+                })
+                .filter(|h: &String| !h.is_empty())
+                .unwrap_or_else(|| "keyport".into())
         })
     }
 
@@ -106,14 +110,24 @@ impl SyncConfig {
         match addr.split_once("://") {
             Some(("https", _)) => {
                 if self.ca_file.as_ref().is_none_or(|f| !f.exists()) {
-                    p("ca_file", "an https vault needs `ca_file` (PEM of the CA that signed the vault's certificate), and the file must exist".into());
+                    p(
+                        "ca_file",
+                        "an https vault needs `ca_file` (PEM of the CA that signed the vault's certificate), and the file must exist"
+                            .into(),
+                    );
                 }
             }
             Some(("http", rest)) => {
                 let host = rest.split('/').next().unwrap_or("").rsplit_once(':').map_or(rest, |(h, _)| h);
-                let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+                let loopback =
+                    host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
                 if !loopback {
-                    p("address", format!("plain http is only allowed to a loopback vault (tokens and wrapped keys travel in it); use https for {addr}"));
+                    p(
+                        "address",
+                        format!(
+                            "plain http is only allowed to a loopback vault (tokens and wrapped keys travel in it); use https for {addr}"
+                        ),
+                    );
                 }
             }
             _ => p("address", format!("'{addr}' is not an http:// or https:// URL")),

@@ -27,9 +27,7 @@ pub struct Principal {
 
 impl Principal {
     pub fn allows(&self, namespace: &str, p: Permission) -> bool {
-        [namespace, "*"].iter().any(|ns| {
-            self.permissions.get(*ns).is_some_and(|set| set.contains(&p) || set.contains(&Permission::Admin))
-        })
+        [namespace, "*"].iter().any(|ns| self.permissions.get(*ns).is_some_and(|set| set.contains(&p) || set.contains(&Permission::Admin)))
     }
 
     /// Ok, or a 403 that names the missing permission and namespace.
@@ -87,9 +85,11 @@ impl Authz {
                     }
                 }
             }
-            return found
-                .map(Self::principal)
-                .ok_or_else(|| CoreError::Unauthenticated("the API key is not recognized; check the key, or ask for one to be added to [[principals]]".into()));
+            return found.map(Self::principal).ok_or_else(|| {
+                CoreError::Unauthenticated(
+                    "the API key is not recognized; check the key, or ask for one to be added to [[principals]]".into(),
+                )
+            });
         }
         match peer {
             Peer::Unix { uid, gid, .. } => self
@@ -98,12 +98,14 @@ impl Authz {
                 .find(|(p, _)| p.uids.contains(uid))
                 .or_else(|| self.principals.iter().find(|(p, _)| p.gids.contains(gid)))
                 .map(|(p, _)| Self::principal(p))
-                .ok_or_else(|| CoreError::Unauthenticated(format!(
-                    "uid {uid} (gid {gid}) is not a principal; add it to a [[principals]] entry (uids/gids) or send an API key"
-                ))),
-            Peer::Tcp { .. } => Err(CoreError::Unauthenticated(
-                "no credentials: send an API key in X-Api-Key or Authorization: Bearer".into(),
-            )),
+                .ok_or_else(|| {
+                    CoreError::Unauthenticated(format!(
+                        "uid {uid} (gid {gid}) is not a principal; add it to a [[principals]] entry (uids/gids) or send an API key"
+                    ))
+                }),
+            Peer::Tcp { .. } => {
+                Err(CoreError::Unauthenticated("no credentials: send an API key in X-Api-Key or Authorization: Bearer".into()))
+            }
         }
     }
 }

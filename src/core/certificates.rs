@@ -98,8 +98,10 @@ async fn run_pending(app: &App, only: Option<&str>) -> Result<(), CoreError> {
 }
 
 async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
-    let input: CertImportInput = serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
-    let done: std::collections::HashSet<i64> = app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
+    let input: CertImportInput =
+        serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
+    let done: std::collections::HashSet<i64> =
+        app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
     let who = app.authz.read().expect("poisoned").by_name(&job.principal);
     for (seq, item) in input.items.iter().enumerate() {
         let seq = seq as i64;
@@ -253,7 +255,12 @@ async fn import_one(app: &App, who: &Principal, namespace: &str, c: CertInfo, jo
 }
 
 /// Certificates the principal may read, by namespace and expiry.
-pub fn list(app: &App, who: &Principal, namespace: Option<&str>, expiring_before: Option<&str>) -> Result<Vec<crate::store::CertView>, CoreError> {
+pub fn list(
+    app: &App,
+    who: &Principal,
+    namespace: Option<&str>,
+    expiring_before: Option<&str>,
+) -> Result<Vec<crate::store::CertView>, CoreError> {
     if let Some(ns) = namespace {
         who.require(ns, Permission::Read)?;
     }

@@ -31,7 +31,8 @@ fn aad(id: &str) -> Vec<u8> {
 /// Loads the DEK, creating it (and the edge instance id) on first start.
 pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     if let Some(d) = app.store.dek()? {
-        let public_key: [u8; 32] = d.public_key.as_slice().try_into().map_err(|_| CoreError::invalid("dek", "stored DEK public key is not 32 bytes"))?;
+        let public_key: [u8; 32] =
+            d.public_key.as_slice().try_into().map_err(|_| CoreError::invalid("dek", "stored DEK public key is not 32 bytes"))?;
         // Prove at start that the sealed secret still opens and matches (wrong token, altered
         // store): better a clear start-up error than failed imports later.
         let secret = open_secret(app, &d).await?;
@@ -47,7 +48,14 @@ pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     let plain = Zeroizing::new(secret.to_bytes());
     let a = aad(&id);
     let sealed = token.run(move |c| at_rest::seal(c, AT_REST_KEY_ID, "keyport-at-rest", &plain[..], &a)).await?;
-    let rec = DekRecord { id: id.clone(), edge_instance_id: uuid_v4(), public_key: public_key.to_vec(), sealed_secret: sealed, token: token.name.clone(), created_at: now() };
+    let rec = DekRecord {
+        id: id.clone(),
+        edge_instance_id: uuid_v4(),
+        public_key: public_key.to_vec(),
+        sealed_secret: sealed,
+        token: token.name.clone(),
+        created_at: now(),
+    };
     app.store.insert_dek(&rec)?;
     tracing::info!(encryption_key_id = %id, edge_instance_id = %rec.edge_instance_id, "created the DEK");
     Ok(Dek { id, edge_instance_id: rec.edge_instance_id, public_key, created_at: rec.created_at })

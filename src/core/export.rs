@@ -13,7 +13,12 @@ use crate::material::key::PrivateKey;
 use crate::store::KeyRecord;
 use crate::token::wrap;
 
-fn authorize(app: &App, who: &Principal, key_id: &str, action: &str) -> Result<(KeyRecord, std::sync::Arc<crate::token::Token>), CoreError> {
+fn authorize(
+    app: &App,
+    who: &Principal,
+    key_id: &str,
+    action: &str,
+) -> Result<(KeyRecord, std::sync::Arc<crate::token::Token>), CoreError> {
     let rec = super::keys::get(app, who, key_id)?;
     let refuse = |why: String| {
         let _ = app.store.audit(&audit(who, action, &rec.namespace, &rec.id, "refused", Some(why.clone())));
@@ -31,7 +36,11 @@ fn authorize(app: &App, who: &Principal, key_id: &str, action: &str) -> Result<(
             rec.name
         )));
     }
-    let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?.clone();
+    let token = app
+        .tokens
+        .get(Some(&rec.token))
+        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?
+        .clone();
     Ok((rec, token))
 }
 
@@ -42,7 +51,10 @@ pub async fn export_private_key(app: &App, who: &Principal, key_id: &str) -> Res
     let der = token.run(move |c| wrap::private_key_pkcs8(c, &cka_id)).await?;
     let key = crate::material::pkcs::private_key_from_pkcs8_der(&der).map_err(super::import::material_error)?;
     if key.public_key().fingerprint().ok().as_deref() != Some(rec.fingerprint.as_str()) {
-        return Err(CoreError::Conflict(format!("the token's key for '{}' does not match the inventory's fingerprint; refusing to export", rec.name)));
+        return Err(CoreError::Conflict(format!(
+            "the token's key for '{}' does not match the inventory's fingerprint; refusing to export",
+            rec.name
+        )));
     }
     app.store.audit(&audit(who, "key.export", &rec.namespace, &rec.id, "ok", None))?;
     tracing::info!(key = %rec.id, principal = %who.name, "private key exported");

@@ -6,13 +6,13 @@ use zeroize::Zeroizing;
 
 use super::authz::Principal;
 use super::{App, CoreError};
-use crate::store::KeyRecord;
 use crate::config::NamespacePolicy;
 use crate::material::key::PrivateKey;
 use crate::material::pkcs;
 use crate::material::ssh::write_ppk::PpkVersion;
 use crate::material::ssh::write_sshcom::Style;
 use crate::material::ssh::{write_openssh, write_ppk, write_sshcom};
+use crate::store::KeyRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -185,7 +185,12 @@ mod tests {
         assert_eq!(ExportFormat::parse_tpp("PuTTY"), Some(ExportFormat::Putty(PpkVersion::V3)));
         assert_eq!(ExportFormat::parse_tpp("ssh2"), Some(ExportFormat::Ssh2));
         assert_eq!(ExportFormat::parse_tpp("SSH1"), None);
-        let policy = NamespacePolicy { exportable_by_default: false, allow_exportable: true, allow_unencrypted_export: false, ssh_export_format: None };
+        let policy = NamespacePolicy {
+            exportable_by_default: false,
+            allow_exportable: true,
+            allow_unencrypted_export: false,
+            ssh_export_format: None,
+        };
         assert!(check_passphrase(&policy, "n", None).is_err());
         assert!(check_passphrase(&policy, "n", Some(b"")).is_err());
         assert!(check_passphrase(&policy, "n", Some(b"x")).is_ok());

@@ -129,7 +129,10 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
     }
     let name = match &req.name {
         Some(n) if !is_valid_key_name(n) => {
-            return Err(CoreError::invalid("invalid_name", "name must be 1-128 letters, digits, '_', '-', '.' or '@', not starting with '.'"))
+            return Err(CoreError::invalid(
+                "invalid_name",
+                "name must be 1-128 letters, digits, '_', '-', '.' or '@', not starting with '.'",
+            ))
         }
         Some(n) => n.clone(),
         None => {
@@ -145,7 +148,9 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
     let token = app
         .tokens
         .get(req.token.as_deref())
-        .ok_or_else(|| CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default())))?
+        .ok_or_else(|| {
+            CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default()))
+        })?
         .clone();
     if alg == crate::material::algorithm::Algorithm::Ed25519 && !token.supports_ed25519().await {
         return Err(CoreError::invalid("unsupported", format!("token '{}' cannot hold Ed25519 keys", token.name)));

@@ -87,8 +87,10 @@ pub async fn run(app: Arc<App>) {
 }
 
 async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
-    let input: SealedImportInput = serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
-    let done: std::collections::HashSet<i64> = app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
+    let input: SealedImportInput =
+        serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
+    let done: std::collections::HashSet<i64> =
+        app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
     app.store.set_job_status(&job.id, "PROCESSING")?;
     let Some(who) = app.authz.read().expect("poisoned").by_name(&job.principal) else {
         for seq in 0..input.items.len() as i64 {
@@ -106,7 +108,14 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         }
         let outcome = async {
             let (key, certificates) = decode(app, item).await?;
-            let req = ImportRequest { key, certificates, name: None, namespace: input.namespace.clone(), exportable: input.exportable, token: None };
+            let req = ImportRequest {
+                key,
+                certificates,
+                name: None,
+                namespace: input.namespace.clone(),
+                exportable: input.exportable,
+                token: None,
+            };
             import_key(app, &who, req, Some(JobSlot { job_id: job.id.clone(), seq })).await
         }
         .await;
@@ -125,7 +134,14 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
 }
 
 fn fail(app: &App, job_id: &str, seq: i64, reason: String) -> Result<(), CoreError> {
-    app.store.record_job_item(&JobItem { job_id: job_id.into(), seq, status: "FAILED".into(), key_id: None, fingerprint: None, reason: Some(reason) })?;
+    app.store.record_job_item(&JobItem {
+        job_id: job_id.into(),
+        seq,
+        status: "FAILED".into(),
+        key_id: None,
+        fingerprint: None,
+        reason: Some(reason),
+    })?;
     Ok(())
 }
 
@@ -142,7 +158,9 @@ async fn decode(app: &App, item: &SealedItem) -> Result<(crate::material::key::P
         None => None,
     };
     let (key, mut chain) = if let Some(pem) = &item.password_encrypted_private_key {
-        let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "passwordEncryptedPrivateKey needs dekEncryptedPassword"))?;
+        let pw = password
+            .clone()
+            .ok_or_else(|| CoreError::invalid("password_required", "passwordEncryptedPrivateKey needs dekEncryptedPassword"))?;
         let data = pem.clone().into_bytes();
         (decrypt_blocking(move || crate::material::read_private_key(&data, Some(&pw))).await?, Vec::new())
     } else if let Some(sealed) = &item.dek_encrypted_private_key {
@@ -153,10 +171,17 @@ async fn decode(app: &App, item: &SealedItem) -> Result<(crate::material::key::P
         let der = b64("pkcs12Keystore", p12)?;
         let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "pkcs12Keystore needs dekEncryptedPassword"))?;
         let (key, certs) = decrypt_blocking(move || pkcs::read_pkcs12(&der, &pw)).await?;
-        let infos = certs.iter().map(|d| x509::parse_certificate(d)).collect::<Result<Vec<_>, MaterialError>>().map_err(super::import::material_error)?;
+        let infos = certs
+            .iter()
+            .map(|d| x509::parse_certificate(d))
+            .collect::<Result<Vec<_>, MaterialError>>()
+            .map_err(super::import::material_error)?;
         (key, infos)
     } else {
-        return Err(CoreError::invalid("missing_key", "the item has no passwordEncryptedPrivateKey, dekEncryptedPrivateKey or pkcs12Keystore"));
+        return Err(CoreError::invalid(
+            "missing_key",
+            "the item has no passwordEncryptedPrivateKey, dekEncryptedPrivateKey or pkcs12Keystore",
+        ));
     };
     if let Some(pem) = &item.certificate {
         let given = x509::parse_certificates(pem.as_bytes()).map_err(super::import::material_error)?;

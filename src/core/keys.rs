@@ -54,7 +54,10 @@ pub fn exportable(app: &App, namespace: &str, requested: Option<bool>) -> Result
 pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Result<KeyRecord, CoreError> {
     let namespace = req.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     if !is_valid_name(&namespace) {
-        return Err(CoreError::invalid("invalid_namespace", format!("namespace '{namespace}' is not valid: use 1-64 letters, digits, '_' or '-'")));
+        return Err(CoreError::invalid(
+            "invalid_namespace",
+            format!("namespace '{namespace}' is not valid: use 1-64 letters, digits, '_' or '-'"),
+        ));
     }
     if !is_valid_key_name(&req.name) {
         return Err(CoreError::invalid("invalid_name", "name must be 1-128 letters, digits, '_', '-', '.' or '@', not starting with '.'"));
@@ -62,7 +65,10 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
     let alg = Algorithm::parse(&req.algorithm).ok_or_else(|| {
         CoreError::invalid(
             "invalid_algorithm",
-            format!("algorithm '{}' is not supported; use one of rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519", req.algorithm),
+            format!(
+                "algorithm '{}' is not supported; use one of rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519",
+                req.algorithm
+            ),
         )
     })?;
     who.require(&namespace, Permission::Manage)?;
@@ -74,18 +80,22 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);
     let id = hex::encode(cka_id);
-    app.store.add_intent(&Intent {
-        key_id: id.clone(),
-        token: token.name.clone(),
-        cka_id: cka_id.to_vec(),
-        namespace: namespace.clone(),
-        name: req.name.clone(),
-        op: "generate".into(),
-        created_at: now(),
-    }).map_err(|e| match e {
-        crate::store::StoreError::NameTaken { .. } => CoreError::Conflict(format!("{e}; choose another name or delete the existing key")),
-        e => e.into(),
-    })?;
+    app.store
+        .add_intent(&Intent {
+            key_id: id.clone(),
+            token: token.name.clone(),
+            cka_id: cka_id.to_vec(),
+            namespace: namespace.clone(),
+            name: req.name.clone(),
+            op: "generate".into(),
+            created_at: now(),
+        })
+        .map_err(|e| match e {
+            crate::store::StoreError::NameTaken { .. } => {
+                CoreError::Conflict(format!("{e}; choose another name or delete the existing key"))
+            }
+            e => e.into(),
+        })?;
 
     let label = req.name.clone();
     let made = token
@@ -93,7 +103,11 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
             // A retry after a transient failure may find half-made objects: start clean.
             objects::destroy(c, &cka_id)?;
             let pk = objects::generate_key_pair(c, alg, &cka_id, &label, exportable)?;
-            pk.fingerprint().map_err(|e| crate::token::TokenError::Refused { token: c.token.into(), operation: "fingerprint", detail: e.to_string() })
+            pk.fingerprint().map_err(|e| crate::token::TokenError::Refused {
+                token: c.token.into(),
+                operation: "fingerprint",
+                detail: e.to_string(),
+            })
         })
         .await;
     let fingerprint = match made {
@@ -156,7 +170,10 @@ pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&s
 pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = get(app, who, id)?;
     who.require(&rec.namespace, Permission::Manage)?;
-    let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?;
+    let token = app
+        .tokens
+        .get(Some(&rec.token))
+        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?;
     let cka_id = rec.cka_id.clone();
     token.run(move |c| objects::destroy(c, &cka_id)).await?;
     app.store.delete_key(&rec.id, &audit(who, "key.delete", &rec.namespace, &rec.id, "ok", None))?;

@@ -48,10 +48,14 @@ pub async fn run(app: &App) -> Result<Repairs, super::CoreError> {
         let (missing, foreign) = token
             .run(move |c| {
                 let idx = c.live.index.read().expect("poisoned");
-                let missing: Vec<Vec<u8>> =
-                    ids.iter().filter(|id| idx.get(id).map_or(true, |s| s.private.is_none() && s.public.is_none() && s.secret.is_none())).cloned().collect();
+                let missing: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter(|id| idx.get(id).map_or(true, |s| s.private.is_none() && s.public.is_none() && s.secret.is_none()))
+                    .cloned()
+                    .collect();
                 let own: [&[u8]; 2] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID];
-                let foreign = idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
+                let foreign =
+                    idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
                 Ok((missing, foreign))
             })
             .await?;

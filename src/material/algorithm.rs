@@ -76,9 +76,7 @@ impl Algorithm {
     }
 
     pub fn from_ec_params(params: &[u8]) -> Option<Algorithm> {
-        [Algorithm::EcP256, Algorithm::EcP384, Algorithm::EcP521, Algorithm::Ed25519]
-            .into_iter()
-            .find(|a| a.ec_params() == Some(params))
+        [Algorithm::EcP256, Algorithm::EcP384, Algorithm::EcP521, Algorithm::Ed25519].into_iter().find(|a| a.ec_params() == Some(params))
     }
 
     pub fn from_rsa_bits(bits: usize) -> Option<Algorithm> {

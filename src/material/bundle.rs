@@ -152,7 +152,12 @@ const ARCHIVE_EXTENSIONS: &[&str] = &["zip", "jar", "war", "apk", "gz", "tgz", "
 
 /// Content that is an archive whatever its name says.
 fn looks_like_archive(b: &[u8]) -> bool {
-    b.starts_with(b"PK\x03\x04") || b.starts_with(b"PK\x05\x06") || b.starts_with(b"PK\x07\x08") || b.starts_with(&[0x1f, 0x8b]) || b.starts_with(b"7z\xbc\xaf") || b.starts_with(b"Rar!")
+    b.starts_with(b"PK\x03\x04")
+        || b.starts_with(b"PK\x05\x06")
+        || b.starts_with(b"PK\x07\x08")
+        || b.starts_with(&[0x1f, 0x8b])
+        || b.starts_with(b"7z\xbc\xaf")
+        || b.starts_with(b"Rar!")
 }
 
 /// Counts decompressed bytes as they arrive and stops the read at the first limit crossed.
@@ -281,7 +286,9 @@ fn read_xml_pem(text: &str) -> Result<Vec<CertInfo>, String> {
     if body.len() > MAX_CERT_FILE_BYTES {
         return Err(format!("the <pem> element is over {MAX_CERT_FILE_BYTES} bytes"));
     }
-    let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map_err(|_| "the <pem> element is not valid base64".to_string())?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| "the <pem> element is not valid base64".to_string())?;
     x509::parse_certificate(&der).map(|c| vec![c]).map_err(|e| e.to_string())
 }
 
@@ -315,7 +322,10 @@ pub fn read_xml(data: &[u8], max_certificates: usize) -> Result<Vec<Entry>, Bund
             }
             Event::DocType(_) => return Err(BundleError::Xml("a DOCTYPE is not accepted (no DTDs, no entities)".into())),
             Event::GeneralRef(r) => {
-                return Err(BundleError::Xml(format!("entity or character references are not accepted (&{};)", String::from_utf8_lossy(&r))))
+                return Err(BundleError::Xml(format!(
+                    "entity or character references are not accepted (&{};)",
+                    String::from_utf8_lossy(&r)
+                )))
             }
             Event::PI(_) => return Err(BundleError::Xml("processing instructions are not accepted".into())),
             Event::Comment(_) => {}
@@ -346,7 +356,10 @@ pub fn read_xml(data: &[u8], max_certificates: usize) -> Result<Vec<Entry>, Bund
                     if entries.len() >= max_certificates {
                         return Err(BundleError::TooManyEntries { found: entries.len() + 1, max: max_certificates });
                     }
-                    entries.push(Entry { source: format!("certificate[{}]", entries.len()), result: Err("the <certificate> element is empty".into()) });
+                    entries.push(Entry {
+                        source: format!("certificate[{}]", entries.len()),
+                        result: Err("the <certificate> element is empty".into()),
+                    });
                 } else if stack.len() == 2 && name == "pem" {
                     pems_in_cert += 1;
                 }
@@ -372,7 +385,9 @@ pub fn read_xml(data: &[u8], max_certificates: usize) -> Result<Vec<Entry>, Bund
                     entries.push(Entry { source, result });
                 }
             }
-            Event::Eof if !stack.is_empty() => return Err(BundleError::Xml(format!("the file ends inside <{}>", stack.last().map(String::as_str).unwrap_or("")))),
+            Event::Eof if !stack.is_empty() => {
+                return Err(BundleError::Xml(format!("the file ends inside <{}>", stack.last().map(String::as_str).unwrap_or(""))))
+            }
             Event::Eof => break,
         }
     }

@@ -16,9 +16,16 @@ pub enum PrivateKey {
     Rsa(RsaKey),
     /// P-256, P-384 or P-521: `d` is the scalar (big-endian, padded to the field size),
     /// `point` the uncompressed public point 04‖X‖Y.
-    Ec { algorithm: Algorithm, d: Secret, point: Vec<u8> },
+    Ec {
+        algorithm: Algorithm,
+        d: Secret,
+        point: Vec<u8>,
+    },
     /// `seed` is the 32-byte RFC 8032 private key; `public` its public key.
-    Ed25519 { seed: Zeroizing<[u8; 32]>, public: [u8; 32] },
+    Ed25519 {
+        seed: Zeroizing<[u8; 32]>,
+        public: [u8; 32],
+    },
 }
 
 #[derive(Clone)]
@@ -43,7 +50,9 @@ impl std::fmt::Debug for PrivateKey {
 impl PrivateKey {
     pub fn algorithm(&self) -> Result<Algorithm, MaterialError> {
         match self {
-            PrivateKey::Rsa(_) => self.public_key().algorithm().map_err(|_| MaterialError::Unsupported("RSA keys must be 2048, 3072 or 4096 bits".into())),
+            PrivateKey::Rsa(_) => {
+                self.public_key().algorithm().map_err(|_| MaterialError::Unsupported("RSA keys must be 2048, 3072 or 4096 bits".into()))
+            }
             PrivateKey::Ec { algorithm, .. } => Ok(*algorithm),
             PrivateKey::Ed25519 { .. } => Ok(Algorithm::Ed25519),
         }

@@ -16,10 +16,18 @@ const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 /// A public key in the raw pieces PKCS#11 stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
     /// `point` is the uncompressed SEC1 point (04‖X‖Y); `params` the curve OID in DER.
-    Ec { params: Vec<u8>, point: Vec<u8> },
-    Ed25519 { key: [u8; 32] },
+    Ec {
+        params: Vec<u8>,
+        point: Vec<u8>,
+    },
+    Ed25519 {
+        key: [u8; 32],
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,10 +85,7 @@ impl PublicKey {
                 }
             }
             PublicKey::Ec { params, point } => SubjectPublicKeyInfoOwned {
-                algorithm: AlgorithmIdentifierOwned {
-                    oid: EC_PUBLIC_KEY,
-                    parameters: Some(der::Any::from_der(params).map_err(bad)?),
-                },
+                algorithm: AlgorithmIdentifierOwned { oid: EC_PUBLIC_KEY, parameters: Some(der::Any::from_der(params).map_err(bad)?) },
                 subject_public_key: BitString::from_bytes(point).map_err(bad)?,
             },
             PublicKey::Ed25519 { key } => SubjectPublicKeyInfoOwned {

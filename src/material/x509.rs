@@ -109,10 +109,8 @@ pub(crate) fn subject_and_issuer_der(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), M
 /// A SubjectPublicKeyInfo as the raw pieces the token uses. RSA of any size; EC on P-256,
 /// P-384 and P-521 (compressed points are expanded); Ed25519.
 pub fn public_key_from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, MaterialError> {
-    let bits = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| MaterialError::Malformed("the public key BIT STRING has unused bits".into()))?;
+    let bits =
+        spki.subject_public_key.as_bytes().ok_or_else(|| MaterialError::Malformed("the public key BIT STRING has unused bits".into()))?;
     match spki.algorithm.oid {
         OID_RSA => {
             let rsa = pkcs1::RsaPublicKey::from_der(bits).map_err(|e| MaterialError::Malformed(format!("RSA public key: {}", e.kind())))?;
@@ -151,12 +149,11 @@ fn uncompressed_point(alg: Algorithm, bytes: &[u8]) -> Result<Vec<u8>, MaterialE
 }
 
 fn rfc3339(t: x509_cert::time::Time) -> Result<String, MaterialError> {
-    let secs = i64::try_from(t.to_unix_duration().as_secs())
-        .map_err(|_| MaterialError::Malformed("certificate time out of range".into()))?;
-    let dt = time::OffsetDateTime::from_unix_timestamp(secs)
-        .map_err(|_| MaterialError::Malformed("certificate time out of range".into()))?;
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .map_err(|_| MaterialError::Malformed("certificate time out of range".into()))
+    let secs =
+        i64::try_from(t.to_unix_duration().as_secs()).map_err(|_| MaterialError::Malformed("certificate time out of range".into()))?;
+    let dt =
+        time::OffsetDateTime::from_unix_timestamp(secs).map_err(|_| MaterialError::Malformed("certificate time out of range".into()))?;
+    dt.format(&time::format_description::well_known::Rfc3339).map_err(|_| MaterialError::Malformed("certificate time out of range".into()))
 }
 
 #[cfg(test)]

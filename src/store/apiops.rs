@@ -155,7 +155,19 @@ impl Store {
             tx.execute(
                 "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-                params![k.id, k.name, k.namespace, k.owner, k.token, k.cka_id, k.algorithm, k.fingerprint, k.exportable, k.origin, k.created_at],
+                params![
+                    k.id,
+                    k.name,
+                    k.namespace,
+                    k.owner,
+                    k.token,
+                    k.cka_id,
+                    k.algorithm,
+                    k.fingerprint,
+                    k.exportable,
+                    k.origin,
+                    k.created_at
+                ],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -177,7 +189,14 @@ impl Store {
     }
 
     /// Updates a vendor key's description and alias(es); nothing about material.
-    pub fn apiops_update(&self, project: &str, name: &str, description: Option<&str>, aliases: &[(String, Option<String>)], audit: &AuditEntry) -> Result<(), StoreError> {
+    pub fn apiops_update(
+        &self,
+        project: &str,
+        name: &str,
+        description: Option<&str>,
+        aliases: &[(String, Option<String>)],
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some(d) = description {
@@ -196,7 +215,14 @@ impl Store {
 
     /// Removes inventory rows (their deployments cascade) and, when `drop_key`, the vendor key;
     /// with their audit entries, in one transaction.
-    pub fn apiops_remove(&self, project: &str, name: &str, key_ids: &[String], drop_key: bool, audit: &[AuditEntry]) -> Result<(), StoreError> {
+    pub fn apiops_remove(
+        &self,
+        project: &str,
+        name: &str,
+        key_ids: &[String],
+        drop_key: bool,
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for id in key_ids {

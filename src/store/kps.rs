@@ -68,8 +68,22 @@ impl Store {
                 protection, kms_key_name, kms_key_id, private_key_cleared, created_ms, updated_ms)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
             params![
-                k.project_id, k.name, k.key_id, k.public_key, k.fingerprint, k.algorithm, k.kind, k.scope, k.user_id, k.description,
-                k.protection, k.kms_key_name, k.kms_key_id, k.private_key_cleared, k.created_ms, k.updated_ms
+                k.project_id,
+                k.name,
+                k.key_id,
+                k.public_key,
+                k.fingerprint,
+                k.algorithm,
+                k.kind,
+                k.scope,
+                k.user_id,
+                k.description,
+                k.protection,
+                k.kms_key_name,
+                k.kms_key_id,
+                k.private_key_cleared,
+                k.created_ms,
+                k.updated_ms
             ],
         )
         .map_err(|e| match e {
@@ -87,7 +101,11 @@ impl Store {
     pub fn kps_get(&self, project_id: &str, name: &str) -> Result<Option<KpsKeypair>, StoreError> {
         let conn = self.conn();
         Ok(conn
-            .query_row(&format!("SELECT {COLUMNS} FROM kps_keypairs WHERE project_id=?1 AND name=?2"), [project_id, name], KpsKeypair::from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM kps_keypairs WHERE project_id=?1 AND name=?2"),
+                [project_id, name],
+                KpsKeypair::from_row,
+            )
             .optional()?)
     }
 
@@ -107,7 +125,13 @@ impl Store {
         let mut st = conn.prepare("SELECT name FROM kps_keypairs WHERE project_id=?1 AND name < ?2 ORDER BY name DESC LIMIT ?3")?;
         let names = st.query_map(params![project_id, first, limit + 1], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
         // The page before starts after the (limit+1)-th name back; with fewer, at the start.
-        Ok(if names.len() as u32 > limit { names.last().cloned() } else if names.is_empty() { None } else { Some(String::new()) })
+        Ok(if names.len() as u32 > limit {
+            names.last().cloned()
+        } else if names.is_empty() {
+            None
+        } else {
+            Some(String::new())
+        })
     }
 
     pub fn kps_set_description(&self, id: i64, description: &str, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -120,7 +144,14 @@ impl Store {
     }
 
     /// Links a key pair to an inventory key (a private key imported into it).
-    pub fn kps_set_key(&self, id: i64, key_id: &str, protection: &str, kms_key_name: Option<&str>, kms_key_id: Option<&str>) -> Result<(), StoreError> {
+    pub fn kps_set_key(
+        &self,
+        id: i64,
+        key_id: &str,
+        protection: &str,
+        kms_key_name: Option<&str>,
+        kms_key_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE kps_keypairs SET key_id=?2, protection=?3, kms_key_name=?4, kms_key_id=?5, private_key_cleared=0, updated_ms=?6 WHERE id=?1",
             params![id, key_id, protection, kms_key_name, kms_key_id, now_ms()],

@@ -5,8 +5,8 @@
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
 mod apiops;
-pub mod kps;
 mod certs;
+pub mod kps;
 mod migrations;
 pub mod outbox;
 pub mod records;
@@ -19,8 +19,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-pub use kps::KpsKeypair;
 pub use certs::{CertView, StoredCertificate};
+pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,14 +115,32 @@ impl Store {
 
     /// Turns an intent into an inventory row with its certificates, its audit entry and (for
     /// a job) the item's result, in one transaction: a crash leaves all or none of them.
-    pub fn commit_key(&self, k: &KeyRecord, certs: &[CertificateRecord], audit: &AuditEntry, item: Option<&JobItem>) -> Result<(), StoreError> {
+    pub fn commit_key(
+        &self,
+        k: &KeyRecord,
+        certs: &[CertificateRecord],
+        audit: &AuditEntry,
+        item: Option<&JobItem>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
         tx.execute(
             "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-            params![k.id, k.name, k.namespace, k.owner, k.token, k.cka_id, k.algorithm, k.fingerprint, k.exportable, k.origin, k.created_at],
+            params![
+                k.id,
+                k.name,
+                k.namespace,
+                k.owner,
+                k.token,
+                k.cka_id,
+                k.algorithm,
+                k.fingerprint,
+                k.exportable,
+                k.origin,
+                k.created_at
+            ],
         )
         .map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -180,7 +198,9 @@ impl Store {
 
     pub fn job(&self, id: &str) -> Result<Option<(JobRecord, Vec<JobItem>)>, StoreError> {
         let conn = self.conn();
-        let Some(job) = conn.query_row(&format!("SELECT {} FROM jobs WHERE id=?1", JobRecord::COLUMNS), [id], JobRecord::from_row).optional()? else {
+        let Some(job) =
+            conn.query_row(&format!("SELECT {} FROM jobs WHERE id=?1", JobRecord::COLUMNS), [id], JobRecord::from_row).optional()?
+        else {
             return Ok(None);
         };
         let mut st = conn.prepare("SELECT job_id, seq, status, key_id, fingerprint, reason FROM job_items WHERE job_id=?1 ORDER BY seq")?;
@@ -225,9 +245,20 @@ impl Store {
     pub fn dek(&self) -> Result<Option<DekRecord>, StoreError> {
         let conn = self.conn();
         Ok(conn
-            .query_row("SELECT id, edge_instance_id, public_key, sealed_secret, token, created_at FROM dek ORDER BY created_at LIMIT 1", [], |r| {
-                Ok(DekRecord { id: r.get(0)?, edge_instance_id: r.get(1)?, public_key: r.get(2)?, sealed_secret: r.get(3)?, token: r.get(4)?, created_at: r.get(5)? })
-            })
+            .query_row(
+                "SELECT id, edge_instance_id, public_key, sealed_secret, token, created_at FROM dek ORDER BY created_at LIMIT 1",
+                [],
+                |r| {
+                    Ok(DekRecord {
+                        id: r.get(0)?,
+                        edge_instance_id: r.get(1)?,
+                        public_key: r.get(2)?,
+                        sealed_secret: r.get(3)?,
+                        token: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
             .optional()?)
     }
 
@@ -241,9 +272,7 @@ impl Store {
 
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.conn();
-        Ok(conn
-            .query_row(&format!("SELECT {} FROM keys WHERE id=?1", KeyRecord::COLUMNS), [id], KeyRecord::from_row)
-            .optional()?)
+        Ok(conn.query_row(&format!("SELECT {} FROM keys WHERE id=?1", KeyRecord::COLUMNS), [id], KeyRecord::from_row).optional()?)
     }
 
     pub fn key_by_name(&self, namespace: &str, name: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -301,7 +330,8 @@ impl Store {
 
     pub fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT at, principal, action, namespace, key_id, outcome, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
+        let mut st =
+            conn.prepare("SELECT at, principal, action, namespace, key_id, outcome, detail FROM audit ORDER BY seq DESC LIMIT ?1")?;
         let rows = st.query_map([limit], AuditEntry::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -30,7 +30,8 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
-    const COLUMNS: &'static str = "seq, key_id, namespace, name, op, cert_sha256, created_at, attempts, last_error, permanent, next_attempt_at";
+    const COLUMNS: &'static str =
+        "seq, key_id, namespace, name, op, cert_sha256, created_at, attempts, last_error, permanent, next_attempt_at";
 
     fn from_row(r: &Row) -> rusqlite::Result<OutboxRow> {
         Ok(OutboxRow {
@@ -208,7 +209,9 @@ impl Store {
 
     pub fn sync_state(&self, key_id: &str) -> Result<Option<SyncState>, StoreError> {
         let conn = self.conn();
-        Ok(conn.query_row(&format!("SELECT {} FROM sync_state WHERE key_id=?1", SyncState::COLUMNS), [key_id], SyncState::from_row).optional()?)
+        Ok(conn
+            .query_row(&format!("SELECT {} FROM sync_state WHERE key_id=?1", SyncState::COLUMNS), [key_id], SyncState::from_row)
+            .optional()?)
     }
 
     pub fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>, StoreError> {
@@ -259,7 +262,15 @@ mod tests {
     }
 
     fn audit() -> AuditEntry {
-        AuditEntry { at: now(), principal: "root".into(), action: "test".into(), namespace: None, key_id: None, outcome: "ok".into(), detail: None }
+        AuditEntry {
+            at: now(),
+            principal: "root".into(),
+            action: "test".into(),
+            namespace: None,
+            key_id: None,
+            outcome: "ok".into(),
+            detail: None,
+        }
     }
 
     #[test]

@@ -55,7 +55,15 @@ pub struct Intent {
 
 impl Intent {
     pub fn from_row(r: &Row) -> rusqlite::Result<Intent> {
-        Ok(Intent { key_id: r.get(0)?, token: r.get(1)?, cka_id: r.get(2)?, namespace: r.get(3)?, name: r.get(4)?, op: r.get(5)?, created_at: r.get(6)? })
+        Ok(Intent {
+            key_id: r.get(0)?,
+            token: r.get(1)?,
+            cka_id: r.get(2)?,
+            namespace: r.get(3)?,
+            name: r.get(4)?,
+            op: r.get(5)?,
+            created_at: r.get(6)?,
+        })
     }
 }
 
@@ -156,7 +164,15 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn from_row(r: &Row) -> rusqlite::Result<AuditEntry> {
-        Ok(AuditEntry { at: r.get(0)?, principal: r.get(1)?, action: r.get(2)?, namespace: r.get(3)?, key_id: r.get(4)?, outcome: r.get(5)?, detail: r.get(6)? })
+        Ok(AuditEntry {
+            at: r.get(0)?,
+            principal: r.get(1)?,
+            action: r.get(2)?,
+            namespace: r.get(3)?,
+            key_id: r.get(4)?,
+            outcome: r.get(5)?,
+            detail: r.get(6)?,
+        })
     }
 }
 
@@ -197,11 +213,27 @@ mod tests {
     }
 
     fn audit() -> AuditEntry {
-        AuditEntry { at: now(), principal: "root".into(), action: "test".into(), namespace: None, key_id: None, outcome: "ok".into(), detail: None }
+        AuditEntry {
+            at: now(),
+            principal: "root".into(),
+            action: "test".into(),
+            namespace: None,
+            key_id: None,
+            outcome: "ok".into(),
+            detail: None,
+        }
     }
 
     fn intent(id: &str, ns: &str, name: &str) -> Intent {
-        Intent { key_id: id.into(), token: "soft".into(), cka_id: hex::decode(id).unwrap(), namespace: ns.into(), name: name.into(), op: "generate".into(), created_at: now() }
+        Intent {
+            key_id: id.into(),
+            token: "soft".into(),
+            cka_id: hex::decode(id).unwrap(),
+            namespace: ns.into(),
+            name: name.into(),
+            op: "generate".into(),
+            created_at: now(),
+        }
     }
 
     #[test]

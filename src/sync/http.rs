@@ -37,7 +37,9 @@ impl Http {
             return Err(format!("'{address}': give the vault's address without a path"));
         }
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| format!("bad port in '{address}'"))?),
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| format!("bad port in '{address}'"))?)
+            }
             _ => (authority.trim_matches(['[', ']']).to_string(), if scheme == "https" { 443 } else { 80 }),
         };
         let tls = match scheme {
@@ -86,7 +88,13 @@ impl Http {
     }
 
     /// One request; `path` starts with `/v1/`. A broken kept-alive connection is reopened once.
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&serde_json::Value>) -> Result<Response, Unreachable> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, Unreachable> {
         let mut guard = self.conn.lock().await;
         for attempt in 0..2 {
             let mut send = match guard.take() {
@@ -108,7 +116,12 @@ impl Http {
             let sent = tokio::time::timeout(TIMEOUT, async {
                 let resp = send.send_request(req).await?;
                 let status = resp.status().as_u16();
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 let body = resp.into_body().collect().await?.to_bytes();
                 Ok::<_, hyper::Error>((status, retry_after, body))
             })
@@ -119,7 +132,8 @@ impl Http {
                     let body = if body.is_empty() {
                         serde_json::Value::Null
                     } else {
-                        serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()))
+                        serde_json::from_slice(&body)
+                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()))
                     };
                     return Ok(Response { status, retry_after, body });
                 }

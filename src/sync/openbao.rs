@@ -92,7 +92,15 @@ pub fn error_text(body: &Value) -> String {
         .into_iter()
         .flatten()
         .filter_map(|e| e.as_str())
-        .map(|e| e.trim().trim_start_matches(|c: char| !c.is_alphabetic() || c == '1').trim_start_matches("error occurred:").trim().trim_start_matches("* ").trim().to_string())
+        .map(|e| {
+            e.trim()
+                .trim_start_matches(|c: char| !c.is_alphabetic() || c == '1')
+                .trim_start_matches("error occurred:")
+                .trim()
+                .trim_start_matches("* ")
+                .trim()
+                .to_string()
+        })
         .collect();
     if errs.is_empty() {
         body.to_string()
@@ -131,7 +139,8 @@ impl OpenBao {
     fn token(&self) -> Result<Zeroizing<String>, VaultError> {
         let mut t = self.token.lock().expect("poisoned");
         if t.is_none() {
-            let read = crate::token::pin::read(&self.token_source).map_err(|e| VaultError::down(format!("vault token: {}", e.replace("PIN", "token"))))?;
+            let read = crate::token::pin::read(&self.token_source)
+                .map_err(|e| VaultError::down(format!("vault token: {}", e.replace("PIN", "token"))))?;
             *t = Some(read);
         }
         Ok(t.clone().expect("set above"))
@@ -142,7 +151,8 @@ impl OpenBao {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Response, VaultError> {
         for attempt in 0..2 {
             let token = self.token()?;
-            let r = self.http.request(method, &format!("/v1/{path}"), Some(&token), body.as_ref()).await.map_err(|u| VaultError::down(u.0))?;
+            let r =
+                self.http.request(method, &format!("/v1/{path}"), Some(&token), body.as_ref()).await.map_err(|u| VaultError::down(u.0))?;
             match r.status {
                 503 => return Err(VaultError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
                 502 | 504 => return Err(VaultError::down(format!("the vault's gateway failed ({})", r.status))),
@@ -154,16 +164,24 @@ impl OpenBao {
                     })
                 }
                 403 => {
-                    let probe = self.http.request("GET", "/v1/auth/token/lookup-self", Some(&token), None).await.map_err(|u| VaultError::down(u.0))?;
+                    let probe = self
+                        .http
+                        .request("GET", "/v1/auth/token/lookup-self", Some(&token), None)
+                        .await
+                        .map_err(|u| VaultError::down(u.0))?;
                     if probe.status == 403 {
                         // The token is dead (expired, revoked, wrong): re-read its source once.
                         *self.token.lock().expect("poisoned") = None;
                         if attempt == 0 {
                             continue;
                         }
-                        return Err(VaultError::down("the vault rejects the token (403 on auth/token/lookup-self); put a valid token in sync.token's source"));
+                        return Err(VaultError::down(
+                            "the vault rejects the token (403 on auth/token/lookup-self); put a valid token in sync.token's source",
+                        ));
                     }
-                    return Err(VaultError::Permanent(format!("the vault's policy denies {method} {path} (403); grant it to keyport's token")));
+                    return Err(VaultError::Permanent(format!(
+                        "the vault's policy denies {method} {path} (403); grant it to keyport's token"
+                    )));
                 }
                 _ => return Ok(r),
             }
@@ -179,9 +197,18 @@ impl OpenBao {
         }
         let r = self.call("GET", &format!("{}/wrapping_key", self.transit), None).await?;
         if r.status != 200 {
-            return Err(VaultError::Permanent(format!("GET {}/wrapping_key: {} {} (is transit mounted at '{}'?)", self.transit, r.status, error_text(&r.body), self.transit)));
+            return Err(VaultError::Permanent(format!(
+                "GET {}/wrapping_key: {} {} (is transit mounted at '{}'?)",
+                self.transit,
+                r.status,
+                error_text(&r.body),
+                self.transit
+            )));
         }
-        let der = r.body["data"]["public_key"].as_str().and_then(pem_to_der).ok_or_else(|| VaultError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
+        let der = r.body["data"]["public_key"]
+            .as_str()
+            .and_then(pem_to_der)
+            .ok_or_else(|| VaultError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
         use sha2::Digest;
         let k = WrappingKey { fingerprint: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der))), spki_der: der };
         if let Some(old) = cached.as_ref().filter(|o| o.fingerprint != k.fingerprint) {
@@ -226,7 +253,14 @@ impl OpenBao {
 
     /// `import` (new name) or `import_version` (new version of an imported key). The raw
     /// answer's class: Ok, stale wrapping key, "already exists", or another error.
-    pub async fn import(&self, name: &str, new_version: bool, key_type: &str, ciphertext: &[u8], hash: &str) -> Result<ImportResult, VaultError> {
+    pub async fn import(
+        &self,
+        name: &str,
+        new_version: bool,
+        key_type: &str,
+        ciphertext: &[u8],
+        hash: &str,
+    ) -> Result<ImportResult, VaultError> {
         let ct = base64::engine::general_purpose::STANDARD.encode(ciphertext);
         let (path, body) = if new_version {
             (format!("{}/keys/{name}/import_version", self.transit), json!({"ciphertext": ct, "hash_function": hash}))
@@ -260,9 +294,18 @@ impl OpenBao {
     pub async fn kv_read(&self, path: &str) -> Result<KvEntry, VaultError> {
         let r = self.call("GET", &format!("{}/data/{path}", self.kv), None).await?;
         let meta = &r.body["data"]["metadata"];
-        let custom = |m: &Value| m["custom_metadata"].as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()).unwrap_or_default();
+        let custom = |m: &Value| {
+            m["custom_metadata"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .unwrap_or_default()
+        };
         match r.status {
-            200 => Ok(KvEntry { version: meta["version"].as_i64().unwrap_or(0), data: Some(r.body["data"]["data"].clone()), custom_metadata: custom(meta) }),
+            200 => Ok(KvEntry {
+                version: meta["version"].as_i64().unwrap_or(0),
+                data: Some(r.body["data"]["data"].clone()),
+                custom_metadata: custom(meta),
+            }),
             // A soft-deleted latest version answers 404 with its metadata.
             404 => Ok(KvEntry { version: meta["version"].as_i64().unwrap_or(0), data: None, custom_metadata: custom(meta) }),
             s => Err(VaultError::Permanent(format!("GET {}/data/{path}: {s} {}", self.kv, error_text(&r.body)))),

@@ -53,7 +53,8 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option
 /// RFC 3339 (the store's format) of now + `d`.
 pub fn at(d: Duration) -> String {
     let t = time::OffsetDateTime::now_utc() + d;
-    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z")).expect("UTC formats")
+    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
+        .expect("UTC formats")
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::config::SyncConfig;
 use crate::core::App;
 use crate::material::algorithm::Algorithm;
 use crate::material::spki::PublicKey;
-use crate::store::outbox::{OutboxRow, SyncState, SyncScope, OP_CERTIFICATE, OP_DELETE, OP_KEY};
+use crate::store::outbox::{OutboxRow, SyncScope, SyncState, OP_CERTIFICATE, OP_DELETE, OP_KEY};
 use crate::store::records::now;
 use crate::token::{byok, objects, TokenError};
 
@@ -237,8 +237,13 @@ impl Syncer {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
             return Ok(Some(self.state(row, "not_syncable", None, Some(why.into()))));
         }
-        let alg = Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
-        let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| VaultError::Permanent(format!("token '{}' is no longer configured", rec.token)))?.clone();
+        let alg =
+            Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
+        let token = app
+            .tokens
+            .get(Some(&rec.token))
+            .ok_or_else(|| VaultError::Permanent(format!("token '{}' is no longer configured", rec.token)))?
+            .clone();
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
         let token_err = |e: TokenError| match e {
             TokenError::Transient { .. } => VaultError::Retry { message: e.to_string(), after: None, stop_pass: false },
@@ -283,7 +288,9 @@ impl Syncer {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
                             Ok(Some(self.state(row, "synced", Some(v), None)))
                         }
-                        None => Err(VaultError::Permanent(format!("transit key '{name}' does not show this key's public key after the import"))),
+                        None => {
+                            Err(VaultError::Permanent(format!("transit key '{name}' does not show this key's public key after the import")))
+                        }
                     };
                 }
                 ImportResult::StaleWrappingKey if !refreshed => {
@@ -291,14 +298,22 @@ impl Syncer {
                     self.vault.wrapping_key(true).await?;
                 }
                 ImportResult::StaleWrappingKey => {
-                    return Err(VaultError::Retry { message: "the vault could not unwrap the key even with a fresh wrapping key".into(), after: None, stop_pass: false })
+                    return Err(VaultError::Retry {
+                        message: "the vault could not unwrap the key even with a fresh wrapping key".into(),
+                        after: None,
+                        stop_pass: false,
+                    })
                 }
                 // Someone (or a crashed earlier try) created it meanwhile: read and compare again.
                 ImportResult::Exists => {}
                 ImportResult::Refused(m) => return Err(VaultError::Permanent(m)),
             }
         }
-        Err(VaultError::Retry { message: format!("transit key '{name}' kept changing while keyport imported it"), after: None, stop_pass: false })
+        Err(VaultError::Retry {
+            message: format!("transit key '{name}' kept changing while keyport imported it"),
+            after: None,
+            stop_pass: false,
+        })
     }
 
     async fn push_certificate(&self, app: &App, row: &OutboxRow) -> Result<(), VaultError> {
@@ -335,7 +350,8 @@ impl Syncer {
                 }
                 break;
             }
-            let data = serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
+            let data =
+                serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
             if self.vault.kv_write(&path, data, entry.version).await? {
                 self.vault.kv_set_metadata(&path, &meta).await?;
                 written = true;
@@ -343,14 +359,19 @@ impl Syncer {
             }
         }
         if !written {
-            return Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false });
+            return Err(VaultError::Retry {
+                message: format!("KV entry {path} kept changing (check-and-set)"),
+                after: None,
+                stop_pass: false,
+            });
         }
 
         // Transit: attach the certificate to the key version that holds this key.
         let state = app.store.sync_state(&rec.id).map_err(store_err)?;
         if let Some(v) = state.filter(|s| s.status == "synced").and_then(|s| s.pushed_version) {
             let current = self.vault.read_key(&name).await?;
-            let attached = current.as_ref().and_then(|k| k.versions.get(&v)).is_some_and(|kv| same_certificate(&kv.certificate_chain, &cert.der));
+            let attached =
+                current.as_ref().and_then(|k| k.versions.get(&v)).is_some_and(|kv| same_certificate(&kv.certificate_chain, &cert.der));
             if !attached {
                 self.vault.set_certificate(&name, v, &pem).await?;
             }
@@ -368,6 +389,11 @@ impl Syncer {
             meta.insert("deleted_at".into(), now());
             self.vault.kv_set_metadata(&path, &meta).await?;
         }
-        Ok(Some(self.state(row, "deleted", None, Some("deleted in keyport; the vault's copy is kept (keyport has no delete right there)".into()))))
+        Ok(Some(self.state(
+            row,
+            "deleted",
+            None,
+            Some("deleted in keyport; the vault's copy is kept (keyport has no delete right there)".into()),
+        )))
     }
 }

@@ -56,7 +56,8 @@ pub fn seal(c: &Ctx, id: &[u8], label: &str, plaintext: &[u8], aad: &[u8]) -> Re
 /// key, fails the GCM tag check.
 pub fn open(c: &Ctx, id: &[u8], blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let k = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.secret);
-    let k = k.ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("at-rest key {}", String::from_utf8_lossy(id)) })?;
+    let k =
+        k.ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("at-rest key {}", String::from_utf8_lossy(id)) })?;
     if blob.len() < IV_LEN + 16 {
         return Err(TokenError::Refused { token: c.token.into(), operation: "opening a sealed secret", detail: "blob too short".into() });
     }

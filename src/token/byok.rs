@@ -74,7 +74,10 @@ fn oaep(hash: OaepHash) -> Mechanism<'static> {
 pub fn wrap_for_vault(c: &Ctx, id: &[u8], wrapping_spki_der: &[u8]) -> Result<Wrapped, TokenError> {
     let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.private);
     let h = h.ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("private key {}", hex::encode(id)) })?;
-    let attrs = c.ck("C_GetAttributeValue", c.session.get_attributes(h, &[AttributeType::KeyType, AttributeType::Extractable, AttributeType::Sensitive]))?;
+    let attrs = c.ck(
+        "C_GetAttributeValue",
+        c.session.get_attributes(h, &[AttributeType::KeyType, AttributeType::Extractable, AttributeType::Sensitive]),
+    )?;
     let (mut key_type, mut extractable, mut sensitive) = (None, false, true);
     for a in attrs {
         match a {
@@ -95,7 +98,9 @@ pub fn wrap_for_vault(c: &Ctx, id: &[u8], wrapping_spki_der: &[u8]) -> Result<Wr
     }
     match c.live.mechanisms.kwp {
         Some(CKM_AES_KEY_WRAP_PAD) => {}
-        Some(other) => return Err(refused(c, format!("the token's RFC 5649 mechanism is 0x{other:X}, which this keyport cannot call yet"))),
+        Some(other) => {
+            return Err(refused(c, format!("the token's RFC 5649 mechanism is 0x{other:X}, which this keyport cannot call yet")))
+        }
         None => return Err(refused(c, "the token has no RFC 5649 key-wrap mechanism")),
     }
     if !c.live.mechanisms.rsa_oaep {
@@ -162,8 +167,11 @@ fn wrap_ed25519_in_software(c: &Ctx, h: ObjectHandle, wrapping_spki_der: &[u8]) 
     pkcs8.extend_from_slice(&seed);
     let mut eph = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(&mut eph[..]);
-    let body = aes_kw::KekAes256::new(eph.as_ref().into()).wrap_with_padding_vec(&pkcs8).map_err(|e| refused(c, format!("AES-KWP: {e:?}")))?;
+    let body =
+        aes_kw::KekAes256::new(eph.as_ref().into()).wrap_with_padding_vec(&pkcs8).map_err(|e| refused(c, format!("AES-KWP: {e:?}")))?;
     let vault = rsa::RsaPublicKey::from_public_key_der(wrapping_spki_der).map_err(|e| refused(c, format!("the wrapping key: {e}")))?;
-    let head = vault.encrypt(&mut rand::rngs::OsRng, rsa::Oaep::new::<sha2::Sha256>(), &eph[..]).map_err(|e| refused(c, format!("RSA-OAEP: {e}")))?;
+    let head = vault
+        .encrypt(&mut rand::rngs::OsRng, rsa::Oaep::new::<sha2::Sha256>(), &eph[..])
+        .map_err(|e| refused(c, format!("RSA-OAEP: {e}")))?;
     Ok(Wrapped { ciphertext: [head, body].concat(), hash: OaepHash::Sha256, in_software: true })
 }

@@ -53,9 +53,7 @@ pub fn is_transient_rv(rv: RvError) -> bool {
 
 /// True when only C_Finalize + C_Initialize can help (the module lost its state).
 pub fn needs_reinitialize(detail: &str) -> bool {
-    ["CKR_CRYPTOKI_NOT_INITIALIZED", "CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR"]
-        .iter()
-        .any(|c| detail.contains(c))
+    ["CKR_CRYPTOKI_NOT_INITIALIZED", "CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR"].iter().any(|c| detail.contains(c))
 }
 
 /// The CKR_ name of a return value: cryptoki's Display is a paragraph from the spec, far too

@@ -7,17 +7,17 @@
 //! after reopening (new sessions and login, or C_Finalize + C_Initialize of the module), and an
 //! in-memory object index so the request path never runs C_FindObjects.
 
+pub mod at_rest;
+pub mod byok;
 pub mod error;
 pub mod index;
 mod module;
-pub mod at_rest;
-pub mod byok;
 pub mod objects;
 pub mod pin;
-pub mod wrap;
 mod raw;
 pub mod secret;
 pub mod softhsm;
+pub mod wrap;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::{Session, SessionState, UserType};
@@ -349,12 +349,25 @@ fn probe_ed25519_wrap(s: &Session, m: &Mechanisms) -> bool {
     }
     let kek = s.generate_key(
         &Mechanism::AesKeyGen,
-        &[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::KeyType(KeyType::AES), Attribute::ValueLen(32.into()), Attribute::Token(false), Attribute::Wrap(true), Attribute::Extractable(false)],
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Extractable(false),
+        ],
     );
     let pair = s.generate_key_pair(
         &Mechanism::EccEdwardsKeyPairGen,
         &[Attribute::Token(false), Attribute::EcParams(crate::material::algorithm::OID_ED25519.to_vec())],
-        &[Attribute::Token(false), Attribute::Private(true), Attribute::Sensitive(true), Attribute::Extractable(true), Attribute::Sign(true)],
+        &[
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Sign(true),
+        ],
     );
     let ok = match (&kek, &pair) {
         (Ok(k), Ok((_, private))) => s.wrap_key(&Mechanism::AesKeyWrapPad, *k, *private).is_ok(),

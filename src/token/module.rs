@@ -35,9 +35,13 @@ pub fn load(path: &Path) -> Result<Arc<Module>, String> {
         return Ok(m.clone());
     }
     if !path.exists() {
-        return Err(format!("PKCS#11 module {} does not exist; install it (softhsm2: apt-get install softhsm2) or fix `module`", path.display()));
+        return Err(format!(
+            "PKCS#11 module {} does not exist; install it (softhsm2: apt-get install softhsm2) or fix `module`",
+            path.display()
+        ));
     }
-    let ctx = Pkcs11::new(path).map_err(|e| format!("cannot load PKCS#11 module {}: {e}; is it a PKCS#11 library for this architecture?", path.display()))?;
+    let ctx = Pkcs11::new(path)
+        .map_err(|e| format!("cannot load PKCS#11 module {}: {e}; is it a PKCS#11 library for this architecture?", path.display()))?;
     match ctx.initialize(init_args()) {
         Ok(()) => {}
         Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}

@@ -28,12 +28,7 @@ use crate::material::spki::PublicKey;
 /// Generates a key pair in the token under `id`/`label` and records it in the index.
 pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, exportable: bool) -> Result<PublicKey, TokenError> {
     let common = |private: bool| {
-        vec![
-            Attribute::Token(true),
-            Attribute::Private(private),
-            Attribute::Id(id.to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ]
+        vec![Attribute::Token(true), Attribute::Private(private), Attribute::Id(id.to_vec()), Attribute::Label(label.as_bytes().to_vec())]
     };
     let mut public = common(false);
     let mut private = common(true);
@@ -56,7 +51,11 @@ pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, export
         }
         Algorithm::Ed25519 => {
             if !c.live.mechanisms.ec_edwards_keygen {
-                return Err(TokenError::Refused { token: c.token.into(), operation: "ed25519 key generation", detail: "the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN".into() });
+                return Err(TokenError::Refused {
+                    token: c.token.into(),
+                    operation: "ed25519 key generation",
+                    detail: "the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN".into(),
+                });
             }
             public.push(Attribute::EcParams(alg.ec_params().expect("ed").to_vec()));
             Mechanism::EccEdwardsKeyPairGen
@@ -75,7 +74,16 @@ pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, export
 pub fn read_public(c: &Ctx, h: ObjectHandle) -> Result<PublicKey, TokenError> {
     let attrs = c.ck(
         "C_GetAttributeValue",
-        c.session.get_attributes(h, &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcParams, AttributeType::EcPoint]),
+        c.session.get_attributes(
+            h,
+            &[
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+            ],
+        ),
     )?;
     let (mut n, mut e, mut params, mut point) = (None, None, None, None);
     for a in attrs {
@@ -202,11 +210,21 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
                 Attribute::Exponent2(k.dq.to_vec()),
                 Attribute::Coefficient(k.qinv.to_vec()),
             ]);
-            public.extend([Attribute::KeyType(KeyType::RSA), Attribute::Encrypt(true), Attribute::Modulus(k.n.clone()), Attribute::PublicExponent(k.e.clone())]);
+            public.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Encrypt(true),
+                Attribute::Modulus(k.n.clone()),
+                Attribute::PublicExponent(k.e.clone()),
+            ]);
         }
         PrivateKey::Ec { d, point, .. } => {
             let params = alg.ec_params().expect("EC").to_vec();
-            private.extend([Attribute::KeyType(KeyType::EC), Attribute::Derive(true), Attribute::EcParams(params.clone()), Attribute::Value(d.to_vec())]);
+            private.extend([
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Derive(true),
+                Attribute::EcParams(params.clone()),
+                Attribute::Value(d.to_vec()),
+            ]);
             public.extend([Attribute::KeyType(KeyType::EC), Attribute::EcParams(params), Attribute::EcPoint(der_octet_string(point))]);
         }
         PrivateKey::Ed25519 { seed, public: pk } => {
@@ -241,7 +259,13 @@ fn zeroize_template(t: &mut [Attribute]) {
     use zeroize::Zeroize;
     for a in t.iter_mut() {
         match a {
-            Attribute::PrivateExponent(v) | Attribute::Prime1(v) | Attribute::Prime2(v) | Attribute::Exponent1(v) | Attribute::Exponent2(v) | Attribute::Coefficient(v) | Attribute::Value(v) => v.zeroize(),
+            Attribute::PrivateExponent(v)
+            | Attribute::Prime1(v)
+            | Attribute::Prime2(v)
+            | Attribute::Exponent1(v)
+            | Attribute::Exponent2(v)
+            | Attribute::Coefficient(v)
+            | Attribute::Value(v) => v.zeroize(),
             _ => {}
         }
     }

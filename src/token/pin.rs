@@ -7,14 +7,18 @@ use zeroize::Zeroizing;
 pub fn read(source: &PinSource) -> Result<Zeroizing<String>, String> {
     let raw = match source {
         PinSource::File(p) => Zeroizing::new(
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read PIN file {}: {e}; create it (mode 0600) or fix pin.file", p.display()))?,
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read PIN file {}: {e}; create it (mode 0600) or fix pin.file", p.display()))?,
         ),
         PinSource::Env(v) => Zeroizing::new(
             std::env::var(v).map_err(|_| format!("environment variable {v} holding the PIN is not set; export it or use pin.file"))?,
         ),
         PinSource::Credential(name) => {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .ok_or_else(|| format!("pin.credential = \"{name}\" but CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"))?;
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                format!(
+                    "pin.credential = \"{name}\" but CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential={name}:<file>"
+                )
+            })?;
             let p = std::path::Path::new(&dir).join(name);
             Zeroizing::new(std::fs::read_to_string(&p).map_err(|e| format!("cannot read credential {}: {e}", p.display()))?)
         }

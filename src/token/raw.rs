@@ -4,7 +4,7 @@
 //! (research/pkcs11.md §1.3: dlopen of the same path returns the same module state.)
 #![allow(unsafe_code)]
 
-use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM_INFO, CK_RV, CKR_OK};
+use cryptoki_sys::{CKR_OK, CK_FUNCTION_LIST, CK_MECHANISM_INFO, CK_RV};
 use std::path::Path;
 
 pub struct RawModule {

@@ -44,7 +44,11 @@ impl SecretType {
 /// holding the value is zeroized whatever the outcome.
 pub fn create_secret_key(c: &Ctx, kind: SecretType, value: &[u8], id: &[u8], label: &str, exportable: bool) -> Result<(), TokenError> {
     if !kind.valid_len(value.len()) {
-        return Err(TokenError::Refused { token: c.token.into(), operation: "secret key import", detail: format!("{} bytes is not a valid {kind:?} key length", value.len()) });
+        return Err(TokenError::Refused {
+            token: c.token.into(),
+            operation: "secret key import",
+            detail: format!("{} bytes is not a valid {kind:?} key length", value.len()),
+        });
     }
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),

@@ -22,7 +22,11 @@ pub fn prepare_env(cfg: &Config) -> Result<(), String> {
         return Err("tokens[].softhsm.dir: every SoftHSM token of one daemon must use the same folder (SoftHSM reads one SOFTHSM2_CONF per process)".into());
     }
     let tokens = dir.join("tokens");
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&tokens).map_err(|e| format!("cannot create {}: {e}", tokens.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tokens)
+        .map_err(|e| format!("cannot create {}: {e}", tokens.display()))?;
     let tokens = std::fs::canonicalize(&tokens).map_err(|e| e.to_string())?;
     let conf = std::fs::canonicalize(dir).map_err(|e| e.to_string())?.join("softhsm2.conf");
     let text = format!(
@@ -86,7 +90,11 @@ fn write_secret(p: &Path, value: &str) -> Result<(), String> {
     if let Some(parent) = p.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| e.to_string())?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p)
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
         .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
     writeln!(f, "{value}").map_err(|e| e.to_string())
 }

@@ -32,7 +32,8 @@ struct KeyFacts {
 fn facts(c: &Ctx, h: ObjectHandle) -> Result<KeyFacts, TokenError> {
     let attrs = c.ck(
         "C_GetAttributeValue",
-        c.session.get_attributes(h, &[AttributeType::KeyType, AttributeType::Extractable, AttributeType::Sensitive, AttributeType::ValueLen]),
+        c.session
+            .get_attributes(h, &[AttributeType::KeyType, AttributeType::Extractable, AttributeType::Sensitive, AttributeType::ValueLen]),
     )?;
     let mut f = KeyFacts { key_type: None, extractable: false, sensitive: true, value_len: None };
     for a in attrs {
@@ -51,7 +52,9 @@ fn facts(c: &Ctx, h: ObjectHandle) -> Result<KeyFacts, TokenError> {
 fn wrap_out(c: &Ctx, target: ObjectHandle) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     match c.live.mechanisms.kwp {
         Some(CKM_AES_KEY_WRAP_PAD) => {}
-        Some(other) => return Err(refused(c, format!("the token's RFC 5649 mechanism is 0x{other:X}, which this keyport cannot call yet"))),
+        Some(other) => {
+            return Err(refused(c, format!("the token's RFC 5649 mechanism is 0x{other:X}, which this keyport cannot call yet")))
+        }
         None => return Err(refused(c, "the token has no RFC 5649 key-wrap mechanism")),
     }
     let mut kek = Zeroizing::new([0u8; 32]);
@@ -75,13 +78,18 @@ fn wrap_out(c: &Ctx, target: ObjectHandle) -> Result<Zeroizing<Vec<u8>>, TokenEr
     let _ = c.session.destroy_object(kek_h);
     let wrapped = c.ck("C_WrapKey", wrapped)?;
     let kw = aes_kw::KekAes256::new(kek.as_ref().into());
-    kw.unwrap_with_padding_vec(&wrapped).map(Zeroizing::new).map_err(|_| refused(c, "the wrapped key did not unwrap (RFC 5649 integrity check failed)"))
+    kw.unwrap_with_padding_vec(&wrapped)
+        .map(Zeroizing::new)
+        .map_err(|_| refused(c, "the wrapped key did not unwrap (RFC 5649 integrity check failed)"))
 }
 
 /// The private key `id` as PKCS#8 DER (padding already cut).
 pub fn private_key_pkcs8(c: &Ctx, id: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let set = c.live.index.read().expect("poisoned").get(id).cloned();
-    let h = set.as_ref().and_then(|s| s.private).ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("private key {}", hex::encode(id)) })?;
+    let h = set
+        .as_ref()
+        .and_then(|s| s.private)
+        .ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("private key {}", hex::encode(id)) })?;
     let f = facts(c, h)?;
     if !f.extractable {
         return Err(refused(c, "the private key is not extractable (CKA_EXTRACTABLE=false)"));
@@ -99,14 +107,18 @@ pub fn private_key_pkcs8(c: &Ctx, id: &[u8]) -> Result<Zeroizing<Vec<u8>>, Token
         return Ok(der);
     }
     let blob = wrap_out(c, h)?;
-    let der = crate::material::pkcs::pkcs8_der_strip_padding(&blob).map_err(|e| refused(c, format!("the unwrapped key is not PKCS#8: {e}")))?;
+    let der =
+        crate::material::pkcs::pkcs8_der_strip_padding(&blob).map_err(|e| refused(c, format!("the unwrapped key is not PKCS#8: {e}")))?;
     Ok(Zeroizing::new(der.to_vec()))
 }
 
 /// The secret key `id`'s value, cut to its true length.
 pub fn secret_key_value(c: &Ctx, id: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let set = c.live.index.read().expect("poisoned").get(id).cloned();
-    let h = set.as_ref().and_then(|s| s.secret).ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("secret key {}", hex::encode(id)) })?;
+    let h = set
+        .as_ref()
+        .and_then(|s| s.secret)
+        .ok_or_else(|| TokenError::NotFound { token: c.token.into(), what: format!("secret key {}", hex::encode(id)) })?;
     let f = facts(c, h)?;
     if !f.extractable {
         return Err(refused(c, "the secret key is not extractable (CKA_EXTRACTABLE=false)"));

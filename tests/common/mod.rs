@@ -40,7 +40,11 @@ pub fn require(tool: &str) -> bool {
 }
 
 pub fn softhsm_module() -> PathBuf {
-    for p in ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so"] {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
@@ -73,7 +77,11 @@ impl Daemon {
         let d = dir.path();
         let port = free_port();
         let socket = d.join("keyport.sock");
-        let principals = if extra.contains("[[principals]]") { String::new() } else { ROOT_PRINCIPALS.replace("READER_HASH", &sha256_hex("reader-key")).replace("TLSPC_HASH", &sha256_hex("tlspc-key")) };
+        let principals = if extra.contains("[[principals]]") {
+            String::new()
+        } else {
+            ROOT_PRINCIPALS.replace("READER_HASH", &sha256_hex("reader-key")).replace("TLSPC_HASH", &sha256_hex("tlspc-key"))
+        };
         let text = format!(
             r#"state_dir = "{state}"
 [listen]
@@ -123,14 +131,7 @@ softhsm = {{ dir = "{hsm}" }}
     /// Starts `keyport serve` and waits until health answers.
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
-        let child = self
-            .command()
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let start = Instant::now();
         loop {

@@ -112,7 +112,9 @@ fn infer_secret(len: usize) -> Result<Alg, String> {
     match len {
         8 => Ok(Alg::Des),
         16 | 32 => Ok(Alg::Aes),
-        24 => Err("algorithm is required for SECRET_KEY! A 24-byte key is AES-192 or DESede. Supported values: AES, DES, DESede, RSA".into()),
+        24 => {
+            Err("algorithm is required for SECRET_KEY! A 24-byte key is AES-192 or DESede. Supported values: AES, DES, DESede, RSA".into())
+        }
         n => Err(format!("A SECRET_KEY of {n} bytes is neither AES (16, 24, 32), DES (8) nor DESede (24)!")),
     }
 }

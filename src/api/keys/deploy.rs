@@ -105,18 +105,34 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
                     }
                     Material::Private(k) => {
                         let pk = objects::import_private_key(c, k, &cka_id, &label, exportable)?;
-                        pk.fingerprint().map_err(|e| TokenError::Refused { token: c.token.into(), operation: "fingerprint", detail: e.to_string() })?
+                        pk.fingerprint().map_err(|e| TokenError::Refused {
+                            token: c.token.into(),
+                            operation: "fingerprint",
+                            detail: e.to_string(),
+                        })?
                     }
                     Material::Public(pk) => {
                         let crate::material::spki::PublicKey::Rsa { modulus, exponent } = pk else {
-                            return Err(TokenError::Refused { token: c.token.into(), operation: "public key import", detail: "only RSA".into() });
+                            return Err(TokenError::Refused {
+                                token: c.token.into(),
+                                operation: "public key import",
+                                detail: "only RSA".into(),
+                            });
                         };
                         secret::create_rsa_public_key(c, modulus, exponent, &cka_id, &label)?;
-                        pk.fingerprint().map_err(|e| TokenError::Refused { token: c.token.into(), operation: "fingerprint", detail: e.to_string() })?
+                        pk.fingerprint().map_err(|e| TokenError::Refused {
+                            token: c.token.into(),
+                            operation: "fingerprint",
+                            detail: e.to_string(),
+                        })?
                     }
                 };
                 if fail {
-                    return Err(TokenError::Refused { token: c.token.into(), operation: "deploy", detail: format!("test hook {FAIL_HOOK}") });
+                    return Err(TokenError::Refused {
+                        token: c.token.into(),
+                        operation: "deploy",
+                        detail: format!("test hook {FAIL_HOOK}"),
+                    });
                 }
                 Ok(fingerprint)
             })
@@ -185,7 +201,9 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
     let audits: Vec<_> = records
         .iter()
         .zip(&plans)
-        .map(|(r, p)| audit(who, "apiops.key.deploy", &key.namespace, &r.id, "ok", Some(format!("{}/{} → {}", key.project, key.name, p.environment))))
+        .map(|(r, p)| {
+            audit(who, "apiops.key.deploy", &key.namespace, &r.id, "ok", Some(format!("{}/{} → {}", key.project, key.name, p.environment)))
+        })
         .collect();
     if let Err(e) = app.store.apiops_commit(new_key.then_some(key), &rows, &audits) {
         rollback(app, &staged).await;
@@ -210,7 +228,13 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
 
 /// Destroys each deployment's objects, then removes the rows of those that went (and the key
 /// itself when `drop_key` and every environment went).
-pub async fn undeploy(app: &App, who: &Principal, key: &ApiOpsKey, deployments: Vec<ApiOpsDeployment>, drop_key: bool) -> Result<Vec<EnvResult>, VendorError> {
+pub async fn undeploy(
+    app: &App,
+    who: &Principal,
+    key: &ApiOpsKey,
+    deployments: Vec<ApiOpsDeployment>,
+    drop_key: bool,
+) -> Result<Vec<EnvResult>, VendorError> {
     let mut results = Vec::new();
     let mut gone = Vec::new();
     let mut audits = Vec::new();
@@ -226,15 +250,20 @@ pub async fn undeploy(app: &App, who: &Principal, key: &ApiOpsKey, deployments: 
         match outcome {
             Ok(()) => {
                 gone.push(d.key_id.clone());
-                audits.push(audit(who, "apiops.key.undeploy", &key.namespace, &d.key_id, "ok", Some(format!("{}/{} ← {}", key.project, key.name, d.environment))));
+                audits.push(audit(
+                    who,
+                    "apiops.key.undeploy",
+                    &key.namespace,
+                    &d.key_id,
+                    "ok",
+                    Some(format!("{}/{} ← {}", key.project, key.name, d.environment)),
+                ));
                 results.push(EnvResult { environment: d.environment, success: true, message: "Undeployed successfully".into() });
             }
             Err(e) => results.push(EnvResult { environment: d.environment, success: false, message: format!("Undeployment failed: {e}") }),
         }
     }
     let all = results.iter().all(|r| r.success);
-    app.store
-        .apiops_remove(&key.project, &key.name, &gone, drop_key && all, &audits)
-        .map_err(|e| VendorError::from(CoreError::from(e)))?;
+    app.store.apiops_remove(&key.project, &key.name, &gone, drop_key && all, &audits).map_err(|e| VendorError::from(CoreError::from(e)))?;
     Ok(results)
 }

@@ -59,13 +59,28 @@ pub async fn export_file(
 
 /// One deployment's material as a file: PEM for private (PKCS#8) and public (SPKI) keys; the
 /// Base64 of the raw bytes for a secret key (what `content` and `import-file` take back).
-async fn export_one(app: &SharedApp, who: &crate::core::authz::Principal, key_type: KeyType, key_id: &str) -> Result<Zeroizing<Vec<u8>>, VendorError> {
-    let rec = app.store.key(key_id).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?.ok_or_else(|| VendorError::bad("the key's inventory row is gone; retry"))?;
+async fn export_one(
+    app: &SharedApp,
+    who: &crate::core::authz::Principal,
+    key_type: KeyType,
+    key_id: &str,
+) -> Result<Zeroizing<Vec<u8>>, VendorError> {
+    let rec = app
+        .store
+        .key(key_id)
+        .map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?
+        .ok_or_else(|| VendorError::bad("the key's inventory row is gone; retry"))?;
     match key_type {
         KeyType::Public => {
-            let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| VendorError::bad(format!("token '{}' is no longer configured", rec.token)))?;
+            let token = app
+                .tokens
+                .get(Some(&rec.token))
+                .ok_or_else(|| VendorError::bad(format!("token '{}' is no longer configured", rec.token)))?;
             let cka = rec.cka_id.clone();
-            let pk = token.run(move |c| crate::token::objects::public_key(c, &cka)).await.map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+            let pk = token
+                .run(move |c| crate::token::objects::public_key(c, &cka))
+                .await
+                .map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
             Ok(Zeroizing::new(content::public_pem(&pk).map_err(VendorError::bad)?.into_bytes()))
         }
         KeyType::Private => {
@@ -183,7 +198,11 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>, Str
             .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
             .ok_or("a multipart part has no Content-Disposition")?;
         let name = disposition_param(disposition, "name").ok_or("a multipart part has no name")?;
-        parts.push(Part { name, filename: disposition_param(disposition, "filename"), data: Zeroizing::new(body[headers_end + 4..next].to_vec()) });
+        parts.push(Part {
+            name,
+            filename: disposition_param(disposition, "filename"),
+            data: Zeroizing::new(body[headers_end + 4..next].to_vec()),
+        });
         pos = next + 2 + delim.len();
     }
 }
@@ -198,7 +217,9 @@ pub async fn import_file(
     require(&who, &ns, Permission::Import)?;
     require(&who, &ns, Permission::Deploy)?;
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let body = crate::api::body::read_limited(req, app.config.limits.max_body_bytes).await.map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
+    let body = crate::api::body::read_limited(req, app.config.limits.max_body_bytes)
+        .await
+        .map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
     let parts = parse_multipart(&ct, &body).map_err(VendorError::bad)?;
     let field = |n: &str| parts.iter().find(|p| p.name == n);
     let text = |n: &str| field(n).map(|p| String::from_utf8_lossy(&p.data).trim().to_string()).filter(|s| !s.is_empty());
@@ -224,18 +245,27 @@ pub async fn import_file(
         }
         algorithm = stored;
     }
-    let envs: Vec<String> = text("environmentList").unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let envs: Vec<String> =
+        text("environmentList").unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if envs.is_empty() {
         return Err(VendorError::bad("environmentList value can not be empty!"));
     }
     // The file: PEM, or Base64 that decodes to PEM (or, for a secret key, to its raw bytes).
     let raw = String::from_utf8(file.data.to_vec()).map(Zeroizing::new).map_err(|_| {
-        VendorError::bad(format!("Key content is neither PEM nor valid Base64 for key type {}! Send the PEM content Base64-encoded.", key_type.as_str()))
+        VendorError::bad(format!(
+            "Key content is neither PEM nor valid Base64 for key type {}! Send the PEM content Base64-encoded.",
+            key_type.as_str()
+        ))
     })?;
     let bytes = content::decode(&raw, key_type).map_err(VendorError::bad)?;
     let (material, alg) = content::read(key_type, algorithm, &bytes).map_err(VendorError::bad)?;
     let material = std::sync::Arc::new(material);
-    let deployed = existing.as_ref().map(|k| app.store.apiops_deployments(&project, &k.name)).transpose().map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?.unwrap_or_default();
+    let deployed = existing
+        .as_ref()
+        .map(|k| app.store.apiops_deployments(&project, &k.name))
+        .transpose()
+        .map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?
+        .unwrap_or_default();
     let alias = text("alias");
     let mut plans = Vec::new();
     for env in &envs {
@@ -247,7 +277,14 @@ pub async fn import_file(
             Some(d) => app.store.key(&d.key_id).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?,
             None => None,
         };
-        plans.push(super::Plan { environment: env.clone(), token, material: material.clone(), alias: alias.clone(), source: "FILE", replaces });
+        plans.push(super::Plan {
+            environment: env.clone(),
+            token,
+            material: material.clone(),
+            alias: alias.clone(),
+            source: "FILE",
+            replaces,
+        });
     }
     let key = match existing {
         Some(k) => k,
@@ -267,7 +304,9 @@ pub async fn import_file(
     if overriding {
         if let Some(d) = text("keyDescription") {
             let entry = crate::core::keys::audit(&who, "apiops.key.update", &ns, &format!("{project}/{name}"), "ok", None);
-            app.store.apiops_update(&project, &name, Some(&d), &[], &entry).map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+            app.store
+                .apiops_update(&project, &name, Some(&d), &[], &entry)
+                .map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
         }
     }
     Ok(Json(json!({"status": "SUCCESS"})))

@@ -109,18 +109,32 @@ impl FromRequestParts<SharedApp> for ApiOpsCaller {
 
 /// The namespace of a configured project.
 pub(crate) fn namespace(app: &SharedApp, project: &str) -> Result<String, VendorError> {
-    app.config.apiops.namespace(project).map(String::from).ok_or_else(|| VendorError::bad(format!("Project (name: {project}) is not found!")))
+    app.config
+        .apiops
+        .namespace(project)
+        .map(String::from)
+        .ok_or_else(|| VendorError::bad(format!("Project (name: {project}) is not found!")))
 }
 
-const ALL: [Permission; 7] =
-    [Permission::Import, Permission::Read, Permission::ExportPrivate, Permission::Manage, Permission::Deploy, Permission::Sync, Permission::Admin];
+const ALL: [Permission; 7] = [
+    Permission::Import,
+    Permission::Read,
+    Permission::ExportPrivate,
+    Permission::Manage,
+    Permission::Deploy,
+    Permission::Sync,
+    Permission::Admin,
+];
 
 /// Reads need any permission in the project (the vendor: any project role).
 pub(crate) fn require_any(who: &Principal, ns: &str, project: &str) -> Result<(), VendorError> {
     if ALL.iter().any(|p| who.allows(ns, *p)) {
         Ok(())
     } else {
-        Err(VendorError::new(StatusCode::FORBIDDEN, format!("principal '{}' has no permission in project '{project}' (namespace '{ns}')", who.name)))
+        Err(VendorError::new(
+            StatusCode::FORBIDDEN,
+            format!("principal '{}' has no permission in project '{project}' (namespace '{ns}')", who.name),
+        ))
     }
 }
 
@@ -165,7 +179,9 @@ pub(crate) fn find_key(app: &SharedApp, project: &str, name: &str) -> Result<(Ap
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(app: &SharedApp, req: Request) -> Result<T, VendorError> {
-    let bytes = super::body::read_limited(req, app.config.limits.max_body_bytes).await.map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
+    let bytes = super::body::read_limited(req, app.config.limits.max_body_bytes)
+        .await
+        .map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
     serde_json::from_slice(&bytes).map_err(|e| VendorError::bad(format!("The request body is not valid JSON for this operation: {e}")))
 }
 
@@ -192,7 +208,11 @@ fn deployment_response(results: &[EnvResult], undeploy: bool) -> Json<Value> {
 
 // --- list and get -----------------------------------------------------------------------------
 
-async fn list(State(app): State<SharedApp>, ApiOpsCaller(who): ApiOpsCaller, Path(project): Path<String>) -> Result<Json<Value>, VendorError> {
+async fn list(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, VendorError> {
     let ns = namespace(&app, &project)?;
     require_any(&who, &ns, &project)?;
     let mut out = Vec::new();
@@ -204,7 +224,11 @@ async fn list(State(app): State<SharedApp>, ApiOpsCaller(who): ApiOpsCaller, Pat
     Ok(Json(json!({"status": "SUCCESS", "resultList": out, "resultCount": n})))
 }
 
-async fn get_one(State(app): State<SharedApp>, ApiOpsCaller(who): ApiOpsCaller, Path((project, name)): Path<(String, String)>) -> Result<Json<Value>, VendorError> {
+async fn get_one(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, VendorError> {
     let ns = namespace(&app, &project)?;
     require_any(&who, &ns, &project)?;
     let (k, d) = find_key(&app, &project, &name)?;
@@ -239,7 +263,9 @@ fn parse_key_type(s: Option<&str>) -> Result<KeyType, VendorError> {
 fn parse_algorithm(s: Option<&str>, case_insensitive: bool) -> Result<Option<Alg>, VendorError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(a) => Alg::parse(a, case_insensitive).map(Some).ok_or_else(|| VendorError::bad(format!("Unknown algorithm ({a})! Supported values: {ALGORITHMS}"))),
+        Some(a) => Alg::parse(a, case_insensitive)
+            .map(Some)
+            .ok_or_else(|| VendorError::bad(format!("Unknown algorithm ({a})! Supported values: {ALGORITHMS}"))),
     }
 }
 
@@ -262,25 +288,54 @@ pub(crate) fn check_name(name: &str) -> Result<(), VendorError> {
 
 /// Checks one environment entry and reads its material; `algorithm` is fixed by the first
 /// entry (every environment holds the same kind of key).
-fn plan_entry(app: &SharedApp, e: &EnvDto, key_type: KeyType, algorithm: &mut Option<Alg>, seen: &mut Vec<String>, source: &'static str) -> Result<Plan, VendorError> {
-    let env = e.environment_name.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| VendorError::bad("environmentName is required for every element of cryptoKeyInfoEnvironmentList!"))?;
+fn plan_entry(
+    app: &SharedApp,
+    e: &EnvDto,
+    key_type: KeyType,
+    algorithm: &mut Option<Alg>,
+    seen: &mut Vec<String>,
+    source: &'static str,
+) -> Result<Plan, VendorError> {
+    let env = e
+        .environment_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| VendorError::bad("environmentName is required for every element of cryptoKeyInfoEnvironmentList!"))?;
     let token = environment(app, env)?;
     if seen.iter().any(|s| s == env) {
         return Err(VendorError::bad(format!("Environment ({env}) is listed more than once!")));
     }
     seen.push(env.to_string());
-    let content = e.content.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| VendorError::bad(format!("content is required for environment ({env})!")))?;
+    let content = e
+        .content
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| VendorError::bad(format!("content is required for environment ({env})!")))?;
     let bytes = content::decode(content, key_type).map_err(|m| VendorError::bad(format!("Environment ({env}): {m}")))?;
     let (material, alg) = content::read(key_type, *algorithm, &bytes).map_err(|m| VendorError::bad(format!("Environment ({env}): {m}")))?;
     *algorithm = Some(alg);
-    Ok(Plan { environment: env.to_string(), token, material: std::sync::Arc::new(material), alias: e.alias.clone(), source, replaces: None })
+    Ok(Plan {
+        environment: env.to_string(),
+        token,
+        material: std::sync::Arc::new(material),
+        alias: e.alias.clone(),
+        source,
+        replaces: None,
+    })
 }
 
-async fn create(State(app): State<SharedApp>, ApiOpsCaller(who): ApiOpsCaller, Path(project): Path<String>, req: Request) -> Result<Json<Value>, VendorError> {
+async fn create(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path(project): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, VendorError> {
     let ns = namespace(&app, &project)?;
     require(&who, &ns, Permission::Manage)?;
     let body: KeyDto = json_body(&app, req).await?;
-    let name = body.name.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| VendorError::bad("name is required!"))?.to_string();
+    let name =
+        body.name.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| VendorError::bad("name is required!"))?.to_string();
     check_name(&name)?;
     let key_type = parse_key_type(body.key_type.as_deref())?;
     let mut algorithm = parse_algorithm(body.algorithm.as_deref(), false)?;
@@ -366,7 +421,10 @@ async fn update(
                 (existing, _) => {
                     let mut p = plan_entry(&app, e, key_type, &mut algorithm, &mut seen, "TEXT")?;
                     if let Some(d) = existing {
-                        p.replaces = Some(store(app.store.key(&d.key_id))?.ok_or_else(|| VendorError::bad(format!("Environment ({env}) lost its inventory row; retry")))?);
+                        p.replaces = Some(
+                            store(app.store.key(&d.key_id))?
+                                .ok_or_else(|| VendorError::bad(format!("Environment ({env}) lost its inventory row; retry")))?,
+                        );
                     }
                     plans.push(p);
                 }
@@ -391,7 +449,11 @@ async fn update(
 
 // --- delete -----------------------------------------------------------------------------------
 
-async fn delete(State(app): State<SharedApp>, ApiOpsCaller(who): ApiOpsCaller, Path((project, name)): Path<(String, String)>) -> Result<Json<Value>, VendorError> {
+async fn delete(
+    State(app): State<SharedApp>,
+    ApiOpsCaller(who): ApiOpsCaller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, VendorError> {
     let ns = namespace(&app, &project)?;
     require(&who, &ns, Permission::Manage)?;
     let (key, deployed) = find_key(&app, &project, &name)?;
@@ -418,4 +480,3 @@ pub(crate) fn file_response(content_type: &'static str, filename: &str, body: Ve
     )
         .into_response()
 }
-

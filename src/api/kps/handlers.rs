@@ -146,7 +146,10 @@ fn target(proj: &KpsProject, enc: Option<&Encryption>) -> Result<Target, KpsErro
                 .ok_or_else(|| {
                     KpsError::bad(
                         codes::ENCRYPT_FAILED,
-                        format!("Encrypt private key failed: kms key '{}' is not configured for this project", name.or(id).unwrap_or_default()),
+                        format!(
+                            "Encrypt private key failed: kms key '{}' is not configured for this project",
+                            name.or(id).unwrap_or_default()
+                        ),
                     )
                 })?;
             Ok(Target {
@@ -220,7 +223,10 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
         return Err(duplicate(&a.name));
     }
     let given_public = match a.public_key.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(line) => Some((line.to_string(), parse_public_line(line).map_err(|e| KpsError::param(format!("public_key is not an OpenSSH public key: {e}")))?)),
+        Some(line) => Some((
+            line.to_string(),
+            parse_public_line(line).map_err(|e| KpsError::param(format!("public_key is not an OpenSSH public key: {e}")))?,
+        )),
         None => None,
     };
     let private = a.key_protection.as_ref().and_then(|p| p.private_key.as_deref()).map(str::trim).filter(|s| !s.is_empty());
@@ -251,7 +257,11 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
             CoreError::Conflict(_) => duplicate(&a.name),
             e => e.into(),
         })?;
-        let token = app.tokens.get(Some(&rec.token)).ok_or_else(|| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY, "token gone"))?.clone();
+        let token = app
+            .tokens
+            .get(Some(&rec.token))
+            .ok_or_else(|| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY, "token gone"))?
+            .clone();
         let cka = rec.cka_id.clone();
         let public = token.run(move |c| crate::token::objects::public_key(c, &cka)).await.map_err(CoreError::from)?;
         let line = public_key_line(&public, "");
@@ -278,7 +288,14 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
         created_ms: now,
         updated_ms: now,
     };
-    let entry = audit(who, "kps.keypair.create", &proj.namespace, row.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {}", a.name)));
+    let entry = audit(
+        who,
+        "kps.keypair.create",
+        &proj.namespace,
+        row.key_id.as_deref().unwrap_or(""),
+        "ok",
+        Some(format!("project {project_id}, key pair {}", a.name)),
+    );
     match app.store.kps_insert(&row, &entry) {
         Ok(id) => row.id = id,
         Err(e) => {
@@ -368,18 +385,35 @@ pub async fn batch_import(State(app): State<SharedApp>, Path(project_id): Path<S
     Ok(Json(json!({"succeeded_keypairs": ok, "failed_keypairs": failed})))
 }
 
-pub async fn import_private_key(State(app): State<SharedApp>, Path(project_id): Path<String>, r: KpsRequest) -> Result<Json<Value>, KpsError> {
+pub async fn import_private_key(
+    State(app): State<SharedApp>,
+    Path(project_id): Path<String>,
+    r: KpsRequest,
+) -> Result<Json<Value>, KpsError> {
     let body: ImportBody = r.json()?;
     let b = body.keypair;
     check_name(&b.name)?;
     let proj = project(&app, &project_id)?;
-    let text = b.key_protection.private_key.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| KpsError::param("key_protection.private_key is required"))?;
+    let text = b
+        .key_protection
+        .private_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| KpsError::param("key_protection.private_key is required"))?;
     if b.key_protection.encryption.is_none() {
         return Err(KpsError::param("key_protection.encryption is required (type kms or default)"));
     }
     match app.store.kps_get(&project_id, &b.name)? {
         None => {
-            let a = CreateAction { name: b.name.clone(), kind: None, public_key: None, scope: None, user_id: b.user_id, key_protection: Some(b.key_protection) };
+            let a = CreateAction {
+                name: b.name.clone(),
+                kind: None,
+                public_key: None,
+                scope: None,
+                user_id: b.user_id,
+                key_protection: Some(b.key_protection),
+            };
             create_keypair(&app, &r.who, &project_id, a).await?;
         }
         Some(existing) => {
@@ -391,7 +425,9 @@ pub async fn import_private_key(State(app): State<SharedApp>, Path(project_id): 
             }
             if existing.key_id.is_none() {
                 let rec = import_into_token(&app, &r.who, proj, &existing.name, key, &t).await?;
-                if let Err(e) = app.store.kps_set_key(existing.id, &rec.id, t.protection, t.kms_key_name.as_deref(), t.kms_key_id.as_deref()) {
+                if let Err(e) =
+                    app.store.kps_set_key(existing.id, &rec.id, t.protection, t.kms_key_name.as_deref(), t.kms_key_id.as_deref())
+                {
                     let _ = crate::core::keys::delete(&app, &r.who, &rec.id).await;
                     return Err(e.into());
                 }
@@ -410,7 +446,11 @@ pub async fn list(State(app): State<SharedApp>, Path(project_id): Path<String>, 
         let v = super::sign::percent_decode_str(v);
         match k {
             "limit" => {
-                limit = v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| KpsError::param(format!("limit must be 1-{MAX_LIMIT}")))?;
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| KpsError::param(format!("limit must be 1-{MAX_LIMIT}")))?;
             }
             "marker" if !v.is_empty() => marker = Some(v),
             _ => {}
@@ -432,12 +472,20 @@ pub async fn list(State(app): State<SharedApp>, Path(project_id): Path<String>, 
     Ok(Json(json!({"keypairs": keypairs, "page_info": page})))
 }
 
-pub async fn show(State(app): State<SharedApp>, Path((project_id, name)): Path<(String, String)>, r: KpsRequest) -> Result<Json<Value>, KpsError> {
+pub async fn show(
+    State(app): State<SharedApp>,
+    Path((project_id, name)): Path<(String, String)>,
+    r: KpsRequest,
+) -> Result<Json<Value>, KpsError> {
     let (k, _) = get_pair(&app, &r.who, &project_id, &name)?;
     Ok(Json(json!({"keypair": detail_json(&k)})))
 }
 
-pub async fn update(State(app): State<SharedApp>, Path((project_id, name)): Path<(String, String)>, r: KpsRequest) -> Result<StatusCode, KpsError> {
+pub async fn update(
+    State(app): State<SharedApp>,
+    Path((project_id, name)): Path<(String, String)>,
+    r: KpsRequest,
+) -> Result<StatusCode, KpsError> {
     let body: UpdateBody = r.json()?;
     let (k, ns) = get_pair(&app, &r.who, &project_id, &name)?;
     r.who.require(&ns, Permission::Manage)?;
@@ -445,12 +493,23 @@ pub async fn update(State(app): State<SharedApp>, Path((project_id, name)): Path
     if d.chars().count() > 255 {
         return Err(KpsError::param("description is longer than 255 characters"));
     }
-    let entry = audit(&r.who, "kps.keypair.update", &ns, k.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {name}")));
+    let entry = audit(
+        &r.who,
+        "kps.keypair.update",
+        &ns,
+        k.key_id.as_deref().unwrap_or(""),
+        "ok",
+        Some(format!("project {project_id}, key pair {name}")),
+    );
     app.store.kps_set_description(k.id, &d, &entry)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn delete(State(app): State<SharedApp>, Path((project_id, name)): Path<(String, String)>, r: KpsRequest) -> Result<StatusCode, KpsError> {
+pub async fn delete(
+    State(app): State<SharedApp>,
+    Path((project_id, name)): Path<(String, String)>,
+    r: KpsRequest,
+) -> Result<StatusCode, KpsError> {
     let (k, ns) = get_pair(&app, &r.who, &project_id, &name)?;
     r.who.require(&ns, Permission::Manage)?;
     if let Some(key_id) = &k.key_id {
@@ -459,15 +518,27 @@ pub async fn delete(State(app): State<SharedApp>, Path((project_id, name)): Path
             Err(e) => return Err(e.into()),
         }
     }
-    let entry = audit(&r.who, "kps.keypair.delete", &ns, k.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {name}")));
+    let entry = audit(
+        &r.who,
+        "kps.keypair.delete",
+        &ns,
+        k.key_id.as_deref().unwrap_or(""),
+        "ok",
+        Some(format!("project {project_id}, key pair {name}")),
+    );
     app.store.kps_delete(k.id, &entry)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn clear_private_key(State(app): State<SharedApp>, Path((project_id, name)): Path<(String, String)>, r: KpsRequest) -> Result<StatusCode, KpsError> {
+pub async fn clear_private_key(
+    State(app): State<SharedApp>,
+    Path((project_id, name)): Path<(String, String)>,
+    r: KpsRequest,
+) -> Result<StatusCode, KpsError> {
     let (k, ns) = get_pair(&app, &r.who, &project_id, &name)?;
     r.who.require(&ns, Permission::Manage)?;
-    let key_id = k.key_id.clone().ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
+    let key_id =
+        k.key_id.clone().ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
     match crate::core::keys::delete(&app, &r.who, &key_id).await {
         Ok(_) | Err(CoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
@@ -485,7 +556,11 @@ async fn export_pem(app: &SharedApp, who: &Principal, project_id: &str, name: &s
     encode::private_key_pem(&key).map_err(|e| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE, e.to_string()))
 }
 
-pub async fn export_private_key(State(app): State<SharedApp>, Path(project_id): Path<String>, r: KpsRequest) -> Result<Json<Value>, KpsError> {
+pub async fn export_private_key(
+    State(app): State<SharedApp>,
+    Path(project_id): Path<String>,
+    r: KpsRequest,
+) -> Result<Json<Value>, KpsError> {
     let body: NameBody = r.json()?;
     let pem = export_pem(&app, &r.who, &project_id, &body.keypair.name).await?;
     Ok(Json(json!({"keypair": {"name": body.keypair.name, "private_key": pem.as_str()}})))
@@ -519,7 +594,11 @@ pub async fn ecs_binding(Path(project_id): Path<String>, State(app): State<Share
     Err(KpsError::param("associating key pairs with ECS servers is not available in keyport (a host key agent has no servers to bind)"))
 }
 
-pub async fn task(State(app): State<SharedApp>, Path((project_id, task_id)): Path<(String, String)>, _r: KpsRequest) -> Result<Json<Value>, KpsError> {
+pub async fn task(
+    State(app): State<SharedApp>,
+    Path((project_id, task_id)): Path<(String, String)>,
+    _r: KpsRequest,
+) -> Result<Json<Value>, KpsError> {
     project(&app, &project_id)?;
     Err(KpsError::bad(codes::TASK_ILLEGAL, format!("taskId is illegal: no task '{task_id}'")))
 }
@@ -534,12 +613,20 @@ pub async fn failed_tasks(State(app): State<SharedApp>, Path(project_id): Path<S
     Ok(Json(json!({"total": 0, "tasks": []})))
 }
 
-pub async fn delete_failed_tasks(State(app): State<SharedApp>, Path(project_id): Path<String>, _r: KpsRequest) -> Result<StatusCode, KpsError> {
+pub async fn delete_failed_tasks(
+    State(app): State<SharedApp>,
+    Path(project_id): Path<String>,
+    _r: KpsRequest,
+) -> Result<StatusCode, KpsError> {
     project(&app, &project_id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn delete_failed_task(State(app): State<SharedApp>, Path((project_id, task_id)): Path<(String, String)>, _r: KpsRequest) -> Result<StatusCode, KpsError> {
+pub async fn delete_failed_task(
+    State(app): State<SharedApp>,
+    Path((project_id, task_id)): Path<(String, String)>,
+    _r: KpsRequest,
+) -> Result<StatusCode, KpsError> {
     project(&app, &project_id)?;
     Err(KpsError::bad("KPS.0005", format!("Failed task is not found: '{task_id}'")))
 }

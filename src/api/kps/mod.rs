@@ -134,9 +134,16 @@ impl FromRequest<SharedApp> for KpsRequest {
 
     async fn from_request(req: Request, app: &SharedApp) -> Result<Self, KpsError> {
         let (parts, body) = req.into_parts();
-        let declared = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let limit = app.config.limits.max_body_bytes;
-        let too_large = || KpsError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::PARAMETER, format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"));
+        let too_large = || {
+            KpsError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::PARAMETER,
+                format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"),
+            )
+        };
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
@@ -146,7 +153,9 @@ impl FromRequest<SharedApp> for KpsRequest {
         let authorization = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let who = if let Some(token) = token {
             app.authz.read().expect("poisoned").identify(&peer(&parts), Some(token)).map_err(|e| match e {
-                CoreError::Unauthenticated(_) => unauthenticated("the X-Auth-Token is not recognized (it must match a [[principals]] api_key_sha256)"),
+                CoreError::Unauthenticated(_) => {
+                    unauthenticated("the X-Auth-Token is not recognized (it must match a [[principals]] api_key_sha256)")
+                }
                 other => other.into(),
             })?
         } else if let Some(value) = authorization.filter(|v| v.trim_start().starts_with(sign::ALGORITHM)) {
@@ -154,17 +163,33 @@ impl FromRequest<SharedApp> for KpsRequest {
             let entry = app.config.kps.access_key(&auth.access).ok_or_else(|| unauthenticated("the access key (AK) is not recognized"))?;
             let sk = crate::token::pin::read(&entry.secret_key).map_err(|e| {
                 tracing::error!(access_key = %entry.access_key, "cannot read the KPS secret key: {e}");
-                KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY, "the secret key for this access key cannot be read; see the daemon's log")
+                KpsError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::DEPENDENCY,
+                    "the secret key for this access key cannot be read; see the daemon's log",
+                )
             })?;
-            let signed = sign::SignedRequest { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), headers: &parts.headers, body: &body };
+            let signed = sign::SignedRequest {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                body: &body,
+            };
             sign::verify(&signed, &auth, sk.as_bytes(), now_secs()).map_err(|e| {
                 tracing::info!(access_key = %auth.access, "signed request refused: {e}");
                 unauthenticated(e.to_string())
             })?;
-            app.authz.read().expect("poisoned").by_name(&entry.principal).ok_or_else(|| unauthenticated(format!("the principal '{}' of this access key is not configured", entry.principal)))?
+            app.authz
+                .read()
+                .expect("poisoned")
+                .by_name(&entry.principal)
+                .ok_or_else(|| unauthenticated(format!("the principal '{}' of this access key is not configured", entry.principal)))?
         } else {
             app.authz.read().expect("poisoned").identify(&peer(&parts), None).map_err(|e| match e {
-                CoreError::Unauthenticated(_) => unauthenticated("no credentials: send X-Auth-Token, or sign the request (Authorization: SDK-HMAC-SHA256 …, X-Sdk-Date)"),
+                CoreError::Unauthenticated(_) => {
+                    unauthenticated("no credentials: send X-Auth-Token, or sign the request (Authorization: SDK-HMAC-SHA256 …, X-Sdk-Date)")
+                }
                 other => other.into(),
             })?
         };
@@ -181,5 +206,9 @@ impl KpsRequest {
 
 /// The configured project, or KPS.0002.
 pub fn project<'a>(app: &'a SharedApp, project_id: &str) -> Result<&'a KpsProject, KpsError> {
-    app.config.kps.projects.get(project_id).ok_or_else(|| KpsError::param(format!("project '{project_id}' is not configured ([kps.projects.<id>])")))
+    app.config
+        .kps
+        .projects
+        .get(project_id)
+        .ok_or_else(|| KpsError::param(format!("project '{project_id}' is not configured ([kps.projects.<id>])")))
 }

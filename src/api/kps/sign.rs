@@ -274,7 +274,12 @@ mod tests {
                 headers.append(*k, HeaderValue::from_static(val));
             }
             let auth = parse_authorization(v.authorization).unwrap();
-            verify(&SignedRequest { method: v.method, path: v.path, query: v.query, headers: &headers, body: v.body.as_bytes() }, &auth, b"other", now)
+            verify(
+                &SignedRequest { method: v.method, path: v.path, query: v.query, headers: &headers, body: v.body.as_bytes() },
+                &auth,
+                b"other",
+                now,
+            )
         };
         assert_eq!(wrong_sk, Err(SignError::Mismatch));
     }
@@ -289,7 +294,10 @@ mod tests {
         assert_eq!(parse_sdk_date("20240229T120000Z"), Some(1709208000));
         assert_eq!(parse_sdk_date("2024-02-29T12:00Z"), None);
         let a = parse_authorization("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;x-sdk-date, Signature=ab").unwrap();
-        assert_eq!(a, Authorization { access: "AK".into(), signed_headers: vec!["host".into(), "x-sdk-date".into()], signature: "ab".into() });
+        assert_eq!(
+            a,
+            Authorization { access: "AK".into(), signed_headers: vec!["host".into(), "x-sdk-date".into()], signature: "ab".into() }
+        );
         assert!(parse_authorization("Bearer x").is_none());
     }
 }

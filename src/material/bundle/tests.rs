@@ -45,7 +45,11 @@ fn pem_files_one_bad_fails_alone() {
     let (a, a_der) = cert("a");
     let (b, _) = cert("b");
     let chain = format!("{a}{b}");
-    let z = zip_of(&[("a.pem", a.as_bytes()), ("dir/chain.PEM", chain.as_bytes()), ("key.pem", b"-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n")]);
+    let z = zip_of(&[
+        ("a.pem", a.as_bytes()),
+        ("dir/chain.PEM", chain.as_bytes()),
+        ("key.pem", b"-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"),
+    ]);
     let bundle = read_zip(&z, Format::Pem, lim()).unwrap();
     assert_eq!(bundle.format, Format::Pem);
     assert_eq!(bundle.entries.len(), 3);

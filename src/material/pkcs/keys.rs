@@ -234,9 +234,8 @@ pub(crate) fn ec_from_parts(alg: Algorithm, d: &[u8], stored_point: Option<&[u8]
 // Ed25519
 
 pub(crate) fn ed25519_from_seed(seed: &[u8], stored_public: Option<&[u8]>) -> Result<PrivateKey, MaterialError> {
-    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-        seed.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 private key is not 32 bytes".into()))?,
-    );
+    let seed: Zeroizing<[u8; 32]> =
+        Zeroizing::new(seed.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 private key is not 32 bytes".into()))?);
     let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
     if let Some(stored) = stored_public {
         if stored != public {
@@ -311,15 +310,10 @@ pub(crate) fn to_pkcs8_der(key: &PrivateKey) -> Result<Zeroizing<Vec<u8>>, Mater
             let sec1 = sec1::EcPrivateKey { private_key: d, parameters: None, public_key: Some(point) };
             (OID_EC, Some(AnyRef::from_der(curve).map_err(enc)?), secret_der(&sec1)?)
         }
-        PrivateKey::Ed25519 { seed, .. } => {
-            (OID_ED25519, None, secret_der(&OctetStringRef::new(seed.as_slice()).map_err(enc)?)?)
-        }
+        PrivateKey::Ed25519 { seed, .. } => (OID_ED25519, None, secret_der(&OctetStringRef::new(seed.as_slice()).map_err(enc)?)?),
     };
-    let info = pkcs8::PrivateKeyInfo {
-        algorithm: AlgorithmIdentifierRef { oid, parameters: params },
-        private_key: &inner,
-        public_key: None,
-    };
+    let info =
+        pkcs8::PrivateKeyInfo { algorithm: AlgorithmIdentifierRef { oid, parameters: params }, private_key: &inner, public_key: None };
     secret_der(&info)
 }
 

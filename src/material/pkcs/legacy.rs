@@ -29,12 +29,8 @@ pub(crate) fn is_encrypted(block: &PemBlock) -> Result<bool, MaterialError> {
 
 /// Decrypts a `Proc-Type: 4,ENCRYPTED` block's contents.
 pub(crate) fn decrypt(block: &PemBlock, password: &[u8]) -> Result<Secret, MaterialError> {
-    let dek = block
-        .header("DEK-Info")
-        .ok_or_else(|| MaterialError::Malformed("encrypted PEM block without a DEK-Info header".into()))?;
-    let (cipher, iv_hex) = dek
-        .split_once(',')
-        .ok_or_else(|| MaterialError::Malformed("the DEK-Info header has no IV".into()))?;
+    let dek = block.header("DEK-Info").ok_or_else(|| MaterialError::Malformed("encrypted PEM block without a DEK-Info header".into()))?;
+    let (cipher, iv_hex) = dek.split_once(',').ok_or_else(|| MaterialError::Malformed("the DEK-Info header has no IV".into()))?;
     let cipher = cipher.trim().to_ascii_uppercase();
     let iv = hex::decode(iv_hex.trim()).map_err(|_| MaterialError::Malformed("the DEK-Info IV is not hex".into()))?;
     let (key_len, iv_len) = match cipher.as_str() {

@@ -23,9 +23,9 @@ mod pkcs12;
 pub mod write_traditional;
 
 #[cfg(test)]
-pub(crate) mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use der::asn1::OctetStringRef;
 use der::{Decode, Encode, Reader, SliceReader};
@@ -137,9 +137,7 @@ fn read_pem(data: &[u8], password: Option<&[u8]>) -> Result<PrivateKey, Material
             "OPENSSH PRIVATE KEY" | "SSH2 ENCRYPTED PRIVATE KEY" => {
                 return Err(MaterialError::UnknownFormat("an SSH private key; read it with the SSH key reader".into()))
             }
-            "DSA PRIVATE KEY" => {
-                return Err(MaterialError::Unsupported("DSA keys; keyport accepts RSA, EC and Ed25519".into()))
-            }
+            "DSA PRIVATE KEY" => return Err(MaterialError::Unsupported("DSA keys; keyport accepts RSA, EC and Ed25519".into())),
             label if label.ends_with("PRIVATE KEY") => {
                 return Err(MaterialError::Unsupported(format!("PEM {label}; keyport accepts RSA, EC and Ed25519 keys")))
             }
@@ -149,12 +147,8 @@ fn read_pem(data: &[u8], password: Option<&[u8]>) -> Result<PrivateKey, Material
     let block = match found.as_slice() {
         [one] => *one,
         [] if others.is_empty() => return Err(MaterialError::UnknownFormat("no PEM block found".into())),
-        [] => {
-            return Err(MaterialError::UnknownFormat(format!("no private key in the PEM data (found: {})", others.join(", "))))
-        }
-        many => {
-            return Err(MaterialError::Unsupported(format!("{} private keys in one file; give one at a time", many.len())))
-        }
+        [] => return Err(MaterialError::UnknownFormat(format!("no private key in the PEM data (found: {})", others.join(", ")))),
+        many => return Err(MaterialError::Unsupported(format!("{} private keys in one file; give one at a time", many.len()))),
     };
     let label = block.label.as_str();
     if legacy::is_encrypted(block)? {

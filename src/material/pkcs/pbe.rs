@@ -190,10 +190,9 @@ fn pbes2_decrypt(params: AnyRef<'_>, password: &[u8], ciphertext: &[u8]) -> Resu
         }
         Kdf::Scrypt { salt, log_n, r, p, key_len: stated } => {
             check_key_len(stated, key_len)?;
-            let params = scrypt::Params::new(log_n, r, p, key_len)
-                .map_err(|_| MaterialError::Malformed("invalid scrypt parameters".into()))?;
-            scrypt::scrypt(password, salt, &params, &mut key)
-                .map_err(|_| MaterialError::Malformed("invalid scrypt parameters".into()))?;
+            let params =
+                scrypt::Params::new(log_n, r, p, key_len).map_err(|_| MaterialError::Malformed("invalid scrypt parameters".into()))?;
+            scrypt::scrypt(password, salt, &params, &mut key).map_err(|_| MaterialError::Malformed("invalid scrypt parameters".into()))?;
         }
     }
     match cipher {
@@ -231,9 +230,7 @@ fn parse_cipher<'a>(alg: &AlgorithmIdentifierRef<'a>) -> Result<Cipher<'a>, Mate
         OID_AES192_CBC => Ok(Cipher::Aes192(iv(16)?)),
         OID_AES256_CBC => Ok(Cipher::Aes256(iv(16)?)),
         OID_DES_EDE3_CBC => Ok(Cipher::TripleDes(iv(8)?)),
-        OID_AES128_GCM | OID_AES192_GCM | OID_AES256_GCM => Err(MaterialError::Unsupported(format!(
-            "AES-GCM inside PBES2; {REENCRYPT}"
-        ))),
+        OID_AES128_GCM | OID_AES192_GCM | OID_AES256_GCM => Err(MaterialError::Unsupported(format!("AES-GCM inside PBES2; {REENCRYPT}"))),
         OID_DES_CBC => Err(MaterialError::Unsupported(format!("single DES (DES-CBC) is insecure; {REENCRYPT}"))),
         OID_RC2_CBC => Err(MaterialError::Unsupported(format!("RC2-CBC inside PBES2; {REENCRYPT}"))),
         other => Err(MaterialError::Unsupported(format!("PBES2 cipher {other}; {REENCRYPT}"))),
@@ -311,7 +308,9 @@ enum P12Cipher {
     TripleDes3,
     TripleDes2,
     /// RC2-CBC with a key of `key_len` bytes and as many effective bits.
-    Rc2 { key_len: usize },
+    Rc2 {
+        key_len: usize,
+    },
 }
 
 fn pkcs12_pbe_decrypt(cipher: P12Cipher, params: AnyRef<'_>, bmp_password: &[u8], ciphertext: &[u8]) -> Result<Secret, MaterialError> {

@@ -32,10 +32,8 @@ pub(crate) fn looks_like_pem(data: &[u8]) -> bool {
     data.windows(BEGIN.len()).any(|w| w == BEGIN.as_bytes())
 }
 
-const LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+const LENIENT: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 
 /// Every PEM block in `data`, in order.
 pub(crate) fn parse(data: &[u8]) -> Result<Vec<PemBlock>, MaterialError> {
@@ -83,9 +81,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<PemBlock>, MaterialError> {
             return Err(MaterialError::Malformed(format!("PEM block {label} has no END line")));
         }
         let der = Zeroizing::new(
-            LENIENT
-                .decode(body.as_bytes())
-                .map_err(|_| MaterialError::Malformed(format!("PEM block {label} is not valid base64")))?,
+            LENIENT.decode(body.as_bytes()).map_err(|_| MaterialError::Malformed(format!("PEM block {label} is not valid base64")))?,
         );
         if der.is_empty() {
             return Err(MaterialError::Malformed(format!("PEM block {label} is empty")));

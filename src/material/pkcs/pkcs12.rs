@@ -185,7 +185,8 @@ fn parse_pfx(data: &[u8]) -> Result<Pfx<'_>, MaterialError> {
 }
 
 fn explicit_octets<'a>(content: Option<AnyRef<'a>>) -> der::Result<&'a [u8]> {
-    let content = content.ok_or_else(|| der::Error::from(der::ErrorKind::TagUnexpected { expected: Some(Tag::OctetString), actual: Tag::Null }))?;
+    let content =
+        content.ok_or_else(|| der::Error::from(der::ErrorKind::TagUnexpected { expected: Some(Tag::OctetString), actual: Tag::Null }))?;
     Ok(content.decode_as::<OctetStringRef<'a>>()?.as_bytes())
 }
 

@@ -155,7 +155,20 @@ fn unsupported_pbe_schemes_say_so() {
     let Some(w) = Work::new() else { return };
     w.key(Alg::P256, "k.pem");
     // PBES1 (needs OpenSSL's legacy provider for MD5/DES; skip that one if it is absent).
-    if let Ok(pem) = w.try_run(&["pkcs8", "-topk8", "-in", "k.pem", "-v1", "PBE-MD5-DES", "-passout", PASS, "-provider", "legacy", "-provider", "default"]) {
+    if let Ok(pem) = w.try_run(&[
+        "pkcs8",
+        "-topk8",
+        "-in",
+        "k.pem",
+        "-v1",
+        "PBE-MD5-DES",
+        "-passout",
+        PASS,
+        "-provider",
+        "legacy",
+        "-provider",
+        "default",
+    ]) {
         match read_private_key(&pem, Some(PW)) {
             Err(MaterialError::Unsupported(m)) => assert!(m.contains("PBES1") && m.contains("aes-256-cbc"), "{m}"),
             other => panic!("{other:?}"),
@@ -193,35 +206,29 @@ fn assert_too_expensive(data: &[u8], password: &[u8], what: &str) {
 #[test]
 fn kdf_caps_are_enforced_before_deriving() {
     let pbkdf2 = |iter: u64| {
-        tlv(0x30, &[
-            &der_oid("1.2.840.113549.1.5.12"),
-            &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(iter), &tlv(0x30, &[&der_oid("1.2.840.113549.2.9"), &[5, 0]])]),
-        ])
+        tlv(
+            0x30,
+            &[
+                &der_oid("1.2.840.113549.1.5.12"),
+                &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(iter), &tlv(0x30, &[&der_oid("1.2.840.113549.2.9"), &[5, 0]])]),
+            ],
+        )
     };
     assert_too_expensive(&encrypted_pbes2(&pbkdf2(10_000_000), &aes256_cbc()), PW, "PBKDF2 10M");
     assert_too_expensive(&encrypted_pbes2(&pbkdf2(u64::MAX), &aes256_cbc()), PW, "PBKDF2 2^64-1");
     // An iteration count wider than 64 bits.
-    let huge = tlv(0x30, &[
-        &der_oid("1.2.840.113549.1.5.12"),
-        &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &tlv(0x02, &[&[0x7f; 12]])]),
-    ]);
+    let huge = tlv(0x30, &[&der_oid("1.2.840.113549.1.5.12"), &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &tlv(0x02, &[&[0x7f; 12]])])]);
     assert_too_expensive(&encrypted_pbes2(&huge, &aes256_cbc()), PW, "PBKDF2 96-bit");
     // Under the cap, the KDF runs and the junk fails to decrypt.
     assert_eq!(read_private_key(&encrypted_pbes2(&pbkdf2(1000), &aes256_cbc()), Some(PW)).unwrap_err(), MaterialError::WrongPassword);
 
     let scrypt = |n: u64, r: u64, p: u64| {
-        tlv(0x30, &[
-            &der_oid("1.3.6.1.4.1.11591.4.11"),
-            &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(n), &der_uint(r), &der_uint(p)]),
-        ])
+        tlv(0x30, &[&der_oid("1.3.6.1.4.1.11591.4.11"), &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(n), &der_uint(r), &der_uint(p)])])
     };
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 20, 8, 1), &aes256_cbc()), PW, "scrypt 1 GiB");
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 14, 1 << 20, 1), &aes256_cbc()), PW, "scrypt huge r");
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 10, 8, 17), &aes256_cbc()), PW, "scrypt p=17");
-    assert!(matches!(
-        read_private_key(&encrypted_pbes2(&scrypt(1000, 8, 1), &aes256_cbc()), Some(PW)),
-        Err(MaterialError::Malformed(_))
-    ));
+    assert!(matches!(read_private_key(&encrypted_pbes2(&scrypt(1000, 8, 1), &aes256_cbc()), Some(PW)), Err(MaterialError::Malformed(_))));
 
     // PKCS#12 PBE (pbeWithSHAAnd3-KeyTripleDES-CBC) with 5M iterations.
     let alg = tlv(0x30, &[&der_oid("1.2.840.113549.1.12.1.3"), &tlv(0x30, &[&tlv(0x04, &[&[1; 8]]), &der_uint(5_000_000)])]);
@@ -568,11 +575,14 @@ fn pkcs12_hostile_input() {
         assert!(read_pkcs12(&bad, PW).is_err(), "flip at {i} accepted");
     }
     // A MAC asking for 5M iterations is refused before the work.
-    let mac = tlv(0x30, &[
-        &tlv(0x30, &[&tlv(0x30, &[&der_oid("2.16.840.1.101.3.4.2.1"), &[5, 0]]), &tlv(0x04, &[&[0; 32]])]),
-        &tlv(0x04, &[&[1; 8]]),
-        &der_uint(5_000_000),
-    ]);
+    let mac = tlv(
+        0x30,
+        &[
+            &tlv(0x30, &[&tlv(0x30, &[&der_oid("2.16.840.1.101.3.4.2.1"), &[5, 0]]), &tlv(0x04, &[&[0; 32]])]),
+            &tlv(0x04, &[&[1; 8]]),
+            &der_uint(5_000_000),
+        ],
+    );
     let auth_safe = tlv(0x04, &[&tlv(0x30, &[])]);
     let content_info = tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &tlv(0xa0, &[&auth_safe])]);
     let hostile = tlv(0x30, &[&der_uint(3), &content_info, &mac]);
@@ -600,9 +610,7 @@ fn pkcs12_work_per_file_is_bounded() {
         let der = w.run(&["pkcs8", "-topk8", "-nocrypt", "-in", file, "-outform", "DER"]);
         tlv(0x30, &[&der_oid("1.2.840.113549.1.12.10.1.1"), &tlv(0xa0, &[&der])])
     };
-    let data_part = |bags: &[&[u8]]| {
-        tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &tlv(0xa0, &[&tlv(0x04, &[&tlv(0x30, bags)])])])
-    };
+    let data_part = |bags: &[&[u8]]| tlv(0x30, &[&der_oid("1.2.840.113549.1.7.1"), &tlv(0xa0, &[&tlv(0x04, &[&tlv(0x30, bags)])])]);
     let one = handmade_pfx(&[data_part(&[&key_bag("a.pem")])]);
     let (key, certs) = read_pkcs12(&one, b"").unwrap();
     assert_eq!(spki(&key), w.public_der("a.pem"));

@@ -148,8 +148,21 @@ impl Work {
         let ext = format!("{out}.ext");
         self.write(&ext, if is_ca { b"basicConstraints=critical,CA:TRUE\n" } else { b"basicConstraints=CA:FALSE\n" });
         self.run(&[
-            "x509", "-req", "-in", &csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "30", "-extfile", &ext,
-            "-out", out,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca_cert,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+            "-out",
+            out,
         ]);
         self.read(out)
     }

@@ -46,12 +46,13 @@ pub fn traditional_der(key: &PrivateKey) -> Result<(&'static str, Secret), Mater
         PrivateKey::Ec { algorithm, d, point } => {
             let params = algorithm.ec_params().ok_or_else(|| MaterialError::Unsupported("not an EC curve".into()))?;
             let oid = ObjectIdentifier::from_der(params).map_err(|e| MaterialError::Malformed(format!("curve OID: {e}")))?;
-            let sec1 = sec1::EcPrivateKey { private_key: d, parameters: Some(sec1::EcParameters::NamedCurve(oid)), public_key: Some(point) };
+            let sec1 =
+                sec1::EcPrivateKey { private_key: d, parameters: Some(sec1::EcParameters::NamedCurve(oid)), public_key: Some(point) };
             Ok(("EC PRIVATE KEY", secret_der(&sec1)?))
         }
-        PrivateKey::Ed25519 { .. } => Err(MaterialError::Unsupported(
-            "Ed25519 keys have no PKCS#1/SEC1 form; export them as PKCS#8 or OpenSSH".into(),
-        )),
+        PrivateKey::Ed25519 { .. } => {
+            Err(MaterialError::Unsupported("Ed25519 keys have no PKCS#1/SEC1 form; export them as PKCS#8 or OpenSSH".into()))
+        }
     }
 }
 
@@ -99,8 +100,13 @@ mod tests {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let point = sk.public_key().to_encoded_point(false).as_bytes().to_vec();
-        let mut out = vec![PrivateKey::Ec { algorithm: crate::material::algorithm::Algorithm::EcP256, d: Zeroizing::new(sk.to_bytes().to_vec()), point }];
-        let rsa = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
+        let mut out = vec![PrivateKey::Ec {
+            algorithm: crate::material::algorithm::Algorithm::EcP256,
+            d: Zeroizing::new(sk.to_bytes().to_vec()),
+            point,
+        }];
+        let rsa =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
         out.push(crate::material::ssh::read_private_key(&rsa, None).unwrap().0);
         out
     }

@@ -120,9 +120,7 @@ mod tests {
         assert_eq!(detect(b"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n"), Some(SshFormat::SshCom));
         assert_eq!(detect(b"-----BEGIN RSA PRIVATE KEY-----\n"), None);
         assert!(matches!(read_private_key(b"-----BEGIN PRIVATE KEY-----", None), Err(MaterialError::UnknownFormat(_))));
-        assert!(
-            matches!(read_private_key(b"ssh-ed25519 AAAA x", None), Err(MaterialError::UnknownFormat(m)) if m.contains("public"))
-        );
+        assert!(matches!(read_private_key(b"ssh-ed25519 AAAA x", None), Err(MaterialError::UnknownFormat(m)) if m.contains("public")));
         assert!(matches!(read_private_key(b"", None), Err(MaterialError::UnknownFormat(_))));
         let huge = vec![b' '; MAX_KEY_FILE_BYTES + 1];
         assert!(matches!(read_private_key(&huge, None), Err(MaterialError::Malformed(_))));

@@ -91,9 +91,7 @@ pub fn read(data: &[u8], passphrase: Option<&[u8]>) -> Result<(PrivateKey, Strin
             return Err(MaterialError::Malformed("bad bcrypt KDF options".into()));
         }
         if u64::from(rounds) > MAX_BCRYPT_ROUNDS {
-            return Err(MaterialError::KdfTooExpensive(format!(
-                "bcrypt_pbkdf with {rounds} rounds, at most {MAX_BCRYPT_ROUNDS} accepted"
-            )));
+            return Err(MaterialError::KdfTooExpensive(format!("bcrypt_pbkdf with {rounds} rounds, at most {MAX_BCRYPT_ROUNDS} accepted")));
         }
         let passphrase = passphrase.ok_or(MaterialError::PasswordRequired)?;
         let mut key_iv = Zeroizing::new(vec![0u8; cipher.key_len + cipher.iv_len]);

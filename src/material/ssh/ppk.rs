@@ -122,17 +122,13 @@ fn argon2_params(a: &Argon2Lines<'_>) -> Result<Argon2Params, MaterialError> {
     let parallelism = number(a.parallelism, "Argon2-Parallelism")?;
     let salt = hex::decode(a.salt).map_err(|_| malformed("Argon2-Salt is not hex"))?;
     if memory > MAX_ARGON2_MEMORY_KIB {
-        return Err(MaterialError::KdfTooExpensive(format!(
-            "Argon2 memory {memory} KiB, at most {MAX_ARGON2_MEMORY_KIB} accepted"
-        )));
+        return Err(MaterialError::KdfTooExpensive(format!("Argon2 memory {memory} KiB, at most {MAX_ARGON2_MEMORY_KIB} accepted")));
     }
     if passes > MAX_ARGON2_PASSES {
         return Err(MaterialError::KdfTooExpensive(format!("Argon2 passes {passes}, at most {MAX_ARGON2_PASSES} accepted")));
     }
     if parallelism > MAX_ARGON2_PARALLELISM {
-        return Err(MaterialError::KdfTooExpensive(format!(
-            "Argon2 parallelism {parallelism}, at most {MAX_ARGON2_PARALLELISM} accepted"
-        )));
+        return Err(MaterialError::KdfTooExpensive(format!("Argon2 parallelism {parallelism}, at most {MAX_ARGON2_PARALLELISM} accepted")));
     }
     // The caps keep all three far below u32::MAX.
     let p = Argon2Params { flavour, memory: memory as u32, passes: passes as u32, parallelism: parallelism as u32, salt };
@@ -148,17 +144,12 @@ struct Keys {
 }
 
 fn v3_keys(passphrase: &[u8], a: &Argon2Params) -> Result<Keys, MaterialError> {
-    let params =
-        argon2::Params::new(a.memory, a.passes, a.parallelism, Some(80)).map_err(|_| malformed("bad Argon2 parameters"))?;
+    let params = argon2::Params::new(a.memory, a.passes, a.parallelism, Some(80)).map_err(|_| malformed("bad Argon2 parameters"))?;
     let mut out = Zeroizing::new([0u8; 80]);
     argon2::Argon2::new(a.flavour, argon2::Version::V0x13, params)
         .hash_password_into(passphrase, &a.salt, &mut *out)
         .map_err(|_| malformed("bad Argon2 parameters"))?;
-    Ok(Keys {
-        aes: Zeroizing::new(out[..32].to_vec()),
-        iv: Zeroizing::new(out[32..48].to_vec()),
-        mac: Zeroizing::new(out[48..].to_vec()),
-    })
+    Ok(Keys { aes: Zeroizing::new(out[..32].to_vec()), iv: Zeroizing::new(out[32..48].to_vec()), mac: Zeroizing::new(out[48..].to_vec()) })
 }
 
 fn v2_mac_key(passphrase: &[u8]) -> Zeroizing<Vec<u8>> {
@@ -190,9 +181,7 @@ pub fn read(data: &[u8], passphrase: Option<&[u8]>) -> Result<(PrivateKey, Strin
         b"3" => 3,
         b"2" => 2,
         b"1" => {
-            return Err(MaterialError::Unsupported(
-                "PPK version 1 (PuTTY before 0.52); re-save the key with a current PuTTYgen".into(),
-            ))
+            return Err(MaterialError::Unsupported("PPK version 1 (PuTTY before 0.52); re-save the key with a current PuTTYgen".into()))
         }
         _ => {
             return Err(MaterialError::Unsupported(

@@ -96,8 +96,7 @@ pub(super) fn read_public_fields(kind: &str, r: &mut Reader<'_>) -> Result<Publi
     }
     if kind == "ssh-ed25519" {
         let key = r.string("Ed25519 public key")?;
-        let key: [u8; 32] =
-            key.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 public key is not 32 bytes".into()))?;
+        let key: [u8; 32] = key.try_into().map_err(|_| MaterialError::Malformed("the Ed25519 public key is not 32 bytes".into()))?;
         return Ok(PublicKey::Ed25519 { key });
     }
     Err(unsupported_key_type(kind))

@@ -72,7 +72,12 @@ pub fn write(key: &PrivateKey, comment: &str, passphrase: Option<&[u8]>) -> Resu
 }
 
 /// [`write`] with a chosen number of bcrypt rounds (tests and benchmarks).
-pub fn write_with_rounds(key: &PrivateKey, comment: &str, passphrase: Option<&[u8]>, rounds: u32) -> Result<Zeroizing<String>, MaterialError> {
+pub fn write_with_rounds(
+    key: &PrivateKey,
+    comment: &str,
+    passphrase: Option<&[u8]>,
+    rounds: u32,
+) -> Result<Zeroizing<String>, MaterialError> {
     let passphrase = passphrase.filter(|p| !p.is_empty());
     let public = try_public_key_blob(&key.public_key())?;
     let block = if passphrase.is_some() { 16 } else { 8 };
@@ -178,8 +183,8 @@ pub(super) mod testkeys {
 #[cfg(test)]
 mod tests {
     use super::super::{openssh, read_private_key};
-    use super::*;
     use super::testkeys;
+    use super::*;
 
     #[test]
     fn round_trips_every_key_type_plain_and_encrypted() {

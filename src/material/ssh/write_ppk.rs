@@ -96,7 +96,9 @@ pub fn write_with_params(
             rand::rngs::OsRng.fill_bytes(&mut salt);
             let params = argon2::Params::new(ARGON2_MEMORY_KIB, passes, ARGON2_PARALLELISM, Some(80)).map_err(bad)?;
             let mut out = Zeroizing::new([0u8; 80]);
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params).hash_password_into(pw, &salt, &mut out[..]).map_err(bad)?;
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_into(pw, &salt, &mut out[..])
+                .map_err(bad)?;
             kdf_lines = format!(
                 "Key-Derivation: Argon2id\nArgon2-Memory: {ARGON2_MEMORY_KIB}\nArgon2-Passes: {passes}\nArgon2-Parallelism: {ARGON2_PARALLELISM}\nArgon2-Salt: {}\n",
                 hex::encode(salt)
@@ -191,8 +193,17 @@ mod tests {
         assert_eq!(
             heads,
             [
-                "PuTTY-User-Key-File-3", "Encryption", "Comment", "Public-Lines", "Key-Derivation", "Argon2-Memory", "Argon2-Passes",
-                "Argon2-Parallelism", "Argon2-Salt", "Private-Lines", "Private-MAC"
+                "PuTTY-User-Key-File-3",
+                "Encryption",
+                "Comment",
+                "Public-Lines",
+                "Key-Derivation",
+                "Argon2-Memory",
+                "Argon2-Passes",
+                "Argon2-Parallelism",
+                "Argon2-Salt",
+                "Private-Lines",
+                "Private-MAC"
             ]
         );
     }

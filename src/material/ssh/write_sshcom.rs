@@ -31,7 +31,9 @@ pub enum Style {
 }
 
 fn unsupported_key() -> MaterialError {
-    MaterialError::Unsupported("the SSH2/Tectia (ssh.com) format holds RSA keys only; export ECDSA and Ed25519 keys as OpenSSH or PuTTY".into())
+    MaterialError::Unsupported(
+        "the SSH2/Tectia (ssh.com) format holds RSA keys only; export ECDSA and Ed25519 keys as OpenSSH or PuTTY".into(),
+    )
 }
 
 fn bad(_: impl std::fmt::Debug) -> MaterialError {

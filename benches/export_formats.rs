@@ -5,21 +5,15 @@
 //!
 //!     cargo bench --bench export_formats
 
+mod common;
+use common::module;
+
 use keyport::material::key::PrivateKey;
 use keyport::material::ssh::{write_openssh, write_ppk, write_sshcom};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROUNDS: u32 = 20;
-
-fn module() -> PathBuf {
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("softhsm2")
-}
 
 fn mean<F: FnMut()>(n: u32, mut f: F) -> Duration {
     let start = Instant::now();

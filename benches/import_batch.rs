@@ -5,25 +5,17 @@
 //!
 //!     cargo bench --bench import_batch
 
+mod common;
+use common::module;
+
 use base64::Engine;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, CertificateType, KeyType, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use keyport::material::key::PrivateKey;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const N: usize = 100;
-
-fn module() -> PathBuf {
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("softhsm2")
-}
 
 fn sh(dir: &Path, cmd: &str) {
     let st = Command::new("sh").current_dir(dir).args(["-c", cmd]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
@@ -55,22 +47,6 @@ fn main() {
 }
 
 fn raw(dir: &Path, keys: &Path) {
-    let hsm = dir.join("raw");
-    std::fs::create_dir_all(hsm.join("tokens")).unwrap();
-    let conf = hsm.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display()),
-    )
-    .unwrap();
-    let st = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::env::set_var("SOFTHSM2_CONF", &conf);
     let material: Vec<(PrivateKey, Vec<u8>, Vec<u8>)> = (0..N)
         .map(|i| {
             let k = keyport::material::pkcs::read_private_key(&std::fs::read(keys.join(format!("k{i}.pem"))).unwrap(), None).unwrap();
@@ -78,11 +54,7 @@ fn raw(dir: &Path, keys: &Path) {
             (k, c.der, c.subject_der)
         })
         .collect();
-    let p = Pkcs11::new(module()).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
-    let slot = p.get_slots_with_initialized_token().unwrap()[0];
-    let s0 = p.open_rw_session(slot).unwrap();
-    s0.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    let (p, slot, _s0) = common::raw_token(dir);
     let start = Instant::now();
     std::thread::scope(|sc| {
         for w in 0..2 {
@@ -139,8 +111,7 @@ fn raw(dir: &Path, keys: &Path) {
         e.as_secs_f64(),
         N as f64 / e.as_secs_f64()
     );
-    p.finalize().unwrap();
-    std::env::remove_var("SOFTHSM2_CONF");
+    common::close_raw_token(p);
 }
 
 fn daemon(dir: &Path, keys: &Path) {

@@ -7,27 +7,19 @@
 //!
 //! Prints one line per figure; BENCHMARKS.md records them with the command.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+mod common;
+use common::module;
+
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
-
-fn module() -> PathBuf {
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("softhsm2 installed (scripts/deps)")
-}
 
 fn main() {
     // `cargo test --all-targets` runs harness-less benches as plain binaries: compile-check
@@ -49,27 +41,7 @@ fn report(what: &str, count: usize, elapsed: Duration) {
 
 /// Directly through cryptoki: one session per worker thread, like the token layer.
 fn raw(dir: &Path, n: usize) {
-    let hsm = dir.join("raw");
-    std::fs::create_dir_all(hsm.join("tokens")).unwrap();
-    let conf = hsm.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display()),
-    )
-    .unwrap();
-    let st = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let p = Pkcs11::new(module()).unwrap();
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
-    let slot = p.get_slots_with_initialized_token().unwrap()[0];
-    let s0 = p.open_rw_session(slot).unwrap();
-    s0.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    let (p, slot, s0) = common::raw_token(dir);
 
     for (alg, params) in
         [("ec-p256", vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), ("ed25519", vec![0x06, 0x03, 0x2b, 0x65, 0x70])]
@@ -122,8 +94,7 @@ fn raw(dir: &Path, n: usize) {
         s0.get_attributes(h, &[AttributeType::Label, AttributeType::Id]).unwrap();
     }
     report("raw cryptoki: C_GetAttributeValue by cached handle", reads, start.elapsed());
-    p.finalize().unwrap();
-    std::env::remove_var("SOFTHSM2_CONF");
+    common::close_raw_token(p);
 }
 
 /// Through the daemon: `keyport serve` (release build) on its own token, over the Unix socket.

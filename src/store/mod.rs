@@ -125,29 +125,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
-        tx.execute(
-            "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-            params![
-                k.id,
-                k.name,
-                k.namespace,
-                k.owner,
-                k.token,
-                k.cka_id,
-                k.algorithm,
-                k.fingerprint,
-                k.exportable,
-                k.origin,
-                k.created_at
-            ],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                StoreError::NameTaken { namespace: k.namespace.clone(), name: k.name.clone() }
-            }
-            e => e.into(),
-        })?;
+        records::insert_key(&tx, k)?;
         for c in certs {
             records::insert_certificate(&tx, c)?;
         }

@@ -133,6 +133,22 @@ impl JobItem {
     }
 }
 
+/// Inserts an inventory row; a (namespace, name) already taken is `NameTaken`.
+pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::StoreError> {
+    conn.execute(
+        "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+        params![k.id, k.name, k.namespace, k.owner, k.token, k.cka_id, k.algorithm, k.fingerprint, k.exportable, k.origin, k.created_at],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            super::StoreError::NameTaken { namespace: k.namespace.clone(), name: k.name.clone() }
+        }
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
 pub(super) fn insert_job_item(conn: &Connection, i: &JobItem) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO job_items(job_id, seq, status, key_id, fingerprint, reason) VALUES (?1,?2,?3,?4,?5,?6)",

@@ -1,0 +1,51 @@
+//! What the benchmarks share: the SoftHSM module and a raw token of their own, set up the way
+//! the research measured it (no daemon involved).
+#![allow(dead_code)]
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub fn module() -> PathBuf {
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("softhsm2 installed (scripts/deps)")
+}
+
+/// A fresh SoftHSM token under `dir/raw` (softhsm2-util), initialized with OS locking and
+/// logged in: the physical limit the daemon is compared against. Sets SOFTHSM2_CONF for this
+/// process until [`close_raw_token`].
+pub fn raw_token(dir: &Path) -> (Pkcs11, Slot, Session) {
+    let hsm = dir.join("raw");
+    std::fs::create_dir_all(hsm.join("tokens")).unwrap();
+    let conf = hsm.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", hsm.join("tokens").display()),
+    )
+    .unwrap();
+    let st = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "raw", "--pin", "1234", "--so-pin", "5678"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let p = Pkcs11::new(module()).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).unwrap();
+    let slot = p.get_slots_with_initialized_token().unwrap()[0];
+    let s0 = p.open_rw_session(slot).unwrap();
+    s0.login(UserType::User, Some(&AuthPin::new("1234".into()))).unwrap();
+    (p, slot, s0)
+}
+
+pub fn close_raw_token(p: Pkcs11) {
+    p.finalize().unwrap();
+    std::env::remove_var("SOFTHSM2_CONF");
+}

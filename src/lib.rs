@@ -10,13 +10,16 @@
 //! - [`store`]: SQLite (WAL) with migrations: inventory, creation intents, jobs, audit log.
 //!   Never key material.
 //! - [`material`]: byte formats as pure functions: PEM/DER PKCS#1, SEC1, PKCS#8 (plain and
-//!   encrypted), PKCS#12, X.509, OpenSSH, PuTTY PPK, ssh.com; public keys and fingerprints.
-//! - [`core`]: the operations every face shares: key generation, import and export with
-//!   crash-safe intents, import jobs that survive restarts, the edge DEK (sealed boxes),
-//!   start-up reconciliation, principals and permissions, names.
+//!   encrypted), PKCS#12, X.509, OpenSSH, PuTTY PPK, ssh.com (readers and writers); zip/XML
+//!   certificate bundles read defensively; public keys and fingerprints.
+//! - [`core`]: the operations every face shares: key generation, import and export (with
+//!   every export format) under crash-safe intents, certificates, import jobs that survive
+//!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names.
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
-//!   limits, authentication, and one module per face: `native` (`/keyport/v1`), `tlspc`
-//!   (TLS Protect Cloud imports), `kps` (Huawei KPS), `keys` (project/environment keys).
+//!   limits, authentication, and one module per face: `native` (`/keyport/v1`, with
+//!   `certificates` and `sync` views), `tlspc` (TLS Protect Cloud imports), `certimport`
+//!   (DigiCert IoT certificate bundles), `kps` (Huawei KPS), `keys` (project/environment
+//!   keys), `tpp` (Venafi TPP SSH export).
 //! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao):
 //!   the outbox, the connector, the worker; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.

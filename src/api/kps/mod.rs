@@ -162,7 +162,7 @@ impl FromRequest<SharedApp> for KpsRequest {
             let auth = sign::parse_authorization(value).ok_or_else(|| unauthenticated(sign::SignError::Malformed.to_string()))?;
             let entry = app.config.kps.access_key(&auth.access).ok_or_else(|| unauthenticated("the access key (AK) is not recognized"))?;
             let sk = crate::token::pin::read(&entry.secret_key).map_err(|e| {
-                tracing::error!(access_key = %entry.access_key, "cannot read the KPS secret key: {e}");
+                tracing::error!(access_key = %entry.access_key, "cannot read the KPS SK source (file, env or credential): {e}");
                 KpsError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     codes::DEPENDENCY,

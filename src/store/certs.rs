@@ -47,19 +47,7 @@ impl Store {
                 [sha256],
                 |r| {
                     Ok(StoredCertificate {
-                        record: CertificateRecord {
-                            sha256: r.get(0)?,
-                            key_id: r.get(1)?,
-                            namespace: r.get(2)?,
-                            subject: r.get(3)?,
-                            issuer: r.get(4)?,
-                            serial: r.get(5)?,
-                            not_before: r.get(6)?,
-                            not_after: r.get(7)?,
-                            sha1: r.get(8)?,
-                            der: r.get(9)?,
-                            created_at: r.get(10)?,
-                        },
+                        record: CertificateRecord::from_row(r)?,
                         token: r.get(11)?,
                         cka_id: r.get(12)?,
                         job_id: r.get(13)?,

@@ -143,23 +143,7 @@ impl Store {
         let mut st = conn.prepare(
             "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE key_id=?1 ORDER BY created_at",
         )?;
-        let rows = st
-            .query_map([key_id], |r| {
-                Ok(CertificateRecord {
-                    sha256: r.get(0)?,
-                    key_id: r.get(1)?,
-                    namespace: r.get(2)?,
-                    subject: r.get(3)?,
-                    issuer: r.get(4)?,
-                    serial: r.get(5)?,
-                    not_before: r.get(6)?,
-                    not_after: r.get(7)?,
-                    sha1: r.get(8)?,
-                    der: r.get(9)?,
-                    created_at: r.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = st.query_map([key_id], |r| CertificateRecord::from_row(r))?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 

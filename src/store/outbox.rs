@@ -221,19 +221,7 @@ impl Store {
                 "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE sha256=?1",
                 [sha256],
                 |r| {
-                    Ok(CertificateRecord {
-                        sha256: r.get(0)?,
-                        key_id: r.get(1)?,
-                        namespace: r.get(2)?,
-                        subject: r.get(3)?,
-                        issuer: r.get(4)?,
-                        serial: r.get(5)?,
-                        not_before: r.get(6)?,
-                        not_after: r.get(7)?,
-                        sha1: r.get(8)?,
-                        der: r.get(9)?,
-                        created_at: r.get(10)?,
-                    })
+                    CertificateRecord::from_row(r)
                 },
             )
             .optional()?)

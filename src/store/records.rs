@@ -84,6 +84,27 @@ pub struct CertificateRecord {
     pub created_at: String,
 }
 
+impl CertificateRecord {
+    pub const COLUMNS: &'static str = "sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at";
+
+    /// Reads the first eleven columns, in `COLUMNS` order.
+    pub fn from_row(r: &Row) -> rusqlite::Result<CertificateRecord> {
+        Ok(CertificateRecord {
+            sha256: r.get(0)?,
+            key_id: r.get(1)?,
+            namespace: r.get(2)?,
+            subject: r.get(3)?,
+            issuer: r.get(4)?,
+            serial: r.get(5)?,
+            not_before: r.get(6)?,
+            not_after: r.get(7)?,
+            sha1: r.get(8)?,
+            der: r.get(9)?,
+            created_at: r.get(10)?,
+        })
+    }
+}
+
 /// A job: any face's asynchronous batch (imports today).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JobRecord {

@@ -10,6 +10,8 @@ pub mod kps;
 mod migrations;
 pub mod outbox;
 pub mod records;
+#[cfg(test)]
+mod test_rows;
 mod tpp;
 
 pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};

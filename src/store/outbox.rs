@@ -231,34 +231,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AuditEntry;
+    use crate::store::test_rows::audit;
 
     fn rec(id: &str, ns: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            name: format!("n{id}"),
-            namespace: ns.into(),
-            owner: "root".into(),
-            token: "soft".into(),
-            cka_id: hex::decode(id).unwrap(),
-            algorithm: "ec-p256".into(),
-            fingerprint: format!("sha256:{id}"),
-            exportable: true,
-            origin: "generated".into(),
-            created_at: now(),
-        }
-    }
-
-    fn audit() -> AuditEntry {
-        AuditEntry {
-            at: now(),
-            principal: "root".into(),
-            action: "test".into(),
-            namespace: None,
-            key_id: None,
-            outcome: "ok".into(),
-            detail: None,
-        }
+        crate::store::test_rows::key(id, ns, &format!("n{id}"), true)
     }
 
     #[test]

@@ -232,33 +232,10 @@ pub fn now() -> String {
 mod tests {
     use super::super::*;
     use super::now;
+    use crate::store::test_rows::audit;
 
     fn rec(id: &str, ns: &str, name: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            name: name.into(),
-            namespace: ns.into(),
-            owner: "root".into(),
-            token: "soft".into(),
-            cka_id: hex::decode(id).unwrap(),
-            algorithm: "ec-p256".into(),
-            fingerprint: format!("sha256:{id}"),
-            exportable: false,
-            origin: "generated".into(),
-            created_at: now(),
-        }
-    }
-
-    fn audit() -> AuditEntry {
-        AuditEntry {
-            at: now(),
-            principal: "root".into(),
-            action: "test".into(),
-            namespace: None,
-            key_id: None,
-            outcome: "ok".into(),
-            detail: None,
-        }
+        crate::store::test_rows::key(id, ns, name, false)
     }
 
     fn intent(id: &str, ns: &str, name: &str) -> Intent {

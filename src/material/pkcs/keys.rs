@@ -282,29 +282,32 @@ pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<PrivateKey, MaterialError> {
     }
 }
 
+/// PKCS#1 RSAPrivateKey DER (two primes, CRT parameters included): the inner key of a PKCS#8
+/// and the body of a traditional `RSA PRIVATE KEY`.
+pub(crate) fn pkcs1_der(k: &RsaKey) -> Result<Secret, MaterialError> {
+    fn uint(b: &[u8]) -> Result<UintRef<'_>, MaterialError> {
+        UintRef::new(strip_zeros(b)).map_err(|e| MaterialError::Malformed(format!("cannot encode the key: {e}")))
+    }
+    secret_der(&pkcs1::RsaPrivateKey {
+        modulus: uint(&k.n)?,
+        public_exponent: uint(&k.e)?,
+        private_exponent: uint(&k.d)?,
+        prime1: uint(&k.p)?,
+        prime2: uint(&k.q)?,
+        exponent1: uint(&k.dp)?,
+        exponent2: uint(&k.dq)?,
+        coefficient: uint(&k.qinv)?,
+        other_prime_infos: None,
+    })
+}
+
 /// Unencrypted PKCS#8 v1 DER: RSA as rsaEncryption + PKCS#1, EC as id-ecPublicKey with the
 /// named curve + SEC1 (with the public point, curve only in the outer identifier, as
 /// OpenSSL writes it), Ed25519 per RFC 8410.
 pub(crate) fn to_pkcs8_der(key: &PrivateKey) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
     let enc = |e: der::Error| MaterialError::Malformed(format!("cannot encode the key: {e}"));
-    fn uint(b: &[u8]) -> Result<UintRef<'_>, MaterialError> {
-        UintRef::new(strip_zeros(b)).map_err(|e| MaterialError::Malformed(format!("cannot encode the key: {e}")))
-    }
     let (oid, params, inner): (ObjectIdentifier, Option<AnyRef<'_>>, Secret) = match key {
-        PrivateKey::Rsa(k) => {
-            let rsa = pkcs1::RsaPrivateKey {
-                modulus: uint(&k.n)?,
-                public_exponent: uint(&k.e)?,
-                private_exponent: uint(&k.d)?,
-                prime1: uint(&k.p)?,
-                prime2: uint(&k.q)?,
-                exponent1: uint(&k.dp)?,
-                exponent2: uint(&k.dq)?,
-                coefficient: uint(&k.qinv)?,
-                other_prime_infos: None,
-            };
-            (OID_RSA, Some(AnyRef::NULL), secret_der(&rsa)?)
-        }
+        PrivateKey::Rsa(k) => (OID_RSA, Some(AnyRef::NULL), pkcs1_der(k)?),
         PrivateKey::Ec { algorithm, d, point } => {
             let curve = algorithm.ec_params().ok_or_else(|| MaterialError::Unsupported("not an EC curve".into()))?;
             let sec1 = sec1::EcPrivateKey { private_key: d, parameters: None, public_key: Some(point) };

@@ -13,36 +13,19 @@ use aes::cipher::{BlockEncryptMut, KeyIvInit};
 use aes::Aes128;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use der::asn1::{ObjectIdentifier, UintRef};
+use der::asn1::ObjectIdentifier;
 use der::Decode;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::legacy::bytes_to_key;
-use super::{secret_der, strip_zeros};
+use super::secret_der;
 use crate::material::key::{MaterialError, PrivateKey, Secret};
-
-fn uint(b: &[u8]) -> Result<UintRef<'_>, MaterialError> {
-    UintRef::new(strip_zeros(b)).map_err(|e| MaterialError::Malformed(format!("cannot encode the key: {e}")))
-}
 
 /// The PEM label and the unencrypted DER of the key's traditional form.
 pub fn traditional_der(key: &PrivateKey) -> Result<(&'static str, Secret), MaterialError> {
     match key {
-        PrivateKey::Rsa(k) => {
-            let rsa = pkcs1::RsaPrivateKey {
-                modulus: uint(&k.n)?,
-                public_exponent: uint(&k.e)?,
-                private_exponent: uint(&k.d)?,
-                prime1: uint(&k.p)?,
-                prime2: uint(&k.q)?,
-                exponent1: uint(&k.dp)?,
-                exponent2: uint(&k.dq)?,
-                coefficient: uint(&k.qinv)?,
-                other_prime_infos: None,
-            };
-            Ok(("RSA PRIVATE KEY", secret_der(&rsa)?))
-        }
+        PrivateKey::Rsa(k) => Ok(("RSA PRIVATE KEY", super::keys::pkcs1_der(k)?)),
         PrivateKey::Ec { algorithm, d, point } => {
             let params = algorithm.ec_params().ok_or_else(|| MaterialError::Unsupported("not an EC curve".into()))?;
             let oid = ObjectIdentifier::from_der(params).map_err(|e| MaterialError::Malformed(format!("curve OID: {e}")))?;

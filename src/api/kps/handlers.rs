@@ -493,14 +493,7 @@ pub async fn update(
     if d.chars().count() > 255 {
         return Err(KpsError::param("description is longer than 255 characters"));
     }
-    let entry = audit(
-        &r.who,
-        "kps.keypair.update",
-        &ns,
-        k.key_id.as_deref().unwrap_or(""),
-        "ok",
-        Some(format!("project {project_id}, key pair {name}")),
-    );
+    let entry = pair_audit(&r.who, "kps.keypair.update", &ns, &k, &project_id, &name);
     app.store.kps_set_description(k.id, &d, &entry)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -513,19 +506,9 @@ pub async fn delete(
     let (k, ns) = get_pair(&app, &r.who, &project_id, &name)?;
     r.who.require(&ns, Permission::Manage)?;
     if let Some(key_id) = &k.key_id {
-        match crate::core::keys::delete(&app, &r.who, key_id).await {
-            Ok(_) | Err(CoreError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        drop_token_key(&app, &r.who, key_id).await?;
     }
-    let entry = audit(
-        &r.who,
-        "kps.keypair.delete",
-        &ns,
-        k.key_id.as_deref().unwrap_or(""),
-        "ok",
-        Some(format!("project {project_id}, key pair {name}")),
-    );
+    let entry = pair_audit(&r.who, "kps.keypair.delete", &ns, &k, &project_id, &name);
     app.store.kps_delete(k.id, &entry)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -539,10 +522,7 @@ pub async fn clear_private_key(
     r.who.require(&ns, Permission::Manage)?;
     let key_id =
         k.key_id.clone().ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
-    match crate::core::keys::delete(&app, &r.who, &key_id).await {
-        Ok(_) | Err(CoreError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    drop_token_key(&app, &r.who, &key_id).await?;
     app.store.kps_clear_key(k.id)?;
     Ok(StatusCode::OK)
 }
@@ -643,5 +623,18 @@ mod tests {
         assert!(!ok("a.b"));
         assert!(!ok("a b"));
         assert!(!ok("ключ"));
+    }
+}
+
+/// The audit entry of a change to a whole key pair (its token key may be gone already).
+fn pair_audit(who: &Principal, action: &str, ns: &str, k: &KpsKeypair, project_id: &str, name: &str) -> crate::store::AuditEntry {
+    audit(who, action, ns, k.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {name}")))
+}
+
+/// Deletes a key pair's token key and inventory row; one already gone is fine.
+async fn drop_token_key(app: &crate::core::App, who: &Principal, key_id: &str) -> Result<(), KpsError> {
+    match crate::core::keys::delete(app, who, key_id).await {
+        Ok(_) | Err(CoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

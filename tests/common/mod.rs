@@ -3,6 +3,8 @@
 //! (pkcs11-tool, curl, setpriv); a missing one fails the test under CI=true.
 #![allow(dead_code)]
 
+pub mod bao;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -498,7 +498,8 @@ mod tests {
     #[test]
     fn sync_over_plain_http_only_to_loopback() {
         let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
-        assert!(!cfg.sync.enabled(), "sync is off by default");
+        assert!(cfg.sync.enabled(), "the embedded default syncs to the local vault ./scripts/run starts");
+        assert!(cfg.check().iter().all(|p| !p.path.starts_with("sync")), "{:?}", cfg.check());
         cfg.sync.address = Some("http://vault.example:8200".into());
         cfg.sync.token = Some(PinSource::Env("PATH".into()));
         cfg.sync.namespaces = vec!["default".into()];

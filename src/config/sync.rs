@@ -37,6 +37,10 @@ pub struct SyncConfig {
     /// First retry delay after a transient failure; doubles per attempt up to `interval_secs`.
     #[serde(default = "default_retry")]
     pub retry_base_secs: u64,
+    /// How often (seconds) scheduled passes check that the vault still holds the keys it
+    /// confirmed (a restarted dev vault, a restored backup); `sync now` always checks.
+    #[serde(default = "default_verify")]
+    pub verify_interval_secs: u64,
     /// Namespaces that sync (opt-in); `["*"]` = all.
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -60,6 +64,9 @@ fn default_jitter() -> u64 {
 fn default_retry() -> u64 {
     5
 }
+fn default_verify() -> u64 {
+    3600
+}
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -74,6 +81,7 @@ impl Default for SyncConfig {
             interval_secs: default_interval(),
             jitter_secs: default_jitter(),
             retry_base_secs: default_retry(),
+            verify_interval_secs: default_verify(),
             namespaces: Vec::new(),
         }
     }

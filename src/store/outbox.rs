@@ -164,6 +164,31 @@ impl Store {
         Ok(n)
     }
 
+    /// The vault lost key `key_id` (or its certificates): enqueue the key and its certificates
+    /// again, unless rows for it are already pending, and say why in its state. Returns whether
+    /// rows were added.
+    pub fn sync_requeue(&self, key_id: &str, why: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let pending: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM sync_outbox WHERE key_id=?1)", [key_id], |r| r.get(0))?;
+        let key: Option<(String, String)> =
+            tx.query_row("SELECT namespace, name FROM keys WHERE id=?1", [key_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let scope = self.sync_scope();
+        let Some((ns, name)) = key.filter(|(ns, _)| !pending && scope.includes(ns)) else { return Ok(false) };
+        let certs: Vec<String> = {
+            let mut st = tx.prepare("SELECT sha256 FROM certificates WHERE key_id=?1 ORDER BY created_at")?;
+            let rows = st.query_map([key_id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        insert(&tx, key_id, &ns, &name, OP_KEY, None)?;
+        for c in &certs {
+            insert(&tx, key_id, &ns, &name, OP_CERTIFICATE, Some(c))?;
+        }
+        tx.execute("UPDATE sync_state SET detail=?2 WHERE key_id=?1", params![key_id, why])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Every pending row, oldest first.
     pub fn sync_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let conn = self.conn();
@@ -255,5 +280,14 @@ mod tests {
         assert_eq!(s.sync_rows().unwrap()[0].attempts, 1);
         s.sync_done(first.seq, None).unwrap();
         assert_eq!(s.sync_rows().unwrap().len(), 2);
+        assert!(!s.sync_requeue("01", "lost").unwrap(), "01 still has a pending row");
+        for r in s.sync_rows().unwrap() {
+            s.sync_done(r.seq, None).unwrap();
+        }
+        assert!(s.sync_requeue("01", "lost").unwrap(), "a key the vault lost goes back in the outbox");
+        assert!(!s.sync_requeue("01", "lost").unwrap(), "once");
+        assert!(!s.sync_requeue("02", "lost").unwrap(), "a deleted key is not pushed again");
+        assert!(!s.sync_requeue("03", "lost").unwrap(), "a namespace that does not sync");
+        assert_eq!(s.sync_rows().unwrap().iter().map(|r| (r.key_id.as_str(), r.op.as_str())).collect::<Vec<_>>(), [("01", OP_KEY)]);
     }
 }

@@ -5,11 +5,13 @@
 //! - `openbao`: the connector (token auth, transit BYOK import, KV v2, error classes).
 //! - `worker`: the schedule (interval + jitter, `sync now`), one key at a time, rows marked
 //!   done only after the vault confirmed.
+//! - `verify`: notices a vault that lost keys it had confirmed and puts them back in the outbox.
 //! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
 
 pub mod http;
 pub mod openbao;
 pub mod outbox;
+pub mod verify;
 pub mod worker;
 
 use serde::Serialize;

@@ -50,6 +50,13 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option
     retry_after.map_or(jittered, |a| jittered.max(a))
 }
 
+/// How long until a stored RFC 3339 time (zero when it has passed); `None` when unreadable.
+pub fn until(at: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let left = t - time::OffsetDateTime::now_utc();
+    Some(left.try_into().unwrap_or(Duration::ZERO))
+}
+
 /// RFC 3339 (the store's format) of now + `d`.
 pub fn at(d: Duration) -> String {
     let t = time::OffsetDateTime::now_utc() + d;
@@ -101,5 +108,9 @@ mod tests {
             assert!(backoff(30, base, max, None) <= Duration::from_secs(450));
             assert!(backoff(0, base, max, Some(Duration::from_secs(60))) >= Duration::from_secs(60));
         }
+        let d = until(&at(Duration::from_secs(30))).unwrap();
+        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!(until("2000-01-01T00:00:00.000000Z"), Some(Duration::ZERO));
+        assert_eq!(until("soon"), None);
     }
 }

@@ -44,6 +44,8 @@ pub struct Syncer {
     requested: AtomicU64,
     done: watch::Sender<u64>,
     pub last_pass: Mutex<PassInfo>,
+    /// When the vault's copy was last checked (`verify`).
+    verified_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// The vault's name for a key type.
@@ -94,6 +96,7 @@ impl Syncer {
             requested: AtomicU64::new(0),
             done: watch::channel(0).0,
             last_pass: Mutex::new(PassInfo::default()),
+            verified_at: Mutex::new(None),
         })
     }
 
@@ -137,10 +140,11 @@ impl Syncer {
         }
     }
 
-    /// One pass; returns when the earliest failed row wants another try.
+    /// One pass; returns when the earliest failed or waiting row wants another try.
     pub async fn pass(&self, app: &App, force: bool) -> Option<Duration> {
         let mut info = PassInfo::default();
         let mut next_retry: Option<Duration> = None;
+        self.verify(app, force).await;
         if let Err(e) = app.store.sync_enqueue_missing() {
             tracing::error!(error = %e, "sync: cannot enqueue keys");
         }
@@ -158,6 +162,10 @@ impl Syncer {
         for key in plan::by_key(rows) {
             for row in &key.rows {
                 if !plan::due(row, &now, force) {
+                    // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
+                    if let Some(d) = row.next_attempt_at.as_deref().filter(|_| !row.permanent).and_then(plan::until) {
+                        next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
+                    }
                     break; // rows of one key go in order
                 }
                 let result = match &stopped {
@@ -169,6 +177,10 @@ impl Syncer {
                 let recorded = match result {
                     Ok(state) => {
                         info.pushed += 1;
+                        if !app.pause_before_commit.is_zero() {
+                            tracing::warn!(key = %row.key_id, op = %row.op, "test hook: pausing before recording the vault's confirmation");
+                            tokio::time::sleep(app.pause_before_commit).await;
+                        }
                         app.store.sync_done(row.seq, state.as_ref())
                     }
                     Err(VaultError::Permanent(m)) => {
@@ -203,6 +215,25 @@ impl Syncer {
         }
         *self.last_pass.lock().expect("poisoned") = info;
         next_retry
+    }
+
+    /// Checks that the vault still holds the synced keys (`sync now`, else at most every
+    /// `verify_interval_secs`); lost ones go back in the outbox for this pass.
+    async fn verify(&self, app: &App, force: bool) {
+        let every = Duration::from_secs(self.cfg.verify_interval_secs);
+        let due = force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
+        if !due {
+            return;
+        }
+        match super::verify::run(self, app).await {
+            Ok(n) => {
+                *self.verified_at.lock().expect("poisoned") = Some(std::time::Instant::now());
+                if n > 0 {
+                    tracing::warn!(keys = n, "sync: the vault lost keys it had confirmed (restarted dev vault, restored backup?)");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e.message(), "sync: cannot check the vault's copy now; next pass"),
+        }
     }
 
     /// Pushes one row. `Ok(Some(state))` records what the vault now holds for the key.

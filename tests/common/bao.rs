@@ -6,7 +6,7 @@
 use super::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const ROOT_TOKEN: &str = "keyport-test-root";
@@ -35,7 +35,7 @@ impl Bao {
                 &format!("-dev-listen-address=127.0.0.1:{}", self.port),
             ])
             .env("HOME", &self.dir)
-            .stdout(Stdio::null())
+            .stdout(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("bao.out")).unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
@@ -48,6 +48,12 @@ impl Bao {
         // Dev mode mounts KV v2 at secret/ but not transit.
         let (s, v) = self.call("POST", "sys/mounts/transit", Some(json!({"type": "transit"})));
         assert_eq!(s, 204, "{v}");
+    }
+
+    /// The dev server's unseal key (its banner, on stdout), for unsealing after `sys/seal`.
+    pub fn unseal_key(&self) -> String {
+        let out = std::fs::read_to_string(self.dir.join("bao.out")).unwrap();
+        out.lines().filter_map(|l| l.strip_prefix("Unseal Key: ")).last().expect("the dev banner shows the unseal key").trim().to_string()
     }
 
     pub fn kill(&mut self) {

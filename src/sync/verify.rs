@@ -1,0 +1,90 @@
+//! Noticing a vault that lost data: a dev vault restarted, a vault restored from an older
+//! backup, a transit or KV mount re-created. The outbox only knows what changed in keyport, so
+//! without this check a key the vault lost would stay "synced" forever.
+//!
+//! Every key the store records as synced is read back: its transit key must still show the
+//! pushed version with the key's public key (compared by SPKI fingerprint, so the token is not
+//! involved), and a key with certificates (synced or kept in the token) must still have its KV
+//! entry. A key that fails goes
+//! back in the outbox (key and certificates) and is pushed by the same pass. Runs on
+//! `sync now` and at most every `verify_interval_secs` on scheduled passes; a vault that is
+//! unreachable ends the check early and it is tried again next pass.
+
+use sha2::Digest;
+
+use super::openbao::{pem_to_der, VaultError};
+use super::worker::Syncer;
+use crate::core::App;
+
+/// The `sha256:<hex>` fingerprint of a transit public key (SPKI PEM, or raw base64 for Ed25519).
+fn vault_fingerprint(public_key: &str) -> Option<String> {
+    use base64::Engine;
+    let spki = if public_key.contains("-----BEGIN") {
+        pem_to_der(public_key)?
+    } else {
+        const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        let raw = base64::engine::general_purpose::STANDARD.decode(public_key.trim()).ok().filter(|r| r.len() == 32)?;
+        [ED25519_SPKI_PREFIX.as_slice(), &raw].concat()
+    };
+    Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki))))
+}
+
+/// Why the vault no longer holds a synced key, or `None` when it does.
+async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncState) -> Result<Option<String>, VaultError> {
+    let store = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
+    let Some(rec) = app.store.key(&state.key_id).map_err(store)? else { return Ok(None) };
+    if state.status == "synced" {
+        let name = syncer.vault_name(&rec.namespace, &rec.name, &rec.id);
+        let Some(key) = syncer.vault.read_key(&name).await? else {
+            return Ok(Some(format!("transit key '{name}' is gone")));
+        };
+        let version = state.pushed_version.unwrap_or(key.latest_version);
+        let holds = key.versions.get(&version).and_then(|v| vault_fingerprint(&v.public_key)).is_some_and(|f| f == rec.fingerprint);
+        if !holds {
+            return Ok(Some(format!("transit key '{name}' version {version} no longer holds this key")));
+        }
+    }
+    if !app.store.certificates_of(&rec.id).map_err(store)?.is_empty() {
+        let path = syncer.kv_path(&rec.namespace, &rec.name, &rec.id);
+        if syncer.vault.kv_read(&path).await?.data.is_none() {
+            return Ok(Some(format!("the certificate entry {path} is gone")));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks every synced key; returns how many went back in the outbox.
+pub async fn run(syncer: &Syncer, app: &App) -> Result<usize, VaultError> {
+    let states = app.store.sync_states().map_err(|e| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false })?;
+    let mut requeued = 0;
+    // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
+    for state in states.iter().filter(|s| s.status == "synced" || s.status == "not_syncable") {
+        let Some(why) = missing(syncer, app, state).await? else { continue };
+        let detail = format!("the vault lost this key ({why}); pushing it again");
+        match app.store.sync_requeue(&state.key_id, &detail) {
+            Ok(true) => {
+                tracing::warn!(key = %state.key_id, reason = %why, "sync: the vault no longer holds a synced key; pushing it again");
+                requeued += 1;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(key = %state.key_id, error = %e, "sync: cannot enqueue a lost key"),
+        }
+    }
+    Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_of_pem_and_raw_ed25519_keys() {
+        use base64::Engine;
+        let raw = [7u8; 32];
+        let spki = [&hex::decode("302a300506032b6570032100").unwrap()[..], &raw].concat();
+        let want = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki)));
+        assert_eq!(vault_fingerprint(&base64::engine::general_purpose::STANDARD.encode(raw)).unwrap(), want);
+        assert_eq!(vault_fingerprint(&super::super::openbao::der_to_pem("PUBLIC KEY", &spki)).unwrap(), want);
+        assert!(vault_fingerprint("bm90IDMyIGJ5dGVz").is_none(), "not 32 bytes");
+    }
+}

@@ -1,0 +1,182 @@
+//! Sync when things go wrong, against a real OpenBao dev server: the vault sealed, rate-limited,
+//! or restarted empty during a sync, keyport killed with SIGKILL between the vault's answer and
+//! the store commit, and a key replaced under the same name. In every case each key arrives in
+//! the vault exactly once (`latest_version` stays 1), or as exactly one new version.
+
+mod common;
+use common::bao::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn transit(bao: &Bao, vault_name: &str) -> Value {
+    let (s, v) = bao.call("GET", &format!("transit/keys/{vault_name}"), None);
+    assert_eq!(s, 200, "{vault_name}: {v}");
+    v["data"].clone()
+}
+
+/// The SPKI fingerprint of a transit key version's public key (PEM for RSA and EC).
+fn version_fingerprint(data: &Value, version: u32) -> String {
+    let pem = data["keys"][version.to_string()]["public_key"].as_str().unwrap();
+    format!("sha256:{}", sha256_hex_bytes(&pem_der(pem)))
+}
+
+#[test]
+fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let d = daemon(&bao, "");
+    let key = d.generate("sealed-wait", "rsa-2048", true);
+    let (s, v) = bao.call("POST", "sys/seal", None);
+    assert_eq!(s, 204, "{v}");
+
+    let st = sync_now(&d);
+    let ks = key_status(&st, "sealed-wait");
+    assert_eq!(ks["status"], "pending", "{ks}");
+    assert!(ks["last_error"].as_str().unwrap().contains("sealed"), "{ks}");
+    assert!(st["last_pass"]["stopped"].as_str().unwrap().contains("sealed"), "{st}");
+    // Imports keep working while the vault is sealed.
+    d.generate("while-sealed", "ec-p256", true);
+
+    let (s, v) = bao.call("POST", "sys/unseal", Some(json!({"key": bao.unseal_key()})));
+    assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
+    let st = sync_now(&d);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", d.log());
+    check_in_transit(&bao, work.path(), "h1-default.sealed-wait", &key);
+    assert_eq!(transit(&bao, "h1-default.while-sealed")["latest_version"], 1);
+}
+
+#[test]
+fn a_rate_limited_vault_is_retried_on_schedule_and_gets_each_key_once() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let d = daemon(&bao, "");
+    let names = ["rl-a", "rl-b", "rl-c"];
+    for n in names {
+        d.generate(n, "ec-p256", true);
+    }
+    let (s, v) = bao.call("POST", "sys/quotas/config", Some(json!({"enable_rate_limit_response_headers": true})));
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = bao.call("POST", "sys/quotas/rate-limit/keyport-test", Some(json!({"path": "transit/", "rate": 2, "interval": "1s"})));
+    assert_eq!(s, 204, "{v}");
+
+    let st = sync_now(&d);
+    assert!(st["last_pass"]["stopped"].as_str().unwrap().contains("rate-limits"), "{st}");
+    let limited: Vec<&Value> = st["keys"].as_array().unwrap().iter().filter(|k| k["status"] == "pending").collect();
+    assert!(!limited.is_empty(), "the quota stopped the pass: {st}");
+    assert!(limited.iter().all(|k| k["next_attempt_at"].is_string()), "{st}");
+
+    // The quota goes; the worker's own backoff (retry_base_secs = 1) finishes the job: no
+    // `sync now`.
+    let (s, v) = bao.call("DELETE", "sys/quotas/rate-limit/keyport-test", None);
+    assert_eq!(s, 204, "{v}");
+    let start = Instant::now();
+    loop {
+        let (_, st) = d.curl("GET", "/keyport/v1/sync", None, &[]);
+        if st["backlog"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the backlog did not drain on its own: {st}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in names {
+        assert_eq!(transit(&bao, &format!("h1-default.{n}"))["latest_version"], 1, "{n} imported once");
+    }
+}
+
+#[test]
+fn sigkill_after_the_vault_answered_never_doubles_a_key() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let mut d = daemon(&bao, "");
+    let keys = [d.generate("crash-a", "ec-p256", true), d.generate("crash-b", "rsa-2048", true)];
+    assert!(d.stop().success());
+
+    // Restart with the hook that pauses after the vault confirmed, before the outbox row goes.
+    d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "60000".into()));
+    d.spawn();
+    let (s, v) = d.curl("POST", "/keyport/v1/sync", None, &[]);
+    assert_eq!(s, 202, "{v}");
+    let start = Instant::now();
+    while !d.log().contains("pausing before recording the vault's confirmation") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    assert_eq!(transit(&bao, "h1-default.crash-a")["latest_version"], 1, "the vault has the first key");
+
+    d.env.clear();
+    d.spawn();
+    let st = sync_now(&d);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", d.log());
+    for (n, k) in ["crash-a", "crash-b"].iter().zip(&keys) {
+        assert_eq!(key_status(&st, n)["status"], "synced");
+        check_in_transit(&bao, work.path(), &format!("h1-default.{n}"), k);
+    }
+}
+
+#[test]
+fn a_vault_that_lost_its_data_gets_the_synced_keys_and_certificates_again() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut bao = Bao::start(work.path());
+    let d = daemon(&bao, "");
+    let key = d.generate("lost", "ec-p256", true);
+    let cert = import_with_certificate(&d, "lost-cert");
+    let st = sync_now(&d);
+    assert_eq!(st["backlog"], 0, "{st}");
+
+    // A dev vault keeps everything in memory: a restart is a vault that lost its data.
+    bao.kill();
+    bao.spawn();
+    let st = sync_now(&d);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", d.log());
+    assert!(d.log().contains("no longer holds a synced key"), "{}", d.log());
+    check_in_transit(&bao, work.path(), "h1-default.lost", &key);
+    if let Some(sha) = cert {
+        // Imported keys are non-exportable: the key stays in the token, its certificate is in KV.
+        assert_eq!(key_status(&st, "lost-cert")["status"], "not_syncable");
+        let (s, v) = bao.call("GET", "secret/data/keyport/h1/certs/default/lost-cert", None);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["data"]["data"]["fingerprint_sha256"], sha.as_str());
+    }
+
+    // Nothing lost: the check pushes nothing.
+    let st = sync_now(&d);
+    assert_eq!(st["last_pass"]["pushed"], 0, "{st}");
+}
+
+#[test]
+fn a_new_key_under_a_synced_name_becomes_a_new_vault_version() {
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let d = daemon(&bao, "");
+    let old = d.generate("rotated", "ec-p256", true);
+    sync_now(&d);
+    let (s, v) = d.curl("DELETE", &format!("/keyport/v1/keys/{}", old["id"].as_str().unwrap()), None, &[]);
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let new = d.generate("rotated", "ec-p256", true);
+    let st = sync_now(&d);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", d.log());
+
+    let data = transit(&bao, "h1-default.rotated");
+    assert_eq!(data["latest_version"], 2, "import_version added exactly one version: {data}");
+    assert_eq!(version_fingerprint(&data, 1), old["fingerprint"].as_str().unwrap());
+    assert_eq!(version_fingerprint(&data, 2), new["fingerprint"].as_str().unwrap());
+    // A second pass leaves it alone.
+    sync_now(&d);
+    assert_eq!(transit(&bao, "h1-default.rotated")["latest_version"], 2);
+}

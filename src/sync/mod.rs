@@ -3,14 +3,16 @@
 //! - The outbox (`store::outbox`): every change that must reach the vault is a row written in
 //!   the same store transaction as the change; `outbox` here orders rows and spaces retries.
 //! - `openbao`: the connector (token auth, transit BYOK import, KV v2, error classes).
-//! - `worker`: the schedule (interval + jitter, `sync now`), one key at a time, rows marked
-//!   done only after the vault confirmed.
+//! - `schedule`: when a pass runs (interval + jitter, backoff ends, `sync now`).
+//! - `worker`: a pass takes one key at a time; rows are marked done only after the vault
+//!   confirmed.
 //! - `verify`: notices a vault that lost keys it had confirmed and puts them back in the outbox.
 //! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
 
 pub mod http;
 pub mod openbao;
 pub mod outbox;
+pub mod schedule;
 pub mod verify;
 pub mod worker;
 

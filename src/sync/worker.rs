@@ -1,5 +1,5 @@
-//! The sync worker: a pass every `interval_secs` (+ random jitter), sooner when a failed row's
-//! backoff ends, and at once on `sync now`. A pass takes the outbox rows in order per key,
+//! The sync worker: a pass when `schedule` says (every `interval_secs` + random jitter, sooner
+//! when a failed row's backoff ends, at once on `sync now`). A pass takes the outbox rows in order per key,
 //! pushes each, and deletes a row only after the vault confirmed it. A vault that is down,
 //! sealed or rate-limiting ends the pass (every pending key gets that error) and never touches
 //! imports or exports, which only write the outbox.
@@ -8,16 +8,14 @@
 //! at a time; and every write is read-before-write and verified after (OpenBao's import is
 //! neither atomic nor idempotent: research/vault.md §2.5, §2.8).
 
-use rand::Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
 
 use super::openbao::{der_to_pem, pem_to_der, ImportResult, OpenBao, TransitKey, VaultError};
 use super::outbox::{self as plan, KeyRows};
+use super::schedule::Schedule;
 use crate::config::SyncConfig;
 use crate::core::App;
 use crate::material::algorithm::Algorithm;
@@ -40,9 +38,7 @@ pub struct Syncer {
     pub cfg: SyncConfig,
     pub host: String,
     pub vault: OpenBao,
-    wake: Notify,
-    requested: AtomicU64,
-    done: watch::Sender<u64>,
+    schedule: Schedule,
     pub last_pass: Mutex<PassInfo>,
     /// When the vault's copy was last checked (`verify`).
     verified_at: Mutex<Option<std::time::Instant>>,
@@ -92,9 +88,7 @@ impl Syncer {
             vault: OpenBao::new(cfg)?,
             host: cfg.host_name(),
             cfg: cfg.clone(),
-            wake: Notify::new(),
-            requested: AtomicU64::new(0),
-            done: watch::channel(0).0,
+            schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs)),
             last_pass: Mutex::new(PassInfo::default()),
             verified_at: Mutex::new(None),
         })
@@ -116,27 +110,16 @@ impl Syncer {
 
     /// Asks for a pass now (permanent failures retried too); with `wait`, returns when it ran.
     pub async fn trigger(&self, wait: Option<Duration>) -> bool {
-        let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wake.notify_one();
-        let Some(limit) = wait else { return true };
-        let mut rx = self.done.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|d| *d >= target)).await.is_ok_and(|r| r.is_ok())
+        self.schedule.trigger(wait).await
     }
 
     /// The loop; runs for the daemon's life.
     pub async fn run(self: Arc<Self>, app: Arc<App>) {
-        let interval = Duration::from_secs(self.cfg.interval_secs);
         loop {
-            let requested = self.requested.load(Ordering::SeqCst);
-            let force = requested > *self.done.borrow();
-            let next_retry = self.pass(&app, force).await;
-            self.done.send_replace(requested);
-            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=self.cfg.jitter_secs * 1000));
-            let sleep = next_retry.map_or(interval + jitter, |r| r.min(interval + jitter));
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.wake.notified() => {}
-            }
+            let pass = self.schedule.begin();
+            let next_retry = self.pass(&app, pass.forced).await;
+            self.schedule.finish(pass);
+            self.schedule.wait(next_retry).await;
         }
     }
 

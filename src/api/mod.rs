@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod kps;
 pub mod listen;
+pub mod metrics;
 pub mod native;
 pub mod sync;
 pub mod tls;
@@ -26,7 +27,7 @@ use crate::core::SharedApp;
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
     Router::new()
-        .nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes()))
+        .nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()))
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())

@@ -1,0 +1,84 @@
+//! `GET /keyport/v1/metrics`: Prometheus text exposition (version 0.0.4) for the numbers an
+//! operator alerts on: tokens up, keys held, the sync backlog and how old its oldest row is,
+//! keys whose sync failed, and when the last pass finished. Any authenticated caller may read it
+//! (like health); it holds counts only, never names or key material.
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::core::{CoreError, SharedApp};
+
+pub fn routes() -> Router<SharedApp> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value as the exposition format wants it (`\`, `"` and newlines escaped).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Seconds since the Unix epoch of a stored RFC 3339 time.
+fn epoch(at: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
+}
+
+async fn metrics(State(app): State<SharedApp>, Caller(_): Caller) -> Result<impl IntoResponse, ApiError> {
+    let mut out = String::new();
+    family(&mut out, "keyport_token_up", "gauge", "1 when the token is present and logged in.");
+    for t in app.tokens.all() {
+        let h = t.health().await;
+        let _ = writeln!(out, "keyport_token_up{{token=\"{}\"}} {}", label(&h.name), u8::from(h.present && h.logged_in));
+    }
+    let mut per_ns: BTreeMap<String, usize> = BTreeMap::new();
+    for k in app.store.list_keys(None, None).map_err(CoreError::from)? {
+        *per_ns.entry(k.namespace).or_default() += 1;
+    }
+    family(&mut out, "keyport_keys", "gauge", "Keys in the inventory.");
+    for (ns, n) in &per_ns {
+        let _ = writeln!(out, "keyport_keys{{namespace=\"{}\"}} {n}", label(ns));
+    }
+
+    let status = crate::sync::status(&app, |_| true).await.map_err(CoreError::from)?;
+    family(&mut out, "keyport_sync_enabled", "gauge", "1 when [sync] is configured.");
+    let _ = writeln!(out, "keyport_sync_enabled {}", u8::from(status.enabled));
+    family(&mut out, "keyport_sync_backlog_rows", "gauge", "Changes waiting for the remote vault (outbox rows).");
+    let _ = writeln!(out, "keyport_sync_backlog_rows {}", status.backlog);
+    let oldest = app.store.sync_rows().map_err(CoreError::from)?.first().and_then(|r| epoch(&r.created_at));
+    family(&mut out, "keyport_sync_oldest_pending_age_seconds", "gauge", "Age of the oldest change not yet in the vault (0 when none).");
+    let age = oldest.map_or(0, |t| (time::OffsetDateTime::now_utc().unix_timestamp() - t).max(0));
+    let _ = writeln!(out, "keyport_sync_oldest_pending_age_seconds {age}");
+    let mut by_status: BTreeMap<&str, usize> =
+        ["synced", "pending", "failed", "not_syncable", "deleted"].into_iter().map(|s| (s, 0)).collect();
+    for k in &status.keys {
+        *by_status.entry(k.status.as_str()).or_default() += 1;
+    }
+    family(&mut out, "keyport_sync_keys", "gauge", "Keys by sync status.");
+    for (s, n) in &by_status {
+        let _ = writeln!(out, "keyport_sync_keys{{status=\"{s}\"}} {n}");
+    }
+    if let Some(t) = status.last_pass.as_ref().and_then(|p| p.finished_at.as_deref()).and_then(epoch) {
+        family(&mut out, "keyport_sync_last_pass_timestamp_seconds", "gauge", "When the last sync pass finished.");
+        let _ = writeln!(out, "keyport_sync_last_pass_timestamp_seconds {t}");
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(super::label("x\ny"), "x\\ny");
+    }
+}

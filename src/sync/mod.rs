@@ -6,10 +6,15 @@
 //! - `worker`: the schedule (interval + jitter, `sync now`), one key at a time, rows marked
 //!   done only after the vault confirmed.
 //! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
+//! - `keyrecord`: a KV record per synced key, so `restore` knows what each transit key is;
+//!   `restore` brings exportable keys back into an empty token (byok-export, unwrapped inside
+//!   the token) with their certificates.
 
 pub mod http;
+pub mod keyrecord;
 pub mod openbao;
 pub mod outbox;
+pub mod restore;
 pub mod worker;
 
 use serde::Serialize;

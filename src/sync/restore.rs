@@ -11,7 +11,9 @@
 //! RSA-4096 unwrap key (`token::byok_restore`), the vault imports its public half under a
 //! restore-only name (`<host>-restore-<random>`: no `.`, so it never collides with a key's
 //! `<host>-<namespace>.<name>`), every key is exported to it and unwrapped inside the token.
-//! The plaintext export (`transit/export/signing-key`) is never used.
+//! The plaintext export (`transit/export/signing-key`) is never used. (Ed25519 on SoftHSM,
+//! which cannot unwrap it, is finished in software inside the token layer, under the same rule
+//! as its wrap: `token::byok_restore`.)
 //!
 //! What is restorable comes from the KV key records the worker writes (`keyrecord.rs`); the
 //! vault's live `exportable` flag decides. A key comes back only when neither its name nor its

@@ -6,6 +6,9 @@
 //! private key with keyport's attributes) put the key back; the clear private key never exists
 //! outside the token or the vault.
 //!
+//! One exception, as in `byok.rs`: Ed25519 on a token that cannot wrap or unwrap it (SoftHSM);
+//! see `ed25519_in_software`.
+//!
 //! Before the key counts as restored it must sign a challenge that its public key (taken from
 //! the vault, fingerprint checked by the caller) verifies inside the token; otherwise the new
 //! objects are destroyed.
@@ -123,6 +126,9 @@ pub fn unwrap_from_vault(
         return Err(refused(c, "the vault's answer is shorter than its RSA-OAEP part"));
     }
     let (head, body) = wrapped.split_at(k.modulus_len);
+    if alg == Algorithm::Ed25519 && !c.live.mechanisms.ed25519_wrappable {
+        return ed25519_in_software(c, k, head, body, hash, public, id, label, exportable);
+    }
     let aes = c.ck(
         "C_UnwrapKey (RSA-OAEP)",
         c.session.unwrap_key(
@@ -174,6 +180,67 @@ pub fn unwrap_from_vault(
     idx.insert(id, label, Kind::Private, private);
     idx.insert(id, label, Kind::Public, public_h);
     Ok(public.clone())
+}
+
+/// Ed25519 on a token that cannot wrap it (SoftHSM 2.6 also fails C_UnwrapKey of an Ed25519
+/// PKCS#8 with CKR_FUNCTION_FAILED): the AES key is unwrapped inside the token but readable,
+/// the PKCS#8 is unwrapped in zeroized memory and the key created with C_CreateObject, as
+/// import does. Only for a key that will be exportable: on such a token that key is readable
+/// by design (`objects.rs`), so this exposes nothing the export path does not (`byok.rs` wraps
+/// it in software for the same reason).
+#[allow(clippy::too_many_arguments)]
+fn ed25519_in_software(
+    c: &Ctx,
+    k: &UnwrapKey,
+    head: &[u8],
+    body: &[u8],
+    hash: OaepHash,
+    public: &PublicKey,
+    id: &[u8],
+    label: &str,
+    exportable: bool,
+) -> Result<PublicKey, TokenError> {
+    if !exportable {
+        return Err(refused(c, "this token cannot unwrap Ed25519 keys, and the namespace does not allow exportable keys"));
+    }
+    let aes = c.ck(
+        "C_UnwrapKey (RSA-OAEP)",
+        c.session.unwrap_key(
+            &oaep(hash),
+            k.private,
+            head,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Private(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+            ],
+        ),
+    )?;
+    let value = c.session.get_attributes(aes, &[cryptoki::object::AttributeType::Value]);
+    let _ = c.session.destroy_object(aes);
+    let value = c.ck("C_GetAttributeValue", value)?;
+    let kek = value.into_iter().find_map(|a| if let Attribute::Value(v) = a { Some(zeroize::Zeroizing::new(v)) } else { None });
+    let kek = kek.filter(|v| v.len() == 32).ok_or_else(|| refused(c, "the unwrapped AES key is not 32 bytes"))?;
+    let pkcs8 = aes_kw::KekAes256::new(kek.as_slice().into())
+        .unwrap_with_padding_vec(body)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| refused(c, "the vault's wrapped key did not unwrap (RFC 5649 integrity check failed)"))?;
+    let key = crate::material::pkcs::private_key_from_pkcs8_der(&pkcs8).map_err(|e| refused(c, e.to_string()))?;
+    if &key.public_key() != public {
+        return Err(refused(c, "the unwrapped private key does not match the vault's public key"));
+    }
+    let pk = objects::import_private_key(c, &key, id, label, exportable)?;
+    let set = c.live.index.read().expect("poisoned").get(id).cloned();
+    if let Some((private, public_h)) = set.and_then(|s| Some((s.private?, s.public?))) {
+        if let Err(e) = check_pair(c, private, public_h, Algorithm::Ed25519) {
+            objects::destroy(c, id)?;
+            return Err(e);
+        }
+    }
+    Ok(pk)
 }
 
 /// Signs a challenge with the new private key and verifies it with the new public key.

@@ -272,6 +272,9 @@ fn sync_table(v: &Value) {
         return;
     }
     println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
+    if v["vault_exportable"] != true {
+        println!("keys in the vault are not exportable: a one-way copy, `keyport restore` cannot bring them back");
+    }
     if let Some(stopped) = v["last_pass"]["stopped"].as_str() {
         println!("last pass stopped: {stopped}");
     }

@@ -113,7 +113,9 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     // Host 1, default policy: the vault holds a one-way copy.
     let mut d1 = daemon(&bao, "[tlspc]\nexportable = true\n");
     d1.generate("locked", "ec-p256", true);
-    assert_eq!(key_status(&sync_now(&d1), "locked")["status"], "synced");
+    let st = sync_now(&d1);
+    assert_eq!(key_status(&st, "locked")["status"], "synced");
+    assert_eq!(st["vault_exportable"], false, "status says the vault is a one-way copy");
     let (_, t) = bao.call("GET", "transit/keys/h1-default.locked", None);
     assert_eq!(t["data"]["exportable"], false, "default: not exportable in the vault");
 
@@ -128,7 +130,7 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     }
     let cert_sha = import_with_certificate(&d1, "site.example.com");
     let st = sync_now(&d1);
-    assert_eq!(st["backlog"], 0, "{st}");
+    assert_eq!((&st["backlog"], &st["vault_exportable"]), (&0.into(), &true.into()), "{st}");
     let mut restorable = vec!["web-rsa", "web-ec", "ssh-ed"];
     if cert_sha.is_some() {
         restorable.push("site.example.com");
@@ -227,6 +229,11 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     assert_eq!(outcomes(&again)["clash"], "failed");
     assert!(again["destination"].is_null(), "nothing to restore, no destination key: {again}");
     assert_eq!(keys_by_name(&d2), restored);
+    // The table for people.
+    let out = d2.command().args(["restore", "--dry-run", "--socket"]).arg(&d2.socket).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.contains("OUTCOME") && table.contains("already present"), "{table}");
+    assert!(table.lines().any(|l| l.contains("locked") && l.contains("not exportable in the vault")), "{table}");
 
     // The restored host's next sync finds everything in place and pushes nothing.
     let st = sync_now(&d2);

@@ -49,6 +49,9 @@ pub struct Status {
     pub enabled: bool,
     pub vault: Option<String>,
     pub namespaces: Vec<String>,
+    /// `sync.vault_exportable`: false = the vault is a one-way copy (it signs, never gives
+    /// keys back); true = new keys can come back with `keyport restore`.
+    pub vault_exportable: bool,
     pub backlog: usize,
     pub wrapping_key: Option<String>,
     pub last_pass: Option<worker::PassInfo>,
@@ -114,6 +117,7 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
         enabled: syncer.is_some(),
         vault: syncer.map(|s| s.vault.address.clone()),
         namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
+        vault_exportable: syncer.is_some_and(|s| s.cfg.vault_exportable),
         backlog: rows.len(),
         wrapping_key: match syncer {
             Some(s) => s.vault.pinned_wrapping_key().await,

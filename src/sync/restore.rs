@@ -186,7 +186,7 @@ impl Run<'_> {
         if alg == Algorithm::Ed25519 && !self.token.supports_ed25519().await {
             return Err(format!("token '{}' cannot hold Ed25519 keys", self.token.name));
         }
-        let cka_id = free_cka_id(app, &e.key_id).map_err(store)?;
+        let cka_id = free_cka_id(app, &self.token, &e.key_id).await.map_err(|x| x.to_string())?;
         let certificate = self.certificate(app, e, &hex::encode(cka_id)).await?;
         let cert_sha = certificate.as_ref().map(|(r, _)| r.sha256.clone());
         if dry_run {
@@ -291,28 +291,39 @@ impl Run<'_> {
 
     /// The unwrap key in the token and its public half in the vault, made on first need.
     async fn unwrap_key(&mut self) -> Result<Restorer, String> {
-        if let (Some(k), Some(_)) = (&self.unwrap, &self.destination) {
-            return Ok(Restorer { key: k.clone(), hash: k.hash });
+        let k = match &self.unwrap {
+            Some(k) => k.clone(),
+            None => {
+                let k = self.token.run(byok_restore::create_unwrap_key).await.map_err(|x| x.to_string())?;
+                self.unwrap = Some(k.clone());
+                k
+            }
+        };
+        if self.destination.is_none() {
+            let mut suffix = [0u8; 6];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+            let name = format!("{}-restore-{}", self.syncer.host, hex::encode(suffix));
+            self.syncer
+                .vault
+                .import_public_key(&name, "rsa-4096", &der_to_pem("PUBLIC KEY", &k.spki_der))
+                .await
+                .map_err(|x| format!("the vault refused the restore key: {}", x.message()))?;
+            tracing::info!(destination = %name, oaep = k.hash.vault_name(), "restore: unwrap key made in the token, its public half imported into transit");
+            self.destination = Some(name);
         }
-        let k = self.token.run(byok_restore::create_unwrap_key).await.map_err(|x| x.to_string())?;
-        self.unwrap = Some(k.clone());
-        let mut suffix = [0u8; 6];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-        let name = format!("{}-restore-{}", self.syncer.host, hex::encode(suffix));
-        self.syncer
-            .vault
-            .import_public_key(&name, "rsa-4096", &der_to_pem("PUBLIC KEY", &k.spki_der))
-            .await
-            .map_err(|x| format!("the vault refused the restore key: {}", x.message()))?;
-        tracing::info!(destination = %name, oaep = k.hash.vault_name(), "restore: unwrap key made in the token, its public half imported into transit");
-        self.destination = Some(name);
-        Ok(Restorer { key: k.clone(), hash: k.hash })
+        Ok(Restorer { hash: k.hash, key: k })
     }
 
     /// Drops the unwrap key; deletes the destination in the vault if the policy allows.
     async fn finish(&mut self) -> Option<String> {
         if let Some(k) = self.unwrap.take() {
-            let _ = self.token.run(move |c| Ok(byok_restore::destroy_unwrap_key(c, &k))).await;
+            let _ = self
+                .token
+                .run(move |c| {
+                    byok_restore::destroy_unwrap_key(c, &k);
+                    Ok(())
+                })
+                .await;
         }
         let name = self.destination.as_ref()?;
         match self.syncer.vault.delete_key(name).await {
@@ -334,11 +345,13 @@ struct Restorer {
     hash: crate::token::byok::OaepHash,
 }
 
-/// The recorded key id as CKA_ID when it is free (so the transit name stays the same), else a
-/// fresh random one.
-fn free_cka_id(app: &App, key_id: &str) -> Result<[u8; 16], crate::store::StoreError> {
+/// The recorded key id as CKA_ID when it is free in the store and the token (so the transit
+/// name stays the same), else a fresh random one. Creation starts by clearing its CKA_ID, so
+/// an id the token still uses (a lost store, a kept token) must not be taken.
+async fn free_cka_id(app: &App, token: &std::sync::Arc<Token>, key_id: &str) -> Result<[u8; 16], CoreError> {
     if let Some(id) = hex::decode(key_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
-        if app.store.key(key_id)?.is_none() {
+        let in_token = token.run(move |c| Ok(c.live.index.read().expect("poisoned").get(&id).is_some())).await?;
+        if !in_token && app.store.key(key_id)?.is_none() {
             return Ok(id);
         }
     }

@@ -13,6 +13,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// Restarts a daemon from `daemon()` with `sync.vault_exportable = true` ([sync] is the
+/// config's last section).
+fn make_vault_exportable(d: &mut Daemon) {
+    assert!(d.stop().success());
+    let mut text = std::fs::read_to_string(&d.config).unwrap();
+    text.push_str("vault_exportable = true\n");
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+}
+
 fn keys_by_name(d: &Daemon) -> BTreeMap<String, Value> {
     let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
     assert_eq!(s, 200, "{v}");
@@ -119,13 +129,9 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     let (_, t) = bao.call("GET", "transit/keys/h1-default.locked", None);
     assert_eq!(t["data"]["exportable"], false, "default: not exportable in the vault");
 
-    // Then exportable in the vault ([sync] is the config's last section).
-    assert!(d1.stop().success());
-    let mut text = std::fs::read_to_string(&d1.config).unwrap();
-    text.push_str("vault_exportable = true\n");
-    std::fs::write(&d1.config, text).unwrap();
-    d1.spawn();
-    for (n, a) in [("web-rsa", "rsa-2048"), ("web-ec", "ec-p256"), ("ssh-ed", "ed25519"), ("clash", "ec-p256")] {
+    // Then exportable in the vault.
+    make_vault_exportable(&mut d1);
+    for (n, a) in [("web-rsa", "rsa-2048"), ("web-ec", "ec-p256"), ("ssh-ed", "ed25519"), ("clash", "ec-p256"), ("gone", "ec-p256")] {
         d1.generate(n, a, true);
     }
     let cert_sha = import_with_certificate(&d1, "site.example.com");
@@ -140,6 +146,13 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
         let (_, t) = bao.call("GET", &format!("transit/keys/h1-default.{n}"), None);
         assert_eq!(t["data"]["exportable"], true, "{t}");
     }
+    // A key deleted in keyport stays in the vault, but its record says so and restore skips it.
+    let gone = keys_by_name(&d1)["gone"]["id"].as_str().unwrap().to_string();
+    let (s, v) = d1.curl("DELETE", &format!("/keyport/v1/keys/{gone}"), None, &[]);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(sync_now(&d1)["backlog"], 0);
+    let (_, v) = bao.call("GET", "secret/metadata/keyport/h1/keys/default/gone", None);
+    assert!(v["data"]["custom_metadata"]["deleted_at"].is_string(), "{v}");
     let original = keys_by_name(&d1);
     // The KV key record restore reads.
     let (s, v) = bao.call("GET", "secret/data/keyport/h1/keys/default/web-rsa", None);
@@ -160,6 +173,11 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     }
     assert_eq!(keys_by_name(&d2).len(), 1, "a dry run changes nothing");
     assert!(dry["destination"].is_null(), "a dry run makes nothing in the vault: {dry}");
+
+    assert!(dry["items"].as_array().unwrap().iter().all(|i| i["name"] != "gone"), "{dry}");
+    // Restore needs `admin`: the reader may not.
+    let (s, v) = d2.curl_https("POST", "/keyport/v1/sync/restore", Some("{}"), &["-H", "x-api-key: reader-key"]);
+    assert_eq!(s, 403, "{v}");
 
     let report = restore(&d2, false);
     assert_eq!(report["path"], "byok-export");
@@ -250,4 +268,43 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
         let (_, v) = bao.call("GET", "secret/metadata/keyport/h1/certs/default/site.example.com", None);
         assert_eq!(v["data"]["current_version"], 1, "no second KV certificate version: {v}");
     }
+}
+
+#[test]
+fn restore_leaves_the_destination_key_when_the_policy_forbids_deleting_it() {
+    if !tools() || !require("pkcs11-tool") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let mut d1 = daemon(&bao, "");
+    make_vault_exportable(&mut d1);
+    let key = d1.generate("app", "ec-p256", true);
+    assert_eq!(key_status(&sync_now(&d1), "app")["status"], "synced");
+
+    // The second host's token may do everything restore needs but delete.
+    let policy = r#"
+        path "transit/*" { capabilities = ["create", "read", "update", "list"] }
+        path "secret/*" { capabilities = ["create", "read", "update", "list"] }
+    "#;
+    let (s, v) = bao.call("POST", "sys/policies/acl/no-delete", Some(serde_json::json!({ "policy": policy })));
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = bao.call("POST", "auth/token/create", Some(serde_json::json!({"policies": ["no-delete"], "ttl": "1h"})));
+    assert_eq!(s, 200, "{v}");
+    let mut d2 = daemon(&bao, "");
+    assert!(d2.stop().success());
+    std::fs::write(d2.dir.path().join("vault.token"), v["auth"]["client_token"].as_str().unwrap()).unwrap();
+    d2.spawn();
+
+    let report = restore(&d2, false);
+    assert_eq!(item(&report, "app")["outcome"], "restored", "{report}\n{}", d2.log());
+    assert_eq!(keys_by_name(&d2)["app"]["fingerprint"], key["fingerprint"]);
+    let dest = report["destination"].as_str().unwrap();
+    let left = report["destination_left"].as_str().unwrap_or_else(|| panic!("{report}"));
+    assert!(left.contains(dest) && left.contains("403"), "{left}");
+    // It stays, and holds a public key only.
+    let (s, v) = bao.call("POST", &format!("transit/sign/{dest}"), Some(serde_json::json!({"input": "aGk="})));
+    assert_ne!(s, 200, "{v}");
+    let out = d2.command().args(["restore", "--socket"]).arg(&d2.socket).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already present"), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -123,3 +123,27 @@ impl Syncer {
         Ok(pushed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_and_partial_data_is_not_a_record() {
+        let e = KeyEntry {
+            namespace: "web".into(),
+            name: "site".into(),
+            key_id: "00112233445566778899aabbccddeeff".into(),
+            algorithm: "ec-p256".into(),
+            fingerprint: "sha256:ab".into(),
+            transit_key: "h1-web.site".into(),
+            version: 2,
+            vault_exportable: true,
+        };
+        let kv = KvEntry { version: 1, data: Some(e.data()), custom_metadata: BTreeMap::new() };
+        assert_eq!(KeyEntry::from_kv(&kv), Some(e));
+        let partial = KvEntry { version: 1, data: Some(json!({"namespace": "web"})), custom_metadata: BTreeMap::new() };
+        assert_eq!(KeyEntry::from_kv(&partial), None);
+        assert_eq!(KeyEntry::from_kv(&KvEntry::default()), None, "soft-deleted: no data");
+    }
+}

@@ -63,6 +63,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// Bring keys (exportable in the vault) and their certificates back from the vault into
+    /// the token; keys already present are skipped, so it is safe to run again.
+    Restore {
+        #[command(flatten)]
+        client: Client,
+        /// Only report what would be restored.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +219,9 @@ pub fn run(cmd: Command) -> i32 {
         Command::Export { client, key, namespace, format, passphrase_file, out } => {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
+        Command::Restore { client, dry_run } => {
+            call(&client, "POST", "/keyport/v1/sync/restore", Some(json!({"dry_run": dry_run})), restore_table)
+        }
         Command::Certs { cmd: CertsCmd::List { client, namespace, expiring } } => {
             let mut q = Vec::new();
             if let Some(n) = namespace {
@@ -260,6 +272,9 @@ fn sync_table(v: &Value) {
         return;
     }
     println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
+    if v["vault_exportable"] != true {
+        println!("keys in the vault are not exportable: a one-way copy, `keyport restore` cannot bring them back");
+    }
     if let Some(stopped) = v["last_pass"]["stopped"].as_str() {
         println!("last pass stopped: {stopped}");
     }
@@ -278,6 +293,19 @@ fn sync_table(v: &Value) {
             ]
         }),
     );
+}
+
+fn restore_table(v: &Value) {
+    table(
+        &["NAMESPACE", "NAME", "ALGORITHM", "OUTCOME", "CERTIFICATE", "REASON"],
+        v["items"].as_array().into_iter().flatten().map(|k| {
+            let cert = k["certificate"].as_str().map_or("-".to_string(), |c| c.chars().take(16).collect());
+            vec![s(&k["namespace"]), s(&k["name"]), s(&k["algorithm"]), s(&k["outcome"]), cert, s(&k["reason"])]
+        }),
+    );
+    if let Some(left) = v["destination_left"].as_str() {
+        println!("note: {left}");
+    }
 }
 
 fn cert_table(certs: Vec<Value>) {

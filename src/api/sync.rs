@@ -1,6 +1,8 @@
 //! `GET /keyport/v1/sync` (status: per key the last pushed version, pending rows, last error,
 //! next attempt; the backlog) and `POST /keyport/v1/sync` (`sync now`).
 //!
+//! `POST /keyport/v1/sync/restore` brings keys back from the vault (`keyport restore`).
+//!
 //! Status shows the keys of namespaces the caller may read; the trigger needs the `sync`
 //! permission on every opted-in namespace (it retries permanent failures too).
 
@@ -18,7 +20,23 @@ use crate::config::Permission;
 use crate::core::{CoreError, SharedApp};
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/sync", get(status).post(trigger))
+    Router::new().route("/sync", get(status).post(trigger)).route("/sync/restore", axum::routing::post(restore))
+}
+
+/// `POST /keyport/v1/sync/restore` `{"dry_run": bool}`: keys back from the vault
+/// (`crate::sync::restore`); needs `admin` on every opted-in namespace. Runs as its own task,
+/// so a client that gives up (or the request timeout) does not stop it half-way.
+async fn restore(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let req: crate::sync::restore::RestoreRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}"))
+        })?
+    };
+    let task = tokio::spawn(async move { crate::sync::restore::restore(&app, &who, req.dry_run).await });
+    let report = task.await.map_err(|e| CoreError::invalid("internal", format!("restore task failed: {e}")))??;
+    Ok(Json(serde_json::to_value(report).map_err(|e| CoreError::invalid("internal", e.to_string()))?))
 }
 
 async fn status(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<crate::sync::Status>, ApiError> {

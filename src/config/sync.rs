@@ -44,6 +44,12 @@ pub struct SyncConfig {
     /// Namespaces that sync (opt-in); `["*"]` = all.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Import keys into transit with `exportable: true`, so `keyport restore` can bring them
+    /// back into an empty token (byok-export, wrapped end to end). Off by default: the vault is
+    /// then a one-way copy that signs but never gives the key back. Applies to keys imported
+    /// from now on; transit cannot make an existing key non-exportable again.
+    #[serde(default)]
+    pub vault_exportable: bool,
 }
 
 fn default_transit() -> String {
@@ -83,6 +89,7 @@ impl Default for SyncConfig {
             retry_base_secs: default_retry(),
             verify_interval_secs: default_verify(),
             namespaces: Vec::new(),
+            vault_exportable: false,
         }
     }
 }

@@ -87,7 +87,7 @@ fn item_fingerprint(certs: &[CertInfo], key_fingerprint: &str) -> String {
     certs.first().map(|c| c.sha1.clone()).unwrap_or_else(|| key_fingerprint.trim_start_matches("sha256:").to_string())
 }
 
-fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -> CertificateRecord {
+pub(crate) fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -> CertificateRecord {
     CertificateRecord {
         sha256: c.sha256.clone(),
         key_id: key_id.map(String::from),

@@ -10,8 +10,9 @@ use super::names::{is_valid_key_name, is_valid_name};
 use super::{App, CoreError};
 use crate::config::Permission;
 use crate::material::algorithm::Algorithm;
+use crate::material::spki::PublicKey;
 use crate::store::records::now;
-use crate::store::{AuditEntry, Intent, KeyRecord};
+use crate::store::{AuditEntry, CertificateRecord, Intent, KeyRecord};
 use crate::token::objects;
 
 /// `POST /keyport/v1/keys`.
@@ -79,15 +80,53 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
 
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);
-    let id = hex::encode(cka_id);
+    let new = NewKey {
+        namespace,
+        name: req.name,
+        token: token.clone(),
+        cka_id,
+        algorithm: alg,
+        exportable,
+        origin: "generated",
+        op: "generate",
+        certificates: Vec::new(),
+    };
+    create(app, who, new, move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable)).await
+}
+
+/// A key about to be created by `create`.
+pub(crate) struct NewKey {
+    pub namespace: String,
+    pub name: String,
+    pub token: std::sync::Arc<crate::token::Token>,
+    pub cka_id: [u8; 16],
+    pub algorithm: Algorithm,
+    pub exportable: bool,
+    /// `generated`, `restored`: the inventory's origin column.
+    pub origin: &'static str,
+    /// The intent's operation and the audit action (`key.<op>`).
+    pub op: &'static str,
+    /// Committed with the key; the token objects are the caller's (`make`).
+    pub certificates: Vec<CertificateRecord>,
+}
+
+/// The crash-safe creation sequence every new key goes through: intent row → token objects
+/// (`make`, given the CKA_ID and label, returns the public key; it must be safe to run again)
+/// → inventory row, certificates and audit entry in one transaction. A failure after the
+/// intent undoes the objects.
+pub(crate) async fn create<F>(app: &App, who: &Principal, k: NewKey, make: F) -> Result<KeyRecord, CoreError>
+where
+    F: Fn(&crate::token::Ctx, &[u8], &str) -> Result<PublicKey, crate::token::TokenError> + Send + Sync + 'static,
+{
+    let (cka_id, id, token) = (k.cka_id, hex::encode(k.cka_id), &k.token);
     app.store
         .add_intent(&Intent {
             key_id: id.clone(),
             token: token.name.clone(),
             cka_id: cka_id.to_vec(),
-            namespace: namespace.clone(),
-            name: req.name.clone(),
-            op: "generate".into(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+            op: k.op.into(),
             created_at: now(),
         })
         .map_err(|e| match e {
@@ -97,12 +136,12 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
             e => e.into(),
         })?;
 
-    let label = req.name.clone();
+    let label = k.name.clone();
     let made = token
         .run(move |c| {
             // A retry after a transient failure may find half-made objects: start clean.
             objects::destroy(c, &cka_id)?;
-            let pk = objects::generate_key_pair(c, alg, &cka_id, &label, exportable)?;
+            let pk = make(c, &cka_id, &label)?;
             pk.fingerprint().map_err(|e| crate::token::TokenError::Refused {
                 token: c.token.into(),
                 operation: "fingerprint",
@@ -123,22 +162,23 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
     }
     let rec = KeyRecord {
         id: id.clone(),
-        name: req.name,
-        namespace: namespace.clone(),
+        name: k.name,
+        namespace: k.namespace.clone(),
         owner: who.name.clone(),
         token: token.name.clone(),
         cka_id: cka_id.to_vec(),
-        algorithm: alg.as_str().into(),
+        algorithm: k.algorithm.as_str().into(),
         fingerprint,
-        exportable,
-        origin: "generated".into(),
+        exportable: k.exportable,
+        origin: k.origin.into(),
         created_at: now(),
     };
-    if let Err(e) = app.store.commit_key(&rec, &[], &audit(who, "key.generate", &namespace, &id, "ok", Some(alg.as_str().into())), None) {
+    let entry = audit(who, &format!("key.{}", k.op), &k.namespace, &id, "ok", Some(k.algorithm.as_str().into()));
+    if let Err(e) = app.store.commit_key(&rec, &k.certificates, &entry, None) {
         undo(app, token, &id, cka_id).await;
         return Err(e.into());
     }
-    tracing::info!(key = %id, namespace = %namespace, algorithm = %alg, principal = %who.name, "key generated");
+    tracing::info!(key = %id, namespace = %rec.namespace, algorithm = %k.algorithm, principal = %who.name, origin = %rec.origin, "key created");
     Ok(rec)
 }
 

@@ -8,10 +8,15 @@
 //!   confirmed.
 //! - `verify`: notices a vault that lost keys it had confirmed and puts them back in the outbox.
 //! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
+//! - `keyrecord`: a KV record per synced key, so `restore` knows what each transit key is;
+//!   `restore` brings exportable keys back into an empty token (byok-export, unwrapped inside
+//!   the token) with their certificates.
 
 pub mod http;
+pub mod keyrecord;
 pub mod openbao;
 pub mod outbox;
+pub mod restore;
 pub mod schedule;
 pub mod verify;
 pub mod worker;
@@ -48,6 +53,9 @@ pub struct Status {
     pub enabled: bool,
     pub vault: Option<String>,
     pub namespaces: Vec<String>,
+    /// `sync.vault_exportable`: false = the vault is a one-way copy (it signs, never gives
+    /// keys back); true = new keys can come back with `keyport restore`.
+    pub vault_exportable: bool,
     pub backlog: usize,
     pub wrapping_key: Option<String>,
     pub last_pass: Option<worker::PassInfo>,
@@ -113,6 +121,7 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
         enabled: syncer.is_some(),
         vault: syncer.map(|s| s.vault.address.clone()),
         namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
+        vault_exportable: syncer.is_some_and(|s| s.cfg.vault_exportable),
         backlog: rows.len(),
         wrapping_key: match syncer {
             Some(s) => s.vault.pinned_wrapping_key().await,

@@ -83,6 +83,8 @@ pub struct OpenBao {
     transit: String,
     kv: String,
     wrapping: tokio::sync::Mutex<Option<WrappingKey>>,
+    /// `sync.vault_exportable`: transit keys are created exportable (restorable).
+    exportable: bool,
 }
 
 /// The vault's messages, without its "1 error occurred:\n\t* …" wrapping.
@@ -133,6 +135,7 @@ impl OpenBao {
             transit: cfg.transit_mount.clone(),
             kv: cfg.kv_mount.clone(),
             wrapping: tokio::sync::Mutex::new(None),
+            exportable: cfg.vault_exportable,
         })
     }
 
@@ -267,9 +270,10 @@ impl OpenBao {
         } else {
             (
                 format!("{}/keys/{name}/import", self.transit),
-                // Never exportable from the vault, no plaintext backup, no rotation inside the
-                // vault (a rotated key stops being "imported" and import_version fails forever).
-                json!({"ciphertext": ct, "hash_function": hash, "type": key_type, "exportable": false, "allow_plaintext_backup": false, "allow_rotation": false}),
+                // Exportable only when `sync.vault_exportable` says so (then only wrapped, by
+                // byok-export), no plaintext backup, no rotation inside the vault (a rotated
+                // key stops being "imported" and import_version fails forever).
+                json!({"ciphertext": ct, "hash_function": hash, "type": key_type, "exportable": self.exportable, "allow_plaintext_backup": false, "allow_rotation": false}),
             )
         };
         let r = self.call("POST", &path, Some(body)).await?;
@@ -338,6 +342,86 @@ pub enum ImportResult {
     StaleWrappingKey,
     Exists,
     Refused(String),
+}
+
+/// What `byok-export` answered for one key.
+#[derive(Debug)]
+pub enum ByokExport {
+    /// `RSA-OAEP(destination, aes) ‖ AES-KWP(aes, PKCS#8)`, as the import format.
+    Wrapped(Vec<u8>),
+    /// The transit key was imported with `exportable: false`.
+    NotExportable,
+    Missing,
+}
+
+/// Calls `keyport restore` needs (`sync/restore.rs`), kept apart from the sync path.
+impl OpenBao {
+    /// Names under a KV v2 folder (`…/` for sub-folders); none when the folder does not exist.
+    pub async fn kv_list(&self, path: &str) -> Result<Vec<String>, VaultError> {
+        let r = self.call("GET", &format!("{}/metadata/{path}?list=true", self.kv), None).await?;
+        match r.status {
+            200 => Ok(r.body["data"]["keys"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(String::from)).collect()),
+            404 => Ok(Vec::new()),
+            s => Err(VaultError::Permanent(format!("LIST {}/metadata/{path}: {s} {}", self.kv, error_text(&r.body)))),
+        }
+    }
+
+    /// Whether transit key `name` is exportable; `None` when it does not exist.
+    pub async fn key_exportable(&self, name: &str) -> Result<Option<bool>, VaultError> {
+        let r = self.call("GET", &format!("{}/keys/{name}", self.transit), None).await?;
+        match r.status {
+            404 => Ok(None),
+            200 => Ok(Some(r.body["data"]["exportable"].as_bool().unwrap_or(false))),
+            s => Err(VaultError::Permanent(format!("GET {}/keys/{name}: {s} {}", self.transit, error_text(&r.body)))),
+        }
+    }
+
+    /// A public-key-only transit key (the destination byok-export wraps for).
+    pub async fn import_public_key(&self, name: &str, key_type: &str, spki_pem: &str) -> Result<(), VaultError> {
+        let path = format!("{}/keys/{name}/import", self.transit);
+        let r = self.call("POST", &path, Some(json!({"public_key": spki_pem, "type": key_type}))).await?;
+        match r.status {
+            200 | 204 => Ok(()),
+            s => Err(VaultError::Permanent(format!("POST {path}: {s} {}", error_text(&r.body)))),
+        }
+    }
+
+    /// `GET transit/byok-export/:destination/:source/:version?hash=…` (measured on OpenBao
+    /// 2.7.2: 400 "key is not exportable", 500 "no such source key for export").
+    pub async fn byok_export(&self, destination: &str, source: &str, version: i64, hash: &str) -> Result<ByokExport, VaultError> {
+        let path = format!("{}/byok-export/{destination}/{source}/{version}?hash={hash}", self.transit);
+        let r = self.call("GET", &path, None).await?;
+        let text = error_text(&r.body);
+        match r.status {
+            200 => {
+                let b64 = r.body["data"]["keys"][version.to_string()]
+                    .as_str()
+                    .ok_or_else(|| VaultError::Permanent(format!("GET {path}: no key version {version} in the answer")))?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map(ByokExport::Wrapped)
+                    .map_err(|e| VaultError::Permanent(format!("GET {path}: the wrapped key is not base64: {e}")))
+            }
+            400 if text.contains("not exportable") => Ok(ByokExport::NotExportable),
+            _ if text.contains("no such source key") => Ok(ByokExport::Missing),
+            s => Err(VaultError::Permanent(format!("GET {path}: {s} {text}"))),
+        }
+    }
+
+    /// Deletes a transit key: allows deletion on it first (transit refuses otherwise).
+    pub async fn delete_key(&self, name: &str) -> Result<(), VaultError> {
+        let path = format!("{}/keys/{name}/config", self.transit);
+        let r = self.call("POST", &path, Some(json!({"deletion_allowed": true}))).await?;
+        if !matches!(r.status, 200 | 204) {
+            return Err(VaultError::Permanent(format!("POST {path}: {} {}", r.status, error_text(&r.body))));
+        }
+        let path = format!("{}/keys/{name}", self.transit);
+        let r = self.call("DELETE", &path, None).await?;
+        match r.status {
+            200 | 204 | 404 => Ok(()),
+            s => Err(VaultError::Permanent(format!("DELETE {path}: {s} {}", error_text(&r.body)))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn same_public_key(ours: &PublicKey, vault: &str) -> bool {
 
 /// A key name as a vault path segment: itself, or the key id when it has characters the vault
 /// refuses in paths (`@`).
-fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
+pub(super) fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
     if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
         name
     } else {
@@ -223,10 +223,10 @@ impl Syncer {
     async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
         match row.op.as_str() {
             OP_KEY if key.deleted_after(row.seq) => Ok(None),
-            OP_KEY => self.push_key(app, row).await,
+            OP_KEY => self.record_key(app, self.push_key(app, row).await?).await,
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
             OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
-            OP_DELETE => self.push_delete(app, row).await,
+            OP_DELETE => self.record_deleted(row, self.push_delete(app, row).await?).await,
             other => Err(VaultError::Permanent(format!("unknown outbox operation '{other}'"))),
         }
     }

@@ -62,7 +62,7 @@ fn rsa_parts(spki_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     Ok((k.modulus.as_bytes().to_vec(), k.public_exponent.as_bytes().to_vec()))
 }
 
-fn oaep(hash: OaepHash) -> Mechanism<'static> {
+pub(super) fn oaep(hash: OaepHash) -> Mechanism<'static> {
     let (h, mgf) = match hash {
         OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
         OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),

@@ -9,6 +9,7 @@
 
 pub mod at_rest;
 pub mod byok;
+pub mod byok_restore;
 pub mod error;
 pub mod index;
 mod module;

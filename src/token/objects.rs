@@ -11,7 +11,7 @@
 //! (invisible without the login); non-exportable keys stay sensitive and unreadable.
 
 /// CKA_SENSITIVE for a new private key (see the module comment).
-fn sensitive(c: &Ctx, alg: Algorithm, exportable: bool) -> bool {
+pub(super) fn sensitive(c: &Ctx, alg: Algorithm, exportable: bool) -> bool {
     !(exportable && alg == Algorithm::Ed25519 && !c.live.mechanisms.ed25519_wrappable)
 }
 
@@ -188,14 +188,7 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    let mut public = vec![
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Id(id.to_vec()),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ];
+    let public = public_template(&key.public_key(), id, label);
     match key {
         PrivateKey::Rsa(k) => {
             private.extend([
@@ -210,27 +203,19 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
                 Attribute::Exponent2(k.dq.to_vec()),
                 Attribute::Coefficient(k.qinv.to_vec()),
             ]);
-            public.extend([
-                Attribute::KeyType(KeyType::RSA),
-                Attribute::Encrypt(true),
-                Attribute::Modulus(k.n.clone()),
-                Attribute::PublicExponent(k.e.clone()),
-            ]);
         }
-        PrivateKey::Ec { d, point, .. } => {
+        PrivateKey::Ec { d, .. } => {
             let params = alg.ec_params().expect("EC").to_vec();
             private.extend([
                 Attribute::KeyType(KeyType::EC),
                 Attribute::Derive(true),
-                Attribute::EcParams(params.clone()),
+                Attribute::EcParams(params),
                 Attribute::Value(d.to_vec()),
             ]);
-            public.extend([Attribute::KeyType(KeyType::EC), Attribute::EcParams(params), Attribute::EcPoint(der_octet_string(point))]);
         }
-        PrivateKey::Ed25519 { seed, public: pk } => {
+        PrivateKey::Ed25519 { seed, .. } => {
             let params = alg.ec_params().expect("Ed25519").to_vec();
-            private.extend([Attribute::KeyType(KeyType::EC_EDWARDS), Attribute::EcParams(params.clone()), Attribute::Value(seed.to_vec())]);
-            public.extend([Attribute::KeyType(KeyType::EC_EDWARDS), Attribute::EcParams(params), Attribute::EcPoint(der_octet_string(pk))]);
+            private.extend([Attribute::KeyType(KeyType::EC_EDWARDS), Attribute::EcParams(params), Attribute::Value(seed.to_vec())]);
         }
     }
     let made = c.session.create_object(&private);
@@ -247,6 +232,40 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
     idx.insert(id, label, Kind::Private, priv_h);
     idx.insert(id, label, Kind::Public, pub_h);
     Ok(key.public_key())
+}
+
+/// The token public key object for `pk` under `id`/`label` (keyport's attributes).
+fn public_template(pk: &PublicKey, id: &[u8], label: &str) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    match pk {
+        PublicKey::Rsa { modulus, exponent } => t.extend([
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Encrypt(true),
+            Attribute::Modulus(modulus.clone()),
+            Attribute::PublicExponent(exponent.clone()),
+        ]),
+        PublicKey::Ec { params, point } => {
+            t.extend([Attribute::KeyType(KeyType::EC), Attribute::EcParams(params.clone()), Attribute::EcPoint(der_octet_string(point))])
+        }
+        PublicKey::Ed25519 { key } => t.extend([
+            Attribute::KeyType(KeyType::EC_EDWARDS),
+            Attribute::EcParams(Algorithm::Ed25519.ec_params().expect("Ed25519").to_vec()),
+            Attribute::EcPoint(der_octet_string(key)),
+        ]),
+    }
+    t
+}
+
+/// Creates the public key object of a key pair whose private half is already in the token.
+pub fn create_public_key(c: &Ctx, pk: &PublicKey, id: &[u8], label: &str) -> Result<ObjectHandle, TokenError> {
+    c.ck("C_CreateObject", c.session.create_object(&public_template(pk, id, label)))
 }
 
 /// DER OCTET STRING around a short value (CKA_EC_POINT's encoding).

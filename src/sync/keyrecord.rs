@@ -1,0 +1,149 @@
+//! The KV v2 record of each key keyport imported into transit, at
+//! `<kv_prefix>/<host>/keys/<namespace>/<name>`: transit alone cannot tell which keyport key
+//! (namespace, name, key id, algorithm, fingerprint) a transit key is, and `keyport restore`
+//! needs exactly that on a host whose store is gone. Written after a verified import, with
+//! check-and-set and read-before-write like the certificate entry, so a pass that finds
+//! everything in place writes nothing.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use super::openbao::{KvEntry, VaultError};
+use super::worker::{path_name, Syncer};
+use crate::core::App;
+use crate::store::outbox::{OutboxRow, SyncState};
+
+/// One key's record as restore reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub namespace: String,
+    pub name: String,
+    pub key_id: String,
+    pub algorithm: String,
+    pub fingerprint: String,
+    pub transit_key: String,
+    pub version: i64,
+    /// Whether transit holds the key as exportable (only then can it come back).
+    pub vault_exportable: bool,
+}
+
+impl KeyEntry {
+    fn data(&self) -> Value {
+        json!({
+            "namespace": self.namespace,
+            "name": self.name,
+            "key_id": self.key_id,
+            "algorithm": self.algorithm,
+            "fingerprint": self.fingerprint,
+            "transit_key": self.transit_key,
+            "version": self.version.to_string(),
+            "vault_exportable": self.vault_exportable.to_string(),
+        })
+    }
+
+    /// From a KV entry's data; `None` when a field is missing (not written by keyport).
+    pub fn from_kv(e: &KvEntry) -> Option<KeyEntry> {
+        let d = e.data.as_ref()?;
+        let s = |k: &str| d[k].as_str().map(String::from);
+        Some(KeyEntry {
+            namespace: s("namespace")?,
+            name: s("name")?,
+            key_id: s("key_id")?,
+            algorithm: s("algorithm")?,
+            fingerprint: s("fingerprint")?,
+            transit_key: s("transit_key")?,
+            version: s("version")?.parse().ok()?,
+            vault_exportable: s("vault_exportable")? == "true",
+        })
+    }
+}
+
+impl Syncer {
+    /// `<kv_prefix>/<host>/keys/<namespace>/<name>`.
+    pub fn key_record_path(&self, namespace: &str, name: &str, key_id: &str) -> String {
+        format!("{}/{}/keys/{namespace}/{}", self.cfg.kv_prefix, self.host, path_name(name, key_id))
+    }
+
+    /// `<kv_prefix>/<host>/keys`, the folder restore lists.
+    pub fn key_records_root(&self) -> String {
+        format!("{}/{}/keys", self.cfg.kv_prefix, self.host)
+    }
+
+    /// Passes a key push's result through, writing the key's KV record when the key is synced.
+    pub(super) async fn record_key(&self, app: &App, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
+        let (Some(state), Some(version)) =
+            (pushed.as_ref().filter(|s| s.status == "synced"), pushed.as_ref().and_then(|s| s.pushed_version))
+        else {
+            return Ok(pushed);
+        };
+        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
+        let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(pushed) };
+        let transit_key = self.vault_name(&rec.namespace, &rec.name, &rec.id);
+        let entry = KeyEntry {
+            namespace: rec.namespace.clone(),
+            name: rec.name.clone(),
+            key_id: rec.id.clone(),
+            algorithm: rec.algorithm.clone(),
+            fingerprint: rec.fingerprint.clone(),
+            vault_exportable: self.vault.key_exportable(&transit_key).await?.unwrap_or(false),
+            transit_key,
+            version,
+        };
+        let data = entry.data();
+        let mut meta: BTreeMap<String, String> =
+            data.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
+        meta.insert("host".into(), self.host.clone());
+        let path = self.key_record_path(&rec.namespace, &rec.name, &rec.id);
+        for _ in 0..3 {
+            let current = self.vault.kv_read(&path).await?;
+            if current.data.as_ref() == Some(&data) {
+                if current.custom_metadata != meta {
+                    self.vault.kv_set_metadata(&path, &meta).await?;
+                }
+                return Ok(pushed);
+            }
+            if self.vault.kv_write(&path, data.clone(), current.version).await? {
+                self.vault.kv_set_metadata(&path, &meta).await?;
+                return Ok(pushed);
+            }
+        }
+        Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false })
+    }
+
+    /// Passes a delete's result through, marking the key's record deleted (`deleted_at`), so
+    /// restore does not bring back a key deleted in keyport (the vault keeps its copy).
+    pub(super) async fn record_deleted(&self, row: &OutboxRow, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
+        let path = self.key_record_path(&row.namespace, &row.name, &row.key_id);
+        let entry = self.vault.kv_read(&path).await?;
+        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
+            let mut meta = entry.custom_metadata.clone();
+            meta.insert("deleted_at".into(), crate::store::records::now());
+            self.vault.kv_set_metadata(&path, &meta).await?;
+        }
+        Ok(pushed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_and_partial_data_is_not_a_record() {
+        let e = KeyEntry {
+            namespace: "web".into(),
+            name: "site".into(),
+            key_id: "00112233445566778899aabbccddeeff".into(),
+            algorithm: "ec-p256".into(),
+            fingerprint: "sha256:ab".into(),
+            transit_key: "h1-web.site".into(),
+            version: 2,
+            vault_exportable: true,
+        };
+        let kv = KvEntry { version: 1, data: Some(e.data()), custom_metadata: BTreeMap::new() };
+        assert_eq!(KeyEntry::from_kv(&kv), Some(e));
+        let partial = KvEntry { version: 1, data: Some(json!({"namespace": "web"})), custom_metadata: BTreeMap::new() };
+        assert_eq!(KeyEntry::from_kv(&partial), None);
+        assert_eq!(KeyEntry::from_kv(&KvEntry::default()), None, "soft-deleted: no data");
+    }
+}

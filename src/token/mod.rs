@@ -16,6 +16,7 @@ pub mod objects;
 pub mod pin;
 mod raw;
 pub mod secret;
+pub mod signer;
 pub mod softhsm;
 pub mod wrap;
 

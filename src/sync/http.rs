@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the vault: hyper's connection API over TCP, with rustls for
 //! https (CA from a file) and plain http for a loopback dev vault. One kept-alive connection,
 //! reopened when it breaks (research/vault.md §5: TLS without keep-alive cut KV writes to 200/s).
+//! For certificate login it presents a client certificate whose key signs in the token.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -79,7 +80,14 @@ impl Http {
                     .map_err(|e| e.to_string())?
                     .with_root_certificates(roots);
                 let cfg = match client {
-                    Some(c) => builder.with_client_cert_resolver(c),
+                    Some(c) => {
+                        let mut cfg = builder.with_client_cert_resolver(c);
+                        // A resumed session carries the identity of the certificate presented
+                        // when it began: after a certificate renewal the vault would still see
+                        // the old one. Reconnects are rare (one kept-alive connection).
+                        cfg.resumption = rustls::client::Resumption::disabled();
+                        cfg
+                    }
                     None => builder.with_no_client_auth(),
                 };
                 let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("'{host}': {e}"))?;

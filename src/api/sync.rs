@@ -86,10 +86,30 @@ async fn csr(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body
     if cn.is_empty() || cn.len() > 64 || cn.chars().any(|c| c.is_control()) {
         return Err(bad("cn must be 1-64 printable characters".into()));
     }
+    if let Some(d) = req.dns.iter().find(|d| {
+        d.is_empty() || d.len() > 253 || !d.bytes().all(|c| c.is_ascii_alphanumeric() || b".-*".contains(&c)) || d.starts_with('.')
+    }) {
+        return Err(bad(format!("'{d}' is not a DNS name")));
+    }
     let token = app.tokens.get(None).ok_or_else(|| bad("no token is configured".into()))?.clone();
     let csr = crate::sync::client_cert::csr(&token, &cn, &req.dns)
         .await
         .map_err(|m| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token_error", m))?;
     tracing::info!(principal = %who.name, cn = %cn, key = %csr.public_key_sha256, "sync: CSR for the vault client key");
+    let audit = crate::store::records::AuditEntry {
+        at: crate::store::records::now(),
+        principal: who.name.clone(),
+        action: "sync.csr".into(),
+        namespace: None,
+        key_id: None,
+        outcome: "ok".into(),
+        detail: Some(format!(
+            "CN={cn}; vault client key {} in token '{}'{}",
+            csr.public_key_sha256,
+            csr.token,
+            if csr.generated { " (generated now)" } else { "" }
+        )),
+    };
+    app.store.audit(&audit).map_err(CoreError::from)?;
     Ok(Json(serde_json::to_value(csr).expect("serializable")))
 }

@@ -226,13 +226,25 @@ impl Auth {
             return Err(e);
         }
         let method = self.status.lock().expect("poisoned").method;
-        if r.status != 200 {
-            return Err(down(format!(
-                "the vault refused the {method} login at {} ({}: {}); fix {setting}",
-                path.trim_start_matches("/v1/"),
-                r.status,
-                error_text(&r.body)
-            )));
+        let at_path = path.trim_start_matches("/v1/");
+        match r.status {
+            200 => {}
+            // OpenBao answers a login at a path where no auth method is mounted with 403.
+            403 | 404 => {
+                return Err(down(format!(
+                    "the vault denied the {method} login at {at_path} ({}: {}); is {method} auth enabled there? check sync.{method}.mount",
+                    r.status,
+                    error_text(&r.body)
+                )))
+            }
+            400 | 401 => {
+                return Err(down(format!(
+                    "the vault refused the {method} login at {at_path} ({}: {}); fix {setting}",
+                    r.status,
+                    error_text(&r.body)
+                )))
+            }
+            s => return Err(down(format!("the vault failed the {method} login at {at_path} ({s}: {})", error_text(&r.body)))),
         }
         let auth = &r.body["auth"];
         let token = Zeroizing::new(

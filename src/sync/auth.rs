@@ -256,7 +256,7 @@ impl Auth {
         );
         let lease = Duration::from_secs(auth["lease_duration"].as_u64().unwrap_or(0));
         let renewable = auth["renewable"].as_bool().unwrap_or(false);
-        tracing::info!(method, lease_secs = lease.as_secs(), renewable, "vault login");
+        tracing::info!(method = %method, lease_secs = lease.as_secs(), renewable, "vault login");
         {
             let mut st = self.status.lock().expect("poisoned");
             st.logged_in = true;
@@ -307,6 +307,7 @@ impl Auth {
             tracing::info!(lease_secs = lease.as_secs(), "vault token reached its max TTL; logging in again");
             return false;
         }
+        tracing::info!(lease_secs = lease.as_secs(), "vault token renewed");
         s.since = Instant::now();
         s.lease = lease;
         s.renewable = r.body["auth"]["renewable"].as_bool().unwrap_or(s.renewable);

@@ -86,6 +86,22 @@ pub enum SyncCmd {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// A CSR for the vault client key (certificate login): the key is made in the token on
+    /// first use and never leaves it. Have your CA sign it; point [sync.cert] certificate at
+    /// the result.
+    Csr {
+        #[command(flatten)]
+        client: Client,
+        /// Subject common name (the vault's cert role checks it); default: the sync host name.
+        #[arg(long)]
+        cn: Option<String>,
+        /// DNS subject alternative name (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Write the PEM here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +231,27 @@ pub fn run(cmd: Command) -> i32 {
                     sync_table(&v["status"]);
                 })
             }
+            SyncCmd::Csr { client, cn, dns, out } => {
+                let mut failed = false;
+                let code = call(&client, "POST", "/keyport/v1/sync/csr", Some(json!({"cn": cn, "dns": dns})), |v| {
+                    let pem = v["csr"].as_str().unwrap_or_default();
+                    match &out {
+                        None => print!("{pem}"),
+                        Some(f) => match std::fs::write(f, pem) {
+                            Ok(()) => println!("wrote {} (key {} in token {})", f.display(), s(&v["public_key_sha256"]), s(&v["token"])),
+                            Err(e) => {
+                                eprintln!("error: {}: {e}", f.display());
+                                failed = true;
+                            }
+                        },
+                    }
+                });
+                if failed {
+                    1
+                } else {
+                    code
+                }
+            }
         },
         Command::Export { client, key, namespace, format, passphrase_file, out } => {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
@@ -274,6 +311,19 @@ fn sync_table(v: &Value) {
     println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
     if v["vault_exportable"] != true {
         println!("keys in the vault are not exportable: a one-way copy, `keyport restore` cannot bring them back");
+    }
+    let a = &v["auth"];
+    if a.is_object() {
+        let mount = a["mount"].as_str().map(|m| format!(" (auth/{m})")).unwrap_or_default();
+        let expires = if a["logged_in"] != true {
+            "not logged in".to_string()
+        } else {
+            a["token_expires_at"].as_str().unwrap_or("no expiry").to_string()
+        };
+        println!("login: {}{mount}   token expires: {expires}", s(&a["method"]));
+        if let Some(e) = a["last_error"].as_str() {
+            println!("login failed: {e}");
+        }
     }
     if let Some(stopped) = v["last_pass"]["stopped"].as_str() {
         println!("last pass stopped: {stopped}");

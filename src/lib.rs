@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML configuration, `KEYPORT_…` overrides, and `config check`.
 //! - [`token`]: the only module that calls cryptoki: module contexts, session pool, login,
-//!   recovery, the object index, key and certificate objects, SoftHSM provisioning.
+//!   recovery, the object index, key and certificate objects, SoftHSM provisioning, and the
+//!   token-key signer rustls and rcgen use (HTTPS server key, vault client key).
 //! - [`store`]: SQLite (WAL) with migrations: inventory, creation intents, jobs, audit log.
 //!   Never key material.
 //! - [`material`]: byte formats as pure functions: PEM/DER PKCS#1, SEC1, PKCS#8 (plain and
@@ -21,7 +22,8 @@
 //!   (DigiCert IoT certificate bundles), `kps` (Huawei KPS), `keys` (project/environment
 //!   keys), `tpp` (Venafi TPP SSH export).
 //! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao):
-//!   the outbox, the connector, the worker; keys are wrapped inside the token (`token::byok`).
+//!   the outbox, the connector, the vault login (token, AppRole, or TLS certificate with the
+//!   client key in the token), the worker; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
 #![deny(unsafe_code)]

@@ -1,14 +1,16 @@
 //! `GET /keyport/v1/sync` (status: per key the last pushed version, pending rows, last error,
-//! next attempt; the backlog) and `POST /keyport/v1/sync` (`sync now`).
+//! next attempt; the backlog; the vault login), `POST /keyport/v1/sync` (`sync now`) and
+//! `POST /keyport/v1/sync/csr` (a CSR for the vault client key, for certificate login).
 //!
 //! `POST /keyport/v1/sync/restore` brings keys back from the vault (`keyport restore`).
 //!
 //! Status shows the keys of namespaces the caller may read; the trigger needs the `sync`
-//! permission on every opted-in namespace (it retries permanent failures too).
+//! permission on every opted-in namespace (it retries permanent failures too). The CSR needs
+//! `sync` on `*` (or admin): the client key is the host's, not a namespace's.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,7 +22,7 @@ use crate::config::Permission;
 use crate::core::{CoreError, SharedApp};
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/sync", get(status).post(trigger)).route("/sync/restore", axum::routing::post(restore))
+    Router::new().route("/sync", get(status).post(trigger)).route("/sync/csr", post(csr)).route("/sync/restore", post(restore))
 }
 
 /// `POST /keyport/v1/sync/restore` `{"dry_run": bool}`: keys back from the vault
@@ -77,4 +79,55 @@ async fn trigger(
     let status = crate::sync::status(&app, |_| true).await.map_err(CoreError::from)?;
     let code = if wait.is_none() { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((code, Json(json!({"finished": wait.is_some() && finished, "status": status}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsrRequest {
+    /// Subject common name; default: the sync host name.
+    cn: Option<String>,
+    /// DNS subject alternative names.
+    #[serde(default)]
+    dns: Vec<String>,
+}
+
+/// A CSR signed by the vault client key (generated in the first token on first use).
+async fn csr(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    who.require("*", Permission::Sync)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m);
+    let req: CsrRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        CsrRequest { cn: None, dns: Vec::new() }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad(format!("the request body is not the expected JSON: {e}")))?
+    };
+    let cn = req.cn.unwrap_or_else(|| app.config.sync.host_name());
+    if cn.is_empty() || cn.len() > 64 || cn.chars().any(|c| c.is_control()) {
+        return Err(bad("cn must be 1-64 printable characters".into()));
+    }
+    if let Some(d) = req.dns.iter().find(|d| {
+        d.is_empty() || d.len() > 253 || !d.bytes().all(|c| c.is_ascii_alphanumeric() || b".-*".contains(&c)) || d.starts_with('.')
+    }) {
+        return Err(bad(format!("'{d}' is not a DNS name")));
+    }
+    let token = app.tokens.get(None).ok_or_else(|| bad("no token is configured".into()))?.clone();
+    let csr = crate::sync::client_cert::csr(&token, &cn, &req.dns)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token_error", m))?;
+    tracing::info!(principal = %who.name, cn = %cn, key = %csr.public_key_sha256, "sync: CSR for the vault client key");
+    let audit = crate::store::records::AuditEntry {
+        at: crate::store::records::now(),
+        principal: who.name.clone(),
+        action: "sync.csr".into(),
+        namespace: None,
+        key_id: None,
+        outcome: "ok".into(),
+        detail: Some(format!(
+            "CN={cn}; vault client key {} in token '{}'{}",
+            csr.public_key_sha256,
+            csr.token,
+            if csr.generated { " (generated now)" } else { "" }
+        )),
+    };
+    app.store.audit(&audit).map_err(CoreError::from)?;
+    Ok(Json(serde_json::to_value(csr).expect("serializable")))
 }

@@ -5,81 +5,15 @@
 //! trust; its fingerprint is logged.
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
-use rustls::{SignatureAlgorithm, SignatureScheme};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-use crate::material::algorithm::Algorithm;
-use crate::material::spki::PublicKey;
-use crate::token::{objects, Token, TokenError};
+use crate::token::signer::TokenSigner;
+use crate::token::{objects, Token};
 
 /// CKA_ID and CKA_LABEL of the TLS key and certificate.
 pub const TLS_ID: &[u8] = b"keyport-tls";
-
-/// A P-256 key in the token, as rustls and rcgen want a signer.
-#[derive(Clone)]
-struct TokenKey {
-    token: Arc<Token>,
-    /// Uncompressed SEC1 point, for rcgen's SubjectPublicKeyInfo.
-    point: Vec<u8>,
-}
-
-impl std::fmt::Debug for TokenKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenKey({})", self.token.name)
-    }
-}
-
-impl TokenKey {
-    /// ECDSA-SHA256 through the token, DER-encoded as TLS and X.509 both want it.
-    fn sign_der(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
-        let digest = Sha256::digest(message).to_vec();
-        let rs = self.token.run_in_place(move |c| objects::sign(c, TLS_ID, Algorithm::EcP256, &digest))?;
-        let sig = p256::ecdsa::Signature::from_slice(&rs).map_err(|e| TokenError::Refused {
-            token: self.token.name.clone(),
-            operation: "ECDSA signature",
-            detail: e.to_string(),
-        })?;
-        Ok(sig.to_der().as_bytes().to_vec())
-    }
-}
-
-impl SigningKey for TokenKey {
-    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        offered.contains(&SignatureScheme::ECDSA_NISTP256_SHA256).then(|| Box::new(self.clone()) as Box<dyn Signer>)
-    }
-
-    fn algorithm(&self) -> SignatureAlgorithm {
-        SignatureAlgorithm::ECDSA
-    }
-}
-
-impl Signer for TokenKey {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.sign_der(message).map_err(|e| rustls::Error::General(e.to_string()))
-    }
-
-    fn scheme(&self) -> SignatureScheme {
-        SignatureScheme::ECDSA_NISTP256_SHA256
-    }
-}
-
-impl rcgen::PublicKeyData for TokenKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.point
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
-    }
-}
-
-impl rcgen::SigningKey for TokenKey {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.sign_der(msg).map_err(|_| rcgen::Error::RemoteKeyError)
-    }
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -87,31 +21,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The self-signed certificate and its token key, made on first start.
 pub async fn self_signed(token: &Arc<Token>, state_dir: &std::path::Path) -> Result<rustls::ServerConfig, String> {
-    let existing = token
-        .run(|c| {
-            let has_key = c.live.index.read().expect("poisoned").get(TLS_ID).is_some_and(|s| s.private.is_some() && s.public.is_some());
-            if !has_key {
-                return Ok(None);
-            }
-            Ok(Some((objects::public_key(c, TLS_ID)?, objects::certificate_der(c, TLS_ID)?)))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let (pk, cert) = match existing {
-        Some((pk, cert)) => (pk, cert),
-        None => {
-            let pk = token
-                .run(|c| {
-                    objects::destroy(c, TLS_ID)?;
-                    objects::generate_key_pair(c, Algorithm::EcP256, TLS_ID, "keyport-tls", false)
-                })
-                .await
-                .map_err(|e| format!("cannot generate the TLS key in token '{}': {e}", token.name))?;
-            (pk, None)
-        }
-    };
-    let PublicKey::Ec { point, .. } = &pk else { return Err("the TLS key in the token is not an EC key".into()) };
-    let key = TokenKey { token: token.clone(), point: point.clone() };
+    let (key, generated) = TokenSigner::load_or_generate(token, TLS_ID, "keyport-tls").await?;
+    let cert = if generated { None } else { token.run(|c| objects::certificate_der(c, TLS_ID)).await.map_err(|e| e.to_string())? };
     let cert = match cert {
         Some(der) => der,
         None => {

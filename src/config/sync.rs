@@ -50,6 +50,49 @@ pub struct SyncConfig {
     /// from now on; transit cannot make an existing key non-exportable again.
     #[serde(default)]
     pub vault_exportable: bool,
+
+    // Vault authentication besides the static `token`: exactly one of `token`, `approle`,
+    // `cert` is set (see `sync::auth`).
+    /// AppRole login (role_id + secret_id); the vault token lives in memory only.
+    pub approle: Option<AppRoleAuth>,
+    /// TLS certificate login with the client key in the token (`keyport sync csr`).
+    pub cert: Option<CertAuth>,
+}
+
+/// `[sync.approle]`: `POST auth/<mount>/login {role_id, secret_id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRoleAuth {
+    /// The role's role_id (not secret on its own).
+    pub role_id: String,
+    /// Where the secret_id comes from (file, env or systemd credential); re-read at every
+    /// login, so a rotated file is picked up.
+    pub secret_id: PinSource,
+    /// The auth mount's path.
+    #[serde(default = "default_approle_mount")]
+    pub mount: String,
+}
+
+/// `[sync.cert]`: `POST auth/<mount>/login {name}` over a TLS connection that presents
+/// `certificate`, whose key is keyport's non-extractable vault client key in the token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertAuth {
+    /// PEM certificate (chain, leaf first) issued for the CSR from `keyport sync csr`. Re-read
+    /// at every login, so a renewed certificate is picked up without a restart.
+    pub certificate: PathBuf,
+    /// The auth mount's path.
+    #[serde(default = "default_cert_mount")]
+    pub mount: String,
+    /// The cert role (`auth/<mount>/certs/<name>`) to log in against; absent: any that matches.
+    pub name: Option<String>,
+}
+
+fn default_approle_mount() -> String {
+    "approle".into()
+}
+fn default_cert_mount() -> String {
+    "cert".into()
 }
 
 fn default_transit() -> String {
@@ -90,6 +133,8 @@ impl Default for SyncConfig {
             verify_interval_secs: default_verify(),
             namespaces: Vec::new(),
             vault_exportable: false,
+            approle: None,
+            cert: None,
         }
     }
 }
@@ -147,9 +192,7 @@ impl SyncConfig {
             }
             _ => p("address", format!("'{addr}' is not an http:// or https:// URL")),
         }
-        if self.token.is_none() {
-            p("token", "set where the vault token comes from: token = { file = \"…\" } (or env, credential)".into());
-        }
+        self.check_auth(&mut p);
         for (k, v) in [("transit_mount", &self.transit_mount), ("kv_mount", &self.kv_mount), ("kv_prefix", &self.kv_prefix)] {
             if !is_path_segment(v) {
                 p(k, format!("'{v}' must be one path segment of letters, digits, '.', '_' or '-'"));
@@ -167,5 +210,84 @@ impl SyncConfig {
             p("namespaces", "no namespace opts in, so nothing would sync; list them (or \"*\")".into());
         }
         out
+    }
+
+    /// Exactly one of `token`, `approle`, `cert`; cert auth only over https.
+    fn check_auth(&self, p: &mut impl FnMut(&str, String)) {
+        let set: Vec<&str> = [("token", self.token.is_some()), ("approle", self.approle.is_some()), ("cert", self.cert.is_some())]
+            .into_iter()
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
+        match set.as_slice() {
+            [] => p(
+                "token",
+                "set how keyport logs in to the vault: token = { file = \"…\" }, or a [sync.approle] or [sync.cert] section".into(),
+            ),
+            [_] => {}
+            many => p(
+                many[1],
+                format!("{} are all set; choose exactly one vault login (token, approle or cert) and remove the others", many.join(", ")),
+            ),
+        }
+        if let Some(a) = &self.approle {
+            if a.role_id.trim().is_empty() {
+                p("approle.role_id", "is empty; put the role's role_id here (GET auth/<mount>/role/<role>/role-id)".into());
+            }
+            if !is_path_segment(&a.mount) {
+                p("approle.mount", format!("'{}' must be one path segment of letters, digits, '.', '_' or '-'", a.mount));
+            }
+        }
+        if let Some(c) = &self.cert {
+            if !self.address.as_deref().is_some_and(|a| a.starts_with("https://")) {
+                p("cert", "certificate login needs an https vault address (the client certificate is presented in TLS)".into());
+            }
+            if !is_path_segment(&c.mount) {
+                p("cert.mount", format!("'{}' must be one path segment of letters, digits, '.', '_' or '-'", c.mount));
+            }
+            if c.name.as_deref().is_some_and(|n| !is_path_segment(n)) {
+                p("cert.name", "must be letters, digits, '.', '_' or '-'".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(address: &str, auth: &str) -> SyncConfig {
+        toml::from_str(&format!("address = \"{address}\"\nnamespaces = [\"default\"]\n{auth}")).unwrap()
+    }
+
+    fn problems(c: &SyncConfig) -> Vec<String> {
+        c.check().into_iter().map(|(k, m)| format!("{k}: {m}")).collect()
+    }
+
+    #[test]
+    fn exactly_one_vault_login() {
+        let none = problems(&cfg("http://127.0.0.1:8200", ""));
+        assert!(none.iter().any(|p| p.starts_with("sync.token:") && p.contains("[sync.approle]")), "{none:?}");
+        let approle = "[approle]\nrole_id = \"r\"\nsecret_id = { file = \"/x\" }\n";
+        assert!(problems(&cfg("http://127.0.0.1:8200", approle)).is_empty());
+        let c = cfg("http://127.0.0.1:8200", approle);
+        assert_eq!(c.approle.as_ref().unwrap().mount, "approle");
+        let both = problems(&cfg("http://127.0.0.1:8200", &format!("token = {{ env = \"T\" }}\n{approle}")));
+        assert!(both.iter().any(|p| p.starts_with("sync.approle:") && p.contains("exactly one")), "{both:?}");
+    }
+
+    #[test]
+    fn certificate_login_needs_https() {
+        let cert = "[cert]\ncertificate = \"/etc/keyport/client.pem\"\nname = \"h1\"\n";
+        let p = problems(&cfg("http://127.0.0.1:8200", cert));
+        assert!(p.iter().any(|p| p.starts_with("sync.cert:") && p.contains("https")), "{p:?}");
+        let c = cfg("https://vault.example:8200", cert);
+        assert_eq!(c.cert.as_ref().unwrap().mount, "cert");
+        assert!(problems(&c).iter().all(|p| !p.starts_with("sync.cert")), "{:?}", problems(&c));
+    }
+
+    #[test]
+    fn unknown_auth_keys_are_refused() {
+        let e = toml::from_str::<SyncConfig>("[approle]\nrole_id = \"r\"\nsecret_id = { file = \"/x\" }\nsecret = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("secret"), "{e}");
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(app: &App) -> Result<Repairs, super::CoreError> {
                     .filter(|id| idx.get(id).map_or(true, |s| s.private.is_none() && s.public.is_none() && s.secret.is_none()))
                     .cloned()
                     .collect();
-                let own: [&[u8]; 2] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID];
+                let own: [&[u8]; 3] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID, crate::sync::client_cert::CLIENT_KEY_ID];
                 let foreign =
                     idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
                 Ok((missing, foreign))

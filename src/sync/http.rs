@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the vault: hyper's connection API over TCP, with rustls for
 //! https (CA from a file) and plain http for a loopback dev vault. One kept-alive connection,
 //! reopened when it breaks (research/vault.md §5: TLS without keep-alive cut KV writes to 200/s).
+//! For certificate login it presents a client certificate whose key signs in the token.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -31,6 +32,24 @@ pub struct Http {
 
 impl Http {
     pub fn new(address: &str, ca_file: Option<&std::path::Path>) -> Result<Http, String> {
+        Http::build(address, ca_file, None)
+    }
+
+    /// An https client that presents the certificate `client` resolves when the vault asks for
+    /// one (certificate login, research/vault.md §4).
+    pub fn with_client_cert(
+        address: &str,
+        ca_file: Option<&std::path::Path>,
+        client: Arc<dyn rustls::client::ResolvesClientCert>,
+    ) -> Result<Http, String> {
+        Http::build(address, ca_file, Some(client))
+    }
+
+    fn build(
+        address: &str,
+        ca_file: Option<&std::path::Path>,
+        client: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
+    ) -> Result<Http, String> {
         let (scheme, rest) = address.split_once("://").ok_or_else(|| format!("'{address}' is not a URL"))?;
         let authority = rest.trim_end_matches('/').to_string();
         if authority.contains('/') {
@@ -43,6 +62,7 @@ impl Http {
             _ => (authority.trim_matches(['[', ']']).to_string(), if scheme == "https" { 443 } else { 80 }),
         };
         let tls = match scheme {
+            "http" if client.is_some() => return Err(format!("'{address}': certificate login needs an https vault")),
             "http" => None,
             "https" => {
                 let ca = ca_file.ok_or("an https vault needs sync.ca_file")?;
@@ -55,16 +75,27 @@ impl Http {
                     return Err(format!("{} holds no PEM certificate", ca.display()));
                 }
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                let builder = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
                     .map_err(|e| e.to_string())?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                    .with_root_certificates(roots);
+                let cfg = match client {
+                    Some(c) => {
+                        let mut cfg = builder.with_client_cert_resolver(c);
+                        // A resumed session carries the identity of the certificate presented
+                        // when it began: after a certificate renewal the vault would still see
+                        // the old one. Reconnects are rare (one kept-alive connection).
+                        cfg.resumption = rustls::client::Resumption::disabled();
+                        cfg
+                    }
+                    None => builder.with_no_client_auth(),
+                };
                 let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("'{host}': {e}"))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
             }
             other => return Err(format!("scheme '{other}' is not http or https")),
         };
+
         Ok(Http { host, port, authority, tls, conn: tokio::sync::Mutex::new(None) })
     }
 
@@ -85,6 +116,12 @@ impl Http {
             tokio::spawn(conn);
             Ok(send)
         }
+    }
+
+    /// Drops the kept-alive connection: the next request opens a new one (and so presents a
+    /// client certificate that changed).
+    pub async fn reconnect(&self) {
+        *self.conn.lock().await = None;
     }
 
     /// One request; `path` starts with `/v1/`. A broken kept-alive connection is reopened once.

@@ -2,7 +2,9 @@
 //!
 //! - The outbox (`store::outbox`): every change that must reach the vault is a row written in
 //!   the same store transaction as the change; `outbox` here orders rows and spaces retries.
-//! - `openbao`: the connector (token auth, transit BYOK import, KV v2, error classes).
+//! - `openbao`: the connector (transit BYOK import, KV v2, error classes) over `http`.
+//! - `auth`: the vault login (static token, AppRole, or TLS certificate), renewal and re-login.
+//! - `client_cert`: the vault client key in the token, its CSR, the certificate presented.
 //! - `schedule`: when a pass runs (interval + jitter, backoff ends, `sync now`).
 //! - `worker`: a pass takes one key at a time; rows are marked done only after the vault
 //!   confirmed.
@@ -12,6 +14,8 @@
 //!   `restore` brings exportable keys back into an empty token (byok-export, unwrapped inside
 //!   the token) with their certificates.
 
+pub mod auth;
+pub mod client_cert;
 pub mod http;
 pub mod keyrecord;
 pub mod openbao;
@@ -58,6 +62,8 @@ pub struct Status {
     pub vault_exportable: bool,
     pub backlog: usize,
     pub wrapping_key: Option<String>,
+    /// The vault login: method, token expiry (never the token).
+    pub auth: Option<auth::AuthStatus>,
     pub last_pass: Option<worker::PassInfo>,
     pub keys: Vec<KeyStatus>,
 }
@@ -127,6 +133,7 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
             Some(s) => s.vault.pinned_wrapping_key().await,
             None => None,
         },
+        auth: syncer.map(|s| s.vault.auth_status()),
         last_pass: syncer.map(|s| s.last_pass.lock().expect("poisoned").clone()),
         keys,
     })
@@ -138,7 +145,9 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
     if !app.config.sync.enabled() {
         return Ok(());
     }
-    let syncer = std::sync::Arc::new(Syncer::new(&app.config.sync)?);
+    let syncer = Syncer::new(&app.config.sync)?;
+    syncer.vault.attach_token(app.tokens.get(None));
+    let syncer = std::sync::Arc::new(syncer);
     app.store.set_sync_scope(syncer.scope());
     let _ = app.sync.set(syncer.clone());
     tracing::info!(vault = %syncer.vault.address, host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");

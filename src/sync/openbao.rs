@@ -1,13 +1,15 @@
-//! The OpenBao (Vault API) connector: token auth, transit BYOK import and KV v2, with every
-//! answer classified as research/vault.md §8 says:
+//! The OpenBao (Vault API) connector: transit BYOK import and KV v2 behind a login
+//! (`auth`: static token, AppRole or certificate), with every answer classified as
+//! research/vault.md §8 says:
 //!
 //! - connection refused/reset/timeout, 502/503/504 (sealed, standby), 429 (quota; Retry-After
 //!   honoured when present, never relied on) → retry later, and stop the pass (the vault is
 //!   unusable for every key);
 //! - 500 `crypto/rsa: decryption error` on import → the mount's wrapping key changed: re-fetch
 //!   once (the caller does), then retry later;
-//! - 403 → `auth/token/lookup-self`: 403 there too means the token is dead, so the token source
-//!   is re-read once (a rotated file), else it is a policy denial: permanent, per key;
+//! - 403 → `auth/token/lookup-self`: 403 there too means the token is dead, so it is dropped
+//!   and the next try logs in again once (or re-reads a static token's file), else it is a
+//!   policy denial: permanent, per key;
 //! - any other 400/500 (wrong type, bad shape, policy) → permanent, reported per key.
 //!
 //! Almost every client mistake is a 500 in OpenBao, so the messages are matched, not just codes.
@@ -15,12 +17,13 @@
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
+use super::auth::{Auth, AuthStatus};
+use super::client_cert::ClientCert;
 use super::http::{Http, Response};
-use crate::config::{PinSource, SyncConfig};
+use crate::config::SyncConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaultError {
@@ -78,8 +81,9 @@ pub struct KvEntry {
 pub struct OpenBao {
     http: Http,
     pub address: String,
-    token_source: PinSource,
-    token: Mutex<Option<Zeroizing<String>>>,
+    auth: Auth,
+    /// The certificate the https client presents (certificate login only).
+    client_cert: Option<Arc<ClientCert>>,
     transit: String,
     kv: String,
     wrapping: tokio::sync::Mutex<Option<WrappingKey>>,
@@ -111,6 +115,20 @@ pub fn error_text(body: &Value) -> String {
     }
 }
 
+/// The vault is unusable right now (sealed, standby, gateway, quota): stop the pass.
+pub fn unavailable(r: &Response) -> Option<VaultError> {
+    match r.status {
+        503 => Some(VaultError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
+        502 | 504 => Some(VaultError::down(format!("the vault's gateway failed ({})", r.status))),
+        429 => Some(VaultError::Retry {
+            message: format!("the vault rate-limits this client (429: {})", error_text(&r.body)),
+            after: r.retry_after,
+            stop_pass: true,
+        }),
+        _ => None,
+    }
+}
+
 pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
@@ -125,13 +143,16 @@ pub fn der_to_pem(label: &str, der: &[u8]) -> String {
 impl OpenBao {
     pub fn new(cfg: &SyncConfig) -> Result<OpenBao, String> {
         let address = cfg.address.clone().ok_or("sync.address is not set")?;
-        let http = Http::new(&address, cfg.ca_file.as_deref())?;
-        let token_source = cfg.token.clone().ok_or("sync.token is not set")?;
+        let client_cert = cfg.cert.as_ref().map(|_| Arc::new(ClientCert::default()));
+        let http = match &client_cert {
+            Some(c) => Http::with_client_cert(&address, cfg.ca_file.as_deref(), c.clone())?,
+            None => Http::new(&address, cfg.ca_file.as_deref())?,
+        };
         Ok(OpenBao {
             http,
             address,
-            token_source,
-            token: Mutex::new(None),
+            auth: Auth::new(cfg, client_cert.clone())?,
+            client_cert,
             transit: cfg.transit_mount.clone(),
             kv: cfg.kv_mount.clone(),
             wrapping: tokio::sync::Mutex::new(None),
@@ -139,33 +160,28 @@ impl OpenBao {
         })
     }
 
-    fn token(&self) -> Result<Zeroizing<String>, VaultError> {
-        let mut t = self.token.lock().expect("poisoned");
-        if t.is_none() {
-            let read = crate::token::pin::read(&self.token_source)
-                .map_err(|e| VaultError::down(format!("vault token: {}", e.replace("PIN", "token"))))?;
-            *t = Some(read);
+    /// The token holding the vault client key (certificate login); sync's start attaches it.
+    pub fn attach_token(&self, token: Option<&Arc<crate::token::Token>>) {
+        if let (Some(c), Some(t)) = (&self.client_cert, token) {
+            c.attach(t.clone());
         }
-        Ok(t.clone().expect("set above"))
+    }
+
+    pub fn auth_status(&self) -> AuthStatus {
+        self.auth.status()
     }
 
     /// One authenticated call; transport, availability and auth failures are classified here,
     /// every other answer goes back to the caller.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Response, VaultError> {
         for attempt in 0..2 {
-            let token = self.token()?;
+            let token = self.auth.token(&self.http).await?;
             let r =
                 self.http.request(method, &format!("/v1/{path}"), Some(&token), body.as_ref()).await.map_err(|u| VaultError::down(u.0))?;
+            if let Some(e) = unavailable(&r) {
+                return Err(e);
+            }
             match r.status {
-                503 => return Err(VaultError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
-                502 | 504 => return Err(VaultError::down(format!("the vault's gateway failed ({})", r.status))),
-                429 => {
-                    return Err(VaultError::Retry {
-                        message: format!("the vault rate-limits this client (429: {})", error_text(&r.body)),
-                        after: r.retry_after,
-                        stop_pass: true,
-                    })
-                }
                 403 => {
                     let probe = self
                         .http
@@ -173,14 +189,13 @@ impl OpenBao {
                         .await
                         .map_err(|u| VaultError::down(u.0))?;
                     if probe.status == 403 {
-                        // The token is dead (expired, revoked, wrong): re-read its source once.
-                        *self.token.lock().expect("poisoned") = None;
+                        // The token is dead (expired, revoked, wrong): log in again (or re-read
+                        // a static token's source) once.
+                        self.auth.forget().await;
                         if attempt == 0 {
                             continue;
                         }
-                        return Err(VaultError::down(
-                            "the vault rejects the token (403 on auth/token/lookup-self); put a valid token in sync.token's source",
-                        ));
+                        return Err(VaultError::down(self.auth.rejected()));
                     }
                     return Err(VaultError::Permanent(format!(
                         "the vault's policy denies {method} {path} (403); grant it to keyport's token"

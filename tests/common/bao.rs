@@ -15,25 +15,49 @@ pub struct Bao {
     pub port: u16,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// `-dev-tls`: the folder holding vault-ca.pem, vault-cert.pem, vault-key.pem.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Bao {
     pub fn start(dir: &Path) -> Bao {
-        let mut b = Bao { port: free_port(), dir: dir.to_path_buf(), child: None };
+        let mut b = Bao { port: free_port(), dir: dir.to_path_buf(), child: None, tls_dir: None };
         b.spawn();
         b
     }
 
+    /// A dev server over TLS (`-dev-tls`); its CA is `ca_file()`. The listener asks for, but
+    /// does not require, a client certificate.
+    pub fn start_tls(dir: &Path) -> Bao {
+        let tls = dir.join("bao-tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let mut b = Bao { port: free_port(), dir: dir.to_path_buf(), child: None, tls_dir: Some(tls) };
+        b.spawn();
+        b
+    }
+
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.join("vault-ca.pem"))
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}://127.0.0.1:{}", if self.tls_dir.is_some() { "https" } else { "http" }, self.port)
+    }
+
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("bao.log")).unwrap();
-        let child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
-            ])
+        let mut cmd = Command::new("bao");
+        cmd.args([
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            &format!("-dev-root-token-id={ROOT_TOKEN}"),
+            &format!("-dev-listen-address=127.0.0.1:{}", self.port),
+        ]);
+        if let Some(tls) = &self.tls_dir {
+            cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", tls.display()));
+        }
+        let child = cmd
             .env("HOME", &self.dir)
             .stdout(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("bao.out")).unwrap())
             .stderr(log)
@@ -69,7 +93,13 @@ impl Bao {
         if let Some(b) = body {
             c.args(["-H", "content-type: application/json", "--data-binary", &b.to_string()]);
         }
-        c.arg(format!("http://127.0.0.1:{}/v1/{path}", self.port));
+        if let Some(ca) = self.ca_file() {
+            if !ca.exists() {
+                return (0, Value::Null); // not written yet
+            }
+            c.arg("--cacert").arg(ca);
+        }
+        c.arg(format!("{}/v1/{path}", self.address()));
         let out = c.output().unwrap();
         if !out.status.success() {
             return (0, Value::Null); // not listening (yet)
@@ -107,6 +137,31 @@ namespaces = ["default"]
 "#,
         port = bao.port,
         token = token.display()
+    ));
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+    d
+}
+
+/// A daemon whose `[sync]` logs in with `auth` (TOML appended to the section: `token = …`, or
+/// a `[sync.approle]` / `[sync.cert]` table); https with the vault's CA for a TLS vault.
+pub fn daemon_with_auth(bao: &Bao, extra: &str, auth: &str) -> Daemon {
+    let mut d = Daemon::config("");
+    let mut text = std::fs::read_to_string(&d.config).unwrap();
+    let ca = bao.ca_file().map(|f| format!("ca_file = \"{}\"\n", f.display())).unwrap_or_default();
+    text.push_str(&format!(
+        r#"
+{extra}
+[sync]
+address = "{address}"
+{ca}host = "h1"
+interval_secs = 3600
+jitter_secs = 0
+retry_base_secs = 1
+namespaces = ["default"]
+{auth}
+"#,
+        address = bao.address(),
     ));
     std::fs::write(&d.config, text).unwrap();
     d.spawn();

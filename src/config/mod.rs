@@ -15,6 +15,7 @@ pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use sync::SyncConfig;
+pub use sync::{RemoteKind, TlspcRemoteConfig, TLSPC_MAX_BATCH};
 pub use tpp::TppConfig;
 
 use serde::Deserialize;

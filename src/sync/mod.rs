@@ -10,6 +10,8 @@
 pub mod http;
 pub mod openbao;
 pub mod outbox;
+pub mod remote;
+pub mod tlspc;
 pub mod worker;
 
 use serde::Serialize;
@@ -42,6 +44,8 @@ pub struct KeyStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub enabled: bool,
+    /// The remote's kind (`openbao`, `tlspc`) and address.
+    pub remote: Option<&'static str>,
     pub vault: Option<String>,
     pub namespaces: Vec<String>,
     pub backlog: usize,
@@ -80,7 +84,9 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
             key_id: r.key_id.clone(),
             namespace: r.namespace.clone(),
             name: r.name.clone(),
-            vault_name: syncer.map(|s| s.vault_name(&r.namespace, &r.name, &r.key_id)),
+            // The remote's name for a key not pushed yet: OpenBao's transit name; a TLSPC
+            // remote names it (its certificate) only once imported.
+            vault_name: syncer.filter(|s| s.remote.openbao().is_some()).map(|s| s.vault_name(&r.namespace, &r.name, &r.key_id)),
             status: "pending".into(),
             pushed_version: None,
             pushed_at: None,
@@ -107,12 +113,16 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
     let keys: Vec<KeyStatus> = keys.into_values().filter(|k| visible(&k.namespace)).collect();
     Ok(Status {
         enabled: syncer.is_some(),
-        vault: syncer.map(|s| s.vault.address.clone()),
+        remote: syncer.map(|s| s.remote.kind()),
+        vault: syncer.map(|s| s.remote.address().to_string()),
         namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
         backlog: rows.len(),
-        wrapping_key: match syncer {
-            Some(s) => s.vault.pinned_wrapping_key().await,
-            None => None,
+        wrapping_key: match syncer.and_then(|s| s.remote.openbao()) {
+            Some(v) => v.pinned_wrapping_key().await,
+            None => match syncer.map(|s| &s.remote) {
+                Some(remote::Remote::Tlspc(t)) => t.pinned_encryption_key().await,
+                _ => None,
+            },
         },
         last_pass: syncer.map(|s| s.last_pass.lock().expect("poisoned").clone()),
         keys,
@@ -128,7 +138,7 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
     let syncer = std::sync::Arc::new(Syncer::new(&app.config.sync)?);
     app.store.set_sync_scope(syncer.scope());
     let _ = app.sync.set(syncer.clone());
-    tracing::info!(vault = %syncer.vault.address, host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
+    tracing::info!(remote = syncer.remote.kind(), address = %syncer.remote.address(), host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
     tokio::spawn(syncer.run(app.clone()));
     Ok(())
 }

@@ -60,7 +60,8 @@ api_key = {{ file = "{key}" }}
 /// `dekEncryptedPrivateKey`. Returns each certificate's SHA-256.
 fn import_many(d: &Daemon, names: &[String]) -> Vec<String> {
     let (_, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", KEY]);
-    let (edge, kid) = (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
+    let (edge, kid) =
+        (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
     let (_, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{kid}"), None, &["-H", KEY]);
     let dek: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(k["key"].as_str().unwrap()).unwrap().try_into().unwrap();
     let dek = crypto_box::PublicKey::from(dek);
@@ -74,7 +75,9 @@ fn import_many(d: &Daemon, names: &[String]) -> Vec<String> {
             let cert = params.self_signed(&kp).unwrap();
             shas.push(sha256_hex_bytes(cert.der()));
             let sealed = dek.seal(&mut rand::rngs::OsRng, &kp.serialize_der()).unwrap();
-            items.push(json!({"certificate": cert.pem(), "dekEncryptedPrivateKey": base64::engine::general_purpose::STANDARD.encode(sealed)}));
+            items.push(
+                json!({"certificate": cert.pem(), "dekEncryptedPrivateKey": base64::engine::general_purpose::STANDARD.encode(sealed)}),
+            );
         }
         let body = json!({"edgeInstanceId": edge, "encryptionKeyId": kid, "importInformation": items}).to_string();
         let (s, v) = d.curl_https("POST", "/outagedetection/v1/certificates/imports", Some(&body), &["-H", KEY]);
@@ -102,7 +105,12 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 fn keys(d: &Daemon) -> std::collections::BTreeMap<String, String> {
     let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
     assert_eq!(s, 200, "{v}");
-    v["keys"].as_array().unwrap().iter().map(|k| (k["fingerprint"].as_str().unwrap().to_string(), k["name"].as_str().unwrap().to_string())).collect()
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["fingerprint"].as_str().unwrap().to_string(), k["name"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 fn certificate_shas(d: &Daemon) -> Vec<String> {
@@ -184,4 +192,128 @@ fn keys_with_certificates_reach_the_remote_once() {
         assert!(ks["detail"].as_str().unwrap().contains("already at the remote"), "{ks}");
     }
     assert_eq!(keys(&b), theirs, "no key twice");
+}
+
+/// A log line without its colour codes.
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in l.chars() {
+        match (esc, c) {
+            (_, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `keys_per_sec` of each import batch A logged.
+fn batch_rates(a: &Daemon) -> Vec<(u64, f64)> {
+    a.log()
+        .lines()
+        .filter(|l| l.contains("import batch done"))
+        .map(strip_ansi)
+        .filter_map(|l| {
+            let field = |k: &str| l.split(&format!("{k}=")).nth(1)?.split_whitespace().next().map(String::from);
+            Some((field("keys")?.parse().ok()?, field("keys_per_sec")?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn more_than_100_keys_go_in_batches_of_at_most_100() {
+    if !tools() {
+        return;
+    }
+    let b = remote();
+    let a = local(&b, &[], "");
+    let many = names("bulk", 105);
+    let made = Instant::now();
+    import_many(&a, &many);
+    eprintln!("105 keys with certificates imported into A in {:.1} s", made.elapsed().as_secs_f64());
+    let jobs_before = remote_jobs(&b).len();
+    let started = Instant::now();
+    let st = sync_now(&a);
+    eprintln!("105 keys synced to B in {:.1} s; batches (keys, keys/s): {:?}", started.elapsed().as_secs_f64(), batch_rates(&a));
+    assert_eq!(st["backlog"], 0, "{st}");
+    assert!(st["keys"].as_array().unwrap().iter().all(|k| k["status"] == "synced"), "{st}");
+    assert_eq!(remote_jobs(&b)[jobs_before..], [100, 5], "two import calls: 100 keys, then 5");
+    let theirs = keys(&b);
+    for (fp, name) in keys(&a) {
+        assert_eq!(theirs.get(&fp), Some(&name));
+    }
+    assert_eq!(theirs.len(), 105);
+}
+
+#[test]
+fn a_dead_remote_is_a_backlog_drained_once_when_it_returns() {
+    if !tools() {
+        return;
+    }
+    let mut b = remote();
+    let a = local(&b, &[], "");
+    import_many(&a, &names("before", 1));
+    assert_eq!(key_status(&sync_now(&a), "before-000")["status"], "synced");
+    let jobs = remote_jobs(&b).len();
+
+    assert!(b.stop().success());
+    import_many(&a, &names("during", 2));
+    let st = sync_now(&a);
+    let ks = key_status(&st, "during-000");
+    assert_eq!(ks["status"], "pending", "{ks}");
+    assert!(ks["last_error"].as_str().unwrap().contains("cannot connect"), "{ks}");
+    assert!(ks["next_attempt_at"].is_string() && ks["attempts"] == 1, "{ks}");
+    assert_eq!(st["backlog"], 4, "a key row and a certificate row per key: {st}");
+    assert!(st["last_pass"]["stopped"].is_string(), "{st}");
+
+    b.spawn();
+    let st = sync_now(&a);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", a.log());
+    for n in ["during-000", "during-001"] {
+        assert_eq!(key_status(&st, n)["status"], "synced");
+    }
+    assert_eq!(remote_jobs(&b)[jobs..], [2], "the backlog went in one call, once");
+    assert_eq!(keys(&b).len(), 3);
+    assert_eq!(sync_now(&a)["backlog"], 0);
+    assert_eq!(remote_jobs(&b).len(), jobs + 1);
+}
+
+#[test]
+fn a_sigkill_after_the_post_sends_no_key_twice() {
+    if !tools() {
+        return;
+    }
+    let b = remote();
+    let mut a = local(&b, &[("KEYPORT_TEST_PAUSE_AFTER_REMOTE_POST_MS", "60000")], "");
+    let batch = names("crash", 4);
+    import_many(&a, &batch);
+    let jobs = remote_jobs(&b).len();
+    let (s, v) = a.curl("POST", "/keyport/v1/sync", None, &[]);
+    assert_eq!(s, 202, "{v}");
+    let start = Instant::now();
+    while !a.log().contains("pausing after the remote post") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.kill9();
+    assert_eq!(remote_jobs(&b)[jobs..], [4], "the job reached the remote before the kill");
+
+    a.env.clear();
+    a.spawn();
+    let st = sync_now(&a);
+    assert_eq!(st["backlog"], 0, "{st}\n{}", a.log());
+    for n in &batch {
+        let ks = key_status(&st, n);
+        assert_eq!(ks["status"], "synced", "{ks}");
+        assert!(ks["detail"].as_str().unwrap().contains("imported by the remote's job"), "the first job's result: {ks}");
+    }
+    assert!(a.log().contains("polling the remote's import job posted earlier"), "{}", a.log());
+    assert_eq!(remote_jobs(&b).len(), jobs + 1, "polled, not posted again");
+    let theirs = keys(&b);
+    assert_eq!(theirs.len(), 4, "every key exactly once: {theirs:?}");
+    for (fp, name) in keys(&a) {
+        assert_eq!(theirs.get(&fp), Some(&name));
+    }
 }

@@ -1,11 +1,22 @@
-//! Scheduled sync of wrapped keys and certificates to the remote vault (OpenBao / Vault API).
+//! Scheduled sync of keys and certificates to a remote, one of two connectors
+//! (`[sync] remote`, `remote::Remote`):
 //!
-//! - The outbox (`store::outbox`): every change that must reach the vault is a row written in
+//! - `openbao` (default): an OpenBao / Vault API vault; keys wrapped in the token and imported
+//!   into transit (BYOK), certificates in KV v2, one key at a time (`openbao`).
+//! - `tlspc`: a TLS Protect Cloud–style remote; keys with their certificates in
+//!   `certificates/imports` batches of at most 100, each key PBES2-encrypted under a password
+//!   sealed to the remote's edge encryption key, the job polled and each item's result recorded
+//!   (`tlspc`). Keys without a certificate, or non-exportable, are `not_syncable`.
+//!
+//! - The outbox (`store::outbox`): every change that must reach the remote is a row written in
 //!   the same store transaction as the change; `outbox` here orders rows and spaces retries.
-//! - `openbao`: the connector (token auth, transit BYOK import, KV v2, error classes).
-//! - `worker`: the schedule (interval + jitter, `sync now`), one key at a time, rows marked
-//!   done only after the vault confirmed.
-//! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
+//!   A TLSPC job's id is stored with its rows (`store::remote_jobs`) before its result, so a
+//!   restart polls the job and never posts a key twice.
+//! - `worker`: the schedule (interval + jitter, `sync now`); rows are marked done only after
+//!   the remote confirmed. A remote that is down, failing or rate-limiting ends the pass.
+//! - OpenBao: wrapping happens in the token (`token::byok`), the private key never leaves it in
+//!   clear. TLSPC: the key leaves the token as PKCS#8 only into zeroized memory, to be
+//!   encrypted for the remote, and every such export is audited (`key.sync_export`).
 
 pub mod http;
 pub mod openbao;
@@ -28,6 +39,8 @@ pub struct KeyStatus {
     pub key_id: String,
     pub namespace: String,
     pub name: String,
+    /// The remote's name for it: OpenBao's transit key; TLSPC's certificate (its id, else its
+    /// SHA-1 fingerprint as the remote reports it).
     pub vault_name: Option<String>,
     /// `synced`, `pending`, `failed` (the vault refused; retried on `sync now`), `not_syncable`
     /// or `deleted`.
@@ -49,6 +62,8 @@ pub struct Status {
     pub vault: Option<String>,
     pub namespaces: Vec<String>,
     pub backlog: usize,
+    /// OpenBao: the pinned wrapping key's fingerprint; TLSPC: the edge encryption key (and
+    /// edge instance) keys are sealed to.
     pub wrapping_key: Option<String>,
     pub last_pass: Option<worker::PassInfo>,
     pub keys: Vec<KeyStatus>,

@@ -4,6 +4,9 @@
 //! sealed or rate-limiting ends the pass (every pending key gets that error) and never touches
 //! imports or exports, which only write the outbox.
 //!
+//! With `remote = "tlspc"` a pass is `tlspc::Tlspc::pass` (batches instead of one key at a
+//! time); the schedule, trigger and status are the same.
+//!
 //! One writer per vault key name: one daemon per state folder, one worker per daemon, one key
 //! at a time; and every write is read-before-write and verified after (OpenBao's import is
 //! neither atomic nor idempotent: research/vault.md §2.5, §2.8).

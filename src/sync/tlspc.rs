@@ -91,6 +91,9 @@ struct Unit {
     cert_sha1: Option<String>,
 }
 
+/// Rows of one item of a job posted earlier: the certificate sent, and the rows.
+type PolledUnit = (Option<String>, Vec<OutboxRow>);
+
 /// What building an item gave: the item, or an outcome decided here without the remote.
 enum Built {
     Item(Unit, Value),
@@ -337,7 +340,7 @@ impl Tlspc {
         let r = self.call("POST", IMPORTS, Some(&body)).await.map_err(PostError::Remote)?;
         let (code, msg) = vendor_error(&r.body);
         match r.status {
-            200 | 201 | 202 => r.body["id"].as_str().filter(|s| !s.is_empty()).map(String::from).ok_or_else(|| {
+            200..=202 => r.body["id"].as_str().filter(|s| !s.is_empty()).map(String::from).ok_or_else(|| {
                 PostError::Remote(VaultError::Retry {
                     message: format!("the remote accepted the import but named no job ({})", r.body),
                     after: None,
@@ -417,7 +420,7 @@ impl Tlspc {
 
         // Per key: rows already in a remote job are polled (later rows wait for the result);
         // else deletions are settled here and the first push becomes a candidate.
-        let mut polls: BTreeMap<String, BTreeMap<i64, (Option<String>, Vec<OutboxRow>)>> = BTreeMap::new();
+        let mut polls: BTreeMap<String, BTreeMap<i64, PolledUnit>> = BTreeMap::new();
         let mut candidates: VecDeque<Vec<OutboxRow>> = VecDeque::new();
         for key in plan::by_key(rows) {
             if key.rows.iter().any(|r| posted.contains_key(&r.seq)) {

@@ -15,6 +15,7 @@ pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use sync::SyncConfig;
+pub use sync::{RemoteKind, TlspcRemoteConfig, TLSPC_MAX_BATCH};
 pub use tpp::TppConfig;
 
 use serde::Deserialize;
@@ -493,6 +494,22 @@ mod tests {
         cfg.kps.check(&tokens, &principals, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         assert!(cfg.sync.enabled() && cfg.sync.namespaces.contains(&"web".to_string()));
+        assert_eq!(cfg.sync.remote, RemoteKind::OpenBao);
+        // The commented [sync.tlspc] block parses, and checks clean with remote = "tlspc".
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "#[sync.tlspc]")
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let mut tlspc: TlspcRemoteConfig = toml::from_str(&block).unwrap();
+        assert_eq!((tlspc.batch_size, tlspc.poll_secs), (100, 60));
+        tlspc.ca_file = None;
+        tlspc.address = "http://127.0.0.1:8443".into();
+        let sync =
+            SyncConfig { remote: RemoteKind::Tlspc, tlspc: Some(tlspc), namespaces: cfg.sync.namespaces.clone(), ..SyncConfig::default() };
+        assert!(sync.enabled() && sync.check().is_empty(), "{:?}", sync.check());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `[sync]`: the remote vault (OpenBao / Vault API) that wrapped keys and certificates sync to.
-//! Absent `address` = sync off.
+//! `[sync]`: the remote that keys and certificates sync to: an OpenBao / Vault API vault
+//! (`remote = "openbao"`, the default; absent `address` = sync off), or a TLS Protect
+//! Cloud–style remote (`remote = "tlspc"` with `[sync.tlspc]`).
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -57,6 +58,13 @@ pub struct SyncConfig {
     pub approle: Option<AppRoleAuth>,
     /// TLS certificate login with the client key in the token (`keyport sync csr`).
     pub cert: Option<CertAuth>,
+
+    // --- remote kind (the TLS Protect Cloud–style connector, src/sync/tlspc.rs) ---
+    /// `openbao` (default: `address`, `token` and the mounts above) or `tlspc` (`[sync.tlspc]`).
+    #[serde(default)]
+    pub remote: RemoteKind,
+    /// The TLS Protect Cloud–style remote, with `remote = "tlspc"`.
+    pub tlspc: Option<TlspcRemoteConfig>,
 }
 
 /// `[sync.approle]`: `POST auth/<mount>/login {role_id, secret_id}`.
@@ -135,6 +143,8 @@ impl Default for SyncConfig {
             vault_exportable: false,
             approle: None,
             cert: None,
+            remote: RemoteKind::default(),
+            tlspc: None,
         }
     }
 }
@@ -145,7 +155,10 @@ fn is_path_segment(s: &str) -> bool {
 
 impl SyncConfig {
     pub fn enabled(&self) -> bool {
-        self.address.is_some()
+        match self.remote {
+            RemoteKind::OpenBao => self.address.is_some(),
+            RemoteKind::Tlspc => self.tlspc.is_some(),
+        }
     }
 
     /// The host name used in vault names and paths.
@@ -164,6 +177,9 @@ impl SyncConfig {
 
     /// Problems as (key path, message).
     pub fn check(&self) -> Vec<(String, String)> {
+        if self.remote == RemoteKind::Tlspc || self.tlspc.is_some() {
+            return self.check_tlspc();
+        }
         let mut out = Vec::new();
         let Some(addr) = &self.address else { return out };
         let mut p = |k: &str, m: String| out.push((format!("sync.{k}"), m));
@@ -289,5 +305,184 @@ mod tests {
     fn unknown_auth_keys_are_refused() {
         let e = toml::from_str::<SyncConfig>("[approle]\nrole_id = \"r\"\nsecret_id = { file = \"/x\" }\nsecret = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("secret"), "{e}");
+    }
+}
+
+// --- the TLS Protect Cloud–style remote (`remote = "tlspc"`) -----------------------------------
+
+/// Which connector the worker drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    /// OpenBao / Vault API: transit BYOK import and KV v2 (`src/sync/openbao.rs`).
+    #[default]
+    #[serde(rename = "openbao")]
+    OpenBao,
+    /// TLS Protect Cloud–style: `POST /outagedetection/v1/certificates/imports` batches, keys
+    /// DEK-sealed to the remote's edge encryption key (`src/sync/tlspc.rs`).
+    Tlspc,
+}
+
+impl RemoteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteKind::OpenBao => "openbao",
+            RemoteKind::Tlspc => "tlspc",
+        }
+    }
+}
+
+/// The vendor's per-call limit for `certificates/imports`.
+pub const TLSPC_MAX_BATCH: usize = 100;
+
+/// `[sync.tlspc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlspcRemoteConfig {
+    /// `https://api.venafi.cloud` style base URL, without a path (plain http: loopback only).
+    pub address: String,
+    /// PEM file of the CA(s) that sign the remote's TLS certificate (required for https).
+    pub ca_file: Option<PathBuf>,
+    /// The `tppl-api-key` value's source (file, env or systemd credential, like a PIN); re-read
+    /// once when the remote answers 401, so a rotated key file is picked up.
+    pub api_key: PinSource,
+    /// The edge instance (VSatellite) to import through; default: the first of `GET /v1/edgeinstances`.
+    pub edge_instance_id: Option<String>,
+    /// The edge encryption key (DEK) to seal to; default: the edge instance's `encryptionKeyId`.
+    pub encryption_key_id: Option<String>,
+    /// Keys per import call, 1-100 (the vendor's limit).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// How long one pass waits for an import job; a job still running then is polled again
+    /// at the next pass (its id is kept in the store, so nothing is posted twice).
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+}
+
+fn default_batch() -> usize {
+    TLSPC_MAX_BATCH
+}
+fn default_poll() -> u64 {
+    60
+}
+
+/// Problems of an http(s) base URL with its CA file, as (key, message).
+fn url_problems(addr: &str, ca_file: Option<&std::path::Path>, what: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match addr.split_once("://") {
+        Some(("https", rest)) => {
+            if ca_file.is_none_or(|f| !f.exists()) {
+                out.push((
+                    "ca_file",
+                    format!("an https {what} needs `ca_file` (PEM of the CA that signed its certificate), and the file must exist"),
+                ));
+            }
+            if rest.trim_end_matches('/').contains('/') {
+                out.push(("address", format!("'{addr}': give the {what}'s address without a path")));
+            }
+        }
+        Some(("http", rest)) => {
+            let authority = rest.split('/').next().unwrap_or("");
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                out.push((
+                    "address",
+                    format!("plain http is only allowed to a loopback {what} (API keys and keys travel in it); use https for {addr}"),
+                ));
+            }
+        }
+        _ => out.push(("address", format!("'{addr}' is not an http:// or https:// URL"))),
+    }
+    out
+}
+
+impl SyncConfig {
+    fn check_tlspc(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut p = |k: &str, m: String| out.push((format!("sync.{k}"), m));
+        if self.remote != RemoteKind::Tlspc {
+            p("remote", "[sync.tlspc] is set but remote is \"openbao\"; set remote = \"tlspc\" (or remove [sync.tlspc])".into());
+            return out;
+        }
+        let Some(t) = &self.tlspc else {
+            p("tlspc", "remote = \"tlspc\" needs a [sync.tlspc] section with address and api_key".into());
+            return out;
+        };
+        for (k, set) in [("address", self.address.is_some()), ("token", self.token.is_some()), ("ca_file", self.ca_file.is_some())] {
+            if set {
+                p(k, format!("`sync.{k}` belongs to the OpenBao remote; with remote = \"tlspc\" set sync.tlspc.* instead"));
+            }
+        }
+        for (k, m) in url_problems(&t.address, t.ca_file.as_deref(), "remote") {
+            p(&format!("tlspc.{k}"), m);
+        }
+        for (k, v) in [("edge_instance_id", &t.edge_instance_id), ("encryption_key_id", &t.encryption_key_id)] {
+            if let Some(v) = v {
+                if v.trim().is_empty() || v.len() > 200 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    p(&format!("tlspc.{k}"), format!("'{v}' is not an id (1-200 characters, no spaces); leave it out to use the remote's"));
+                }
+            }
+        }
+        if t.batch_size == 0 || t.batch_size > TLSPC_MAX_BATCH {
+            p("tlspc.batch_size", format!("must be 1-{TLSPC_MAX_BATCH} (the remote's limit per import call)"));
+        }
+        if t.poll_secs == 0 {
+            p("tlspc.poll_secs", "must be at least 1".into());
+        }
+        if self.interval_secs == 0 {
+            p("interval_secs", "must be at least 1".into());
+        }
+        if self.namespaces.is_empty() {
+            p("namespaces", "no namespace opts in, so nothing would sync; list them (or \"*\")".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tlspc_tests {
+    use super::*;
+
+    fn cfg(text: &str) -> SyncConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn tlspc_remote_shape_and_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let good = format!(
+            "remote = \"tlspc\"\nnamespaces = [\"web\"]\n[tlspc]\naddress = \"https://tlspc.example\"\nca_file = \"{}\"\napi_key = {{ env = \"K\" }}\n",
+            ca.display()
+        );
+        let c = cfg(&good);
+        assert!(c.enabled() && c.remote == RemoteKind::Tlspc);
+        assert_eq!(c.tlspc.as_ref().unwrap().batch_size, 100);
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(!cfg("namespaces = [\"web\"]").enabled(), "off by default");
+
+        let keys = |c: &SyncConfig| c.check().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        // OpenBao keys with the tlspc remote, a path in the address, a bad batch size.
+        let mut c = cfg(&good);
+        c.address = Some("https://vault:8200".into());
+        c.tlspc.as_mut().unwrap().address = "https://tlspc.example/api".into();
+        c.tlspc.as_mut().unwrap().batch_size = 101;
+        assert_eq!(keys(&c), ["sync.address", "sync.tlspc.address", "sync.tlspc.batch_size"]);
+        // Plain http off loopback; missing CA file.
+        let mut c = cfg(&good);
+        c.tlspc.as_mut().unwrap().address = "http://tlspc.example".into();
+        assert_eq!(keys(&c), ["sync.tlspc.address"]);
+        c.tlspc.as_mut().unwrap().address = "http://127.0.0.1:8443".into();
+        assert!(keys(&c).is_empty());
+        c.tlspc.as_mut().unwrap().address = "https://tlspc.example".into();
+        c.tlspc.as_mut().unwrap().ca_file = None;
+        assert_eq!(keys(&c), ["sync.tlspc.ca_file"]);
+        // The kind and the section must agree.
+        assert_eq!(keys(&cfg("remote = \"tlspc\"\nnamespaces = [\"web\"]")), ["sync.tlspc"]);
+        let c = cfg(&good.replace("remote = \"tlspc\"", "remote = \"openbao\""));
+        assert_eq!(keys(&c), ["sync.remote"]);
+        assert!(toml::from_str::<SyncConfig>("remote = \"vault\"").is_err());
     }
 }

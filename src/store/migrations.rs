@@ -171,6 +171,17 @@ pub(crate) const STEPS: &[&str] = &[
      ALTER TABLE certificates ADD COLUMN job_id TEXT;
      CREATE INDEX certificates_not_after ON certificates(not_after);
      CREATE INDEX certificates_namespace ON certificates(namespace, not_after);",
+    // 8: sync to a TLS Protect Cloud–style remote: outbox rows posted in a remote import job,
+    //    kept until the job's result is recorded, so a restart polls the job instead of posting
+    //    the keys again.
+    "CREATE TABLE sync_remote_jobs(
+        seq INTEGER PRIMARY KEY,        -- sync_outbox.seq
+        job_id TEXT NOT NULL,           -- the remote's import job
+        item INTEGER NOT NULL,          -- index in the job's importInformation
+        cert_sha1 TEXT,                 -- the certificate sent (the remote's result fingerprint)
+        posted_at TEXT NOT NULL
+     );
+     CREATE INDEX sync_remote_jobs_job ON sync_remote_jobs(job_id, item);",
 ];
 
 /// The schema version this build migrates to.

@@ -10,6 +10,7 @@ pub mod kps;
 mod migrations;
 pub mod outbox;
 pub mod records;
+pub mod remote_jobs;
 #[cfg(test)]
 mod test_rows;
 mod tpp;

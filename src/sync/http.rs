@@ -124,12 +124,25 @@ impl Http {
         *self.conn.lock().await = None;
     }
 
-    /// One request; `path` starts with `/v1/`. A broken kept-alive connection is reopened once.
+    /// One request with the vault token (`x-vault-token`); `path` starts with `/v1/`.
     pub async fn request(
         &self,
         method: &str,
         path: &str,
         token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, Unreachable> {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("x-vault-token", t)).into_iter().collect();
+        self.request_with(method, path, &headers, body).await
+    }
+
+    /// One request with these extra headers (e.g. `tppl-api-key`). A broken kept-alive
+    /// connection is reopened once.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<Response, Unreachable> {
         let mut guard = self.conn.lock().await;
@@ -139,8 +152,8 @@ impl Http {
                 _ => self.connect().await?,
             };
             let mut req = hyper::Request::builder().method(method).uri(path).header("host", &self.authority);
-            if let Some(t) = token {
-                req = req.header("x-vault-token", t);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
             }
             let bytes = match body {
                 Some(b) => {

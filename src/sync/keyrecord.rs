@@ -85,7 +85,7 @@ impl Syncer {
             key_id: rec.id.clone(),
             algorithm: rec.algorithm.clone(),
             fingerprint: rec.fingerprint.clone(),
-            vault_exportable: self.vault.key_exportable(&transit_key).await?.unwrap_or(false),
+            vault_exportable: self.vault().key_exportable(&transit_key).await?.unwrap_or(false),
             transit_key,
             version,
         };
@@ -95,15 +95,15 @@ impl Syncer {
         meta.insert("host".into(), self.host.clone());
         let path = self.key_record_path(&rec.namespace, &rec.name, &rec.id);
         for _ in 0..3 {
-            let current = self.vault.kv_read(&path).await?;
+            let current = self.vault().kv_read(&path).await?;
             if current.data.as_ref() == Some(&data) {
                 if current.custom_metadata != meta {
-                    self.vault.kv_set_metadata(&path, &meta).await?;
+                    self.vault().kv_set_metadata(&path, &meta).await?;
                 }
                 return Ok(pushed);
             }
-            if self.vault.kv_write(&path, data.clone(), current.version).await? {
-                self.vault.kv_set_metadata(&path, &meta).await?;
+            if self.vault().kv_write(&path, data.clone(), current.version).await? {
+                self.vault().kv_set_metadata(&path, &meta).await?;
                 return Ok(pushed);
             }
         }
@@ -114,11 +114,11 @@ impl Syncer {
     /// restore does not bring back a key deleted in keyport (the vault keeps its copy).
     pub(super) async fn record_deleted(&self, row: &OutboxRow, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
         let path = self.key_record_path(&row.namespace, &row.name, &row.key_id);
-        let entry = self.vault.kv_read(&path).await?;
+        let entry = self.vault().kv_read(&path).await?;
         if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
             let mut meta = entry.custom_metadata.clone();
             meta.insert("deleted_at".into(), crate::store::records::now());
-            self.vault.kv_set_metadata(&path, &meta).await?;
+            self.vault().kv_set_metadata(&path, &meta).await?;
         }
         Ok(pushed)
     }

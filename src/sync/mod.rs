@@ -1,18 +1,30 @@
-//! Scheduled sync of wrapped keys and certificates to the remote vault (OpenBao / Vault API).
+//! Scheduled sync of keys and certificates to a remote, one of two connectors
+//! (`[sync] remote`, `remote::Remote`):
 //!
-//! - The outbox (`store::outbox`): every change that must reach the vault is a row written in
+//! - `openbao` (default): an OpenBao / Vault API vault; keys wrapped in the token and imported
+//!   into transit (BYOK), certificates in KV v2, one key at a time (`openbao`).
+//! - `tlspc`: a TLS Protect Cloud–style remote; keys with their certificates in
+//!   `certificates/imports` batches of at most 100, each key PBES2-encrypted under a password
+//!   sealed to the remote's edge encryption key, the job polled and each item's result recorded
+//!   (`tlspc`). Keys without a certificate, or non-exportable, are `not_syncable`.
+//!
+//! - The outbox (`store::outbox`): every change that must reach the remote is a row written in
 //!   the same store transaction as the change; `outbox` here orders rows and spaces retries.
-//! - `openbao`: the connector (transit BYOK import, KV v2, error classes) over `http`.
-//! - `auth`: the vault login (static token, AppRole, or TLS certificate), renewal and re-login.
-//! - `client_cert`: the vault client key in the token, its CSR, the certificate presented.
+//!   A TLSPC job's id is stored with its rows (`store::remote_jobs`) before its result, so a
+//!   restart polls the job and never posts a key twice.
 //! - `schedule`: when a pass runs (interval + jitter, backoff ends, `sync now`).
-//! - `worker`: a pass takes one key at a time; rows are marked done only after the vault
-//!   confirmed.
-//! - `verify`: notices a vault that lost keys it had confirmed and puts them back in the outbox.
-//! - Wrapping happens in the token (`token::byok`): the private key never leaves it in clear.
-//! - `keyrecord`: a KV record per synced key, so `restore` knows what each transit key is;
+//! - `worker`: a pass; rows are marked done only after the remote confirmed. A remote that is
+//!   down, failing or rate-limiting ends the pass.
+//! - `verify` (OpenBao): notices a vault that lost keys it had confirmed and puts them back in
+//!   the outbox.
+//! - OpenBao: `openbao` (transit BYOK import, KV v2, error classes) over `http`; `auth` (static
+//!   token, AppRole, or TLS certificate login, renewal and re-login); `client_cert` (the vault
+//!   client key in the token, its CSR). Wrapping happens in the token (`token::byok`): the
+//!   private key never leaves it in clear. `keyrecord`: a KV record per synced key, so
 //!   `restore` brings exportable keys back into an empty token (byok-export, unwrapped inside
 //!   the token) with their certificates.
+//! - TLSPC: the key leaves the token as PKCS#8 only into zeroized memory, to be encrypted for
+//!   the remote, and every such export is audited (`key.sync_export`).
 
 pub mod auth;
 pub mod client_cert;
@@ -20,8 +32,10 @@ pub mod http;
 pub mod keyrecord;
 pub mod openbao;
 pub mod outbox;
+pub mod remote;
 pub mod restore;
 pub mod schedule;
+pub mod tlspc;
 pub mod verify;
 pub mod worker;
 
@@ -39,6 +53,8 @@ pub struct KeyStatus {
     pub key_id: String,
     pub namespace: String,
     pub name: String,
+    /// The remote's name for it: OpenBao's transit key; TLSPC's certificate (its id, else its
+    /// SHA-1 fingerprint as the remote reports it).
     pub vault_name: Option<String>,
     /// `synced`, `pending`, `failed` (the vault refused; retried on `sync now`), `not_syncable`
     /// or `deleted`.
@@ -55,12 +71,16 @@ pub struct KeyStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub enabled: bool,
+    /// The remote's kind (`openbao`, `tlspc`) and address.
+    pub remote: Option<&'static str>,
     pub vault: Option<String>,
     pub namespaces: Vec<String>,
     /// `sync.vault_exportable`: false = the vault is a one-way copy (it signs, never gives
     /// keys back); true = new keys can come back with `keyport restore`.
     pub vault_exportable: bool,
     pub backlog: usize,
+    /// OpenBao: the pinned wrapping key's fingerprint; TLSPC: the edge encryption key (and
+    /// edge instance) keys are sealed to.
     pub wrapping_key: Option<String>,
     /// The vault login: method, token expiry (never the token).
     pub auth: Option<auth::AuthStatus>,
@@ -98,7 +118,9 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
             key_id: r.key_id.clone(),
             namespace: r.namespace.clone(),
             name: r.name.clone(),
-            vault_name: syncer.map(|s| s.vault_name(&r.namespace, &r.name, &r.key_id)),
+            // The remote's name for a key not pushed yet: OpenBao's transit name; a TLSPC
+            // remote names it (its certificate) only once imported.
+            vault_name: syncer.filter(|s| s.remote.openbao().is_some()).map(|s| s.vault_name(&r.namespace, &r.name, &r.key_id)),
             status: "pending".into(),
             pushed_version: None,
             pushed_at: None,
@@ -125,15 +147,19 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
     let keys: Vec<KeyStatus> = keys.into_values().filter(|k| visible(&k.namespace)).collect();
     Ok(Status {
         enabled: syncer.is_some(),
-        vault: syncer.map(|s| s.vault.address.clone()),
+        remote: syncer.map(|s| s.remote.kind()),
+        vault: syncer.map(|s| s.remote.address().to_string()),
         namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
         vault_exportable: syncer.is_some_and(|s| s.cfg.vault_exportable),
         backlog: rows.len(),
-        wrapping_key: match syncer {
-            Some(s) => s.vault.pinned_wrapping_key().await,
-            None => None,
+        wrapping_key: match syncer.and_then(|s| s.remote.openbao()) {
+            Some(v) => v.pinned_wrapping_key().await,
+            None => match syncer.map(|s| &s.remote) {
+                Some(remote::Remote::Tlspc(t)) => t.pinned_encryption_key().await,
+                _ => None,
+            },
         },
-        auth: syncer.map(|s| s.vault.auth_status()),
+        auth: syncer.and_then(|s| s.remote.openbao()).map(|v| v.auth_status()),
         last_pass: syncer.map(|s| s.last_pass.lock().expect("poisoned").clone()),
         keys,
     })
@@ -146,11 +172,13 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
         return Ok(());
     }
     let syncer = Syncer::new(&app.config.sync)?;
-    syncer.vault.attach_token(app.tokens.get(None));
+    if let Some(vault) = syncer.remote.openbao() {
+        vault.attach_token(app.tokens.get(None));
+    }
     let syncer = std::sync::Arc::new(syncer);
     app.store.set_sync_scope(syncer.scope());
     let _ = app.sync.set(syncer.clone());
-    tracing::info!(vault = %syncer.vault.address, host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
+    tracing::info!(remote = syncer.remote.kind(), address = %syncer.remote.address(), host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
     tokio::spawn(syncer.run(app.clone()));
     Ok(())
 }

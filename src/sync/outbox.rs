@@ -50,6 +50,12 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option
     retry_after.map_or(jittered, |a| jittered.max(a))
 }
 
+/// How long a row that is not due yet still waits (`None` for a permanent failure, which waits
+/// for `sync now`): a pass must wake up then even when nothing failed in it.
+pub fn waits(row: &OutboxRow) -> Option<Duration> {
+    row.next_attempt_at.as_deref().filter(|_| !row.permanent).and_then(until)
+}
+
 /// How long until a stored RFC 3339 time (zero when it has passed); `None` when unreadable.
 pub fn until(at: &str) -> Option<Duration> {
     let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;

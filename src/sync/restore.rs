@@ -89,6 +89,12 @@ fn vault_err(e: VaultError) -> CoreError {
 /// Restores every restorable key of this host's opted-in namespaces. Needs `admin` on each.
 pub async fn restore(app: &App, who: &Principal, dry_run: bool) -> Result<RestoreReport, CoreError> {
     let syncer = app.sync.get().cloned().ok_or_else(|| CoreError::Conflict("sync is not configured: add a [sync] section".into()))?;
+    if syncer.remote.openbao().is_none() {
+        return Err(CoreError::Conflict(format!(
+            "restore reads keys back from an OpenBao vault; this host syncs to a {} remote",
+            syncer.remote.kind()
+        )));
+    }
     for ns in &syncer.cfg.namespaces {
         who.require(ns, Permission::Admin)?;
     }
@@ -126,17 +132,17 @@ pub async fn restore(app: &App, who: &Principal, dry_run: bool) -> Result<Restor
 async fn key_entries(s: &Syncer) -> Result<Vec<KeyEntry>, CoreError> {
     let root = s.key_records_root();
     let namespaces: BTreeSet<String> = if s.cfg.namespaces.iter().any(|n| n == "*") {
-        s.vault.kv_list(&root).await.map_err(vault_err)?.into_iter().filter_map(|n| n.strip_suffix('/').map(String::from)).collect()
+        s.vault().kv_list(&root).await.map_err(vault_err)?.into_iter().filter_map(|n| n.strip_suffix('/').map(String::from)).collect()
     } else {
         s.cfg.namespaces.iter().cloned().collect()
     };
     let mut out = Vec::new();
     for ns in namespaces {
-        for name in s.vault.kv_list(&format!("{root}/{ns}")).await.map_err(vault_err)? {
+        for name in s.vault().kv_list(&format!("{root}/{ns}")).await.map_err(vault_err)? {
             if name.ends_with('/') {
                 continue;
             }
-            let kv = s.vault.kv_read(&format!("{root}/{ns}/{name}")).await.map_err(vault_err)?;
+            let kv = s.vault().kv_read(&format!("{root}/{ns}/{name}")).await.map_err(vault_err)?;
             if kv.custom_metadata.contains_key("deleted_at") {
                 continue; // deleted in keyport; the vault keeps its copy by design
             }
@@ -176,7 +182,7 @@ impl Run<'_> {
         if let Some(k) = app.store.keys_by_fingerprint(&e.fingerprint).map_err(store)?.into_iter().find(|k| k.namespace == e.namespace) {
             return skipped(format!("already present as '{}' (key id {})", k.name, k.id));
         }
-        match self.syncer.vault.key_exportable(&e.transit_key).await.map_err(vault)? {
+        match self.syncer.vault().key_exportable(&e.transit_key).await.map_err(vault)? {
             None => return Err(format!("transit key '{}' is not in the vault", e.transit_key)),
             Some(false) => return skipped("not exportable in the vault (synced with sync.vault_exportable = false)".into()),
             Some(true) => {}
@@ -195,7 +201,7 @@ impl Run<'_> {
         let unwrap = self.unwrap_key().await?;
         let wrapped = match self
             .syncer
-            .vault
+            .vault()
             .byok_export(
                 self.destination.as_deref().expect("made with the unwrap key"),
                 &e.transit_key,
@@ -240,7 +246,7 @@ impl Run<'_> {
 
     /// The key version's public key in transit, which must have the recorded fingerprint.
     async fn vault_public_key(&self, e: &KeyEntry, alg: Algorithm) -> Result<PublicKey, String> {
-        let key = self.syncer.vault.read_key(&e.transit_key).await.map_err(|x| x.message().to_string())?;
+        let key = self.syncer.vault().read_key(&e.transit_key).await.map_err(|x| x.message().to_string())?;
         let version = key.as_ref().and_then(|k| k.versions.get(&e.version));
         let text = version
             .map(|v| v.public_key.trim().to_string())
@@ -275,7 +281,7 @@ impl Run<'_> {
         key_id: &str,
     ) -> Result<Option<(crate::store::CertificateRecord, Vec<u8>)>, String> {
         let path = self.syncer.kv_path(&e.namespace, &e.name, &e.key_id);
-        let kv = self.syncer.vault.kv_read(&path).await.map_err(|x| x.message().to_string())?;
+        let kv = self.syncer.vault().kv_read(&path).await.map_err(|x| x.message().to_string())?;
         let Some(pem) = kv.data.as_ref().and_then(|d| d["cert_pem"].as_str().map(String::from)) else { return Ok(None) };
         let der = super::openbao::pem_to_der(&pem).ok_or_else(|| format!("{path}: cert_pem is not PEM"))?;
         let info = x509::parse_certificate(&der).map_err(|x| format!("{path}: {x}"))?;
@@ -304,7 +310,7 @@ impl Run<'_> {
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
             let name = format!("{}-restore-{}", self.syncer.host, hex::encode(suffix));
             self.syncer
-                .vault
+                .vault()
                 .import_public_key(&name, "rsa-4096", &der_to_pem("PUBLIC KEY", &k.spki_der))
                 .await
                 .map_err(|x| format!("the vault refused the restore key: {}", x.message()))?;
@@ -326,7 +332,7 @@ impl Run<'_> {
                 .await;
         }
         let name = self.destination.as_ref()?;
-        match self.syncer.vault.delete_key(name).await {
+        match self.syncer.vault().delete_key(name).await {
             Ok(()) => None,
             Err(e) => {
                 let why =

@@ -35,7 +35,7 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
     let Some(rec) = app.store.key(&state.key_id).map_err(store)? else { return Ok(None) };
     if state.status == "synced" {
         let name = syncer.vault_name(&rec.namespace, &rec.name, &rec.id);
-        let Some(key) = syncer.vault.read_key(&name).await? else {
+        let Some(key) = syncer.vault().read_key(&name).await? else {
             return Ok(Some(format!("transit key '{name}' is gone")));
         };
         let version = state.pushed_version.unwrap_or(key.latest_version);
@@ -46,7 +46,7 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
     }
     if !app.store.certificates_of(&rec.id).map_err(store)?.is_empty() {
         let path = syncer.kv_path(&rec.namespace, &rec.name, &rec.id);
-        if syncer.vault.kv_read(&path).await?.data.is_none() {
+        if syncer.vault().kv_read(&path).await?.data.is_none() {
             return Ok(Some(format!("the certificate entry {path} is gone")));
         }
     }

@@ -4,6 +4,9 @@
 //! sealed or rate-limiting ends the pass (every pending key gets that error) and never touches
 //! imports or exports, which only write the outbox.
 //!
+//! With `remote = "tlspc"` a pass is `tlspc::Tlspc::pass` (batches instead of one key at a
+//! time); the schedule, trigger and status are the same.
+//!
 //! One writer per vault key name: one daemon per state folder, one worker per daemon, one key
 //! at a time; and every write is read-before-write and verified after (OpenBao's import is
 //! neither atomic nor idempotent: research/vault.md §2.5, §2.8).
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use super::openbao::{der_to_pem, pem_to_der, ImportResult, OpenBao, TransitKey, VaultError};
 use super::outbox::{self as plan, KeyRows};
+use super::remote::Remote;
 use super::schedule::Schedule;
 use crate::config::SyncConfig;
 use crate::core::App;
@@ -37,7 +41,7 @@ pub struct PassInfo {
 pub struct Syncer {
     pub cfg: SyncConfig,
     pub host: String,
-    pub vault: OpenBao,
+    pub remote: Remote,
     schedule: Schedule,
     pub last_pass: Mutex<PassInfo>,
     /// When the vault's copy was last checked (`verify`).
@@ -85,13 +89,19 @@ fn same_certificate(pem: &str, der: &[u8]) -> bool {
 impl Syncer {
     pub fn new(cfg: &SyncConfig) -> Result<Syncer, String> {
         Ok(Syncer {
-            vault: OpenBao::new(cfg)?,
+            remote: Remote::new(cfg)?,
             host: cfg.host_name(),
             cfg: cfg.clone(),
             schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs)),
             last_pass: Mutex::new(PassInfo::default()),
             verified_at: Mutex::new(None),
         })
+    }
+
+    /// The OpenBao connector; the OpenBao push path runs only with that remote.
+    /// The OpenBao connector; only the OpenBao paths (push, verify, restore) call this.
+    pub(crate) fn vault(&self) -> &OpenBao {
+        self.remote.openbao().expect("the OpenBao path runs only with remote = \"openbao\"")
     }
 
     pub fn scope(&self) -> SyncScope {
@@ -125,6 +135,11 @@ impl Syncer {
 
     /// One pass; returns when the earliest failed or waiting row wants another try.
     pub async fn pass(&self, app: &App, force: bool) -> Option<Duration> {
+        if let Remote::Tlspc(t) = &self.remote {
+            let (info, next_retry) = t.pass(self, app, force).await;
+            *self.last_pass.lock().expect("poisoned") = info;
+            return next_retry;
+        }
         let mut info = PassInfo::default();
         let mut next_retry: Option<Duration> = None;
         self.verify(app, force).await;
@@ -146,7 +161,7 @@ impl Syncer {
             for row in &key.rows {
                 if !plan::due(row, &now, force) {
                     // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
-                    if let Some(d) = row.next_attempt_at.as_deref().filter(|_| !row.permanent).and_then(plan::until) {
+                    if let Some(d) = plan::waits(row) {
                         next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
                     }
                     break; // rows of one key go in order
@@ -269,7 +284,7 @@ impl Syncer {
 
         let mut refreshed = false;
         for _ in 0..4 {
-            let existing = self.vault.read_key(&name).await?;
+            let existing = self.vault().read_key(&name).await?;
             if let Some(v) = existing.as_ref().and_then(synced) {
                 return Ok(Some(self.state(row, "synced", Some(v), None)));
             }
@@ -283,7 +298,7 @@ impl Syncer {
                 }
                 Some(_) => true,
             };
-            let wk = self.vault.wrapping_key(false).await?;
+            let wk = self.vault().wrapping_key(false).await?;
             let cka = rec.cka_id.clone();
             let wrap_key = wk.spki_der.clone();
             let wrapped = match token.run(move |c| byok::wrap_for_vault(c, &cka, &wrap_key)).await {
@@ -293,10 +308,10 @@ impl Syncer {
                 }
                 Err(e) => return Err(token_err(e)),
             };
-            match self.vault.import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
+            match self.vault().import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
                 ImportResult::Done => {
                     // Verify: the vault must now show our public key.
-                    let after = self.vault.read_key(&name).await?;
+                    let after = self.vault().read_key(&name).await?;
                     return match after.as_ref().and_then(synced) {
                         Some(v) => {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
@@ -309,7 +324,7 @@ impl Syncer {
                 }
                 ImportResult::StaleWrappingKey if !refreshed => {
                     refreshed = true;
-                    self.vault.wrapping_key(true).await?;
+                    self.vault().wrapping_key(true).await?;
                 }
                 ImportResult::StaleWrappingKey => {
                     return Err(VaultError::Retry {
@@ -356,18 +371,18 @@ impl Syncer {
         }
         let mut written = false;
         for _ in 0..3 {
-            let entry = self.vault.kv_read(&path).await?;
+            let entry = self.vault().kv_read(&path).await?;
             if entry.data.as_ref().and_then(|d| d["fingerprint_sha256"].as_str()) == Some(cert.sha256.as_str()) {
                 written = true;
                 if entry.custom_metadata != meta {
-                    self.vault.kv_set_metadata(&path, &meta).await?;
+                    self.vault().kv_set_metadata(&path, &meta).await?;
                 }
                 break;
             }
             let data =
                 serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
-            if self.vault.kv_write(&path, data, entry.version).await? {
-                self.vault.kv_set_metadata(&path, &meta).await?;
+            if self.vault().kv_write(&path, data, entry.version).await? {
+                self.vault().kv_set_metadata(&path, &meta).await?;
                 written = true;
                 break;
             }
@@ -383,11 +398,11 @@ impl Syncer {
         // Transit: attach the certificate to the key version that holds this key.
         let state = app.store.sync_state(&rec.id).map_err(store_err)?;
         if let Some(v) = state.filter(|s| s.status == "synced").and_then(|s| s.pushed_version) {
-            let current = self.vault.read_key(&name).await?;
+            let current = self.vault().read_key(&name).await?;
             let attached =
                 current.as_ref().and_then(|k| k.versions.get(&v)).is_some_and(|kv| same_certificate(&kv.certificate_chain, &cert.der));
             if !attached {
-                self.vault.set_certificate(&name, v, &pem).await?;
+                self.vault().set_certificate(&name, v, &pem).await?;
             }
         }
         Ok(())
@@ -397,11 +412,11 @@ impl Syncer {
     /// backup), so the vault key stays; its KV certificate entry is marked deleted.
     async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
         let path = self.kv_path(&row.namespace, &row.name, &row.key_id);
-        let entry = self.vault.kv_read(&path).await?;
+        let entry = self.vault().kv_read(&path).await?;
         if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
             let mut meta = entry.custom_metadata.clone();
             meta.insert("deleted_at".into(), now());
-            self.vault.kv_set_metadata(&path, &meta).await?;
+            self.vault().kv_set_metadata(&path, &meta).await?;
         }
         Ok(Some(self.state(
             row,

@@ -308,8 +308,12 @@ fn sync_table(v: &Value) {
         println!("sync: off (no [sync] address configured)");
         return;
     }
-    println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
-    if v["vault_exportable"] != true {
+    if v["remote"] == "tlspc" {
+        println!("remote: tlspc {}   backlog: {} row(s)   encryption key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
+    } else {
+        println!("vault: {}   backlog: {} row(s)   wrapping key: {}", s(&v["vault"]), s(&v["backlog"]), s(&v["wrapping_key"]));
+    }
+    if v["remote"] != "tlspc" && v["vault_exportable"] != true {
         println!("keys in the vault are not exportable: a one-way copy, `keyport restore` cannot bring them back");
     }
     let a = &v["auth"];

@@ -211,3 +211,37 @@ fn systemd_socket_activation_serves_the_passed_socket() {
     assert!(d.log().contains("passed by systemd"), "{}", d.log());
     assert!(!d.dir.path().join("keyport.sock").exists(), "the configured path is not bound when activated");
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_request_does_not_leave_half_a_key() {
+    if !require("curl") {
+        return;
+    }
+    let mut d = Daemon::config("");
+    // Pause between the token write and the store commit, longer than the client waits.
+    d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "1500".into()));
+    d.spawn();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "0.3", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-X", "POST", "-H", "content-type: application/json", "--data-binary", r#"{"name":"hangup","algorithm":"ec-p256"}"#])
+        .arg("http://localhost/keyport/v1/keys")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(28), "curl gave up (timeout) before the daemon answered");
+    let start = std::time::Instant::now();
+    loop {
+        let (s, v) = d.curl("GET", "/keyport/v1/keys?name=hangup", None, &[]);
+        assert_eq!(s, 200, "{v}");
+        if v["keys"].as_array().is_some_and(|k| k.len() == 1) {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the key was never committed:\n{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The name is taken by a real key, not by a stale creation intent.
+    let (s, v) =
+        d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"hangup","algorithm":"ec-p256"}"#), &["-H", "content-type: application/json"]);
+    assert_eq!(s, 409, "{v}");
+    assert!(!v.to_string().contains("intent"), "{v}");
+}

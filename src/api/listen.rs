@@ -3,7 +3,8 @@
 //!
 //! Limits live here because they are about connections, not requests: a semaphore caps open
 //! connections across both listeners (the rest wait in the kernel backlog), slow headers time
-//! out (`header_timeout_secs`), a request that takes too long is answered 503, and shutdown
+//! out (`header_timeout_secs`), a request that takes too long is answered 503 (its handler runs
+//! as a task of its own and still finishes: hanging up never leaves half an operation), and shutdown
 //! drains in-flight requests.
 
 use axum::Router;
@@ -160,12 +161,28 @@ where
         let router = router.clone();
         async move {
             let req = req.map(axum::body::Body::new);
-            match tokio::time::timeout(request_timeout, router.oneshot(req)).await {
-                Ok(r) => r,
+            // The handler runs as its own task: a client that hangs up (which drops this
+            // future) or a timeout never cuts an operation between its token write and its
+            // store commit; it finishes, or undoes itself, on its own.
+            let handler = tokio::spawn(router.oneshot(req));
+            match tokio::time::timeout(request_timeout, handler).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "a request handler failed");
+                    Ok(super::error::ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the request failed inside keyport; nothing was committed half-way (see the daemon log)",
+                    )
+                    .into_response_box())
+                }
                 Err(_) => Ok(super::error::ApiError::new(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     "timeout",
-                    format!("the request took longer than {}s (limits.request_timeout_secs)", request_timeout.as_secs()),
+                    format!(
+                        "the request took longer than {}s (limits.request_timeout_secs); it goes on in the background, so check its result before retrying",
+                        request_timeout.as_secs()
+                    ),
                 )
                 .into_response_box()),
             }

@@ -8,14 +8,14 @@
 use rand::RngCore;
 
 use super::authz::Principal;
-use super::keys::{audit, exportable as decide_exportable};
+use super::keys::exportable as decide_exportable;
 use super::names::{is_valid_key_name, is_valid_name};
 use super::{App, CoreError};
 use crate::config::Permission;
 use crate::material::key::{MaterialError, PrivateKey};
 use crate::material::x509::{self, CertInfo};
 use crate::store::records::now;
-use crate::store::{CertificateRecord, Intent, JobItem, KeyRecord};
+use crate::store::{CertificateRecord, JobItem, KeyRecord};
 use crate::token::objects;
 
 /// A decrypted key with what came with it.
@@ -159,70 +159,37 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);
     let id = hex::encode(cka_id);
-    app.store
-        .add_intent(&Intent {
-            key_id: id.clone(),
-            token: token.name.clone(),
-            cka_id: cka_id.to_vec(),
-            namespace: req.namespace.clone(),
-            name: name.clone(),
-            op: "import".into(),
-            created_at: now(),
-        })
-        .map_err(|e| match e {
-            crate::store::StoreError::NameTaken { .. } => CoreError::Conflict(format!("{e}; choose another name")),
-            e => e.into(),
-        })?;
-
-    let key = req.key.clone();
-    let leaf = req.certificates.first().map(|c| (c.der.clone(), c.subject_der.clone()));
-    let label = name.clone();
-    let made = token
-        .run(move |c| {
-            objects::destroy(c, &cka_id)?;
-            objects::import_private_key(c, &key, &cka_id, &label, exportable)?;
-            if let Some((der, subject)) = &leaf {
-                objects::create_certificate(c, &cka_id, &label, der, subject)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = made {
-        super::keys::undo(app, &token, &id, cka_id).await;
-        return Err(e.into());
-    }
-    if !app.pause_before_commit.is_zero() {
-        tracing::warn!(key = %id, "test hook: pausing before the store commit");
-        tokio::time::sleep(app.pause_before_commit).await;
-    }
-    let rec = KeyRecord {
-        id: id.clone(),
-        name,
-        namespace: req.namespace.clone(),
-        owner: who.name.clone(),
-        token: token.name.clone(),
-        cka_id: cka_id.to_vec(),
-        algorithm: alg.as_str().into(),
-        fingerprint,
-        exportable,
-        origin: "imported".into(),
-        created_at: now(),
-    };
-    let certs: Vec<CertificateRecord> =
+    let certificates: Vec<CertificateRecord> =
         req.certificates.iter().enumerate().map(|(i, c)| cert_record(c, (i == 0).then_some(id.as_str()), &req.namespace)).collect();
-    let item = slot.map(|s| JobItem {
+    let job_item = slot.map(|s| JobItem {
         job_id: s.job_id,
         seq: s.seq,
         status: "IMPORTED".into(),
         key_id: Some(id.clone()),
-        fingerprint: Some(item_fingerprint(&req.certificates, &rec.fingerprint)),
+        fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
         reason: None,
     });
-    let entry = audit(who, "key.import", &req.namespace, &id, "ok", Some(alg.as_str().into()));
-    if let Err(e) = app.store.commit_key(&rec, &certs, &entry, item.as_ref()) {
-        super::keys::undo(app, &token, &id, cka_id).await;
-        return Err(e.into());
-    }
-    tracing::info!(key = %id, namespace = %rec.namespace, algorithm = %alg, principal = %who.name, "key imported");
+    let new = super::keys::NewKey {
+        namespace: req.namespace.clone(),
+        name,
+        token,
+        cka_id,
+        algorithm: alg,
+        exportable,
+        origin: "imported",
+        op: "import",
+        certificates,
+        job_item,
+    };
+    let key = req.key.clone();
+    let leaf = req.certificates.first().map(|c| (c.der.clone(), c.subject_der.clone()));
+    let rec = super::keys::create(app, who, new, move |c, id, label| {
+        let public = objects::import_private_key(c, &key, id, label, exportable)?;
+        if let Some((der, subject)) = &leaf {
+            objects::create_certificate(c, id, label, der, subject)?;
+        }
+        Ok(public)
+    })
+    .await?;
     Ok(ImportOutcome::Imported(rec))
 }

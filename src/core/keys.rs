@@ -90,6 +90,7 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
         origin: "generated",
         op: "generate",
         certificates: Vec::new(),
+        job_item: None,
     };
     create(app, who, new, move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable)).await
 }
@@ -108,6 +109,8 @@ pub(crate) struct NewKey {
     pub op: &'static str,
     /// Committed with the key; the token objects are the caller's (`make`).
     pub certificates: Vec<CertificateRecord>,
+    /// The import job's item, committed in the same transaction (imports run as jobs).
+    pub job_item: Option<crate::store::JobItem>,
 }
 
 /// The crash-safe creation sequence every new key goes through: intent row → token objects
@@ -174,7 +177,7 @@ where
         created_at: now(),
     };
     let entry = audit(who, &format!("key.{}", k.op), &k.namespace, &id, "ok", Some(k.algorithm.as_str().into()));
-    if let Err(e) = app.store.commit_key(&rec, &k.certificates, &entry, None) {
+    if let Err(e) = app.store.commit_key(&rec, &k.certificates, &entry, k.job_item.as_ref()) {
         undo(app, token, &id, cka_id).await;
         return Err(e.into());
     }

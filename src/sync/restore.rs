@@ -227,6 +227,7 @@ impl Run<'_> {
             origin: "restored",
             op: "restore",
             certificates: certificate.into_iter().map(|(r, _)| r).collect(),
+            job_item: None,
         };
         let rec = create(app, who, new, move |c, id, label| {
             let pk = byok_restore::unwrap_from_vault(c, &unwrap.key, &wrapped, unwrap.hash, alg, &public, id, label, exportable)?;

@@ -174,7 +174,9 @@ fn restore_brings_exportable_keys_and_certificates_back_into_an_empty_token() {
     assert_eq!(keys_by_name(&d2).len(), 1, "a dry run changes nothing");
     assert!(dry["destination"].is_null(), "a dry run makes nothing in the vault: {dry}");
 
-    assert!(dry["items"].as_array().unwrap().iter().all(|i| i["name"] != "gone"), "{dry}");
+    // Listed, not silently left out.
+    assert_eq!(item(&dry, "gone")["outcome"], "skipped", "{dry}");
+    assert!(item(&dry, "gone")["reason"].as_str().unwrap().contains("deleted in keyport"), "{dry}");
     // Restore needs `admin`: the reader may not.
     let (s, v) = d2.curl_https("POST", "/keyport/v1/sync/restore", Some("{}"), &["-H", "x-api-key: reader-key"]);
     assert_eq!(s, 403, "{v}");
@@ -307,4 +309,100 @@ fn restore_leaves_the_destination_key_when_the_policy_forbids_deleting_it() {
     assert_ne!(s, 200, "{v}");
     let out = d2.command().args(["restore", "--socket"]).arg(&d2.socket).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("already present"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The vault's records are not trusted, a key deleted in keyport does not come back (also while
+/// its delete has not reached the vault), and a sealed vault stops restore with a 503.
+#[test]
+fn restore_refuses_hostile_records_deleted_keys_and_a_sealed_vault() {
+    if !tools() || !require("pkcs11-tool") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let mut d1 = daemon(&bao, "");
+    make_vault_exportable(&mut d1);
+    let app = d1.generate("app", "ec-p256", true);
+    d1.generate("kept", "ec-p256", true);
+    let st = sync_now(&d1);
+    assert_eq!((key_status(&st, "app")["status"].as_str(), key_status(&st, "kept")["status"].as_str()), (Some("synced"), Some("synced")));
+
+    // Hostile records, written as root next to the real ones: they point at app's transit key.
+    let record = |ns: &str, name: &str, key_id: &str, transit: &str| {
+        serde_json::json!({"data": {
+            "namespace": ns, "name": name, "key_id": key_id, "algorithm": "ec-p256",
+            "fingerprint": app["fingerprint"], "transit_key": transit, "version": "1", "vault_exportable": "true"}})
+    };
+    let id = app["id"].as_str().unwrap();
+    for (path, body) in [
+        ("evil-dots", record("default", "../x", id, "h1-default.app")),
+        ("evil-ns", record("other", "evil-ns", id, "h1-default.app")),
+        ("evil-transit", record("default", "evil-transit", "0123456789abcdef0123456789abcdef", "h1-default.app")),
+        ("evil-id", record("default", "evil-id", "../../sys", "h1-default.app")),
+    ] {
+        let (s, v) = bao.call("POST", &format!("secret/data/keyport/h1/keys/default/{path}"), Some(body));
+        assert_eq!(s, 200, "{v}");
+    }
+
+    // A sealed vault: 503, nothing made, in the token or in the vault.
+    let d2 = daemon(&bao, "");
+    let (s, v) = bao.call("POST", "sys/seal", None);
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = d2.curl("POST", "/keyport/v1/sync/restore", Some("{}"), &[]);
+    assert_eq!(s, 503, "{v}\n{}", d2.log());
+    assert!(v.to_string().contains("sealed"), "{v}");
+    assert!(keys_by_name(&d2).is_empty());
+    let (s, v) = bao.call("POST", "sys/unseal", Some(serde_json::json!({"key": bao.unseal_key()})));
+    assert_eq!((s, &v["sealed"]), (200, &serde_json::json!(false)), "{v}");
+    let (_, v) = bao.call("LIST", "transit/keys", None);
+    assert!(!v.to_string().contains("restore-"), "no restore destination was made: {v}");
+
+    // Host 1 may no longer write KV metadata: its delete of 'app' stays pending in the outbox.
+    let policy = r#"
+        path "transit/*" { capabilities = ["create", "read", "update", "delete", "list"] }
+        path "secret/data/*" { capabilities = ["read", "list"] }
+        path "secret/metadata/*" { capabilities = ["read", "list"] }
+    "#;
+    let (s, v) = bao.call("POST", "sys/policies/acl/no-kv-write", Some(serde_json::json!({ "policy": policy })));
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = bao.call("POST", "auth/token/create", Some(serde_json::json!({"policies": ["no-kv-write"], "ttl": "1h"})));
+    assert_eq!(s, 200, "{v}");
+    assert!(d1.stop().success());
+    std::fs::write(d1.dir.path().join("vault.token"), v["auth"]["client_token"].as_str().unwrap()).unwrap();
+    d1.spawn();
+    let (s, v) = d1.curl("DELETE", &format!("/keyport/v1/keys/{id}"), None, &[]);
+    assert_eq!(s, 200, "{v}");
+    let st = sync_now(&d1);
+    assert_ne!(st["backlog"], 0, "the delete is pending: {st}");
+    let (_, m) = bao.call("GET", "secret/metadata/keyport/h1/keys/default/app", None);
+    assert!(m["data"]["custom_metadata"]["deleted_at"].is_null(), "the vault does not know of the delete yet: {m}");
+
+    let report = restore(&d1, false);
+    let a = item(&report, "app");
+    assert_eq!(a["outcome"], "skipped", "{report}\n{}", d1.log());
+    assert!(a["reason"].as_str().unwrap().contains("pending"), "{a}");
+    assert_eq!(item(&report, "kept")["outcome"], "skipped", "{report}");
+    for (name, why) in [
+        ("evil-dots", "not a valid key name"),
+        ("evil-ns", "not its folder"),
+        ("evil-transit", "keyport's name"),
+        ("evil-id", "not 32 hex"),
+    ] {
+        let i = item(&report, name);
+        assert_eq!(i["outcome"], "failed", "{report}");
+        assert!(i["reason"].as_str().unwrap().contains(why), "{i}");
+    }
+    let names: Vec<String> = keys_by_name(&d1).into_keys().collect();
+    assert_eq!(names, vec!["kept".to_string()], "nothing came back on host 1");
+    assert!(report["destination"].is_null(), "nothing to restore, no destination key: {report}");
+
+    // The empty host: the hostile records fail there too, 'kept' comes back, nothing else.
+    let report = restore(&d2, false);
+    assert_eq!(item(&report, "kept")["outcome"], "restored", "{report}\n{}", d2.log());
+    assert_eq!(item(&report, "app")["outcome"], "restored", "host 2 has no record of the delete: {report}");
+    for name in ["evil-dots", "evil-ns", "evil-transit", "evil-id"] {
+        assert_eq!(item(&report, name)["outcome"], "failed", "{report}");
+    }
+    let names: Vec<String> = keys_by_name(&d2).into_keys().collect();
+    assert_eq!(names, vec!["app".to_string(), "kept".to_string()]);
 }

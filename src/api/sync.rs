@@ -37,7 +37,10 @@ async fn restore(State(app): State<SharedApp>, Caller(who): Caller, body: axum::
         })?
     };
     let task = tokio::spawn(async move { crate::sync::restore::restore(&app, &who, req.dry_run).await });
-    let report = task.await.map_err(|e| CoreError::invalid("internal", format!("restore task failed: {e}")))??;
+    let report = task.await.map_err(|e| CoreError::invalid("internal", format!("restore task failed: {e}")))?.map_err(|e| match e {
+        crate::sync::restore::RestoreError::Core(e) => ApiError::from(e),
+        crate::sync::restore::RestoreError::VaultUnavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", m),
+    })?;
     Ok(Json(serde_json::to_value(report).map_err(|e| CoreError::invalid("internal", e.to_string()))?))
 }
 

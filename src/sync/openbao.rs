@@ -383,10 +383,26 @@ impl OpenBao {
 
     /// Whether transit key `name` is exportable; `None` when it does not exist.
     pub async fn key_exportable(&self, name: &str) -> Result<Option<bool>, VaultError> {
+        Ok(self.restore_source(name).await?.map(|k| k.exportable))
+    }
+
+    /// What restore needs of a transit key, from one read: its `exportable` flag and each
+    /// version's public key (PEM; base64 of the raw key for Ed25519). `None` when it does not
+    /// exist.
+    pub async fn restore_source(&self, name: &str) -> Result<Option<RestoreSource>, VaultError> {
         let r = self.call("GET", &format!("{}/keys/{name}", self.transit), None).await?;
         match r.status {
             404 => Ok(None),
-            200 => Ok(Some(r.body["data"]["exportable"].as_bool().unwrap_or(false))),
+            200 => {
+                let d = &r.body["data"];
+                let public_keys = d["keys"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(v, k)| Some((v.parse::<i64>().ok()?, k["public_key"].as_str().unwrap_or_default().to_string())))
+                    .collect();
+                Ok(Some(RestoreSource { exportable: d["exportable"].as_bool().unwrap_or(false), public_keys }))
+            }
             s => Err(VaultError::Permanent(format!("GET {}/keys/{name}: {s} {}", self.transit, error_text(&r.body)))),
         }
     }
@@ -423,8 +439,13 @@ impl OpenBao {
         }
     }
 
-    /// Deletes a transit key: allows deletion on it first (transit refuses otherwise).
-    pub async fn delete_key(&self, name: &str) -> Result<(), VaultError> {
+    /// Deletes the restore destination key `name` of `host`: allows deletion on it first
+    /// (transit refuses otherwise). Refuses any name but `<host>-restore-<12 hex>`, so it can
+    /// never delete a key's transit copy.
+    pub async fn delete_restore_key(&self, host: &str, name: &str) -> Result<(), VaultError> {
+        if !is_restore_key_name(host, name) {
+            return Err(VaultError::Permanent(format!("'{name}' is not a restore destination key of host '{host}'; not deleted")));
+        }
         let path = format!("{}/keys/{name}/config", self.transit);
         let r = self.call("POST", &path, Some(json!({"deletion_allowed": true}))).await?;
         if !matches!(r.status, 200 | 204) {
@@ -435,6 +456,50 @@ impl OpenBao {
         match r.status {
             200 | 204 | 404 => Ok(()),
             s => Err(VaultError::Permanent(format!("DELETE {path}: {s} {}", error_text(&r.body)))),
+        }
+    }
+}
+
+/// A transit key as restore reads it (`OpenBao::restore_source`).
+#[derive(Debug, Clone)]
+pub struct RestoreSource {
+    pub exportable: bool,
+    pub public_keys: BTreeMap<i64, String>,
+}
+
+/// A fresh restore destination name: `<host>-restore-<12 hex>` (no `.`, so it never collides
+/// with a key's `<host>-<namespace>.<name>`).
+pub fn new_restore_key_name(host: &str) -> String {
+    let mut suffix = [0u8; 6];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    format!("{host}-restore-{}", hex::encode(suffix))
+}
+
+/// Whether `name` is one of `new_restore_key_name(host)`'s names.
+pub fn is_restore_key_name(host: &str, name: &str) -> bool {
+    name.strip_prefix(host)
+        .and_then(|r| r.strip_prefix("-restore-"))
+        .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn only_restore_destination_names_are_deletable() {
+        let n = new_restore_key_name("h1");
+        assert!(is_restore_key_name("h1", &n), "{n}");
+        assert!(!is_restore_key_name("h2", &n));
+        for bad in [
+            "h1-default.web",
+            "h1-restore-",
+            "h1-restore-0123456789ab.x",
+            "h1-restore-0123456789AB",
+            "h1-restore-../x",
+            "x-h1-restore-0123456789ab",
+        ] {
+            assert!(!is_restore_key_name("h1", bad), "{bad}");
         }
     }
 }

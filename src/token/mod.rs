@@ -60,6 +60,9 @@ pub struct Mechanisms {
 pub struct Live {
     module: Arc<Module>,
     module_generation: u64,
+    /// Unique per connection (process-wide counter): session objects made through one
+    /// connection are gone, and their handle numbers free for reuse, once it is replaced.
+    connection: u64,
     pub slot: Slot,
     /// Held open so the login (per application and token) outlives every pooled session.
     _login: Mutex<Session>,
@@ -68,6 +71,21 @@ pub struct Live {
     pub mechanisms: Mechanisms,
     pub token_label: String,
     pub serial: String,
+}
+
+/// Which sessions a session object was made in: handles of session objects are only
+/// meaningful while this is unchanged (same connection, module not re-initialized since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEpoch {
+    connection: u64,
+    module_generation: u64,
+}
+
+impl Live {
+    /// Now; compare with an earlier value before using a remembered session-object handle.
+    pub fn session_epoch(&self) -> SessionEpoch {
+        SessionEpoch { connection: self.connection, module_generation: self.module.generation() }
+    }
 }
 
 /// One configured token.
@@ -182,9 +200,11 @@ impl Token {
         let index = build_index(&login).map_err(|e| TokenError::from_ck(&self.name, "C_FindObjects", e))?;
         tracing::info!(token = %self.name, label = %token_label, serial = %serial, objects = index.object_count(),
             kwp = ?mechanisms.kwp.map(|m| format!("0x{m:X}")), "token open");
+        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Arc::new(Live {
             module,
             module_generation: generation,
+            connection: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             slot,
             _login: Mutex::new(login),
             pool: Mutex::new(Vec::new()),

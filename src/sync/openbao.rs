@@ -81,6 +81,15 @@ pub struct KvEntry {
     pub custom_metadata: BTreeMap<String, String>,
 }
 
+/// The mount's wrapping key as pinned, and the lock that serializes fetching it.
+#[derive(Default)]
+struct WrappingCache {
+    /// Read by status without waiting for the vault, so never held across an `await`.
+    pinned: RwLock<Option<WrappingKey>>,
+    /// One fetch at a time (held across the network call).
+    fetch: tokio::sync::Mutex<()>,
+}
+
 pub struct OpenBao {
     http: Http,
     pub address: String,
@@ -89,11 +98,8 @@ pub struct OpenBao {
     client_cert: Option<Arc<ClientCert>>,
     transit: String,
     kv: String,
-    /// The pinned wrapping key: read by status without waiting for the vault, so never held
-    /// across an `await`.
-    wrapping: RwLock<Option<WrappingKey>>,
-    /// One fetch of the wrapping key at a time (held across the network call).
-    wrapping_fetch: tokio::sync::Mutex<()>,
+    /// Boxed: keeps `Remote`'s two variants close in size.
+    wrapping: Box<WrappingCache>,
     /// `sync.vault_exportable`: transit keys are created exportable (restorable).
     exportable: bool,
 }
@@ -249,8 +255,7 @@ impl OpenBao {
             client_cert,
             transit: cfg.transit_mount.clone(),
             kv: cfg.kv_mount.clone(),
-            wrapping: RwLock::new(None),
-            wrapping_fetch: tokio::sync::Mutex::new(()),
+            wrapping: Box::default(),
             exportable: cfg.vault_exportable,
         })
     }
@@ -313,11 +318,11 @@ impl OpenBao {
 
     /// The mount's wrapping key: cached (pinned); `refresh` re-fetches it after a stale-key error.
     pub async fn wrapping_key(&self, refresh: bool) -> Result<WrappingKey, VaultError> {
-        let cached = || self.wrapping.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let cached = || self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let (Some(k), false) = (cached(), refresh) {
             return Ok(k);
         }
-        let _fetching = self.wrapping_fetch.lock().await;
+        let _fetching = self.wrapping.fetch.lock().await;
         if let (Some(k), false) = (cached(), refresh) {
             return Ok(k); // fetched while this call waited
         }
@@ -335,7 +340,7 @@ impl OpenBao {
             .ok_or_else(|| VaultError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
         use sha2::Digest;
         let k = WrappingKey { fingerprint: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der))), spki_der: der };
-        let mut pinned = self.wrapping.write().unwrap_or_else(|e| e.into_inner());
+        let mut pinned = self.wrapping.pinned.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = pinned.as_ref().filter(|o| o.fingerprint != k.fingerprint) {
             tracing::warn!(mount = %self.transit, old = %old.fingerprint, new = %k.fingerprint, "the vault's wrapping key changed (mount re-created or a new vault); using the new one");
         }
@@ -345,7 +350,7 @@ impl OpenBao {
 
     /// The pinned wrapping key's fingerprint; never waits for the vault.
     pub async fn pinned_wrapping_key(&self) -> Option<String> {
-        self.wrapping.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|k| k.fingerprint.clone())
+        self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|k| k.fingerprint.clone())
     }
 
     pub async fn read_key(&self, name: &str) -> Result<Option<TransitKey>, VaultError> {

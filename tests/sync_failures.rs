@@ -189,3 +189,79 @@ fn a_new_key_under_a_synced_name_becomes_a_new_vault_version() {
     sync_now(&d);
     assert_eq!(transit(&bao, "h1-default.rotated")["latest_version"], 2);
 }
+
+/// A proxy in front of OpenBao that answers the first `fail` transit imports with a 500 whose
+/// message is no known client mistake (OpenBao gives no way to provoke a passing 500 on
+/// demand), and forwards everything else.
+const FLAKY_PROXY: &str = r#"
+import http.client, http.server, sys, threading
+listen, upstream, fail = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def handle_one(self):
+        global fail
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        with lock:
+            flaky = self.command == "POST" and self.path.endswith("/import") and fail > 0
+            if flaky: fail -= 1
+        if flaky:
+            out = b'{"errors":["1 error occurred:\\n\\t* internal error: storage backend hiccup\\n\\n"]}'
+            self.send_response(500); self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out))); self.end_headers(); self.wfile.write(out); return
+        c = http.client.HTTPConnection("127.0.0.1", upstream, timeout=30)
+        c.request(self.command, self.path, body=body, headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")})
+        r = c.getresponse(); out = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"): self.send_header(k, v)
+        self.send_header("content-length", str(len(out))); self.end_headers(); self.wfile.write(out); c.close()
+    do_GET = do_POST = do_PUT = do_DELETE = do_LIST = handle_one
+http.server.ThreadingHTTPServer(("127.0.0.1", listen), H).serve_forever()
+"#;
+
+#[test]
+fn an_unknown_500_is_retried_for_the_key_not_parked() {
+    if !tools() || !common::require("python3") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let port = common::free_port();
+    let mut proxy =
+        std::process::Command::new("python3").args(["-c", FLAKY_PROXY, &port.to_string(), &bao.port.to_string(), "1"]).spawn().unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let front = Bao { port, dir: work.path().to_path_buf(), child: None, tls_dir: None };
+    let d = daemon(&front, "");
+    let key = d.generate("flaky", "ec-p256", true);
+    d.generate("steady", "ec-p256", true);
+
+    let st = sync_now(&d);
+    let ks = key_status(&st, "flaky");
+    assert_eq!(ks["status"], "pending", "a passing vault fault is not a permanent failure: {ks}\n{st}");
+    assert!(ks["last_error"].as_str().unwrap().contains("storage backend hiccup"), "{ks}");
+    assert!(ks["next_attempt_at"].is_string(), "{ks}");
+    assert!(st["last_pass"]["stopped"].is_null(), "one key's 500 does not stop the pass: {st}");
+    assert_eq!(key_status(&st, "steady")["status"], "synced", "the next key went on: {st}");
+
+    // No `sync now`: the key's backoff (retry_base_secs = 1) brings it in.
+    let start = Instant::now();
+    loop {
+        let (_, st) = d.curl("GET", "/keyport/v1/sync", None, &[]);
+        if st["backlog"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the 500 parked the key: {st}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check_in_transit(&bao, work.path(), "h1-default.flaky", &key);
+    assert_eq!(transit(&bao, "h1-default.flaky")["latest_version"], 1);
+    assert_eq!(transit(&bao, "h1-default.steady")["latest_version"], 1);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

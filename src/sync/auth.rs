@@ -8,14 +8,17 @@
 //!   certificate of keyport's vault client key (in the token, `client_cert`). The renewal goes
 //!   over the same connection: the vault wants the same certificate there.
 //!
-//! A login token is kept in memory only. Before a request, past 2/3 of its lease it is renewed
-//! (`auth/token/renew-self`); a failed renewal, or one the vault capped (max TTL reached: a
-//! shorter lease than asked, or a warning), means a new login. A dead token (403, and 403 on
-//! `lookup-self`) is forgotten and the next request logs in again. A refused login stops the
-//! pass with a message that names the setting to fix; it is retried with backoff.
+//! A login token is kept in memory only (zeroizing, and so are the login's request and answer
+//! bodies: `Http::request_raw`). Before a request, past 2/3 of its lease it is renewed
+//! (`auth/token/renew-self`); a refused renewal, or one the vault capped (max TTL reached: a
+//! shorter lease than asked, or a warning), means a new login, after which the old token is
+//! revoked (best effort). A renewal that finds the vault unreachable or unavailable keeps the
+//! token (it still has lease) and is tried again on the next request, until `step` says the
+//! lease is over. A dead token (403, and 403 on `lookup-self`) is forgotten and the next request
+//! logs in again. A refused login stops the pass with a message that names the setting to fix;
+//! it is retried with backoff. Leases the vault gives are capped at [`MAX_LEASE`].
 
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +26,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::client_cert::ClientCert;
-use super::http::Http;
+use super::http::{Http, RawResponse};
 use super::openbao::{error_text, unavailable, VaultError};
 use crate::config::{PinSource, SyncConfig};
 
@@ -53,6 +56,14 @@ pub enum Step {
     Login,
 }
 
+/// The longest lease believed: a vault's bigger number is treated as this (10 years).
+pub const MAX_LEASE: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// A lease the vault sent, in seconds, capped at [`MAX_LEASE`].
+pub fn lease(secs: u64) -> Duration {
+    Duration::from_secs(secs.min(MAX_LEASE.as_secs()))
+}
+
 /// Pure: the step for a token `elapsed` into a `lease` (zero: none).
 pub fn step(elapsed: Duration, lease: Duration, renewable: bool) -> Step {
     if lease.is_zero() {
@@ -60,7 +71,7 @@ pub fn step(elapsed: Duration, lease: Duration, renewable: bool) -> Step {
     } else if elapsed >= lease.saturating_sub(Duration::from_secs(1)) {
         // Expired (or about to, within a request's time): no renewal can save it.
         Step::Login
-    } else if elapsed * 3 >= lease * 2 {
+    } else if elapsed.saturating_mul(3) >= lease.saturating_mul(2) {
         if renewable {
             Step::Renew
         } else {
@@ -96,10 +107,63 @@ pub struct Auth {
     status: Mutex<AuthStatus>,
 }
 
+/// Now + `offset` for status; never panics (`outbox::later` caps the offset).
 fn at(offset: Duration) -> String {
-    let t = time::OffsetDateTime::now_utc() + offset;
-    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
-        .expect("formatting a UTC time cannot fail")
+    super::outbox::later(offset)
+        .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
+        .unwrap_or_default()
+}
+
+/// A token-bearing answer (`login`, `renew-self`), deserialized straight from zeroizing bytes.
+#[derive(Deserialize)]
+struct AuthReply {
+    auth: Option<LoginAuth>,
+    #[serde(default)]
+    warnings: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    #[serde(deserialize_with = "zeroizing_string", default)]
+    client_token: Zeroizing<String>,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+/// `lookup-self`'s answer: only the TTL is read (its `data.id` is the token).
+#[derive(Deserialize)]
+struct LookupReply {
+    data: LookupData,
+}
+
+#[derive(Deserialize)]
+struct LookupData {
+    #[serde(default)]
+    ttl: u64,
+}
+
+fn zeroizing_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    String::deserialize(d).map(Zeroizing::new)
+}
+
+/// JSON for a request body, written into zeroizing memory reserved up front (so that growing
+/// it leaves no copy of a secret behind).
+fn json_body<T: Serialize>(value: &T, room: usize) -> Zeroizing<Vec<u8>> {
+    // Escaping makes a byte at most 6 (`\u00XX`).
+    let mut buf = Zeroizing::new(Vec::with_capacity(64 + room * 6));
+    serde_json::to_writer(&mut *buf, value).expect("a struct of strings serializes");
+    buf
+}
+
+/// What a renewal came to.
+enum Renewal {
+    Renewed,
+    /// The vault could not be asked (unreachable, sealed, rate-limited): keep the token.
+    Later,
+    /// Refused or capped: log in again.
+    Login,
 }
 
 impl Auth {
@@ -142,15 +206,18 @@ impl Auth {
             None => Step::Login,
             Some(s) => step(s.since.elapsed(), s.lease, s.renewable),
         };
+        // The token a new login replaces: revoked once the new one is there.
+        let mut replaced = None;
         match next {
             Step::Use => {}
             Step::Renew => {
                 let s = session.as_mut().expect("renew needs a session");
-                if !self.renew(http, s).await {
-                    *session = None;
+                match self.renew(http, s).await {
+                    Renewal::Renewed | Renewal::Later => {}
+                    Renewal::Login => replaced = session.take(),
                 }
             }
-            Step::Login => *session = None,
+            Step::Login => replaced = session.take(),
         }
         if session.is_none() {
             let s = match self.login(http).await {
@@ -164,14 +231,36 @@ impl Auth {
                 }
             };
             *session = Some(s);
+            if let Some(old) = replaced {
+                self.revoke(http, &old).await;
+            }
         }
         Ok(session.as_ref().expect("set above").token.clone())
     }
 
-    /// The vault says the token is dead: the next request logs in (or re-reads the file).
-    pub async fn forget(&self) {
-        *self.session.lock().await = None;
-        self.status.lock().expect("poisoned").logged_in = false;
+    /// The vault says `token` is dead: the next request logs in (or re-reads the file). Only
+    /// when the session still holds that token: a concurrent request may have logged in already.
+    pub async fn forget(&self, token: &str) {
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_some_and(|s| s.token.as_str() == token) {
+            *session = None;
+            self.status.lock().expect("poisoned").logged_in = false;
+        }
+    }
+
+    /// `revoke-self` with a token a new login replaced (best effort: it expires anyway). A
+    /// static token is never revoked: whoever wrote it owns it.
+    async fn revoke(&self, http: &Http, old: &Session) {
+        if matches!(self.method, Method::Token { .. }) {
+            return;
+        }
+        match http.request_raw("POST", "/v1/auth/token/revoke-self", Some(&old.token), None).await {
+            Ok(r) if matches!(r.status, 200 | 204) => tracing::debug!("the replaced vault token is revoked"),
+            Ok(r) => {
+                tracing::info!(status = r.status, error = %error_text(&r.json().body), "cannot revoke the replaced vault token; it expires with its lease")
+            }
+            Err(e) => tracing::info!(error = %e.0, "cannot revoke the replaced vault token; it expires with its lease"),
+        }
     }
 
     /// What to tell the operator when even a fresh token is rejected.
@@ -206,7 +295,12 @@ impl Auth {
                     "put the role's secret_id in it",
                 )
                 .map_err(|e| down(format!("sync.approle.secret_id: {e}")))?;
-                let body = json!({"role_id": role_id, "secret_id": secret.as_str()});
+                #[derive(Serialize)]
+                struct Body<'a> {
+                    role_id: &'a str,
+                    secret_id: &'a str,
+                }
+                let body = json_body(&Body { role_id, secret_id: secret.as_str() }, role_id.len() + secret.len());
                 (format!("/v1/auth/{mount}/login"), body, "sync.approle.secret_id (or sync.approle.role_id)")
             }
             Method::Cert { mount, name, certificate, client } => {
@@ -214,48 +308,27 @@ impl Auth {
                     // A new certificate is presented only on a new connection.
                     http.reconnect().await;
                 }
-                let body = match name {
-                    Some(n) => json!({"name": n}),
-                    None => json!({}),
-                };
+                #[derive(Serialize)]
+                struct Body<'a> {
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    name: Option<&'a str>,
+                }
+                let body = json_body(&Body { name: name.as_deref() }, name.as_ref().map_or(0, |n| n.len()));
                 (format!("/v1/auth/{mount}/login"), body, "sync.cert.certificate (or sync.cert.name)")
             }
         };
-        let r = http.request("POST", &path, None, Some(&body)).await.map_err(|u| down(u.0))?;
-        if let Some(e) = unavailable(&r) {
-            return Err(e);
-        }
+        let raw = http.request_raw("POST", &path, None, Some(body)).await.map_err(|u| down(u.0))?;
         let method = self.status.lock().expect("poisoned").method;
         let at_path = path.trim_start_matches("/v1/");
-        match r.status {
-            200 => {}
-            // OpenBao answers a login at a path where no auth method is mounted with 403.
-            403 | 404 => {
-                return Err(down(format!(
-                    "the vault denied the {method} login at {at_path} ({}: {}); is {method} auth enabled there? check sync.{method}.mount",
-                    r.status,
-                    error_text(&r.body)
-                )))
-            }
-            400 | 401 => {
-                return Err(down(format!(
-                    "the vault refused the {method} login at {at_path} ({}: {}); fix {setting}",
-                    r.status,
-                    error_text(&r.body)
-                )))
-            }
-            s => return Err(down(format!("the vault failed the {method} login at {at_path} ({s}: {})", error_text(&r.body)))),
+        if raw.status != 200 {
+            return Err(self.login_refused(&raw, method, at_path, setting));
         }
-        let auth = &r.body["auth"];
-        let token = Zeroizing::new(
-            auth["client_token"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| down(format!("the vault's {method} login answer has no auth.client_token")))?
-                .to_string(),
-        );
-        let lease = Duration::from_secs(auth["lease_duration"].as_u64().unwrap_or(0));
-        let renewable = auth["renewable"].as_bool().unwrap_or(false);
+        let reply: AuthReply =
+            serde_json::from_slice(&raw.body).map_err(|e| down(format!("the vault's {method} login answer is not a login reply: {e}")))?;
+        let auth = reply.auth.filter(|a| !a.client_token.is_empty());
+        let auth = auth.ok_or_else(|| down(format!("the vault's {method} login answer has no auth.client_token")))?;
+        let lease = lease(auth.lease_duration);
+        let renewable = auth.renewable;
         tracing::info!(method = %method, lease_secs = lease.as_secs(), renewable, "vault login");
         {
             let mut st = self.status.lock().expect("poisoned");
@@ -266,58 +339,108 @@ impl Auth {
             st.logins += 1;
             st.last_error = None;
         }
-        Ok(Session { token, since: Instant::now(), lease, renewable, ttl: lease })
+        Ok(Session { token: auth.client_token, since: Instant::now(), lease, renewable, ttl: lease })
     }
 
-    /// A static token: its expiry from `lookup-self` when the vault tells (best effort).
+    /// The error for a login the vault did not answer with 200.
+    fn login_refused(&self, raw: &RawResponse, method: &str, at_path: &str, setting: &str) -> VaultError {
+        let down = |m: String| VaultError::Retry { message: m, after: None, stop_pass: true };
+        let r = raw.json();
+        if let Some(e) = unavailable(&r) {
+            return e;
+        }
+        match r.status {
+            // OpenBao answers a login at a path where no auth method is mounted with 403.
+            403 | 404 => down(format!(
+                "the vault denied the {method} login at {at_path} ({}: {}); is {method} auth enabled there? check sync.{method}.mount",
+                r.status,
+                error_text(&r.body)
+            )),
+            400 | 401 => {
+                down(format!("the vault refused the {method} login at {at_path} ({}: {}); fix {setting}", r.status, error_text(&r.body)))
+            }
+            s => down(format!("the vault failed the {method} login at {at_path} ({s}: {})", error_text(&r.body))),
+        }
+    }
+
+    /// A static token: its expiry from `lookup-self` when the vault tells (best effort). A
+    /// token `lookup-self` rejects (403) is still handed out (the request's own 403 then says
+    /// so), but status does not call it logged in.
     async fn static_session(&self, http: &Http, token: Zeroizing<String>) -> Session {
         let mut lease = Duration::ZERO;
-        if let Ok(r) = http.request("GET", "/v1/auth/token/lookup-self", Some(&token), None).await {
-            if r.status == 200 {
-                lease = Duration::from_secs(r.body["data"]["ttl"].as_u64().unwrap_or(0));
-            }
+        let probe = http.request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None).await;
+        let status = probe.as_ref().ok().map(|r| r.status);
+        if let Some(r) = probe.as_ref().ok().filter(|r| r.status == 200) {
+            lease = serde_json::from_slice::<LookupReply>(&r.body).map(|l| self::lease(l.data.ttl)).unwrap_or_default();
         }
         let mut st = self.status.lock().expect("poisoned");
+        if status == Some(403) {
+            st.logged_in = false;
+            st.token_expires_at = None;
+            st.last_error = Some(self.rejected());
+            return Session { token, since: Instant::now(), lease: Duration::ZERO, renewable: false, ttl: Duration::ZERO };
+        }
         st.logged_in = true;
         st.token_expires_at = (!lease.is_zero()).then(|| at(lease));
         st.last_login_at = Some(at(Duration::ZERO));
         st.logins += 1;
-        st.last_error = None;
+        if status == Some(200) {
+            st.last_error = None;
+        }
         // Never renewed or replaced by keyport: a zero lease keeps `step` at `Use`.
         Session { token, since: Instant::now(), lease: Duration::ZERO, renewable: false, ttl: Duration::ZERO }
     }
 
-    /// `renew-self` for the role's TTL. `false`: log in again (failed, or capped at max TTL).
-    async fn renew(&self, http: &Http, s: &mut Session) -> bool {
-        let body = json!({"increment": format!("{}s", s.ttl.as_secs())});
-        let r = match http.request("POST", "/v1/auth/token/renew-self", Some(&s.token), Some(&body)).await {
+    /// `renew-self` for the role's TTL.
+    async fn renew(&self, http: &Http, s: &mut Session) -> Renewal {
+        #[derive(Serialize)]
+        struct Body {
+            increment: String,
+        }
+        let body = json_body(&Body { increment: format!("{}s", s.ttl.as_secs()) }, 24);
+        let raw = match http.request_raw("POST", "/v1/auth/token/renew-self", Some(&s.token), Some(body)).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e.0, "vault token renewal failed; logging in again");
-                return false;
+                tracing::warn!(error = %e.0, "vault token renewal failed; keeping the token while its lease lasts");
+                self.status.lock().expect("poisoned").last_error = Some(format!("token renewal: {}", e.0));
+                return Renewal::Later;
             }
         };
-        if r.status != 200 {
+        if raw.status != 200 {
+            let r = raw.json();
+            if let Some(e) = unavailable(&r) {
+                tracing::warn!(error = %e.message(), "vault token renewal failed; keeping the token while its lease lasts");
+                self.status.lock().expect("poisoned").last_error = Some(format!("token renewal: {}", e.message()));
+                return Renewal::Later;
+            }
             tracing::info!(status = r.status, error = %error_text(&r.body), "vault token renewal refused; logging in again");
-            return false;
+            return Renewal::Login;
         }
-        let lease = Duration::from_secs(r.body["auth"]["lease_duration"].as_u64().unwrap_or(0));
-        let warned = r.body["warnings"].as_array().is_some_and(|w| !w.is_empty());
+        let Ok(reply) = serde_json::from_slice::<AuthReply>(&raw.body) else {
+            tracing::info!("the vault's renewal answer is not a login reply; logging in again");
+            return Renewal::Login;
+        };
+        let warned = reply.warnings.as_ref().is_some_and(|w| !w.is_empty());
+        let Some(auth) = reply.auth else {
+            tracing::info!("the vault's renewal answer has no auth; logging in again");
+            return Renewal::Login;
+        };
+        let lease = lease(auth.lease_duration);
         if lease < s.ttl || warned {
             tracing::info!(lease_secs = lease.as_secs(), "vault token reached its max TTL; logging in again");
-            return false;
+            return Renewal::Login;
         }
         tracing::info!(lease_secs = lease.as_secs(), "vault token renewed");
         s.since = Instant::now();
         s.lease = lease;
-        s.renewable = r.body["auth"]["renewable"].as_bool().unwrap_or(s.renewable);
+        s.renewable = auth.renewable;
         let mut st = self.status.lock().expect("poisoned");
         st.token_expires_at = Some(at(lease));
         st.renewable = s.renewable;
         st.last_renewal_at = Some(at(Duration::ZERO));
         st.renewals += 1;
         st.last_error = None;
-        true
+        Renewal::Renewed
     }
 }
 
@@ -336,5 +459,49 @@ mod tests {
         assert_eq!(step(s(40), s(30), true), Step::Login);
         assert_eq!(step(s(1), s(3), true), Step::Use);
         assert_eq!(step(s(2), s(3), true), Step::Login, "a 3 s lease leaves no time to renew at 2 s");
+    }
+
+    #[test]
+    fn a_huge_lease_is_capped_and_never_panics() {
+        let l = lease(u64::MAX);
+        assert_eq!(l, MAX_LEASE);
+        assert_eq!(step(Duration::from_secs(5), l, true), Step::Use);
+        assert_eq!(step(Duration::MAX, Duration::MAX, true), Step::Login);
+        assert_eq!(step(Duration::MAX / 2, Duration::MAX, true), Step::Renew, "saturating, not overflowing");
+        assert!(!at(l).is_empty() && !at(Duration::MAX).is_empty());
+    }
+
+    fn auth() -> Auth {
+        Auth {
+            method: Method::Token { source: PinSource::Env("X".into()) },
+            session: tokio::sync::Mutex::new(None),
+            status: Mutex::new(AuthStatus::default()),
+        }
+    }
+
+    fn session(token: &str) -> Session {
+        Session { token: Zeroizing::new(token.into()), since: Instant::now(), lease: Duration::ZERO, renewable: false, ttl: Duration::ZERO }
+    }
+
+    #[tokio::test]
+    async fn forget_drops_only_the_token_it_names() {
+        let a = auth();
+        *a.session.lock().await = Some(session("s.new"));
+        a.forget("s.old").await;
+        assert!(a.session.lock().await.is_some(), "a fresh token another request got stays");
+        a.forget("s.new").await;
+        assert!(a.session.lock().await.is_none());
+    }
+
+    #[test]
+    fn login_replies_deserialize_into_zeroizing_fields() {
+        let r: AuthReply = serde_json::from_slice(
+            br#"{"auth":{"client_token":"s.abc","lease_duration":18446744073709551615,"renewable":true,"policies":["p"]},"warnings":null}"#,
+        )
+        .unwrap();
+        let a = r.auth.unwrap();
+        assert_eq!((a.client_token.as_str(), a.renewable, lease(a.lease_duration)), ("s.abc", true, MAX_LEASE));
+        let body = json_body(&serde_json::json!({"secret_id": "a\"b"}), 4);
+        assert_eq!(&body[..], br#"{"secret_id":"a\"b"}"#);
     }
 }

@@ -3,19 +3,58 @@
 //! reopened when it breaks (research/vault.md §5: TLS without keep-alive cut KV writes to 200/s).
 //! For certificate login it presents a client certificate whose key signs in the token.
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest answer body read (a vault answer is a few KB; a TLSPC job page well under this).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// The longest Retry-After honoured: a vault (or a proxy in front) cannot park keyport longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Headers whose values are secrets: marked sensitive (hyper keeps them out of its debug output).
+const SENSITIVE_HEADERS: [&str; 3] = ["x-vault-token", "tppl-api-key", "authorization"];
+
+/// `Retry-After` in integer seconds, clamped to [`MAX_RETRY_AFTER`]; anything else is ignored.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
 
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<Duration>,
     pub body: serde_json::Value,
+}
+
+/// An answer whose body may hold a secret (a login's `client_token`): kept as bytes that are
+/// wiped when dropped, for the caller to deserialize straight into zeroizing fields.
+pub struct RawResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl RawResponse {
+    /// As a JSON answer, for an error or a reply that holds no secret.
+    pub fn json(&self) -> Response {
+        Response { status: self.status, retry_after: self.retry_after, body: parse_body(&self.body) }
+    }
+}
+
+fn parse_body(body: &[u8]) -> serde_json::Value {
+    if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
+    }
 }
 
 /// A failure before any HTTP answer: refused, reset, timed out, TLS.
@@ -99,23 +138,26 @@ impl Http {
         Ok(Http { host, port, authority, tls, conn: tokio::sync::Mutex::new(None) })
     }
 
+    /// TCP, TLS and the HTTP handshake, all under one timeout: a server that accepts the
+    /// connection but stalls the TLS handshake must not hang every later request.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Unreachable> {
         let fail = |e: &dyn std::fmt::Display| Unreachable(format!("cannot connect to the vault at {}: {e}", self.authority));
-        let tcp = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| fail(&"timed out"))?
-            .map_err(|e| fail(&e))?;
-        let _ = tcp.set_nodelay(true);
-        if let Some((connector, name)) = &self.tls {
-            let stream = connector.connect(name.clone(), tcp).await.map_err(|e| fail(&e))?;
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| fail(&e))?;
-            tokio::spawn(conn);
-            Ok(send)
-        } else {
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| fail(&e))?;
-            tokio::spawn(conn);
-            Ok(send)
-        }
+        tokio::time::timeout(TIMEOUT, async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| fail(&e))?;
+            let _ = tcp.set_nodelay(true);
+            if let Some((connector, name)) = &self.tls {
+                let stream = connector.connect(name.clone(), tcp).await.map_err(|e| fail(&e))?;
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| fail(&e))?;
+                tokio::spawn(conn);
+                Ok(send)
+            } else {
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| fail(&e))?;
+                tokio::spawn(conn);
+                Ok(send)
+            }
+        })
+        .await
+        .map_err(|_| fail(&format_args!("no connection within {} s", TIMEOUT.as_secs())))?
     }
 
     /// Drops the kept-alive connection: the next request opens a new one (and so presents a
@@ -145,6 +187,26 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<Response, Unreachable> {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(b).expect("a JSON value serializes")));
+        Ok(self.send(method, path, headers, body).await?.json())
+    }
+
+    /// A request whose body or answer holds a secret (login, renewal, token lookup): `body` is
+    /// JSON the caller built in zeroizing memory, the answer comes back as zeroizing bytes.
+    /// What hyper buffers on the way (socket and TLS buffers) is outside keyport's reach.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<RawResponse, Unreachable> {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("x-vault-token", t)).into_iter().collect();
+        // The last `Bytes` handle drops the owner, which wipes the buffer.
+        self.send(method, path, &headers, body.map(Bytes::from_owner)).await
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Bytes>) -> Result<RawResponse, Unreachable> {
         let mut guard = self.conn.lock().await;
         for attempt in 0..2 {
             let mut send = match guard.take() {
@@ -153,47 +215,77 @@ impl Http {
             };
             let mut req = hyper::Request::builder().method(method).uri(path).header("host", &self.authority);
             for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            let bytes = match body {
-                Some(b) => {
-                    req = req.header("content-type", "application/json");
-                    serde_json::to_vec(b).expect("json")
+                let mut value = HeaderValue::from_str(v).map_err(|_| Unreachable(format!("header {k}: not a valid header value")))?;
+                if SENSITIVE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                    value.set_sensitive(true);
                 }
-                None => Vec::new(),
-            };
-            let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| Unreachable(e.to_string()))?;
+                req = req.header(*k, value);
+            }
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let req = req.body(Full::new(body.clone().unwrap_or_default())).map_err(|e| Unreachable(e.to_string()))?;
             let sent = tokio::time::timeout(TIMEOUT, async {
-                let resp = send.send_request(req).await?;
+                let resp = send.send_request(req).await.map_err(Failure::Http)?;
                 let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = resp.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, retry_after, body))
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                let declared =
+                    resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                // Reserved up front so that growing the buffer leaves no unwiped copies behind.
+                let mut out = Zeroizing::new(Vec::with_capacity(declared.clamp(4096, MAX_BODY)));
+                let mut body = Limited::new(resp.into_body(), MAX_BODY);
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| match e.downcast::<hyper::Error>() {
+                        Ok(e) => Failure::Http(*e),
+                        Err(_) => Failure::TooLarge,
+                    })?;
+                    if let Ok(data) = frame.into_data() {
+                        out.extend_from_slice(&data);
+                    }
+                }
+                Ok::<_, Failure>((status, retry_after, out))
             })
             .await;
             match sent {
                 Ok(Ok((status, retry_after, body))) => {
                     *guard = Some(send);
-                    let body = if body.is_empty() {
-                        serde_json::Value::Null
-                    } else {
-                        serde_json::from_slice(&body)
-                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()))
-                    };
-                    return Ok(Response { status, retry_after, body });
+                    return Ok(RawResponse { status, retry_after, body });
                 }
                 // A kept-alive connection the server closed: try once on a new one. Vault
                 // writes are only retried here when the request never got an answer.
-                Ok(Err(e)) if attempt == 0 && e.is_canceled() => continue,
-                Ok(Err(e)) => return Err(Unreachable(format!("vault at {}: {e}", self.authority))),
+                Ok(Err(Failure::Http(e))) if attempt == 0 && e.is_canceled() => continue,
+                Ok(Err(Failure::Http(e))) => return Err(Unreachable(format!("vault at {}: {e}", self.authority))),
+                // The connection is mid-body: dropped (not put back).
+                Ok(Err(Failure::TooLarge)) => {
+                    return Err(Unreachable(format!(
+                        "vault at {} sent an answer larger than {} MiB to {method} {}",
+                        self.authority,
+                        MAX_BODY >> 20,
+                        path.split('?').next().unwrap_or(path)
+                    )))
+                }
                 Err(_) => return Err(Unreachable(format!("vault at {} did not answer in {} s", self.authority, TIMEOUT.as_secs()))),
             }
         }
         Err(Unreachable(format!("vault at {} closed the connection", self.authority)))
+    }
+}
+
+enum Failure {
+    Http(hyper::Error),
+    TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_clamped_and_garbage_ignored() {
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(&u64::MAX.to_string()), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("99999999999999999999999"), None, "not a u64");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

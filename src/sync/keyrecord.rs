@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::openbao::{KvEntry, VaultError};
-use super::worker::{path_name, Syncer};
+use super::worker::{path_name, store_err, Syncer};
 use crate::core::App;
 use crate::store::outbox::{OutboxRow, SyncState};
 
@@ -70,14 +70,26 @@ impl Syncer {
     }
 
     /// Passes a key push's result through, writing the key's KV record when the key is synced.
-    pub(super) async fn record_key(&self, app: &App, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
-        let (Some(state), Some(version)) =
-            (pushed.as_ref().filter(|s| s.status == "synced"), pushed.as_ref().and_then(|s| s.pushed_version))
-        else {
-            return Ok(pushed);
-        };
-        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
-        let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(pushed) };
+    ///
+    /// The record never fails the key's row: transit holds the key, so the row is done and the
+    /// synced state recorded whatever happens here (failing the row would block the key's later
+    /// rows, its certificates, behind a bookkeeping write, and re-import nothing). A record that
+    /// could not be written is logged, named in the state's `detail`, and written again by the
+    /// lost-data check (`verify`), which puts a synced key without a record back in the outbox:
+    /// that pass finds the key in transit and only writes the record.
+    pub(super) async fn record_key(&self, app: &App, pushed: Option<SyncState>) -> Option<SyncState> {
+        let mut state = pushed?;
+        if let Err(e) = self.write_key_record(app, &state).await {
+            let path = self.key_record_path(&state.namespace, &state.name, &state.key_id);
+            tracing::warn!(key = %state.key_id, path = %path, error = %e.message(), "sync: the key is in transit but its KV record is not written; the lost-data check writes it again");
+            state.detail = Some(format!("in transit; its KV record {path} is not written yet ({}); written again later", e.message()));
+        }
+        Some(state)
+    }
+
+    async fn write_key_record(&self, app: &App, state: &SyncState) -> Result<(), VaultError> {
+        let Some(version) = state.pushed_version.filter(|_| state.status == "synced") else { return Ok(()) };
+        let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(()) };
         let transit_key = self.vault_name(&rec.namespace, &rec.name, &rec.id);
         let entry = KeyEntry {
             namespace: rec.namespace.clone(),
@@ -94,32 +106,13 @@ impl Syncer {
             data.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
         meta.insert("host".into(), self.host.clone());
         let path = self.key_record_path(&rec.namespace, &rec.name, &rec.id);
-        for _ in 0..3 {
-            let current = self.vault().kv_read(&path).await?;
-            if current.data.as_ref() == Some(&data) {
-                if current.custom_metadata != meta {
-                    self.vault().kv_set_metadata(&path, &meta).await?;
-                }
-                return Ok(pushed);
-            }
-            if self.vault().kv_write(&path, data.clone(), current.version).await? {
-                self.vault().kv_set_metadata(&path, &meta).await?;
-                return Ok(pushed);
-            }
-        }
-        Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false })
+        self.vault().kv_sync(&path, &data, &meta, |current| current.data.as_ref() == Some(&data)).await
     }
 
     /// Passes a delete's result through, marking the key's record deleted (`deleted_at`), so
     /// restore does not bring back a key deleted in keyport (the vault keeps its copy).
     pub(super) async fn record_deleted(&self, row: &OutboxRow, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
-        let path = self.key_record_path(&row.namespace, &row.name, &row.key_id);
-        let entry = self.vault().kv_read(&path).await?;
-        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
-            let mut meta = entry.custom_metadata.clone();
-            meta.insert("deleted_at".into(), crate::store::records::now());
-            self.vault().kv_set_metadata(&path, &meta).await?;
-        }
+        self.vault().kv_mark_deleted(&self.key_record_path(&row.namespace, &row.name, &row.key_id)).await?;
         Ok(pushed)
     }
 }

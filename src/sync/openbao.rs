@@ -8,16 +8,19 @@
 //! - 500 `crypto/rsa: decryption error` on import → the mount's wrapping key changed: re-fetch
 //!   once (the caller does), then retry later;
 //! - 403 → `auth/token/lookup-self`: 403 there too means the token is dead, so it is dropped
-//!   and the next try logs in again once (or re-reads a static token's file), else it is a
-//!   policy denial: permanent, per key;
-//! - any other 400/500 (wrong type, bad shape, policy) → permanent, reported per key.
+//!   and the next try logs in again once (or re-reads a static token's file); 200 there means
+//!   a policy denial: permanent, per key; the probe itself unreachable, 503, 429, 5xx → the
+//!   same retry classes as any other call (`probe_verdict`);
+//! - a 4xx, or a 500 with one of the client-mistake messages research/vault.md §2.1/§2.5
+//!   lists (wrong type, bad shape, key exists, rotation) → permanent, reported per key;
+//! - any other 500 → retry that key with backoff (the pass goes on: `refused`).
 //!
 //! Almost every client mistake is a 500 in OpenBao, so the messages are matched, not just codes.
 
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::auth::{Auth, AuthStatus};
@@ -78,6 +81,15 @@ pub struct KvEntry {
     pub custom_metadata: BTreeMap<String, String>,
 }
 
+/// The mount's wrapping key as pinned, and the lock that serializes fetching it.
+#[derive(Default)]
+struct WrappingCache {
+    /// Read by status without waiting for the vault, so never held across an `await`.
+    pinned: RwLock<Option<WrappingKey>>,
+    /// One fetch at a time (held across the network call).
+    fetch: tokio::sync::Mutex<()>,
+}
+
 pub struct OpenBao {
     http: Http,
     pub address: String,
@@ -86,12 +98,19 @@ pub struct OpenBao {
     client_cert: Option<Arc<ClientCert>>,
     transit: String,
     kv: String,
-    wrapping: tokio::sync::Mutex<Option<WrappingKey>>,
+    /// Boxed: keeps `Remote`'s two variants close in size.
+    wrapping: Box<WrappingCache>,
     /// `sync.vault_exportable`: transit keys are created exportable (restorable).
     exportable: bool,
 }
 
-/// The vault's messages, without its "1 error occurred:\n\t* …" wrapping.
+/// How much of an answer without an `errors` list goes into a message (and so into logs,
+/// the outbox and `GET /sync`).
+const BODY_TEXT_MAX: usize = 200;
+
+/// The vault's messages, without its "1 error occurred:\n\t* …" wrapping. An answer without
+/// `errors` is shown cut to [`BODY_TEXT_MAX`] characters and never with its `auth` or `data`
+/// members (a login's token, a secret read).
 pub fn error_text(body: &Value) -> String {
     let errs: Vec<String> = body["errors"]
         .as_array()
@@ -108,10 +127,91 @@ pub fn error_text(body: &Value) -> String {
                 .to_string()
         })
         .collect();
-    if errs.is_empty() {
-        body.to_string()
+    if !errs.is_empty() {
+        return errs.join("; ");
+    }
+    let text = match body {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => {
+            let shown: serde_json::Map<String, Value> =
+                o.iter().filter(|(k, _)| !matches!(k.as_str(), "auth" | "data")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            Value::Object(shown).to_string()
+        }
+        other => other.to_string(),
+    };
+    if text.chars().count() > BODY_TEXT_MAX {
+        format!("{}…", text.chars().take(BODY_TEXT_MAX).collect::<String>())
     } else {
-        errs.join("; ")
+        text
+    }
+}
+
+/// OpenBao's 500 messages for a client mistake (research/vault.md §2.1, §2.4–§2.6): retrying the
+/// same request cannot help. "decryption error" (a stale wrapping key) and "cannot be used
+/// with an existing key" are handled by `import` before this.
+const CLIENT_MISTAKES: [&str; 14] = [
+    "decryption error",
+    "unknown hash function",
+    "invalid key type",
+    "invalid key size",
+    "failed to parse private key",
+    "kwp: unwrap failed",
+    "illegal base64 data",
+    "cannot be used with an existing key",
+    "does not allow rotation",
+    "can only be used with an imported key",
+    "key version cannot be updated",
+    "no key found with name",
+    "exporting is disallowed",
+    "does not contain a private part",
+];
+
+/// The class of an answer the caller does not expect: a 4xx, or a 500 naming a client mistake,
+/// is permanent (reported per key until `sync now`); any other 5xx is a vault fault that may
+/// pass: retried with backoff for this key, the pass goes on.
+pub fn refused(status: u16, text: &str, what: String) -> VaultError {
+    let message = format!("{what}: {status} {text}");
+    let mistake = (400..500).contains(&status) || CLIENT_MISTAKES.iter().any(|m| text.contains(m));
+    if mistake {
+        VaultError::Permanent(message)
+    } else {
+        VaultError::Retry { message, after: None, stop_pass: false }
+    }
+}
+
+/// What a 403 means, from the `lookup-self` probe that follows it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// 403 there too: the token is dead; log in again.
+    Dead,
+    /// The token is fine (200): the policy denies the call.
+    PolicyDenied,
+    /// The probe did not decide (vault unavailable, failing): the call is retried later.
+    Undecided(VaultError),
+}
+
+/// Pure: the verdict of a `lookup-self` probe that answered `r` (its body is not needed).
+pub fn probe_verdict(r: &Response) -> Probe {
+    match r.status {
+        403 => Probe::Dead,
+        200 => Probe::PolicyDenied,
+        _ => Probe::Undecided(unavailable(r).unwrap_or_else(|| VaultError::Retry {
+            message: format!("the vault answered 403, then {} on auth/token/lookup-self; trying again later", r.status),
+            after: None,
+            stop_pass: false,
+        })),
+    }
+}
+
+/// The SPKI DER of a transit key version's public key: SPKI PEM (RSA, EC) or the raw key in
+/// base64 (Ed25519, research/vault.md §2.3). `None` when it is neither.
+pub fn transit_public_key_spki(public_key: &str) -> Option<Vec<u8>> {
+    if public_key.contains("-----BEGIN") {
+        pem_to_der(public_key)
+    } else {
+        const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        let raw = base64::engine::general_purpose::STANDARD.decode(public_key.trim()).ok().filter(|r| r.len() == 32)?;
+        Some([ED25519_SPKI_PREFIX.as_slice(), &raw].concat())
     }
 }
 
@@ -155,7 +255,7 @@ impl OpenBao {
             client_cert,
             transit: cfg.transit_mount.clone(),
             kv: cfg.kv_mount.clone(),
-            wrapping: tokio::sync::Mutex::new(None),
+            wrapping: Box::default(),
             exportable: cfg.vault_exportable,
         })
     }
@@ -183,23 +283,32 @@ impl OpenBao {
             }
             match r.status {
                 403 => {
+                    // Raw: lookup-self answers with the token itself (`data.id`).
                     let probe = self
                         .http
-                        .request("GET", "/v1/auth/token/lookup-self", Some(&token), None)
+                        .request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None)
                         .await
                         .map_err(|u| VaultError::down(u.0))?;
-                    if probe.status == 403 {
-                        // The token is dead (expired, revoked, wrong): log in again (or re-read
-                        // a static token's source) once.
-                        self.auth.forget().await;
-                        if attempt == 0 {
-                            continue;
+                    let probe = Response { status: probe.status, retry_after: probe.retry_after, body: Value::Null };
+                    match probe_verdict(&probe) {
+                        Probe::Dead => {
+                            // The token is dead (expired, revoked, wrong): log in again (or
+                            // re-read a static token's source) once. Only this token: another
+                            // request may have logged in meanwhile.
+                            self.auth.forget(&token).await;
+                            if attempt == 0 {
+                                continue;
+                            }
+                            return Err(VaultError::down(self.auth.rejected()));
                         }
-                        return Err(VaultError::down(self.auth.rejected()));
+                        Probe::PolicyDenied => {
+                            return Err(VaultError::Permanent(format!(
+                                "the vault's policy denies {method} {} (403); grant it to keyport's token",
+                                path.split('?').next().unwrap_or(path)
+                            )))
+                        }
+                        Probe::Undecided(e) => return Err(e),
                     }
-                    return Err(VaultError::Permanent(format!(
-                        "the vault's policy denies {method} {path} (403); grant it to keyport's token"
-                    )));
                 }
                 _ => return Ok(r),
             }
@@ -209,19 +318,21 @@ impl OpenBao {
 
     /// The mount's wrapping key: cached (pinned); `refresh` re-fetches it after a stale-key error.
     pub async fn wrapping_key(&self, refresh: bool) -> Result<WrappingKey, VaultError> {
-        let mut cached = self.wrapping.lock().await;
-        if let (Some(k), false) = (cached.as_ref(), refresh) {
-            return Ok(k.clone());
+        let cached = || self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let (Some(k), false) = (cached(), refresh) {
+            return Ok(k);
+        }
+        let _fetching = self.wrapping.fetch.lock().await;
+        if let (Some(k), false) = (cached(), refresh) {
+            return Ok(k); // fetched while this call waited
         }
         let r = self.call("GET", &format!("{}/wrapping_key", self.transit), None).await?;
         if r.status != 200 {
-            return Err(VaultError::Permanent(format!(
-                "GET {}/wrapping_key: {} {} (is transit mounted at '{}'?)",
-                self.transit,
+            return Err(refused(
                 r.status,
-                error_text(&r.body),
-                self.transit
-            )));
+                &error_text(&r.body),
+                format!("GET {}/wrapping_key (is transit mounted at '{}'?)", self.transit, self.transit),
+            ));
         }
         let der = r.body["data"]["public_key"]
             .as_str()
@@ -229,15 +340,17 @@ impl OpenBao {
             .ok_or_else(|| VaultError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
         use sha2::Digest;
         let k = WrappingKey { fingerprint: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der))), spki_der: der };
-        if let Some(old) = cached.as_ref().filter(|o| o.fingerprint != k.fingerprint) {
+        let mut pinned = self.wrapping.pinned.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = pinned.as_ref().filter(|o| o.fingerprint != k.fingerprint) {
             tracing::warn!(mount = %self.transit, old = %old.fingerprint, new = %k.fingerprint, "the vault's wrapping key changed (mount re-created or a new vault); using the new one");
         }
-        *cached = Some(k.clone());
+        *pinned = Some(k.clone());
         Ok(k)
     }
 
+    /// The pinned wrapping key's fingerprint; never waits for the vault.
     pub async fn pinned_wrapping_key(&self) -> Option<String> {
-        self.wrapping.lock().await.as_ref().map(|k| k.fingerprint.clone())
+        self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|k| k.fingerprint.clone())
     }
 
     pub async fn read_key(&self, name: &str) -> Result<Option<TransitKey>, VaultError> {
@@ -265,7 +378,7 @@ impl OpenBao {
                     versions,
                 }))
             }
-            s => Err(VaultError::Permanent(format!("GET {}/keys/{name}: {s} {}", self.transit, error_text(&r.body)))),
+            s => Err(refused(s, &error_text(&r.body), format!("GET {}/keys/{name}", self.transit))),
         }
     }
 
@@ -297,7 +410,7 @@ impl OpenBao {
             200 | 204 => ImportResult::Done,
             _ if text.contains("decryption error") => ImportResult::StaleWrappingKey,
             _ if text.contains("cannot be used with an existing key") => ImportResult::Exists,
-            s => ImportResult::Refused(format!("POST {path}: {s} {text}")),
+            s => ImportResult::Refused(refused(s, &text, format!("POST {path}"))),
         })
     }
 
@@ -306,7 +419,7 @@ impl OpenBao {
         let r = self.call("POST", &path, Some(json!({"certificate_chain": chain_pem, "version": version}))).await?;
         match r.status {
             200 | 204 => Ok(()),
-            s => Err(VaultError::Permanent(format!("POST {path}: {s} {}", error_text(&r.body)))),
+            s => Err(refused(s, &error_text(&r.body), format!("POST {path}"))),
         }
     }
 
@@ -327,7 +440,7 @@ impl OpenBao {
             }),
             // A soft-deleted latest version answers 404 with its metadata.
             404 => Ok(KvEntry { version: meta["version"].as_i64().unwrap_or(0), data: None, custom_metadata: custom(meta) }),
-            s => Err(VaultError::Permanent(format!("GET {}/data/{path}: {s} {}", self.kv, error_text(&r.body)))),
+            s => Err(refused(s, &error_text(&r.body), format!("GET {}/data/{path}", self.kv))),
         }
     }
 
@@ -338,7 +451,7 @@ impl OpenBao {
         match r.status {
             200 | 204 => Ok(true),
             400 if text.contains("check-and-set") => Ok(false),
-            s => Err(VaultError::Permanent(format!("POST {}/data/{path}: {s} {text}", self.kv))),
+            s => Err(refused(s, &text, format!("POST {}/data/{path}", self.kv))),
         }
     }
 
@@ -346,8 +459,46 @@ impl OpenBao {
         let r = self.call("POST", &format!("{}/metadata/{path}", self.kv), Some(json!({"custom_metadata": custom}))).await?;
         match r.status {
             200 | 204 => Ok(()),
-            s => Err(VaultError::Permanent(format!("POST {}/metadata/{path}: {s} {}", self.kv, error_text(&r.body)))),
+            s => Err(refused(s, &error_text(&r.body), format!("POST {}/metadata/{path}", self.kv))),
         }
+    }
+
+    /// Makes the KV v2 entry at `path` hold `data` with `meta` as its custom metadata:
+    /// read, skip the write when `current(entry)` says the entry already holds it, else write
+    /// with check-and-set and set the metadata; a lost check-and-set race reads again (three
+    /// tries). A pass that finds everything in place writes nothing.
+    pub async fn kv_sync(
+        &self,
+        path: &str,
+        data: &Value,
+        meta: &BTreeMap<String, String>,
+        current: impl Fn(&KvEntry) -> bool,
+    ) -> Result<(), VaultError> {
+        for _ in 0..3 {
+            let entry = self.kv_read(path).await?;
+            if current(&entry) {
+                if &entry.custom_metadata != meta {
+                    self.kv_set_metadata(path, meta).await?;
+                }
+                return Ok(());
+            }
+            if self.kv_write(path, data.clone(), entry.version).await? {
+                return self.kv_set_metadata(path, meta).await;
+            }
+        }
+        Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false })
+    }
+
+    /// Marks the KV v2 entry at `path` deleted in keyport (`deleted_at` in its custom
+    /// metadata; the data stays). Nothing to do when there is no entry or it is marked already.
+    pub async fn kv_mark_deleted(&self, path: &str) -> Result<(), VaultError> {
+        let entry = self.kv_read(path).await?;
+        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
+            let mut meta = entry.custom_metadata;
+            meta.insert("deleted_at".into(), crate::store::records::now());
+            self.kv_set_metadata(path, &meta).await?;
+        }
+        Ok(())
     }
 }
 
@@ -356,7 +507,8 @@ pub enum ImportResult {
     Done,
     StaleWrappingKey,
     Exists,
-    Refused(String),
+    /// Any other answer, classified (`refused`).
+    Refused(VaultError),
 }
 
 /// What `byok-export` answered for one key.
@@ -513,6 +665,63 @@ mod tests {
         let b = json!({"errors": ["1 error occurred:\n\t* the import path cannot be used with an existing key\n\n"]});
         assert_eq!(error_text(&b), "the import path cannot be used with an existing key");
         assert_eq!(error_text(&json!({"errors": ["permission denied"]})), "permission denied");
+    }
+
+    #[test]
+    fn bodies_without_errors_are_cut_and_keep_no_secrets() {
+        let login = json!({"auth": {"client_token": "s.SECRET"}, "data": {"id": "s.SECRET"}, "request_id": "r1"});
+        let t = error_text(&login);
+        assert!(!t.contains("SECRET") && t.contains("r1"), "{t}");
+        let long = Value::String("x".repeat(5000));
+        let t = error_text(&long);
+        assert!(t.chars().count() <= BODY_TEXT_MAX + 1 && t.ends_with('…'), "{}", t.len());
+        let big = json!({"warnings": ["y".repeat(5000)]});
+        assert!(error_text(&big).chars().count() <= BODY_TEXT_MAX + 1);
+        assert_eq!(error_text(&Value::Null), "null");
+    }
+
+    #[test]
+    fn unknown_500s_are_retried_client_mistakes_are_not() {
+        let e = refused(500, "internal error", "POST x".into());
+        assert_eq!(e, VaultError::Retry { message: "POST x: 500 internal error".into(), after: None, stop_pass: false });
+        for text in [
+            "error importing key: invalid key type: expected rsa-2048, got *ecdsa.PrivateKey",
+            "kwp: unwrap failed integrity check",
+            "illegal base64 data at input byte 3",
+            "imported key foo does not allow rotation within Vault",
+            "no key found with name X; to import a new key, use the import/ endpoint",
+        ] {
+            assert!(matches!(refused(500, text, "POST x".into()), VaultError::Permanent(_)), "{text}");
+        }
+        assert!(matches!(refused(400, "unknown hash function: MD5", "POST x".into()), VaultError::Permanent(_)));
+        assert!(matches!(refused(404, "unsupported path", "POST x".into()), VaultError::Permanent(_)));
+        assert!(matches!(refused(502, "", "POST x".into()), VaultError::Retry { stop_pass: false, .. }));
+    }
+
+    #[test]
+    fn a_403_is_a_policy_error_only_when_lookup_self_answers_200() {
+        let r = |status, retry_after| Response { status, retry_after, body: Value::Null };
+        assert_eq!(probe_verdict(&r(403, None)), Probe::Dead);
+        assert_eq!(probe_verdict(&r(200, None)), Probe::PolicyDenied);
+        for s in [503, 502, 504] {
+            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(VaultError::Retry { stop_pass: true, .. })), "{s}");
+        }
+        let after = Some(Duration::from_secs(2));
+        assert!(
+            matches!(probe_verdict(&r(429, after)), Probe::Undecided(VaultError::Retry { stop_pass: true, after: a, .. }) if a == after)
+        );
+        for s in [500, 400, 404] {
+            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(VaultError::Retry { stop_pass: false, .. })), "{s}");
+        }
+    }
+
+    #[test]
+    fn transit_public_keys_as_spki() {
+        let raw = [7u8; 32];
+        let spki = [&hex::decode("302a300506032b6570032100").unwrap()[..], &raw].concat();
+        assert_eq!(transit_public_key_spki(&base64::engine::general_purpose::STANDARD.encode(raw)).unwrap(), spki);
+        assert_eq!(transit_public_key_spki(&der_to_pem("PUBLIC KEY", &spki)).unwrap(), spki);
+        assert!(transit_public_key_spki("bm90IDMyIGJ5dGVz").is_none(), "not 32 bytes");
     }
 
     #[test]

@@ -42,12 +42,16 @@ pub fn due(row: &OutboxRow, now: &str, force: bool) -> bool {
 }
 
 /// Delay before attempt `attempts + 1`: base·2^attempts capped at `max`, times 0.5–1.5 (so
-/// hosts that failed together do not retry together); at least a vault's Retry-After.
+/// hosts that failed together do not retry together); at least a vault's Retry-After, which
+/// counts only up to `max` (the remote does not get to park keyport longer than the interval).
+/// At least one second: a zero `base` must not make a hot loop.
 pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempts.clamp(0, 16) as u32).min(max);
+    let floor = Duration::from_secs(1);
+    let max = max.max(floor);
+    let exp = base.max(floor).saturating_mul(1u32 << attempts.clamp(0, 16) as u32).min(max);
     let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
     // Retry-After: 0 means "soon", which the jitter already gives.
-    retry_after.map_or(jittered, |a| jittered.max(a))
+    retry_after.map_or(jittered, |a| jittered.max(a.min(max)))
 }
 
 /// How long a row that is not due yet still waits (`None` for a permanent failure, which waits
@@ -63,11 +67,20 @@ pub fn until(at: &str) -> Option<Duration> {
     Some(left.try_into().unwrap_or(Duration::ZERO))
 }
 
-/// RFC 3339 (the store's format) of now + `d`.
+/// The farthest ahead [`at`] and [`later`] look: any bigger offset is a remote's nonsense.
+pub const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Now + `d` (at most [`FAR`] ahead): never panics, whatever number a remote sent.
+pub fn later(d: Duration) -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    time::Duration::try_from(d.min(FAR)).ok().and_then(|d| now.checked_add(d)).unwrap_or(now)
+}
+
+/// RFC 3339 (the store's format) of now + `d` (at most [`FAR`] ahead).
 pub fn at(d: Duration) -> String {
-    let t = time::OffsetDateTime::now_utc() + d;
-    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
-        .expect("UTC formats")
+    later(d)
+        .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -114,9 +127,19 @@ mod tests {
             assert!(backoff(30, base, max, None) <= Duration::from_secs(450));
             assert!(backoff(0, base, max, Some(Duration::from_secs(60))) >= Duration::from_secs(60));
         }
+        // A zero base still waits; a huge Retry-After counts only up to `max`.
+        assert!(backoff(0, Duration::ZERO, max, None) >= Duration::from_millis(500));
+        assert!(backoff(3, base, max, Some(Duration::from_secs(u64::MAX))) <= Duration::from_secs(450));
         let d = until(&at(Duration::from_secs(30))).unwrap();
         assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
         assert_eq!(until("2000-01-01T00:00:00.000000Z"), Some(Duration::ZERO));
         assert_eq!(until("soon"), None);
+    }
+
+    #[test]
+    fn at_never_panics() {
+        let far = until(&at(Duration::MAX)).unwrap();
+        assert!(far > Duration::from_secs(99 * 365 * 86_400) && far <= FAR, "{far:?}");
+        assert!(!at(Duration::from_secs(u64::MAX)).is_empty());
     }
 }

@@ -4,35 +4,28 @@
 //!
 //! Every key the store records as synced is read back: its transit key must still show the
 //! pushed version with the key's public key (compared by SPKI fingerprint, so the token is not
-//! involved), and a key with certificates (synced or kept in the token) must still have its KV
-//! entry. A key that fails goes
-//! back in the outbox (key and certificates) and is pushed by the same pass. Runs on
-//! `sync now` and at most every `verify_interval_secs` on scheduled passes; a vault that is
-//! unreachable ends the check early and it is tried again next pass.
+//! involved) and its KV key record (`keyrecord`) must be there, and a key with certificates
+//! (synced or kept in the token) must still have its KV entry. A key that fails goes back in
+//! the outbox (key and certificates) and is pushed by the same pass (a key still in transit
+//! whose record is missing only gets its record written). Runs on `sync now` and at most every
+//! `verify_interval_secs` on scheduled passes. A key that cannot be checked (a per-key error)
+//! is logged and skipped; a vault that is unusable (`stop_pass`) ends the check early and it
+//! is tried again next pass.
 
 use sha2::Digest;
 
-use super::openbao::{pem_to_der, VaultError};
-use super::worker::Syncer;
+use super::openbao::{transit_public_key_spki, VaultError};
+use super::worker::{store_err, Syncer};
 use crate::core::App;
 
 /// The `sha256:<hex>` fingerprint of a transit public key (SPKI PEM, or raw base64 for Ed25519).
 fn vault_fingerprint(public_key: &str) -> Option<String> {
-    use base64::Engine;
-    let spki = if public_key.contains("-----BEGIN") {
-        pem_to_der(public_key)?
-    } else {
-        const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-        let raw = base64::engine::general_purpose::STANDARD.decode(public_key.trim()).ok().filter(|r| r.len() == 32)?;
-        [ED25519_SPKI_PREFIX.as_slice(), &raw].concat()
-    };
-    Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki))))
+    transit_public_key_spki(public_key).map(|spki| format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki))))
 }
 
 /// Why the vault no longer holds a synced key, or `None` when it does.
 async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncState) -> Result<Option<String>, VaultError> {
-    let store = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
-    let Some(rec) = app.store.key(&state.key_id).map_err(store)? else { return Ok(None) };
+    let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(None) };
     if state.status == "synced" {
         let name = syncer.vault_name(&rec.namespace, &rec.name, &rec.id);
         let Some(key) = syncer.vault().read_key(&name).await? else {
@@ -43,8 +36,12 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
         if !holds {
             return Ok(Some(format!("transit key '{name}' version {version} no longer holds this key")));
         }
+        let record = syncer.key_record_path(&rec.namespace, &rec.name, &rec.id);
+        if syncer.vault().kv_read(&record).await?.data.is_none() {
+            return Ok(Some(format!("the key record {record} is missing")));
+        }
     }
-    if !app.store.certificates_of(&rec.id).map_err(store)?.is_empty() {
+    if !app.store.certificates_of(&rec.id).map_err(store_err)?.is_empty() {
         let path = syncer.kv_path(&rec.namespace, &rec.name, &rec.id);
         if syncer.vault().kv_read(&path).await?.data.is_none() {
             return Ok(Some(format!("the certificate entry {path} is gone")));
@@ -53,13 +50,23 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
     Ok(None)
 }
 
-/// Checks every synced key; returns how many went back in the outbox.
+/// Checks every synced key; returns how many went back in the outbox. `Err` only when the
+/// walk stopped early (the vault is unusable, or the store cannot be read).
 pub async fn run(syncer: &Syncer, app: &App) -> Result<usize, VaultError> {
-    let states = app.store.sync_states().map_err(|e| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false })?;
+    let states = app.store.sync_states().map_err(store_err)?;
     let mut requeued = 0;
     // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
     for state in states.iter().filter(|s| s.status == "synced" || s.status == "not_syncable") {
-        let Some(why) = missing(syncer, app, state).await? else { continue };
+        let why = match missing(syncer, app, state).await {
+            Ok(Some(why)) => why,
+            Ok(None) => continue,
+            Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
+            // This key cannot be checked now (policy, a vault fault on its path): the others can.
+            Err(e) => {
+                tracing::warn!(key = %state.key_id, error = %e.message(), "sync: cannot check the vault's copy of this key; skipped");
+                continue;
+            }
+        };
         let detail = format!("the vault lost this key ({why}); pushing it again");
         match app.store.sync_requeue(&state.key_id, &detail) {
             Ok(true) => {

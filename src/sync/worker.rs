@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::openbao::{der_to_pem, pem_to_der, ImportResult, OpenBao, TransitKey, VaultError};
+use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, ImportResult, OpenBao, TransitKey, VaultError};
 use super::outbox::{self as plan, KeyRows};
 use super::remote::Remote;
 use super::schedule::Schedule;
@@ -63,11 +63,12 @@ pub fn vault_type(alg: Algorithm) -> &'static str {
 
 /// Whether the vault's public key (SPKI PEM, or raw base64 for Ed25519) is ours.
 pub fn same_public_key(ours: &PublicKey, vault: &str) -> bool {
-    use base64::Engine;
-    match ours {
-        PublicKey::Ed25519 { key } => base64::engine::general_purpose::STANDARD.decode(vault.trim()).is_ok_and(|v| v == key),
-        other => other.spki_der().ok().is_some_and(|d| pem_to_der(vault).as_deref() == Some(d.as_slice())),
-    }
+    ours.spki_der().ok().is_some_and(|d| transit_public_key_spki(vault).as_deref() == Some(d.as_slice()))
+}
+
+/// A store error during a push: retried for that key with backoff, the pass goes on.
+pub(super) fn store_err(e: crate::store::StoreError) -> VaultError {
+    VaultError::Retry { message: e.to_string(), after: None, stop_pass: false }
 }
 
 /// A key name as a vault path segment: itself, or the key id when it has characters the vault
@@ -123,11 +124,33 @@ impl Syncer {
         self.schedule.trigger(wait).await
     }
 
-    /// The loop; runs for the daemon's life.
+    /// The loop; runs for the daemon's life. Each pass runs in its own task: a pass that
+    /// panics is logged, shown in `last_pass.stopped`, and retried with backoff; the loop lives.
     pub async fn run(self: Arc<Self>, app: Arc<App>) {
+        let mut panics: i64 = 0;
         loop {
             let pass = self.schedule.begin();
-            let next_retry = self.pass(&app, pass.forced).await;
+            let task = {
+                let (syncer, app, forced) = (self.clone(), app.clone(), pass.forced);
+                tokio::spawn(async move { syncer.pass(&app, forced).await })
+            };
+            let next_retry = match task.await {
+                Ok(next) => {
+                    panics = 0;
+                    next
+                }
+                Err(e) => {
+                    let why =
+                        if e.is_panic() { "the sync pass panicked (a bug); retrying with backoff" } else { "the sync pass was cancelled" };
+                    tracing::error!(error = %e, "{why}");
+                    let mut last = self.last_pass.lock().unwrap_or_else(|p| p.into_inner());
+                    last.finished_at = Some(now());
+                    last.stopped = Some(why.into());
+                    let base = Duration::from_secs(self.cfg.retry_base_secs);
+                    panics += 1;
+                    Some(plan::backoff(panics - 1, base, Duration::from_secs(self.cfg.interval_secs), None))
+                }
+            };
             self.schedule.finish(pass);
             self.schedule.wait(next_retry).await;
         }
@@ -150,7 +173,8 @@ impl Syncer {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "sync: cannot read the outbox");
-                return Some(Duration::from_secs(self.cfg.retry_base_secs));
+                // At least a second: a zero retry_base_secs must not spin on a broken store.
+                return Some(Duration::from_secs(self.cfg.retry_base_secs.max(1)));
             }
         };
         let now = now();
@@ -223,6 +247,8 @@ impl Syncer {
         if !due {
             return;
         }
+        // `Ok` only after a walk over every key (keys that could not be checked are logged
+        // and skipped); an abort leaves `verified_at` alone, so the next pass checks again.
         match super::verify::run(self, app).await {
             Ok(n) => {
                 *self.verified_at.lock().expect("poisoned") = Some(std::time::Instant::now());
@@ -230,7 +256,7 @@ impl Syncer {
                     tracing::warn!(keys = n, "sync: the vault lost keys it had confirmed (restarted dev vault, restored backup?)");
                 }
             }
-            Err(e) => tracing::debug!(error = %e.message(), "sync: cannot check the vault's copy now; next pass"),
+            Err(e) => tracing::warn!(error = %e.message(), "sync: cannot check the vault's copy now; next pass"),
         }
     }
 
@@ -238,7 +264,7 @@ impl Syncer {
     async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
         match row.op.as_str() {
             OP_KEY if key.deleted_after(row.seq) => Ok(None),
-            OP_KEY => self.record_key(app, self.push_key(app, row).await?).await,
+            OP_KEY => Ok(self.record_key(app, self.push_key(app, row).await?).await),
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
             OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
             OP_DELETE => self.record_deleted(row, self.push_delete(app, row).await?).await,
@@ -260,7 +286,6 @@ impl Syncer {
     }
 
     async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
-        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(None) };
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
@@ -335,7 +360,7 @@ impl Syncer {
                 }
                 // Someone (or a crashed earlier try) created it meanwhile: read and compare again.
                 ImportResult::Exists => {}
-                ImportResult::Refused(m) => return Err(VaultError::Permanent(m)),
+                ImportResult::Refused(e) => return Err(e),
             }
         }
         Err(VaultError::Retry {
@@ -346,7 +371,6 @@ impl Syncer {
     }
 
     async fn push_certificate(&self, app: &App, row: &OutboxRow) -> Result<(), VaultError> {
-        let store_err = |e: crate::store::StoreError| VaultError::Retry { message: e.to_string(), after: None, stop_pass: false };
         let Some(sha) = row.cert_sha256.as_deref() else { return Ok(()) };
         let Some(cert) = app.store.certificate_by_sha256(sha).map_err(store_err)? else { return Ok(()) };
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(()) };
@@ -369,31 +393,10 @@ impl Syncer {
         ] {
             meta.insert(k.to_string(), v);
         }
-        let mut written = false;
-        for _ in 0..3 {
-            let entry = self.vault().kv_read(&path).await?;
-            if entry.data.as_ref().and_then(|d| d["fingerprint_sha256"].as_str()) == Some(cert.sha256.as_str()) {
-                written = true;
-                if entry.custom_metadata != meta {
-                    self.vault().kv_set_metadata(&path, &meta).await?;
-                }
-                break;
-            }
-            let data =
-                serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
-            if self.vault().kv_write(&path, data, entry.version).await? {
-                self.vault().kv_set_metadata(&path, &meta).await?;
-                written = true;
-                break;
-            }
-        }
-        if !written {
-            return Err(VaultError::Retry {
-                message: format!("KV entry {path} kept changing (check-and-set)"),
-                after: None,
-                stop_pass: false,
-            });
-        }
+        let data = serde_json::json!({"cert_pem": pem, "chain_pem": "", "fingerprint_sha256": cert.sha256, "not_after": cert.not_after});
+        let same =
+            |e: &super::openbao::KvEntry| e.data.as_ref().and_then(|d| d["fingerprint_sha256"].as_str()) == Some(cert.sha256.as_str());
+        self.vault().kv_sync(&path, &data, &meta, same).await?;
 
         // Transit: attach the certificate to the key version that holds this key.
         let state = app.store.sync_state(&rec.id).map_err(store_err)?;
@@ -411,13 +414,7 @@ impl Syncer {
     /// A deleted key: keyport holds no delete right in transit (by design: the vault is the
     /// backup), so the vault key stays; its KV certificate entry is marked deleted.
     async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
-        let path = self.kv_path(&row.namespace, &row.name, &row.key_id);
-        let entry = self.vault().kv_read(&path).await?;
-        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
-            let mut meta = entry.custom_metadata.clone();
-            meta.insert("deleted_at".into(), now());
-            self.vault().kv_set_metadata(&path, &meta).await?;
-        }
+        self.vault().kv_mark_deleted(&self.kv_path(&row.namespace, &row.name, &row.key_id)).await?;
         Ok(Some(self.state(
             row,
             "deleted",

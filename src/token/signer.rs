@@ -30,7 +30,15 @@ impl TokenSigner {
     /// The key pair under `id`, generated (non-extractable, `label`) when the token has none;
     /// `true` when it was generated now. A half pair (one object lost) is replaced, together
     /// with whatever else carried the id (a certificate of the old key).
+    ///
+    /// Serialized per token and CKA_ID within the process: two callers at once (two `sync csr`
+    /// requests, a CSR during startup) would otherwise both see no key and each destroy the
+    /// other's fresh one.
     pub async fn load_or_generate(token: &Arc<Token>, id: &'static [u8], label: &'static str) -> Result<(TokenSigner, bool), String> {
+        type Locks = std::sync::Mutex<std::collections::HashMap<(String, &'static [u8]), Arc<tokio::sync::Mutex<()>>>>;
+        static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
+        let lock = LOCKS.lock().unwrap_or_else(|e| e.into_inner()).entry((token.name.clone(), id)).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
         if let Some(s) = TokenSigner::load(token, id).await? {
             return Ok((s, false));
         }

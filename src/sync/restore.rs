@@ -573,16 +573,13 @@ fn vault_public_key(e: &KeyEntry, transit: &str, alg: Algorithm, source: &Restor
         .get(&e.version)
         .map(|v| v.trim().to_string())
         .ok_or_else(|| format!("transit key '{transit}' has no version {}", e.version))?;
-    let public = if alg == Algorithm::Ed25519 {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD.decode(&text).map_err(|x| format!("the vault's Ed25519 key: {x}"))?;
-        PublicKey::Ed25519 { key: raw.try_into().map_err(|_| "the vault's Ed25519 key is not 32 bytes".to_string())? }
-    } else {
+    // One parser for transit's public keys (SPKI PEM, or raw base64 for Ed25519).
+    let der = super::openbao::transit_public_key_spki(&text).ok_or("the vault's public key is neither PEM nor a raw Ed25519 key")?;
+    let spki = {
         use der::Decode;
-        let der = super::openbao::pem_to_der(&text).ok_or("the vault's public key is not PEM")?;
-        let spki = spki::SubjectPublicKeyInfoOwned::from_der(&der).map_err(|x| format!("the vault's public key: {x}"))?;
-        x509::public_key_from_spki(&spki).map_err(|x| x.to_string())?
+        spki::SubjectPublicKeyInfoOwned::from_der(&der).map_err(|x| format!("the vault's public key: {x}"))?
     };
+    let public = x509::public_key_from_spki(&spki).map_err(|x| x.to_string())?;
     if public.fingerprint().ok().as_deref() != Some(e.fingerprint.as_str()) || public.algorithm().ok() != Some(alg) {
         return Err(format!("the vault's public key of '{transit}' is not the recorded {} key {}", vault_type(alg), e.fingerprint));
     }

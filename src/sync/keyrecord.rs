@@ -77,9 +77,9 @@ impl Syncer {
     /// could not be written is logged, named in the state's `detail`, and written again by the
     /// lost-data check (`verify`), which puts a synced key without a record back in the outbox:
     /// that pass finds the key in transit and only writes the record.
-    pub(super) async fn record_key(&self, app: &App, pushed: Option<SyncState>) -> Option<SyncState> {
+    pub(super) async fn record_key(&self, app: &App, pushed: Option<SyncState>, vault_exportable: Option<bool>) -> Option<SyncState> {
         let mut state = pushed?;
-        if let Err(e) = self.write_key_record(app, &state).await {
+        if let Err(e) = self.write_key_record(app, &state, vault_exportable).await {
             let path = self.key_record_path(&state.namespace, &state.name, &state.key_id);
             tracing::warn!(key = %state.key_id, path = %path, error = %e.message(), "sync: the key is in transit but its KV record is not written; the lost-data check writes it again");
             state.detail = Some(format!("in transit; its KV record {path} is not written yet ({}); written again later", e.message()));
@@ -87,7 +87,7 @@ impl Syncer {
         Some(state)
     }
 
-    async fn write_key_record(&self, app: &App, state: &SyncState) -> Result<(), VaultError> {
+    async fn write_key_record(&self, app: &App, state: &SyncState, vault_exportable: Option<bool>) -> Result<(), VaultError> {
         let Some(version) = state.pushed_version.filter(|_| state.status == "synced") else { return Ok(()) };
         let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(()) };
         let transit_key = self.vault_name(&rec.namespace, &rec.name, &rec.id);
@@ -97,7 +97,10 @@ impl Syncer {
             key_id: rec.id.clone(),
             algorithm: rec.algorithm.clone(),
             fingerprint: rec.fingerprint.clone(),
-            vault_exportable: self.vault().key_exportable(&transit_key).await?.unwrap_or(false),
+            vault_exportable: match vault_exportable {
+                Some(e) => e,
+                None => self.vault().key_exportable(&transit_key).await?.unwrap_or(false),
+            },
             transit_key,
             version,
         };

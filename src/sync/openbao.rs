@@ -68,6 +68,8 @@ pub struct KeyVersion {
 pub struct TransitKey {
     pub key_type: String,
     pub imported: bool,
+    /// Whether transit lets the key out again (`exportable`; restore needs it).
+    pub exportable: bool,
     pub latest_version: i64,
     pub versions: BTreeMap<i64, KeyVersion>,
 }
@@ -374,6 +376,7 @@ impl OpenBao {
                 Ok(Some(TransitKey {
                     key_type: d["type"].as_str().unwrap_or_default().to_string(),
                     imported: d["imported_key"].as_bool().unwrap_or(false),
+                    exportable: d["exportable"].as_bool().unwrap_or(false),
                     latest_version: d["latest_version"].as_i64().unwrap_or(0),
                     versions,
                 }))

@@ -264,7 +264,10 @@ impl Syncer {
     async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
         match row.op.as_str() {
             OP_KEY if key.deleted_after(row.seq) => Ok(None),
-            OP_KEY => Ok(self.record_key(app, self.push_key(app, row).await?).await),
+            OP_KEY => {
+                let (state, vault_exportable) = self.push_key(app, row).await?;
+                Ok(self.record_key(app, state, vault_exportable).await)
+            }
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
             OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
             OP_DELETE => self.record_deleted(row, self.push_delete(app, row).await?).await,
@@ -285,11 +288,13 @@ impl Syncer {
         }
     }
 
-    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
-        let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(None) };
+    /// Pushes a key; with its state, whether transit lets it out again (from the read that
+    /// confirmed it, so the key record needs no second read).
+    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<(Option<SyncState>, Option<bool>), VaultError> {
+        let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
-            return Ok(Some(self.state(row, "not_syncable", None, Some(why.into()))));
+            return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));
         }
         let alg =
             Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
@@ -310,8 +315,8 @@ impl Syncer {
         let mut refreshed = false;
         for _ in 0..4 {
             let existing = self.vault().read_key(&name).await?;
-            if let Some(v) = existing.as_ref().and_then(synced) {
-                return Ok(Some(self.state(row, "synced", Some(v), None)));
+            if let Some((k, v)) = existing.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
+                return Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)));
             }
             let new_version = match &existing {
                 None => false,
@@ -329,7 +334,8 @@ impl Syncer {
             let wrapped = match token.run(move |c| byok::wrap_for_vault(c, &cka, &wrap_key)).await {
                 Ok(w) => w,
                 Err(TokenError::Refused { detail, .. }) => {
-                    return Ok(Some(self.state(row, "not_syncable", None, Some(format!("the token cannot wrap this key: {detail}")))));
+                    let why = format!("the token cannot wrap this key: {detail}");
+                    return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
                 }
                 Err(e) => return Err(token_err(e)),
             };
@@ -337,10 +343,10 @@ impl Syncer {
                 ImportResult::Done => {
                     // Verify: the vault must now show our public key.
                     let after = self.vault().read_key(&name).await?;
-                    return match after.as_ref().and_then(synced) {
-                        Some(v) => {
+                    return match after.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
+                        Some((k, v)) => {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
-                            Ok(Some(self.state(row, "synced", Some(v), None)))
+                            Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)))
                         }
                         None => {
                             Err(VaultError::Permanent(format!("transit key '{name}' does not show this key's public key after the import")))

@@ -538,28 +538,7 @@ impl OpenBao {
 
     /// Whether transit key `name` is exportable; `None` when it does not exist.
     pub async fn key_exportable(&self, name: &str) -> Result<Option<bool>, VaultError> {
-        Ok(self.restore_source(name).await?.map(|k| k.exportable))
-    }
-
-    /// What restore needs of a transit key, from one read: its `exportable` flag and each
-    /// version's public key (PEM; base64 of the raw key for Ed25519). `None` when it does not
-    /// exist.
-    pub async fn restore_source(&self, name: &str) -> Result<Option<RestoreSource>, VaultError> {
-        let r = self.call("GET", &format!("{}/keys/{name}", self.transit), None).await?;
-        match r.status {
-            404 => Ok(None),
-            200 => {
-                let d = &r.body["data"];
-                let public_keys = d["keys"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(v, k)| Some((v.parse::<i64>().ok()?, k["public_key"].as_str().unwrap_or_default().to_string())))
-                    .collect();
-                Ok(Some(RestoreSource { exportable: d["exportable"].as_bool().unwrap_or(false), public_keys }))
-            }
-            s => Err(VaultError::Permanent(format!("GET {}/keys/{name}: {s} {}", self.transit, error_text(&r.body)))),
-        }
+        Ok(self.read_key(name).await?.map(|k| k.exportable))
     }
 
     /// A public-key-only transit key (the destination byok-export wraps for).
@@ -613,13 +592,6 @@ impl OpenBao {
             s => Err(VaultError::Permanent(format!("DELETE {path}: {s} {}", error_text(&r.body)))),
         }
     }
-}
-
-/// A transit key as restore reads it (`OpenBao::restore_source`).
-#[derive(Debug, Clone)]
-pub struct RestoreSource {
-    pub exportable: bool,
-    pub public_keys: BTreeMap<i64, String>,
 }
 
 /// A fresh restore destination name: `<host>-restore-<12 hex>` (no `.`, so it never collides

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 
 use super::keyrecord::KeyEntry;
-use super::openbao::{der_to_pem, is_restore_key_name, new_restore_key_name, ByokExport, RestoreSource, VaultError};
+use super::openbao::{der_to_pem, is_restore_key_name, new_restore_key_name, ByokExport, TransitKey, VaultError};
 use super::worker::{path_name, vault_type, Syncer};
 use crate::config::Permission;
 use crate::core::authz::Principal;
@@ -394,7 +394,7 @@ impl Run<'_> {
             return skipped(format!("already present as '{}' (key id {})", k.name, k.id));
         }
         let transit = self.syncer.vault_name(&e.namespace, &e.name, &e.key_id);
-        let source = match self.syncer.vault().restore_source(&transit).await.map_err(item_vault_err)? {
+        let source = match self.syncer.vault().read_key(&transit).await.map_err(item_vault_err)? {
             None => return Err(format!("transit key '{transit}' is not in the vault").into()),
             Some(s) if !s.exportable => return skipped("not exportable in the vault (synced with sync.vault_exportable = false)".into()),
             Some(s) => s,
@@ -567,11 +567,11 @@ impl Run<'_> {
 }
 
 /// The key version's public key in transit, which must have the recorded fingerprint.
-fn vault_public_key(e: &KeyEntry, transit: &str, alg: Algorithm, source: &RestoreSource) -> Result<PublicKey, String> {
+fn vault_public_key(e: &KeyEntry, transit: &str, alg: Algorithm, source: &TransitKey) -> Result<PublicKey, String> {
     let text = source
-        .public_keys
+        .versions
         .get(&e.version)
-        .map(|v| v.trim().to_string())
+        .map(|v| v.public_key.trim().to_string())
         .ok_or_else(|| format!("transit key '{transit}' has no version {}", e.version))?;
     // One parser for transit's public keys (SPKI PEM, or raw base64 for Ed25519).
     let der = super::openbao::transit_public_key_spki(&text).ok_or("the vault's public key is neither PEM nor a raw Ed25519 key")?;

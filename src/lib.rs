@@ -18,12 +18,13 @@
 //!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names.
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
 //!   limits, authentication, and one module per face: `native` (`/keyport/v1`, with
-//!   `certificates` and `sync` views), `tlspc` (TLS Protect Cloud imports), `certimport`
+//!   `certificates`, `sync` and `metrics` views), `tlspc` (TLS Protect Cloud imports), `certimport`
 //!   (DigiCert IoT certificate bundles), `kps` (Huawei KPS), `keys` (project/environment
 //!   keys), `tpp` (Venafi TPP SSH export).
-//! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao):
-//!   the outbox, the connector, the vault login (token, AppRole, or TLS certificate with the
-//!   client key in the token), the worker; keys are wrapped inside the token (`token::byok`).
+//! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao, or
+//!   a TLS Protect Cloud–style remote): the outbox, the schedule, the connectors, the vault
+//!   login (token, AppRole, or TLS certificate with the client key in the token), the lost-data
+//!   check and `restore`; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
 #![deny(unsafe_code)]

@@ -6,11 +6,9 @@
 //!     cargo bench --bench export_formats
 
 mod common;
-use common::module;
 
 use keyport::material::key::PrivateKey;
 use keyport::material::ssh::{write_openssh, write_ppk, write_sshcom};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROUNDS: u32 = 20;
@@ -57,23 +55,8 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("keyport.toml");
-    std::fs::write(&config, format!(
-        "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{d}/keyport.sock\"\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
-        d = d.display(), m = module().display()
-    )).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYPORT_LOG", "warn,cryptoki=off")
-        .spawn()
-        .unwrap();
-    let sock = d.join("keyport.sock");
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let daemon = common::BenchDaemon::start(d, "", "", "");
+    let sock = daemon.socket.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("# mean of {ROUNDS} exports each; RSA-2048 and Ed25519 keys generated exportable in SoftHSM");
     println!("{:<10} {:<9} {:>12} {:>14} {:>14} {:>12}", "format", "key", "daemon (ms)", "encode+KDF ms", "encode only ms", "KDF share");
@@ -130,6 +113,4 @@ fn main() {
             }
         }
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = child.wait();
 }

@@ -6,7 +6,6 @@
 //!     cargo bench --bench import_batch
 
 mod common;
-use common::module;
 
 use base64::Engine;
 use cryptoki::object::{Attribute, CertificateType, KeyType, ObjectClass};
@@ -115,27 +114,15 @@ fn raw(dir: &Path, keys: &Path) {
 }
 
 fn daemon(dir: &Path, keys: &Path) {
-    let d = dir.join("daemon");
-    std::fs::create_dir_all(&d).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = d.join("keyport.toml");
-    std::fs::write(&config, format!(
-        "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{d}/keyport.sock\"\ntcp = \"127.0.0.1:{port}\"\ntls = {{ mode = \"plain\" }}\n[limits]\nmax_body_bytes = 16777216\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\nsessions = 2\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
-        d = d.display(), m = module().display()
-    )).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYPORT_LOG", "warn,cryptoki=off")
-        .spawn()
-        .unwrap();
-    let sock = d.join("keyport.sock");
+    let daemon = common::BenchDaemon::start(
+        &dir.join("daemon"),
+        &format!("tcp = \"127.0.0.1:{port}\"\ntls = {{ mode = \"plain\" }}"),
+        "sessions = 2",
+        "[limits]\nmax_body_bytes = 16777216",
+    );
+    let sock = daemon.socket.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
     std::thread::sleep(Duration::from_millis(200));
     rt.block_on(async {
         let (_, edges) = keyport::cli::request(&sock, "GET", "/v1/edgeinstances", None).await.unwrap();
@@ -177,6 +164,4 @@ fn daemon(dir: &Path, keys: &Path) {
         println!("daemon: POST of {N} items answered 201 in {:.1} ms", accepted.as_secs_f64() * 1000.0);
         println!("daemon: {N}-item TLSPC import, POST to COMPLETED: {:.2} s ({:.1} keys/s)", e.as_secs_f64(), N as f64 / e.as_secs_f64());
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = child.wait();
 }

@@ -7,7 +7,6 @@
 //!     cargo bench --bench sync_throughput
 
 mod common;
-use common::module;
 
 use base64::Engine;
 use p256::pkcs8::EncodePrivateKey;
@@ -124,48 +123,18 @@ static PLAIN_SAME_CALLS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 /// keyport with N exportable keys in its token and sync on: the time of one `sync now` pass.
 fn daemon_pass(d: &std::path::Path, port: u16, rt: &tokio::runtime::Runtime) -> (f64, usize) {
     std::fs::write(d.join("vault.token"), ROOT).unwrap();
-    let config = d.join("keyport.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{d}/state"
-[listen]
-socket = "{d}/keyport.sock"
-[[tokens]]
-name = "soft"
-module = "{m}"
-label = "bench"
-pin = {{ file = "{d}/pin" }}
-softhsm = {{ dir = "{d}/softhsm" }}
-[[principals]]
-name = "root"
-uids = [0]
-permissions = {{ "*" = ["admin"] }}
-[sync]
+    let extra = format!(
+        r#"[sync]
 address = "http://127.0.0.1:{port}"
 token = {{ file = "{d}/vault.token" }}
 host = "bench"
 interval_secs = 86400
 jitter_secs = 0
-namespaces = ["*"]
-"#,
-            d = d.display(),
-            m = module().display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYPORT_LOG", "warn,cryptoki=off")
-        .spawn()
-        .unwrap();
-    let sock = d.join("keyport.sock");
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+namespaces = ["*"]"#,
+        d = d.display()
+    );
+    let daemon = common::BenchDaemon::start(d, "", "", &extra);
+    let sock = daemon.socket.clone();
     let result = rt.block_on(async {
         // The first pass (at start) finds an empty outbox; keys made now wait for `sync now`.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -187,7 +156,6 @@ namespaces = ["*"]
         assert_eq!(v["status"]["backlog"], 0, "{v}");
         (secs, v["status"]["last_pass"]["pushed"].as_u64().unwrap() as usize)
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = child.wait();
+    drop(daemon);
     result
 }

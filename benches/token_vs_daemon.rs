@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
@@ -99,31 +98,8 @@ fn raw(dir: &Path, n: usize) {
 
 /// Through the daemon: `keyport serve` (release build) on its own token, over the Unix socket.
 fn daemon(dir: &Path, n: usize) {
-    let d = dir.join("daemon");
-    std::fs::create_dir_all(&d).unwrap();
-    let socket = d.join("keyport.sock");
-    let config = d.join("keyport.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{d}/state\"\n[listen]\nsocket = \"{s}\"\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"bench\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\nsessions = {WORKERS}\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n",
-            d = d.display(),
-            s = socket.display(),
-            m = module().display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYPORT_LOG", "warn,cryptoki=off")
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let daemon = common::BenchDaemon::start(&dir.join("daemon"), "", &format!("sessions = {WORKERS}"), "");
+    let socket = daemon.socket.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         for alg in ["ec-p256", "ed25519"] {
@@ -169,8 +145,6 @@ fn daemon(dir: &Path, n: usize) {
             report(&format!("{label} (socket, {WORKERS} conns)"), count, start.elapsed());
         }
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = child.wait();
 }
 
 /// One keep-alive HTTP/1.1 connection over the Unix socket.

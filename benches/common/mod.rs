@@ -49,3 +49,64 @@ pub fn close_raw_token(p: Pkcs11) {
     p.finalize().unwrap();
     std::env::remove_var("SOFTHSM2_CONF");
 }
+
+/// `keyport serve` (the bench build) on its own SoftHSM token under `dir`, with a root
+/// principal, answering on `dir/keyport.sock`; stopped with SIGTERM when dropped.
+/// `listen`, `token` and `extra` are TOML lines added to `[listen]`, `[[tokens]]` and the end.
+pub struct BenchDaemon {
+    child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl BenchDaemon {
+    pub fn start(dir: &Path, listen: &str, token: &str, extra: &str) -> BenchDaemon {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("keyport.sock");
+        let config = dir.join("keyport.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"state_dir = "{d}/state"
+[listen]
+socket = "{s}"
+{listen}
+[[tokens]]
+name = "soft"
+module = "{m}"
+label = "bench"
+pin = {{ file = "{d}/pin" }}
+softhsm = {{ dir = "{d}/softhsm" }}
+{token}
+[[principals]]
+name = "root"
+uids = [0]
+permissions = {{ "*" = ["admin"] }}
+{extra}
+"#,
+                d = dir.display(),
+                s = socket.display(),
+                m = module().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("KEYPORT_LOG", "warn,cryptoki=off")
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "keyport did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        BenchDaemon { child, socket }
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}

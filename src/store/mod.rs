@@ -281,6 +281,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         outbox::on_delete(&tx, &self.sync_scope(), id)?;
+        // The key's certificate objects share its CKA_ID and went with it; one stored under a
+        // CKA_ID of its own stays in the token and only loses the link.
+        tx.execute("DELETE FROM certificates WHERE key_id=?1 AND (cka_id IS NULL OR cka_id=(SELECT cka_id FROM keys WHERE id=?1))", [id])?;
+        tx.execute("UPDATE certificates SET key_id=NULL WHERE key_id=?1", [id])?;
         let n = tx.execute("DELETE FROM keys WHERE id=?1", [id])?;
         records::insert_audit(&tx, audit)?;
         tx.commit()?;

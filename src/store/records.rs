@@ -279,6 +279,56 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_key_drops_the_certificates_that_shared_its_token_id() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        let cert = |sha: &str, key: Option<&str>| CertificateRecord {
+            sha256: sha.into(),
+            key_id: key.map(String::from),
+            namespace: "default".into(),
+            subject: "CN=t".into(),
+            issuer: "CN=t".into(),
+            serial: "01".into(),
+            not_before: now(),
+            not_after: now(),
+            sha1: sha.into(),
+            der: vec![0x30, 0x00],
+            created_at: now(),
+        };
+        // The leaf of an import (its object shares the key's CKA_ID) and a CA of its chain.
+        s.commit_key(&rec("aa", "default", "web"), &[cert("leaf", Some("aa")), cert("ca", None)], &audit(), None).unwrap();
+        // A second certificate of the key, stored by certificate import under its own CKA_ID.
+        let own = crate::store::certs::StoredCertificate {
+            record: cert("own", Some("aa")),
+            token: Some("soft".into()),
+            cka_id: Some(vec![0xbb; 16]),
+            job_id: None,
+        };
+        let job = JobRecord {
+            id: "j".into(),
+            kind: "certificate_import".into(),
+            namespace: Some("default".into()),
+            principal: "root".into(),
+            status: "PENDING".into(),
+            created_at: now(),
+            finished_at: None,
+            total: 1,
+            failed: 0,
+        };
+        s.create_job(&job, b"").unwrap();
+        let item = JobItem { job_id: "j".into(), seq: 0, status: "IMPORTED".into(), key_id: None, fingerprint: None, reason: None };
+        s.commit_certificate(&own, &audit(), &item).unwrap();
+        assert_eq!(s.certificates_of("aa").unwrap().len(), 2);
+
+        assert!(s.delete_key("aa", &audit()).unwrap());
+        assert!(s.certificates_of("aa").unwrap().is_empty(), "no certificate points at a deleted key");
+        assert!(s.certificate_by_sha256("leaf").unwrap().is_none(), "its object went with the key");
+        let kept = s.certificate_by_sha256("own").unwrap().expect("its own object is still in the token");
+        assert_eq!(kept.key_id, None);
+        assert!(s.certificate_by_sha256("ca").unwrap().is_some(), "the chain was never the key's");
+    }
+
+    #[test]
     fn newer_schema_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k.db");

@@ -317,3 +317,48 @@ fn a_sigkill_after_the_post_sends_no_key_twice() {
         assert_eq!(theirs.get(&fp), Some(&name));
     }
 }
+
+#[test]
+fn a_job_the_remote_never_finishes_stops_holding_the_key_back() {
+    if !tools() {
+        return;
+    }
+    // The remote pauses 6 s before committing each imported key: its job stays PENDING.
+    let mut b = Daemon::config("");
+    b.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "6000".into()));
+    b.spawn();
+    let a = local(&b, &[], "poll_secs = 1\njob_timeout_secs = 1");
+    import_many(&a, &names("slow", 1));
+
+    // The first pass posts and polls for a second; the next one gives up on the job.
+    sync_now(&a);
+    let start = Instant::now();
+    let failed = loop {
+        let (_, st) = a.curl("GET", "/keyport/v1/sync", None, &[]);
+        let ks = sync_state(&st, "slow-000");
+        if ks["status"] == "failed" {
+            break ks;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never gave up on the job: {ks}\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(failed["last_error"].as_str().unwrap().contains("job_timeout_secs"), "{failed}");
+    assert_eq!(remote_jobs(&b).len(), 1, "nothing posted twice while waiting");
+
+    // The remote's job ends meanwhile; `sync now` posts the key again and the remote skips it.
+    let start = Instant::now();
+    while keys(&b).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = Instant::now();
+    loop {
+        let st = sync_now(&a);
+        if sync_state(&st, "slow-000")["status"] == "synced" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{st}\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(keys(&b).len(), 1, "the key is at the remote once");
+}

@@ -357,6 +357,10 @@ pub struct TlspcRemoteConfig {
     /// at the next pass (its id is kept in the store, so nothing is posted twice).
     #[serde(default = "default_poll")]
     pub poll_secs: u64,
+    /// How long a posted job may stay unfinished before its keys stop waiting for it (they fail
+    /// with the reason and go again on `sync now`); one stuck job must not hold back the rest.
+    #[serde(default = "default_job_timeout")]
+    pub job_timeout_secs: u64,
 }
 
 fn default_batch() -> usize {
@@ -364,6 +368,9 @@ fn default_batch() -> usize {
 }
 fn default_poll() -> u64 {
     60
+}
+fn default_job_timeout() -> u64 {
+    24 * 3600
 }
 
 /// Problems of an http(s) base URL with its CA file, as (key, message).
@@ -426,6 +433,9 @@ impl SyncConfig {
         }
         if t.batch_size == 0 || t.batch_size > TLSPC_MAX_BATCH {
             p("tlspc.batch_size", format!("must be 1-{TLSPC_MAX_BATCH} (the remote's limit per import call)"));
+        }
+        if t.job_timeout_secs == 0 {
+            p("tlspc.job_timeout_secs", "must be at least 1".into());
         }
         if t.poll_secs == 0 {
             p("tlspc.poll_secs", "must be at least 1".into());

@@ -60,6 +60,13 @@ pub fn waits(row: &OutboxRow) -> Option<Duration> {
     row.next_attempt_at.as_deref().filter(|_| !row.permanent).and_then(until)
 }
 
+/// How long ago a stored RFC 3339 time was (zero when it is in the future); `None` when
+/// unreadable.
+pub fn since(at: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((time::OffsetDateTime::now_utc() - t).try_into().unwrap_or(Duration::ZERO))
+}
+
 /// How long until a stored RFC 3339 time (zero when it has passed); `None` when unreadable.
 pub fn until(at: &str) -> Option<Duration> {
     let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
@@ -134,6 +141,8 @@ mod tests {
         assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
         assert_eq!(until("2000-01-01T00:00:00.000000Z"), Some(Duration::ZERO));
         assert_eq!(until("soon"), None);
+        assert!(since("2000-01-01T00:00:00.000000Z").unwrap() > Duration::from_secs(24 * 3600 * 365 * 20));
+        assert_eq!(since(&at(Duration::from_secs(60))), Some(Duration::ZERO));
     }
 
     #[test]

@@ -421,11 +421,17 @@ impl Tlspc {
         // Per key: rows already in a remote job are polled (later rows wait for the result);
         // else deletions are settled here and the first push becomes a candidate.
         let mut polls: BTreeMap<String, BTreeMap<i64, PolledUnit>> = BTreeMap::new();
+        // When each job was posted (its oldest row), to stop waiting for a job that never ends.
+        let mut posted_at: HashMap<String, String> = HashMap::new();
         let mut candidates: VecDeque<Vec<OutboxRow>> = VecDeque::new();
         for key in plan::by_key(rows) {
             if key.rows.iter().any(|r| posted.contains_key(&r.seq)) {
                 for r in &key.rows {
                     if let Some(p) = posted.get(&r.seq) {
+                        let at = posted_at.entry(p.job_id.clone()).or_insert_with(|| p.posted_at.clone());
+                        if p.posted_at < *at {
+                            *at = p.posted_at.clone();
+                        }
                         let unit = polls.entry(p.job_id.clone()).or_default().entry(p.item).or_insert((p.cert_sha1.clone(), Vec::new()));
                         unit.1.push(r.clone());
                     }
@@ -476,7 +482,8 @@ impl Tlspc {
             let units: Vec<(usize, Unit)> =
                 units.into_iter().map(|(item, (cert_sha1, rows))| (item as usize, Unit { rows, cert_sha1 })).collect();
             tracing::info!(job = %job, keys = units.len(), "sync: polling the remote's import job posted earlier");
-            self.settle(&mut run, &job, units).await;
+            let since = posted_at.get(&job).cloned();
+            self.settle(&mut run, &job, units, since.as_deref()).await;
         }
 
         // New batches, while the remote keeps up.
@@ -558,7 +565,7 @@ impl Tlspc {
                         tokio::time::sleep(self.pause_after_post).await;
                     }
                     let units = chunk.into_iter().enumerate().map(|(i, (u, _))| (i, u)).collect();
-                    self.settle(run, &job, units).await;
+                    self.settle(run, &job, units, None).await;
                     let secs = started.elapsed().as_secs_f64();
                     tracing::info!(job = %job, keys = items.len(), secs, keys_per_sec = items.len() as f64 / secs.max(1e-6), "sync: import batch done");
                 }
@@ -595,8 +602,11 @@ impl Tlspc {
         }
     }
 
-    /// Waits for job `job` and records each unit's result; a job still running stays posted.
-    async fn settle(&self, run: &mut Run<'_>, job: &str, units: Vec<(usize, Unit)>) {
+    /// Waits for job `job` and records each unit's result; a job still running stays posted,
+    /// unless it was posted more than `job_timeout_secs` ago (`posted_at`): then its keys fail with a
+    /// reason and are posted again on `sync now` (the remote skips any it imported meanwhile),
+    /// so one job the remote never finishes cannot hold back every later batch.
+    async fn settle(&self, run: &mut Run<'_>, job: &str, units: Vec<(usize, Unit)>, posted_at: Option<&str>) {
         match self.wait(job).await {
             Ok(JobState::Finished { status, results }) => {
                 let (mut imported, mut skipped, mut failed) = (0, 0, 0);
@@ -631,6 +641,20 @@ impl Tlspc {
                     run.record(&u.rows, outcome);
                 }
                 tracing::info!(job = %job, status = %status, imported, skipped, failed, "sync: the remote's import job finished");
+            }
+            Ok(JobState::Running(s)) if posted_at.and_then(plan::since).is_some_and(|age| age.as_secs() >= self.cfg.job_timeout_secs) => {
+                tracing::warn!(job = %job, status = %s, "sync: the remote's import job did not finish in job_timeout_secs; its keys wait for `sync now`");
+                let seqs: Vec<i64> = units.iter().flat_map(|(_, u)| u.rows.iter().map(|r| r.seq)).collect();
+                if let Err(e) = run.app.store.sync_unpost(&seqs) {
+                    tracing::error!(error = %e, "sync: cannot record a result");
+                }
+                let why = format!(
+                    "the remote's import job {job} is still {s} after {} s (sync.tlspc.job_timeout_secs); keyport stopped waiting: `sync now` posts the key again (the remote skips it if the job imported it meanwhile)",
+                    self.cfg.job_timeout_secs
+                );
+                for (_, u) in units {
+                    run.record(&u.rows[..1], Err(VaultError::Permanent(why.clone())));
+                }
             }
             Ok(JobState::Running(s)) => {
                 tracing::info!(job = %job, status = %s, "sync: the remote's import job is still running; polled again at the next pass");

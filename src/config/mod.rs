@@ -414,6 +414,9 @@ impl Config {
             let tokens: Vec<String> = self.tokens.iter().map(|t| t.name.clone()).collect();
             let principals: Vec<String> = self.principals.iter().map(|p| p.name.clone()).collect();
             self.kps.check(&tokens, &principals, &mut out);
+            for (path, message) in self.tpp.check(&principals) {
+                out.push(Problem { path, message });
+            }
         }
         let mut p = |path: String, message: String| out.push(Problem { path, message });
         for (path, message) in self.sync.check() {
@@ -493,6 +496,7 @@ mod tests {
         let principals: Vec<String> = cfg.principals.iter().map(|p| p.name.clone()).collect();
         cfg.kps.check(&tokens, &principals, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
+        assert!(!cfg.tpp.users.is_empty() && cfg.tpp.check(&principals).is_empty(), "the example shows a TPP user of a real principal");
         assert!(cfg.sync.enabled() && cfg.sync.namespaces.contains(&"web".to_string()));
         assert_eq!(cfg.sync.remote, RemoteKind::OpenBao);
         // The commented [sync.tlspc] block parses, and checks clean with remote = "tlspc".

@@ -66,3 +66,57 @@ impl Default for TppConfig {
         }
     }
 }
+
+impl TppConfig {
+    /// Problems as (key path, message): names, lifetimes, and users that point at principals.
+    pub(super) fn check(&self, principals: &[String]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut p = |k: String, m: String| out.push((format!("tpp.{k}"), m));
+        if !crate::core::names::is_valid_name(&self.namespace) {
+            p("namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
+        }
+        if self.token_lifetime_secs == 0 {
+            p("token_lifetime_secs".into(), "must be at least 1".into());
+        }
+        if self.refresh_lifetime_secs < self.token_lifetime_secs {
+            p("refresh_lifetime_secs".into(), "must be at least token_lifetime_secs (a refresh token outlives its access token)".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.username.is_empty() {
+                p(format!("users[{i}].username"), "must not be empty".into());
+            }
+            // TPP user names are case-insensitive (`local:alice` = `local:Alice`).
+            if !seen.insert(u.username.to_lowercase()) {
+                p(format!("users[{i}].username"), format!("'{}' is listed twice (names are case-insensitive)", u.username));
+            }
+            if u.password_sha256.len() != 64 || !u.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                p(
+                    format!("users[{i}].password_sha256"),
+                    "not a SHA-256 hex digest; store `printf %s PASSWORD | sha256sum`, never the password".into(),
+                );
+            }
+            if !principals.contains(&u.principal) {
+                p(format!("users[{i}].principal"), format!("no [[principals]] entry is named '{}'", u.principal));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_must_point_at_principals_and_store_only_hashes() {
+        let mut c = TppConfig::default();
+        let good = TppUser { username: "alice".into(), password_sha256: "ab".repeat(32), principal: "ops".into() };
+        c.users = vec![good.clone()];
+        assert!(c.check(&["ops".into()]).is_empty());
+        c.users.push(TppUser { username: "Alice".into(), password_sha256: "hunter2".into(), principal: "nobody".into() });
+        c.token_lifetime_secs = 0;
+        let keys: Vec<String> = c.check(&["ops".into()]).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["tpp.token_lifetime_secs", "tpp.users[1].username", "tpp.users[1].password_sha256", "tpp.users[1].principal"]);
+    }
+}

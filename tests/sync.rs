@@ -14,15 +14,17 @@ fn keys_and_certificates_reach_openbao_once() {
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let mut d = daemon(&bao, "[tlspc]\nexportable = true\n");
-    let rsa = d.generate("web-rsa", "rsa-2048", true);
-    let ec = d.generate("web-ec", "ec-p256", true);
-    let ed = d.generate("ssh-ed", "ed25519", true);
+    // Every key type keyport makes.
+    let all: Vec<(String, serde_json::Value)> = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519"]
+        .iter()
+        .map(|alg| (format!("k-{alg}"), d.generate(&format!("k-{alg}"), alg, true)))
+        .collect();
     let sealed = d.generate("sealed", "ec-p256", false);
     let cert_sha = import_with_certificate(&d, "site.example.com");
 
     let st = sync_now(&d);
     assert_eq!(st["backlog"], 0, "{st}");
-    for (k, n) in [(&rsa, "web-rsa"), (&ec, "web-ec"), (&ed, "ssh-ed")] {
+    for (n, k) in &all {
         let ks = key_status(&st, n);
         assert_eq!((ks["status"].as_str(), ks["pushed_version"].as_i64()), (Some("synced"), Some(1)), "{ks}");
         check_in_transit(&bao, work.path(), &format!("h1-default.{n}"), k);
@@ -69,8 +71,8 @@ fn keys_and_certificates_reach_openbao_once() {
     d.spawn();
     let st = sync_now(&d);
     assert_eq!(st["backlog"], 0, "{st}");
-    assert_eq!(key_status(&st, "web-rsa")["status"], "synced");
-    for (k, n) in [(&rsa, "web-rsa"), (&ec, "web-ec"), (&ed, "ssh-ed")] {
+    assert_eq!(key_status(&st, "k-rsa-2048")["status"], "synced");
+    for (n, k) in &all {
         check_in_transit(&bao, work.path(), &format!("h1-default.{n}"), k);
     }
     if cert_sha.is_some() {
@@ -80,7 +82,7 @@ fn keys_and_certificates_reach_openbao_once() {
     // `keyport sync status` prints the table.
     let out = d.command().args(["sync", "status", "--socket"]).arg(&d.socket).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("web-rsa") && text.contains("not_syncable"), "{text}");
+    assert!(out.status.success() && text.contains("k-rsa-4096") && text.contains("not_syncable"), "{text}");
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl From<CoreError> for IotError {
             CoreError::Invalid { .. } | CoreError::Conflict(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "resource_not_found"),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
-            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "access_denied"),
+            CoreError::Forbidden(_) | CoreError::NotExportable(_) => (StatusCode::FORBIDDEN, "access_denied"),
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
             }

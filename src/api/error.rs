@@ -28,7 +28,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            CoreError::Forbidden(_) | CoreError::NotExportable(_) => (StatusCode::FORBIDDEN, "forbidden"),
             CoreError::Token(TokenError::Transient { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             CoreError::Token(TokenError::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
             CoreError::Token(TokenError::Refused { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "token_refused"),

@@ -85,7 +85,7 @@ impl From<CoreError> for VendorError {
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             CoreError::Conflict(_) => (StatusCode::CONFLICT, codes::INVALID_REQUEST),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
-            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
+            CoreError::Forbidden(_) | CoreError::NotExportable(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }

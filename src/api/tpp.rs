@@ -285,7 +285,7 @@ fn core_failure(e: CoreError) -> Value {
     let msg = e.to_string();
     match e {
         CoreError::NotFound(_) => failure(codes::KEY_NOT_FOUND, msg),
-        CoreError::Forbidden(_) if msg.contains("non-exportable") => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
+        CoreError::NotExportable(_) => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
         CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => failure(codes::INSUFFICIENT_RIGHTS, msg),
         CoreError::Invalid { .. } | CoreError::Conflict(_) => failure(codes::BAD_KEY_FORMAT, msg),
         other => {

@@ -20,21 +20,27 @@ fn authorize(
     action: &str,
 ) -> Result<(KeyRecord, std::sync::Arc<crate::token::Token>), CoreError> {
     let rec = super::keys::get(app, who, key_id)?;
-    let refuse = |why: String| {
+    let refuse = |why: String, err: fn(String) -> CoreError| {
         let _ = app.store.audit(&audit(who, action, &rec.namespace, &rec.id, "refused", Some(why.clone())));
-        CoreError::Forbidden(why)
+        err(why)
     };
     if rec.owner != who.name && !who.allows(&rec.namespace, Permission::ExportPrivate) {
-        return Err(refuse(format!(
-            "principal '{}' may not export keys of namespace '{}': it needs the 'export-private' permission, or to own the key",
-            who.name, rec.namespace
-        )));
+        return Err(refuse(
+            format!(
+                "principal '{}' may not export keys of namespace '{}': it needs the 'export-private' permission, or to own the key",
+                who.name, rec.namespace
+            ),
+            CoreError::Forbidden,
+        ));
     }
     if !rec.exportable {
-        return Err(refuse(format!(
+        return Err(refuse(
+            format!(
             "key '{}' was created non-exportable, so it can never leave the token; generate or import it again as exportable if it must",
             rec.name
-        )));
+        ),
+            CoreError::NotExportable,
+        ));
     }
     let token = app
         .tokens

@@ -55,6 +55,10 @@ pub enum CoreError {
     /// The principal lacks a permission, or a policy forbids the request.
     #[error("{0}")]
     Forbidden(String),
+    /// The key was created non-exportable: no principal may take it out of the token (faces
+    /// that have a code for this, like TPP's 14, use it; the others answer as for `Forbidden`).
+    #[error("{0}")]
+    NotExportable(String),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]

@@ -72,7 +72,7 @@ impl From<CoreError> for VendorError {
         let status = match &e {
             CoreError::Invalid { .. } | CoreError::NotFound(_) | CoreError::Conflict(_) => StatusCode::BAD_REQUEST,
             CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CoreError::Forbidden(_) | CoreError::NotExportable(_) => StatusCode::FORBIDDEN,
             CoreError::Token(TokenError::Refused { .. }) | CoreError::Token(TokenError::NotFound { .. }) => StatusCode::BAD_REQUEST,
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

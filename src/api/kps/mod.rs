@@ -91,7 +91,7 @@ impl From<CoreError> for KpsError {
             CoreError::Invalid { .. } | CoreError::Conflict(_) => (StatusCode::BAD_REQUEST, codes::PARAMETER),
             CoreError::NotFound(_) => (StatusCode::BAD_REQUEST, codes::NOT_EXIST),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::AUTH),
-            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::NO_PERMISSION),
+            CoreError::Forbidden(_) | CoreError::NotExportable(_) => (StatusCode::FORBIDDEN, codes::NO_PERMISSION),
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY)
             }

@@ -277,3 +277,35 @@ fn expired_bearer_token() {
     let (s, v) = call(&d, &tok, "/vedsdk/SSH/ExportSelfServicePrivateKey", json!({"KeyId": 1, "Format": "OpenSSH", "Passphrase": PASS}));
     assert_eq!((s, v["error"].as_str()), (401, Some("expired_token")), "{v}");
 }
+
+#[test]
+fn tokens_survive_a_daemon_restart_and_only_their_hashes_are_stored() {
+    if !require("curl") {
+        return;
+    }
+    let mut d = start(3600);
+    let (s, v) = login(&d, "alice", "alice-secret", "ssh:manage");
+    assert_eq!(s, 200, "{v}");
+    let (access, refresh) = (v["access_token"].as_str().unwrap().to_string(), v["refresh_token"].as_str().unwrap().to_string());
+    assert!(d.stop().success());
+    let db = std::fs::read(d.dir.path().join("state/keyport.db")).unwrap();
+    let wal = std::fs::read(d.dir.path().join("state/keyport.db-wal")).unwrap_or_default();
+    for t in [&access, &refresh] {
+        let needle = t.as_bytes();
+        assert!(!db.windows(needle.len()).chain(wal.windows(needle.len())).any(|w| w == needle), "a token is stored in the clear");
+    }
+
+    d.spawn();
+    let auth = format!("Authorization: Bearer {access}");
+    let (s, v) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
+    assert_eq!((s, v["identity"].as_str()), (200, Some("local:alice")), "{v}");
+    let (s, v) = d.curl_https(
+        "POST",
+        "/vedauth/authorize/token",
+        Some(&json!({"client_id": "keyport-test", "refresh_token": refresh}).to_string()),
+        &[],
+    );
+    assert_eq!(s, 200, "the refresh token too: {v}");
+    let (s, _) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
+    assert_eq!(s, 401, "the refreshed-away access token is gone");
+}

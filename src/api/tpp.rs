@@ -9,8 +9,6 @@
 //! `ssh:discover` for imports. SSH calls answer HTTP 200 with TPP's `SshWebResponse`
 //! (`Success`, `ErrorCode`, `ErrorMessage`) also when they fail, as TPP does.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
@@ -30,7 +28,7 @@ use crate::core::formats::{self, ExportFormat};
 use crate::core::import::{ImportOutcome, ImportRequest};
 use crate::core::{CoreError, SharedApp};
 use crate::material::ssh::{fingerprint_sha256, public_key_line};
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, TppSession};
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
@@ -53,20 +51,11 @@ pub async fn fallback(State(app): State<SharedApp>, req: Request) -> Response {
 
 // --- tokens -----------------------------------------------------------------------------------
 
-struct Session {
-    username: String,
-    principal: String,
-    client_id: String,
-    scope: String,
-    granted: u64,
-    issued: u64,
-    expires: u64,
-    refresh_until: u64,
-    refresh_hash: [u8; 32],
+/// A store failure on the token path: the client may retry.
+fn store_unavailable(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "tpp: the session store failed");
+    oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "keyport's store is unavailable; try again")
 }
-
-/// Sessions by SHA-256 of the access token; the tokens themselves are not kept.
-static SESSIONS: LazyLock<Mutex<HashMap<[u8; 32], Session>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -113,7 +102,7 @@ fn issue(
     scope: String,
     granted: u64,
     refresh_until: u64,
-) -> Value {
+) -> Result<Value, Response> {
     let (access, refresh) = (new_token(), new_token());
     let t = now();
     let expires = t + app.config.tpp.token_lifetime_secs;
@@ -127,11 +116,20 @@ fn issue(
         "scope": scope,
         "identity": format!("local:{username}"),
     });
-    let s = Session { username, principal, client_id, scope, granted, issued: t, expires, refresh_until, refresh_hash: hash(&refresh) };
-    let mut sessions = SESSIONS.lock().expect("poisoned");
-    sessions.retain(|_, s| s.refresh_until > t);
-    sessions.insert(hash(&access), s);
-    body
+    let s = TppSession {
+        access_sha256: hash(&access),
+        refresh_sha256: hash(&refresh),
+        username,
+        principal,
+        client_id,
+        scope,
+        granted,
+        issued: t,
+        expires,
+        refresh_until,
+    };
+    app.store.tpp_session_put(&s, t).map_err(store_unavailable)?;
+    Ok(body)
 }
 
 #[derive(Deserialize)]
@@ -170,8 +168,10 @@ fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Username/password combination not valid");
     };
     let t = now();
-    let body = issue(app, user.username.clone(), user.principal.clone(), client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs);
-    (StatusCode::OK, Json(body)).into_response()
+    match issue(app, user.username.clone(), user.principal.clone(), client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs) {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(r) => r,
+    }
 }
 
 #[derive(Deserialize)]
@@ -185,49 +185,42 @@ fn refresh_token(app: &SharedApp, body: &[u8]) -> Response {
     else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and refresh_token are required");
     };
-    let h = hash(&refresh);
     let t = now();
-    let old = {
-        let mut sessions = SESSIONS.lock().expect("poisoned");
-        let key = sessions.iter().find(|(_, s)| bool::from(s.refresh_hash.ct_eq(&h)) && s.client_id == client_id).map(|(k, _)| *k);
-        key.and_then(|k| sessions.remove(&k))
+    let old = match app.store.tpp_session_take_refresh(&hash(&refresh), &client_id) {
+        Ok(s) => s,
+        Err(e) => return store_unavailable(e),
     };
     match old {
-        Some(s) if s.refresh_until > t => {
-            let body = issue(app, s.username, s.principal, s.client_id, s.scope, s.granted, s.refresh_until);
-            (StatusCode::OK, Json(body)).into_response()
-        }
+        Some(s) if s.refresh_until > t => match issue(app, s.username, s.principal, s.client_id, s.scope, s.granted, s.refresh_until) {
+            Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+            Err(r) => r,
+        },
         _ => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token is invalid or expired"),
     }
 }
 
-/// The bearer token's session, or the 401 TPP answers.
-fn bearer(req: &axum::http::request::Parts) -> Result<[u8; 32], Response> {
+/// The bearer token's live session, or the 401 TPP answers.
+fn bearer(app: &SharedApp, req: &axum::http::request::Parts) -> Result<TppSession, Response> {
     let token = req
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
         .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "no bearer token (Authorization: Bearer <access_token>)"))?;
-    let h = hash(token);
-    let sessions = SESSIONS.lock().expect("poisoned");
-    match sessions.get(&h) {
+    match app.store.tpp_session(&hash(token)).map_err(store_unavailable)? {
         None => Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid")),
         Some(s) if s.expires <= now() => {
             Err(oauth_error(StatusCode::UNAUTHORIZED, "expired_token", "the access token has expired; refresh it"))
         }
-        Some(_) => Ok(h),
+        Some(s) => Ok(s),
     }
 }
 
 /// The caller's principal, after checking the token's scope.
 fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, privilege: Option<&str>) -> Result<Principal, Response> {
-    let h = bearer(parts)?;
-    let (principal, ok) = {
-        let sessions = SESSIONS.lock().expect("poisoned");
-        let s = sessions.get(&h).ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid"))?;
-        (s.principal.clone(), scope_allows(&s.scope, scope, privilege))
-    };
+    let s = bearer(app, parts)?;
+    let ok = scope_allows(&s.scope, scope, privilege);
+    let principal: String = s.principal;
     if !ok {
         let need = privilege.map_or(scope.to_string(), |p| format!("{scope}:{p}"));
         return Err(oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call needs the token scope '{need}'")));
@@ -237,13 +230,11 @@ fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, priv
     })
 }
 
-fn verify(parts: &axum::http::request::Parts) -> Response {
-    let h = match bearer(parts) {
-        Ok(h) => h,
+fn verify(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {
+    let s = match bearer(app, parts) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let sessions = SESSIONS.lock().expect("poisoned");
-    let Some(s) = sessions.get(&h) else { return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid") };
     Json(json!({
         "application": s.client_id,
         "expires_ISO8601": iso8601(s.expires),
@@ -256,12 +247,9 @@ fn verify(parts: &axum::http::request::Parts) -> Response {
     .into_response()
 }
 
-fn revoke(parts: &axum::http::request::Parts) -> Response {
-    match bearer(parts) {
-        Ok(h) => {
-            SESSIONS.lock().expect("poisoned").remove(&h);
-            StatusCode::OK.into_response()
-        }
+fn revoke(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {
+    match bearer(app, parts).and_then(|s| app.store.tpp_session_delete(&s.access_sha256).map_err(store_unavailable)) {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(r) => r,
     }
 }
@@ -528,9 +516,9 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
     match (m, path.as_str()) {
         (&Method::POST, "/vedauth/authorize/oauth") => authorize_oauth(&app, &body),
         (&Method::POST, "/vedauth/authorize/token") => refresh_token(&app, &body),
-        (&Method::GET, "/vedauth/authorize/verify") => verify(&parts),
-        (&Method::GET, "/vedauth/revoke/token") => revoke(&parts),
-        (&Method::GET, "/vedsdk/systemstatus/version") => match bearer(&parts) {
+        (&Method::GET, "/vedauth/authorize/verify") => verify(&app, &parts),
+        (&Method::GET, "/vedauth/revoke/token") => revoke(&app, &parts),
+        (&Method::GET, "/vedsdk/systemstatus/version") => match bearer(&app, &parts) {
             Ok(_) => Json(json!({"Version": app.config.tpp.version})).into_response(),
             Err(r) => r,
         },

@@ -182,6 +182,20 @@ pub(crate) const STEPS: &[&str] = &[
         posted_at TEXT NOT NULL
      );
      CREATE INDEX sync_remote_jobs_job ON sync_remote_jobs(job_id, item);",
+    // 9: TPP face OAuth sessions, so a restart does not log clients out. Only SHA-256 hashes of
+    //    the (random, 192-bit) tokens are kept, never the tokens.
+    "CREATE TABLE tpp_sessions(
+        access_sha256 BLOB PRIMARY KEY,
+        refresh_sha256 BLOB NOT NULL UNIQUE,
+        username TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        granted INTEGER NOT NULL,       -- Unix seconds
+        issued INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        refresh_until INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build migrates to.

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 pub use certs::{CertView, StoredCertificate};
 pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
+pub use tpp::TppSession;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -71,6 +71,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     tracing::info!(
         intents_undone = repairs.intents_undone,
         rows_removed = repairs.rows_removed,
+        certificate_rows_removed = repairs.certificate_rows_removed,
         other_objects = repairs.foreign_objects,
         "reconciled store and tokens"
     );

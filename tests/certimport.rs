@@ -411,3 +411,35 @@ fn a_crash_between_token_and_store_neither_loses_nor_duplicates() {
     assert_eq!(cert_objects(&d).len(), 1, "the retry reuses the object left before the crash");
     assert_eq!(certificates(&d, "").len(), 1);
 }
+
+#[test]
+fn a_certificate_row_whose_object_is_gone_is_removed_at_start() {
+    if !tools() {
+        return;
+    }
+    let mut d = Daemon::start(PROFILES);
+    let w = tempfile::tempdir().unwrap();
+    let z = w.path().join("two.zip");
+    zip_crate(&z, &[("gone.pem", pem_of(&rcgen_cert("gone")).as_bytes()), ("kept.pem", pem_of(&rcgen_cert("kept")).as_bytes())]);
+    let (s, v) = upload(&d, "pem-profile", &z);
+    assert_eq!(s, 200, "{v}");
+    wait_job(&d, v["id"].as_str().unwrap());
+    let listed = certificates(&d, "");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let gone = listed[0].clone();
+    let gone_id = gone["cka_id"].as_str().unwrap().to_string();
+    assert!(d.stop().success());
+
+    // Another tool deletes one certificate object from the token.
+    let out = d.pkcs11_tool(&["--delete-object", "--type", "cert", "--id", &gone_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.spawn();
+    let left = certificates(&d, "");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left[0]["sha256"], gone["sha256"]);
+    assert!(d.log().contains("repaired: removed a certificate row"), "{}", d.log());
+}
+
+fn pem_of(der: &[u8]) -> String {
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64(der))
+}

@@ -2,7 +2,8 @@
 //! - an intent left by a crash (objects may or may not exist): the creation was never
 //!   acknowledged, so its objects are destroyed and the intent dropped;
 //! - an inventory row whose objects are gone from the token (deleted by another tool, or a
-//!   crash between token delete and store delete): the row is removed and audited.
+//!   crash between token delete and store delete): the row is removed and audited; likewise a
+//!   certificate row whose own object is gone.
 //! Objects keyport knows nothing about (no row, no intent) belong to someone else sharing the
 //! token; they are counted and left alone.
 
@@ -15,6 +16,7 @@ use crate::token::objects;
 pub struct Repairs {
     pub intents_undone: usize,
     pub rows_removed: usize,
+    pub certificate_rows_removed: usize,
     pub foreign_objects: usize,
 }
 
@@ -44,8 +46,9 @@ pub async fn run(app: &App) -> Result<Repairs, super::CoreError> {
         let rows = app.store.keys_in_token(&token.name)?;
         let ids: std::collections::HashSet<Vec<u8>> = rows.iter().map(|k| k.cka_id.clone()).collect();
         // Certificates kept without a key (certificate import) are keyport's too.
-        let cert_ids: std::collections::HashSet<Vec<u8>> = app.store.certificate_ids_in_token(&token.name)?.into_iter().collect();
-        let (missing, foreign) = token
+        let certs = app.store.certificates_in_token(&token.name)?;
+        let cert_ids: std::collections::HashSet<Vec<u8>> = certs.iter().map(|(_, id)| id.clone()).collect();
+        let (missing, missing_certs, foreign) = token
             .run(move |c| {
                 let idx = c.live.index.read().expect("poisoned");
                 let missing: Vec<Vec<u8>> = ids
@@ -53,12 +56,33 @@ pub async fn run(app: &App) -> Result<Repairs, super::CoreError> {
                     .filter(|id| idx.get(id).map_or(true, |s| s.private.is_none() && s.public.is_none() && s.secret.is_none()))
                     .cloned()
                     .collect();
+                let missing_certs: Vec<String> = certs
+                    .iter()
+                    .filter(|(_, id)| idx.get(id).is_none_or(|s| s.certificate.is_none()))
+                    .map(|(sha, _)| sha.clone())
+                    .collect();
                 let own: [&[u8]; 3] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID, crate::sync::client_cert::CLIENT_KEY_ID];
                 let foreign =
                     idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
-                Ok((missing, foreign))
+                Ok((missing, missing_certs, foreign))
             })
             .await?;
+        for sha in &missing_certs {
+            app.store.remove_certificate_row(
+                sha,
+                &AuditEntry {
+                    at: now(),
+                    principal: "keyport".into(),
+                    action: "reconcile.remove-certificate-row".into(),
+                    namespace: None,
+                    key_id: None,
+                    outcome: "repaired".into(),
+                    detail: Some(format!("certificate sha256:{sha} has no object left in token '{}'", token.name)),
+                },
+            )?;
+            tracing::warn!(certificate = %sha, token = %token.name, "repaired: removed a certificate row whose token object is gone");
+            r.certificate_rows_removed += 1;
+        }
         for k in rows.iter().filter(|k| missing.contains(&k.cka_id)) {
             app.store.delete_key(
                 &k.id,

@@ -78,11 +78,22 @@ impl Store {
     }
 
     /// CKA_IDs of the certificate objects keyport placed in `token` under their own id.
-    pub fn certificate_ids_in_token(&self, token: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Certificates stored as objects of their own in `token`: (SHA-256, CKA_ID).
+    pub fn certificates_in_token(&self, token: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT cka_id FROM certificates WHERE token=?1 AND cka_id IS NOT NULL")?;
-        let rows = st.query_map([token], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare("SELECT sha256, cka_id FROM certificates WHERE token=?1 AND cka_id IS NOT NULL")?;
+        let rows = st.query_map([token], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Removes a certificate row whose token object is gone, with its audit entry.
+    pub fn remove_certificate_row(&self, sha256: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM certificates WHERE sha256=?1", [sha256])?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Certificates by namespace and expiry (`not_after` before an RFC 3339 time), soonest

@@ -224,6 +224,24 @@ fn pem_zip_from_the_zip_tool_links_a_generated_key_and_keeps_the_chain() {
     assert_eq!(job["failed_certificates"], 1);
     assert_eq!(cert_objects(&d).len(), 2);
     assert_eq!(certificates(&d, "").len(), 2);
+
+    // Deleting the leaf takes its certificate object only: the key sharing its CKA_ID stays.
+    let leaf_sha = leaf["sha256"].as_str().unwrap().to_string();
+    let (s, v) = d.curl("DELETE", &format!("/keyport/v1/certificates/{leaf_sha}"), None, &["-H", "x-api-key: reader-key"]);
+    assert_eq!(s, 403, "a reader may not delete: {v}");
+    let (s, v) = d.curl("DELETE", "/keyport/v1/certificates/not-a-hash", None, &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_id")), "{v}");
+    let (s, v) = d.curl("DELETE", &format!("/keyport/v1/certificates/{leaf_sha}"), None, &[]);
+    assert_eq!((s, v["deleted"].as_str()), (200, Some(leaf_sha.as_str())), "{v}");
+    let objs = cert_objects(&d);
+    assert!(objs.len() == 1 && objs[0].2 != key_id, "only the CA's certificate object is left: {objs:?}");
+    let keys_objs = object_blocks(&d.pkcs11_objects());
+    assert!(keys_objs.iter().filter(|o| o.2 == key_id).count() == 2, "the key's private and public objects stay: {keys_objs:?}");
+    assert_eq!(certificates(&d, "").len(), 1);
+    let (s, v) = d.curl("GET", &format!("/keyport/v1/keys/{key_id}"), None, &[]);
+    assert_eq!(s, 200, "the key stays: {v}");
+    let (s, _) = d.curl("DELETE", &format!("/keyport/v1/certificates/{leaf_sha}"), None, &[]);
+    assert_eq!(s, 404, "deleted once");
 }
 
 fn rcgen_cert(name: &str) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! Native certificate views under `/keyport/v1/`: `GET /certificates?namespace=…&expiring_before=…`
-//! (a date `2026-01-31` or an RFC 3339 time), soonest expiry first.
+//! (a date `2026-01-31` or an RFC 3339 time), soonest expiry first; `DELETE /certificates/{sha256}`.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use crate::core::certificates;
 use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/certificates", get(list))
+    Router::new().route("/certificates", get(list)).route("/certificates/{sha256}", axum::routing::delete(delete))
 }
 
 #[derive(Deserialize)]
@@ -47,6 +47,15 @@ async fn list(State(app): State<SharedApp>, Caller(who): Caller, Query(q): Query
     };
     let certs = certificates::list(&app, &who, q.namespace.as_deref(), before.as_deref())?;
     Ok(Json(json!({ "certificates": certs })))
+}
+
+async fn delete(State(app): State<SharedApp>, Caller(who): Caller, Path(sha256): Path<String>) -> Result<Json<Value>, ApiError> {
+    let sha256 = sha256.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", "name the certificate by its SHA-256: 64 hex digits"));
+    }
+    let rec = certificates::delete(&app, &who, &sha256).await?;
+    Ok(Json(json!({ "deleted": rec.sha256 })))
 }
 
 #[cfg(test)]

@@ -267,3 +267,41 @@ pub fn list(
     let rows = app.store.list_certificates(namespace, expiring_before)?;
     Ok(rows.into_iter().filter(|c| who.allows(&c.namespace, Permission::Read)).collect())
 }
+
+/// Deletes a certificate: its token object (only the certificate; a key sharing its CKA_ID
+/// stays) and its row, audited. Needs `manage` on its namespace. The vault's copy, if synced,
+/// is kept (keyport has no delete right there).
+pub async fn delete(app: &App, who: &Principal, sha256: &str) -> Result<crate::store::CertificateRecord, CoreError> {
+    let not_found = || CoreError::NotFound(format!("no certificate with SHA-256 '{sha256}'"));
+    let stored = app.store.stored_certificate(sha256)?.ok_or_else(not_found)?;
+    // A caller who may not read the namespace learns nothing, not even that it exists.
+    if !who.allows(&stored.record.namespace, Permission::Read) {
+        return Err(not_found());
+    }
+    who.require(&stored.record.namespace, Permission::Manage)?;
+    // Where its object lives: its own CKA_ID, or its key's (a key import's leaf).
+    let place = match (&stored.token, &stored.cka_id, &stored.record.key_id) {
+        (Some(t), Some(id), _) => Some((t.clone(), id.clone())),
+        (_, _, Some(key)) => app.store.key(key)?.map(|k| (k.token, k.cka_id)),
+        _ => None, // a chain certificate kept in the inventory only
+    };
+    if let Some((token, id)) = place {
+        let token = app
+            .tokens
+            .get(Some(&token))
+            .ok_or_else(|| CoreError::Conflict(format!("the certificate's token '{token}' is no longer configured")))?;
+        token.run(move |c| objects::destroy_certificate(c, &id)).await?;
+    }
+    let entry = crate::store::AuditEntry {
+        at: crate::store::records::now(),
+        principal: who.name.clone(),
+        action: "certificate.delete".into(),
+        namespace: Some(stored.record.namespace.clone()),
+        key_id: stored.record.key_id.clone(),
+        outcome: "ok".into(),
+        detail: Some(format!("sha256:{sha256} {}", stored.record.subject.chars().take(200).collect::<String>())),
+    };
+    app.store.remove_certificate_row(sha256, &entry)?;
+    tracing::info!(certificate = %sha256, principal = %who.name, "certificate deleted");
+    Ok(stored.record)
+}

@@ -59,6 +59,16 @@ impl Index {
         self.by_id.remove(id)
     }
 
+    /// Forgets the certificate object of `id`, and the id when nothing else is left under it.
+    pub fn remove_certificate(&mut self, id: &[u8]) -> Option<ObjectHandle> {
+        let e = self.by_id.get_mut(id)?;
+        let h = e.certificate.take();
+        if e.private.is_none() && e.public.is_none() && e.secret.is_none() {
+            self.by_id.remove(id);
+        }
+        h
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = (&Vec<u8>, &ObjectSet)> {
         self.by_id.iter()
     }

@@ -127,6 +127,19 @@ pub fn destroy(c: &Ctx, id: &[u8]) -> Result<usize, TokenError> {
     Ok(n)
 }
 
+/// Destroys only the certificate object under `id` (a key sharing the id stays). `false` when
+/// there is none.
+pub fn destroy_certificate(c: &Ctx, id: &[u8]) -> Result<bool, TokenError> {
+    let h = c.live.index.read().expect("poisoned").get(id).and_then(|s| s.certificate);
+    let Some(h) = h else { return Ok(false) };
+    match c.session.destroy_object(h) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => {}
+        Err(e) => return Err(TokenError::from_ck(c.token, "C_DestroyObject", e)),
+    }
+    c.live.index.write().expect("poisoned").remove_certificate(id);
+    Ok(true)
+}
+
 /// Stores an X.509 certificate next to the key with the same `id`.
 pub fn create_certificate(c: &Ctx, id: &[u8], label: &str, der: &[u8], subject_der: &[u8]) -> Result<(), TokenError> {
     let h = c.ck(

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use std::future::Future;
 
 use super::error::ApiError;
 use crate::core::SharedApp;
@@ -32,7 +33,73 @@ pub async fn read_limited(req: Request, limit: usize) -> Result<axum::body::Byte
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(c) = cause {
+            if c.is::<BodyDeadline>() {
+                return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", c.to_string());
+            }
+            cause = c.source();
+        }
+        too_large(limit)
+    })
+}
+
+/// The request body did not arrive before the request's deadline.
+#[derive(Debug)]
+pub struct BodyDeadline(pub u64);
+
+impl std::fmt::Display for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body did not arrive within {} s (limits.request_timeout_secs)", self.0)
+    }
+}
+
+impl std::error::Error for BodyDeadline {}
+
+/// A request body that fails once the request's deadline passes. Handlers run as tasks of
+/// their own (`listen`), so without this a client trickling a body would hold its task and
+/// connection for ever.
+pub struct DeadlineBody {
+    inner: std::pin::Pin<Box<hyper::body::Incoming>>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    secs: u64,
+    /// Told when the deadline cuts the body off: the connection, left mid-body, must close.
+    expired: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl DeadlineBody {
+    pub fn new(inner: hyper::body::Incoming, limit: std::time::Duration, expired: std::sync::Arc<tokio::sync::Notify>) -> DeadlineBody {
+        DeadlineBody { inner: Box::pin(inner), deadline: Box::pin(tokio::time::sleep(limit)), secs: limit.as_secs(), expired }
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.inner.is_end_stream() {
+            return std::task::Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired.notify_one();
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadline(self.secs)))));
+        }
+        self.inner.as_mut().poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl<T: DeserializeOwned> FromRequest<SharedApp> for JsonBody<T> {

@@ -109,8 +109,7 @@ pub async fn serve_unix(listener: UnixListener, s: Serving) {
         };
         let s = s.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, &s).await;
-            drop(permit);
+            serve_connection(stream, peer, &s, Arc::new(permit)).await;
         });
     }
 }
@@ -134,37 +133,51 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAccep
         let tls = tls.clone();
         tokio::spawn(async move {
             let peer = Peer::Tcp { addr };
+            let permit = Arc::new(permit);
             match tls {
                 Some(acceptor) => {
                     let hs = Duration::from_secs(s.limits.header_timeout_secs);
                     match tokio::time::timeout(hs, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, &s).await,
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, &s, permit).await,
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, peer, &s).await,
+                None => serve_connection(stream, peer, &s, permit).await,
             }
-            drop(permit);
         });
     }
 }
 
-async fn serve_connection<IO>(io: IO, peer: Peer, s: &Serving)
+/// Serves one connection. `permit` is its place under `limits.max_connections`; every request
+/// handler holds a clone until it ends, so handlers that outlive their connection still count
+/// (and shutdown, which waits for every permit, waits for them too).
+async fn serve_connection<IO>(io: IO, peer: Peer, s: &Serving, permit: Arc<tokio::sync::OwnedSemaphorePermit>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let router = s.router.clone();
     let request_timeout = Duration::from_secs(s.limits.request_timeout_secs);
+    // Set when a request or its body timed out: the body may be unread, so the connection is
+    // closed once the answer is out.
+    let timed_out = Arc::new(tokio::sync::Notify::new());
+    let closer = timed_out.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
         let router = router.clone();
+        let permit = permit.clone();
+        let timed_out = timed_out.clone();
         async move {
-            let req = req.map(axum::body::Body::new);
+            let req = req.map(|b| axum::body::Body::new(super::body::DeadlineBody::new(b, request_timeout, timed_out.clone())));
             // The handler runs as its own task: a client that hangs up (which drops this
             // future) or a timeout never cuts an operation between its token write and its
-            // store commit; it finishes, or undoes itself, on its own.
-            let handler = tokio::spawn(router.oneshot(req));
+            // store commit; it finishes, or undoes itself, on its own. Its body has the same
+            // deadline, so a trickling client cannot keep it waiting.
+            let handler = tokio::spawn(async move {
+                let response = router.oneshot(req).await;
+                drop(permit);
+                response
+            });
             match tokio::time::timeout(request_timeout, handler).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -172,19 +185,25 @@ where
                     Ok(super::error::ApiError::new(
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",
-                        "the request failed inside keyport; nothing was committed half-way (see the daemon log)",
+                        "the request failed inside keyport (see the daemon log); an unfinished key creation is undone at the next start",
                     )
                     .into_response_box())
                 }
-                Err(_) => Ok(super::error::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!(
-                        "the request took longer than {}s (limits.request_timeout_secs); it goes on in the background, so check its result before retrying",
-                        request_timeout.as_secs()
-                    ),
-                )
-                .into_response_box()),
+                Err(_) => {
+                    let mut r = super::error::ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        format!(
+                            "the request took longer than {}s (limits.request_timeout_secs); it goes on in the background, so check its result before retrying",
+                            request_timeout.as_secs()
+                        ),
+                    )
+                    .into_response_box();
+                    // Its body may be unread: the connection cannot carry another request.
+                    r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                    timed_out.notify_one();
+                    Ok(r)
+                }
             }
         }
     });
@@ -199,6 +218,11 @@ where
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(idle, conn).await;
+        }
+        // A timed-out request: let its 503 go out, then close, whatever the client still sends.
+        _ = closer.notified() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
     }
 }

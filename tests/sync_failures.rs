@@ -44,6 +44,23 @@ fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
     assert_eq!(s, 200, "{m}");
     assert!(m.contains("\nkeyport_sync_backlog_rows 2\n") && m.contains("keyport_sync_keys{status=\"pending\"} 2"), "{m}");
     assert!(m.contains("keyport_token_up{token=\"soft\"} 1") && m.contains("keyport_keys{namespace=\"default\"} 2"), "{m}");
+    // Per-namespace counts follow read permission: `reader` (read on `default` only) does not
+    // see a key in `other`; the global backlog gauge carries no names and stays whole.
+    let (s, v) = d.curl(
+        "POST",
+        "/keyport/v1/keys",
+        Some(r#"{"name":"x","algorithm":"ec-p256","namespace":"other"}"#),
+        &["-H", "content-type: application/json"],
+    );
+    assert!(s == 200 || s == 201, "{s} {v}");
+    let (_, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(m.contains("keyport_keys{namespace=\"other\"} 1"), "{m}");
+    let (s, m) = d.curl_https("GET", "/keyport/v1/metrics", None, &["-H", "X-Api-Key: reader-key"]);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert_eq!(s, 200, "{m}");
+    assert!(m.contains("keyport_keys{namespace=\"default\"} 2") && !m.contains("namespace=\"other\""), "{m}");
+    assert!(m.contains("\nkeyport_sync_backlog_rows 2\n") && m.contains("keyport_sync_keys{status=\"pending\"} 2"), "{m}");
 
     let (s, v) = bao.call("POST", "sys/unseal", Some(json!({"key": bao.unseal_key()})));
     assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");

@@ -309,3 +309,37 @@ fn tokens_survive_a_daemon_restart_and_only_their_hashes_are_stored() {
     let (s, _) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
     assert_eq!(s, 401, "the refreshed-away access token is gone");
 }
+
+#[test]
+fn a_password_change_ends_the_users_sessions_across_a_restart() {
+    if !require("curl") {
+        return;
+    }
+    let mut d = start(3600);
+    let (s, v) = login(&d, "bob", "bob-secret", "ssh");
+    assert_eq!(s, 200, "{v}");
+    let (access, refresh) = (v["access_token"].as_str().unwrap().to_string(), v["refresh_token"].as_str().unwrap().to_string());
+    let alice = token(&d, "alice", "alice-secret", "ssh");
+    assert!(d.stop().success());
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let changed = text.replace(&sha256_hex("bob-secret"), &sha256_hex("bob-new-secret"));
+    assert_ne!(text, changed);
+    std::fs::write(&d.config, changed).unwrap();
+    d.spawn();
+
+    let auth = format!("Authorization: Bearer {access}");
+    let (s, v) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &auth]);
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")), "{v}");
+    assert!(v["error_description"].as_str().unwrap().contains("password changed"), "{v}");
+    let (s, v) = d.curl_https(
+        "POST",
+        "/vedauth/authorize/token",
+        Some(&json!({"client_id": "keyport-test", "refresh_token": refresh}).to_string()),
+        &[],
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = d.curl_https("GET", "/vedauth/authorize/verify", None, &["-H", &format!("Authorization: Bearer {alice}")]);
+    assert_eq!((s, v["identity"].as_str()), (200, Some("local:alice")), "an unchanged user keeps its session: {v}");
+    let (s, v) = login(&d, "bob", "bob-new-secret", "ssh");
+    assert_eq!(s, 200, "the new password logs in: {v}");
+}

@@ -3,8 +3,12 @@
 //! TPP's routes ignore case, so this face is not a table of axum routes: the router's fallback
 //! hands every path under `/vedauth/` or `/vedsdk/` (any case) to [`dispatch`], which matches
 //! the lower-cased path. Tokens: `POST /vedauth/authorize/oauth` with a configured user's
-//! password (`[tpp.users]`, SHA-256 hashes only) gives a bearer token and a refresh token,
-//! held in memory (a restart logs every client out, as a TPP token revocation would). Scopes
+//! password (`[tpp.users]`, SHA-256 hashes only) gives a bearer token and a refresh token. The
+//! sessions are kept in the store by the SHA-256 of their tokens, so a restart logs no client
+//! out; each also holds a hash of its user's configured password hash, and every use (bearer or
+//! refresh) requires that user to be configured still, with the same principal and password, or
+//! the session is dropped. A refresh replaces the session in one transaction and its token is
+//! used once. Scopes
 //! gate the SSH calls as TPP documents: `ssh` for listing and self-service export,
 //! `ssh:discover` for imports. SSH calls answer HTTP 200 with TPP's `SshWebResponse`
 //! (`Success`, `ErrorCode`, `ErrorMessage`) also when they fail, as TPP does.
@@ -94,15 +98,34 @@ fn scope_allows(scope: &str, want: &str, privilege: Option<&str>) -> bool {
 const KNOWN_SCOPES: &[&str] =
     &["any", "admin", "agent", "certificate", "codesign", "configuration", "restricted", "security", "ssh", "statistics"];
 
-fn issue(
+/// What `[tpp.users]` holds of a session's user: the hex SHA-256 of its configured
+/// `password_sha256` (lower-cased, so only a new password changes it), never the hash itself.
+fn credential(password_sha256: &str) -> String {
+    hex::encode(Sha256::digest(password_sha256.to_ascii_lowercase().as_bytes()))
+}
+
+/// Whether the session's user is still configured, with the same principal and password.
+fn user_current(app: &SharedApp, s: &TppSession) -> bool {
+    app.config.tpp.users.iter().any(|u| {
+        u.username.eq_ignore_ascii_case(&s.username)
+            && u.principal == s.principal
+            && bool::from(credential(&u.password_sha256).as_bytes().ct_eq(s.credential.as_bytes()))
+    })
+}
+
+const USER_CHANGED: &str = "the token's user is no longer configured or its password changed; log in again";
+
+/// A new session for `user` (username, principal, credential) and its OAuth answer; `granted`
+/// and `refresh_until` carry over from the session a refresh replaces.
+fn new_session(
     app: &SharedApp,
-    username: String,
-    principal: String,
+    user: (String, String, String),
     client_id: String,
     scope: String,
     granted: u64,
     refresh_until: u64,
-) -> Result<Value, Response> {
+) -> (TppSession, Value) {
+    let (username, principal, credential) = user;
     let (access, refresh) = (new_token(), new_token());
     let t = now();
     let expires = t + app.config.tpp.token_lifetime_secs;
@@ -121,6 +144,7 @@ fn issue(
         refresh_sha256: hash(&refresh),
         username,
         principal,
+        credential,
         client_id,
         scope,
         granted,
@@ -128,8 +152,7 @@ fn issue(
         expires,
         refresh_until,
     };
-    app.store.tpp_session_put(&s, t).map_err(store_unavailable)?;
-    Ok(body)
+    (s, body)
 }
 
 #[derive(Deserialize)]
@@ -168,9 +191,11 @@ fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Username/password combination not valid");
     };
     let t = now();
-    match issue(app, user.username.clone(), user.principal.clone(), client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs) {
-        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
-        Err(r) => r,
+    let who = (user.username.clone(), user.principal.clone(), credential(&user.password_sha256));
+    let (s, body) = new_session(app, who, client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs);
+    match app.store.tpp_session_put(&s, t) {
+        Ok(()) => (StatusCode::OK, Json(body)).into_response(),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -186,16 +211,30 @@ fn refresh_token(app: &SharedApp, body: &[u8]) -> Response {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and refresh_token are required");
     };
     let t = now();
-    let old = match app.store.tpp_session_take_refresh(&hash(&refresh), &client_id) {
-        Ok(s) => s,
+    let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token is invalid or expired");
+    let old_hash = hash(&refresh);
+    let old = match app.store.tpp_session_by_refresh(&old_hash, &client_id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return invalid(),
         Err(e) => return store_unavailable(e),
     };
-    match old {
-        Some(s) if s.refresh_until > t => match issue(app, s.username, s.principal, s.client_id, s.scope, s.granted, s.refresh_until) {
-            Ok(body) => (StatusCode::OK, Json(body)).into_response(),
-            Err(r) => r,
-        },
-        _ => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token is invalid or expired"),
+    if !user_current(app, &old) {
+        if let Err(e) = app.store.tpp_session_delete(&old.access_sha256) {
+            return store_unavailable(e);
+        }
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", USER_CHANGED);
+    }
+    if old.refresh_until <= t {
+        return invalid();
+    }
+    let who = (old.username.clone(), old.principal.clone(), old.credential.clone());
+    let (new, body) = new_session(app, who, old.client_id.clone(), old.scope.clone(), old.granted, old.refresh_until);
+    // One transaction: a failure keeps the old session, and of two refreshes of one token only
+    // one gets new tokens.
+    match app.store.tpp_session_rotate(&old_hash, &client_id, &new, t) {
+        Ok(Some(_)) => (StatusCode::OK, Json(body)).into_response(),
+        Ok(None) => invalid(),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -209,6 +248,10 @@ fn bearer(app: &SharedApp, req: &axum::http::request::Parts) -> Result<TppSessio
         .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "no bearer token (Authorization: Bearer <access_token>)"))?;
     match app.store.tpp_session(&hash(token)).map_err(store_unavailable)? {
         None => Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid")),
+        Some(s) if !user_current(app, &s) => {
+            app.store.tpp_session_delete(&s.access_sha256).map_err(store_unavailable)?;
+            Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", USER_CHANGED))
+        }
         Some(s) if s.expires <= now() => {
             Err(oauth_error(StatusCode::UNAUTHORIZED, "expired_token", "the access token has expired; refresh it"))
         }

@@ -183,12 +183,15 @@ pub(crate) const STEPS: &[&str] = &[
      );
      CREATE INDEX sync_remote_jobs_job ON sync_remote_jobs(job_id, item);",
     // 9: TPP face OAuth sessions, so a restart does not log clients out. Only SHA-256 hashes of
-    //    the (random, 192-bit) tokens are kept, never the tokens.
+    //    the (random, 192-bit) tokens are kept, never the tokens. `credential` is the hex SHA-256
+    //    of the user's configured `password_sha256` at login (not the password hash itself): a
+    //    session whose user is gone or whose password changed is refused and dropped.
     "CREATE TABLE tpp_sessions(
         access_sha256 BLOB PRIMARY KEY,
         refresh_sha256 BLOB NOT NULL UNIQUE,
         username TEXT NOT NULL,
         principal TEXT NOT NULL,
+        credential TEXT NOT NULL,
         client_id TEXT NOT NULL,
         scope TEXT NOT NULL,
         granted INTEGER NOT NULL,       -- Unix seconds

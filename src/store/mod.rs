@@ -306,3 +306,32 @@ impl Store {
         Ok(rows)
     }
 }
+
+/// Aggregates for `GET /keyport/v1/metrics`: one small query each, no rows loaded.
+impl Store {
+    /// Keys per namespace, by namespace.
+    pub fn keys_per_namespace(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT namespace, COUNT(*) FROM keys GROUP BY namespace ORDER BY namespace")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The sync outbox's row count and the `created_at` of its oldest row.
+    pub fn sync_backlog(&self) -> Result<(usize, Option<String>), StoreError> {
+        Ok(self.conn().query_row("SELECT COUNT(*), MIN(created_at) FROM sync_outbox", [], |r| {
+            Ok((r.get::<_, i64>(0)? as usize, r.get::<_, Option<String>>(1)?))
+        })?)
+    }
+}
+
+#[cfg(test)]
+mod metric_aggregate_tests {
+    #[test]
+    fn an_empty_store_has_no_keys_and_no_backlog() {
+        let d = tempfile::tempdir().unwrap();
+        let s = super::Store::open(&d.path().join("k.db")).unwrap();
+        assert!(s.keys_per_namespace().unwrap().is_empty());
+        assert_eq!(s.sync_backlog().unwrap(), (0, None));
+    }
+}

@@ -75,6 +75,6 @@ fn health_shows_token_and_store() {
     assert_eq!(v["store"]["ok"], true);
     assert_eq!(
         v["store"]["schema_version"], 9,
-        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs"
+        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs, 9 TPP sessions"
     );
 }

@@ -103,7 +103,7 @@ pub(crate) struct NewKey {
     pub cka_id: [u8; 16],
     pub algorithm: Algorithm,
     pub exportable: bool,
-    /// `generated`, `restored`: the inventory's origin column.
+    /// `generated`, `imported`, `restored`: the inventory's origin column.
     pub origin: &'static str,
     /// The intent's operation and the audit action (`key.<op>`).
     pub op: &'static str,

@@ -71,13 +71,16 @@ impl Store {
         )?;
         if n == 1 {
             insert_audit(&tx, audit)?;
+            // A certificate for a key that syncs goes to the remote too, from this transaction.
+            if let Some(key) = &r.key_id {
+                super::outbox::on_certificate(&tx, &self.sync_scope(), key, &r.sha256)?;
+            }
         }
         insert_job_item(&tx, item)?;
         tx.commit()?;
         Ok(n == 1)
     }
 
-    /// CKA_IDs of the certificate objects keyport placed in `token` under their own id.
     /// Certificates stored as objects of their own in `token`: (SHA-256, CKA_ID).
     pub fn certificates_in_token(&self, token: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let conn = self.conn();

@@ -282,6 +282,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         outbox::on_delete(&tx, &self.sync_scope(), id)?;
+        // A certificate row is one per SHA-256: if the same key is also in another namespace,
+        // the row moves to that key (its token objects hold the certificate too).
+        tx.execute(
+            "UPDATE certificates SET key_id=(SELECT o.id FROM keys o JOIN keys k ON o.fingerprint=k.fingerprint
+                 WHERE k.id=?1 AND o.id<>?1 ORDER BY o.created_at LIMIT 1)
+             WHERE key_id=?1 AND cka_id IS NULL
+               AND EXISTS(SELECT 1 FROM keys o JOIN keys k ON o.fingerprint=k.fingerprint WHERE k.id=?1 AND o.id<>?1)",
+            [id],
+        )?;
         // The key's certificate objects share its CKA_ID and went with it; one stored under a
         // CKA_ID of its own stays in the token and only loses the link.
         tx.execute("DELETE FROM certificates WHERE key_id=?1 AND (cka_id IS NULL OR cka_id=(SELECT cka_id FROM keys WHERE id=?1))", [id])?;

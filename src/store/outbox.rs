@@ -1,6 +1,6 @@
 //! The sync outbox: every change that must reach the remote vault is a row here, written in the
-//! same transaction as the change (`on_commit`, `on_delete`, called from `Store::commit_key` and
-//! `Store::delete_key`). The sync worker (`crate::sync::worker`) takes rows in order per key and
+//! same transaction as the change (`on_commit`, `on_certificate`, `on_delete`, called from
+//! `Store::commit_key`, `Store::commit_certificate` and `Store::delete_key`). The sync worker (`crate::sync::worker`) takes rows in order per key and
 //! deletes a row only after the vault confirmed it; what the vault holds per key is `sync_state`.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -107,6 +107,17 @@ pub(super) fn on_commit(conn: &Connection, scope: &SyncScope, k: &KeyRecord, cer
     insert(conn, &k.id, &k.namespace, &k.name, OP_KEY, None)?;
     for c in certs.iter().filter(|c| c.key_id.as_deref() == Some(k.id.as_str())) {
         insert(conn, &k.id, &k.namespace, &k.name, OP_CERTIFICATE, Some(&c.sha256))?;
+    }
+    Ok(())
+}
+
+/// Hook of `Store::commit_certificate` (inside its transaction): a certificate added later to
+/// a key of a synced namespace (certificate import).
+pub(super) fn on_certificate(conn: &Connection, scope: &SyncScope, key_id: &str, sha256: &str) -> rusqlite::Result<()> {
+    let row: Option<(String, String)> =
+        conn.query_row("SELECT namespace, name FROM keys WHERE id=?1", [key_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    if let Some((ns, name)) = row.filter(|(ns, _)| scope.includes(ns)) {
+        insert(conn, key_id, &ns, &name, OP_CERTIFICATE, Some(sha256))?;
     }
     Ok(())
 }
@@ -289,5 +300,53 @@ mod tests {
         assert!(!s.sync_requeue("02", "lost").unwrap(), "a deleted key is not pushed again");
         assert!(!s.sync_requeue("03", "lost").unwrap(), "a namespace that does not sync");
         assert_eq!(s.sync_rows().unwrap().iter().map(|r| (r.key_id.as_str(), r.op.as_str())).collect::<Vec<_>>(), [("01", OP_KEY)]);
+    }
+
+    #[test]
+    fn a_certificate_imported_later_for_a_synced_key_is_queued() {
+        use crate::store::{CertificateRecord, JobItem, JobRecord, StoredCertificate};
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.set_sync_scope(SyncScope(Some(vec!["web".into()])));
+        s.commit_key(&rec("01", "web"), &[], &audit(), None).unwrap();
+        for r in s.sync_rows().unwrap() {
+            s.sync_done(r.seq, None).unwrap();
+        }
+        let job = JobRecord {
+            id: "j".into(),
+            kind: "certificate_import".into(),
+            namespace: Some("web".into()),
+            principal: "root".into(),
+            status: "PENDING".into(),
+            created_at: now(),
+            finished_at: None,
+            total: 1,
+            failed: 0,
+        };
+        s.create_job(&job, b"").unwrap();
+        let cert = StoredCertificate {
+            record: CertificateRecord {
+                sha256: "c1".into(),
+                key_id: Some("01".into()),
+                namespace: "web".into(),
+                subject: "CN=t".into(),
+                issuer: "CN=t".into(),
+                serial: "01".into(),
+                not_before: now(),
+                not_after: now(),
+                sha1: "c1".into(),
+                der: vec![0x30, 0x00],
+                created_at: now(),
+            },
+            token: Some("soft".into()),
+            cka_id: Some(vec![1; 16]),
+            job_id: Some("j".into()),
+        };
+        let item = JobItem { job_id: "j".into(), seq: 0, status: "IMPORTED".into(), key_id: None, fingerprint: None, reason: None };
+        assert!(s.commit_certificate(&cert, &audit(), &item).unwrap());
+        let rows = s.sync_rows().unwrap();
+        assert_eq!(rows.iter().map(|r| (r.op.as_str(), r.cert_sha256.as_deref())).collect::<Vec<_>>(), [(OP_CERTIFICATE, Some("c1"))]);
+        assert!(!s.commit_certificate(&cert, &audit(), &JobItem { seq: 1, ..item }).unwrap(), "a duplicate queues nothing");
+        assert_eq!(s.sync_rows().unwrap().len(), 1);
     }
 }

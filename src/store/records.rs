@@ -326,6 +326,14 @@ mod tests {
         let kept = s.certificate_by_sha256("own").unwrap().expect("its own object is still in the token");
         assert_eq!(kept.key_id, None);
         assert!(s.certificate_by_sha256("ca").unwrap().is_some(), "the chain was never the key's");
+
+        // The same key in two namespaces shares one certificate row: deleting one copy moves it.
+        let twin = |id: &str, ns: &str| KeyRecord { fingerprint: "sha256:same".into(), ..rec(id, ns, "twin") };
+        s.commit_key(&twin("c1", "a"), &[cert("shared", Some("c1"))], &audit(), None).unwrap();
+        s.commit_key(&twin("c2", "b"), &[cert("shared", Some("c2"))], &audit(), None).unwrap();
+        assert_eq!(s.certificate_by_sha256("shared").unwrap().unwrap().key_id.as_deref(), Some("c2"));
+        s.delete_key("c2", &audit()).unwrap();
+        assert_eq!(s.certificate_by_sha256("shared").unwrap().unwrap().key_id.as_deref(), Some("c1"), "still c1's");
     }
 
     #[test]

@@ -171,9 +171,15 @@ struct Run<'a> {
     stopped: Option<VaultError>,
     base: Duration,
     max: Duration,
-    /// A job still running or keys left for later: come back soon.
+    /// Keys left for later (a lost job, a refused target): come back soon.
     more: bool,
+    /// Jobs of ours the remote is still working on: new batches go out while fewer than
+    /// `MAX_RUNNING_JOBS` are, so one stuck job does not hold every other key back.
+    running_jobs: usize,
 }
+
+/// How many of our import jobs may run at the remote at once.
+const MAX_RUNNING_JOBS: usize = 4;
 
 impl Run<'_> {
     fn soon(&mut self, d: Duration) {
@@ -404,6 +410,7 @@ impl Tlspc {
             base: Duration::from_secs(cfg.retry_base_secs.max(1)),
             max: Duration::from_secs(cfg.interval_secs),
             more: false,
+            running_jobs: 0,
         };
         if let Err(e) = app.store.sync_enqueue_missing() {
             tracing::error!(error = %e, "sync: cannot enqueue keys");
@@ -495,8 +502,8 @@ impl Tlspc {
                 }
                 break;
             }
-            if run.more {
-                break; // a job is still running at the remote: the rest waits for the next pass
+            if run.more || run.running_jobs >= MAX_RUNNING_JOBS {
+                break; // the remote is busy with our jobs: the rest waits for the next pass
             }
             let t = match &target {
                 Some(t) => t.clone(),
@@ -524,7 +531,7 @@ impl Tlspc {
                 break;
             }
         }
-        if run.more {
+        if run.more || run.running_jobs > 0 {
             run.soon(run.base);
         }
         run.info.finished_at = Some(now());
@@ -607,6 +614,7 @@ impl Tlspc {
     /// reason and are posted again on `sync now` (the remote skips any it imported meanwhile),
     /// so one job the remote never finishes cannot hold back every later batch.
     async fn settle(&self, run: &mut Run<'_>, job: &str, units: Vec<(usize, Unit)>, posted_at: Option<&str>) {
+        let aged = posted_at.and_then(plan::since).is_some_and(|age| age.as_secs() >= self.cfg.job_timeout_secs);
         match self.wait(job).await {
             Ok(JobState::Finished { status, results }) => {
                 let (mut imported, mut skipped, mut failed) = (0, 0, 0);
@@ -642,14 +650,15 @@ impl Tlspc {
                 }
                 tracing::info!(job = %job, status = %status, imported, skipped, failed, "sync: the remote's import job finished");
             }
-            Ok(JobState::Running(s)) if posted_at.and_then(plan::since).is_some_and(|age| age.as_secs() >= self.cfg.job_timeout_secs) => {
-                tracing::warn!(job = %job, status = %s, "sync: the remote's import job did not finish in job_timeout_secs; its keys wait for `sync now`");
+            // Still running, or its status cannot be read, past the timeout: stop waiting.
+            Ok(JobState::Running(_)) | Err(_) if aged => {
+                tracing::warn!(job = %job, "sync: the remote's import job did not finish in job_timeout_secs; its keys wait for `sync now`");
                 let seqs: Vec<i64> = units.iter().flat_map(|(_, u)| u.rows.iter().map(|r| r.seq)).collect();
                 if let Err(e) = run.app.store.sync_unpost(&seqs) {
                     tracing::error!(error = %e, "sync: cannot record a result");
                 }
                 let why = format!(
-                    "the remote's import job {job} is still {s} after {} s (sync.tlspc.job_timeout_secs); keyport stopped waiting: `sync now` posts the key again (the remote skips it if the job imported it meanwhile)",
+                    "the remote's import job {job} has not finished after {} s (sync.tlspc.job_timeout_secs); keyport stopped waiting: `sync now` posts the key again (the remote skips it if the job imported it meanwhile)",
                     self.cfg.job_timeout_secs
                 );
                 for (_, u) in units {
@@ -658,7 +667,7 @@ impl Tlspc {
             }
             Ok(JobState::Running(s)) => {
                 tracing::info!(job = %job, status = %s, "sync: the remote's import job is still running; polled again at the next pass");
-                run.more = true;
+                run.running_jobs += 1;
             }
             Ok(JobState::Gone) => {
                 tracing::warn!(job = %job, "sync: the remote does not know the import job; its keys are posted again");

@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_certificate_imported_later_for_a_synced_key_is_queued() {
-        use crate::store::{CertificateRecord, JobItem, JobRecord, StoredCertificate};
+        use crate::store::{JobItem, StoredCertificate};
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("k.db")).unwrap();
         s.set_sync_scope(SyncScope(Some(vec!["web".into()])));
@@ -312,37 +312,13 @@ mod tests {
         for r in s.sync_rows().unwrap() {
             s.sync_done(r.seq, None).unwrap();
         }
-        let job = JobRecord {
-            id: "j".into(),
-            kind: "certificate_import".into(),
-            namespace: Some("web".into()),
-            principal: "root".into(),
-            status: "PENDING".into(),
-            created_at: now(),
-            finished_at: None,
-            total: 1,
-            failed: 0,
-        };
-        s.create_job(&job, b"").unwrap();
+        let item = crate::store::test_rows::import_job(&s, "j", "web");
         let cert = StoredCertificate {
-            record: CertificateRecord {
-                sha256: "c1".into(),
-                key_id: Some("01".into()),
-                namespace: "web".into(),
-                subject: "CN=t".into(),
-                issuer: "CN=t".into(),
-                serial: "01".into(),
-                not_before: now(),
-                not_after: now(),
-                sha1: "c1".into(),
-                der: vec![0x30, 0x00],
-                created_at: now(),
-            },
+            record: crate::store::test_rows::cert("c1", Some("01"), "web"),
             token: Some("soft".into()),
             cka_id: Some(vec![1; 16]),
             job_id: Some("j".into()),
         };
-        let item = JobItem { job_id: "j".into(), seq: 0, status: "IMPORTED".into(), key_id: None, fingerprint: None, reason: None };
         assert!(s.commit_certificate(&cert, &audit(), &item).unwrap());
         let rows = s.sync_rows().unwrap();
         assert_eq!(rows.iter().map(|r| (r.op.as_str(), r.cert_sha256.as_deref())).collect::<Vec<_>>(), [(OP_CERTIFICATE, Some("c1"))]);

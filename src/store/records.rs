@@ -282,19 +282,7 @@ mod tests {
     fn deleting_a_key_drops_the_certificates_that_shared_its_token_id() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("k.db")).unwrap();
-        let cert = |sha: &str, key: Option<&str>| CertificateRecord {
-            sha256: sha.into(),
-            key_id: key.map(String::from),
-            namespace: "default".into(),
-            subject: "CN=t".into(),
-            issuer: "CN=t".into(),
-            serial: "01".into(),
-            not_before: now(),
-            not_after: now(),
-            sha1: sha.into(),
-            der: vec![0x30, 0x00],
-            created_at: now(),
-        };
+        let cert = |sha: &str, key: Option<&str>| crate::store::test_rows::cert(sha, key, "default");
         // The leaf of an import (its object shares the key's CKA_ID) and a CA of its chain.
         s.commit_key(&rec("aa", "default", "web"), &[cert("leaf", Some("aa")), cert("ca", None)], &audit(), None).unwrap();
         // A second certificate of the key, stored by certificate import under its own CKA_ID.
@@ -304,19 +292,7 @@ mod tests {
             cka_id: Some(vec![0xbb; 16]),
             job_id: None,
         };
-        let job = JobRecord {
-            id: "j".into(),
-            kind: "certificate_import".into(),
-            namespace: Some("default".into()),
-            principal: "root".into(),
-            status: "PENDING".into(),
-            created_at: now(),
-            finished_at: None,
-            total: 1,
-            failed: 0,
-        };
-        s.create_job(&job, b"").unwrap();
-        let item = JobItem { job_id: "j".into(), seq: 0, status: "IMPORTED".into(), key_id: None, fingerprint: None, reason: None };
+        let item = crate::store::test_rows::import_job(&s, "j", "default");
         s.commit_certificate(&own, &audit(), &item).unwrap();
         assert_eq!(s.certificates_of("aa").unwrap().len(), 2);
 

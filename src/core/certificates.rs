@@ -22,7 +22,7 @@ use super::{App, CoreError};
 use crate::config::Permission;
 use crate::material::x509::{self, CertInfo};
 use crate::store::records::now;
-use crate::store::{AuditEntry, CertificateRecord, JobItem, JobRecord, StoredCertificate};
+use crate::store::{AuditEntry, JobItem, JobRecord, StoredCertificate};
 use crate::token::{objects, TokenError};
 
 pub const KIND_CERT_IMPORT: &str = "certificate-import";
@@ -219,19 +219,7 @@ async fn import_one(app: &App, who: &Principal, namespace: &str, c: CertInfo, jo
     }
     let linked = key.filter(|k| k.cka_id == placed);
     let rec = StoredCertificate {
-        record: CertificateRecord {
-            sha256: c.sha256.clone(),
-            key_id: linked.as_ref().map(|k| k.id.clone()),
-            namespace: namespace.into(),
-            subject: c.subject.clone(),
-            issuer: c.issuer.clone(),
-            serial: c.serial_hex.clone(),
-            not_before: c.not_before.clone(),
-            not_after: c.not_after.clone(),
-            sha1: c.sha1.clone(),
-            der: c.der.clone(),
-            created_at: now(),
-        },
+        record: super::import::cert_record(&c, linked.as_ref().map(|k| k.id.as_str()), namespace),
         token: Some(token.name.clone()),
         cka_id: Some(placed.clone()),
         job_id: Some(job_id.into()),

@@ -60,11 +60,10 @@ fn a_body_trickled_past_the_request_deadline_frees_its_connection() {
     let mut d = Daemon::config("");
     let t = std::fs::read_to_string(&d.config)
         .unwrap()
-        .replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nmax_connections = 2\nrequest_timeout_secs = 2");
+        .replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nmax_connections = 1\nrequest_timeout_secs = 2");
     std::fs::write(&d.config, t).unwrap();
     d.spawn();
-    // Each listener's accept loop holds a slot while it waits: with 2 slots, the trickler takes
-    // the Unix socket's and the next client waits for it to come back.
+    // One slot: the trickler takes it, and the next client waits for it to come back.
     std::thread::sleep(Duration::from_millis(200)); // the start-up probes' connections go
 
     // A client declares 1000 bytes and sends one every 300 ms for 12 s.

@@ -89,15 +89,17 @@ impl Drop for SocketFile {
 pub async fn serve_unix(listener: UnixListener, s: Serving) {
     let mut shutdown = s.shutdown.clone();
     loop {
-        let permit = tokio::select! {
-            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
-            _ = shutdown.changed() => break,
-        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
+            _ = shutdown.changed() => break,
+        };
+        // A slot is taken after accept, so an idle listener holds none; while none is free,
+        // this connection waits unserved and later ones wait in the kernel backlog.
+        let permit = tokio::select! {
+            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
             _ = shutdown.changed() => break,
         };
         let peer = match getsockopt(&stream, PeerCredentials) {
@@ -117,15 +119,15 @@ pub async fn serve_unix(listener: UnixListener, s: Serving) {
 pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, s: Serving) {
     let mut shutdown = s.shutdown.clone();
     loop {
-        let permit = tokio::select! {
-            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
-            _ = shutdown.changed() => break,
-        };
         let (stream, addr): (_, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
+            _ = shutdown.changed() => break,
+        };
+        let permit = tokio::select! {
+            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);

@@ -1,5 +1,5 @@
 //! The export writers (OpenSSH, PuTTY v3/v2, SSH2, Tectia, PKCS#1/SEC1) judged by the real
-//! tools, per shared/research/ssh-formats.md §5: originals made by ssh-keygen, read by our
+//! tools, per docs/ssh-formats.md §5: originals made by ssh-keygen, read by our
 //! reader, written by our writers, then `puttygen -O text` of the export must equal the
 //! original's, `ssh-keygen -y -P` must give the original public key, a signature made with the
 //! export must verify against the original `.pub`, and a wrong passphrase must be refused by the

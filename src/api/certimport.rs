@@ -1,5 +1,5 @@
 //! The certificate import face (seed 001): DigiCert ONE IoT Trust Manager's "Import
-//! certificates" (`shared/research/seed-apis.md` §001).
+//! certificates" (`docs/vendor-apis.md` §001).
 //!
 //! - `POST /iot/api/v1/certificate-import/{enrollment_profile_id}`, header `x-api-key`,
 //!   `multipart/form-data` with a zip in field `file` → the vendor's job object, `PENDING`.

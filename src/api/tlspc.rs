@@ -1,7 +1,7 @@
 //! The TLS Protect Cloud face: keyport as its own edge instance (VSatellite) with its own DEK,
 //! and the private-key import of `POST /outagedetection/v1/certificates/imports` as a job.
 //! Field names, status values, the 100-item limit and the error shape are the vendor's
-//! (`shared/research/seed-apis.md` §000), so vcert, VenafiPS and pyVenafi work unchanged.
+//! (`docs/vendor-apis.md` §000), so vcert, VenafiPS and pyVenafi work unchanged.
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;

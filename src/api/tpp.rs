@@ -1,4 +1,4 @@
-//! The Venafi TPP WebSDK SSH face (seed 003; `shared/research/seed-apis.md` §003).
+//! The Venafi TPP WebSDK SSH face (seed 003; `docs/vendor-apis.md` §003).
 //!
 //! TPP's routes ignore case, so this face is not a table of axum routes: the router's fallback
 //! hands every path under `/vedauth/` or `/vedsdk/` (any case) to [`dispatch`], which matches

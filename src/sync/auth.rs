@@ -1,4 +1,4 @@
-//! How keyport logs in to the vault (exactly one per config, research/vault.md §4):
+//! How keyport logs in to the vault (exactly one per config, docs/vault.md §4):
 //!
 //! - `token`: a static token read from its source (file, env, credential); re-read when the
 //!   vault says it is dead. Never renewed by keyport: whoever writes the file owns its life.

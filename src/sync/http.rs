@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 client for the vault: hyper's connection API over TCP, with rustls for
 //! https (CA from a file) and plain http for a loopback dev vault. One kept-alive connection,
-//! reopened when it breaks (research/vault.md §5: TLS without keep-alive cut KV writes to 200/s).
+//! reopened when it breaks (docs/vault.md §5: TLS without keep-alive cut KV writes to 200/s).
 //! For certificate login it presents a client certificate whose key signs in the token.
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -75,7 +75,7 @@ impl Http {
     }
 
     /// An https client that presents the certificate `client` resolves when the vault asks for
-    /// one (certificate login, research/vault.md §4).
+    /// one (certificate login, docs/vault.md §4).
     pub fn with_client_cert(
         address: &str,
         ca_file: Option<&std::path::Path>,

@@ -1,6 +1,6 @@
 //! The OpenBao (Vault API) connector: transit BYOK import and KV v2 behind a login
 //! (`auth`: static token, AppRole or certificate), with every answer classified as
-//! research/vault.md §8 says:
+//! docs/vault.md §8 says:
 //!
 //! - connection refused/reset/timeout, 502/503/504 (sealed, standby), 429 (quota; Retry-After
 //!   honoured when present, never relied on) → retry later, and stop the pass (the vault is
@@ -11,7 +11,7 @@
 //!   and the next try logs in again once (or re-reads a static token's file); 200 there means
 //!   a policy denial: permanent, per key; the probe itself unreachable, 503, 429, 5xx → the
 //!   same retry classes as any other call (`probe_verdict`);
-//! - a 4xx, or a 500 with one of the client-mistake messages research/vault.md §2.1/§2.5
+//! - a 4xx, or a 500 with one of the client-mistake messages docs/vault.md §2.1/§2.5
 //!   lists (wrong type, bad shape, key exists, rotation) → permanent, reported per key;
 //! - any other 500 → retry that key with backoff (the pass goes on: `refused`).
 //!
@@ -148,7 +148,7 @@ pub fn error_text(body: &Value) -> String {
     }
 }
 
-/// OpenBao's 500 messages for a client mistake (research/vault.md §2.1, §2.4–§2.6): retrying the
+/// OpenBao's 500 messages for a client mistake (docs/vault.md §2.1, §2.4–§2.6): retrying the
 /// same request cannot help. "decryption error" (a stale wrapping key) and "cannot be used
 /// with an existing key" are handled by `import` before this.
 const CLIENT_MISTAKES: [&str; 14] = [
@@ -206,7 +206,7 @@ pub fn probe_verdict(r: &Response) -> Probe {
 }
 
 /// The SPKI DER of a transit key version's public key: SPKI PEM (RSA, EC) or the raw key in
-/// base64 (Ed25519, research/vault.md §2.3). `None` when it is neither.
+/// base64 (Ed25519, docs/vault.md §2.3). `None` when it is neither.
 pub fn transit_public_key_spki(public_key: &str) -> Option<Vec<u8>> {
     if public_key.contains("-----BEGIN") {
         pem_to_der(public_key)

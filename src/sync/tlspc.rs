@@ -1,7 +1,7 @@
 //! The TLS Protect Cloud–style connector (`[sync] remote = "tlspc"`): keys go to the remote
 //! with their certificates, as `POST /outagedetection/v1/certificates/imports` batches of at
 //! most 100 items, then the import job is polled until COMPLETED or FAILED and each item's
-//! result is recorded (shared/research/seed-apis.md §000 has the wire details).
+//! result is recorded (docs/vendor-apis.md §000 has the wire details).
 //!
 //! - The remote's edge instance and encryption key (an X25519 DEK) come from
 //!   `GET /v1/edgeinstances` and `GET /v1/edgeencryptionkeys/{id}` (or the configured ids),

@@ -9,7 +9,7 @@
 //!
 //! One writer per vault key name: one daemon per state folder, one worker per daemon, one key
 //! at a time; and every write is read-before-write and verified after (OpenBao's import is
-//! neither atomic nor idempotent: research/vault.md §2.5, §2.8).
+//! neither atomic nor idempotent: docs/vault.md §2.5, §2.8).
 
 use serde::Serialize;
 use std::collections::BTreeMap;

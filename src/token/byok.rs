@@ -4,7 +4,7 @@
 //! (CKM_AES_KEY_WRAP_PAD); the AES key is wrapped with CKM_RSA_PKCS_OAEP under the vault key;
 //! the result is `OAEP(aes) ‖ KWP(private key)`. The session objects are destroyed whatever
 //! happens. The private key never exists outside the token in the clear
-//! (research/vault.md §2.1–2.2, research/pkcs11.md §7.3).
+//! (docs/vault.md §2.1–2.2, docs/pkcs11.md §7.3).
 //!
 //! OAEP hash: SHA-256 where the token can, else SHA-1 (SoftHSM 2.6 refuses OAEP-SHA256 in
 //! C_WrapKey with CKR_ARGUMENTS_BAD); the caller sends the one used as `hash_function`.

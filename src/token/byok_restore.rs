@@ -337,7 +337,7 @@ fn check_pair(c: &Ctx, private: ObjectHandle, public: ObjectHandle, alg: Algorit
     let challenge = b"keyport restore: does the unwrapped key match the vault's public key?";
     let (mech, data) = match alg {
         Algorithm::Ed25519 => (Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), challenge.to_vec()),
-        // SoftHSM has no CKM_ECDSA_SHA256: sign the digest (research/vault.md §2.2).
+        // SoftHSM has no CKM_ECDSA_SHA256: sign the digest (docs/vault.md §2.2).
         Algorithm::EcP256 | Algorithm::EcP384 | Algorithm::EcP521 => (Mechanism::Ecdsa, sha2::Sha256::digest(challenge).to_vec()),
         _ => (Mechanism::Sha256RsaPkcs, challenge.to_vec()),
     };

@@ -1,5 +1,5 @@
 //! The in-memory index of token objects by CKA_ID. SoftHSM's C_FindObjects scans every object
-//! (≈ 19 µs each, 190 ms at 10,000: research/pkcs11.md §3), so the request path never searches
+//! (≈ 19 µs each, 190 ms at 10,000: docs/pkcs11.md §3), so the request path never searches
 //! the token: the index is built once when a token opens and kept current on create/destroy.
 
 use cryptoki::object::ObjectHandle;

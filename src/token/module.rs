@@ -23,7 +23,7 @@ pub struct Module {
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
 
-/// SoftHSM does no locking at all unless asked for OS locking (research/pkcs11.md §2).
+/// SoftHSM does no locking at all unless asked for OS locking (docs/pkcs11.md §2).
 fn init_args() -> CInitializeArgs {
     CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)
 }

@@ -1,7 +1,7 @@
 //! The few PKCS#11 calls cryptoki 0.12 cannot express, made through the module's own function
 //! list. cryptoki has no name for CKM_AES_KEY_WRAP_KWP (0x210B) and its mechanism list silently
 //! drops ids it cannot convert, so probing for it needs the raw C_GetMechanismInfo.
-//! (research/pkcs11.md §1.3: dlopen of the same path returns the same module state.)
+//! (docs/pkcs11.md §1.3: dlopen of the same path returns the same module state.)
 #![allow(unsafe_code)]
 
 use cryptoki_sys::{CKR_OK, CK_FUNCTION_LIST, CK_MECHANISM_INFO, CK_RV};

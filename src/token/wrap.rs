@@ -2,7 +2,7 @@
 //! with RFC 5649 (CKM_AES_KEY_WRAP_PAD on SoftHSM), then unwrapping in software into zeroized
 //! memory. Nothing is ever written anywhere in the clear.
 //!
-//! Token quirks handled here (research/pkcs11.md §1.2, §7):
+//! Token quirks handled here (docs/pkcs11.md §1.2, §7):
 //! - SoftHSM zero-pads what it wraps to a multiple of 8 and puts the padded length in the RFC
 //!   5649 header: a PKCS#8 is cut to its outer DER length (the rest must be zeros), a secret key
 //!   to its CKA_VALUE_LEN read before wrapping.

@@ -1,6 +1,6 @@
 //! Test harness: each test gets its own SoftHSM token folder, its own config, and its own
 //! `keyport serve` process on a temporary socket and a free port. Peer tools are real
-//! (pkcs11-tool, curl, setpriv); a missing one fails the test under CI=true.
+//! (pkcs11-tool, curl, setpriv); a missing one fails the test.
 #![allow(dead_code)]
 
 pub mod bao;
@@ -29,16 +29,12 @@ api_key_sha256 = ["TLSPC_HASH"]
 permissions = { default = ["import", "read"] }
 "#;
 
-/// Whether `tool` is on PATH; under CI a missing tool is a failure, elsewhere a skip.
+/// Panics unless `tool` is on PATH: `scripts/test` installs every tool first, so a missing one
+/// is a failure, never a skip. Returns true so older call sites read as guards.
 pub fn require(tool: &str) -> bool {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required (scripts/deps installs it)");
-        }
-        eprintln!("SKIP: {tool} not installed (run scripts/deps)");
-    }
-    found
+    assert!(found, "{tool} is required (scripts/deps installs it)");
+    true
 }
 
 pub fn softhsm_module() -> PathBuf {

@@ -1,7 +1,7 @@
 //! The project/environment key face (seed 004, Apinizer API Ops "Keys"):
 //! `/apiops/projects/{projectName}/keys/…` with the vendor's paths (trailing slash as the
 //! vendor writes them; the form without it is accepted too), bodies, envelopes and error shape
-//! (`shared/research/seed-apis.md` §004).
+//! (`docs/vendor-apis.md` §004).
 //!
 //! A project is a namespace and an environment a token (`[apiops]`), so deploying a key to
 //! environments creates it in each named token, all or nothing: every token's objects are made

@@ -1,5 +1,5 @@
 //! The Huawei Cloud KPS face (DEW key pair service): `/v3/{project_id}/keypairs…` with the
-//! vendor's paths, bodies, fields and error shape (`shared/research/seed-apis.md` §002), so
+//! vendor's paths, bodies, fields and error shape (`docs/vendor-apis.md` §002), so
 //! the vendor's SDKs work unchanged against the loopback HTTPS port.
 //!
 //! A project id maps to a keyport namespace (`[kps.projects.<id>]`). A key pair is a row of

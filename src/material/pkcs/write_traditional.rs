@@ -89,7 +89,7 @@ mod tests {
             point,
         }];
         let rsa =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
         out.push(crate::material::ssh::read_private_key(&rsa, None).unwrap().0);
         out
     }

@@ -289,7 +289,7 @@ mod tests {
     use super::super::read_private_key;
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/fixtures/ssh/rustcrypto-ssh-key");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh/rustcrypto-ssh-key");
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()

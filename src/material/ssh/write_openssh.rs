@@ -134,7 +134,7 @@ pub(super) mod testkeys {
     use zeroize::Zeroizing;
 
     pub fn rsa() -> PrivateKey {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/research/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072");
         super::super::read_private_key(&std::fs::read(path).unwrap(), None).unwrap().0
     }
 

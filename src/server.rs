@@ -65,6 +65,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         pause_before_commit: std::time::Duration::from_millis(pause_ms),
         dek: Default::default(),
         jobs: Default::default(),
+        health: Default::default(),
         sync: Default::default(),
     });
     let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;

@@ -30,7 +30,8 @@ async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode,
         tokens.push(t.health().await);
     }
     let store_ok = app.store.healthy();
-    let ok = store_ok && tokens.iter().all(|t| t.present && t.logged_in);
+    let problems = app.health.problems();
+    let ok = store_ok && problems.is_empty() && tokens.iter().all(|t| t.present && t.logged_in);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
@@ -39,6 +40,7 @@ async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode,
             "version": env!("CARGO_PKG_VERSION"),
             "tokens": tokens,
             "store": {"ok": store_ok, "schema_version": app.store.schema_version().ok()},
+            "problems": problems,
         })),
     )
 }

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod dek;
 pub mod export;
 pub mod formats;
+pub mod health;
 pub mod ids;
 pub mod import;
 pub mod jobs;
@@ -33,6 +34,8 @@ pub struct App {
     pub dek: std::sync::OnceLock<dek::Dek>,
     /// Wakes the background job runner.
     pub jobs: jobs::JobRunner,
+    /// Problems found at start or by the probes; `GET health` reports them.
+    pub health: health::Health,
     /// The sync worker, when `[sync]` is configured (`crate::sync`).
     pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
 }

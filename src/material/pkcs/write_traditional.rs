@@ -88,8 +88,7 @@ mod tests {
             d: Zeroizing::new(sk.to_bytes().to_vec()),
             point,
         }];
-        let rsa =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
+        let rsa = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh/rustcrypto-ssh-key/id_rsa_3072")).unwrap();
         out.push(crate::material::ssh::read_private_key(&rsa, None).unwrap().0);
         out
     }

@@ -21,7 +21,8 @@ fn units_verify_cleanly() {
     common::require("systemd-analyze");
     let dir = tempfile::tempdir().unwrap();
     units_in(dir.path());
-    let out = Command::new("systemd-analyze").current_dir(dir.path()).args(["verify", "./keyport.service", "./keyport.socket"]).output().unwrap();
+    let out =
+        Command::new("systemd-analyze").current_dir(dir.path()).args(["verify", "./keyport.service", "./keyport.socket"]).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "systemd-analyze verify: {said}");
     assert!(!said.contains("keyport.s"), "verify printed warnings about our units: {said}");

@@ -5,9 +5,11 @@
 //! - [`spki`]: public keys as SubjectPublicKeyInfo and their fingerprints.
 //! - [`pkcs`]: PEM/DER PKCS#1, SEC1 (with legacy DEK-Info), PKCS#8 (plain and encrypted),
 //!   PKCS#12; [`x509`]: certificates; [`bundle`]: certificate bundles (zip of PEM or XML).
+//! - [`archive`]: the ZIP writer for multi-key exports.
 //! - [`ssh`]: OpenSSH, PuTTY PPK v2/v3 and ssh.com (SSH2/Tectia) keys, SSH public keys.
 
 pub mod algorithm;
+pub mod archive;
 pub mod bundle;
 pub mod key;
 pub mod limits;

@@ -556,7 +556,7 @@ pub async fn batch_export(State(app): State<SharedApp>, Path(project_id): Path<S
         let pem = export_pem(&app, &r.who, &project_id, &it.keypair.name).await?;
         files.push((format!("{}.pem", it.keypair.name), pem));
     }
-    let zip = encode::stored_zip(&files);
+    let zip = encode::stored_zip(&files).map_err(|e| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE, e.to_string()))?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/zip"), (header::CONTENT_DISPOSITION, "attachment; filename=\"keypairs.zip\"")],

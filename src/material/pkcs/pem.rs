@@ -1,5 +1,6 @@
 //! A lenient PEM reader: RFC 7468 blocks, plus the RFC 1421 headers (`Proc-Type`, `DEK-Info`)
-//! that OpenSSL's legacy key encryption writes. Text outside blocks (OpenSSL's "Bag Attributes",
+//! that OpenSSL's legacy key encryption writes; and the one PEM writer every format and face
+//! uses ([`encode`]). Text outside blocks (OpenSSL's "Bag Attributes",
 //! comments) is ignored. Decoded contents live in zeroizing buffers: the base64 of an
 //! unencrypted key is the key.
 
@@ -21,6 +22,27 @@ impl PemBlock {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// The one PEM writer: `label`, optional RFC 1421 `headers` (each line ending in `\n`, then a
+/// blank line, as OpenSSL's legacy encryption writes; empty for RFC 7468 blocks), base64 in
+/// 64-column lines. Written into a zeroizing buffer sized up front, so a key's base64 is never
+/// left behind by a reallocation. (`pem-rfc7468` cannot write headers.)
+pub fn encode(label: &str, headers: &str, der: &[u8]) -> Zeroizing<String> {
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    let mut out = Zeroizing::new(String::with_capacity(2 * (label.len() + 16) + headers.len() + b64.len() + b64.len() / 64 + 2));
+    out.push_str(BEGIN);
+    out.push_str(label);
+    out.push_str("-----\n");
+    out.push_str(headers);
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(END);
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
 }
 
 const BEGIN: &str = "-----BEGIN ";

@@ -11,8 +11,6 @@
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockEncryptMut, KeyIvInit};
 use aes::Aes128;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use der::asn1::ObjectIdentifier;
 use der::Decode;
 use rand::RngCore;
@@ -62,15 +60,7 @@ pub fn write_traditional_pem(key: &PrivateKey, passphrase: Option<&[u8]>) -> Res
             buf
         }
     };
-    let b64 = Zeroizing::new(STANDARD.encode(&body[..]));
-    let mut out = Zeroizing::new(String::with_capacity(b64.len() + 200));
-    out.push_str(&format!("-----BEGIN {label}-----\n"));
-    out.push_str(&headers);
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
+    let out = super::pem::encode(label, &headers, &body);
     Ok(out)
 }
 

@@ -2,7 +2,7 @@
 //! speaks HTTP/JSON to it over the Unix socket, so it does exactly what `curl --unix-socket`
 //! would, with tables for people and `--json` for scripts.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -12,8 +12,32 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "keyport", version, about = "Host key agent: keys in a PKCS#11 token, vendor key-vault APIs on a local socket")]
 pub struct Cli {
+    /// How log lines on stderr look: `text` for people (coloured only on a terminal), `json`
+    /// (one object per line) for collectors. The level filter is `KEYPORT_LOG` (or `RUST_LOG`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KEYPORT_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging on stderr. Caller-supplied strings in log fields are escaped by both formats
+/// only when logged with `?` (Debug) or in JSON; see docs/SECURITY.md.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info,cryptoki=off".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand)]

@@ -4,11 +4,8 @@ use clap::Parser;
 use keyport::cli::{self, Cli, Command};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG").unwrap_or_else(|_| "info,cryptoki=off".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    cli::init_logging(cli.log_format);
     let code = match cli.command {
         Command::Serve { config } => match keyport::server::serve(config.as_deref()) {
             Ok(()) => 0,

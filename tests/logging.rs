@@ -1,0 +1,33 @@
+//! Log lines as collectors and people get them: `--log-format json` (or KEYPORT_LOG_FORMAT)
+//! writes one JSON object per line; text written to a file or pipe has no ANSI colour codes.
+
+mod common;
+
+use common::Daemon;
+
+#[test]
+fn json_log_lines_are_json_objects() {
+    let mut d = Daemon::config("");
+    d.env.push(("KEYPORT_LOG_FORMAT".into(), "json".into()));
+    d.spawn();
+    let (status, _) = d.curl("GET", "/keyport/v1/health", None, &[]);
+    assert_eq!(status, 200);
+    d.stop();
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "too few log lines: {log}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string() && v["message"].is_string(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"listening\"") || l.contains("listening")), "{log}");
+}
+
+#[test]
+fn text_logs_to_a_file_have_no_colour_codes() {
+    let mut d = Daemon::start("");
+    d.stop();
+    let log = d.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape in a log written to a file: {log:?}");
+}

@@ -51,6 +51,13 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Print a shell completion script: `keyport completions bash > /etc/bash_completion.d/keyport`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `keyport man | man -l -`.
+    Man,
     /// Show the daemon's health: tokens and store.
     Health(Client),
     /// Keys in the inventory.
@@ -217,9 +224,39 @@ pub enum KeysCmd {
 }
 
 /// Runs a client subcommand; returns the process exit code.
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> i32 {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("keyport: cannot write to stdout: {e}");
+            1
+        }
+    }
+}
+
 pub fn run(cmd: Command) -> i32 {
     match cmd {
         Command::Serve { .. } => unreachable!("serve is handled by main"),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyport", &mut out);
+            print_all(&out)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => print_all(&out),
+                Err(e) => {
+                    eprintln!("keyport: cannot write the manual page: {e}");
+                    1
+                }
+            }
+        }
         Command::Config(ConfigCmd::Check { file }) => match crate::config::load(Some(&file)) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -236,6 +273,9 @@ pub fn run(cmd: Command) -> i32 {
             call(&c, "GET", "/keyport/v1/health", None, |v| {
                 println!("status: {}", v["status"].as_str().unwrap_or("?"));
                 println!("store: {}", if v["store"]["ok"] == true { "ok" } else { "FAILING" });
+                for p in v["problems"].as_array().into_iter().flatten() {
+                    println!("problem: {}: {}", s(&p["component"]), s(&p["reason"]));
+                }
                 table(
                     &["TOKEN", "PRESENT", "LOGGED IN", "OBJECTS", "LABEL", "ERROR"],
                     v["tokens"].as_array().into_iter().flatten().map(|t| {

@@ -10,7 +10,14 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "keyport", version, about = "Host key agent: keys in a PKCS#11 token, vendor key-vault APIs on a local socket")]
+#[command(
+    name = "keyport",
+    version,
+    about = "Host key agent: keys in a PKCS#11 token, vendor key-vault APIs on a local socket",
+    after_help = "Exit codes: 0 done; 1 the daemon refused or failed the request; 2 bad usage or config; \
+                  3 the daemon is unreachable (no socket, not running, permission denied); \
+                  4 partial failure (a sync pass or restore with failed keys)."
+)]
 pub struct Cli {
     /// How log lines on stderr look: `text` for people (coloured only on a terminal), `json`
     /// (one object per line) for collectors. The level filter is `KEYPORT_LOG` (or `RUST_LOG`).
@@ -288,12 +295,23 @@ pub fn run(cmd: Command) -> i32 {
             SyncCmd::Status(c) => call(&c, "GET", "/keyport/v1/sync", None, sync_table),
             SyncCmd::Now { client, wait } => {
                 let body = if wait == 0 { json!({}) } else { json!({"wait_secs": wait}) };
-                call(&client, "POST", "/keyport/v1/sync", Some(body), |v| {
+                let show = |v: &Value| {
                     if wait > 0 && v["finished"] != true {
                         println!("the pass did not finish within {wait} s; it goes on in the daemon");
                     }
                     sync_table(&v["status"]);
-                })
+                };
+                // A pass that did not finish, stopped early, or left keys failed is not a success.
+                let verdict = |v: &Value| {
+                    let st = &v["status"];
+                    let failed = st["keys"].as_array().into_iter().flatten().any(|k| k["status"] == "failed");
+                    if (wait > 0 && v["finished"] != true) || st["last_pass"]["stopped"].is_string() || failed {
+                        exit::PARTIAL
+                    } else {
+                        exit::OK
+                    }
+                };
+                call_with(&client, "POST", "/keyport/v1/sync", Some(body), show, verdict)
             }
             SyncCmd::Csr { client, cn, dns, out } => {
                 let mut failed = false;
@@ -321,7 +339,15 @@ pub fn run(cmd: Command) -> i32 {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
         Command::Restore { client, dry_run } => {
-            call(&client, "POST", "/keyport/v1/sync/restore", Some(json!({"dry_run": dry_run})), restore_table)
+            let failed = |v: &Value| {
+                let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");
+                if any {
+                    exit::PARTIAL
+                } else {
+                    exit::OK
+                }
+            };
+            call_with(&client, "POST", "/keyport/v1/sync/restore", Some(json!({"dry_run": dry_run})), restore_table, failed)
         }
         Command::Certs { cmd: CertsCmd::List { client, namespace, expiring } } => {
             let mut q = Vec::new();
@@ -580,7 +606,35 @@ fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
 }
 
 /// One request over the socket. Errors print the daemon's message; exit 1.
+/// Exit codes every client subcommand uses (documented in `keyport --help` and docs/cli.md).
+pub mod exit {
+    /// Done.
+    pub const OK: i32 = 0;
+    /// The daemon answered with an error (a refusal, a bad request, or a failure on its side).
+    pub const REFUSED: i32 = 1;
+    /// Bad usage or a bad config file (clap's own usage errors exit 2 as well).
+    pub const USAGE: i32 = 2;
+    /// The daemon could not be reached (no socket, nobody listening, permission denied).
+    pub const UNREACHABLE: i32 = 3;
+    /// The request was accepted but part of the work failed (a sync pass with failed keys, a
+    /// restore with failed items).
+    pub const PARTIAL: i32 = 4;
+}
+
 fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
+    call_with(c, method, path, body, show, |_| exit::OK)
+}
+
+/// `call`, where `verdict` turns a successful answer into an exit code (0, or 4 for partial
+/// failure) whether or not `--json` is set.
+fn call_with(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    show: impl FnOnce(&Value),
+    verdict: impl FnOnce(&Value) -> i32,
+) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match rt.block_on(request(&c.socket, method, path, body)) {
         Ok((status, v)) => {
@@ -591,26 +645,30 @@ fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl Fn
                 if !c.json {
                     show(&v);
                 }
-                0
+                verdict(&v)
             } else {
                 if !c.json {
                     let msg = v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string());
                     eprintln!("error ({status}): {msg}");
                 }
-                1
+                exit::REFUSED
             }
         }
         Err(e) => {
             eprintln!("error: {e}");
-            1
+            exit::UNREACHABLE
         }
     }
 }
 
 pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}; is `keyport serve` running? (--socket or KEYPORT_SOCKET)", socket.display()))?;
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied on {}: this user may not use the socket (its mode and group are listen.socket_mode and listen.socket_group); ask the daemon's administrator",
+            socket.display()
+        ),
+        _ => format!("cannot connect to {}: {e}; is `keyport serve` running? (--socket or KEYPORT_SOCKET)", socket.display()),
+    })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();

@@ -180,12 +180,34 @@ pub enum ConfigCmd {
 
 #[derive(Args, Clone)]
 pub struct Client {
-    /// The daemon's Unix socket.
-    #[arg(long, global = true, env = "KEYPORT_SOCKET", default_value = "./run/keyport.sock")]
-    pub socket: PathBuf,
+    /// The daemon's Unix socket [default: /run/keyport/keyport.sock when it exists (the
+    /// systemd service), else ./run/keyport.sock (`scripts/run`)].
+    #[arg(long = "socket", global = true, env = "KEYPORT_SOCKET")]
+    pub socket_arg: Option<PathBuf>,
     /// Print the JSON the daemon answered instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// Where the systemd service's socket unit puts the socket.
+const SYSTEM_SOCKET: &str = "/run/keyport/keyport.sock";
+/// Where `scripts/run` (the embedded default config) puts it.
+const LOCAL_SOCKET: &str = "./run/keyport.sock";
+
+impl Client {
+    /// `--socket`, else `$KEYPORT_SOCKET`, else the system service's socket if it exists, else
+    /// the one `scripts/run` makes.
+    pub fn socket(&self) -> PathBuf {
+        if let Some(p) = &self.socket_arg {
+            return p.clone();
+        }
+        let system = std::path::Path::new(SYSTEM_SOCKET);
+        if system.exists() {
+            system.to_path_buf()
+        } else {
+            PathBuf::from(LOCAL_SOCKET)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -501,7 +523,7 @@ fn export(
             format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()))
         };
         // An id first; else a name, which must be unique (in the namespace, when given).
-        let (status, v) = request(&c.socket, "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
+        let (status, v) = request(&c.socket(), "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
         let id = if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
             key.to_string()
         } else {
@@ -509,7 +531,7 @@ fn export(
             if let Some(ns) = namespace {
                 path.push_str(&format!("&namespace={}", enc(ns)));
             }
-            let (status, v) = request(&c.socket, "GET", &path, None).await?;
+            let (status, v) = request(&c.socket(), "GET", &path, None).await?;
             if status != 200 {
                 return Err(message(status, &v));
             }
@@ -520,7 +542,7 @@ fn export(
             }
         };
         let body = json!({"format": format, "passphrase": passphrase.as_ref().map(|p| p.as_str())});
-        let (status, v) = request(&c.socket, "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
+        let (status, v) = request(&c.socket(), "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
         if status != 200 {
             return Err(message(status, &v));
         }
@@ -636,7 +658,7 @@ fn call_with(
     verdict: impl FnOnce(&Value) -> i32,
 ) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    match rt.block_on(request(&c.socket, method, path, body)) {
+    match rt.block_on(request(&c.socket(), method, path, body)) {
         Ok((status, v)) => {
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

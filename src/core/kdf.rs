@@ -121,6 +121,25 @@ impl KdfPool {
         .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
         .map_err(super::import::material_error)
     }
+
+    /// Runs `f` for background work (import jobs, one item at a time): waits for a slot
+    /// without taking a place in the queue or a principal's share, so a job is slowed by busy
+    /// callers, never failed by them.
+    pub async fn run_background<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        F: FnOnce() -> Result<T, MaterialError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = self.running.clone().acquire_owned().await.expect("never closed");
+        tokio::task::spawn_blocking(move || {
+            let r = f();
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
+        .map_err(super::import::material_error)
+    }
 }
 
 fn ended() -> CoreError {

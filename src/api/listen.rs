@@ -169,18 +169,42 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAccep
 }
 
 /// Answers a connection that got no slot: 503 with Retry-After in the native error shape
-/// (no request has been read, so no face is known), then closes it.
-async fn refuse<IO: AsyncWrite + Unpin>(mut io: IO, why: &'static str) {
-    use tokio::io::AsyncWriteExt;
+/// (no request has been read, so no face is known), then closes it. The request's head is read
+/// first (briefly, bounded): closing with it unread would reset the connection and lose the answer.
+async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, why: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = serde_json::json!({"error": {"code": "too_many_connections", "message": format!("{why}; retry in a moment")}}).to_string();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut seen = 0;
+        while seen < buf.len() {
+            match io.read(&mut buf[seen..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+            if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         io.write_all(head.as_bytes()).await?;
         io.write_all(body.as_bytes()).await?;
-        io.shutdown().await
+        io.shutdown().await?;
+        // Whatever the client still sends (a body) is read and dropped until it closes.
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

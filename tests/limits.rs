@@ -55,8 +55,9 @@ fn the_connection_cap_holds_and_frees_up() {
     assert_eq!(s, 200, "served again once connections closed");
 }
 
-/// Opens `n` connections to the socket as uid 65534 (not a principal), each sending the
-/// headers of a KPS POST and one byte of its body, and holds them; returns once all are open.
+/// Opens `n` connections to the socket as uid 65534 (not a principal), half sending the
+/// headers of a KPS POST and one byte of its body, half an unfinished head, and holds them;
+/// returns once all are open.
 fn slow_bodies_as_nobody(d: &Daemon, n: usize) -> std::process::Child {
     let script = r#"
 import socket, sys, time
@@ -65,7 +66,14 @@ held, refused = [], 0
 for i in range(n):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
-    s.sendall(b"POST /v3/p/keypairs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    try:
+        # Half send a KPS body slowly, half never finish their headers.
+        if i % 2:
+            s.sendall(b"POST /v3/p/keypairs HTTP/1.1\r\nHost: x\r\n")
+        else:
+            s.sendall(b"POST /v3/p/keypairs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    except OSError:
+        pass
     held.append(s)
 print(len(held), flush=True)
 time.sleep(60)

@@ -4,8 +4,9 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use crate::api::slots::Slots;
 use crate::api::{self, listen};
 use crate::config::{self, Config, TlsConfig};
 use crate::core::{authz::Authz, reconcile, App};
@@ -59,6 +60,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let pause_ms = std::env::var("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let app = Arc::new(App {
         authz: std::sync::RwLock::new(Authz::new(&cfg.principals)),
+        kdf: crate::core::kdf::KdfPool::new(&cfg.limits),
         config: cfg,
         tokens,
         store,
@@ -85,18 +87,26 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     tokio::spawn(crate::core::certificates::resume(app.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = &app.config.limits;
+    let admin_app = app.clone();
     let serving = listen::Serving {
         router: api::router(app.clone()),
-        limits: app.config.limits.clone(),
-        connections: Arc::new(Semaphore::new(app.config.limits.max_connections)),
+        limits: limits.clone(),
+        privileged: Arc::new(move |peer| {
+            admin_app.authz.read().expect("poisoned").identify(peer, None).is_ok_and(|p| p.allows("*", crate::config::Permission::Admin))
+        }),
         shutdown: stop_rx,
     };
+    // Each listener its own slots; only the socket keeps a reserve for admins (TCP callers are
+    // known only after their request's headers).
+    let socket_slots = Slots::new(limits.max_connections, limits.max_connections_per_peer, limits.admin_reserve_connections);
+    let tcp_slots = Slots::new(limits.max_connections, limits.max_connections_per_peer, 0);
     let mut tasks = Vec::new();
     let mut _socket_file = None;
     if let Some(l) = api::activation::unix_listener() {
         let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated socket: {e}")))?;
         tracing::info!("listening on the Unix socket passed by systemd");
-        tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
+        tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone(), socket_slots.clone())));
     } else if let Some(path) = &app.config.listen.socket {
         let l = listen::bind_unix(
             path,
@@ -107,7 +117,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         .map_err(|m| fatal(1, m))?;
         _socket_file = Some(listen::SocketFile(path.clone()));
         tracing::info!(path = %path.display(), "listening on Unix socket");
-        tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
+        tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone(), socket_slots.clone())));
     }
     if let Some(addr) = &app.config.listen.tcp {
         let tls = match &app.config.listen.tls {
@@ -121,7 +131,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr}: {e}")))?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "listening on TCP");
         let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
-        tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone())));
+        tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
     }
     notify_systemd("READY=1");
     tracing::info!("keyport ready");
@@ -135,7 +145,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     }
     // Let in-flight connections finish (each has its own drain timeout).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(app.config.limits.request_timeout_secs), async {
-        while serving.connections.available_permits() < app.config.limits.max_connections {
+        while socket_slots.open() + tcp_slots.open() > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })

@@ -485,3 +485,144 @@ fn batch_import_of_many_and_batch_export_zip() {
     );
     assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.6005")), "{v}");
 }
+
+// --- issue 11: bounds, one auth rule, replay ---------------------------------------------------
+
+/// VmHWM (peak resident set) and VmRSS of the daemon, in MiB.
+fn memory_mib(d: &Daemon) -> (u64, u64) {
+    let pid = d.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"));
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn sdk_date_now() -> String {
+    let out = Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_signed_headers_bomb_is_refused_with_bounded_memory_while_others_are_served() {
+    if !tools() {
+        return;
+    }
+    let d = daemon();
+    let dir = d.dir.path();
+    // Only the public AK and a current date: a 100 KB header named 1,300 times in
+    // SignedHeaders asked the old verifier for 130 MB per request.
+    let names = std::iter::repeat_n("x-big", 1300).collect::<Vec<_>>().join(";");
+    let headers = format!(
+        "Authorization: SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date;{names}, Signature={sig}\nX-Sdk-Date: {date}\nX-Big: {big}\n",
+        sig = "0".repeat(64),
+        date = sdk_date_now(),
+        big = "a".repeat(100 * 1024),
+    );
+    std::fs::write(dir.join("bomb.headers"), headers).unwrap();
+    let (hwm_before, _) = memory_mib(&d);
+    let started = std::time::Instant::now();
+    let bombs: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60", "--cacert"])
+                .arg(dir.join("state/tls-cert.pem"))
+                .arg("-H")
+                .arg(format!("@{}", dir.join("bomb.headers").display()))
+                .arg(format!("https://127.0.0.1:{}{}", d.port, keypairs_path()));
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    // Another caller is served meanwhile.
+    let (s, v) = d.curl("GET", "/keyport/v1/health", None, &["--max-time", "5"]);
+    assert_eq!(s, 200, "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "health took {:?}", started.elapsed());
+    let answers: Vec<_> = bombs.into_iter().map(|b| parse_curl(b.wait_with_output().unwrap())).collect();
+    let (hwm, rss) = memory_mib(&d);
+    assert!(hwm < hwm_before + 100, "peak RSS grew from {hwm_before} MiB to {hwm} MiB (now {rss} MiB)");
+    for (status, v) in answers {
+        assert_eq!((status, v["error_code"].as_str()), (401, Some("KPS.9001")), "{v}");
+        assert!(v["error_msg"].as_str().unwrap().contains("SignedHeaders names 'x-big' twice"), "{v}");
+    }
+    let (s, _) = d.curl_https("GET", &keypairs_path(), None, &["-H", &format!("X-Auth-Token: {TOKEN}")]);
+    assert_eq!(s, 200, "the daemon still serves: {}", d.log());
+}
+
+#[test]
+fn a_wrong_api_key_on_the_socket_is_refused_by_every_face() {
+    if !tools() {
+        return;
+    }
+    let d = daemon();
+    let path = keypairs_path();
+    // Root (uid 0) is an admin principal; with no key its uid is used.
+    let (s, v) = d.curl("GET", &path, None, &[]);
+    assert_eq!(s, 200, "root by uid: {v}");
+    for header in ["X-Api-Key: wrong", "Authorization: Bearer wrong", "X-Auth-Token: wrong"] {
+        let (s, v) = d.curl("GET", &path, None, &["-H", header]);
+        assert_eq!((s, v["error_code"].as_str()), (401, Some("KPS.9001")), "KPS with {header}: {v}");
+        let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &["-H", header]);
+        if header.starts_with("X-Auth-Token") {
+            assert_eq!(s, 200, "the native face has no X-Auth-Token header: {v}");
+        } else {
+            assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthenticated")), "native with {header}: {v}");
+        }
+    }
+    // A good key next to a wrong one is refused too, whichever header each came in.
+    let (s, v) = d.curl("GET", &path, None, &["-H", &format!("X-Auth-Token: {TOKEN}"), "-H", "X-Api-Key: wrong"]);
+    assert_eq!((s, v["error_code"].as_str()), (401, Some("KPS.9001")), "{v}");
+    let (s, v) = d.curl("GET", "/v1/edgeinstances", None, &["-H", &format!("tppl-api-key: {TOKEN}"), "-H", "X-Api-Key: wrong"]);
+    assert_eq!(s, 401, "TLS Protect Cloud face: {v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("not recognized"), "{v}");
+    // Keys of two principals: refused.
+    let (s, v) = d.curl("GET", &path, None, &["-H", &format!("X-Auth-Token: {TOKEN}"), "-H", &format!("X-Api-Key: {READER}")]);
+    assert_eq!((s, v["error_code"].as_str()), (401, Some("KPS.9001")), "{v}");
+    assert!(v["error_msg"].as_str().unwrap().contains("different principals"), "{v}");
+    // A signed request that also carries a wrong key is refused.
+    let h = signed_headers(&d, "GET", &path, &[], "", SK, None);
+    let mut with_key = h.clone();
+    with_key.push("X-Api-Key: wrong".into());
+    let (s, v) = curl_signed(&d, "GET", &path, None, &with_key);
+    assert_eq!((s, v["error_code"].as_str()), (401, Some("KPS.9001")), "{v}");
+}
+
+/// Headers signed by the vendor's signer for access key `ak`.
+fn signed_headers_as(d: &Daemon, ak: &str, method: &str, path: &str, body: &str) -> Vec<String> {
+    signed_headers(d, method, path, &[], body, SK, None)
+        .into_iter()
+        .map(|h| h.replace(&format!("Access={AK},"), &format!("Access={ak},")))
+        .collect()
+}
+
+#[test]
+fn a_signed_request_is_served_once_and_unknown_aks_look_the_same() {
+    if !tools() {
+        return;
+    }
+    let d = daemon();
+    ok(sdk(&d, "aksk", "create", json!({"name": "replayed"})));
+    let path = format!("{}/replayed", keypairs_path());
+    let body = r#"{"keypair":{"description":"first"}}"#;
+    let h = signed_headers(&d, "PUT", &path, &[], body, SK, None);
+    let (s, v) = curl_signed(&d, "PUT", &path, Some(body), &h);
+    assert_eq!(s, 204, "{v}\n{}", d.log());
+    let mut refusals = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = curl_signed(&d, "PUT", &path, Some(body), &h);
+        assert_eq!((s, v["error_code"].as_str()), (401, Some("KPS.9001")), "a replay is refused: {v}");
+        refusals.push(v);
+    }
+    // The SDK's next request (a new date, so a new signature) is served.
+    ok(sdk(&d, "aksk", "update", json!({"name": "replayed", "description": "second"})));
+    assert_eq!(ok(sdk(&d, "aksk", "show", json!({"name": "replayed"})))["keypair"]["description"], "second");
+    // Unknown AK, wrong SK, replay: one answer.
+    let unknown = signed_headers_as(&d, "AKNOSUCHKEY0001", "GET", &keypairs_path(), "");
+    let (s, v) = curl_signed(&d, "GET", &keypairs_path(), None, &unknown);
+    assert_eq!(s, 401);
+    let wrong_sk = signed_headers(&d, "GET", &keypairs_path(), &[("limit", "3")], "", "wrong-secret", None);
+    let (s2, v2) = curl_signed(&d, "GET", &format!("{}?limit=3", keypairs_path()), None, &wrong_sk);
+    assert_eq!(s2, 401);
+    assert_eq!(v, refusals[0], "unknown AK and replay answer alike");
+    assert_eq!(v2, refusals[0], "wrong SK and replay answer alike");
+}

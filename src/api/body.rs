@@ -32,7 +32,8 @@ pub async fn read_limited(req: Request, limit: usize) -> Result<axum::body::Byte
     read_body(req.into_body(), limit).await
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+/// Reads `body`, at most `limit` bytes (413 past it; 408 when its deadline passes).
+pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
@@ -46,32 +47,82 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     })
 }
 
-/// The request body did not arrive before the request's deadline.
+/// The request body did not arrive before its deadline.
 #[derive(Debug)]
-pub struct BodyDeadline(pub u64);
+pub struct BodyDeadline {
+    secs: u64,
+    authenticated: bool,
+}
 
 impl std::fmt::Display for BodyDeadline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the request body did not arrive within {} s (limits.request_timeout_secs)", self.0)
+        if self.authenticated {
+            write!(f, "the request body did not arrive within {} s (limits.request_timeout_secs)", self.secs)
+        } else {
+            write!(
+                f,
+                "the request body did not arrive within {} s (limits.unauthenticated_body_secs: a caller not yet authenticated from its headers gets this long)",
+                self.secs
+            )
+        }
     }
 }
 
 impl std::error::Error for BodyDeadline {}
 
-/// A request body that fails once the request's deadline passes. Handlers run as tasks of
+/// When a request's body must have arrived: soon (`limits.unauthenticated_body_secs`) until
+/// the face has authenticated the caller from the headers, then by the request's own deadline.
+/// The listener puts one in each request's extensions; `auth` marks it authenticated. So an
+/// unknown caller cannot hold a connection by trickling a body, and a known one is not hurried.
+#[derive(Clone)]
+pub struct BodyClock(std::sync::Arc<ClockInner>);
+
+struct ClockInner {
+    start: tokio::time::Instant,
+    unauthenticated: std::time::Duration,
+    full: std::time::Duration,
+    authenticated: std::sync::atomic::AtomicBool,
+}
+
+impl BodyClock {
+    pub fn new(unauthenticated: std::time::Duration, full: std::time::Duration) -> BodyClock {
+        BodyClock(std::sync::Arc::new(ClockInner {
+            start: tokio::time::Instant::now(),
+            unauthenticated: unauthenticated.min(full),
+            full,
+            authenticated: Default::default(),
+        }))
+    }
+
+    /// The caller is known: its body may take the request's whole deadline.
+    pub fn authenticated(&self) {
+        self.0.authenticated.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_authenticated(&self) -> bool {
+        self.0.authenticated.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.0.start + if self.is_authenticated() { self.0.full } else { self.0.unauthenticated }
+    }
+}
+
+/// A request body that fails once its deadline (`BodyClock`) passes. Handlers run as tasks of
 /// their own (`listen`), so without this a client trickling a body would hold its task and
 /// connection for ever.
 pub struct DeadlineBody {
     inner: std::pin::Pin<Box<hyper::body::Incoming>>,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    secs: u64,
+    clock: BodyClock,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Told when the deadline cuts the body off: the connection, left mid-body, must close.
     expired: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl DeadlineBody {
-    pub fn new(inner: hyper::body::Incoming, limit: std::time::Duration, expired: std::sync::Arc<tokio::sync::Notify>) -> DeadlineBody {
-        DeadlineBody { inner: Box::pin(inner), deadline: Box::pin(tokio::time::sleep(limit)), secs: limit.as_secs(), expired }
+    pub fn new(inner: hyper::body::Incoming, clock: BodyClock, expired: std::sync::Arc<tokio::sync::Notify>) -> DeadlineBody {
+        let sleep = Box::pin(tokio::time::sleep_until(clock.deadline()));
+        DeadlineBody { inner: Box::pin(inner), clock, sleep, expired }
     }
 }
 
@@ -86,9 +137,16 @@ impl hyper::body::Body for DeadlineBody {
         if self.inner.is_end_stream() {
             return std::task::Poll::Ready(None);
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        // The deadline moves once, later, when the caller is authenticated.
+        let deadline = self.clock.deadline();
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
             self.expired.notify_one();
-            return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadline(self.secs)))));
+            let authenticated = self.clock.is_authenticated();
+            let secs = if authenticated { self.clock.0.full } else { self.clock.0.unauthenticated }.as_secs();
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadline { secs, authenticated }))));
         }
         self.inner.as_mut().poll_frame(cx).map_err(Into::into)
     }

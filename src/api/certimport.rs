@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::auth::{api_key, peer};
+use super::auth::{identify, peer};
 use crate::config::{EnrollmentMethod, EnrollmentProfile};
 use crate::core::authz::{Peer, Principal};
 use crate::core::certificates::{self, CertImportInput, CertItem, KIND_CERT_IMPORT};
@@ -74,6 +74,7 @@ impl From<CoreError> for IotError {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
             }
             CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "certificate import request failed");
@@ -92,7 +93,7 @@ impl FromRequestParts<SharedApp> for IotCaller {
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, IotError> {
         let p = peer(parts);
-        let who = app.authz.read().expect("poisoned").identify(&p, api_key(parts)).map_err(|e| match e {
+        let who = identify(app, parts, &[]).map_err(|e| match e {
             CoreError::Unauthenticated(m) => {
                 IotError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", format!("{m} (this face reads the x-api-key header)"))
             }

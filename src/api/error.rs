@@ -34,6 +34,7 @@ impl From<CoreError> for ApiError {
             CoreError::Token(TokenError::Refused { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "token_refused"),
             CoreError::Token(TokenError::Config { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+            CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");

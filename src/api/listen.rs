@@ -1,11 +1,13 @@
 //! Listeners: the Unix socket (peer credentials from SO_PEERCRED at accept) and loopback TCP
 //! (TLS with rustls, or plain HTTP when configured). Both serve the same router with hyper.
 //!
-//! Limits live here because they are about connections, not requests: a semaphore caps open
-//! connections across both listeners (the rest wait in the kernel backlog), slow headers time
-//! out (`header_timeout_secs`), a request that takes too long is answered 503 (its handler runs
-//! as a task of its own and still finishes: hanging up never leaves half an operation), and shutdown
-//! drains in-flight requests.
+//! Limits live here because they are about connections, not requests: each listener has its
+//! own connection slots (`slots`: a cap, a share per uid or address, and on the socket a reserve
+//! for admins; a connection past them is answered 503 + Retry-After and closed at once), slow
+//! headers time out (`header_timeout_secs`), a body must arrive in time (`body::BodyClock`: soon
+//! until the caller is authenticated), a request that takes too long is answered 503 (its handler
+//! runs as a task of its own and still finishes: hanging up never leaves half an operation), and
+//! shutdown drains in-flight requests.
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -18,19 +20,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::slots::{PeerKey, Slot, Slots};
 use crate::config::Limits;
 use crate::core::authz::Peer;
 
-/// Connection settings shared by both listeners.
+/// Connection settings shared by both listeners (each has its own `Slots`).
 #[derive(Clone)]
 pub struct Serving {
     pub router: Router,
     pub limits: Limits,
-    /// Shared by both listeners so the cap is global.
-    pub connections: Arc<Semaphore>,
+    /// Whether a socket peer's uid belongs to an admin principal (current config: SIGHUP
+    /// reloads it), for the socket's reserved slots.
+    pub privileged: Arc<dyn Fn(&Peer) -> bool + Send + Sync>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -86,7 +90,7 @@ impl Drop for SocketFile {
     }
 }
 
-pub async fn serve_unix(listener: UnixListener, s: Serving) {
+pub async fn serve_unix(listener: UnixListener, s: Serving, slots: Arc<Slots>) {
     let mut shutdown = s.shutdown.clone();
     loop {
         let (stream, _) = tokio::select! {
@@ -96,12 +100,6 @@ pub async fn serve_unix(listener: UnixListener, s: Serving) {
             },
             _ = shutdown.changed() => break,
         };
-        // A slot is taken after accept, so an idle listener holds none; while none is free,
-        // this connection waits unserved and later ones wait in the kernel backlog.
-        let permit = tokio::select! {
-            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
-            _ = shutdown.changed() => break,
-        };
         let peer = match getsockopt(&stream, PeerCredentials) {
             Ok(c) => Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid() },
             Err(e) => {
@@ -109,14 +107,25 @@ pub async fn serve_unix(listener: UnixListener, s: Serving) {
                 continue;
             }
         };
+        let Peer::Unix { uid, .. } = peer else { unreachable!() };
+        // A slot is taken after accept, so an idle listener holds none. None free for this
+        // uid: the connection is refused at once, so one uid cannot make others wait.
+        let slot = match slots.try_take(PeerKey::Uid(uid), (s.privileged)(&peer)) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::info!(uid, reason = why, "socket connection refused: no slot");
+                tokio::spawn(refuse(stream, why));
+                continue;
+            }
+        };
         let s = s.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, &s, Arc::new(permit)).await;
+            serve_connection(stream, peer, &s, Arc::new(slot)).await;
         });
     }
 }
 
-pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, s: Serving) {
+pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, s: Serving, slots: Arc<Slots>) {
     let mut shutdown = s.shutdown.clone();
     loop {
         let (stream, addr): (_, SocketAddr) = tokio::select! {
@@ -126,40 +135,90 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAccep
             },
             _ = shutdown.changed() => break,
         };
-        let permit = tokio::select! {
-            p = s.connections.clone().acquire_owned() => p.expect("semaphore closed"),
-            _ = shutdown.changed() => break,
+        let slot = match slots.try_take(PeerKey::Ip(addr.ip()), false) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::info!(%addr, reason = why, "TCP connection refused: no slot");
+                // A TLS client cannot read a plain answer (and a handshake costs a token
+                // signature): it is just closed.
+                if tls.is_none() {
+                    tokio::spawn(refuse(stream, why));
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let s = s.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let peer = Peer::Tcp { addr };
-            let permit = Arc::new(permit);
+            let slot = Arc::new(slot);
             match tls {
                 Some(acceptor) => {
                     let hs = Duration::from_secs(s.limits.header_timeout_secs);
                     match tokio::time::timeout(hs, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, &s, permit).await,
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, &s, slot).await,
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, peer, &s, permit).await,
+                None => serve_connection(stream, peer, &s, slot).await,
             }
         });
     }
 }
 
-/// Serves one connection. `permit` is its place under `limits.max_connections`; every request
-/// handler holds a clone until it ends, so handlers that outlive their connection still count
-/// (and shutdown, which waits for every permit, waits for them too).
-async fn serve_connection<IO>(io: IO, peer: Peer, s: &Serving, permit: Arc<tokio::sync::OwnedSemaphorePermit>)
+/// Answers a connection that got no slot: 503 with Retry-After in the native error shape
+/// (no request has been read, so no face is known), then closes it. The request's head is read
+/// first (briefly, bounded): closing with it unread would reset the connection and lose the answer.
+async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, why: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({"error": {"code": "too_many_connections", "message": format!("{why}; retry in a moment")}}).to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut seen = 0;
+        while seen < buf.len() {
+            match io.read(&mut buf[seen..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+            if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(body.as_bytes()).await?;
+        io.shutdown().await?;
+        // Whatever the client still sends (a body) is read and dropped until it closes.
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Serves one connection. `permit` is its slot; every request handler holds a clone until it
+/// ends, so handlers that outlive their connection still count (and shutdown, which waits for
+/// every slot, waits for them too).
+async fn serve_connection<IO>(io: IO, peer: Peer, s: &Serving, permit: Arc<Slot>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let router = s.router.clone();
     let request_timeout = Duration::from_secs(s.limits.request_timeout_secs);
+    let unauthenticated_body = Duration::from_secs(s.limits.unauthenticated_body_secs);
     // Set when a request or its body timed out: the body may be unread, so the connection is
     // closed once the answer is out.
     let timed_out = Arc::new(tokio::sync::Notify::new());
@@ -169,8 +228,15 @@ where
         let router = router.clone();
         let permit = permit.clone();
         let timed_out = timed_out.clone();
+        let clock = super::body::BodyClock::new(unauthenticated_body, request_timeout);
+        req.extensions_mut().insert(clock.clone());
+        // Set when the request ends (answered, timed out, or the client hung up): queued work
+        // for it (`core::kdf`) is then not started.
+        let ended = crate::core::kdf::Cancel::default();
+        req.extensions_mut().insert(ended.clone());
         async move {
-            let req = req.map(|b| axum::body::Body::new(super::body::DeadlineBody::new(b, request_timeout, timed_out.clone())));
+            let _ended = ended.on_drop();
+            let req = req.map(|b| axum::body::Body::new(super::body::DeadlineBody::new(b, clock, timed_out.clone())));
             // The handler runs as its own task: a client that hangs up (which drops this
             // future) or a timeout never cuts an operation between its token write and its
             // store commit; it finishes, or undoes itself, on its own. Its body has the same
@@ -181,7 +247,16 @@ where
                 response
             });
             match tokio::time::timeout(request_timeout, handler).await {
-                Ok(Ok(r)) => r,
+                Ok(Ok(Ok(mut r))) => {
+                    // Every face's 503 says when to come back (busy KDF slots, a token away).
+                    if r.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        && !r.headers().contains_key(axum::http::header::RETRY_AFTER)
+                    {
+                        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+                Ok(Ok(Err(never))) => match never {},
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "a request handler failed");
                     Ok(super::error::ApiError::new(

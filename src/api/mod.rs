@@ -15,6 +15,7 @@ pub mod kps;
 pub mod listen;
 pub mod metrics;
 pub mod native;
+pub mod slots;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{api_key, peer};
+use super::auth::identify;
 use crate::core::authz::Principal;
 use crate::core::dek::Dek;
 use crate::core::jobs::{self, SealedImportInput, SealedItem};
@@ -90,6 +90,7 @@ impl From<CoreError> for VendorError {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }
             CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "tlspc request failed");
@@ -107,9 +108,7 @@ impl FromRequestParts<SharedApp> for TlspcCaller {
     type Rejection = VendorError;
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, VendorError> {
-        let key = parts.headers.get("tppl-api-key").and_then(|v| v.to_str().ok()).map(str::trim).or_else(|| api_key(parts));
-        let p = peer(parts);
-        let who = app.authz.read().expect("poisoned").identify(&p, key).map_err(|e| match e {
+        let who = identify(app, parts, &["tppl-api-key"]).map_err(|e| match e {
             CoreError::Unauthenticated(m) => {
                 VendorError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, format!("{m} (this face reads the tppl-api-key header)"))
             }

@@ -491,27 +491,33 @@ struct ImportBody {
     format: Option<String>,
 }
 
-async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
+async fn import_private(app: &SharedApp, who: &Principal, body: &[u8], cancel: &crate::core::kdf::Cancel) -> Result<Value, Response> {
     let fail = |code, msg: String| json!({"KeyId": null, "SshWebResponse": failure(code, msg)});
     let req: ImportBody = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return fail(codes::BAD_KEY_FORMAT, format!("bad request: {e}")),
+        Err(e) => return Ok(fail(codes::BAD_KEY_FORMAT, format!("bad request: {e}"))),
     };
     if let Some(f) = req.format.as_deref().filter(|f| !f.is_empty()) {
         if ExportFormat::parse_tpp(f).is_none() {
-            return fail(codes::BAD_KEY_FORMAT, format!("Format '{f}' is not one of OpenSSH, PuTTY, SSH2, Tectia"));
+            return Ok(fail(codes::BAD_KEY_FORMAT, format!("Format '{f}' is not one of OpenSSH, PuTTY, SSH2, Tectia")));
         }
     }
     let data = match base64::engine::general_purpose::STANDARD.decode(req.key_content_base64.trim()) {
         Ok(d) => Zeroizing::new(d),
-        Err(_) => return fail(codes::BAD_KEY_FORMAT, "KeyContentBase64 is not base64".into()),
+        Err(_) => return Ok(fail(codes::BAD_KEY_FORMAT, "KeyContentBase64 is not base64".into())),
     };
     let pass = req.passphrase.map(|p| Zeroizing::new(p.into_bytes()));
+    // The passphrase's KDF runs in the bounded pool (`core::kdf`); a full pool is a 503.
     let key =
-        match tokio::task::spawn_blocking(move || crate::material::read_private_key(&data, pass.as_deref().map(|p| p.as_slice()))).await {
-            Ok(Ok(k)) => k,
-            Ok(Err(e)) => return fail(codes::BAD_KEY_FORMAT, e.to_string()),
-            Err(e) => return fail(0, e.to_string()),
+        match app.kdf.run(&who.name, cancel, move || crate::material::read_private_key(&data, pass.as_deref().map(|p| p.as_slice()))).await
+        {
+            Ok(k) => k,
+            Err(e @ CoreError::Busy(_)) => {
+                let body = Json(fail(0, e.to_string()));
+                return Err((StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "2")], body).into_response());
+            }
+            Err(CoreError::Invalid { message, .. }) => return Ok(fail(codes::BAD_KEY_FORMAT, message)),
+            Err(e) => return Ok(fail(0, e.to_string())),
         };
     let req = ImportRequest {
         key,
@@ -521,7 +527,7 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
         exportable: None,
         token: None,
     };
-    match crate::core::import::import_key(app, who, req, None).await {
+    Ok(match crate::core::import::import_key(app, who, req, None).await {
         Ok(ImportOutcome::Imported(rec)) => match app.store.tpp_key_id(&rec.id) {
             Ok(id) => json!({"KeyId": id, "SshWebResponse": {"Success": true}}),
             Err(e) => fail(0, e.to_string()),
@@ -531,7 +537,7 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
             json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as '{}'", rec.name))})
         }
         Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
-    }
+    })
 }
 
 // --- dispatch --------------------------------------------------------------------------------
@@ -575,7 +581,13 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                 "/vedsdk/ssh/keydetails" => key_details(&app, &who, &body),
                 "/vedsdk/ssh/exportselfserviceprivatekey" => export_private(&app, &who, &body).await,
                 "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
-                _ => import_private(&app, &who, &body).await,
+                _ => {
+                    let ended = parts.extensions.get::<crate::core::kdf::Cancel>().cloned().unwrap_or_default();
+                    match import_private(&app, &who, &body, &ended).await {
+                        Ok(v) => v,
+                        Err(busy) => return busy,
+                    }
+                }
             };
             Json(v).into_response()
         }

@@ -150,18 +150,40 @@ pub struct Limits {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Open connections across both listeners; more wait in the kernel's backlog.
+    /// Open connections per listener (the socket and TCP each have their own); past it a new
+    /// connection is answered 503 with Retry-After and closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections one uid (socket) or one address (TCP) may hold on a listener.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Socket connections kept for uids whose principal is admin on every namespace (`"*"`),
+    /// so other callers filling the socket never lock the operator out (at most
+    /// `max_connections - 1`: someone else can always connect).
+    #[serde(default = "default_admin_reserve")]
+    pub admin_reserve_connections: usize,
     /// Seconds a client may take to send its request headers.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive before the face has authenticated the caller
+    /// (KPS signs the body, so its AK/SK requests are read under this deadline).
+    #[serde(default = "default_unauthenticated_body")]
+    pub unauthenticated_body_secs: u64,
     /// Seconds one request may take end to end (body read, work, answer).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
     /// Seconds an idle keep-alive connection stays open.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// Key derivations (passphrase-protected imports) running at once (`core::kdf`).
+    #[serde(default = "default_kdf_concurrency")]
+    pub kdf_concurrency: usize,
+    /// Key derivations waiting for a slot; past it requests get 503 with Retry-After.
+    #[serde(default = "default_kdf_queue")]
+    pub kdf_queue: usize,
+    /// Key derivations one principal may have running or waiting.
+    #[serde(default = "default_kdf_per_principal")]
+    pub kdf_per_principal: usize,
 }
 
 fn default_max_body() -> usize {
@@ -170,7 +192,16 @@ fn default_max_body() -> usize {
 fn default_max_connections() -> usize {
     256
 }
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_admin_reserve() -> usize {
+    16
+}
 fn default_header_timeout() -> u64 {
+    10
+}
+fn default_unauthenticated_body() -> u64 {
     10
 }
 fn default_request_timeout() -> u64 {
@@ -179,15 +210,30 @@ fn default_request_timeout() -> u64 {
 fn default_idle_timeout() -> u64 {
     60
 }
+fn default_kdf_concurrency() -> usize {
+    2
+}
+fn default_kdf_queue() -> usize {
+    16
+}
+fn default_kdf_per_principal() -> usize {
+    2
+}
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: default_max_body(),
             max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            admin_reserve_connections: default_admin_reserve(),
             header_timeout_secs: default_header_timeout(),
+            unauthenticated_body_secs: default_unauthenticated_body(),
             request_timeout_secs: default_request_timeout(),
             idle_timeout_secs: default_idle_timeout(),
+            kdf_concurrency: default_kdf_concurrency(),
+            kdf_queue: default_kdf_queue(),
+            kdf_per_principal: default_kdf_per_principal(),
         }
     }
 }
@@ -431,8 +477,21 @@ impl Config {
                 p(format!("enrollment_profiles[{i}].id"), format!("profile id '{}' is used twice; ids must be unique", ep.id));
             }
         }
-        if self.limits.max_connections == 0 {
+        let l = &self.limits;
+        if l.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
+        }
+        for (k, v) in [
+            ("max_connections_per_peer", l.max_connections_per_peer),
+            ("kdf_concurrency", l.kdf_concurrency),
+            ("kdf_per_principal", l.kdf_per_principal),
+        ] {
+            if v == 0 {
+                p(format!("limits.{k}"), "must be at least 1".into());
+            }
+        }
+        if l.unauthenticated_body_secs == 0 {
+            p("limits.unauthenticated_body_secs".into(), "must be at least 1".into());
         }
         for (i, pr) in self.principals.iter().enumerate() {
             for (j, h) in pr.api_key_sha256.iter().enumerate() {

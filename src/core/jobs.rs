@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-use super::import::{decrypt_blocking, import_key, ImportOutcome, ImportRequest, JobSlot};
+use super::import::{import_key, ImportOutcome, ImportRequest, JobSlot};
 use super::{dek, App, CoreError};
 use crate::material::key::MaterialError;
 use crate::material::{pkcs, x509};
@@ -162,15 +162,15 @@ async fn decode(app: &App, item: &SealedItem) -> Result<(crate::material::key::P
             .clone()
             .ok_or_else(|| CoreError::invalid("password_required", "passwordEncryptedPrivateKey needs dekEncryptedPassword"))?;
         let data = pem.clone().into_bytes();
-        (decrypt_blocking(move || crate::material::read_private_key(&data, Some(&pw))).await?, Vec::new())
+        (app.kdf.run_background(move || crate::material::read_private_key(&data, Some(&pw))).await?, Vec::new())
     } else if let Some(sealed) = &item.dek_encrypted_private_key {
         let plain = dek::unseal(app, &b64("dekEncryptedPrivateKey", sealed)?).await?;
         let pw = password.clone();
-        (decrypt_blocking(move || crate::material::read_private_key(&plain, pw.as_ref().map(|p| p.as_slice()))).await?, Vec::new())
+        (app.kdf.run_background(move || crate::material::read_private_key(&plain, pw.as_ref().map(|p| p.as_slice()))).await?, Vec::new())
     } else if let Some(p12) = &item.pkcs12_keystore {
         let der = b64("pkcs12Keystore", p12)?;
         let pw = password.clone().ok_or_else(|| CoreError::invalid("password_required", "pkcs12Keystore needs dekEncryptedPassword"))?;
-        let (key, certs) = decrypt_blocking(move || pkcs::read_pkcs12(&der, &pw)).await?;
+        let (key, certs) = app.kdf.run_background(move || pkcs::read_pkcs12(&der, &pw)).await?;
         let infos = certs
             .iter()
             .map(|d| x509::parse_certificate(d))

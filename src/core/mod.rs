@@ -10,6 +10,7 @@ pub mod health;
 pub mod ids;
 pub mod import;
 pub mod jobs;
+pub mod kdf;
 pub mod keys;
 pub mod names;
 pub mod reconcile;
@@ -38,6 +39,8 @@ pub struct App {
     pub health: health::Health,
     /// The sync worker, when `[sync]` is configured (`crate::sync`).
     pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
+    /// Slots for passphrase key derivations (`kdf`).
+    pub kdf: kdf::KdfPool,
 }
 
 pub type SharedApp = Arc<App>;
@@ -62,6 +65,10 @@ pub enum CoreError {
     /// that have a code for this, like TPP's 14, use it; the others answer as for `Forbidden`).
     #[error("{0}")]
     NotExportable(String),
+    /// Too much of this work is running or waiting (`kdf`); the same request may pass in a
+    /// moment: every face answers 503 with Retry-After.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]

@@ -1,9 +1,9 @@
 //! The raw file operations: `export-file` (one environment's key as a file, or every
 //! environment's in a ZIP) and `import-file` (multipart upload written to the named
-//! environments). Small self-contained readers/writers for the two containers involved:
-//! `multipart/form-data` (RFC 7578) and a stored (uncompressed) ZIP.
+//! environments). The upload is parsed by axum's `Multipart` within field limits; the ZIP is a
+//! small stored (uncompressed) writer.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -157,54 +157,54 @@ pub fn zip_stored(files: &[(&str, &[u8])]) -> Vec<u8> {
 
 // --- import-file ------------------------------------------------------------------------------
 
-/// One part of a `multipart/form-data` body.
-pub struct Part {
-    pub name: String,
-    #[allow(dead_code)] // kept for a later ZIP upload (recognised by its name)
-    pub filename: Option<String>,
-    pub data: Zeroizing<Vec<u8>>,
-}
+/// Fields `import-file` reads; any other is refused (so a body cannot carry hundreds).
+const FIELDS: [&str; 8] = ["keyFile", "keyName", "keyType", "algorithm", "override", "environmentList", "alias", "keyDescription"];
+/// Largest text field (names, lists, descriptions).
+const MAX_TEXT_FIELD: usize = 4 * 1024;
+/// RFC 2046 §5.1.1: a boundary is 1 to 70 characters. A longer one is refused before parsing.
+const MAX_BOUNDARY: usize = 70;
 
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
-}
-
-fn disposition_param(line: &str, key: &str) -> Option<String> {
-    line.split(';').map(str::trim).find_map(|p| p.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('"').to_string())
-}
-
-/// Splits a `multipart/form-data` body (RFC 7578) into its parts.
-pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
+/// The form's fields by name: `keyFile` up to `limits::MAX_KEY_FILE_BYTES`, the rest short text.
+/// Parsed by axum's `Multipart` (multer: linear in the body) from a body already read within
+/// `limits.max_body_bytes`.
+async fn read_form(content_type: &str, body: axum::body::Bytes) -> Result<Vec<(&'static str, Zeroizing<Vec<u8>>)>, VendorError> {
     let boundary = content_type
         .split(';')
         .map(str::trim)
-        .find_map(|p| p.strip_prefix("boundary="))
-        .map(|b| b.trim_matches('"'))
+        .find_map(|p| p.get(..9).filter(|k| k.eq_ignore_ascii_case("boundary=")).map(|_| p[9..].trim_matches('"')))
         .filter(|b| !b.is_empty())
-        .ok_or("the request is not multipart/form-data with a boundary")?;
-    let delim = format!("--{boundary}");
-    let mut parts = Vec::new();
-    let mut pos = find(body, delim.as_bytes(), 0).ok_or("no multipart boundary in the body")? + delim.len();
-    loop {
-        if body.get(pos..pos + 2) == Some(b"--") {
-            return Ok(parts);
-        }
-        let start = pos + 2; // CRLF after the boundary
-        let headers_end = find(body, b"\r\n\r\n", start).ok_or("a multipart part has no header end")?;
-        let headers = std::str::from_utf8(&body[start..headers_end]).map_err(|_| "multipart headers are not UTF-8")?;
-        let next = find(body, format!("\r\n{delim}").as_bytes(), headers_end + 4).ok_or("a multipart part is not terminated")?;
-        let disposition = headers
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .ok_or("a multipart part has no Content-Disposition")?;
-        let name = disposition_param(disposition, "name").ok_or("a multipart part has no name")?;
-        parts.push(Part {
-            name,
-            filename: disposition_param(disposition, "filename"),
-            data: Zeroizing::new(body[headers_end + 4..next].to_vec()),
-        });
-        pos = next + 2 + delim.len();
+        .ok_or_else(|| VendorError::bad("The request must be multipart/form-data with a boundary!"))?;
+    if boundary.len() > MAX_BOUNDARY {
+        return Err(VendorError::bad(format!("The multipart boundary is longer than {MAX_BOUNDARY} characters (RFC 2046)!")));
     }
+    let mut req = axum::extract::Request::new(axum::body::Body::from(body));
+    req.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type.parse().map_err(|_| VendorError::bad("The Content-Type header is not valid!"))?);
+    let malformed =
+        |e: axum::extract::multipart::MultipartError| VendorError::bad(format!("The multipart body is malformed: {}", e.body_text()));
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .map_err(|e| VendorError::bad(format!("The multipart body is malformed: {}", e.body_text())))?;
+    let mut fields: Vec<(&'static str, Zeroizing<Vec<u8>>)> = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+        let given = field.name().unwrap_or_default().to_string();
+        let Some(name) = FIELDS.iter().copied().find(|f| *f == given) else {
+            return Err(VendorError::bad(format!("Unknown form field ({given})! Fields: {}", FIELDS.join(", "))));
+        };
+        if fields.iter().any(|(n, _)| *n == name) {
+            return Err(VendorError::bad(format!("Form field ({name}) is given more than once!")));
+        }
+        let max = if name == "keyFile" { crate::material::limits::MAX_KEY_FILE_BYTES } else { MAX_TEXT_FIELD };
+        let mut data = Zeroizing::new(Vec::new());
+        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+            if data.len() + chunk.len() > max {
+                return Err(VendorError::bad(format!("Form field ({name}) is larger than {max} bytes!")));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        fields.push((name, data));
+    }
+    Ok(fields)
 }
 
 pub async fn import_file(
@@ -217,12 +217,11 @@ pub async fn import_file(
     require(&who, &ns, Permission::Import)?;
     require(&who, &ns, Permission::Deploy)?;
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let body = crate::api::body::read_limited(req, app.config.limits.max_body_bytes)
-        .await
-        .map_err(|e| VendorError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message))?;
-    let parts = parse_multipart(&ct, &body).map_err(VendorError::bad)?;
-    let field = |n: &str| parts.iter().find(|p| p.name == n);
-    let text = |n: &str| field(n).map(|p| String::from_utf8_lossy(&p.data).trim().to_string()).filter(|s| !s.is_empty());
+    let body =
+        crate::api::body::read_limited(req, app.config.limits.max_body_bytes).await.map_err(|e| VendorError::new(e.status, e.message))?;
+    let parts = read_form(&ct, body).await?;
+    let field = |n: &str| parts.iter().find(|p| p.0 == n).map(|p| &p.1);
+    let text = |n: &str| field(n).map(|p| String::from_utf8_lossy(p).trim().to_string()).filter(|s| !s.is_empty());
     let file = field("keyFile").ok_or_else(|| VendorError::bad("keyFile is required!"))?;
     let name = text("keyName").ok_or_else(|| VendorError::bad("keyName is required!"))?;
     super::check_name(&name)?;
@@ -251,14 +250,20 @@ pub async fn import_file(
         return Err(VendorError::bad("environmentList value can not be empty!"));
     }
     // The file: PEM, or Base64 that decodes to PEM (or, for a secret key, to its raw bytes).
-    let raw = String::from_utf8(file.data.to_vec()).map(Zeroizing::new).map_err(|_| {
+    let raw = String::from_utf8(file.to_vec()).map(Zeroizing::new).map_err(|_| {
         VendorError::bad(format!(
             "Key content is neither PEM nor valid Base64 for key type {}! Send the PEM content Base64-encoded.",
             key_type.as_str()
         ))
     })?;
-    let bytes = content::decode(&raw, key_type).map_err(VendorError::bad)?;
-    let (material, alg) = content::read(key_type, algorithm, &bytes).map_err(VendorError::bad)?;
+    // Decoding and parsing a key (RSA checks) is CPU work: off the runtime's threads.
+    let (material, alg) = tokio::task::spawn_blocking(move || {
+        let bytes = content::decode(&raw, key_type)?;
+        content::read(key_type, algorithm, &bytes)
+    })
+    .await
+    .map_err(|e| VendorError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the key reader failed: {e}")))?
+    .map_err(VendorError::bad)?;
     let material = std::sync::Arc::new(material);
     let deployed = existing
         .as_ref()
@@ -317,13 +322,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc_and_multipart() {
+    fn crc() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[tokio::test]
+    async fn multipart_form() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"keyName\"\r\n\r\nk1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"keyFile\"; filename=\"a.pem\"\r\nContent-Type: application/octet-stream\r\n\r\nAB\r\nCD\r\n--XyZ--\r\n";
-        let parts = parse_multipart("multipart/form-data; boundary=XyZ", body).unwrap();
+        let parts = read_form("multipart/form-data; boundary=XyZ", axum::body::Bytes::from_static(body))
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.message));
         assert_eq!(parts.len(), 2);
-        assert_eq!(&parts[0].data[..], b"k1");
-        assert_eq!(parts[1].filename.as_deref(), Some("a.pem"));
-        assert_eq!(&parts[1].data[..], b"AB\r\nCD");
+        assert_eq!((parts[0].0, &parts[0].1[..]), ("keyName", &b"k1"[..]));
+        assert_eq!((parts[1].0, &parts[1].1[..]), ("keyFile", &b"AB\r\nCD"[..]));
+        let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
+        assert!(read_form(&long, axum::body::Bytes::new()).await.is_err_and(|e| e.message.contains("70")));
+        let twice = b"--X\r\nContent-Disposition: form-data; name=\"keyName\"\r\n\r\na\r\n--X\r\nContent-Disposition: form-data; name=\"keyName\"\r\n\r\nb\r\n--X--\r\n";
+        assert!(read_form("multipart/form-data; boundary=X", axum::body::Bytes::from_static(twice))
+            .await
+            .is_err_and(|e| e.message.contains("more than once")));
     }
 }

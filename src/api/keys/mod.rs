@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::auth::{api_key, peer};
+use super::auth::peer;
 use crate::config::Permission;
 use crate::core::authz::Principal;
 use crate::core::{CoreError, SharedApp};
@@ -76,6 +76,7 @@ impl From<CoreError> for VendorError {
             CoreError::Token(TokenError::Refused { .. }) | CoreError::Token(TokenError::NotFound { .. }) => StatusCode::BAD_REQUEST,
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "apiops request failed");
@@ -94,7 +95,7 @@ impl FromRequestParts<SharedApp> for ApiOpsCaller {
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, VendorError> {
         let p = peer(parts);
-        let who = app.authz.read().expect("poisoned").identify(&p, api_key(parts)).map_err(|e| match e {
+        let who = super::auth::identify(app, parts, &[]).map_err(|e| match e {
             CoreError::Unauthenticated(m) => {
                 tracing::info!(peer = ?p, "apiops request refused: {m}");
                 VendorError::new(StatusCode::UNAUTHORIZED, "Token is not valid!")

@@ -4,11 +4,13 @@
 //!
 //! A project id maps to a keyport namespace (`[kps.projects.<id>]`). A key pair is a row of
 //! KPS metadata (`store::kps`) plus, while it holds a private key, an inventory key in a token
-//! (the keyport key of the same name). Authentication: `X-Auth-Token` (an API key) or the
-//! vendor's `SDK-HMAC-SHA256` AK/SK signature (`sign`).
+//! (the keyport key of the same name). Authentication: `X-Auth-Token` (an API key, checked by
+//! the same rule as every face: `auth::identify`) or the vendor's `SDK-HMAC-SHA256` AK/SK
+//! signature (`sign`), each signature accepted once (`replay`).
 
 mod encode;
 mod handlers;
+mod replay;
 pub mod sign;
 
 use axum::extract::{FromRequest, Request};
@@ -18,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::auth::peer;
+use super::auth::{identify, peer};
 use crate::config::KpsProject;
 use crate::core::authz::Principal;
 use crate::core::{CoreError, SharedApp};
@@ -41,6 +43,7 @@ pub fn routes() -> Router<SharedApp> {
         .route("/v3/{project_id}/running-tasks", get(running_tasks))
         .route("/v3/{project_id}/failed-tasks", get(failed_tasks).delete(delete_failed_tasks))
         .route("/v3/{project_id}/failed-tasks/{task_id}", axum::routing::delete(delete_failed_task))
+        .layer(axum::Extension(std::sync::Arc::new(replay::ReplayCache::default())))
 }
 
 // --- errors -----------------------------------------------------------------------------------
@@ -97,6 +100,7 @@ impl From<CoreError> for KpsError {
             }
             CoreError::Token(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE),
             CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::DB),
+            CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::DEPENDENCY),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "kps request failed");
@@ -125,9 +129,18 @@ fn unauthenticated(message: impl Into<String>) -> KpsError {
     KpsError::new(StatusCode::UNAUTHORIZED, codes::AUTH, message)
 }
 
+/// One answer for an unknown AK, a wrong signature and a replayed one, so none can be told
+/// from the others.
+const BAD_SIGNATURE: &str =
+    "the request signature is not valid: check the AK/SK pair, and sign every request anew (a signature is accepted once)";
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
+
+/// The face's own API-key header (an IAM token in the vendor's API); `X-Api-Key` and
+/// `Authorization: Bearer` count too (`auth::identify`).
+const TOKEN_HEADERS: &[&str] = &["x-auth-token"];
 
 impl FromRequest<SharedApp> for KpsRequest {
     type Rejection = KpsError;
@@ -137,64 +150,102 @@ impl FromRequest<SharedApp> for KpsRequest {
         let declared =
             parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let limit = app.config.limits.max_body_bytes;
-        let too_large = || {
-            KpsError::new(
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(KpsError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 codes::PARAMETER,
                 format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"),
-            )
-        };
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
+            ));
         }
-        let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+        let read_body = |body| async move {
+            super::body::read_body(body, limit).await.map_err(|e| KpsError::new(e.status, codes::PARAMETER, e.message))
+        };
         let query = parts.uri.query().map(String::from);
-        let token = parts.headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim);
-        let authorization = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let who = if let Some(token) = token {
-            app.authz.read().expect("poisoned").identify(&peer(&parts), Some(token)).map_err(|e| match e {
-                CoreError::Unauthenticated(_) => {
-                    unauthenticated("the X-Auth-Token is not recognized (it must match a [[principals]] api_key_sha256)")
+        let authorization = parts
+            .headers
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.trim_start().starts_with(sign::ALGORITHM));
+        let Some(value) = authorization else {
+            // A token (or the socket peer) is known from the headers: authenticate first,
+            // then read the body.
+            let who = identify(app, &parts, TOKEN_HEADERS).map_err(|e| match e {
+                CoreError::Unauthenticated(m) => {
+                    tracing::info!(peer = ?peer(&parts), "kps request refused: {m}");
+                    unauthenticated(format!("{m} (this face reads X-Auth-Token, or an SDK-HMAC-SHA256 signature with X-Sdk-Date)"))
                 }
                 other => other.into(),
-            })?
-        } else if let Some(value) = authorization.filter(|v| v.trim_start().starts_with(sign::ALGORITHM)) {
-            let auth = sign::parse_authorization(value).ok_or_else(|| unauthenticated(sign::SignError::Malformed.to_string()))?;
-            let entry = app.config.kps.access_key(&auth.access).ok_or_else(|| unauthenticated("the access key (AK) is not recognized"))?;
-            let sk = crate::token::pin::read(&entry.secret_key).map_err(|e| {
-                tracing::error!(access_key = %entry.access_key, "cannot read the KPS SK source (file, env or credential): {e}");
+            })?;
+            let body = read_body(body).await?;
+            return Ok(KpsRequest { who, query, body });
+        };
+
+        // AK/SK: the signature covers the body, so everything that needs neither the body nor
+        // the secret is checked first, and the body is read under the short deadline for
+        // callers not yet known (limits.unauthenticated_body_secs).
+        let refused = |e: sign::SignError| {
+            tracing::info!(error = %e, "signed request refused");
+            unauthenticated(e.to_string())
+        };
+        let auth = sign::parse_authorization(value).map_err(refused)?;
+        let now = now_secs();
+        let head = sign::SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &[],
+        };
+        let at = sign::precheck(&head, &auth, now).map_err(refused)?;
+        let body = read_body(body).await?;
+        let signed = sign::SignedRequest { body: &body, ..head };
+        let entry = app.config.kps.access_key(&auth.access);
+        let sk = match entry {
+            Some(entry) => crate::token::pin::read(&entry.secret_key).map_err(|e| {
+                tracing::error!(access_key = ?entry.access_key, "cannot read the KPS SK source (file, env or credential): {e}");
                 KpsError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     codes::DEPENDENCY,
                     "the secret key for this access key cannot be read; see the daemon's log",
                 )
-            })?;
-            let signed = sign::SignedRequest {
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                headers: &parts.headers,
-                body: &body,
-            };
-            sign::verify(&signed, &auth, sk.as_bytes(), now_secs()).map_err(|e| {
-                tracing::info!(access_key = %auth.access, "signed request refused: {e}");
-                unauthenticated(e.to_string())
-            })?;
-            app.authz
-                .read()
-                .expect("poisoned")
-                .by_name(&entry.principal)
-                .ok_or_else(|| unauthenticated(format!("the principal '{}' of this access key is not configured", entry.principal)))?
-        } else {
-            app.authz.read().expect("poisoned").identify(&peer(&parts), None).map_err(|e| match e {
-                CoreError::Unauthenticated(_) => {
-                    unauthenticated("no credentials: send X-Auth-Token, or sign the request (Authorization: SDK-HMAC-SHA256 …, X-Sdk-Date)")
-                }
-                other => other.into(),
-            })?
+            })?,
+            // An unknown AK costs the same work and gets the same answer as a wrong signature.
+            None => zeroize::Zeroizing::new(String::from("keyport: no such access key")),
         };
+        let verified = sign::verify(&signed, &auth, sk.as_bytes(), now);
+        let first_use = verified.is_ok() && {
+            let mut sig = [0u8; 32];
+            hex::decode_to_slice(auth.signature.to_ascii_lowercase(), &mut sig).is_ok()
+                && replay_cache(&parts).first_use(sig, at + sign::MAX_SKEW_SECS, now)
+        };
+        let entry = match (entry, verified) {
+            (Some(entry), Ok(())) if first_use => entry,
+            (_, Err(e @ sign::SignError::UnsignedPayload)) => return Err(refused(e)),
+            (_, r) => {
+                tracing::info!(access_key = ?auth.access, signature_ok = r.is_ok(), replayed = r.is_ok() && !first_use, "signed request refused");
+                return Err(unauthenticated(BAD_SIGNATURE));
+            }
+        };
+        let who = app
+            .authz
+            .read()
+            .expect("poisoned")
+            .by_name(&entry.principal)
+            .ok_or_else(|| unauthenticated(format!("the principal '{}' of this access key is not configured", entry.principal)))?;
+        // Any API key sent alongside must be valid and name the same principal.
+        if !super::auth::presented_keys(&parts, TOKEN_HEADERS).is_empty() {
+            let by_key = identify(app, &parts, TOKEN_HEADERS).map_err(|e| unauthenticated(e.to_string()))?;
+            if by_key.name != who.name {
+                return Err(unauthenticated("the API key sent with the signed request belongs to another principal; send one credential"));
+            }
+        }
         Ok(KpsRequest { who, query, body })
     }
+}
+
+fn replay_cache(parts: &axum::http::request::Parts) -> std::sync::Arc<replay::ReplayCache> {
+    parts.extensions.get::<std::sync::Arc<replay::ReplayCache>>().cloned().expect("kps::routes adds the replay cache")
 }
 
 impl KpsRequest {

@@ -23,6 +23,18 @@ pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
 /// How far `X-Sdk-Date` may be from our clock, either way.
 pub const MAX_SKEW_SECS: i64 = 15 * 60;
 
+// Bounds checked before anything is built from a request, so the work and memory of a check
+// are proportional to the request's size, never to a product of numbers the caller chose (a
+// header value repeated once per mention in SignedHeaders once cost a gigabyte).
+/// Names in `SignedHeaders`. The vendor's SDKs sign every header they send: about ten.
+pub const MAX_SIGNED_HEADERS: usize = 64;
+/// Length of one signed header's name.
+pub const MAX_HEADER_NAME: usize = 128;
+/// Length of the whole `Authorization` header.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// Size of the canonical request (method, URI, query, signed headers and their values).
+pub const MAX_CANONICAL_BYTES: usize = 64 * 1024;
+
 /// The parts of `Authorization: SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Authorization {
@@ -31,20 +43,47 @@ pub struct Authorization {
     pub signature: String,
 }
 
-/// Parses the header; `None` when it is not an `SDK-HMAC-SHA256` authorization.
-pub fn parse_authorization(value: &str) -> Option<Authorization> {
-    let rest = value.trim().strip_prefix(ALGORITHM)?.strip_prefix(' ')?;
+/// Parses the header, within the bounds above: at most `MAX_SIGNED_HEADERS` distinct names
+/// of header characters.
+pub fn parse_authorization(value: &str) -> Result<Authorization, SignError> {
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(SignError::TooLarge(format!("the Authorization header is longer than {MAX_AUTHORIZATION_BYTES} bytes")));
+    }
+    let rest = value.trim().strip_prefix(ALGORITHM).and_then(|r| r.strip_prefix(' ')).ok_or(SignError::Malformed)?;
     let (mut access, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
+        let (k, v) = part.trim().split_once('=').ok_or(SignError::Malformed)?;
         match k {
-            "Access" => access = Some(v.to_string()),
-            "SignedHeaders" => signed = Some(v.split(';').map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>()),
-            "Signature" => signature = Some(v.to_string()),
-            _ => return None,
+            "Access" if access.is_none() => access = Some(v.to_string()),
+            "SignedHeaders" if signed.is_none() => signed = Some(signed_headers(v)?),
+            "Signature" if signature.is_none() => signature = Some(v.to_string()),
+            _ => return Err(SignError::Malformed),
         }
     }
-    Some(Authorization { access: access?, signed_headers: signed?, signature: signature? })
+    match (access, signed, signature) {
+        (Some(access), Some(signed_headers), Some(signature)) => Ok(Authorization { access, signed_headers, signature }),
+        _ => Err(SignError::Malformed),
+    }
+}
+
+fn signed_headers(v: &str) -> Result<Vec<String>, SignError> {
+    let mut names: Vec<String> = Vec::new();
+    for h in v.split(';') {
+        if names.len() == MAX_SIGNED_HEADERS {
+            return Err(SignError::TooLarge(format!("SignedHeaders names more than {MAX_SIGNED_HEADERS} headers")));
+        }
+        let h = h.to_ascii_lowercase();
+        if h.is_empty() || h.len() > MAX_HEADER_NAME || axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(SignError::TooLarge(format!(
+                "SignedHeaders holds a name that is not a header name of at most {MAX_HEADER_NAME} characters"
+            )));
+        }
+        if names.contains(&h) {
+            return Err(SignError::TooLarge(format!("SignedHeaders names '{h}' twice; name each header once")));
+        }
+        names.push(h);
+    }
+    Ok(names)
 }
 
 /// Why a signed request was refused (never says which part of the signature was wrong).
@@ -52,6 +91,9 @@ pub fn parse_authorization(value: &str) -> Option<Authorization> {
 pub enum SignError {
     #[error("the Authorization header is not a valid SDK-HMAC-SHA256 authorization")]
     Malformed,
+    /// Over one of the bounds above; the message names it.
+    #[error("the signed request is refused: {0}")]
+    TooLarge(String),
     #[error("X-Sdk-Date is missing or not in the YYYYMMDDTHHMMSSZ form")]
     BadDate,
     #[error("X-Sdk-Date is more than 15 minutes away from the server's clock; check the client's clock")]
@@ -138,9 +180,28 @@ fn hex_sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// The canonical request, or an error when a signed header is absent.
-pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Result<Vec<u8>, SignError> {
-    let mut out = Vec::new();
+/// The canonical request without its last line (the body's hash), or an error when a signed
+/// header is absent or the result would be larger than `MAX_CANONICAL_BYTES` (checked before
+/// anything is built). Needs no body, so it runs before the body is read.
+pub fn canonical_head(req: &SignedRequest, signed_headers: &[String]) -> Result<Vec<u8>, SignError> {
+    let too_large = || SignError::TooLarge(format!("the canonical request would be larger than {MAX_CANONICAL_BYTES} bytes"));
+    // Percent-encoding at most triples the path and the query.
+    let mut size = req.method.len() + 3 * (req.path.len() + req.query.map_or(0, str::len)) + 8;
+    for h in signed_headers {
+        let mut any = false;
+        for v in req.headers.get_all(h.as_str()) {
+            any = true;
+            size += v.len() + 1;
+        }
+        if !any {
+            return Err(SignError::MissingHeader);
+        }
+        size += 2 * h.len() + 3;
+        if size > MAX_CANONICAL_BYTES {
+            return Err(too_large());
+        }
+    }
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(req.method.to_ascii_uppercase().as_bytes());
     out.push(b'\n');
     out.extend_from_slice(canonical_uri(req.path).as_bytes());
@@ -149,9 +210,6 @@ pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Resu
     out.push(b'\n');
     for h in signed_headers {
         let values: Vec<&[u8]> = req.headers.get_all(h.as_str()).iter().map(|v| v.as_bytes()).collect();
-        if values.is_empty() {
-            return Err(SignError::MissingHeader);
-        }
         out.extend_from_slice(h.as_bytes());
         out.push(b':');
         out.extend_from_slice(values.join(&b","[..]).trim_ascii());
@@ -160,6 +218,12 @@ pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Resu
     out.push(b'\n');
     out.extend_from_slice(signed_headers.join(";").as_bytes());
     out.push(b'\n');
+    Ok(out)
+}
+
+/// The canonical request, or an error when a signed header is absent or it is too large.
+pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Result<Vec<u8>, SignError> {
+    let mut out = canonical_head(req, signed_headers)?;
     let body_hash = hex_sha256(req.body);
     if !req.body.is_empty() {
         if let Some(declared) = req.headers.get("x-sdk-content-sha256") {
@@ -197,8 +261,10 @@ pub fn parse_sdk_date(s: &str) -> Option<i64> {
     Some(days * 86400 + h * 3600 + mi * 60 + se)
 }
 
-/// Checks the signature with `secret_key`, and the date against `now` (epoch seconds).
-pub fn verify(req: &SignedRequest, auth: &Authorization, secret_key: &[u8], now: i64) -> Result<(), SignError> {
+/// The checks that need neither the body nor the secret: the required signed headers, the
+/// date (returned, as epoch seconds) against `now`, and the canonical request's size. Run
+/// before the body is read.
+pub fn precheck(req: &SignedRequest, auth: &Authorization, now: i64) -> Result<i64, SignError> {
     if !auth.signed_headers.iter().any(|h| h == "x-sdk-date") || !auth.signed_headers.iter().any(|h| h == "host") {
         return Err(SignError::MissingHeader);
     }
@@ -207,6 +273,14 @@ pub fn verify(req: &SignedRequest, auth: &Authorization, secret_key: &[u8], now:
     if (at - now).abs() > MAX_SKEW_SECS {
         return Err(SignError::Stale);
     }
+    canonical_head(req, &auth.signed_headers)?;
+    Ok(at)
+}
+
+/// Checks the signature with `secret_key`, and the date against `now` (epoch seconds).
+pub fn verify(req: &SignedRequest, auth: &Authorization, secret_key: &[u8], now: i64) -> Result<(), SignError> {
+    precheck(req, auth, now)?;
+    let date = req.headers.get("x-sdk-date").and_then(|v| v.to_str().ok()).ok_or(SignError::BadDate)?;
     let canonical = canonical_request(req, &auth.signed_headers)?;
     let to_sign = format!("{ALGORITHM}\n{}\n{}", date.trim(), hex_sha256(&canonical));
     let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).map_err(|_| SignError::Malformed)?;
@@ -298,6 +372,15 @@ mod tests {
             a,
             Authorization { access: "AK".into(), signed_headers: vec!["host".into(), "x-sdk-date".into()], signature: "ab".into() }
         );
-        assert!(parse_authorization("Bearer x").is_none());
+        assert!(parse_authorization("Bearer x").is_err());
+        assert!(matches!(
+            parse_authorization("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;host, Signature=ab"),
+            Err(SignError::TooLarge(m)) if m.contains("twice")
+        ));
+        let many = (0..65).map(|i| format!("h{i}")).collect::<Vec<_>>().join(";");
+        assert!(matches!(
+            parse_authorization(&format!("SDK-HMAC-SHA256 Access=AK, SignedHeaders={many}, Signature=ab")),
+            Err(SignError::TooLarge(_))
+        ));
     }
 }

@@ -293,6 +293,11 @@ fn parse_kdf<'a>(alg: &AlgorithmIdentifierRef<'a>) -> Result<Kdf<'a>, MaterialEr
             if p > limits::MAX_SCRYPT_P {
                 return Err(MaterialError::KdfTooExpensive(format!("scrypt p={p}; the limit is {}", limits::MAX_SCRYPT_P)));
             }
+            if memory * u128::from(p) > u128::from(limits::MAX_SCRYPT_WORK) {
+                return Err(MaterialError::KdfTooExpensive(format!(
+                    "scrypt N={n}, r={r}, p={p} is more than 8 times the work of openssl's default (N=16384, r=8, p=1)"
+                )));
+            }
             let log_n = n.trailing_zeros() as u8;
             Ok(Kdf::Scrypt { salt, log_n, r: r as u32, p: p as u32, key_len })
         }

@@ -228,6 +228,8 @@ fn kdf_caps_are_enforced_before_deriving() {
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 20, 8, 1), &aes256_cbc()), PW, "scrypt 1 GiB");
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 14, 1 << 20, 1), &aes256_cbc()), PW, "scrypt huge r");
     assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 10, 8, 17), &aes256_cbc()), PW, "scrypt p=17");
+    assert_too_expensive(&encrypted_pbes2(&scrypt(1 << 16, 8, 16), &aes256_cbc()), PW, "scrypt 64 MiB × p=16");
+    assert_too_expensive(&encrypted_pbes2(&pbkdf2(600_001), &aes256_cbc()), PW, "PBKDF2 over 600,000");
     assert!(matches!(read_private_key(&encrypted_pbes2(&scrypt(1000, 8, 1), &aes256_cbc()), Some(PW)), Err(MaterialError::Malformed(_))));
 
     // PKCS#12 PBE (pbeWithSHAAnd3-KeyTripleDES-CBC) with 5M iterations.

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::super::key::{MaterialError, PrivateKey};
-use super::super::limits::{MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_PARALLELISM, MAX_ARGON2_PASSES};
+use super::super::limits::{MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_PARALLELISM, MAX_ARGON2_PASSES, MAX_ARGON2_WORK_KIB};
 use super::super::spki::PublicKey;
 use super::cipher::Cipher;
 use super::keys::{self, Curve};
@@ -129,6 +129,11 @@ fn argon2_params(a: &Argon2Lines<'_>) -> Result<Argon2Params, MaterialError> {
     }
     if parallelism > MAX_ARGON2_PARALLELISM {
         return Err(MaterialError::KdfTooExpensive(format!("Argon2 parallelism {parallelism}, at most {MAX_ARGON2_PARALLELISM} accepted")));
+    }
+    if memory.saturating_mul(passes) > MAX_ARGON2_WORK_KIB {
+        return Err(MaterialError::KdfTooExpensive(format!(
+            "Argon2 memory {memory} KiB × passes {passes}, at most {MAX_ARGON2_WORK_KIB} KiB·passes accepted (puttygen writes 8192 KiB and about 10 to 40 passes)"
+        )));
     }
     // The caps keep all three far below u32::MAX.
     let p = Argon2Params { flavour, memory: memory as u32, passes: passes as u32, parallelism: parallelism as u32, salt };
@@ -346,6 +351,7 @@ mod tests {
             ("Argon2-Memory: 8192", "Argon2-Memory: 99999999999999999999999", "memory"),
             ("Argon2-Passes: ", "Argon2-Passes: 100000", "passes"),
             ("Argon2-Parallelism: 1", "Argon2-Parallelism: 64", "parallelism"),
+            ("Argon2-Memory: 8192", "Argon2-Memory: 65536", "×"),
         ] {
             assert!(data.contains(from));
             let crafted = data.replacen(from, to, 1);

@@ -270,6 +270,11 @@ pub struct NamespacePolicy {
     /// Whether an export may hand out a private key without a passphrase (unencrypted).
     #[serde(default)]
     pub allow_unencrypted_export: bool,
+    /// Whether the principal that created or imported a key may export it without the
+    /// `export-private` permission (only while it still holds some permission in the namespace).
+    /// Off by default: `import` alone never lets a principal take keys back out.
+    #[serde(default)]
+    pub owners_may_export: bool,
     /// The SSH format TPP's ExportSelfServicePrivateKey uses when the request names none
     /// (`OpenSSH`, `PuTTY`, `SSH2`, `Tectia`); unset = OpenSSH.
     #[serde(default)]
@@ -434,7 +439,13 @@ impl Config {
         if self.limits.max_connections == 0 {
             p("limits.max_connections".into(), "must be at least 1".into());
         }
+        let mut principal_names = std::collections::HashSet::new();
         for (i, pr) in self.principals.iter().enumerate() {
+            // Ownership, audit entries, jobs and TPP/KPS bindings name a principal: two with
+            // one name would share each other's keys.
+            if !principal_names.insert(pr.name.as_str()) {
+                p(format!("principals[{i}].name"), format!("principal name '{}' is used twice; names must be unique", pr.name));
+            }
             for (j, h) in pr.api_key_sha256.iter().enumerate() {
                 if h.len() != 64 || hex::decode(h).is_err() {
                     p(
@@ -464,6 +475,7 @@ impl Config {
             exportable_by_default: false,
             allow_exportable: true,
             allow_unencrypted_export: false,
+            owners_may_export: false,
             ssh_export_format: None,
         })
     }

@@ -532,7 +532,7 @@ async fn export_pem(app: &SharedApp, who: &Principal, project_id: &str, name: &s
     check_name(name)?;
     let (k, _) = get_pair(app, who, project_id, name)?;
     let key_id = k.key_id.ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
-    let key = crate::core::export::export_private_key(app, who, &key_id).await?;
+    let key = crate::core::export::export_private_key(app, who, &key_id, crate::core::export::Protection::PlainByProtocol).await?;
     encode::private_key_pem(&key).map_err(|e| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE, e.to_string()))
 }
 

@@ -78,7 +78,7 @@ impl From<CoreError> for VendorError {
             CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
-            tracing::error!(error = %e, "apiops request failed");
+            tracing::error!(error = ?e.to_string(), "apiops request failed");
         }
         VendorError::new(status, e.to_string())
     }
@@ -96,7 +96,7 @@ impl FromRequestParts<SharedApp> for ApiOpsCaller {
         let p = peer(parts);
         let who = app.authz.read().expect("poisoned").identify(&p, api_key(parts)).map_err(|e| match e {
             CoreError::Unauthenticated(m) => {
-                tracing::info!(peer = ?p, "apiops request refused: {m}");
+                tracing::info!(peer = ?p, reason = ?m, "apiops request refused");
                 VendorError::new(StatusCode::UNAUTHORIZED, "Token is not valid!")
             }
             other => other.into(),

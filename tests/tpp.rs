@@ -29,19 +29,54 @@ token_lifetime_secs = {lifetime}
 
 [[tpp.users]]
 username = "alice"
-password_sha256 = "{alice_pw}"
+password_hash = "{alice_pw}"
 principal = "root"
 
 [[tpp.users]]
 username = "bob"
-password_sha256 = "{bob_pw}"
+password_hash = "{bob_pw}"
 principal = "bob"
 "#,
         bob = sha256_hex("bob-api-key"),
-        alice_pw = sha256_hex("alice-secret"),
-        bob_pw = sha256_hex("bob-secret"),
+        alice_pw = phc("alice-secret"),
+        bob_pw = phc("bob-secret"),
         lifetime = "LIFETIME",
     )
+}
+
+/// A PHC string for `password`, made by `keyport hash-password` reading it from stdin.
+fn phc(password: &str) -> String {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(line.starts_with("$argon2id$"), "{line}");
+    line
+}
+
+/// `text` with the `password_hash` of TPP user `user` set to a hash of `password`.
+fn set_password(text: &str, user: &str, password: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_user = false;
+    for line in text.lines() {
+        if line.starts_with("username = ") {
+            in_user = line == format!("username = \"{user}\"");
+        }
+        if in_user && line.starts_with("password_hash = ") {
+            out.push(format!("password_hash = \"{}\"", phc(password)));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n")
 }
 
 fn start(lifetime: u64) -> Daemon {
@@ -322,7 +357,7 @@ fn a_password_change_ends_the_users_sessions_across_a_restart() {
     let alice = token(&d, "alice", "alice-secret", "ssh");
     assert!(d.stop().success());
     let text = std::fs::read_to_string(&d.config).unwrap();
-    let changed = text.replace(&sha256_hex("bob-secret"), &sha256_hex("bob-new-secret"));
+    let changed = set_password(&text, "bob", "bob-new-secret");
     assert_ne!(text, changed);
     std::fs::write(&d.config, changed).unwrap();
     d.spawn();
@@ -342,4 +377,44 @@ fn a_password_change_ends_the_users_sessions_across_a_restart() {
     assert_eq!((s, v["identity"].as_str()), (200, Some("local:alice")), "an unchanged user keeps its session: {v}");
     let (s, v) = login(&d, "bob", "bob-new-secret", "ssh");
     assert_eq!(s, 200, "the new password logs in: {v}");
+}
+
+/// Issue 11 item 14: Venafi's own Python SDK (pyvenafi's `WebSDK`, unchanged) logs in, lists,
+/// exports and imports, and a second client starts from the refresh token. Before the fix
+/// every call after login got 401: pyvenafi sends a token not ending in `==` in the legacy
+/// `X-Venafi-API-Key` header.
+#[test]
+fn venafis_python_sdk_drives_the_face() {
+    require("ssh-keygen");
+    let python = Path::new("/opt/keyport-test/pyvenafi/bin/python");
+    assert!(python.exists(), "pyvenafi virtualenv missing (scripts/deps makes it)");
+    let d = start(3600);
+    d.generate("sdk-ed", "ed25519", true);
+    let k = d.dir.path().join("to-import");
+    assert!(run("ssh-keygen", &["-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", k.to_str().unwrap()]).status.success());
+    let out = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/pyvenafi_tpp.py"))
+        .arg(format!("127.0.0.1:{}", d.port))
+        .args(["alice", "alice-secret"])
+        .arg(&k)
+        .arg(PASS)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pyvenafi failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["token_header"], "Authorization", "{v}");
+    assert!(v["version"].as_str().unwrap().starts_with("25.1"), "{v}");
+    assert_eq!(v["keysets"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!((v["keysets"][0]["algorithm"].as_str(), v["keysets"][0]["length"].as_i64()), (Some("ED25519"), Some(256)), "{v}");
+    assert_eq!(v["keyset_get"], v["keysets"][0]["keyset_id"], "{v}");
+    assert_eq!(v["key_details_status"], 200, "{v}");
+    assert!(v["authorized_ok"] == true && v["authorized_key"].as_str().unwrap().starts_with("ssh-ed25519 "), "{v}");
+    assert_eq!(v["private_ok"], true, "{v}");
+    let f = d.dir.path().join("sdk.key");
+    std::fs::write(&f, v["private_key"].as_str().unwrap()).unwrap();
+    assert_eq!(public_of(d.dir.path(), &f, "OpenSSH"), public_words(v["authorized_key"].as_str().unwrap()));
+    assert_eq!(v["import_ok"], true, "{v}");
+    assert_eq!(v["refreshed_ok"], true, "the refreshed client works: {v}");
+    let original = std::fs::read_to_string(k.with_extension("pub")).unwrap();
+    assert_eq!(public_words(v["refreshed_key"].as_str().unwrap()), public_words(&original));
 }

@@ -16,7 +16,7 @@ pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use sync::SyncConfig;
 pub use sync::{RemoteKind, TlspcRemoteConfig, TLSPC_MAX_BATCH};
-pub use tpp::TppConfig;
+pub use tpp::{check_password_hash, hash_password, verify_password, TppConfig, TppUser};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -298,8 +298,38 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The top-level keys of [`Config`]: an environment variable `KEYPORT_<KEY>[__…]` overrides
+/// config only when its first part is one of these (so `KEYPORT_LOG`, `KEYPORT_CONFIG` or a
+/// PIN in `KEYPORT_STAGING_PIN` are never taken for config).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "state_dir",
+    "listen",
+    "limits",
+    "tokens",
+    "principals",
+    "namespaces",
+    "tlspc",
+    "kps",
+    "apiops",
+    "tpp",
+    "enrollment_profiles",
+    "sync",
+];
+
+/// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`
+/// → `listen.tcp` (`__` separates levels; the `KEYPORT__…` spelling is accepted too).
+fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter_map(|(k, v)| {
+        let rest = k.strip_prefix("KEYPORT__").or_else(|| k.strip_prefix("KEYPORT_"))?;
+        let first = rest.split("__").next()?.to_ascii_lowercase();
+        TOP_LEVEL_KEYS.contains(&first.as_str()).then(|| (rest.to_string(), v))
+    })
+    .collect()
+}
+
 /// Loads a config file (or the embedded default) with `KEYPORT_…` overrides, e.g.
-/// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport`.
+/// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport` (the form the
+/// README and the systemd unit use).
 pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
     let builder = config::Config::builder();
     let builder = match file {
@@ -307,7 +337,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
         None => builder.add_source(config::File::from_str(EMBEDDED_DEFAULT, config::FileFormat::Toml)),
     };
     let built = builder
-        .add_source(config::Environment::with_prefix("KEYPORT").separator("__").try_parsing(true))
+        .add_source(config::Environment::default().separator("__").try_parsing(true).source(Some(env_overrides(std::env::vars()))))
         .build()
         .map_err(|e| vec![from_config_error(e)])?;
     let cfg: Config = built.try_deserialize().map_err(|e| vec![from_config_error(e)])?;
@@ -553,6 +583,38 @@ mod tests {
     fn unknown_key_is_refused_with_its_name() {
         let err = toml::from_str::<Config>("bogus = 1\n[[tokens]]\nname='a'\nmodule='/x'\nlabel='a'\npin={file='/p'}\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_take_the_documented_form_and_nothing_else() {
+        let vars = [
+            ("KEYPORT_STATE_DIR", "/var/lib/keyport"),
+            ("KEYPORT_LISTEN__TCP", "127.0.0.1:9000"),
+            ("KEYPORT__LIMITS__MAX_CONNECTIONS", "7"),
+            ("KEYPORT_LOG", "debug"),
+            ("KEYPORT_STAGING_PIN", "1234"),
+            ("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS", "5"),
+            ("PATH", "/bin"),
+        ];
+        let got = env_overrides(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut keys: Vec<&str> = got.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["LIMITS__MAX_CONNECTIONS", "LISTEN__TCP", "STATE_DIR"]);
+        // The list of top-level keys is Config's own (serde names them on an unknown key).
+        let err = toml::from_str::<Config>("zzz = 1").unwrap_err().to_string();
+        for k in TOP_LEVEL_KEYS {
+            assert!(err.contains(&format!("`{k}`")), "{k} is not a top-level key: {err}");
+        }
+        assert_eq!(err.matches('`').count() / 2 - 1, TOP_LEVEL_KEYS.len(), "a top-level key is missing from TOP_LEVEL_KEYS: {err}");
+    }
+
+    #[test]
+    fn principal_names_are_unique() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        let p: Principal = toml::from_str("name = \"ops\"").unwrap();
+        cfg.principals = vec![p.clone(), p];
+        let problems = cfg.check();
+        assert!(problems.iter().any(|p| p.path == "principals[1].name" && p.message.contains("twice")), "{problems:?}");
     }
 
     #[test]

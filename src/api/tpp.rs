@@ -240,6 +240,15 @@ async fn authorize_oauth(app: &SharedApp, peer: Peer, body: &[u8]) -> Response {
             1,
         );
     };
+    // Failures counted while this one waited for its slot may have blocked it meanwhile.
+    if let Err(wait) = THROTTLE.check(user_key.as_deref(), source) {
+        return retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_grant",
+            format!("too many failed logins for this user or from this client; try again in {} s", wait.as_secs().max(1)),
+            wait.as_secs(),
+        );
+    }
     let phc = user.and_then(|u| u.password_hash.clone());
     let ok = tokio::task::spawn_blocking(move || {
         let good = crate::config::verify_password(phc.as_deref().unwrap_or(&DUMMY_HASH), password.as_bytes());

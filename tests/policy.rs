@@ -291,3 +291,46 @@ fn duplicate_principal_names_are_a_config_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("principals[4].name") && err.contains("'gen' is used twice"), "{err}");
 }
+
+/// Item 9, on the TPP and KPS faces too: importing a key that is already held tells a caller
+/// that may not read the holder nothing about it (no name, no KeyId).
+#[test]
+fn a_duplicate_import_names_no_key_the_importer_cannot_read() {
+    require("curl");
+    require("ssh-keygen");
+    let d = start();
+    let k = d.dir.path().join("dup");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&k).status().unwrap().success());
+    let pem = std::fs::read_to_string(&k).unwrap();
+    let create = |auth: &str, name: &str| {
+        let body = json!({"keypair": {"name": name, "key_protection": {"private_key": pem, "encryption": {"type": "default"}}}});
+        d.curl_https("POST", &format!("/v3/{PROJECT}/keypairs"), Some(&body.to_string()), &["-H", &format!("X-Auth-Token: {auth}")])
+    };
+    let (s, v) = create("ops-key", "kp-held");
+    assert_eq!(s, 200, "{v}\n{}", d.log());
+    let held = key_by_name(&d, "kp-held");
+
+    // KPS: the import-only principal sends the same private key.
+    let (s, v) = create("importer-key", "mine");
+    assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.0002")), "{v}");
+    assert!(!v.to_string().contains("kp-held"), "the holder's name leaked: {v}");
+    // TPP: the same.
+    let (s, v) = d.curl_https(
+        "POST",
+        "/vedauth/authorize/oauth",
+        Some(&json!({"client_id": "c", "username": "imp", "password": "imp-password", "scope": "ssh:discover"}).to_string()),
+        &[],
+    );
+    assert_eq!(s, 200, "{v}");
+    use base64::Engine;
+    let content = base64::engine::general_purpose::STANDARD.encode(&pem);
+    let (s, v) = d.curl_https(
+        "POST",
+        "/vedsdk/SSH/ImportPrivateKey",
+        Some(&json!({"KeyContentBase64": content}).to_string()),
+        &["-H", &format!("Authorization: Bearer {}", v["access_token"].as_str().unwrap())],
+    );
+    assert_eq!((s, v["SshWebResponse"]["ErrorCode"].as_i64()), (200, Some(5)), "{v}");
+    assert!(v["KeyId"].is_null() && !v.to_string().contains("kp-held"), "the holder leaked: {v}");
+    assert_eq!(key_by_name(&d, "kp-held")["id"], held["id"], "nothing changed");
+}

@@ -653,9 +653,13 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
             Ok(id) => json!({"KeyId": id, "SshWebResponse": {"Success": true}}),
             Err(e) => fail(0, e.to_string()),
         },
-        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+        // Which key holds it is said only to a caller that may read that key.
+        Ok(ImportOutcome::AlreadyPresent(rec)) if crate::core::keys::get(app, who, &rec.id).is_ok() => {
             let id = app.store.tpp_key_id(&rec.id).ok();
-            json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as '{}'", rec.name))})
+            json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as {:?}", rec.name))})
+        }
+        Ok(ImportOutcome::AlreadyPresent(_)) => {
+            json!({"KeyId": null, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, "the key is already kept in this namespace")})
         }
         Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
     }

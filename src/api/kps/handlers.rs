@@ -193,9 +193,11 @@ async fn import_into_token(
     };
     match import_key(app, who, req, None).await {
         Ok(ImportOutcome::Imported(rec)) => Ok(rec),
-        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+        // Which key holds it is said only to a caller that may read that key.
+        Ok(ImportOutcome::AlreadyPresent(rec)) if crate::core::keys::get(app, who, &rec.id).is_ok() => {
             Err(KpsError::param(format!("this private key is already held by key '{}' in namespace '{}'", rec.name, rec.namespace)))
         }
+        Ok(ImportOutcome::AlreadyPresent(_)) => Err(KpsError::param("this private key is already held in the project's namespace")),
         Err(CoreError::Conflict(_)) => Err(duplicate(name)),
         Err(e) => Err(e.into()),
     }

@@ -573,20 +573,6 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
     Ok((status, v))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn expiring_durations_and_dates() {
-        let in30 = super::expiring_before("30d").unwrap();
-        let now = crate::api::certificates::parse_instant(&crate::store::records::now()).unwrap();
-        assert!(in30 > now && in30.ends_with('Z'), "{in30}");
-        assert!(super::expiring_before("12h").unwrap() < in30);
-        assert_eq!(super::expiring_before("2026-01-31").unwrap(), "2026-01-31T00:00:00Z");
-        assert!(super::expiring_before("soon").is_none());
-        assert!(super::expiring_before("d").is_none());
-    }
-}
-
 /// `keyport hash-password`.
 fn hash_password() -> i32 {
     let password = match read_password() {
@@ -636,4 +622,18 @@ fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
         return Err("the passwords differ".into());
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiring_durations_and_dates() {
+        let in30 = super::expiring_before("30d").unwrap();
+        let now = crate::api::certificates::parse_instant(&crate::store::records::now()).unwrap();
+        assert!(in30 > now && in30.ends_with('Z'), "{in30}");
+        assert!(super::expiring_before("12h").unwrap() < in30);
+        assert_eq!(super::expiring_before("2026-01-31").unwrap(), "2026-01-31T00:00:00Z");
+        assert!(super::expiring_before("soon").is_none());
+        assert!(super::expiring_before("d").is_none());
+    }
 }

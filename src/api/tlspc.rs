@@ -400,7 +400,8 @@ async fn import_status(
         return Err(not_found());
     }
     let ns = job.namespace.clone().unwrap_or_default();
-    if job.principal != who.name && !who.allows(&ns, crate::config::Permission::Read) {
+    // The submitter sees its job while it holds a permission in the namespace (as for keys).
+    if !who.owns(&job.principal, &ns) && !who.allows(&ns, crate::config::Permission::Read) {
         return Err(not_found());
     }
     let std = base64::engine::general_purpose::STANDARD;

@@ -127,21 +127,16 @@ impl Default for Listen {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "mode")]
 pub enum TlsConfig {
     /// A certificate made at first start whose key lives in the first token.
+    #[default]
     SelfSigned,
     /// A certificate chain and key from files (PEM).
     Files { cert: PathBuf, key: PathBuf },
     /// Plain HTTP; refused on anything but a loopback address.
     Plain,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig::SelfSigned
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -355,7 +350,7 @@ fn from_config_error(e: config::ConfigError) -> Problem {
     // and add the fix.
     let path = text
         .rsplit_once("for key `")
-        .map(|(_, k)| k.trim_end_matches(|c| c == '`' || c == '\'' || c == ' ').to_string())
+        .map(|(_, k)| k.trim_end_matches(['`', '\'', ' ']).to_string())
         .or_else(|| text.rsplit_once(" in ").map(|(_, p)| p.to_string()))
         .unwrap_or_else(|| "config".into());
     let hint = if text.contains("unknown field") {
@@ -386,7 +381,7 @@ impl Config {
                 p(format!("{at}.name"), format!("token name '{}' is used twice; names must be unique", t.name));
             }
             if t.label.is_none() && t.serial.is_none() {
-                p(format!("{at}"), "set `label` or `serial` to choose the token (slot indexes change between boots)".into());
+                p(at.clone(), "set `label` or `serial` to choose the token (slot indexes change between boots)".into());
             }
             if t.softhsm.is_none() && !t.module.exists() {
                 p(format!("{at}.module"), format!("PKCS#11 module {} does not exist; install it or fix the path", t.module.display()));

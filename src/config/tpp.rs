@@ -184,8 +184,7 @@ mod tests {
 
     #[test]
     fn users_must_point_at_principals_and_store_only_phc_hashes() {
-        let mut c = TppConfig::default();
-        c.users = vec![user("alice", Some(hash_password(b"pw")), None, "ops")];
+        let mut c = TppConfig { users: vec![user("alice", Some(hash_password(b"pw")), None, "ops")], ..TppConfig::default() };
         assert!(c.check(&["ops".into()]).is_empty(), "{:?}", c.check(&["ops".into()]));
         c.users.push(user("Alice", None, Some(&"ab".repeat(32)), "nobody"));
         c.users.push(user("carol", Some("$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()), None, "ops"));

@@ -101,6 +101,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// Print an Argon2id PHC string of a password, for `[[tpp.users]] password_hash`. The
+    /// password is read from the terminal (twice, not echoed) or from stdin's first line;
+    /// never from the command line, where other users could see it in `ps`.
+    HashPassword,
     /// Bring keys (exportable in the vault) and their certificates back from the vault into
     /// the token; keys already present are skipped, so it is safe to run again.
     Restore {
@@ -360,6 +364,7 @@ pub fn run(cmd: Command) -> i32 {
         Command::Export { client, key, namespace, format, passphrase_file, out } => {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
+        Command::HashPassword => hash_password(),
         Command::Restore { client, dry_run } => {
             let failed = |v: &Value| {
                 let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");
@@ -710,6 +715,57 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     };
     Ok((status, v))
+}
+
+/// `keyport hash-password`.
+fn hash_password() -> i32 {
+    let password = match read_password() {
+        Ok(p) => p,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return 1;
+        }
+    };
+    if password.is_empty() {
+        eprintln!("error: the password is empty");
+        return 1;
+    }
+    println!("{}", crate::config::hash_password(password.as_bytes()));
+    0
+}
+
+/// The password from the terminal (echo off, asked twice) or from stdin's first line.
+fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let read_line = || -> Result<zeroize::Zeroizing<String>, String> {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        stdin.lock().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+        let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+        Ok(trimmed)
+    };
+    if !stdin.is_terminal() {
+        return read_line();
+    }
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let saved = tcgetattr(&stdin).map_err(|e| format!("the terminal: {e}"))?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    let ask = |prompt: &str| -> Result<zeroize::Zeroizing<String>, String> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| format!("the terminal: {e}"))?;
+        let line = read_line();
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+        eprintln!();
+        line
+    };
+    let first = ask("Password: ")?;
+    let again = ask("Again: ")?;
+    if *first != *again {
+        return Err("the passwords differ".into());
+    }
+    Ok(first)
 }
 
 #[cfg(test)]

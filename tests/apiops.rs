@@ -48,6 +48,10 @@ name = "manager"
 api_key_sha256 = ["{manager}"]
 permissions = {{ web = ["manage"] }}
 
+# export-file has no passphrase: plain exports must be allowed for it to export (issue 11).
+[namespaces.web]
+allow_unencrypted_export = true
+
 [apiops]
 exportable = {exportable}
 [apiops.projects.MyProject]

@@ -54,6 +54,8 @@ permissions = {{ kps = ["read"] }}
 [namespaces.kps]
 exportable_by_default = false
 allow_exportable = true
+# KPS export has no passphrase: plain exports must be allowed for it to export (issue 11).
+allow_unencrypted_export = true
 
 [kps.projects.{PROJECT}]
 namespace = "kps"

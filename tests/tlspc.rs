@@ -399,3 +399,70 @@ fn the_vendors_python_client_imports_a_key() {
     let blocks = object_blocks(&d.pkcs11_objects());
     assert_eq!(blocks.iter().filter(|b| b.1 == "sdk.example.com").count(), 3, "key, public key and certificate in the token");
 }
+
+/// Issue 11 item 9: a principal that may only import learns nothing about a key it cannot read
+/// when its import is SKIPPED as a duplicate: no name, no id, no certificate.
+#[test]
+fn a_skipped_import_reveals_nothing_about_the_existing_key() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start(&format!(
+        r#"
+[[principals]]
+name = "root"
+uids = [0]
+permissions = {{ "*" = ["admin"] }}
+
+[[principals]]
+name = "tlspc-client"
+api_key_sha256 = ["{}"]
+permissions = {{ default = ["import", "read"] }}
+
+[[principals]]
+name = "importer"
+api_key_sha256 = ["{}"]
+permissions = {{ default = ["import"] }}
+"#,
+        sha256_hex("tlspc-key"),
+        sha256_hex("import-only-key")
+    ));
+    let e = edge(&d);
+    let dir = d.dir.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    key_and_cert(&dir, "dup", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let item = password_item(&dir, &e, "dup", &["-v2", "aes-256-cbc"]);
+    let (s, v) = submit(&d, &e, vec![item.clone()]);
+    assert_eq!(s, 201, "{v}");
+    let first = wait_job(&d, v["id"].as_str().unwrap());
+    assert_eq!(first["results"][0]["status"], "IMPORTED", "{first}");
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    let existing = keys["keys"][0].clone();
+    let (id, name) = (existing["id"].as_str().unwrap(), existing["name"].as_str().unwrap());
+
+    // The same key again, by the import-only principal.
+    let only = "tppl-api-key: import-only-key";
+    let body = json!({"edgeInstanceId": e.edge_id, "encryptionKeyId": e.key_id, "importInformation": [item]}).to_string();
+    let (s, v) = d.curl_https("POST", "/outagedetection/v1/certificates/imports", Some(&body), &["-H", only]);
+    assert_eq!(s, 201, "{v}");
+    let job_id = v["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let job = loop {
+        let (s, j) = d.curl_https("GET", &format!("/outagedetection/v1/certificates/imports/{job_id}"), None, &["-H", only]);
+        assert_eq!(s, 200, "{j}");
+        if j["status"] == "COMPLETED" || j["status"] == "FAILED" {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let r = &job["results"][0];
+    assert_eq!(r["status"], "SKIPPED", "{job}");
+    assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "SKIPPED says why: {job}");
+    let text = job.to_string();
+    assert!(!text.contains(id) && !text.contains(name), "the existing key's id or name leaked: {text}");
+    assert!(r.get("certificateBytes").is_none(), "the existing key's certificate leaked: {job}");
+    // Nothing the importer may read, either.
+    let (s, _) = d.curl_https("GET", &format!("/keyport/v1/keys/{id}"), None, &["-H", "X-Api-Key: import-only-key"]);
+    assert_eq!(s, 404);
+}

@@ -98,14 +98,8 @@ async fn export_key(
             format!("format '{name}' is not supported; use one of: {}", formats::NATIVE_NAMES),
         )
     })?;
+    // The passphrase rule (length, required by policy) is the core's, shared by every face.
     let pass = req.passphrase.filter(|p| !p.is_empty()).map(|p| zeroize::Zeroizing::new(p.into_bytes()));
-    if pass.as_ref().is_some_and(|p| p.len() < 8) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "weak_passphrase",
-            "passphrase must be at least 8 characters: the exported key is encrypted with it",
-        ));
-    }
     let encrypted = pass.is_some();
     let (rec, text) = formats::export_as(&app, &who, &id, format, pass).await?;
     Ok(Json(json!({"id": rec.id, "format": format.native_name(), "encrypted": encrypted, "private_key": text.as_str()})))

@@ -93,7 +93,7 @@ impl From<CoreError> for VendorError {
             CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
         };
         if status.is_server_error() {
-            tracing::error!(error = %e, "tlspc request failed");
+            tracing::error!(error = ?e.to_string(), "tlspc request failed");
         }
         VendorError::new(status, code, e.to_string())
     }
@@ -399,15 +399,19 @@ async fn import_status(
         return Err(not_found());
     }
     let ns = job.namespace.clone().unwrap_or_default();
-    if job.principal != who.name && !who.allows(&ns, crate::config::Permission::Read) {
+    // The submitter sees its job while it holds a permission in the namespace (as for keys).
+    if !who.owns(&job.principal, &ns) && !who.allows(&ns, crate::config::Permission::Read) {
         return Err(not_found());
     }
     let std = base64::engine::general_purpose::STANDARD;
     let mut results = Vec::new();
     for i in &items {
+        // Only an item this job imported carries its key's certificate: a SKIPPED item names
+        // no key (the caller may hold only `import`; rows written before that rule still
+        // carry the existing key's id, which is not followed).
         let cert = match &i.key_id {
-            Some(k) => app.store.certificates_of(k).map_err(CoreError::from)?.into_iter().next(),
-            None => None,
+            Some(k) if i.status == "IMPORTED" => app.store.certificates_of(k).map_err(CoreError::from)?.into_iter().next(),
+            _ => None,
         };
         let mut r = json!({
             "fingerprint": i.fingerprint.as_deref().map(str::to_uppercase).unwrap_or_default(),

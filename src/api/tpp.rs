@@ -3,7 +3,12 @@
 //! TPP's routes ignore case, so this face is not a table of axum routes: the router's fallback
 //! hands every path under `/vedauth/` or `/vedsdk/` (any case) to [`dispatch`], which matches
 //! the lower-cased path. Tokens: `POST /vedauth/authorize/oauth` with a configured user's
-//! password (`[tpp.users]`, SHA-256 hashes only) gives a bearer token and a refresh token. The
+//! password (`[tpp.users]`, Argon2id PHC strings; checked on a blocking thread, after the
+//! failed-login throttle in [`throttle`] and within its bound on concurrent checks) gives a
+//! bearer token and a refresh token. Tokens are 31 random bytes in base64, so they end in `==`
+//! as TPP's do: Venafi's Python SDK (pyvenafi's `WebSDK`) sends a token ending in `==` as
+//! `Authorization: Bearer`, anything else as the legacy `X-Venafi-API-Key` header (which is
+//! accepted too, for tokens issued before). The
 //! sessions are kept in the store by the SHA-256 of their tokens, so a restart logs no client
 //! out; each also holds a hash of its user's configured password hash, and every use (bearer or
 //! refresh) requires that user to be configured still, with the same principal and password, or
@@ -27,7 +32,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::core::authz::Principal;
+mod throttle;
+
+use crate::core::authz::{Peer, Principal};
 use crate::core::formats::{self, ExportFormat};
 use crate::core::import::{ImportOutcome, ImportRequest};
 use crate::core::{CoreError, SharedApp};
@@ -57,7 +64,7 @@ pub async fn fallback(State(app): State<SharedApp>, req: Request) -> Response {
 
 /// A store failure on the token path: the client may retry.
 fn store_unavailable(e: crate::store::StoreError) -> Response {
-    tracing::error!(error = %e, "tpp: the session store failed");
+    tracing::error!(error = ?e.to_string(), "tpp: the session store failed");
     oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "keyport's store is unavailable; try again")
 }
 
@@ -72,8 +79,9 @@ fn iso8601(secs: u64) -> String {
         .unwrap_or_default()
 }
 
+/// 31 bytes (248 bits): base64 ends in `==`, which pyvenafi needs to send it as a bearer token.
 fn new_token() -> String {
-    let mut b = [0u8; 24];
+    let mut b = [0u8; 31];
     rand::rngs::OsRng.fill_bytes(&mut b);
     base64::engine::general_purpose::STANDARD.encode(b)
 }
@@ -99,9 +107,10 @@ const KNOWN_SCOPES: &[&str] =
     &["any", "admin", "agent", "certificate", "codesign", "configuration", "restricted", "security", "ssh", "statistics"];
 
 /// What `[tpp.users]` holds of a session's user: the hex SHA-256 of its configured
-/// `password_sha256` (lower-cased, so only a new password changes it), never the hash itself.
-fn credential(password_sha256: &str) -> String {
-    hex::encode(Sha256::digest(password_sha256.to_ascii_lowercase().as_bytes()))
+/// `password_hash` (a PHC string with its own salt, so only a new password changes it), never
+/// the hash itself.
+fn credential(password_hash: &str) -> String {
+    hex::encode(Sha256::digest(password_hash.as_bytes()))
 }
 
 /// Whether the session's user is still configured, with the same principal and password.
@@ -109,7 +118,7 @@ fn user_current(app: &SharedApp, s: &TppSession) -> bool {
     app.config.tpp.users.iter().any(|u| {
         u.username.eq_ignore_ascii_case(&s.username)
             && u.principal == s.principal
-            && bool::from(credential(&u.password_sha256).as_bytes().ct_eq(s.credential.as_bytes()))
+            && u.password_hash.as_deref().is_some_and(|h| bool::from(credential(h).as_bytes().ct_eq(s.credential.as_bytes())))
     })
 }
 
@@ -163,7 +172,35 @@ struct OAuthRequest {
     scope: Option<String>,
 }
 
-fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
+static THROTTLE: std::sync::LazyLock<throttle::LoginThrottle> = std::sync::LazyLock::new(throttle::LoginThrottle::default);
+
+/// Checked in place of a missing user's hash, so an unknown name costs what a known one does
+/// (no user enumeration by timing).
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| crate::config::hash_password(b"keyport: no such user"));
+
+/// A login audit entry; `username` is the caller's string, quoted and escaped.
+fn login_audit(app: &SharedApp, principal: &str, outcome: &str, username: &str, source: throttle::Source, why: &str) {
+    let entry = crate::store::AuditEntry {
+        at: crate::store::records::now(),
+        principal: principal.into(),
+        action: "tpp.login".into(),
+        namespace: None,
+        key_id: None,
+        outcome: outcome.into(),
+        detail: Some(format!("username {username:?} from {source}: {why}")),
+    };
+    if let Err(e) = app.store.audit(&entry) {
+        tracing::error!(error = ?e.to_string(), "tpp: could not audit a login");
+    }
+}
+
+fn retry_after(status: StatusCode, error: &str, description: String, secs: u64) -> Response {
+    let mut r = oauth_error(status, error, description);
+    r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs.max(1)));
+    r
+}
+
+async fn authorize_oauth(app: &SharedApp, peer: Peer, body: &[u8]) -> Response {
     let Ok(req) = serde_json::from_slice::<OAuthRequest>(body) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -178,23 +215,76 @@ fn authorize_oauth(app: &SharedApp, body: &[u8]) -> Response {
     for part in scope.split(';') {
         let name = part.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
         if !KNOWN_SCOPES.contains(&name.as_str()) {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", format!("unknown scope '{name}'"));
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", format!("unknown scope {name:?}"));
         }
     }
-    let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-    let user = app.config.tpp.users.iter().find(|u| {
-        let stored = hex::decode(&u.password_sha256).unwrap_or_default();
-        u.username.eq_ignore_ascii_case(&username) && bool::from(stored.ct_eq(&given))
-    });
-    let Some(user) = user else {
-        tracing::info!(username = %username, "tpp login refused");
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Username/password combination not valid");
+    let source = throttle::Source::of(&peer);
+    let user = app.config.tpp.users.iter().find(|u| u.username.eq_ignore_ascii_case(&username) && u.password_hash.is_some());
+    let user_key = user.map(|u| u.username.to_lowercase());
+    // Throttle before any Argon2 work: a blocked user or source costs nothing more.
+    if let Err(wait) = THROTTLE.check(user_key.as_deref(), source) {
+        tracing::info!(username = ?username, source = %source, retry_after_secs = wait.as_secs(), "tpp login throttled");
+        return retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_grant",
+            format!("too many failed logins for this user or from this client; try again in {} s", wait.as_secs().max(1)),
+            wait.as_secs(),
+        );
+    }
+    let Some(_slot) = THROTTLE.slot().await else {
+        tracing::warn!(source = %source, "tpp login refused: too many password checks waiting");
+        return retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many logins are being checked at once; try again shortly".into(),
+            1,
+        );
     };
+    // Failures counted while this one waited for its slot may have blocked it meanwhile.
+    if let Err(wait) = THROTTLE.check(user_key.as_deref(), source) {
+        return retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_grant",
+            format!("too many failed logins for this user or from this client; try again in {} s", wait.as_secs().max(1)),
+            wait.as_secs(),
+        );
+    }
+    let phc = user.and_then(|u| u.password_hash.clone());
+    let ok = tokio::task::spawn_blocking(move || {
+        let good = crate::config::verify_password(phc.as_deref().unwrap_or(&DUMMY_HASH), password.as_bytes());
+        good && phc.is_some()
+    })
+    .await
+    .unwrap_or(false);
+    drop(_slot);
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            let blocks = THROTTLE.failed(user_key.as_deref(), source);
+            let principal = user.map_or("-", |u| u.principal.as_str());
+            tracing::info!(username = ?username, source = %source, "tpp login refused");
+            login_audit(app, principal, "refused", &username, source, "wrong username or password");
+            for b in blocks {
+                let (what, d) = match b {
+                    throttle::Blocked::User(d) => ("the user", d),
+                    throttle::Blocked::Source(d) => ("the source", d),
+                };
+                login_audit(app, principal, "throttled", &username, source, &format!("{what} is blocked for {} s", d.as_secs()));
+            }
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Username/password combination not valid");
+        }
+    };
+    THROTTLE.succeeded(&user.username.to_lowercase(), source);
     let t = now();
-    let who = (user.username.clone(), user.principal.clone(), credential(&user.password_sha256));
+    let hash = user.password_hash.as_deref().unwrap_or_default();
+    let who = (user.username.clone(), user.principal.clone(), credential(hash));
     let (s, body) = new_session(app, who, client_id, scope, t, t + app.config.tpp.refresh_lifetime_secs);
     match app.store.tpp_session_put(&s, t) {
-        Ok(()) => (StatusCode::OK, Json(body)).into_response(),
+        Ok(()) => {
+            tracing::info!(username = ?user.username, source = %source, "tpp login ok");
+            login_audit(app, &user.principal, "ok", &username, source, "logged in");
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Err(e) => store_unavailable(e),
     }
 }
@@ -239,12 +329,16 @@ fn refresh_token(app: &SharedApp, body: &[u8]) -> Response {
 }
 
 /// The bearer token's live session, or the 401 TPP answers.
+// The error is the finished answer, built once per request: boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
 fn bearer(app: &SharedApp, req: &axum::http::request::Parts) -> Result<TppSession, Response> {
     let token = req
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
+        // pyvenafi sends a token not ending in `==` in TPP's legacy API-key header.
+        .or_else(|| req.headers.get("x-venafi-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
         .ok_or_else(|| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "no bearer token (Authorization: Bearer <access_token>)"))?;
     match app.store.tpp_session(&hash(token)).map_err(store_unavailable)? {
         None => Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is not valid")),
@@ -260,6 +354,7 @@ fn bearer(app: &SharedApp, req: &axum::http::request::Parts) -> Result<TppSessio
 }
 
 /// The caller's principal, after checking the token's scope.
+#[allow(clippy::result_large_err)]
 fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, privilege: Option<&str>) -> Result<Principal, Response> {
     let s = bearer(app, parts)?;
     let ok = scope_allows(&s.scope, scope, privilege);
@@ -290,6 +385,7 @@ fn verify(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {
     .into_response()
 }
 
+#[allow(clippy::result_large_err)]
 fn revoke(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {
     match bearer(app, parts).and_then(|s| app.store.tpp_session_delete(&s.access_sha256).map_err(store_unavailable)) {
         Ok(()) => StatusCode::OK.into_response(),
@@ -302,6 +398,7 @@ fn revoke(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {
 /// TPP's SshWebResponse error codes (`r-SDK-SSH-Supported-Error-Codes`).
 mod codes {
     pub const KEY_NOT_FOUND: i64 = 1;
+    pub const KEYSET_NOT_FOUND: i64 = 2;
     pub const BAD_KEY_FORMAT: i64 = 4;
     pub const KEY_ALREADY_EXISTS: i64 = 5;
     pub const INSUFFICIENT_RIGHTS: i64 = 12;
@@ -320,21 +417,35 @@ fn core_failure(e: CoreError) -> Value {
         CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => failure(codes::INSUFFICIENT_RIGHTS, msg),
         CoreError::Invalid { .. } | CoreError::Conflict(_) => failure(codes::BAD_KEY_FORMAT, msg),
         other => {
-            tracing::error!(error = %other, "tpp request failed");
+            tracing::error!(error = ?other.to_string(), "tpp request failed");
             failure(0, other.to_string())
         }
     }
 }
 
-fn algorithm_fields(rec: &KeyRecord) -> (&'static str, u32) {
-    match rec.algorithm.as_str() {
-        "rsa-2048" => ("RSA", 2048),
-        "rsa-3072" => ("RSA", 3072),
-        "rsa-4096" => ("RSA", 4096),
-        "ec-p256" => ("ECDSA", 256),
-        "ec-p384" => ("ECDSA", 384),
-        "ec-p521" => ("ECDSA", 521),
-        _ => ("ED25519", 256),
+/// TPP's `Algorithm` and `Length` of a key pair SSH can use, from the typed algorithm; `None`
+/// for anything else the inventory holds (secret keys, public-only rows), which this face
+/// neither lists nor exports.
+fn ssh_algorithm(rec: &KeyRecord) -> Option<(&'static str, u32)> {
+    use crate::material::algorithm::Algorithm as A;
+    Some(match A::parse(&rec.algorithm)? {
+        A::Rsa2048 => ("RSA", 2048),
+        A::Rsa3072 => ("RSA", 3072),
+        A::Rsa4096 => ("RSA", 4096),
+        A::EcP256 => ("ECDSA", 256),
+        A::EcP384 => ("ECDSA", 384),
+        A::EcP521 => ("ECDSA", 521),
+        A::Ed25519 => ("ED25519", 256),
+    })
+}
+
+/// The key `key_id` if it is an SSH key pair the caller may see; otherwise not found, as TPP
+/// says of a key it does not have.
+fn ssh_key(app: &SharedApp, who: &Principal, key_id: i64) -> Result<KeyRecord, CoreError> {
+    let rec = crate::core::keys::get(app, who, &keyport_id(app, key_id)?)?;
+    match ssh_algorithm(&rec) {
+        Some(_) => Ok(rec),
+        None => Err(CoreError::NotFound(format!("no SSH key with KeyId {key_id}"))),
     }
 }
 
@@ -343,8 +454,7 @@ fn keyset_id(rec: &KeyRecord) -> String {
     format!("{}:{}", rec.namespace, rec.name)
 }
 
-fn key_object(app: &SharedApp, rec: &KeyRecord) -> Result<Value, CoreError> {
-    let (alg, len) = algorithm_fields(rec);
+fn key_object(app: &SharedApp, rec: &KeyRecord, (alg, len): (&str, u32)) -> Result<Value, CoreError> {
     Ok(json!({
         "KeyId": app.store.tpp_key_id(&rec.id)?,
         "KeysetId": keyset_id(rec),
@@ -373,7 +483,8 @@ struct DetailsRequest {
 fn visible_keys(app: &SharedApp, who: &Principal, req: &DetailsRequest) -> Result<Vec<(KeyRecord, Value)>, CoreError> {
     let mut out = Vec::new();
     for rec in crate::core::keys::list(app, who, None, None)? {
-        let obj = key_object(app, &rec)?;
+        let Some(alg) = ssh_algorithm(&rec) else { continue };
+        let obj = key_object(app, &rec, alg)?;
         if req.key_id.as_ref().is_none_or(|ids| ids.contains(&obj["KeyId"].as_i64().unwrap_or(-1))) {
             out.push((rec, obj));
         }
@@ -390,31 +501,51 @@ fn key_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
     }
 }
 
+fn keyset_object(rec: &KeyRecord, obj: Value) -> Value {
+    let (alg, len) = ssh_algorithm(rec).unwrap_or(("", 0));
+    json!({
+        "KeysetId": keyset_id(rec),
+        "Algorithm": alg,
+        "Length": len,
+        "Type": "User",
+        "FingerprintSHA256": rec.fingerprint,
+        "PrivateKeys": [obj],
+        "PublicKeys": [],
+        "RotationStage": 10600,
+        "ProcessStatus": 0,
+        "ViolationStatus": [],
+    })
+}
+
 fn keyset_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
     let req: DetailsRequest = serde_json::from_slice(body).unwrap_or_default();
     match visible_keys(app, who, &req) {
         Ok(keys) => {
-            let data: Vec<Value> = keys
-                .into_iter()
-                .map(|(rec, obj)| {
-                    let (alg, len) = algorithm_fields(&rec);
-                    json!({
-                        "KeysetId": keyset_id(&rec),
-                        "Algorithm": alg,
-                        "Length": len,
-                        "Type": "User",
-                        "FingerprintSHA256": rec.fingerprint,
-                        "PrivateKeys": [obj],
-                        "PublicKeys": [],
-                        "RotationStage": 10600,
-                        "ProcessStatus": 0,
-                        "ViolationStatus": [],
-                    })
-                })
-                .collect();
+            let data: Vec<Value> = keys.into_iter().map(|(rec, obj)| keyset_object(&rec, obj)).collect();
             json!({"Data": data, "Response": {"Success": true}})
         }
         Err(e) => json!({"Data": [], "Response": core_failure(e)}),
+    }
+}
+
+/// `GET SSH/KeysetDetails?KeysetId=…`: one keyset, its fields at the top level.
+fn keyset_by_id(app: &SharedApp, who: &Principal, uri: &axum::http::Uri) -> Value {
+    // TPP's parameter names ignore case, as its paths do.
+    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+    let wanted = query.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("KeysetId")).map(|(_, v)| v);
+    let Some(wanted) = wanted else {
+        return json!({"Response": failure(codes::KEYSET_NOT_FOUND, "KeysetId is required")});
+    };
+    match visible_keys(app, who, &DetailsRequest::default()) {
+        Ok(keys) => match keys.into_iter().find(|(rec, _)| keyset_id(rec) == wanted) {
+            Some((rec, obj)) => {
+                let mut v = keyset_object(&rec, obj);
+                v["Response"] = json!({"Success": true});
+                v
+            }
+            None => json!({"Response": failure(codes::KEYSET_NOT_FOUND, format!("no keyset {wanted:?}"))}),
+        },
+        Err(e) => json!({"Response": core_failure(e)}),
     }
 }
 
@@ -436,8 +567,8 @@ async fn export_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
         Err(e) => return json!({"KeyMaterial": null, "Response": failure(codes::BAD_KEY_FORMAT, format!("bad request: {e}"))}),
     };
     let result = async {
-        let id = keyport_id(app, req.key_id)?;
-        let rec = crate::core::keys::get(app, who, &id)?;
+        let rec = ssh_key(app, who, req.key_id)?;
+        let id = rec.id.clone();
         let name = match req.format.as_deref().filter(|f| !f.is_empty()) {
             Some(f) => f.to_string(),
             None => app.config.policy(&rec.namespace).ssh_export_format.unwrap_or_else(|| "OpenSSH".into()),
@@ -462,7 +593,7 @@ async fn export_authorized(app: &SharedApp, who: &Principal, body: &[u8]) -> Val
     }
     let result = async {
         let req: Req = serde_json::from_slice(body).map_err(|e| CoreError::invalid("bad_request", format!("bad request: {e}")))?;
-        let rec = crate::core::keys::get(app, who, &keyport_id(app, req.key_id)?)?;
+        let rec = ssh_key(app, who, req.key_id)?;
         let token = app
             .tokens
             .get(Some(&rec.token))
@@ -532,9 +663,13 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8], cancel: &
             Ok(id) => json!({"KeyId": id, "SshWebResponse": {"Success": true}}),
             Err(e) => fail(0, e.to_string()),
         },
-        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+        // Which key holds it is said only to a caller that may read that key.
+        Ok(ImportOutcome::AlreadyPresent(rec)) if crate::core::keys::get(app, who, &rec.id).is_ok() => {
             let id = app.store.tpp_key_id(&rec.id).ok();
-            json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as '{}'", rec.name))})
+            json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as {:?}", rec.name))})
+        }
+        Ok(ImportOutcome::AlreadyPresent(_)) => {
+            json!({"KeyId": null, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, "the key is already kept in this namespace")})
         }
         Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
     })
@@ -563,12 +698,16 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
         }
     };
     match (m, path.as_str()) {
-        (&Method::POST, "/vedauth/authorize/oauth") => authorize_oauth(&app, &body),
+        (&Method::POST, "/vedauth/authorize/oauth") => authorize_oauth(&app, super::auth::peer(&parts), &body).await,
         (&Method::POST, "/vedauth/authorize/token") => refresh_token(&app, &body),
         (&Method::GET, "/vedauth/authorize/verify") => verify(&app, &parts),
         (&Method::GET, "/vedauth/revoke/token") => revoke(&app, &parts),
         (&Method::GET, "/vedsdk/systemstatus/version") => match bearer(&app, &parts) {
             Ok(_) => Json(json!({"Version": app.config.tpp.version})).into_response(),
+            Err(r) => r,
+        },
+        (&Method::GET, "/vedsdk/ssh/keysetdetails") => match caller(&app, &parts, "ssh", None) {
+            Ok(who) => Json(keyset_by_id(&app, &who, &parts.uri)).into_response(),
             Err(r) => r,
         },
         (&Method::POST, p) if ssh_call(p).is_some() => {

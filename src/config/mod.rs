@@ -16,7 +16,7 @@ pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
 pub use sync::SyncConfig;
 pub use sync::{RemoteKind, TlspcRemoteConfig, TLSPC_MAX_BATCH};
-pub use tpp::TppConfig;
+pub use tpp::{check_password_hash, hash_password, verify_password, TppConfig, TppUser};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -127,21 +127,16 @@ impl Default for Listen {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "mode")]
 pub enum TlsConfig {
     /// A certificate made at first start whose key lives in the first token.
+    #[default]
     SelfSigned,
     /// A certificate chain and key from files (PEM).
     Files { cert: PathBuf, key: PathBuf },
     /// Plain HTTP; refused on anything but a loopback address.
     Plain,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig::SelfSigned
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +311,11 @@ pub struct NamespacePolicy {
     /// Whether an export may hand out a private key without a passphrase (unencrypted).
     #[serde(default)]
     pub allow_unencrypted_export: bool,
+    /// Whether the principal that created or imported a key may export it without the
+    /// `export-private` permission (only while it still holds some permission in the namespace).
+    /// Off by default: `import` alone never lets a principal take keys back out.
+    #[serde(default)]
+    pub owners_may_export: bool,
     /// The SSH format TPP's ExportSelfServicePrivateKey uses when the request names none
     /// (`OpenSSH`, `PuTTY`, `SSH2`, `Tectia`); unset = OpenSSH.
     #[serde(default)]
@@ -339,8 +339,38 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The top-level keys of [`Config`]: an environment variable `KEYPORT_<KEY>[__…]` overrides
+/// config only when its first part is one of these (so `KEYPORT_LOG`, `KEYPORT_CONFIG` or a
+/// PIN in `KEYPORT_STAGING_PIN` are never taken for config).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "state_dir",
+    "listen",
+    "limits",
+    "tokens",
+    "principals",
+    "namespaces",
+    "tlspc",
+    "kps",
+    "apiops",
+    "tpp",
+    "enrollment_profiles",
+    "sync",
+];
+
+/// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`
+/// → `listen.tcp` (`__` separates levels; the `KEYPORT__…` spelling is accepted too).
+fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter_map(|(k, v)| {
+        let rest = k.strip_prefix("KEYPORT__").or_else(|| k.strip_prefix("KEYPORT_"))?;
+        let first = rest.split("__").next()?.to_ascii_lowercase();
+        TOP_LEVEL_KEYS.contains(&first.as_str()).then(|| (rest.to_string(), v))
+    })
+    .collect()
+}
+
 /// Loads a config file (or the embedded default) with `KEYPORT_…` overrides, e.g.
-/// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport`.
+/// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport` (the form the
+/// README and the systemd unit use).
 pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
     let builder = config::Config::builder();
     let builder = match file {
@@ -348,7 +378,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
         None => builder.add_source(config::File::from_str(EMBEDDED_DEFAULT, config::FileFormat::Toml)),
     };
     let built = builder
-        .add_source(config::Environment::with_prefix("KEYPORT").separator("__").try_parsing(true))
+        .add_source(config::Environment::default().separator("__").try_parsing(true).source(Some(env_overrides(std::env::vars()))))
         .build()
         .map_err(|e| vec![from_config_error(e)])?;
     let cfg: Config = built.try_deserialize().map_err(|e| vec![from_config_error(e)])?;
@@ -366,7 +396,7 @@ fn from_config_error(e: config::ConfigError) -> Problem {
     // and add the fix.
     let path = text
         .rsplit_once("for key `")
-        .map(|(_, k)| k.trim_end_matches(|c| c == '`' || c == '\'' || c == ' ').to_string())
+        .map(|(_, k)| k.trim_end_matches(['`', '\'', ' ']).to_string())
         .or_else(|| text.rsplit_once(" in ").map(|(_, p)| p.to_string()))
         .unwrap_or_else(|| "config".into());
     let hint = if text.contains("unknown field") {
@@ -397,7 +427,7 @@ impl Config {
                 p(format!("{at}.name"), format!("token name '{}' is used twice; names must be unique", t.name));
             }
             if t.label.is_none() && t.serial.is_none() {
-                p(format!("{at}"), "set `label` or `serial` to choose the token (slot indexes change between boots)".into());
+                p(at.clone(), "set `label` or `serial` to choose the token (slot indexes change between boots)".into());
             }
             if t.softhsm.is_none() && !t.module.exists() {
                 p(format!("{at}.module"), format!("PKCS#11 module {} does not exist; install it or fix the path", t.module.display()));
@@ -493,7 +523,13 @@ impl Config {
         if l.unauthenticated_body_secs == 0 {
             p("limits.unauthenticated_body_secs".into(), "must be at least 1".into());
         }
+        let mut principal_names = std::collections::HashSet::new();
         for (i, pr) in self.principals.iter().enumerate() {
+            // Ownership, audit entries, jobs and TPP/KPS bindings name a principal: two with
+            // one name would share each other's keys.
+            if !principal_names.insert(pr.name.as_str()) {
+                p(format!("principals[{i}].name"), format!("principal name '{}' is used twice; names must be unique", pr.name));
+            }
             for (j, h) in pr.api_key_sha256.iter().enumerate() {
                 if h.len() != 64 || hex::decode(h).is_err() {
                     p(
@@ -523,6 +559,7 @@ impl Config {
             exportable_by_default: false,
             allow_exportable: true,
             allow_unencrypted_export: false,
+            owners_may_export: false,
             ssh_export_format: None,
         })
     }
@@ -600,6 +637,38 @@ mod tests {
     fn unknown_key_is_refused_with_its_name() {
         let err = toml::from_str::<Config>("bogus = 1\n[[tokens]]\nname='a'\nmodule='/x'\nlabel='a'\npin={file='/p'}\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_take_the_documented_form_and_nothing_else() {
+        let vars = [
+            ("KEYPORT_STATE_DIR", "/var/lib/keyport"),
+            ("KEYPORT_LISTEN__TCP", "127.0.0.1:9000"),
+            ("KEYPORT__LIMITS__MAX_CONNECTIONS", "7"),
+            ("KEYPORT_LOG", "debug"),
+            ("KEYPORT_STAGING_PIN", "1234"),
+            ("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS", "5"),
+            ("PATH", "/bin"),
+        ];
+        let got = env_overrides(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut keys: Vec<&str> = got.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["LIMITS__MAX_CONNECTIONS", "LISTEN__TCP", "STATE_DIR"]);
+        // The list of top-level keys is Config's own (serde names them on an unknown key).
+        let err = toml::from_str::<Config>("zzz = 1").unwrap_err().to_string();
+        for k in TOP_LEVEL_KEYS {
+            assert!(err.contains(&format!("`{k}`")), "{k} is not a top-level key: {err}");
+        }
+        assert_eq!(err.matches('`').count() / 2 - 1, TOP_LEVEL_KEYS.len(), "a top-level key is missing from TOP_LEVEL_KEYS: {err}");
+    }
+
+    #[test]
+    fn principal_names_are_unique() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        let p: Principal = toml::from_str("name = \"ops\"").unwrap();
+        cfg.principals = vec![p.clone(), p];
+        let problems = cfg.check();
+        assert!(problems.iter().any(|p| p.path == "principals[1].name" && p.message.contains("twice")), "{problems:?}");
     }
 
     #[test]

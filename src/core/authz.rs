@@ -30,6 +30,18 @@ impl Principal {
         [namespace, "*"].iter().any(|ns| self.permissions.get(*ns).is_some_and(|set| set.contains(&p) || set.contains(&Permission::Admin)))
     }
 
+    /// Whether the principal holds any permission in `namespace` (directly or through "*").
+    pub fn holds_any(&self, namespace: &str) -> bool {
+        [namespace, "*"].iter().any(|ns| self.permissions.get(*ns).is_some_and(|set| !set.is_empty()))
+    }
+
+    /// Owner rights: the key's recorded owner is this principal's name and the principal still
+    /// holds some permission in the key's namespace (a SIGHUP that takes every permission away
+    /// also ends what ownership gave).
+    pub fn owns(&self, owner: &str, namespace: &str) -> bool {
+        owner == self.name && self.holds_any(namespace)
+    }
+
     /// Ok, or a 403 that names the missing permission and namespace.
     pub fn require(&self, namespace: &str, p: Permission) -> Result<(), CoreError> {
         if self.allows(namespace, p) {

@@ -5,8 +5,8 @@
 use zeroize::Zeroizing;
 
 use super::authz::Principal;
+use super::export::Protection;
 use super::{App, CoreError};
-use crate::config::NamespacePolicy;
 use crate::material::key::PrivateKey;
 use crate::material::pkcs;
 use crate::material::ssh::write_ppk::PpkVersion;
@@ -98,9 +98,10 @@ impl ExportFormat {
     }
 }
 
-/// The whole export for a face: the key must exist for the caller, the format must hold its
-/// type, the passphrase must satisfy the namespace policy; then the core export (authorization,
-/// audit, non-exportable refusal) and the encoding. Returns the key's record and the file text.
+/// The whole export for a face: the key must exist for the caller and the format must hold its
+/// type; then the core export (authorization, the passphrase rule, audit, non-exportable
+/// refusal: `export::export_private_key`) and the encoding. Returns the key's record and the
+/// file text.
 pub async fn export_as(
     app: &App,
     who: &Principal,
@@ -110,21 +111,10 @@ pub async fn export_as(
 ) -> Result<(KeyRecord, Zeroizing<String>), CoreError> {
     let rec = super::keys::get(app, who, key_id)?;
     format.check_algorithm(&rec.algorithm)?;
-    check_passphrase(&app.config.policy(&rec.namespace), &rec.namespace, passphrase.as_deref().map(|p| p.as_slice()))?;
-    let key = super::export::export_private_key(app, who, key_id).await?;
+    let protection = Protection::from_optional(passphrase.as_deref().map(|p| p.as_slice()));
+    let key = super::export::export_private_key(app, who, key_id, protection).await?;
     let text = encode(key, format, rec.name.clone(), rec.owner.clone(), passphrase).await?;
     Ok((rec, text))
-}
-
-/// No passphrase is allowed only when the namespace's policy says unencrypted exports are.
-pub fn check_passphrase(policy: &NamespacePolicy, namespace: &str, passphrase: Option<&[u8]>) -> Result<(), CoreError> {
-    if passphrase.is_none_or(|p| p.is_empty()) && !policy.allow_unencrypted_export {
-        return Err(CoreError::invalid(
-            "passphrase_required",
-            format!("a passphrase is required: namespace '{namespace}' does not allow unencrypted exports (allow_unencrypted_export)"),
-        ));
-    }
-    Ok(())
 }
 
 /// Encodes `key` in `format`, encrypted under `passphrase` when one is given. `comment` goes
@@ -185,15 +175,5 @@ mod tests {
         assert_eq!(ExportFormat::parse_tpp("PuTTY"), Some(ExportFormat::Putty(PpkVersion::V3)));
         assert_eq!(ExportFormat::parse_tpp("ssh2"), Some(ExportFormat::Ssh2));
         assert_eq!(ExportFormat::parse_tpp("SSH1"), None);
-        let policy = NamespacePolicy {
-            exportable_by_default: false,
-            allow_exportable: true,
-            allow_unencrypted_export: false,
-            ssh_export_format: None,
-        };
-        assert!(check_passphrase(&policy, "n", None).is_err());
-        assert!(check_passphrase(&policy, "n", Some(b"")).is_err());
-        assert!(check_passphrase(&policy, "n", Some(b"x")).is_ok());
-        assert!(check_passphrase(&NamespacePolicy { allow_unencrypted_export: true, ..policy }, "n", None).is_ok());
     }
 }

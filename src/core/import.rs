@@ -116,13 +116,15 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
     let fingerprint = public.fingerprint().map_err(|e| CoreError::invalid("malformed", e.to_string()))?;
     if let Some(existing) = app.store.keys_by_fingerprint(&fingerprint)?.into_iter().find(|k| k.namespace == req.namespace) {
         if let Some(s) = &slot {
+            // The result is read later by whoever submitted the job, who may hold only
+            // `import`: it says what happened, never which key (name, id, certificate) holds it.
             app.store.record_job_item(&JobItem {
                 job_id: s.job_id.clone(),
                 seq: s.seq,
                 status: "SKIPPED".into(),
-                key_id: Some(existing.id.clone()),
+                key_id: None,
                 fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
-                reason: Some(format!("the key is already present as '{}' (id {})", existing.name, existing.id)),
+                reason: Some(format!("the same key is already held in namespace '{}'; nothing was imported", req.namespace)),
             })?;
         }
         return Ok(ImportOutcome::AlreadyPresent(existing));

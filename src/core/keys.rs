@@ -52,6 +52,12 @@ pub fn exportable(app: &App, namespace: &str, requested: Option<bool>) -> Result
     Ok(want)
 }
 
+/// Replacing or changing an existing key's material is an update, whichever face asks (a
+/// `PUT`, or an import with override): it needs `manage` on the key's namespace.
+pub fn require_update(who: &Principal, namespace: &str) -> Result<(), CoreError> {
+    who.require(namespace, Permission::Manage)
+}
+
 pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Result<KeyRecord, CoreError> {
     let namespace = req.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     if !is_valid_name(&namespace) {
@@ -199,7 +205,7 @@ pub(crate) async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>,
 pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = app.store.key(id)?.ok_or_else(|| CoreError::NotFound(format!("no key with id '{id}'")))?;
     // A caller who may not read the namespace learns nothing, not even that the key exists.
-    if !who.allows(&rec.namespace, Permission::Read) && rec.owner != who.name {
+    if !who.allows(&rec.namespace, Permission::Read) && !who.owns(&rec.owner, &rec.namespace) {
         return Err(CoreError::NotFound(format!("no key with id '{id}'")));
     }
     Ok(rec)
@@ -207,7 +213,7 @@ pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError>
 
 pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<KeyRecord>, CoreError> {
     let all = app.store.list_keys(namespace, name)?;
-    Ok(all.into_iter().filter(|k| who.allows(&k.namespace, Permission::Read) || k.owner == who.name).collect())
+    Ok(all.into_iter().filter(|k| who.allows(&k.namespace, Permission::Read) || who.owns(&k.owner, &k.namespace)).collect())
 }
 
 pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {

@@ -103,7 +103,7 @@ pub struct TppSession {
     pub refresh_sha256: [u8; 32],
     pub username: String,
     pub principal: String,
-    /// Hex SHA-256 of the user's configured `password_sha256` when the session was granted.
+    /// Hex SHA-256 of the user's configured `password_hash` (PHC string) when the session was granted.
     pub credential: String,
     pub client_id: String,
     pub scope: String,

@@ -61,6 +61,11 @@ async fn rollback(app: &App, staged: &[Staged]) {
 }
 
 pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, plans: Vec<Plan>) -> Result<Vec<EnvResult>, VendorError> {
+    // Changing an existing key (a PUT, or import-file with override=true) is an update,
+    // whatever permissions let the caller reach this point.
+    if !new_key || plans.iter().any(|p| p.replaces.is_some()) {
+        crate::core::keys::require_update(who, &key.namespace)?;
+    }
     let exportable = crate::core::keys::exportable(app, &key.namespace, app.config.apiops.exportable).map_err(VendorError::from)?;
     let staged: Vec<Staged> = plans
         .iter()
@@ -157,7 +162,7 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
     }
 
     if !app.pause_before_commit.is_zero() {
-        tracing::warn!(key = %key.name, "test hook: pausing before the store commit");
+        tracing::warn!(key = ?key.name, "test hook: pausing before the store commit");
         tokio::time::sleep(app.pause_before_commit).await;
     }
     let at = now();
@@ -219,7 +224,7 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
             crate::core::keys::undo(app, token, &old.id, cka).await;
         }
     }
-    tracing::info!(project = %key.project, key = %key.name, environments = plans.len(), principal = %who.name, "apiops key deployed");
+    tracing::info!(project = ?key.project, key = ?key.name, environments = plans.len(), principal = ?who.name, "apiops key deployed");
     Ok(plans
         .iter()
         .map(|p| EnvResult { environment: p.environment.clone(), success: true, message: "Deployed successfully".into() })

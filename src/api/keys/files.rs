@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 use super::content::{self, Alg, KeyType};
 use super::{find_key, namespace, require, ApiOpsCaller, ExportQuery, VendorError};
 use crate::config::Permission;
+use crate::core::export::Protection;
 use crate::core::SharedApp;
 
 // --- export-file ------------------------------------------------------------------------------
@@ -84,13 +85,15 @@ async fn export_one(
             Ok(Zeroizing::new(content::public_pem(&pk).map_err(VendorError::bad)?.into_bytes()))
         }
         KeyType::Private => {
-            let k = crate::core::export::export_private_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let k =
+                crate::core::export::export_private_key(app, who, key_id, Protection::PlainByProtocol).await.map_err(VendorError::from)?;
             let der = crate::material::pkcs::to_pkcs8_der(&k).map_err(|e| VendorError::bad(e.to_string()))?;
             Ok(Zeroizing::new(content::pem_encode("PRIVATE KEY", &der).into_bytes()))
         }
         KeyType::Secret => {
             use base64::Engine;
-            let v = crate::core::export::export_secret_key(app, who, key_id).await.map_err(VendorError::from)?;
+            let v =
+                crate::core::export::export_secret_key(app, who, key_id, Protection::PlainByProtocol).await.map_err(VendorError::from)?;
             let mut text = base64::engine::general_purpose::STANDARD.encode(&v[..]);
             text.push('\n');
             Ok(Zeroizing::new(text.into_bytes()))

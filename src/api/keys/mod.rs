@@ -79,7 +79,7 @@ impl From<CoreError> for VendorError {
             CoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
-            tracing::error!(error = %e, "apiops request failed");
+            tracing::error!(error = ?e.to_string(), "apiops request failed");
         }
         VendorError::new(status, e.to_string())
     }
@@ -97,7 +97,7 @@ impl FromRequestParts<SharedApp> for ApiOpsCaller {
         let p = peer(parts);
         let who = super::auth::identify(app, parts, &[]).map_err(|e| match e {
             CoreError::Unauthenticated(m) => {
-                tracing::info!(peer = ?p, "apiops request refused: {m}");
+                tracing::info!(peer = ?p, reason = ?m, "apiops request refused");
                 VendorError::new(StatusCode::UNAUTHORIZED, "Token is not valid!")
             }
             other => other.into(),

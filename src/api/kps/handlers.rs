@@ -193,9 +193,11 @@ async fn import_into_token(
     };
     match import_key(app, who, req, None).await {
         Ok(ImportOutcome::Imported(rec)) => Ok(rec),
-        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+        // Which key holds it is said only to a caller that may read that key.
+        Ok(ImportOutcome::AlreadyPresent(rec)) if crate::core::keys::get(app, who, &rec.id).is_ok() => {
             Err(KpsError::param(format!("this private key is already held by key '{}' in namespace '{}'", rec.name, rec.namespace)))
         }
+        Ok(ImportOutcome::AlreadyPresent(_)) => Err(KpsError::param("this private key is already held in the project's namespace")),
         Err(CoreError::Conflict(_)) => Err(duplicate(name)),
         Err(e) => Err(e.into()),
     }
@@ -532,7 +534,7 @@ async fn export_pem(app: &SharedApp, who: &Principal, project_id: &str, name: &s
     check_name(name)?;
     let (k, _) = get_pair(app, who, project_id, name)?;
     let key_id = k.key_id.ok_or_else(|| KpsError::bad(codes::NO_PRIVATE_KEY, format!("No private key managed for key pair '{name}'")))?;
-    let key = crate::core::export::export_private_key(app, who, &key_id).await?;
+    let key = crate::core::export::export_private_key(app, who, &key_id, crate::core::export::Protection::PlainByProtocol).await?;
     encode::private_key_pem(&key).map_err(|e| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE, e.to_string()))
 }
 

@@ -184,7 +184,7 @@ fn openssh_with_rounds(dir: &Path, rounds: u32) -> Vec<u8> {
     let mut raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     // "openssh-key-v1\0", string cipher, string kdfname, string kdfoptions(string salt, u32 rounds)
     let mut at = 15;
-    let mut skip = |raw: &[u8], at: &mut usize| {
+    let skip = |raw: &[u8], at: &mut usize| {
         let n = u32::from_be_bytes(raw[*at..*at + 4].try_into().unwrap()) as usize;
         *at += 4 + n;
     };

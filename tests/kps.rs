@@ -542,6 +542,7 @@ fn a_signed_headers_bomb_is_refused_with_bounded_memory_while_others_are_served(
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "health took {:?}", started.elapsed());
     let answers: Vec<_> = bombs.into_iter().map(|b| parse_curl(b.wait_with_output().unwrap())).collect();
     let (hwm, rss) = memory_mib(&d);
+    eprintln!("peak RSS {hwm_before} MiB before, {hwm} MiB after six bombs; health in {:?}", started.elapsed());
     assert!(hwm < hwm_before + 100, "peak RSS grew from {hwm_before} MiB to {hwm} MiB (now {rss} MiB)");
     for (status, v) in answers {
         assert_eq!((status, v["error_code"].as_str()), (401, Some("KPS.9001")), "{v}");

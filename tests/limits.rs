@@ -206,3 +206,102 @@ fn a_body_trickled_past_the_request_deadline_frees_its_connection() {
     assert!(start.elapsed() < Duration::from_secs(8), "served after {:?}", start.elapsed());
     assert!(trickler.join().unwrap(), "the trickling connection was closed");
 }
+
+/// Opens `n` connections to the socket as `uid`, each sending an unfinished request head, and
+/// holds them (the header timeout would end them after 10 s); returns once all are open.
+fn idle_heads_as(d: &Daemon, uid: u32, n: usize) -> std::process::Child {
+    let script = r#"
+import socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+held = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    try:
+        s.sendall(b"GET /keyport/v1/health HTTP/1.1\r\nHost: x\r\n")
+    except OSError:
+        pass
+    held.append(s)
+print(len(held), flush=True)
+time.sleep(60)
+"#;
+    let mut c = std::process::Command::new("setpriv")
+        .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "/usr/bin/python3", "-c", script])
+        .arg(&d.socket)
+        .arg(n.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), n.to_string());
+    c
+}
+
+/// `curl` on the socket as `uid`: the HTTP status (0 when no answer came).
+fn health_as(d: &Daemon, uid: u32) -> u16 {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--max-time", "3", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://localhost/keyport/v1/health")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn each_listener_has_its_own_slots_and_the_socket_keeps_a_reserve_for_admins() {
+    if !require("curl") || !require("setpriv") || !require("python3") {
+        return;
+    }
+    let mut d = Daemon::config("");
+    let t = std::fs::read_to_string(&d.config).unwrap().replace(
+        "max_body_bytes = 1048576",
+        "max_body_bytes = 65536\nmax_connections = 12\nmax_connections_per_peer = 6\nadmin_reserve_connections = 2",
+    );
+    std::fs::write(&d.config, t).unwrap();
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(200));
+    // Two non-admin uids take their shares (6 each asked, 10 non-admin slots in all).
+    let mut a = idle_heads_as(&d, 65534, 6);
+    let mut b = idle_heads_as(&d, 65533, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    // A third non-admin uid finds no slot and is told so at once.
+    let start = Instant::now();
+    assert_eq!(health_as(&d, 65532), 503, "non-admin slots are full");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Root still gets in, through the reserve.
+    let start = Instant::now();
+    let (s, v) = d.curl("GET", "/keyport/v1/health", None, &["--max-time", "5"]);
+    assert_eq!(s, 200, "{v}");
+    assert!(start.elapsed() < Duration::from_secs(2), "root waited {:?}", start.elapsed());
+    // TCP connections that never start TLS take the TCP listener's slots (127.0.0.1's share
+    // of 6), never the socket's.
+    let tcp: Vec<_> = (0..12).map(|_| std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (s, _) = d.curl("GET", "/keyport/v1/health", None, &["--max-time", "5"]);
+    assert_eq!(s, 200);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "--cacert"])
+        .arg(d.dir.path().join("state/tls-cert.pem"))
+        .arg(format!("https://127.0.0.1:{}/keyport/v1/health", d.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "127.0.0.1 holds its share of TCP slots: the next connection is closed");
+    drop(tcp);
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+}

@@ -171,14 +171,29 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAccep
 /// Answers a connection that got no slot: 503 with Retry-After in the native error shape
 /// (no request has been read, so no face is known), then closes it. The request's head is read
 /// first (briefly, bounded): closing with it unread would reset the connection and lose the answer.
-async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, why: &'static str) {
+/// Refusals in progress. Each holds a small buffer for up to 1.5 s; past `MAX_REFUSING` a
+/// connection without a slot is just closed, so a connect flood cannot grow memory.
+static REFUSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_REFUSING: usize = 256;
+
+async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(io: IO, why: &'static str) {
+    use std::sync::atomic::Ordering;
+    if REFUSING.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+        REFUSING.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    answer_503(io, why).await;
+    REFUSING.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn answer_503<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, why: &'static str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = serde_json::json!({"error": {"code": "too_many_connections", "message": format!("{why}; retry in a moment")}}).to_string();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 4 * 1024];
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         let mut seen = 0;
         while seen < buf.len() {

@@ -681,10 +681,6 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8], cancel: &
 pub async fn dispatch(app: SharedApp, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().trim_end_matches('/').to_ascii_lowercase();
-    let body = match super::body::read_limited(Request::from_parts(parts.clone(), body), app.config.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
     let m = &parts.method;
     // SSH calls: (path, scope privilege or None for the bare scope).
     let ssh_call = |p: &str| -> Option<Option<&'static str>> {
@@ -696,6 +692,22 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
             "/vedsdk/ssh/importprivatekey" => Some(Some("discover")),
             _ => None,
         }
+    };
+    // Bearer calls are authenticated from the headers before their body is read (so an
+    // unknown caller's body gets only limits.unauthenticated_body_secs).
+    let ssh_caller = match ssh_call(&path).filter(|_| m == Method::POST) {
+        Some(privilege) => match caller(&app, &parts, "ssh", privilege) {
+            Ok(w) => {
+                super::auth::authenticated(&parts);
+                Some(w)
+            }
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let body = match super::body::read_limited(Request::from_parts(parts.clone(), body), app.config.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
     };
     match (m, path.as_str()) {
         (&Method::POST, "/vedauth/authorize/oauth") => authorize_oauth(&app, super::auth::peer(&parts), &body).await,
@@ -711,10 +723,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
             Err(r) => r,
         },
         (&Method::POST, p) if ssh_call(p).is_some() => {
-            let who = match caller(&app, &parts, "ssh", ssh_call(p).flatten()) {
-                Ok(w) => w,
-                Err(r) => return r,
-            };
+            let who = ssh_caller.expect("authenticated above");
             let v = match p {
                 "/vedsdk/ssh/keysetdetails" => keyset_details(&app, &who, &body),
                 "/vedsdk/ssh/keydetails" => key_details(&app, &who, &body),

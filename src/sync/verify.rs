@@ -55,13 +55,17 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
 /// through); returns how many went back in the outbox. `Err` only when the walk stopped early
 /// (the vault is unusable, or the store cannot be read); `cursor` then holds where to resume,
 /// and is cleared when the walk reaches the end.
-pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>) -> Result<usize, VaultError> {
+///
+/// Keys pushed at or after `fresh_since` are skipped: this pass read them back from the vault
+/// moments ago.
+pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>, fresh_since: &str) -> Result<usize, VaultError> {
     let mut states = app.store.sync_states().map_err(store_err)?;
     states.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     let after = cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut requeued = 0;
     // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
-    let todo = states.iter().filter(|s| s.status == "synced" || s.status == "not_syncable");
+    let fresh = |s: &&crate::store::outbox::SyncState| s.pushed_at.as_deref().is_some_and(|t| t >= fresh_since);
+    let todo = states.iter().filter(|s| (s.status == "synced" || s.status == "not_syncable") && !fresh(s));
     for state in todo.filter(|s| after.as_deref().is_none_or(|a| s.key_id.as_str() > a)) {
         let why = match missing(syncer, app, state).await {
             Ok(Some(why)) => why,

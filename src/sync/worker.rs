@@ -195,13 +195,14 @@ impl Syncer {
         if let Err(e) = app.store.sync_enqueue_missing() {
             tracing::error!(error = %e, "sync: cannot enqueue keys");
         }
+        let started = now();
         let mut next_retry: Option<Duration> = None;
         let mut stopped = match self.push_rows(app, force, &mut info, &mut next_retry).await {
             Ok(()) => None,
             Err(e) => Some(e),
         };
         if stopped.is_none() {
-            match self.verify(app, force).await {
+            match self.verify(app, force, &started).await {
                 Ok(0) => {}
                 Ok(_) => stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err(),
                 Err(e) => stopped = Some(e),
@@ -289,14 +290,14 @@ impl Syncer {
     /// `verify_interval_secs`, and always when an earlier check was cut short); lost ones go
     /// back in the outbox. `Err` when the vault became unusable: the check resumes next pass
     /// after the last key it got through.
-    async fn verify(&self, app: &App, force: bool) -> Result<usize, VaultError> {
+    async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, VaultError> {
         let every = Duration::from_secs(self.cfg.verify_interval_secs);
         let resuming = self.verify_cursor.lock().expect("poisoned").is_some();
         let due = resuming || force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
         if !due {
             return Ok(0);
         }
-        match super::verify::run(self, app, &self.verify_cursor).await {
+        match super::verify::run(self, app, &self.verify_cursor, pass_started).await {
             Ok(n) => {
                 *self.verified_at.lock().expect("poisoned") = Some(std::time::Instant::now());
                 if n > 0 {

@@ -14,7 +14,11 @@
 //!   restart polls the job and never posts a key twice.
 //! - `schedule`: when a pass runs (interval + jitter, backoff ends, `sync now`).
 //! - `worker`: a pass; rows are marked done only after the remote confirmed. A remote that is
-//!   down, failing or rate-limiting ends the pass.
+//!   down, failing or rate-limiting ends the pass; `gate` then backs off for the whole vault
+//!   (no key is charged an attempt) and the next pass probes before it touches a key.
+//! - OpenBao cluster client: `cluster` (`[sync] addresses`: the active node, failover, 307s),
+//!   `pacer` (client pacing per mount under a rate-limit quota), read-after-write consistency
+//!   with `X-Vault-Index` (`openbao::OpenBao::call`).
 //! - `verify` (OpenBao): notices a vault that lost keys it had confirmed and puts them back in
 //!   the outbox.
 //! - OpenBao: `openbao` (transit BYOK import, KV v2, error classes) over `http`; `auth` (static

@@ -37,6 +37,8 @@ pub struct Cluster {
     unseal_key: String,
     /// Rate-limit quotas set, removed by `heal`.
     quotas: Vec<String>,
+    /// Rate-limit headers were turned off (`heal` turns them on).
+    headers_off: bool,
 }
 
 /// One cluster for every test of a test binary, one test at a time (`shared`).
@@ -73,7 +75,14 @@ impl Cluster {
         require("curl");
         let t = Instant::now();
         let nodes = (0..NODES).map(|_| Node { api_port: free_port(), cluster_port: free_port(), shell: None, pid: None }).collect();
-        let mut c = Cluster { dir: cluster_dir(), nodes, root_token: String::new(), unseal_key: String::new(), quotas: Vec::new() };
+        let mut c = Cluster {
+            dir: cluster_dir(),
+            nodes,
+            root_token: String::new(),
+            unseal_key: String::new(),
+            quotas: Vec::new(),
+            headers_off: false,
+        };
         for i in 0..NODES {
             c.write_config(i);
             c.spawn(i);
@@ -244,6 +253,10 @@ cluster_addr = "http://127.0.0.1:{cluster}"
         for q in std::mem::take(&mut self.quotas) {
             self.remove_rate_limit(&q);
         }
+        if std::mem::take(&mut self.headers_off) {
+            self.set_rate_limit_headers(true);
+            self.headers_off = false;
+        }
     }
 
     /// Starts a killed node again and unseals it; it rejoins as a standby.
@@ -264,6 +277,14 @@ cluster_addr = "http://127.0.0.1:{cluster}"
             &format!("sys/quotas/rate-limit/{name}"),
             Some(json!({"path": path, "rate": rate, "interval": "1s"})),
         );
+        assert_eq!(s, 204, "{v}");
+    }
+
+    /// Turns the `Retry-After` / `X-Ratelimit-*` headers on 429s (and successes) on or off
+    /// (`sys/quotas/config`; the harness starts with them on, `heal` turns them on again).
+    pub fn set_rate_limit_headers(&mut self, on: bool) {
+        self.headers_off |= !on;
+        let (s, v) = self.call(self.leader(), "POST", "sys/quotas/config", Some(json!({"enable_rate_limit_response_headers": on})));
         assert_eq!(s, 204, "{v}");
     }
 

@@ -22,6 +22,10 @@ use super::http::VaultHeaders;
 /// How long a lane must go without a 429 before it speeds up one step.
 pub const RELAX_AFTER: Duration = Duration::from_secs(10);
 
+/// The most answers remembered per second and mount (a bound on memory, far above any quota
+/// worth learning).
+const MAX_RECENT: usize = 10_000;
+
 /// Slack on a learned rate: quota windows do not line up with the client's clock.
 const SLACK: f64 = 1.05;
 
@@ -31,7 +35,8 @@ struct Lane {
     gap: Duration,
     /// When the next call may start.
     next: Instant,
-    /// Answers that were not 429 in the last second (to learn a rate without headers).
+    /// Answers that were not 429 in the last second (to learn a rate without headers): kept
+    /// for every mount, since the first 429 is the moment it is needed.
     recent: VecDeque<Instant>,
     /// The last 429 or speed-up step.
     last_change: Instant,
@@ -54,7 +59,7 @@ impl Pacer {
     pub async fn wait(&self, mount: &str) {
         let sleep_until = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(lane) = lanes.get_mut(mount) else { return };
+            let Some(lane) = lanes.get_mut(mount).filter(|l| !l.gap.is_zero() || l.next > Instant::now()) else { return };
             let now = Instant::now();
             let at = lane.next.max(now);
             lane.next = at + lane.gap;
@@ -71,14 +76,6 @@ impl Pacer {
     /// Learns from one answer. For a 429, returns how long to wait before sending it again.
     pub fn observe(&self, mount: &str, status: u16, retry_after: Option<Duration>, h: &VaultHeaders) -> Option<Duration> {
         let limited = status == 429;
-        if !limited && h.ratelimit_limit.is_none() && h.ratelimit_remaining.is_none() {
-            // The common case: an unpaced mount stays without a lane.
-            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(lane) = lanes.get_mut(mount) {
-                lane.success(Instant::now());
-            }
-            return None;
-        }
         let now = Instant::now();
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         let lane = lanes.entry(mount.to_string()).or_insert_with(|| Lane {
@@ -120,7 +117,9 @@ impl Pacer {
 
 impl Lane {
     fn success(&mut self, now: Instant) {
-        self.recent.push_back(now);
+        if self.recent.len() < MAX_RECENT {
+            self.recent.push_back(now);
+        }
         while self.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
             self.recent.pop_front();
         }
@@ -167,8 +166,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_without_headers_teaches_the_rate_and_a_quiet_lane_relaxes() {
         let p = Pacer::default();
-        // First a 429 creates the lane; then 10 answers in a second, then a 429.
-        p.observe("transit", 429, None, &VaultHeaders::default());
+        // 10 answers in a second, then a 429.
         for _ in 0..10 {
             tokio::time::advance(Duration::from_millis(90)).await;
             p.observe("transit", 204, None, &VaultHeaders::default());

@@ -197,10 +197,7 @@ impl Syncer {
         }
         let started = now();
         let mut next_retry: Option<Duration> = None;
-        let mut stopped = match self.push_rows(app, force, &mut info, &mut next_retry).await {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        };
+        let mut stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err();
         if stopped.is_none() {
             match self.verify(app, force, &started).await {
                 Ok(0) => {}

@@ -57,14 +57,15 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
 /// and is cleared when the walk reaches the end.
 ///
 /// Keys pushed at or after `fresh_since` are skipped: this pass read them back from the vault
-/// moments ago.
+/// moments ago (unless their KV record could not be written).
 pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>, fresh_since: &str) -> Result<usize, VaultError> {
     let mut states = app.store.sync_states().map_err(store_err)?;
     states.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     let after = cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut requeued = 0;
     // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
-    let fresh = |s: &&crate::store::outbox::SyncState| s.pushed_at.as_deref().is_some_and(|t| t >= fresh_since);
+    // A key with a `detail` (its KV record was not written) is checked even when fresh.
+    let fresh = |s: &&crate::store::outbox::SyncState| s.detail.is_none() && s.pushed_at.as_deref().is_some_and(|t| t >= fresh_since);
     let todo = states.iter().filter(|s| (s.status == "synced" || s.status == "not_syncable") && !fresh(s));
     for state in todo.filter(|s| after.as_deref().is_none_or(|a| s.key_id.as_str() > a)) {
         let why = match missing(syncer, app, state).await {

@@ -53,6 +53,9 @@ pub struct Syncer {
     pub gate: super::gate::Gate,
     /// Passes run since start (status; tests bound it).
     pub passes: std::sync::atomic::AtomicU64,
+    /// A key reached transit but its KV record was not written (the vault went mid-push): the
+    /// next pass runs the lost-data check, which puts the record back.
+    pub(super) recheck: std::sync::atomic::AtomicBool,
 }
 
 /// The vault's name for a key type.
@@ -106,6 +109,7 @@ impl Syncer {
             verify_cursor: Mutex::new(None),
             gate: super::gate::Gate::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
+            recheck: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -290,7 +294,8 @@ impl Syncer {
     async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, VaultError> {
         let every = Duration::from_secs(self.cfg.verify_interval_secs);
         let resuming = self.verify_cursor.lock().expect("poisoned").is_some();
-        let due = resuming || force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
+        let recheck = self.recheck.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let due = resuming || recheck || force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
         if !due {
             return Ok(0);
         }

@@ -5,8 +5,18 @@
 //! connection, one key at a time, as the worker does), in the same run.
 //!
 //!     cargo bench --bench sync_throughput
+//!
+//! With `-- cluster`, the same against a real three-node OpenBao Raft cluster on loopback
+//! (tests/common/raft.rs): keyport with every node's address next to a plain client on the
+//! active node, then keyport under a `sys/quotas/rate-limit` of 20/s on `transit/` next to
+//! the bound that quota allows (20 ÷ 3 transit calls per key):
+//!
+//!     cargo bench --bench sync_throughput -- cluster
 
 mod common;
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod tests_common;
 
 use base64::Engine;
 use p256::pkcs8::EncodePrivateKey;
@@ -26,6 +36,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("sync_throughput: run with `cargo bench --bench sync_throughput`");
         return;
+    }
+    if std::env::args().any(|a| a == "cluster") {
+        return cluster();
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -50,7 +63,7 @@ fn main() {
         assert_eq!(r.status, 204);
     });
 
-    let plain = rt.block_on(plain_client(&vault));
+    let plain = rt.block_on(plain_client(&vault, ROOT, "plain"));
     let (daemon, pushed) = daemon_pass(d, port, &rt);
     assert_eq!(pushed, N, "the pass pushed every key");
     println!("# {N} P-256 keys, OpenBao {port} dev server (in memory), one connection, one key at a time");
@@ -65,8 +78,8 @@ fn main() {
 }
 
 /// The vault's own import rate: keys made and wrapped in software before the clock starts.
-async fn plain_client(vault: &keyport::sync::http::Http) -> f64 {
-    let r = vault.request("GET", "/v1/transit/wrapping_key", Some(ROOT), None).await.unwrap();
+async fn plain_client(vault: &keyport::sync::http::Http, root: &str, prefix: &str) -> f64 {
+    let r = vault.request("GET", "/v1/transit/wrapping_key", Some(root), None).await.unwrap();
     let pem = r.body["data"]["public_key"].as_str().unwrap();
     let wrapping = rsa::RsaPublicKey::from_public_key_pem(pem).unwrap();
     let mut rng = rand::rngs::OsRng;
@@ -83,7 +96,7 @@ async fn plain_client(vault: &keyport::sync::http::Http) -> f64 {
         .collect();
     let start = Instant::now();
     for (i, b) in bodies.iter().enumerate() {
-        let r = vault.request("POST", &format!("/v1/transit/keys/plain-{i}/import"), Some(ROOT), Some(b)).await.unwrap();
+        let r = vault.request("POST", &format!("/v1/transit/keys/{prefix}-{i}/import"), Some(root), Some(b)).await.unwrap();
         assert_eq!(r.status, 204, "{}", r.body);
     }
     let import_only = start.elapsed().as_secs_f64();
@@ -93,7 +106,7 @@ async fn plain_client(vault: &keyport::sync::http::Http) -> f64 {
     // custom metadata).
     let start = Instant::now();
     for (i, b) in bodies.iter().enumerate() {
-        let name = format!("same-{i}");
+        let name = format!("{prefix}-same-{i}");
         let kv = format!("/v1/secret/data/keyport/bench/keys/default/{name}");
         let calls: [(&str, String, Option<serde_json::Value>, &[u16]); 6] = [
             ("GET", format!("/v1/transit/keys/{name}"), None, &[404]),
@@ -109,11 +122,11 @@ async fn plain_client(vault: &keyport::sync::http::Http) -> f64 {
             ),
         ];
         for (method, path, body, ok) in calls {
-            let r = vault.request(method, &path, Some(ROOT), body.as_ref()).await.unwrap();
+            let r = vault.request(method, &path, Some(root), body.as_ref()).await.unwrap();
             assert!(ok.contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
         }
     }
-    PLAIN_SAME_CALLS.set(start.elapsed().as_secs_f64()).unwrap();
+    let _ = PLAIN_SAME_CALLS.set(start.elapsed().as_secs_f64());
     import_only
 }
 
@@ -158,4 +171,64 @@ namespaces = ["*"]"#,
     });
     drop(daemon);
     result
+}
+
+/// keyport against a three-node Raft cluster: time from `sync now` to backlog 0.
+fn cluster() {
+    use tests_common::raft::Cluster;
+    let c = Cluster::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let leader = c.leader();
+    let vault = keyport::sync::http::Http::new(&c.address(leader), None).unwrap();
+    let plain = rt.block_on(plain_client(&vault, &c.root_token, "plain"));
+    let same = *PLAIN_SAME_CALLS.get().unwrap();
+    let (keyport, _) = daemon_to_backlog_zero(&c, "bench", N);
+    let mut c = c;
+    const LIMITED: usize = 100;
+    c.set_rate_limit("bench-transit", "transit/", 20);
+    let (limited, stats) = daemon_to_backlog_zero(&c, "limited", LIMITED);
+    c.set_rate_limit_headers(false);
+    let (quiet, quiet_stats) = daemon_to_backlog_zero(&c, "quiet", LIMITED);
+    println!("# OpenBao 2.7 Raft cluster, 3 nodes on loopback, keyport given all three addresses; {N} P-256 keys");
+    println!("{:<72} {:>10} {:>10}", "", "seconds", "keys/s");
+    println!("{:<72} {:>10.2} {:>10.1}", "plain HTTP client on the active node: POST transit/keys/:name/import", plain, N as f64 / plain);
+    println!("{:<72} {:>10.2} {:>10.1}", "plain HTTP client on the active node: keyport's 6 calls per key", same, N as f64 / same);
+    println!("{:<72} {:>10.2} {:>10.1}", "keyport `sync now` to backlog 0 (finds the active node itself)", keyport, N as f64 / keyport);
+    println!("keyport / plain same calls: {:.0} %", 100.0 * same / keyport);
+    let bound = 20.0 / 3.0;
+    let rate = LIMITED as f64 / limited;
+    println!(
+        "rate limit 20/s on transit/, X-Ratelimit headers on ({LIMITED} keys): {limited:.2} s = {rate:.2} keys/s; bound 20/3 = {bound:.2} keys/s ({:.0} %); {stats}",
+        100.0 * rate / bound
+    );
+    let rate = LIMITED as f64 / quiet;
+    println!(
+        "rate limit 20/s on transit/, no headers (OpenBao's default) ({LIMITED} keys): {quiet:.2} s = {rate:.2} keys/s ({:.0} % of the bound); {quiet_stats}",
+        100.0 * rate / bound
+    );
+}
+
+/// A daemon for `host` with `n` exportable P-256 keys, then `sync now` and the time of its
+/// pass, with the vault counters.
+fn daemon_to_backlog_zero(c: &tests_common::raft::Cluster, host: &str, n: usize) -> (f64, String) {
+    let d = c.daemon(host, &c.addresses(), "");
+    for i in 0..n {
+        d.generate(&format!("k{i}"), "ec-p256", true);
+    }
+    // The pass pushes, then checks only keys it did not just read back: here none, so the
+    // pass's time is the push time (no status polling competing for the cores).
+    let t = Instant::now();
+    let (s, v) = d.curl("POST", "/keyport/v1/sync", Some(r#"{"wait_secs": 600}"#), &[]);
+    let secs = t.elapsed().as_secs_f64();
+    if s != 200 {
+        let (_, st) = d.curl("GET", "/keyport/v1/sync", None, &[]);
+        let log = d.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!("{host}: {s} {v}\nbacklog {} last pass {} stats {}\n{}", st["backlog"], st["last_pass"], st["vault_stats"], tail.join("\n"));
+    }
+    eprintln!("{host}: {n} keys in {secs:.2} s");
+    let st = &v["status"];
+    assert_eq!(st["backlog"], 0, "{st}");
+    assert!(st["keys"].as_array().unwrap().iter().all(|k| k["status"] == "synced"), "{st}");
+    (secs, format!("passes {}, vault {}", st["passes"], st["vault_stats"]))
 }

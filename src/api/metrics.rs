@@ -87,6 +87,23 @@ async fn metrics(State(app): State<SharedApp>, Caller(who): Caller) -> Result<im
     for (s, n) in &by_status {
         let _ = writeln!(out, "keyport_sync_keys{{status=\"{s}\"}} {n}");
     }
+    family(&mut out, "keyport_sync_passes_total", "counter", "Sync passes run since start.");
+    let _ = writeln!(out, "keyport_sync_passes_total {}", status.passes);
+    family(
+        &mut out,
+        "keyport_sync_vault_down",
+        "gauge",
+        "1 while the whole vault backs off (down, sealed, no active node, rate-limiting).",
+    );
+    let _ = writeln!(out, "keyport_sync_vault_down {}", u8::from(status.vault_down.is_some()));
+    if let Some(v) = &status.vault_stats {
+        family(&mut out, "keyport_sync_vault_answers_total", "counter", "Vault requests sent, and answers keyport acted on (OpenBao).");
+        for (kind, n) in
+            [("requests", v.requests), ("rate_limited", v.rate_limited), ("redirects", v.redirects), ("failovers", v.failovers)]
+        {
+            let _ = writeln!(out, "keyport_sync_vault_answers_total{{kind=\"{kind}\"}} {n}");
+        }
+    }
     if let Some(t) = status.last_pass.as_ref().and_then(|p| p.finished_at.as_deref()).and_then(epoch) {
         family(&mut out, "keyport_sync_last_pass_timestamp_seconds", "gauge", "When the last sync pass finished.");
         let _ = writeln!(out, "keyport_sync_last_pass_timestamp_seconds {t}");

@@ -10,8 +10,19 @@ use super::PinSource;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
-    /// `http://127.0.0.1:8200` (loopback only) or `https://vault.example:8200`; absent: sync off.
+    /// `http://127.0.0.1:8200` (loopback only) or `https://vault.example:8200`; absent (and no
+    /// `addresses`): sync off. One address: a single server, or a load balancer in front of a
+    /// cluster.
     pub address: Option<String>,
+    /// Every node of an OpenBao cluster (instead of `address`): keyport finds the active node
+    /// (`sys/health`), follows it when the leader changes, and moves on when one refuses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Whether a standby may forward keyport's writes to the active node (OpenBao's default).
+    /// `false` sends `X-Vault-No-Request-Forwarding`: standbys answer writes with a 307 to the
+    /// active node, which keyport follows, so writes reach the active node directly.
+    #[serde(default = "default_true")]
+    pub standby_forwarding: bool,
     /// PEM file of the CA(s) that sign the vault's TLS certificate (required for https).
     pub ca_file: Option<PathBuf>,
     /// Where the vault token comes from (file, env or systemd credential, like a PIN). Re-read
@@ -96,6 +107,9 @@ pub struct CertAuth {
     pub name: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_approle_mount() -> String {
     "approle".into()
 }
@@ -129,6 +143,8 @@ impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             address: None,
+            addresses: Vec::new(),
+            standby_forwarding: true,
             ca_file: None,
             token: None,
             transit_mount: default_transit(),
@@ -156,8 +172,17 @@ fn is_path_segment(s: &str) -> bool {
 impl SyncConfig {
     pub fn enabled(&self) -> bool {
         match self.remote {
-            RemoteKind::OpenBao => self.address.is_some(),
+            RemoteKind::OpenBao => self.address.is_some() || !self.addresses.is_empty(),
             RemoteKind::Tlspc => self.tlspc.is_some(),
+        }
+    }
+
+    /// The vault's addresses: `addresses`, else `address` (empty: sync off).
+    pub fn vault_addresses(&self) -> Vec<String> {
+        if self.addresses.is_empty() {
+            self.address.iter().cloned().collect()
+        } else {
+            self.addresses.clone()
         }
     }
 
@@ -181,32 +206,49 @@ impl SyncConfig {
             return self.check_tlspc();
         }
         let mut out = Vec::new();
-        let Some(addr) = &self.address else { return out };
+        let addrs = self.vault_addresses();
+        if addrs.is_empty() {
+            return out;
+        }
         let mut p = |k: &str, m: String| out.push((format!("sync.{k}"), m));
-        match addr.split_once("://") {
-            Some(("https", _)) => {
-                if self.ca_file.as_ref().is_none_or(|f| !f.exists()) {
-                    p(
-                        "ca_file",
-                        "an https vault needs `ca_file` (PEM of the CA that signed the vault's certificate), and the file must exist"
-                            .into(),
-                    );
-                }
+        if self.address.is_some() && !self.addresses.is_empty() {
+            p("addresses", "both `address` and `addresses` are set; list every node in `addresses` and remove `address`".into());
+        }
+        let key = if self.addresses.is_empty() { "address" } else { "addresses" };
+        let schemes: std::collections::BTreeSet<&str> = addrs.iter().filter_map(|a| a.split_once("://").map(|(s, _)| s)).collect();
+        if schemes.len() > 1 {
+            p(key, "mixes http and https; every node of one vault speaks the same".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for addr in &addrs {
+            if !seen.insert(addr.trim_end_matches('/')) {
+                p(key, format!("'{addr}' is listed twice"));
             }
-            Some(("http", rest)) => {
-                let host = rest.split('/').next().unwrap_or("").rsplit_once(':').map_or(rest, |(h, _)| h);
-                let loopback =
-                    host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
-                if !loopback {
-                    p(
-                        "address",
-                        format!(
-                            "plain http is only allowed to a loopback vault (tokens and wrapped keys travel in it); use https for {addr}"
-                        ),
-                    );
+            match addr.split_once("://") {
+                Some(("https", _)) => {
+                    if self.ca_file.as_ref().is_none_or(|f| !f.exists()) {
+                        p(
+                            "ca_file",
+                            "an https vault needs `ca_file` (PEM of the CA that signed the vault's certificate), and the file must exist"
+                                .into(),
+                        );
+                    }
                 }
+                Some(("http", rest)) => {
+                    let host = rest.split('/').next().unwrap_or("").rsplit_once(':').map_or(rest, |(h, _)| h);
+                    let loopback =
+                        host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+                    if !loopback {
+                        p(
+                            key,
+                            format!(
+                                "plain http is only allowed to a loopback vault (tokens and wrapped keys travel in it); use https for {addr}"
+                            ),
+                        );
+                    }
+                }
+                _ => p(key, format!("'{addr}' is not an http:// or https:// URL")),
             }
-            _ => p("address", format!("'{addr}' is not an http:// or https:// URL")),
         }
         self.check_auth(&mut p);
         for (k, v) in [("transit_mount", &self.transit_mount), ("kv_mount", &self.kv_mount), ("kv_prefix", &self.kv_prefix)] {
@@ -254,7 +296,7 @@ impl SyncConfig {
             }
         }
         if let Some(c) = &self.cert {
-            if !self.address.as_deref().is_some_and(|a| a.starts_with("https://")) {
+            if !self.vault_addresses().iter().all(|a| a.starts_with("https://")) {
                 p("cert", "certificate login needs an https vault address (the client certificate is presented in TLS)".into());
             }
             if !is_path_segment(&c.mount) {
@@ -299,6 +341,27 @@ mod tests {
         let c = cfg("https://vault.example:8200", cert);
         assert_eq!(c.cert.as_ref().unwrap().mount, "cert");
         assert!(problems(&c).iter().all(|p| !p.starts_with("sync.cert")), "{:?}", problems(&c));
+    }
+
+    #[test]
+    fn several_addresses_or_one() {
+        let c: SyncConfig = toml::from_str(
+            "addresses = [\"http://127.0.0.1:8200\", \"http://127.0.0.1:8300\"]\nnamespaces = [\"default\"]\ntoken = { env = \"T\" }\n",
+        )
+        .unwrap();
+        assert!(c.enabled() && c.standby_forwarding);
+        assert_eq!(c.vault_addresses().len(), 2);
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        let mut both = c.clone();
+        both.address = Some("http://127.0.0.1:8200".into());
+        assert!(problems(&both).iter().any(|p| p.starts_with("sync.addresses:") && p.contains("both")), "{:?}", problems(&both));
+        let mut bad = c.clone();
+        bad.addresses = vec!["http://127.0.0.1:8200".into(), "http://vault.example:8200".into(), "http://127.0.0.1:8200".into()];
+        let p = problems(&bad);
+        assert!(p.iter().any(|p| p.contains("vault.example") && p.contains("loopback")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("listed twice")), "{p:?}");
+        let one = cfg("http://127.0.0.1:8200", "token = { env = \"T\" }");
+        assert_eq!(one.vault_addresses(), ["http://127.0.0.1:8200"]);
     }
 
     #[test]
@@ -416,7 +479,12 @@ impl SyncConfig {
             p("tlspc", "remote = \"tlspc\" needs a [sync.tlspc] section with address and api_key".into());
             return out;
         };
-        for (k, set) in [("address", self.address.is_some()), ("token", self.token.is_some()), ("ca_file", self.ca_file.is_some())] {
+        for (k, set) in [
+            ("address", self.address.is_some()),
+            ("addresses", !self.addresses.is_empty()),
+            ("token", self.token.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+        ] {
             if set {
                 p(k, format!("`sync.{k}` belongs to the OpenBao remote; with remote = \"tlspc\" set sync.tlspc.* instead"));
             }

@@ -32,6 +32,34 @@ pub struct Response {
     pub status: u16,
     pub retry_after: Option<Duration>,
     pub body: serde_json::Value,
+    pub headers: VaultHeaders,
+}
+
+/// The answer headers a cluster client acts on (docs/rotation-and-fleet.md §2, docs/vault.md §6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VaultHeaders {
+    /// `X-Vault-Index` of a write: sent back on later reads so a standby answers fresh.
+    pub index: Option<String>,
+    /// `Location` of a 307 (a standby naming the active node).
+    pub location: Option<String>,
+    /// `X-Ratelimit-Limit`, `-Remaining`, `-Reset` (seconds): sent only when the vault's
+    /// `sys/quotas/config` turns rate-limit headers on.
+    pub ratelimit_limit: Option<u32>,
+    pub ratelimit_remaining: Option<u32>,
+    pub ratelimit_reset: Option<u64>,
+}
+
+impl VaultHeaders {
+    fn from(h: &hyper::HeaderMap) -> VaultHeaders {
+        let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        VaultHeaders {
+            index: text("x-vault-index").filter(|v| v.len() <= 4096),
+            location: text("location").filter(|v| v.len() <= 4096),
+            ratelimit_limit: text("x-ratelimit-limit").and_then(|v| v.parse().ok()),
+            ratelimit_remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
+            ratelimit_reset: text("x-ratelimit-reset").and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// An answer whose body may hold a secret (a login's `client_token`): kept as bytes that are
@@ -40,12 +68,13 @@ pub struct RawResponse {
     pub status: u16,
     pub retry_after: Option<Duration>,
     pub body: Zeroizing<Vec<u8>>,
+    pub headers: VaultHeaders,
 }
 
 impl RawResponse {
     /// As a JSON answer, for an error or a reply that holds no secret.
     pub fn json(&self) -> Response {
-        Response { status: self.status, retry_after: self.retry_after, body: parse_body(&self.body) }
+        Response { status: self.status, retry_after: self.retry_after, body: parse_body(&self.body), headers: self.headers.clone() }
     }
 }
 
@@ -57,9 +86,11 @@ fn parse_body(body: &[u8]) -> serde_json::Value {
     }
 }
 
-/// A failure before any HTTP answer: refused, reset, timed out, TLS.
+/// A failure before any HTTP answer: refused, reset, timed out, TLS. `.1` (`sent`): the
+/// request may have reached the server (it was written, the answer was lost); false when no
+/// connection was made, so even a write can safely go to another node.
 #[derive(Debug)]
-pub struct Unreachable(pub String);
+pub struct Unreachable(pub String, pub bool);
 
 pub struct Http {
     host: String,
@@ -70,6 +101,11 @@ pub struct Http {
 }
 
 impl Http {
+    /// `scheme://host:port` as configured (for comparing with a 307's `Location`).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     pub fn new(address: &str, ca_file: Option<&std::path::Path>) -> Result<Http, String> {
         Http::build(address, ca_file, None)
     }
@@ -141,7 +177,7 @@ impl Http {
     /// TCP, TLS and the HTTP handshake, all under one timeout: a server that accepts the
     /// connection but stalls the TLS handshake must not hang every later request.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Unreachable> {
-        let fail = |e: &dyn std::fmt::Display| Unreachable(format!("cannot connect to the vault at {}: {e}", self.authority));
+        let fail = |e: &dyn std::fmt::Display| Unreachable(format!("cannot connect to the vault at {}: {e}", self.authority), false);
         tokio::time::timeout(TIMEOUT, async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| fail(&e))?;
             let _ = tcp.set_nodelay(true);
@@ -215,7 +251,8 @@ impl Http {
             };
             let mut req = hyper::Request::builder().method(method).uri(path).header("host", &self.authority);
             for (k, v) in headers {
-                let mut value = HeaderValue::from_str(v).map_err(|_| Unreachable(format!("header {k}: not a valid header value")))?;
+                let mut value =
+                    HeaderValue::from_str(v).map_err(|_| Unreachable(format!("header {k}: not a valid header value"), false))?;
                 if SENSITIVE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
                     value.set_sensitive(true);
                 }
@@ -224,11 +261,12 @@ impl Http {
             if body.is_some() {
                 req = req.header("content-type", "application/json");
             }
-            let req = req.body(Full::new(body.clone().unwrap_or_default())).map_err(|e| Unreachable(e.to_string()))?;
+            let req = req.body(Full::new(body.clone().unwrap_or_default())).map_err(|e| Unreachable(e.to_string(), false))?;
             let sent = tokio::time::timeout(TIMEOUT, async {
                 let resp = send.send_request(req).await.map_err(Failure::Http)?;
                 let status = resp.status().as_u16();
                 let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                let headers = VaultHeaders::from(resp.headers());
                 let declared =
                     resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
                 // Reserved up front so that growing the buffer leaves no unwiped copies behind.
@@ -243,31 +281,34 @@ impl Http {
                         out.extend_from_slice(&data);
                     }
                 }
-                Ok::<_, Failure>((status, retry_after, out))
+                Ok::<_, Failure>((status, retry_after, out, headers))
             })
             .await;
             match sent {
-                Ok(Ok((status, retry_after, body))) => {
+                Ok(Ok((status, retry_after, body, headers))) => {
                     *guard = Some(send);
-                    return Ok(RawResponse { status, retry_after, body });
+                    return Ok(RawResponse { status, retry_after, body, headers });
                 }
                 // A kept-alive connection the server closed: try once on a new one. Vault
                 // writes are only retried here when the request never got an answer.
                 Ok(Err(Failure::Http(e))) if attempt == 0 && e.is_canceled() => continue,
-                Ok(Err(Failure::Http(e))) => return Err(Unreachable(format!("vault at {}: {e}", self.authority))),
+                Ok(Err(Failure::Http(e))) => return Err(Unreachable(format!("vault at {}: {e}", self.authority), true)),
                 // The connection is mid-body: dropped (not put back).
                 Ok(Err(Failure::TooLarge)) => {
-                    return Err(Unreachable(format!(
-                        "vault at {} sent an answer larger than {} MiB to {method} {}",
-                        self.authority,
-                        MAX_BODY >> 20,
-                        path.split('?').next().unwrap_or(path)
-                    )))
+                    return Err(Unreachable(
+                        format!(
+                            "vault at {} sent an answer larger than {} MiB to {method} {}",
+                            self.authority,
+                            MAX_BODY >> 20,
+                            path.split('?').next().unwrap_or(path)
+                        ),
+                        true,
+                    ))
                 }
-                Err(_) => return Err(Unreachable(format!("vault at {} did not answer in {} s", self.authority, TIMEOUT.as_secs()))),
+                Err(_) => return Err(Unreachable(format!("vault at {} did not answer in {} s", self.authority, TIMEOUT.as_secs()), true)),
             }
         }
-        Err(Unreachable(format!("vault at {} closed the connection", self.authority)))
+        Err(Unreachable(format!("vault at {} closed the connection", self.authority), true))
     }
 }
 

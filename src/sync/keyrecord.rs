@@ -83,6 +83,8 @@ impl Syncer {
             let path = self.key_record_path(&state.namespace, &state.name, &state.key_id);
             tracing::warn!(key = %state.key_id, path = %path, error = %e.message(), "sync: the key is in transit but its KV record is not written; the lost-data check writes it again");
             state.detail = Some(format!("in transit; its KV record {path} is not written yet ({}); written again later", e.message()));
+            // The next pass runs the lost-data check, which writes it (not an hour later).
+            self.recheck.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Some(state)
     }

@@ -14,7 +14,11 @@
 //!   restart polls the job and never posts a key twice.
 //! - `schedule`: when a pass runs (interval + jitter, backoff ends, `sync now`).
 //! - `worker`: a pass; rows are marked done only after the remote confirmed. A remote that is
-//!   down, failing or rate-limiting ends the pass.
+//!   down, failing or rate-limiting ends the pass; `gate` then backs off for the whole vault
+//!   (no key is charged an attempt) and the next pass probes before it touches a key.
+//! - OpenBao cluster client: `cluster` (`[sync] addresses`: the active node, failover, 307s),
+//!   `pacer` (client pacing per mount under a rate-limit quota), read-after-write consistency
+//!   with `X-Vault-Index` (`openbao::OpenBao::call`).
 //! - `verify` (OpenBao): notices a vault that lost keys it had confirmed and puts them back in
 //!   the outbox.
 //! - OpenBao: `openbao` (transit BYOK import, KV v2, error classes) over `http`; `auth` (static
@@ -28,10 +32,13 @@
 
 pub mod auth;
 pub mod client_cert;
+pub mod cluster;
+pub mod gate;
 pub mod http;
 pub mod keyrecord;
 pub mod openbao;
 pub mod outbox;
+pub mod pacer;
 pub mod remote;
 pub mod restore;
 pub mod schedule;
@@ -85,6 +92,14 @@ pub struct Status {
     /// The vault login: method, token expiry (never the token).
     pub auth: Option<auth::AuthStatus>,
     pub last_pass: Option<worker::PassInfo>,
+    /// Passes run since the daemon started.
+    pub passes: u64,
+    /// Set while the whole vault backs off (down, sealed, no active node, rate-limiting): why,
+    /// since when, and when it is probed next (`gate`).
+    pub vault_down: Option<gate::GateStatus>,
+    /// OpenBao: the node keyport talks to now, and counts of what the vault answered.
+    pub vault_node: Option<String>,
+    pub vault_stats: Option<openbao::VaultCounts>,
     pub keys: Vec<KeyStatus>,
 }
 
@@ -144,7 +159,15 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
             k.status = "pending".into();
         }
     }
-    let keys: Vec<KeyStatus> = keys.into_values().filter(|k| visible(&k.namespace)).collect();
+    // While the vault backs off as a whole, every waiting key waits for its probe.
+    let down = syncer.and_then(|s| s.gate.status());
+    let mut keys: Vec<KeyStatus> = keys.into_values().filter(|k| visible(&k.namespace)).collect();
+    if let Some(d) = &down {
+        for k in keys.iter_mut().filter(|k| k.status == "pending") {
+            k.last_error = Some(d.reason.clone());
+            k.next_attempt_at = Some(k.next_attempt_at.take().map_or(d.next_probe_at.clone(), |n| n.max(d.next_probe_at.clone())));
+        }
+    }
     Ok(Status {
         enabled: syncer.is_some(),
         remote: syncer.map(|s| s.remote.kind()),
@@ -161,6 +184,10 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
         },
         auth: syncer.and_then(|s| s.remote.openbao()).map(|v| v.auth_status()),
         last_pass: syncer.map(|s| s.last_pass.lock().expect("poisoned").clone()),
+        passes: syncer.map_or(0, |s| s.passes.load(std::sync::atomic::Ordering::Relaxed)),
+        vault_down: down,
+        vault_node: syncer.and_then(|s| s.remote.openbao()).map(|v| v.current_node().to_string()),
+        vault_stats: syncer.and_then(|s| s.remote.openbao()).map(|v| v.stats.snapshot()),
         keys,
     })
 }

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use super::auth::{Auth, AuthStatus};
 use super::client_cert::ClientCert;
-use super::http::{Http, Response};
+use super::cluster::Nodes;
+use super::http::{Response, Unreachable};
+use super::pacer::{mount_of, Pacer};
 use crate::config::SyncConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,9 +94,60 @@ struct WrappingCache {
     fetch: tokio::sync::Mutex<()>,
 }
 
+/// Counters of what the vault answered, for status and metrics (`GET /keyport/v1/sync`).
+#[derive(Debug, Default)]
+pub struct VaultStats {
+    /// Requests sent (every node, every try).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// 429 answers (a rate-limit quota).
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    /// 307 answers followed (a standby naming the active node).
+    pub redirects: std::sync::atomic::AtomicU64,
+    /// Times keyport moved to another node (the current one refused, died or was a standby).
+    pub failovers: std::sync::atomic::AtomicU64,
+}
+
+/// [`VaultStats`] read at one moment.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct VaultCounts {
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub redirects: u64,
+    pub failovers: u64,
+}
+
+impl VaultStats {
+    fn bump(c: &std::sync::atomic::AtomicU64) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> VaultCounts {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        VaultCounts {
+            requests: get(&self.requests),
+            rate_limited: get(&self.rate_limited),
+            redirects: get(&self.redirects),
+            failovers: get(&self.failovers),
+        }
+    }
+}
+
+/// How long one call may wait out 429s before it gives up and the vault backs off as a whole.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10);
+
 pub struct OpenBao {
-    http: Http,
+    nodes: Nodes,
+    /// The configured address(es), for status and logs.
     pub address: String,
+    /// Spaces calls per mount when the vault rate-limits (`pacer`).
+    pacer: Pacer,
+    /// The newest `X-Vault-Index` a write answered with: every read sends it back with
+    /// `X-Vault-Inconsistent: forward-active-node`, so a standby that has not caught up yet
+    /// forwards the read instead of answering from old state (docs/rotation-and-fleet.md §2).
+    last_index: std::sync::Mutex<Option<String>>,
+    /// `sync.standby_forwarding`: false asks standbys for a 307 instead of forwarding writes.
+    forwarding: bool,
+    pub stats: VaultStats,
     auth: Auth,
     /// The certificate the https client presents (certificate login only).
     client_cert: Option<Arc<ClientCert>>,
@@ -217,8 +270,19 @@ pub fn transit_public_key_spki(public_key: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// A standby that could not forward to an active node (none elected yet, or it is gone):
+/// OpenBao answers 500/503 naming it. Nothing ran, so even a write may go to another node.
+pub fn standby_refused(r: &Response) -> bool {
+    let text = error_text(&r.body);
+    matches!(r.status, 500 | 503)
+        && ["active cluster node not found", "node not active", "no active", "standby", "leader"].iter().any(|m| text.contains(m))
+}
+
 /// The vault is unusable right now (sealed, standby, gateway, quota): stop the pass.
 pub fn unavailable(r: &Response) -> Option<VaultError> {
+    if r.status == 500 && standby_refused(r) {
+        return Some(VaultError::down(format!("the vault has no active node to forward to (500: {})", error_text(&r.body))));
+    }
     match r.status {
         503 => Some(VaultError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
         502 | 504 => Some(VaultError::down(format!("the vault's gateway failed ({})", r.status))),
@@ -244,15 +308,16 @@ pub fn der_to_pem(label: &str, der: &[u8]) -> String {
 
 impl OpenBao {
     pub fn new(cfg: &SyncConfig) -> Result<OpenBao, String> {
-        let address = cfg.address.clone().ok_or("sync.address is not set")?;
+        let addresses = cfg.vault_addresses();
         let client_cert = cfg.cert.as_ref().map(|_| Arc::new(ClientCert::default()));
-        let http = match &client_cert {
-            Some(c) => Http::with_client_cert(&address, cfg.ca_file.as_deref(), c.clone())?,
-            None => Http::new(&address, cfg.ca_file.as_deref())?,
-        };
+        let nodes = Nodes::new(addresses.clone(), cfg.ca_file.as_deref(), client_cert.as_ref())?;
         Ok(OpenBao {
-            http,
-            address,
+            nodes,
+            address: addresses.join(", "),
+            pacer: Pacer::default(),
+            last_index: std::sync::Mutex::new(None),
+            forwarding: cfg.standby_forwarding,
+            stats: VaultStats::default(),
             auth: Auth::new(cfg, client_cert.clone())?,
             client_cert,
             transit: cfg.transit_mount.clone(),
@@ -273,49 +338,164 @@ impl OpenBao {
         self.auth.status()
     }
 
-    /// One authenticated call; transport, availability and auth failures are classified here,
-    /// every other answer goes back to the caller.
+    /// The node keyport talks to now.
+    pub fn current_node(&self) -> &str {
+        self.nodes.current_address()
+    }
+
+    /// Whether any node can serve (before resuming after a vault-wide backoff).
+    pub async fn probe(&self) -> Result<(), String> {
+        self.nodes.probe().await
+    }
+
+    /// One authenticated call; transport, availability, cluster and auth answers are handled
+    /// here, every other answer goes back to the caller:
+    ///
+    /// - a node that refuses or dies, a standby without a leader (503, a forwarding failure):
+    ///   move to the active node (`cluster::Nodes`) and send again, when that is safe (a read,
+    ///   or a write that never left: no connection); else a vault-wide retry;
+    /// - 307: to the configured node `Location` names, or follow it once;
+    /// - 429: wait (Retry-After, the reset, or under a second), pace the mount, send again, up
+    ///   to [`MAX_RATE_LIMIT_WAIT`]; then a vault-wide retry;
+    /// - reads carry the last write's `X-Vault-Index` (`last_index`).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Response, VaultError> {
-        for attempt in 0..2 {
-            let token = self.auth.token(&self.http).await?;
-            let r =
-                self.http.request(method, &format!("/v1/{path}"), Some(&token), body.as_ref()).await.map_err(|u| VaultError::down(u.0))?;
+        let read = method == "GET";
+        let mount = mount_of(path);
+        let mut relogin = false;
+        let mut hops = 0;
+        let mut limited = Duration::ZERO;
+        let full = format!("/v1/{path}");
+        loop {
+            let (i, http) = self.nodes.current().await;
+            self.pacer.wait(mount).await;
+            let token = self.auth.token(http).await?;
+            let index = if read { self.last_index.lock().unwrap_or_else(|e| e.into_inner()).clone() } else { None };
+            let mut headers: Vec<(&str, &str)> = vec![("x-vault-token", token.as_str())];
+            if let Some(ix) = index.as_deref() {
+                headers.push(("x-vault-index", ix));
+                headers.push(("x-vault-inconsistent", "forward-active-node"));
+            }
+            if !read && !self.forwarding {
+                headers.push(("x-vault-no-request-forwarding", "true"));
+            }
+            VaultStats::bump(&self.stats.requests);
+            let r = match http.request_with(method, &full, &headers, body.as_ref()).await {
+                Ok(r) => r,
+                Err(Unreachable(message, sent)) => {
+                    // Another node, when sending again cannot apply a write twice.
+                    if (read || !sent) && hops < self.nodes.len() && self.failover(i).await {
+                        hops += 1;
+                        continue;
+                    }
+                    return Err(VaultError::down(message));
+                }
+            };
+            self.note_index(&r);
+            let text = || error_text(&r.body);
+            if let Some(wait) = self.pacer.observe(mount, r.status, r.retry_after, &r.headers) {
+                VaultStats::bump(&self.stats.rate_limited);
+                limited += wait;
+                if limited <= MAX_RATE_LIMIT_WAIT {
+                    tracing::debug!(mount, wait_ms = wait.as_millis() as u64, "sync: the vault rate-limits; waiting");
+                    continue; // the pacer holds the next call until `wait` has passed
+                }
+                return Err(unavailable(&r).expect("a 429 is unavailable"));
+            }
+            if r.status == 307 {
+                hops += 1;
+                VaultStats::bump(&self.stats.redirects);
+                let Some(location) = r.headers.location.clone().filter(|_| hops <= self.nodes.len() + 1) else {
+                    return Err(VaultError::down(format!(
+                        "the vault at {} redirects (307) without a usable Location",
+                        self.nodes.current_address()
+                    )));
+                };
+                match self.nodes.node_for(&location) {
+                    Some(j) if j != i => {
+                        self.nodes.use_node(j);
+                        continue;
+                    }
+                    Some(_) => return Err(VaultError::down(format!("the vault at {location} redirects to itself"))),
+                    None => return self.follow(method, &location, &headers, body.as_ref()).await,
+                }
+            }
             if let Some(e) = unavailable(&r) {
+                // A sealed node or a standby that cannot reach a leader: another node may serve.
+                if (read || standby_refused(&r)) && hops < self.nodes.len() && self.failover(i).await {
+                    hops += 1;
+                    continue;
+                }
                 return Err(e);
             }
-            match r.status {
-                403 => {
-                    // Raw: lookup-self answers with the token itself (`data.id`).
-                    let probe = self
-                        .http
-                        .request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None)
-                        .await
-                        .map_err(|u| VaultError::down(u.0))?;
-                    let probe = Response { status: probe.status, retry_after: probe.retry_after, body: Value::Null };
-                    match probe_verdict(&probe) {
-                        Probe::Dead => {
-                            // The token is dead (expired, revoked, wrong): log in again (or
-                            // re-read a static token's source) once. Only this token: another
-                            // request may have logged in meanwhile.
-                            self.auth.forget(&token).await;
-                            if attempt == 0 {
-                                continue;
-                            }
-                            return Err(VaultError::down(self.auth.rejected()));
-                        }
-                        Probe::PolicyDenied => {
-                            return Err(VaultError::Permanent(format!(
-                                "the vault's policy denies {method} {} (403); grant it to keyport's token",
-                                path.split('?').next().unwrap_or(path)
-                            )))
-                        }
-                        Probe::Undecided(e) => return Err(e),
+            if r.status == 400 && text().contains("upgrade from non-versioned to versioned") {
+                return Err(VaultError::down(format!(
+                    "the vault's KV mount is not ready on {} yet ({})",
+                    self.nodes.current_address(),
+                    text()
+                )));
+            }
+            if r.status != 403 {
+                return Ok(r);
+            }
+            // Raw: lookup-self answers with the token itself (`data.id`).
+            let probe =
+                http.request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None).await.map_err(|u| VaultError::down(u.0))?;
+            let probe = Response { status: probe.status, retry_after: probe.retry_after, body: Value::Null, headers: probe.headers };
+            match probe_verdict(&probe) {
+                Probe::Dead => {
+                    // The token is dead (expired, revoked, wrong): log in again (or re-read a
+                    // static token's source) once. Only this token: another request may have
+                    // logged in meanwhile.
+                    self.auth.forget(&token).await;
+                    if !relogin {
+                        relogin = true;
+                        continue;
                     }
+                    return Err(VaultError::down(self.auth.rejected()));
                 }
-                _ => return Ok(r),
+                Probe::PolicyDenied => {
+                    return Err(VaultError::Permanent(format!(
+                        "the vault's policy denies {method} {} (403); grant it to keyport's token",
+                        path.split('?').next().unwrap_or(path)
+                    )))
+                }
+                Probe::Undecided(e) => return Err(e),
             }
         }
-        unreachable!("the loop returns")
+    }
+
+    /// Moves to the active node after node `i` failed; whether there is another one to try.
+    async fn failover(&self, i: usize) -> bool {
+        if self.nodes.len() < 2 {
+            return false;
+        }
+        let moved = self.nodes.find_active(Some(i)).await;
+        if moved {
+            VaultStats::bump(&self.stats.failovers);
+        }
+        moved
+    }
+
+    /// Sends a request once more to a 307's `Location` that is not a configured node.
+    async fn follow(&self, method: &str, location: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Response, VaultError> {
+        let (http, path) = self.nodes.follow(location).map_err(VaultError::down)?;
+        tracing::debug!(location = ?location, "sync: following the vault's redirect");
+        VaultStats::bump(&self.stats.requests);
+        let r = http.request_with(method, &path, headers, body).await.map_err(|u| VaultError::down(u.0))?;
+        self.note_index(&r);
+        if r.status == 307 {
+            return Err(VaultError::down(format!("the vault redirected twice ({location}, then {:?})", r.headers.location)));
+        }
+        if let Some(e) = unavailable(&r) {
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    fn note_index(&self, r: &Response) {
+        if let Some(ix) = &r.headers.index {
+            *self.last_index.lock().unwrap_or_else(|e| e.into_inner()) = Some(ix.clone());
+        }
     }
 
     /// The mount's wrapping key: cached (pinned); `refresh` re-fetches it after a stale-key error.
@@ -675,7 +855,7 @@ mod tests {
 
     #[test]
     fn a_403_is_a_policy_error_only_when_lookup_self_answers_200() {
-        let r = |status, retry_after| Response { status, retry_after, body: Value::Null };
+        let r = |status, retry_after| Response { status, retry_after, body: Value::Null, headers: Default::default() };
         assert_eq!(probe_verdict(&r(403, None)), Probe::Dead);
         assert_eq!(probe_verdict(&r(200, None)), Probe::PolicyDenied);
         for s in [503, 502, 504] {

@@ -6,17 +6,18 @@ use crate::config::RemoteKind;
 use crate::config::SyncConfig;
 
 pub enum Remote {
-    /// Transit BYOK import and KV v2, one key at a time (`openbao`).
-    OpenBao(OpenBao),
+    /// Transit BYOK import and KV v2, one key at a time (`openbao`). Both variants are boxed:
+    /// each is hundreds of bytes, and their sizes differ.
+    OpenBao(Box<OpenBao>),
     /// `certificates/imports` batches of keys with their certificates (`tlspc`).
-    Tlspc(Tlspc),
+    Tlspc(Box<Tlspc>),
 }
 
 impl Remote {
     pub fn new(cfg: &SyncConfig) -> Result<Remote, String> {
         Ok(match cfg.remote {
-            RemoteKind::OpenBao => Remote::OpenBao(OpenBao::new(cfg)?),
-            RemoteKind::Tlspc => Remote::Tlspc(Tlspc::new(cfg.tlspc.as_ref().ok_or("sync.tlspc is not set")?)?),
+            RemoteKind::OpenBao => Remote::OpenBao(Box::new(OpenBao::new(cfg)?)),
+            RemoteKind::Tlspc => Remote::Tlspc(Box::new(Tlspc::new(cfg.tlspc.as_ref().ok_or("sync.tlspc is not set")?)?)),
         })
     }
 
@@ -36,7 +37,7 @@ impl Remote {
 
     pub fn openbao(&self) -> Option<&OpenBao> {
         match self {
-            Remote::OpenBao(v) => Some(v),
+            Remote::OpenBao(v) => Some(v.as_ref()),
             Remote::Tlspc(_) => None,
         }
     }

@@ -9,8 +9,9 @@
 //! the outbox (key and certificates) and is pushed by the same pass (a key still in transit
 //! whose record is missing only gets its record written). Runs on `sync now` and at most every
 //! `verify_interval_secs` on scheduled passes. A key that cannot be checked (a per-key error)
-//! is logged and skipped; a vault that is unusable (`stop_pass`) ends the check early and it
-//! is tried again next pass.
+//! is logged and skipped; a vault that is unusable (`stop_pass`) ends the check early and the
+//! next pass resumes it after the last key it got through (keys in key-id order), so a rate
+//! limit that allows a few hundred reads per pass still sees every key checked.
 
 use sha2::Digest;
 
@@ -50,16 +51,29 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
     Ok(None)
 }
 
-/// Checks every synced key; returns how many went back in the outbox. `Err` only when the
-/// walk stopped early (the vault is unusable, or the store cannot be read).
-pub async fn run(syncer: &Syncer, app: &App) -> Result<usize, VaultError> {
-    let states = app.store.sync_states().map_err(store_err)?;
+/// Checks every synced key after `cursor` (the last key an earlier, interrupted check got
+/// through); returns how many went back in the outbox. `Err` only when the walk stopped early
+/// (the vault is unusable, or the store cannot be read); `cursor` then holds where to resume,
+/// and is cleared when the walk reaches the end.
+///
+/// Keys pushed at or after `fresh_since` are skipped: this pass read them back from the vault
+/// moments ago (unless their KV record could not be written).
+pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>, fresh_since: &str) -> Result<usize, VaultError> {
+    let mut states = app.store.sync_states().map_err(store_err)?;
+    states.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    let after = cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut requeued = 0;
     // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
-    for state in states.iter().filter(|s| s.status == "synced" || s.status == "not_syncable") {
+    // A key with a `detail` (its KV record was not written) is checked even when fresh.
+    let fresh = |s: &&crate::store::outbox::SyncState| s.detail.is_none() && s.pushed_at.as_deref().is_some_and(|t| t >= fresh_since);
+    let todo = states.iter().filter(|s| (s.status == "synced" || s.status == "not_syncable") && !fresh(s));
+    for state in todo.filter(|s| after.as_deref().is_none_or(|a| s.key_id.as_str() > a)) {
         let why = match missing(syncer, app, state).await {
             Ok(Some(why)) => why,
-            Ok(None) => continue,
+            Ok(None) => {
+                *cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.key_id.clone());
+                continue;
+            }
             Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
             // This key cannot be checked now (policy, a vault fault on its path): the others can.
             Err(e) => {
@@ -76,7 +90,9 @@ pub async fn run(syncer: &Syncer, app: &App) -> Result<usize, VaultError> {
             Ok(false) => {}
             Err(e) => tracing::error!(key = %state.key_id, error = %e, "sync: cannot enqueue a lost key"),
         }
+        *cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.key_id.clone());
     }
+    *cursor.lock().unwrap_or_else(|e| e.into_inner()) = None;
     Ok(requeued)
 }
 

@@ -46,6 +46,16 @@ pub struct Syncer {
     pub last_pass: Mutex<PassInfo>,
     /// When the vault's copy was last checked (`verify`).
     verified_at: Mutex<Option<std::time::Instant>>,
+    /// The last key the lost-data check got through before the vault stopped it: the next
+    /// pass resumes after it instead of starting over (a rate limit would never let it finish).
+    verify_cursor: Mutex<Option<String>>,
+    /// One backoff for the whole vault (`gate`).
+    pub gate: super::gate::Gate,
+    /// Passes run since start (status; tests bound it).
+    pub passes: std::sync::atomic::AtomicU64,
+    /// A key reached transit but its KV record was not written (the vault went mid-push): the
+    /// next pass runs the lost-data check, which puts the record back.
+    pub(super) recheck: std::sync::atomic::AtomicBool,
 }
 
 /// The vault's name for a key type.
@@ -96,6 +106,10 @@ impl Syncer {
             schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs)),
             last_pass: Mutex::new(PassInfo::default()),
             verified_at: Mutex::new(None),
+            verify_cursor: Mutex::new(None),
+            gate: super::gate::Gate::default(),
+            passes: std::sync::atomic::AtomicU64::new(0),
+            recheck: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -156,48 +170,91 @@ impl Syncer {
         }
     }
 
-    /// One pass; returns when the earliest failed or waiting row wants another try.
+    /// The longest vault-wide wait between probes: `retry_base_secs` · 16, at most the interval.
+    fn gate_max(&self) -> Duration {
+        Duration::from_secs(self.cfg.retry_base_secs.max(1).saturating_mul(16).min(self.cfg.interval_secs.max(1)))
+    }
+
+    /// One pass; returns when the earliest failed or waiting row (or the vault's probe) wants
+    /// another try. After a vault-wide failure it probes the vault first and touches no key
+    /// while that fails. Then it pushes the outbox, then runs the lost-data check (resuming
+    /// where an earlier one stopped), then pushes what the check put back.
     pub async fn pass(&self, app: &App, force: bool) -> Option<Duration> {
         if let Remote::Tlspc(t) = &self.remote {
             let (info, next_retry) = t.pass(self, app, force).await;
             *self.last_pass.lock().expect("poisoned") = info;
             return next_retry;
         }
+        self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut info = PassInfo::default();
-        let mut next_retry: Option<Duration> = None;
-        self.verify(app, force).await;
+        if self.gate.is_down() {
+            if let Err(why) = self.vault().probe().await {
+                let wait = self.gate.close(&why, None, self.gate_max());
+                info.stopped = Some(why);
+                info.finished_at = Some(now());
+                *self.last_pass.lock().expect("poisoned") = info;
+                return Some(wait);
+            }
+        }
         if let Err(e) = app.store.sync_enqueue_missing() {
             tracing::error!(error = %e, "sync: cannot enqueue keys");
         }
+        let started = now();
+        let mut next_retry: Option<Duration> = None;
+        let mut stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err();
+        if stopped.is_none() {
+            match self.verify(app, force, &started).await {
+                Ok(0) => {}
+                Ok(_) => stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err(),
+                Err(e) => stopped = Some(e),
+            }
+        }
+        if let Some(e) = stopped {
+            let (message, after) = match e {
+                VaultError::Retry { message, after, .. } => (message, after),
+                VaultError::Permanent(m) => (m, None),
+            };
+            let wait = self.gate.close(&message, after, self.gate_max());
+            info.stopped = Some(message);
+            next_retry = Some(next_retry.map_or(wait, |n| n.min(wait)));
+        }
+        info.finished_at = Some(crate::store::records::now());
+        if info.pushed + info.failed > 0 {
+            tracing::info!(pushed = info.pushed, failed = info.failed, "sync pass");
+        }
+        *self.last_pass.lock().expect("poisoned") = info;
+        next_retry
+    }
+
+    /// Pushes every due row, in order per key. `Err` when the vault became unusable for every
+    /// key: no row is charged for that (the rows stay due, the vault backs off as a whole).
+    async fn push_rows(&self, app: &App, force: bool, info: &mut PassInfo, next_retry: &mut Option<Duration>) -> Result<(), VaultError> {
         let rows = match app.store.sync_rows() {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "sync: cannot read the outbox");
                 // At least a second: a zero retry_base_secs must not spin on a broken store.
-                return Some(Duration::from_secs(self.cfg.retry_base_secs.max(1)));
+                *next_retry = Some(Duration::from_secs(self.cfg.retry_base_secs.max(1)));
+                return Ok(());
             }
         };
         let now = now();
         let base = Duration::from_secs(self.cfg.retry_base_secs.max(1));
         let max = Duration::from_secs(self.cfg.interval_secs);
-        let mut stopped: Option<VaultError> = None;
         for key in plan::by_key(rows) {
             for row in &key.rows {
                 if !plan::due(row, &now, force) {
                     // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
                     if let Some(d) = plan::waits(row) {
-                        next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
+                        *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
                     }
                     break; // rows of one key go in order
                 }
-                let result = match &stopped {
-                    // The vault is unusable: record why on the key's next row, call nothing.
-                    Some(e) => Err(e.clone()),
-                    None => self.push(app, &key, row).await,
-                };
+                let result = self.push(app, &key, row).await;
                 let finished = result.is_ok();
                 let recorded = match result {
                     Ok(state) => {
+                        self.gate.open();
                         info.pushed += 1;
                         if !app.pause_before_commit.is_zero() {
                             tracing::warn!(key = %row.key_id, op = %row.op, "test hook: pausing before recording the vault's confirmation");
@@ -205,22 +262,18 @@ impl Syncer {
                         }
                         app.store.sync_done(row.seq, state.as_ref())
                     }
+                    // The vault is unusable for every key: not this row's failure.
+                    Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
                     Err(VaultError::Permanent(m)) => {
                         info.failed += 1;
                         tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
                         app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
                     }
-                    Err(e @ VaultError::Retry { .. }) => {
-                        let VaultError::Retry { message, after, stop_pass } = &e else { unreachable!() };
+                    Err(VaultError::Retry { message, after, .. }) => {
                         info.failed += 1;
-                        let d = plan::backoff(row.attempts, base, max, *after);
-                        next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
-                        if *stop_pass && stopped.is_none() {
-                            tracing::warn!(error = %message, "sync: vault unavailable; pass stopped, retrying with backoff");
-                            info.stopped = Some(message.clone());
-                            stopped = Some(e.clone());
-                        }
-                        app.store.sync_failed(row.seq, message, false, Some(&plan::at(d))).map(|_| ())
+                        let d = plan::backoff(row.attempts, base, max, after);
+                        *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
+                        app.store.sync_failed(row.seq, &message, false, Some(&plan::at(d))).map(|_| ())
                     }
                 };
                 if let Err(e) = recorded {
@@ -231,32 +284,34 @@ impl Syncer {
                 }
             }
         }
-        info.finished_at = Some(crate::store::records::now());
-        if info.pushed + info.failed > 0 {
-            tracing::info!(pushed = info.pushed, failed = info.failed, "sync pass");
-        }
-        *self.last_pass.lock().expect("poisoned") = info;
-        next_retry
+        Ok(())
     }
 
     /// Checks that the vault still holds the synced keys (`sync now`, else at most every
-    /// `verify_interval_secs`); lost ones go back in the outbox for this pass.
-    async fn verify(&self, app: &App, force: bool) {
+    /// `verify_interval_secs`, and always when an earlier check was cut short); lost ones go
+    /// back in the outbox. `Err` when the vault became unusable: the check resumes next pass
+    /// after the last key it got through.
+    async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, VaultError> {
         let every = Duration::from_secs(self.cfg.verify_interval_secs);
-        let due = force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
+        let resuming = self.verify_cursor.lock().expect("poisoned").is_some();
+        let recheck = self.recheck.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let due = resuming || recheck || force || self.verified_at.lock().expect("poisoned").is_none_or(|t| t.elapsed() >= every);
         if !due {
-            return;
+            return Ok(0);
         }
-        // `Ok` only after a walk over every key (keys that could not be checked are logged
-        // and skipped); an abort leaves `verified_at` alone, so the next pass checks again.
-        match super::verify::run(self, app).await {
+        match super::verify::run(self, app, &self.verify_cursor, pass_started).await {
             Ok(n) => {
                 *self.verified_at.lock().expect("poisoned") = Some(std::time::Instant::now());
                 if n > 0 {
                     tracing::warn!(keys = n, "sync: the vault lost keys it had confirmed (restarted dev vault, restored backup?)");
                 }
+                Ok(n)
             }
-            Err(e) => tracing::warn!(error = %e.message(), "sync: cannot check the vault's copy now; next pass"),
+            Err(e @ VaultError::Retry { stop_pass: true, .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "sync: cannot check the vault's copy now; next pass");
+                Ok(0)
+            }
         }
     }
 
@@ -341,17 +396,25 @@ impl Syncer {
             };
             match self.vault().import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
                 ImportResult::Done => {
-                    // Verify: the vault must now show our public key.
-                    let after = self.vault().read_key(&name).await?;
-                    return match after.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
-                        Some((k, v)) => {
+                    // Verify: the vault must now show our public key. The read carries the
+                    // import's X-Vault-Index, so a standby answers fresh; should it still lag,
+                    // read again shortly, and at worst retry later (the next try reads before
+                    // it writes): "not visible yet" is never a permanent failure.
+                    for wait_ms in [0u64, 100, 300, 900] {
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        let after = self.vault().read_key(&name).await?;
+                        if let Some((k, v)) = after.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
-                            Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)))
+                            return Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)));
                         }
-                        None => {
-                            Err(VaultError::Permanent(format!("transit key '{name}' does not show this key's public key after the import")))
-                        }
-                    };
+                    }
+                    return Err(VaultError::Retry {
+                        message: format!(
+                            "transit key '{name}' does not show this key's public key yet after the import; checking again later"
+                        ),
+                        after: None,
+                        stop_pass: false,
+                    });
                 }
                 ImportResult::StaleWrappingKey if !refreshed => {
                     refreshed = true;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod raft;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -67,6 +67,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         jobs: Default::default(),
         health: Default::default(),
         sync: Default::default(),
+        signing: Default::default(),
     });
     let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;
     tracing::info!(
@@ -123,6 +124,14 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
         tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone())));
     }
+    // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
+    let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());
+    let mut _agent_socket_file = None;
+    if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|m| fatal(1, m))? {
+        tracing::info!(path = %file.0.display(), "ssh-agent listening on Unix socket");
+        _agent_socket_file = Some(file);
+        tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));
+    }
     notify_systemd("READY=1");
     tracing::info!("keyport ready");
 
@@ -135,7 +144,9 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     }
     // Let in-flight connections finish (each has its own drain timeout).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(app.config.limits.request_timeout_secs), async {
-        while serving.connections.available_permits() < app.config.limits.max_connections {
+        while serving.connections.available_permits() < app.config.limits.max_connections
+            || agent.connections.available_permits() < app.config.agent.max_connections
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })

@@ -5,6 +5,7 @@
 //! extensions; `auth` turns that plus any API key into a principal; faces call the core.
 
 pub mod activation;
+pub mod agent;
 pub mod auth;
 pub mod body;
 pub mod certificates;

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod keys;
 pub mod names;
 pub mod reconcile;
+pub mod sign;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct App {
     pub health: health::Health,
     /// The sync worker, when `[sync]` is configured (`crate::sync`).
     pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
+    /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).
+    pub signing: sign::Signing,
 }
 
 pub type SharedApp = Arc<App>;

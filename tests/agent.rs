@@ -1,0 +1,212 @@
+//! keyport as an ssh-agent, exercised with OpenSSH's own tools: `ssh-add`, `ssh-keygen -Y`,
+//! `ssh` against a real `sshd`, and raw agent messages for bad input.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// uid 65534 is the principal `svc` (sign on namespace `svc` only); 65533 is no principal.
+const SVC_UID: u32 = 65534;
+const STRANGER_UID: u32 = 65533;
+
+fn principals() -> String {
+    r#"
+[[principals]]
+name = "root"
+uids = [0]
+permissions = { "*" = ["admin"] }
+
+[[principals]]
+name = "svc"
+uids = [65534]
+permissions = { svc = ["sign"], default = ["read"] }
+"#
+    .to_string()
+}
+
+/// A daemon with the agent on `<dir>/agent.sock` (mode 0666 so test uids can connect).
+fn agent_daemon(agent_extra: &str, extra: &str) -> (Daemon, PathBuf) {
+    let d = Daemon::config("");
+    let sock = d.dir.path().join("agent.sock");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    // Daemon::config wrote the default principals (no [[principals]] in extra): replace them.
+    let text = text.split("\n[[principals]]").next().unwrap().to_string();
+    let text =
+        format!("{text}\n{}\n[agent]\nsocket = \"{}\"\nsocket_mode = \"0666\"\n{agent_extra}\n{extra}\n", principals(), sock.display());
+    std::fs::write(&d.config, text).unwrap();
+    let mut d = d;
+    d.spawn();
+    let start = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "agent socket did not appear:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (d, sock)
+}
+
+fn generate_in(d: &Daemon, ns: &str, name: &str, alg: &str) -> String {
+    let (s, v) = d.curl(
+        "POST",
+        "/keyport/v1/keys",
+        Some(&serde_json::json!({"name": name, "namespace": ns, "algorithm": alg, "exportable": false}).to_string()),
+        &[],
+    );
+    assert_eq!(s, 201, "{v}\n{}", d.log());
+    assert_eq!(v["exportable"], false);
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Runs `args` with SSH_AUTH_SOCK=sock, as root or (with `uid`) as that uid via setpriv.
+fn with_agent(sock: &Path, uid: Option<u32>, args: &[&str]) -> Output {
+    let mut c = match uid {
+        None => Command::new(args[0]),
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([format!("--reuid={u}"), format!("--regid={u}"), "--clear-groups".into()]).arg(args[0]);
+            c
+        }
+    };
+    c.args(&args[1..]).env("SSH_AUTH_SOCK", sock).env_remove("SSH_AGENT_PID").stdin(Stdio::null());
+    c.output().unwrap()
+}
+
+fn listed(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "ssh-add -L failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn comments(lines: &[String]) -> Vec<String> {
+    let mut c: Vec<String> = lines.iter().map(|l| l.rsplit(' ').next().unwrap().to_string()).collect();
+    c.sort();
+    c
+}
+
+fn audit_rows(d: &Daemon, action: &str) -> Vec<(String, Option<String>, String, Option<String>)> {
+    let db = rusqlite::Connection::open(d.dir.path().join("state/keyport.db")).unwrap();
+    let mut st = db.prepare("SELECT principal, key_id, outcome, detail FROM audit WHERE action=?1 ORDER BY seq").unwrap();
+    let rows = st.query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+    rows.collect::<Result<Vec<_>, _>>().unwrap()
+}
+
+#[test]
+fn ssh_add_lists_exactly_the_callers_keys() {
+    require("ssh-add");
+    require("setpriv");
+    require("ssh-keygen");
+    require("pkcs11-tool");
+    let (d, sock) = agent_daemon("", "");
+    let web = generate_in(&d, "default", "web", "ec-p256");
+    generate_in(&d, "default", "deploy", "ed25519");
+    generate_in(&d, "svc", "svc-key", "ed25519");
+
+    // Root (admin) may sign with everything.
+    let root = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    assert_eq!(comments(&root), vec!["default/deploy", "default/web", "svc/svc-key"], "{root:?}");
+    // The listed P-256 key is the token's: pkcs11-tool's SPKI, converted by ssh-keygen.
+    let der = d.dir.path().join("web.der");
+    let out = d.pkcs11_tool(&["--read-object", "--type", "pubkey", "--id", &web, "-o", der.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pem = d.dir.path().join("web.pem");
+    let st = Command::new("openssl").args(["pkey", "-pubin", "-inform", "DER", "-in"]).arg(&der).arg("-out").arg(&pem).status().unwrap();
+    assert!(st.success());
+    let conv = Command::new("ssh-keygen").args(["-i", "-m", "PKCS8", "-f"]).arg(&pem).output().unwrap();
+    let token_line = String::from_utf8_lossy(&conv.stdout).trim().to_string();
+    assert!(!token_line.is_empty(), "{}", String::from_utf8_lossy(&conv.stderr));
+    let blob = token_line.split(' ').nth(1).unwrap();
+    assert!(root.iter().any(|l| l.contains(blob) && l.ends_with("default/web")), "{root:?} vs {token_line}");
+
+    // uid 65534 is `svc`: only the svc namespace (it may read `default` but not sign there).
+    let svc = listed(&with_agent(&sock, Some(SVC_UID), &["ssh-add", "-L"]));
+    assert_eq!(comments(&svc), vec!["svc/svc-key"], "{svc:?}");
+
+    // A uid with no principal is refused.
+    let out = with_agent(&sock, Some(STRANGER_UID), &["ssh-add", "-L"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("agent refused operation"), "{err}");
+    assert!(d.log().contains("uid 65533"), "the refusal is logged with the uid:\n{}", d.log());
+}
+
+/// `ssh-keygen -Y sign` through the agent, `ssh-keygen -Y verify` against the listed key, for
+/// every algorithm, with non-exportable keys.
+#[test]
+fn sshsig_with_every_algorithm_and_non_exportable_keys() {
+    require("ssh-keygen");
+    let (d, sock) = agent_daemon("", "");
+    let algs = ["rsa-2048", "rsa-3072", "ec-p256", "ec-p384", "ec-p521", "ed25519"];
+    let mut ids = Vec::new();
+    for alg in algs {
+        ids.push(generate_in(&d, "default", alg, alg));
+    }
+    let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    assert_eq!(lines.len(), algs.len(), "{lines:?}");
+    let dir = d.dir.path();
+    let data = dir.join("data.txt");
+    std::fs::write(&data, b"signed in the token\n").unwrap();
+    for alg in algs {
+        let line = lines.iter().find(|l| l.ends_with(&format!("default/{alg}"))).unwrap_or_else(|| panic!("{alg} not listed: {lines:?}"));
+        let pubf = dir.join(format!("{alg}.pub"));
+        std::fs::write(&pubf, format!("{line}\n")).unwrap();
+        let sig = dir.join("data.txt.sig");
+        let _ = std::fs::remove_file(&sig);
+        let out =
+            with_agent(&sock, None, &["ssh-keygen", "-Y", "sign", "-f", pubf.to_str().unwrap(), "-n", "file", data.to_str().unwrap()]);
+        assert!(out.status.success(), "{alg}: ssh-keygen -Y sign: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+        let allowed = dir.join("allowed_signers");
+        let key = line.rsplit_once(' ').unwrap().0;
+        std::fs::write(&allowed, format!("signer@example {key}\n")).unwrap();
+        let verify = Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&allowed)
+            .args(["-I", "signer@example", "-n", "file", "-s"])
+            .arg(&sig)
+            .stdin(std::fs::File::open(&data).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{alg}: verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        // The same signature does not verify for other data.
+        let bad = Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(&allowed)
+            .args(["-I", "signer@example", "-n", "file", "-s"])
+            .arg(&sig)
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"other data\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(!bad.status.success(), "{alg}: a signature must not verify other data");
+    }
+    // Every signature is audited with the caller's uid and pid and what was signed.
+    let rows = audit_rows(&d, "key.sign");
+    let ok: Vec<_> = rows.iter().filter(|r| r.2 == "ok").collect();
+    assert_eq!(ok.len(), algs.len(), "{rows:?}");
+    for (i, r) in ok.iter().enumerate() {
+        assert_eq!(r.0, "root");
+        assert_eq!(r.1.as_deref(), Some(ids[i].as_str()));
+        let detail: serde_json::Value = serde_json::from_str(r.3.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["via"], "agent");
+        assert_eq!(detail["uid"], 0);
+        assert!(detail["pid"].as_i64().unwrap() > 0, "{detail}");
+        assert_eq!(detail["kind"], "sshsig");
+        assert_eq!(detail["sshsig_namespace"], "file");
+    }
+    // The keys stayed non-exportable in the token.
+    let listing = d.pkcs11_objects();
+    let private: Vec<_> =
+        object_blocks(&listing).into_iter().filter(|b| b.0.starts_with("Private Key Object") && algs.contains(&b.1.as_str())).collect();
+    assert_eq!(private.len(), algs.len(), "{listing}");
+    assert!(private.iter().all(|b| b.0.contains("never extractable")), "{private:?}");
+}

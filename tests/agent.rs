@@ -210,3 +210,152 @@ fn sshsig_with_every_algorithm_and_non_exportable_keys() {
     assert_eq!(private.len(), algs.len(), "{listing}");
     assert!(private.iter().all(|b| b.0.contains("never extractable")), "{private:?}");
 }
+
+/// A real `sshd -D` on a loopback port with a generated config; killed when dropped.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path, config: &str) -> Sshd {
+        require("/usr/sbin/sshd");
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        let cfg = dir.join("sshd_config");
+        let log = dir.join("sshd.log");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nPidFile {pid}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n{config}\n",
+                pid = dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let child =
+            Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(&cfg).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let mut s = Sshd { child, port, log };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = s.child.try_wait().unwrap() {
+                panic!("sshd exited ({st}):\n{}", s.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "sshd did not start:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ssh(sock: &Path, port: u16, known_hosts: Option<&Path>, identity: &Path) -> Output {
+    let mut c = Command::new("ssh");
+    c.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o"])
+        .arg(format!("IdentityAgent={}", sock.display()))
+        .arg("-o")
+        .arg(format!("IdentityFile={}", identity.display()))
+        .args(["-o", "ConnectTimeout=10", "-p", &port.to_string()]);
+    match known_hosts {
+        Some(k) => c.args(["-o", "StrictHostKeyChecking=yes", "-o"]).arg(format!("UserKnownHostsFile={}", k.display())),
+        None => c.args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]),
+    };
+    c.args(["root@127.0.0.1", "echo", "logged-in-as-$(id -un)"]).stdin(Stdio::null()).output().unwrap()
+}
+
+/// `ssh` logs in to a real sshd with a non-exportable token key through the agent; the
+/// signature's audit entry names the SSH user and the session identifier's hash.
+#[test]
+fn ssh_logs_in_to_a_real_sshd_with_a_token_key() {
+    require("ssh");
+    require("ssh-keygen");
+    let (d, sock) = agent_daemon("", "");
+    let dir = d.dir.path().to_path_buf();
+    for alg in ["ed25519", "rsa-2048", "ec-p384"] {
+        let id = generate_in(&d, "default", &format!("login-{alg}"), alg);
+        let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+        let line = lines.iter().find(|l| l.ends_with(&format!("default/login-{alg}"))).unwrap().clone();
+        let pubf = dir.join(format!("login-{alg}.pub"));
+        std::fs::write(&pubf, format!("{line}\n")).unwrap();
+        let hostkey = dir.join(format!("hostkey-{alg}"));
+        let _ = std::fs::remove_file(&hostkey);
+        let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&hostkey).status().unwrap();
+        assert!(st.success());
+        let authorized = dir.join(format!("authorized_keys-{alg}"));
+        std::fs::write(&authorized, format!("{line}\n")).unwrap();
+        let sshd_dir = dir.join(format!("sshd-{alg}"));
+        std::fs::create_dir_all(&sshd_dir).unwrap();
+        let sshd = Sshd::start(&sshd_dir, &format!("HostKey {}\nAuthorizedKeysFile {}\n", hostkey.display(), authorized.display()));
+        let out = ssh(&sock, sshd.port, None, &pubf);
+        assert!(
+            out.status.success(),
+            "{alg}: ssh failed: {}\nsshd:\n{}\nkeyport:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sshd.log(),
+            d.log()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "logged-in-as-root");
+        assert!(sshd.log().contains("Accepted publickey for root"), "{}", sshd.log());
+        let rows = audit_rows(&d, "key.sign");
+        let r = rows.iter().rev().find(|r| r.1.as_deref() == Some(id.as_str())).expect("the login signature is audited");
+        assert_eq!(r.2, "ok");
+        let detail: serde_json::Value = serde_json::from_str(r.3.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["kind"], "ssh-userauth", "{detail}");
+        assert_eq!(detail["ssh_user"], "root");
+        assert_eq!(detail["ssh_service"], "ssh-connection");
+        assert_eq!(detail["session_sha256"].as_str().unwrap().len(), 64);
+        if alg == "rsa-2048" {
+            assert_eq!(detail["scheme"], "rsa-sha512", "OpenSSH asks for rsa-sha2-512: {detail}");
+        }
+    }
+}
+
+/// An sshd whose host key lives in keyport (`HostKeyAgent`): ssh-keyscan sees the token's
+/// key, and a client that pins it logs in.
+#[test]
+fn sshd_host_key_agent_presents_the_token_host_key() {
+    require("ssh-keyscan");
+    let (d, sock) = agent_daemon("", "");
+    let dir = d.dir.path().to_path_buf();
+    generate_in(&d, "default", "host", "ed25519");
+    generate_in(&d, "default", "user", "ec-p256");
+    let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    let host = lines.iter().find(|l| l.ends_with("default/host")).unwrap().clone();
+    let user = lines.iter().find(|l| l.ends_with("default/user")).unwrap().clone();
+    let host_pub = dir.join("host.pub");
+    std::fs::write(&host_pub, format!("{host}\n")).unwrap();
+    let user_pub = dir.join("user.pub");
+    std::fs::write(&user_pub, format!("{user}\n")).unwrap();
+    let authorized = dir.join("authorized_keys");
+    std::fs::write(&authorized, format!("{user}\n")).unwrap();
+    let sshd_dir = dir.join("sshd");
+    std::fs::create_dir_all(&sshd_dir).unwrap();
+    let sshd = Sshd::start(
+        &sshd_dir,
+        &format!("HostKey {}\nHostKeyAgent {}\nAuthorizedKeysFile {}\n", host_pub.display(), sock.display(), authorized.display()),
+    );
+    let scan = Command::new("ssh-keyscan").args(["-t", "ed25519", "-p", &sshd.port.to_string(), "127.0.0.1"]).output().unwrap();
+    let scanned = String::from_utf8_lossy(&scan.stdout).to_string();
+    let host_key = host.rsplit_once(' ').unwrap().0;
+    assert!(scanned.contains(host_key), "ssh-keyscan: {scanned}\n{}\nsshd:\n{}", String::from_utf8_lossy(&scan.stderr), sshd.log());
+    let known = dir.join("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{} {host_key}\n", sshd.port)).unwrap();
+    let out = ssh(&sock, sshd.port, Some(&known), &user_pub);
+    assert!(out.status.success(), "ssh: {}\nsshd:\n{}\nkeyport:\n{}", String::from_utf8_lossy(&out.stderr), sshd.log(), d.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "logged-in-as-root");
+    // The host signatures were made by sshd's own processes (uid 0), audited as opaque data.
+    let rows = audit_rows(&d, "key.sign");
+    assert!(rows.iter().any(|r| r.3.as_deref().is_some_and(|d| !d.contains("\"kind\""))), "a KEX hash signature is audited: {rows:?}");
+}

@@ -16,6 +16,7 @@ pub mod kps;
 pub mod listen;
 pub mod metrics;
 pub mod native;
+pub mod sign;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;
@@ -28,7 +29,10 @@ use crate::core::SharedApp;
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
     Router::new()
-        .nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()))
+        .nest(
+            "/keyport/v1",
+            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+        )
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())

@@ -25,8 +25,13 @@ permissions = { "*" = ["admin"] }
 name = "svc"
 uids = [65534]
 permissions = { svc = ["sign"], default = ["read"] }
+
+[[principals]]
+name = "svc-api"
+api_key_sha256 = ["SVC_API_HASH"]
+permissions = { svc = ["sign"] }
 "#
-    .to_string()
+    .replace("SVC_API_HASH", &sha256_hex("svc-api-key"))
 }
 
 /// A daemon with the agent on `<dir>/agent.sock` (mode 0666 so test uids can connect).
@@ -358,4 +363,198 @@ fn sshd_host_key_agent_presents_the_token_host_key() {
     // The host signatures were made by sshd's own processes (uid 0), audited as opaque data.
     let rows = audit_rows(&d, "key.sign");
     assert!(rows.iter().any(|r| r.3.as_deref().is_some_and(|d| !d.contains("\"kind\""))), "a KEX hash signature is audited: {rows:?}");
+}
+
+/// The SubjectPublicKeyInfo PEM of a listed key, for openssl (`ssh-keygen -e -m PKCS8`; by
+/// hand for Ed25519, which it cannot export). That the listed keys are the token's is checked
+/// in `ssh_add_lists_exactly_the_callers_keys`.
+fn public_pem(d: &Daemon, id: &str, ssh_line: &str) -> PathBuf {
+    let dir = d.dir.path();
+    let pem = dir.join(format!("{id}.pem"));
+    if ssh_line.starts_with("ssh-ed25519 ") {
+        use base64::Engine;
+        let blob = base64::engine::general_purpose::STANDARD.decode(ssh_line.split(' ').nth(1).unwrap()).unwrap();
+        let mut spki = hex::decode("302a300506032b6570032100").unwrap();
+        spki.extend_from_slice(&blob[blob.len() - 32..]);
+        let der = dir.join(format!("{id}.der"));
+        std::fs::write(&der, spki).unwrap();
+        let st =
+            Command::new("openssl").args(["pkey", "-pubin", "-inform", "DER", "-in"]).arg(&der).arg("-out").arg(&pem).status().unwrap();
+        assert!(st.success());
+    } else {
+        let pubf = dir.join(format!("{id}.pub"));
+        std::fs::write(&pubf, format!("{ssh_line}\n")).unwrap();
+        let out = Command::new("ssh-keygen").args(["-e", "-m", "PKCS8", "-f"]).arg(&pubf).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&pem, out.stdout).unwrap();
+    }
+    pem
+}
+
+fn openssl_verifies(pem: &Path, hash: Option<&str>, data: &Path, sig: &Path) -> bool {
+    let out = match hash {
+        Some(h) => {
+            Command::new("openssl").args(["dgst", &format!("-{h}"), "-verify"]).arg(pem).arg("-signature").arg(sig).arg(data).output()
+        }
+        None => Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+            .arg(pem)
+            .arg("-in")
+            .arg(data)
+            .arg("-sigfile")
+            .arg(sig)
+            .output(),
+    }
+    .unwrap();
+    out.status.success()
+}
+
+/// `POST /keyport/v1/keys/{id}/sign`: every algorithm, verified by openssl; clear errors.
+#[test]
+fn native_sign_endpoint_verified_by_openssl() {
+    require("openssl");
+    require("curl");
+    let (d, sock) = agent_daemon("", "");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = d.dir.path();
+    let data = dir.join("message.bin");
+    let message = b"a message for a local service";
+    std::fs::write(&data, message).unwrap();
+    let cases = [
+        ("rsa-2048", None, "rsa-sha256", Some("sha256")),
+        ("rsa-2048", Some("rsa-sha512"), "rsa-sha512", Some("sha512")),
+        ("ec-p256", None, "ecdsa-sha256", Some("sha256")),
+        ("ec-p384", None, "ecdsa-sha384", Some("sha384")),
+        ("ec-p521", None, "ecdsa-sha512", Some("sha512")),
+        ("ec-p256", Some("ecdsa-sha512"), "ecdsa-sha512", Some("sha512")),
+        ("ed25519", None, "ed25519", None),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for (alg, _, _, _) in cases {
+        if !ids.contains_key(alg) {
+            ids.insert(alg, generate_in(&d, "default", alg, alg));
+        }
+    }
+    let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    for (alg, asked, scheme, hash) in cases {
+        let id = &ids[alg];
+        let mut body = serde_json::json!({"data": b64.encode(message)});
+        if let Some(a) = asked {
+            body["algorithm"] = a.into();
+        }
+        let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/sign"), Some(&body.to_string()), &[]);
+        assert_eq!(s, 200, "{alg}: {v}");
+        assert_eq!(v["algorithm"], scheme);
+        let sig = dir.join("sig.bin");
+        std::fs::write(&sig, b64.decode(v["signature"].as_str().unwrap()).unwrap()).unwrap();
+        let line = lines.iter().find(|l| l.ends_with(&format!("default/{alg}"))).unwrap();
+        let pem = public_pem(&d, id, line);
+        assert!(openssl_verifies(&pem, hash, &data, &sig), "{alg} {scheme}: openssl does not verify {v}");
+        let other = dir.join("other.bin");
+        std::fs::write(&other, b"another message").unwrap();
+        assert!(!openssl_verifies(&pem, hash, &other, &sig), "{alg}: verifies other data");
+    }
+    // Bad input: clear 400s that say what to do.
+    let id = &ids["ec-p256"];
+    let path = format!("/keyport/v1/keys/{id}/sign");
+    let (s, v) = d.curl("POST", &path, Some(r#"{"data":"not base64!"}"#), &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_data")), "{v}");
+    let (s, v) = d.curl("POST", &path, Some(r#"{"data":"AA==","algorithm":"rsa-sha256"}"#), &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_algorithm")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("ecdsa-sha256"), "{v}");
+    let (s, v) = d.curl("POST", &path, Some(r#"{"data":"AA==","algorithm":"md5"}"#), &[]);
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = d.curl("POST", "/keyport/v1/keys/00000000000000000000000000000000/sign", Some(r#"{"data":"AA=="}"#), &[]);
+    assert_eq!(s, 404);
+    // svc may read `default` but not sign there: 403 naming the permission, audited.
+    let out = Command::new("setpriv")
+        .args([format!("--reuid={SVC_UID}"), format!("--regid={SVC_UID}"), "--clear-groups".into()])
+        .args(["curl", "-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-H", "content-type: application/json", "--data-binary", r#"{"data":"AA=="}"#])
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    let (s, v) = parse_curl(out);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("'sign'"), "{v}");
+    let refused: Vec<_> = audit_rows(&d, "key.sign").into_iter().filter(|r| r.2 == "refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "svc");
+    assert_eq!(refused[0].1.as_deref(), Some(id.as_str()));
+    assert!(refused[0].3.as_deref().unwrap().contains(&format!("\"uid\":{SVC_UID}")), "{refused:?}");
+}
+
+/// A folder any test uid may write in (for ssh-keygen's .sig files).
+fn shared_dir(d: &Daemon) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = d.dir.path().join("shared");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    p
+}
+
+fn sshsig_as(sock: &Path, uid: Option<u32>, pubf: &Path, data: &Path) -> Output {
+    let _ = std::fs::remove_file(data.with_extension("txt.sig"));
+    with_agent(sock, uid, &["ssh-keygen", "-Y", "sign", "-f", pubf.to_str().unwrap(), "-n", "file", data.to_str().unwrap()])
+}
+
+/// `[agent.namespaces.<ns>] allowed_uids` and `signatures_per_minute`, through the agent and
+/// the native API alike.
+#[test]
+fn allowed_uids_and_the_signature_rate_limit() {
+    let (d, sock) = agent_daemon("signatures_per_minute = 3\n[agent.namespaces.svc]\nallowed_uids = [65534]\n", "");
+    let svc_id = generate_in(&d, "svc", "svc-key", "ed25519");
+    generate_in(&d, "default", "root-key", "ed25519");
+    // Root is admin, but uid 0 is not in svc's allowed_uids: not listed, refused, audited.
+    let root = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    assert_eq!(comments(&root), vec!["default/root-key"], "{root:?}");
+    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{svc_id}/sign"), Some(r#"{"data":"AA=="}"#), &[]);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("allowed_uids"), "{v}");
+    // Over TCP (an API key, no uid) the namespace is closed too.
+    let (s, v) =
+        d.curl_https("POST", &format!("/keyport/v1/keys/{svc_id}/sign"), Some(r#"{"data":"AA=="}"#), &["-H", "X-Api-Key: svc-api-key"]);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Unix socket"), "{v}");
+    let svc = listed(&with_agent(&sock, Some(SVC_UID), &["ssh-add", "-L"]));
+    assert_eq!(comments(&svc), vec!["svc/svc-key"]);
+    let shared = shared_dir(&d);
+    let pubf = shared.join("svc.pub");
+    std::fs::write(&pubf, format!("{}\n", svc[0])).unwrap();
+    let data = shared.join("data.txt");
+    std::fs::write(&data, b"x").unwrap();
+    // Three signatures a minute for svc: the fourth is refused.
+    for i in 0..3 {
+        let out = sshsig_as(&sock, Some(SVC_UID), &pubf, &data);
+        assert!(out.status.success(), "signature {i}: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    }
+    let out = sshsig_as(&sock, Some(SVC_UID), &pubf, &data);
+    assert!(!out.status.success(), "the fourth signature in a minute must be refused");
+    assert!(d.log().contains("rate limit"), "{}", d.log());
+    // Root's budget is its own.
+    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{}/sign", root_key_id(&d)), Some(r#"{"data":"AA=="}"#), &[]);
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..2 {
+        let (s, _) = d.curl("POST", &format!("/keyport/v1/keys/{}/sign", root_key_id(&d)), Some(r#"{"data":"AA=="}"#), &[]);
+        assert_eq!(s, 200);
+    }
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-H", "content-type: application/json", "--data-binary", r#"{"data":"AA=="}"#])
+        .arg(format!("http://localhost/keyport/v1/keys/{}/sign", root_key_id(&d)))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    let retry: u64 = head.lines().find_map(|l| l.strip_prefix("retry-after: ")).unwrap().trim().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{head}");
+}
+
+fn root_key_id(d: &Daemon) -> String {
+    let (_, v) = d.curl("GET", "/keyport/v1/keys?name=root-key", None, &[]);
+    v["keys"][0]["id"].as_str().unwrap().to_string()
 }

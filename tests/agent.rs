@@ -558,3 +558,177 @@ fn root_key_id(d: &Daemon) -> String {
     let (_, v) = d.curl("GET", "/keyport/v1/keys?name=root-key", None, &[]);
     v["keys"][0]["id"].as_str().unwrap().to_string()
 }
+
+/// One agent message: its length and `body`.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut m = (body.len() as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads one answer: (type, payload), or None at EOF.
+fn answer(s: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some((body[0], body[1..].to_vec()))
+}
+
+const FAILURE: u8 = 5;
+const IDENTITIES_ANSWER: u8 = 12;
+
+fn connect(sock: &Path) -> UnixStream {
+    let s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+}
+
+/// Truncated, oversized, empty, unknown and malformed messages: a clear SSH_AGENT_FAILURE (or
+/// a closed connection where the frame itself is broken), never a hang or a crash, and the
+/// connection stays usable after a bad message whose frame was whole.
+#[test]
+fn bad_agent_messages() {
+    let (d, sock) = agent_daemon("message_timeout_secs = 1\nmax_message_bytes = 65536\n", "");
+    generate_in(&d, "default", "k", "ed25519");
+    let mut s = connect(&sock);
+    // Unknown type, empty message, malformed sign request, ADD_IDENTITY without [agent] add,
+    // LOCK and REMOVE_ALL: each a failure, and the connection goes on.
+    for body in [&[200u8][..], &[], &[13, 0, 0, 0, 9, 1], &[17, 0, 0, 0, 3, b'a', b'b', b'c'], &[22, 0, 0, 0, 1, b'x'], &[19]] {
+        s.write_all(&frame(body)).unwrap();
+        assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE), "for {body:?}");
+    }
+    s.write_all(&frame(&[11])).unwrap();
+    let (t, payload) = answer(&mut s).unwrap();
+    assert_eq!(t, IDENTITIES_ANSWER);
+    assert_eq!(&payload[..4], &1u32.to_be_bytes(), "one key listed");
+    // Oversized: answered with a failure, then closed without reading the body.
+    let mut s = connect(&sock);
+    s.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
+    s.write_all(&[11; 100]).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE));
+    assert_eq!(answer(&mut s), None, "closed after an oversized message");
+    // Truncated: the length promises more than ever comes; closed after message_timeout_secs.
+    let mut s = connect(&sock);
+    s.write_all(&[0, 0, 0, 50, 11, 1, 2]).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(answer(&mut s), None);
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    // Truncated then EOF: closed at once.
+    let mut s = connect(&sock);
+    s.write_all(&[0, 0, 0, 50, 13]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(answer(&mut s), None);
+    // The daemon is fine.
+    let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    assert_eq!(lines.len(), 1);
+}
+
+/// A sign request for a key the caller may not use is refused and audited; one for a key
+/// keyport does not hold is refused.
+#[test]
+fn a_sign_request_for_someone_elses_key_is_refused_and_audited() {
+    let (d, sock) = agent_daemon("", "");
+    let id = generate_in(&d, "default", "root-only", "ec-p256");
+    let line = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    let shared = shared_dir(&d);
+    let pubf = shared.join("root-only.pub");
+    std::fs::write(&pubf, format!("{line}\n")).unwrap();
+    let data = shared.join("data.txt");
+    std::fs::write(&data, b"x").unwrap();
+    // ssh-keygen would not even ask (the key is not in svc's list): send the SIGN_REQUEST by
+    // hand, as uid 65534.
+    // The system python (a pyenv shim under /root is not reachable for uid 65534).
+    require("/usr/bin/python3");
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.decode(line.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    let msg = shared.join("sign.msg");
+    std::fs::write(&msg, frame(&req)).unwrap();
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(open(sys.argv[2],'rb').read())\nprint(s.recv(5)[4])";
+    let out = Command::new("setpriv")
+        .args([format!("--reuid={SVC_UID}"), format!("--regid={SVC_UID}"), "--clear-groups".into()])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(&sock)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "SSH_AGENT_FAILURE: {}", String::from_utf8_lossy(&out.stderr));
+    let refused: Vec<_> = audit_rows(&d, "key.sign").into_iter().filter(|r| r.2 == "refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!((refused[0].0.as_str(), refused[0].1.as_deref()), ("svc", Some(id.as_str())));
+    let detail: serde_json::Value = serde_json::from_str(refused[0].3.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["via"], "agent");
+    assert_eq!(detail["uid"], SVC_UID);
+    assert!(detail["reason"].as_str().unwrap().contains("'sign'"), "{detail}");
+    // A key keyport does not hold at all (root asks, by hand).
+    let other = shared.join("other");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(st.success());
+    let other_line = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let blob = base64::engine::general_purpose::STANDARD.decode(other_line.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    let mut s = connect(&sock);
+    s.write_all(&frame(&req)).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE));
+    assert!(audit_rows(&d, "key.sign").iter().all(|r| r.2 != "ok"), "nothing was signed");
+}
+
+/// 500 connections at once from one uid: its share is served, the rest are closed at once,
+/// another uid is served meanwhile, memory stays bounded, and every slot comes back.
+#[test]
+fn five_hundred_concurrent_agent_connections() {
+    let (d, sock) = agent_daemon("max_connections = 64\nmax_connections_per_uid = 16\n", "");
+    generate_in(&d, "default", "k", "ed25519");
+    generate_in(&d, "svc", "s", "ed25519");
+    let pid = d.child.as_ref().unwrap().id();
+    let rss_before = rss_kib(pid);
+    let mut conns: Vec<UnixStream> = (0..500).map(|_| connect(&sock)).collect();
+    // Each asks for the key list: exactly the uid's share answers, the rest see EOF.
+    for c in conns.iter_mut() {
+        let _ = c.write_all(&frame(&[11]));
+    }
+    let mut answered = 0;
+    for c in conns.iter_mut() {
+        if let Some((t, _)) = answer(c) {
+            assert_eq!(t, IDENTITIES_ANSWER);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 16, "agent.max_connections_per_uid");
+    // Another uid is served at once while root's share is held.
+    let t0 = Instant::now();
+    let svc = listed(&with_agent(&sock, Some(SVC_UID), &["ssh-add", "-L"]));
+    assert_eq!(svc.len(), 1);
+    assert!(t0.elapsed() < Duration::from_secs(3), "another uid waited {:?}", t0.elapsed());
+    let grown = rss_kib(pid).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB for 500 connections");
+    // Root is still over its share until it lets go; then it is served again.
+    drop(conns);
+    let t0 = Instant::now();
+    loop {
+        let out = with_agent(&sock, None, &["ssh-add", "-L"]);
+        if out.status.success() {
+            assert_eq!(listed(&out).len(), 2);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "root's slots did not come back: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

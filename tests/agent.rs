@@ -732,3 +732,62 @@ fn five_hundred_concurrent_agent_connections() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// With `[agent] add = "<namespace>"`, `ssh-add FILE` imports the key into the token (not
+/// exportable) and the agent then signs with it; constraints are refused; without `add`,
+/// ssh-add is refused.
+#[test]
+fn ssh_add_imports_into_the_token_when_enabled() {
+    require("ssh-add");
+    let (d, sock) = agent_daemon("add = \"imported\"\n", "");
+    let dir = d.dir.path();
+    for (t, bits) in [("ed25519", None), ("ecdsa", Some("384")), ("rsa", Some("2048"))] {
+        let f = dir.join(format!("id_{t}"));
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-q", "-t", t, "-N", "", "-C", &format!("me@{t}"), "-f"]).arg(&f);
+        if let Some(b) = bits {
+            c.args(["-b", b]);
+        }
+        assert!(c.status().unwrap().success());
+        let out = with_agent(&sock, None, &["ssh-add", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{t}: ssh-add: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+        // Twice is fine: the key is already there.
+        let out = with_agent(&sock, None, &["ssh-add", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{t}: second ssh-add: {}", String::from_utf8_lossy(&out.stderr));
+        // The agent lists it and signs with it; the original public key verifies.
+        let original = std::fs::read_to_string(f.with_extension("pub")).unwrap();
+        let blob = original.split(' ').nth(1).unwrap();
+        let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+        assert!(lines.iter().any(|l| l.contains(blob) && l.ends_with(&format!("imported/me@{t}"))), "{lines:?}");
+        std::fs::remove_file(&f).unwrap();
+        let data = dir.join("data.txt");
+        std::fs::write(&data, b"x").unwrap();
+        let out = sshsig_as(&sock, None, &f.with_extension("pub"), &data);
+        assert!(out.status.success(), "{t}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (_, v) = d.curl("GET", "/keyport/v1/keys?namespace=imported", None, &[]);
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{v}");
+    assert!(keys.iter().all(|k| k["exportable"] == false && k["origin"] == "imported"), "{v}");
+    let listing = d.pkcs11_objects();
+    let imported: Vec<_> =
+        object_blocks(&listing).into_iter().filter(|b| b.0.starts_with("Private Key Object") && b.1.starts_with("me@")).collect();
+    assert_eq!(imported.len(), 3, "{listing}");
+    assert!(imported.iter().all(|b| b.0.contains("sensitive") && !b.0.contains(", extractable")), "{imported:?}");
+    assert_eq!(audit_rows(&d, "key.import").len(), 3);
+    // A constraint (lifetime) cannot hold for a key written into the token: refused.
+    let f = dir.join("id_constrained");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&f).status().unwrap().success());
+    let out = with_agent(&sock, None, &["ssh-add", "-t", "60", f.to_str().unwrap()]);
+    assert!(!out.status.success(), "ssh-add -t must be refused");
+    // A uid whose principal lacks `import` there is refused.
+    let shared = shared_dir(&d);
+    let g = shared.join("id_svc");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&g).status().unwrap().success());
+    let st = Command::new("chown").arg(format!("{SVC_UID}:{SVC_UID}")).arg(&g).status().unwrap();
+    assert!(st.success());
+    let out = with_agent(&sock, Some(SVC_UID), &["ssh-add", g.to_str().unwrap()]);
+    assert!(!out.status.success(), "svc has no import permission");
+    let (_, v) = d.curl("GET", "/keyport/v1/keys?namespace=imported", None, &[]);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 3, "nothing else was imported: {v}");
+}

@@ -136,3 +136,30 @@ impl AgentConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, EMBEDDED_DEFAULT};
+
+    #[test]
+    fn the_example_and_the_embedded_default_have_an_agent() {
+        let cfg: Config = toml::from_str(include_str!("../../config/keyport.toml")).unwrap();
+        assert!(cfg.agent.socket.is_some() && cfg.agent.check().is_empty(), "{:?}", cfg.agent.check());
+        assert_eq!(cfg.agent.allowed_uids("ssh"), Some(&[0, 1000][..]));
+        assert_eq!(cfg.agent.allowed_uids("web"), None);
+        let cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(cfg.agent.socket.as_deref(), Some(std::path::Path::new("./run/agent.sock")));
+    }
+
+    #[test]
+    fn bad_limits_are_problems() {
+        let mut cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        cfg.agent.max_connections_per_uid = cfg.agent.max_connections + 1;
+        cfg.agent.signatures_per_minute = Some(0);
+        cfg.agent.socket_mode = "999".into();
+        let paths: Vec<String> = cfg.check().into_iter().map(|p| p.path).collect();
+        for p in ["agent.max_connections_per_uid", "agent.signatures_per_minute", "agent.socket_mode"] {
+            assert!(paths.iter().any(|x| x == p), "{p} in {paths:?}");
+        }
+    }
+}

@@ -312,7 +312,8 @@ pub async fn sign(
     let bytes = token.run(move |c| token_sign::sign(c, &cka_id, mech, &input)).await?;
     let mut extra = context::describe(data);
     extra.insert("scheme".into(), scheme.name().into());
-    app.store.audit(&audit(caller.principal, "key.sign", &rec.namespace, &rec.id, "ok", Some(audit_detail(caller, extra))))?;
+    // In the WAL before the signature goes out; not fsync'd per row (store::audit_log).
+    app.store.audit_unsynced(&audit(caller.principal, "key.sign", &rec.namespace, &rec.id, "ok", Some(audit_detail(caller, extra))))?;
     Ok(Signature { algorithm: alg, scheme, bytes })
 }
 

@@ -5,6 +5,7 @@
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
 mod apiops;
+mod audit_log;
 mod certs;
 pub mod kps;
 mod migrations;

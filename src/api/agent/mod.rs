@@ -144,7 +144,8 @@ async fn connection(mut stream: UnixStream, peer: Peer, s: &AgentServing) {
         }
         let deadline = tokio::time::Instant::now() + message_time;
         let body = match tokio::time::timeout_at(deadline, read_rest(&mut stream, &mut len, cfg.max_message_bytes)).await {
-            Ok(Ok(Some(body))) => body,
+            // An ADD_IDENTITY message carries a private key: wiped when done.
+            Ok(Ok(Some(body))) => zeroize::Zeroizing::new(body),
             Ok(Ok(None)) => {
                 tracing::info!(
                     ?peer,
@@ -164,7 +165,7 @@ async fn connection(mut stream: UnixStream, peer: Peer, s: &AgentServing) {
                 return;
             }
         };
-        let response = if body.is_empty() { Response::Failure } else { session::handle(&s.app, peer, &body).await };
+        let response = if body.is_empty() { Response::Failure } else { session::handle(&s.app, peer, &body[..]).await };
         if write(&mut stream, &response, message_time).await.is_err() {
             tracing::debug!(?peer, "agent: the client did not take its answer; connection closed");
             return;

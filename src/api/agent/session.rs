@@ -2,13 +2,14 @@
 //! `ssh-agent-lib`'s; anything keyport does not do, and anything refused, is
 //! SSH_AGENT_FAILURE (the protocol has no richer error: the daemon log and the audit say why).
 
-use ssh_agent_lib::proto::{Identity, PublicCredential, Request, Response};
+use ssh_agent_lib::proto::{Identity, PrivateCredential, PublicCredential, Request, Response};
 use ssh_agent_lib::ssh_encoding::Decode;
 
 use super::keys;
 use crate::core::authz::{Peer, Principal};
+use crate::core::import::{import_key, ImportOutcome, ImportRequest};
 use crate::core::sign::{self, SignCaller};
-use crate::core::SharedApp;
+use crate::core::{CoreError, SharedApp};
 use crate::material::algorithm::Algorithm;
 
 /// Answers one message (its type byte and payload, without the length).
@@ -36,7 +37,15 @@ pub async fn handle(app: &SharedApp, peer: Peer, message: &[u8]) -> Response {
     match request {
         Request::RequestIdentities => identities(app, &caller).await,
         Request::SignRequest(req) => sign_request(app, &caller, req).await,
-        Request::AddIdentity(_) | Request::AddIdConstrained(_) => add_identity(app, &principal),
+        Request::AddIdentity(ssh_agent_lib::proto::AddIdentity { credential: PrivateCredential::Key { .. } }) => {
+            add_identity(app, &principal, &message[1..]).await
+        }
+        // A lifetime or confirm constraint (`ssh-add -t`, `-c`) cannot hold for a key written
+        // into the token for good, and certificates are not stored: refused, not ignored.
+        Request::AddIdentity(_) | Request::AddIdConstrained(_) => {
+            tracing::info!(principal = ?principal.name, "agent: ssh-add with a certificate or constraints refused");
+            Response::Failure
+        }
         // Removing keys is `keyport keys delete`, a deliberate act; a lock would stop every
         // user of the daemon, not just the caller. Smartcard and extension requests have no
         // meaning here.
@@ -97,16 +106,67 @@ async fn sign_request(app: &SharedApp, caller: &SignCaller<'_>, req: ssh_agent_l
     }
 }
 
-fn add_identity(app: &SharedApp, principal: &Principal) -> Response {
-    match &app.config.agent.add {
-        None => {
-            tracing::info!(principal = ?principal.name, "agent: ssh-add refused ([agent] add is not set)");
+/// `ssh-add FILE` with `[agent] add = "<namespace>"`: the key goes into the token through the
+/// core import (needs `import` there; exportable only if the namespace's policy says so). The
+/// key's fields are read by keyport's OpenSSH reader, which checks the pair is consistent.
+async fn add_identity(app: &SharedApp, principal: &Principal, body: &[u8]) -> Response {
+    let Some(namespace) = app.config.agent.add.clone() else {
+        tracing::info!(principal = ?principal.name, "agent: ssh-add refused ([agent] add is not set)");
+        return Response::Failure;
+    };
+    let (key, comment) = match crate::material::ssh::openssh::read_agent_key(body) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::info!(principal = ?principal.name, "agent: ssh-add key refused: {e}");
+            return Response::Failure;
+        }
+    };
+    let request = |name: Option<String>| ImportRequest {
+        key: key.clone(),
+        certificates: Vec::new(),
+        name,
+        namespace: namespace.clone(),
+        exportable: None,
+        token: None,
+    };
+    let mut r = import_key(app, principal, request(key_name(&comment)), None).await;
+    if matches!(r, Err(CoreError::Conflict(_))) {
+        // The comment's name is taken by another key: fall back to `key-<fingerprint>`.
+        r = import_key(app, principal, request(None), None).await;
+    }
+    match r {
+        Ok(ImportOutcome::Imported(rec)) => {
+            tracing::info!(principal = ?principal.name, key = %rec.id, namespace = ?rec.namespace, name = ?rec.name, "agent: ssh-add imported a key into the token");
+            Response::Success
+        }
+        Ok(ImportOutcome::AlreadyPresent(rec)) => {
+            tracing::info!(principal = ?principal.name, key = %rec.id, "agent: ssh-add of a key already in the namespace");
+            Response::Success
+        }
+        Err(e) => {
+            tracing::info!(principal = ?principal.name, "agent: ssh-add import failed: {e}");
             Response::Failure
         }
-        Some(_) => {
-            // Import through the agent is not built yet: refuse rather than pretend.
-            tracing::info!(principal = ?principal.name, "agent: ssh-add import is not supported by this build");
-            Response::Failure
-        }
+    }
+}
+
+/// A key name from an ssh-add comment (`user@host`, a file path): its last path element with
+/// what key names cannot hold replaced; `None` when nothing is left.
+fn key_name(comment: &str) -> Option<String> {
+    let last = comment.rsplit('/').next().unwrap_or_default();
+    let name: String = last.chars().map(|c| if c.is_ascii_alphanumeric() || "._-@".contains(c) { c } else { '_' }).take(100).collect();
+    let name = name.trim_start_matches('.').to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_names_from_comments() {
+        assert_eq!(super::key_name("alice@host").as_deref(), Some("alice@host"));
+        assert_eq!(super::key_name("/home/a/.ssh/id_ed25519").as_deref(), Some("id_ed25519"));
+        assert_eq!(super::key_name("a b\nc").as_deref(), Some("a_b_c"));
+        assert_eq!(super::key_name(""), None);
+        assert_eq!(super::key_name("..."), None);
     }
 }

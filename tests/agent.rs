@@ -791,3 +791,43 @@ fn ssh_add_imports_into_the_token_when_enabled() {
     let (_, v) = d.curl("GET", "/keyport/v1/keys?namespace=imported", None, &[]);
     assert_eq!(v["keys"].as_array().unwrap().len(), 3, "nothing else was imported: {v}");
 }
+
+/// `git commit -S` with an SSH signing key that lives in the token, verified by
+/// `git verify-commit`.
+#[test]
+fn git_signs_commits_through_the_agent() {
+    require("git");
+    let (d, sock) = agent_daemon("", "");
+    generate_in(&d, "default", "git", "ed25519");
+    let line = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    let key = line.rsplit_once(' ').unwrap().0.to_string();
+    let repo = d.dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let allowed = d.dir.path().join("git_allowed_signers");
+    std::fs::write(&allowed, format!("dev@example {key}\n")).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&repo)
+            .env("SSH_AUTH_SOCK", &sock)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["-c", "user.name=dev", "-c", "user.email=dev@example", "-c", "gpg.format=ssh"])
+            .arg("-c")
+            .arg(format!("user.signingkey=key::{key}"))
+            .arg("-c")
+            .arg(format!("gpg.ssh.allowedSignersFile={}", allowed.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("f"), "x").unwrap();
+    git(&["add", "f"]);
+    git(&["commit", "-q", "-S", "-m", "signed in the token"]);
+    let v = git(&["verify-commit", "-v", "HEAD"]);
+    assert!(v.contains("Good \"git\" signature for dev@example"), "{v}");
+    let rows = audit_rows(&d, "key.sign");
+    assert!(rows.iter().any(|r| r.3.as_deref().is_some_and(|x| x.contains("\"sshsig_namespace\":\"git\""))), "{rows:?}");
+}

@@ -831,3 +831,44 @@ fn git_signs_commits_through_the_agent() {
     let rows = audit_rows(&d, "key.sign");
     assert!(rows.iter().any(|r| r.3.as_deref().is_some_and(|x| x.contains("\"sshsig_namespace\":\"git\""))), "{rows:?}");
 }
+
+/// `[agent.namespaces.<ns>] confirm`: a program that must exit 0 before each signature; a no,
+/// or no answer in time, refuses the signature (audited).
+#[test]
+fn the_confirm_hook_decides_each_signature() {
+    let base = tempfile::tempdir().unwrap();
+    let asked = base.path().join("asked");
+    let allow = base.path().join("allow");
+    let hook = format!(
+        "confirm = [\"/bin/sh\", \"-c\", \"echo $KEYPORT_PRINCIPAL $KEYPORT_KEY_NAME $KEYPORT_UID $KEYPORT_DATA_KIND >> {}; sleep \\\"$(cat {} 2>/dev/null || echo x)\\\" 2>/dev/null; test -e {}\"]",
+        asked.display(),
+        allow.display(),
+        allow.display()
+    );
+    let (d, sock) = agent_daemon(&format!("confirm_timeout_secs = 2\n[agent.namespaces.guarded]\n{hook}\n"), "");
+    let id = generate_in(&d, "guarded", "g", "ed25519");
+    let line = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    let pubf = d.dir.path().join("g.pub");
+    std::fs::write(&pubf, format!("{line}\n")).unwrap();
+    let data = d.dir.path().join("data.txt");
+    std::fs::write(&data, b"x").unwrap();
+    // No: refused, and the hook was asked with the caller's details.
+    let out = sshsig_as(&sock, None, &pubf, &data);
+    assert!(!out.status.success(), "the hook said no");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "root g 0 sshsig\n");
+    // Yes.
+    std::fs::write(&allow, "0").unwrap();
+    let out = sshsig_as(&sock, None, &pubf, &data);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    // No answer within confirm_timeout_secs: killed, refused.
+    std::fs::write(&allow, "30").unwrap();
+    let t0 = Instant::now();
+    let (s, v) = d.curl("POST", &format!("/keyport/v1/keys/{id}/sign"), Some(r#"{"data":"AA=="}"#), &[]);
+    assert_eq!(s, 403, "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "the hook and its children are killed at the timeout: {:?}", t0.elapsed());
+    assert!(v["error"]["message"].as_str().unwrap().contains("did not answer within 2 s"), "{v}");
+    let rows = audit_rows(&d, "key.sign");
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(outcomes, vec!["refused", "ok", "refused"], "{rows:?}");
+    assert!(rows[0].3.as_deref().unwrap().contains("confirm hook"), "{rows:?}");
+}

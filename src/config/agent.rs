@@ -38,6 +38,9 @@ pub struct AgentConfig {
     /// Signatures per principal per minute (through the agent and the native API together);
     /// unset = no limit. A burst of up to one minute's budget is allowed.
     pub signatures_per_minute: Option<u32>,
+    /// Seconds a confirm hook may take before it is killed and the signature refused.
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_secs: u64,
     /// A namespace here makes `ssh-add FILE` import the key into the token (needs `import` on
     /// it); unset, ADD_IDENTITY answers SSH_AGENT_FAILURE.
     pub add: Option<String>,
@@ -52,6 +55,9 @@ pub struct AgentNamespace {
     /// Only callers on the Unix sockets with one of these uids may sign with the namespace's
     /// keys (checked in addition to the `sign` permission; callers over TCP are refused).
     pub allowed_uids: Option<Vec<u32>>,
+    /// A program (argv, no shell) that must exit 0 before each signature with the
+    /// namespace's keys, like `ssh-add -c`; see `core::sign::confirm` for its environment.
+    pub confirm: Option<Vec<String>>,
 }
 
 fn default_mode() -> String {
@@ -72,6 +78,9 @@ fn default_message_timeout() -> u64 {
 fn default_idle_timeout() -> u64 {
     300
 }
+fn default_confirm_timeout() -> u64 {
+    30
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -86,6 +95,7 @@ impl Default for AgentConfig {
             message_timeout_secs: default_message_timeout(),
             idle_timeout_secs: default_idle_timeout(),
             signatures_per_minute: None,
+            confirm_timeout_secs: default_confirm_timeout(),
             add: None,
             namespaces: BTreeMap::new(),
         }
@@ -95,6 +105,11 @@ impl Default for AgentConfig {
 impl AgentConfig {
     pub fn mode(&self) -> u32 {
         u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
+
+    /// The confirm hook of `namespace`, if any.
+    pub fn confirm(&self, namespace: &str) -> Option<&[String]> {
+        self.namespaces.get(namespace).and_then(|n| n.confirm.as_deref())
     }
 
     /// The uids allowed to sign in `namespace`, when restricted.
@@ -128,10 +143,22 @@ impl AgentConfig {
                 out.push(("agent.add".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into()));
             }
         }
-        for ns in self.namespaces.keys() {
+        for (ns, n) in &self.namespaces {
             if !crate::core::names::is_valid_name(ns) {
                 out.push((format!("agent.namespaces.{ns}"), "namespace names use 1-64 letters, digits, '_' or '-'".into()));
             }
+            if let Some(argv) = &n.confirm {
+                match argv.first() {
+                    Some(p) if std::path::Path::new(p).is_absolute() => {}
+                    _ => out.push((
+                        format!("agent.namespaces.{ns}.confirm"),
+                        "give the program as an absolute path, then its arguments: [\"/usr/local/bin/ok\", \"--flag\"]".into(),
+                    )),
+                }
+            }
+        }
+        if self.confirm_timeout_secs == 0 {
+            out.push(("agent.confirm_timeout_secs".into(), "must be at least 1".into()));
         }
         out
     }

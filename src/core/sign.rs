@@ -8,6 +8,7 @@
 //! permission are audited too; rate-limit refusals are logged, not audited, so a flood cannot
 //! turn into a flood of audit rows.
 
+pub mod confirm;
 mod context;
 mod limit;
 
@@ -298,6 +299,14 @@ pub async fn sign(
             });
         }
     }
+    let described = context::describe(data);
+    if let Some(argv) = app.config.agent.confirm(&rec.namespace) {
+        let env = confirm_env(caller, rec, &described);
+        let timeout = std::time::Duration::from_secs(app.config.agent.confirm_timeout_secs);
+        if let Err(why) = confirm::ask(argv, env, timeout).await {
+            return Err(refuse(app, caller, rec, why).into());
+        }
+    }
     let token = app
         .tokens
         .get(Some(&rec.token))
@@ -310,11 +319,34 @@ pub async fn sign(
     };
     let cka_id = rec.cka_id.clone();
     let bytes = token.run(move |c| token_sign::sign(c, &cka_id, mech, &input)).await?;
-    let mut extra = context::describe(data);
+    let mut extra = described;
     extra.insert("scheme".into(), scheme.name().into());
     // In the WAL before the signature goes out; not fsync'd per row (store::audit_log).
     app.store.audit_unsynced(&audit(caller.principal, "key.sign", &rec.namespace, &rec.id, "ok", Some(audit_detail(caller, extra))))?;
     Ok(Signature { algorithm: alg, scheme, bytes })
+}
+
+/// What the confirm hook is told (environment variables; no shell ever sees them).
+fn confirm_env(
+    caller: &SignCaller,
+    rec: &KeyRecord,
+    described: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(&'static str, String)> {
+    let text = |k: &str| described.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let mut env = vec![
+        ("KEYPORT_PRINCIPAL", caller.principal.name.clone()),
+        ("KEYPORT_KEY_ID", rec.id.clone()),
+        ("KEYPORT_KEY_NAME", rec.name.clone()),
+        ("KEYPORT_NAMESPACE", rec.namespace.clone()),
+        ("KEYPORT_VIA", caller.via.to_string()),
+        ("KEYPORT_DATA_KIND", text("kind")),
+        ("KEYPORT_SSH_USER", text("ssh_user")),
+    ];
+    if let Peer::Unix { uid, pid, .. } = caller.peer {
+        env.push(("KEYPORT_UID", uid.to_string()));
+        env.push(("KEYPORT_PID", pid.to_string()));
+    }
+    env
 }
 
 fn digest(h: HashAlg, data: &[u8]) -> Vec<u8> {

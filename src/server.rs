@@ -94,7 +94,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     };
     let mut tasks = Vec::new();
     let mut _socket_file = None;
-    if let Some(l) = api::activation::unix_listener() {
+    let activated = api::activation::take();
+    if let Some(l) = activated.api {
         let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated socket: {e}")))?;
         tracing::info!("listening on the Unix socket passed by systemd");
         tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone())));
@@ -127,7 +128,11 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
     let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());
     let mut _agent_socket_file = None;
-    if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|m| fatal(1, m))? {
+    if let Some(l) = activated.agent {
+        let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated agent socket: {e}")))?;
+        tracing::info!("ssh-agent listening on the Unix socket passed by systemd");
+        tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));
+    } else if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|m| fatal(1, m))? {
         tracing::info!(path = %file.0.display(), "ssh-agent listening on Unix socket");
         _agent_socket_file = Some(file);
         tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));

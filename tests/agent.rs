@@ -872,3 +872,42 @@ fn the_confirm_hook_decides_each_signature() {
     assert_eq!(outcomes, vec!["refused", "ok", "refused"], "{rows:?}");
     assert!(rows[0].3.as_deref().unwrap().contains("confirm hook"), "{rows:?}");
 }
+
+/// systemd socket activation of both sockets: the fd named `agent` is the agent's, served
+/// instead of binding `[agent] socket`.
+#[test]
+fn systemd_passes_the_agent_socket_by_name() {
+    require("systemd-socket-activate");
+    let mut d = Daemon::config("");
+    let configured = d.dir.path().join("agent.sock");
+    std::fs::write(&d.config, std::fs::read_to_string(&d.config).unwrap() + &format!("\n[agent]\nsocket = \"{}\"\n", configured.display()))
+        .unwrap();
+    let (api, agent) = (d.dir.path().join("api-activated.sock"), d.dir.path().join("agent-activated.sock"));
+    let child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&api)
+        .arg("-l")
+        .arg(&agent)
+        .arg("--fdname=api:agent")
+        .arg(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&d.config)
+        .env("KEYPORT_LOG", "info,cryptoki=off")
+        .stderr(std::fs::File::create(d.dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    let start = Instant::now();
+    while !agent.exists() || !api.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.socket = api;
+    // The first connection starts keyport (systemd-socket-activate waits for one).
+    let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"k","algorithm":"ed25519"}"#), &["--max-time", "60"]);
+    assert_eq!(s, 201, "{v}\n{}", d.log());
+    let lines = listed(&with_agent(&agent, None, &["ssh-add", "-L"]));
+    assert_eq!(comments(&lines), vec!["default/k"]);
+    assert!(d.log().contains("ssh-agent listening on the Unix socket passed by systemd"), "{}", d.log());
+    assert!(!configured.exists(), "the configured agent path is not bound when activated");
+}

@@ -191,7 +191,16 @@ fn audit_detail(caller: &SignCaller, extra: serde_json::Map<String, serde_json::
 fn refuse(app: &App, caller: &SignCaller, rec: &KeyRecord, why: String) -> CoreError {
     let mut extra = serde_json::Map::new();
     extra.insert("reason".into(), why.clone().into());
-    let _ = app.store.audit(&audit(caller.principal, "key.sign", &rec.namespace, &rec.id, "refused", Some(audit_detail(caller, extra))));
+    // Unsynced like the signatures: a caller sending refused requests in a loop must not turn
+    // each into an fsync.
+    let _ = app.store.audit_unsynced(&audit(
+        caller.principal,
+        "key.sign",
+        &rec.namespace,
+        &rec.id,
+        "refused",
+        Some(audit_detail(caller, extra)),
+    ));
     tracing::info!(key = %rec.id, principal = ?caller.principal.name, via = caller.via, "signature refused: {why}");
     CoreError::Forbidden(why)
 }
@@ -203,6 +212,7 @@ fn ssh_capable(rec: &KeyRecord) -> Option<Algorithm> {
 /// The keys `caller` may sign with, with their public keys, oldest first: key pairs whose
 /// private half is in a configured token, in namespaces where the caller has `sign` and
 /// passes `allowed_uids`.
+/// A token that cannot be reached is skipped (logged), so one token away hides only its keys.
 pub async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(KeyRecord, PublicKey)>, CoreError> {
     let rows: Vec<KeyRecord> = app
         .store
@@ -217,7 +227,14 @@ pub async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(Ke
             continue;
         }
         let ids: Vec<Vec<u8>> = mine.iter().map(|k| k.cka_id.clone()).collect();
-        let pks = token.run(move |c| token_sign::signing_public_keys(c, &ids)).await?;
+        // A token that is away hides its keys, not every token's.
+        let pks = match token.run(move |c| token_sign::signing_public_keys(c, &ids)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(token = %token.name, error = %e, "keys of an unavailable token are not offered for signing");
+                continue;
+            }
+        };
         out.extend(mine.into_iter().zip(pks).filter_map(|(k, pk)| pk.map(|pk| (k.clone(), pk))));
     }
     out.sort_by(|a, b| (&a.0.created_at, &a.0.id).cmp(&(&b.0.created_at, &b.0.id)));

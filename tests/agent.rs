@@ -911,3 +911,35 @@ fn systemd_passes_the_agent_socket_by_name() {
     assert!(d.log().contains("ssh-agent listening on the Unix socket passed by systemd"), "{}", d.log());
     assert!(!configured.exists(), "the configured agent path is not bound when activated");
 }
+
+/// A connection that says nothing is closed after `idle_timeout_secs`, and its slot comes back:
+/// holding connections open cannot keep a uid's share (here 1) forever.
+#[test]
+fn idle_connections_are_closed_and_their_slot_returns() {
+    let (d, sock) = agent_daemon("idle_timeout_secs = 1\nmax_connections_per_uid = 1\n", "");
+    generate_in(&d, "default", "k", "ed25519");
+    let mut idle = connect(&sock);
+    std::thread::sleep(Duration::from_millis(200));
+    // The uid's one slot is taken: a second connection is closed at once.
+    let mut second = connect(&sock);
+    let t0 = Instant::now();
+    let _ = second.write_all(&frame(&[11]));
+    assert_eq!(answer(&mut second), None);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // The idle one is closed after about a second…
+    let t0 = Instant::now();
+    assert_eq!(answer(&mut idle), None);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // …and its slot serves the next connection.
+    let t0 = Instant::now();
+    loop {
+        let mut s = connect(&sock);
+        let _ = s.write_all(&frame(&[11]));
+        if let Some((t, _)) = answer(&mut s) {
+            assert_eq!(t, IDENTITIES_ANSWER);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "the idle connection's slot did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

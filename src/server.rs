@@ -132,7 +132,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated agent socket: {e}")))?;
         tracing::info!("ssh-agent listening on the Unix socket passed by systemd");
         tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));
-    } else if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|m| fatal(1, m))? {
+    } else if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|e| fatal(1, e.to_string()))? {
         tracing::info!(path = %file.0.display(), "ssh-agent listening on Unix socket");
         _agent_socket_file = Some(file);
         tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));

@@ -78,12 +78,16 @@ impl Drop for Slot {
     }
 }
 
+/// The agent's socket could not be bound; the message says why and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("agent.socket: {0}")]
+pub struct BindError(String);
+
 /// Binds the agent's socket (same rules as the API socket: a live socket is never stolen, a
 /// stale one is replaced, any other file is left alone).
-pub fn bind(cfg: &AgentConfig) -> Result<Option<(UnixListener, crate::api::listen::SocketFile)>, String> {
+pub fn bind(cfg: &AgentConfig) -> Result<Option<(UnixListener, crate::api::listen::SocketFile)>, BindError> {
     let Some(path) = &cfg.socket else { return Ok(None) };
-    let l = crate::api::listen::bind_unix(path, cfg.mode(), cfg.socket_owner.as_deref(), cfg.socket_group.as_deref())
-        .map_err(|m| format!("agent.socket: {m}"))?;
+    let l = crate::api::listen::bind_unix(path, cfg.mode(), cfg.socket_owner.as_deref(), cfg.socket_group.as_deref()).map_err(BindError)?;
     Ok(Some((l, crate::api::listen::SocketFile(path.clone()))))
 }
 

@@ -17,3 +17,22 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{test_rows, Store};
+
+    #[test]
+    fn the_row_is_written_and_every_other_write_stays_synced() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.audit_unsynced(&test_rows::audit()).unwrap();
+        assert_eq!(s.recent_audit(10).unwrap().len(), 1);
+        let sync: i64 = s.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "back to FULL");
+        // Readable by another connection at once (it is in the WAL).
+        let other = rusqlite::Connection::open(d.path().join("k.db")).unwrap();
+        let n: i64 = other.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+}

@@ -5,8 +5,9 @@
 //! `[agent.namespaces.<ns>] allowed_uids` when set) → the per-principal rate limit → C_Sign in
 //! the token → an audit entry naming the principal, uid, pid, key, scheme and, when the data
 //! is an SSH userauth request or an SSHSIG blob, what it signs (`context`). Refusals of
-//! permission are audited too; rate-limit refusals are logged, not audited, so a flood cannot
-//! turn into a flood of audit rows.
+//! permission are audited too and spend the rate limit's budget; rate-limit refusals, and
+//! refusals over the budget, are logged, not audited, so a flood cannot become a flood of
+//! audit rows.
 
 pub mod confirm;
 mod context;
@@ -191,8 +192,15 @@ fn audit_detail(caller: &SignCaller, extra: serde_json::Map<String, serde_json::
 fn refuse(app: &App, caller: &SignCaller, rec: &KeyRecord, why: String) -> CoreError {
     let mut extra = serde_json::Map::new();
     extra.insert("reason".into(), why.clone().into());
-    // Unsynced like the signatures: a caller sending refused requests in a loop must not turn
-    // each into an fsync.
+    // A caller sending refused requests in a loop must not fill the disk: refusals spend the
+    // principal's `signatures_per_minute` too, and over it they are logged only. Unsynced like
+    // the signatures, so none costs an fsync either.
+    if let Some(per_minute) = app.config.agent.signatures_per_minute {
+        if app.signing.limiter.take(&caller.principal.name, per_minute).is_err() {
+            tracing::warn!(key = %rec.id, principal = ?caller.principal.name, via = caller.via, "signature refused (not audited: over the rate limit): {why}");
+            return CoreError::Forbidden(why);
+        }
+    }
     let _ = app.store.audit_unsynced(&audit(
         caller.principal,
         "key.sign",

@@ -4,13 +4,16 @@
 //! them durable against a power loss too. An fsync per signature would hold the agent to the
 //! disk's flush rate (≈ 1,000/s here) instead of the token's.
 
-use super::{records, AuditEntry, Store, StoreError};
+use super::{AuditEntry, Store, StoreError};
 
 impl Store {
     pub fn audit_unsynced(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let conn = self.conn();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = records::insert_audit(&conn, e);
+        // records::insert_audit's statement, kept prepared: this runs for every signature.
+        let r = conn
+            .prepare_cached("INSERT INTO audit(at, principal, action, namespace, key_id, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6,?7)")
+            .and_then(|mut st| st.execute(rusqlite::params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail]));
         // Always back to FULL for every other write, whatever the insert did.
         conn.pragma_update(None, "synchronous", "FULL")?;
         r?;

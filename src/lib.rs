@@ -20,7 +20,8 @@
 //!   limits, authentication, and one module per face: `native` (`/keyport/v1`, with
 //!   `certificates`, `sync` and `metrics` views), `tlspc` (TLS Protect Cloud imports), `certimport`
 //!   (DigiCert IoT certificate bundles), `kps` (Huawei KPS), `keys` (project/environment
-//!   keys), `tpp` (Venafi TPP SSH export).
+//!   keys), `tpp` (Venafi TPP SSH export), `sign` (`POST keys/{id}/sign`); and `agent`, the
+//!   ssh-agent protocol on its own Unix socket (keys used in the token through `core::sign`).
 //! - [`sync`]: scheduled sync of wrapped keys and certificates to the remote vault (OpenBao, or
 //!   a TLS Protect Cloud–style remote): the outbox, the schedule, the connectors, the vault
 //!   login (token, AppRole, or TLS certificate with the client key in the token), the lost-data

@@ -69,6 +69,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         jobs: Default::default(),
         health: Default::default(),
         sync: Default::default(),
+        signing: Default::default(),
     });
     let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;
     tracing::info!(
@@ -103,7 +104,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let tcp_slots = Slots::new(limits.max_connections, limits.max_connections_per_peer, 0);
     let mut tasks = Vec::new();
     let mut _socket_file = None;
-    if let Some(l) = api::activation::unix_listener() {
+    let activated = api::activation::take();
+    if let Some(l) = activated.api {
         let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated socket: {e}")))?;
         tracing::info!("listening on the Unix socket passed by systemd");
         tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone(), socket_slots.clone())));
@@ -133,6 +135,18 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
         tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
     }
+    // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
+    let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());
+    let mut _agent_socket_file = None;
+    if let Some(l) = activated.agent {
+        let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated agent socket: {e}")))?;
+        tracing::info!("ssh-agent listening on the Unix socket passed by systemd");
+        tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));
+    } else if let Some((l, file)) = api::agent::bind(&app.config.agent).map_err(|e| fatal(1, e.to_string()))? {
+        tracing::info!(path = %file.0.display(), "ssh-agent listening on Unix socket");
+        _agent_socket_file = Some(file);
+        tasks.push(tokio::spawn(api::agent::serve(l, agent.clone())));
+    }
     notify_systemd("READY=1");
     tracing::info!("keyport ready");
 
@@ -145,7 +159,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     }
     // Let in-flight connections finish (each has its own drain timeout).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(app.config.limits.request_timeout_secs), async {
-        while socket_slots.open() + tcp_slots.open() > 0 {
+        while socket_slots.open() + tcp_slots.open() > 0 || agent.connections.available_permits() < app.config.agent.max_connections {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })

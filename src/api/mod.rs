@@ -5,6 +5,7 @@
 //! extensions; `auth` turns that plus any API key into a principal; faces call the core.
 
 pub mod activation;
+pub mod agent;
 pub mod auth;
 pub mod body;
 pub mod certificates;
@@ -16,6 +17,7 @@ pub mod listen;
 pub mod metrics;
 pub mod native;
 pub mod slots;
+pub mod sign;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;
@@ -28,7 +30,10 @@ use crate::core::SharedApp;
 /// Every face's routes on one router.
 pub fn router(app: SharedApp) -> Router {
     Router::new()
-        .nest("/keyport/v1", native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()))
+        .nest(
+            "/keyport/v1",
+            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+        )
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())

@@ -5,12 +5,14 @@
 //! Secrets never live in this file: PINs come from a file, an environment variable or a systemd
 //! credential; API keys are stored as SHA-256 hashes.
 
+mod agent;
 mod apiops;
 mod certimport;
 mod kps;
 mod sync;
 mod tpp;
 
+pub use agent::{AgentConfig, AgentNamespace};
 pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
@@ -60,6 +62,9 @@ pub struct Config {
     /// Sync of wrapped keys and certificates to the remote vault (`src/sync/`).
     #[serde(default)]
     pub sync: SyncConfig,
+    /// The ssh-agent listener and the restrictions on signing (`config/agent.rs`).
+    #[serde(default)]
+    pub agent: AgentConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +302,9 @@ pub enum Permission {
     Deploy,
     Sync,
     Admin,
+    /// Sign with the namespace's private keys (ssh-agent, `POST keys/{id}/sign`); the key
+    /// never leaves the token.
+    Sign,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -496,6 +504,9 @@ impl Config {
         }
         let mut p = |path: String, message: String| out.push(Problem { path, message });
         for (path, message) in self.sync.check() {
+            p(path, message);
+        }
+        for (path, message) in self.agent.check() {
             p(path, message);
         }
         let mut profile_ids = std::collections::HashSet::new();

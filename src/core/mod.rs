@@ -14,6 +14,7 @@ pub mod kdf;
 pub mod keys;
 pub mod names;
 pub mod reconcile;
+pub mod sign;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct App {
     pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
     /// Slots for passphrase key derivations (`kdf`).
     pub kdf: kdf::KdfPool,
+    /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).
+    pub signing: sign::Signing,
 }
 
 pub type SharedApp = Arc<App>;

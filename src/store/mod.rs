@@ -5,6 +5,7 @@
 //! `PRAGMA user_version` and migrated forward at open (`migrations.rs`).
 
 mod apiops;
+mod audit_log;
 mod certs;
 pub mod kps;
 mod migrations;
@@ -254,7 +255,8 @@ impl Store {
 
     pub fn keys_by_fingerprint(&self, fingerprint: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {} FROM keys WHERE fingerprint=?1", KeyRecord::COLUMNS))?;
+        // Cached: the ssh-agent runs this for every signature.
+        let mut st = conn.prepare_cached(&format!("SELECT {} FROM keys WHERE fingerprint=?1", KeyRecord::COLUMNS))?;
         let rows = st.query_map([fingerprint], KeyRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

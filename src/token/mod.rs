@@ -17,6 +17,7 @@ pub mod objects;
 pub mod pin;
 mod raw;
 pub mod secret;
+pub mod sign;
 pub mod signer;
 pub mod softhsm;
 pub mod wrap;

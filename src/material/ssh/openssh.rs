@@ -129,6 +129,17 @@ fn read_private_section(private: &[u8], block: usize, encrypted: bool) -> Result
     Ok((key, comment))
 }
 
+/// The key of an ssh-agent SSH_AGENTC_ADD_IDENTITY message (draft-miller-ssh-agent §3.2): the
+/// message after its type byte, `string type, <the private section's fields>, string comment`
+/// (constraints, if any, follow and are left to the caller).
+pub fn read_agent_key(data: &[u8]) -> Result<(PrivateKey, String), MaterialError> {
+    let mut r = Reader::new(data);
+    let kind = r.text("key type")?;
+    let key = read_private_fields(kind, &mut r)?;
+    let comment = String::from_utf8_lossy(r.string("comment")?).into_owned();
+    Ok((key, comment))
+}
+
 fn read_private_fields(kind: &str, r: &mut Reader<'_>) -> Result<PrivateKey, MaterialError> {
     if kind == "ssh-rsa" {
         let n = r.mpint("RSA modulus")?;

@@ -75,6 +75,15 @@ pub fn store_problem(app: &App, e: &StoreError) {
 }
 
 async fn steps(app: &App, r: &mut Repairs) -> Result<(), super::CoreError> {
+    if let Some(why) = app.store.open_problem() {
+        store_problem(
+            app,
+            &StoreError::Open {
+                path: app.config.state_dir.join("keyport.db").display().to_string(),
+                detail: format!("{why}; the disk is probably full"),
+            },
+        );
+    }
     let intents = app.store.intents()?;
     let mut replaced = HashSet::new();
     for token in app.tokens.all() {

@@ -57,22 +57,57 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Namespaces whose changes go to the sync outbox (`outbox.rs`); empty until sync starts.
     sync_scope: std::sync::RwLock<outbox::SyncScope>,
+    /// Set when the store could only be opened in the fallback mode (`Store::open`).
+    open_problem: Option<String>,
+}
+
+/// SQLITE_FULL, SQLITE_IOERR (and its extended codes) and SQLITE_READONLY: the file system, not
+/// the request.
+pub fn is_io_or_full(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::ReadOnly)
+    )
 }
 
 impl Store {
-    /// Opens (creating with mode 0600) and migrates the store at `path`.
+    /// Opens (creating with mode 0600) and migrates the store at `path`. When the file system is
+    /// full, SQLite cannot create the WAL index (`-shm`) a normal open needs; the store is then
+    /// opened in exclusive locking mode (WAL index in memory, which this daemon may do: it
+    /// holds the state folder's lock), so reads still work — see [`Store::open_problem`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        match Store::open_mode(path, false) {
+            Ok(s) => Ok(s),
+            Err(StoreError::Sqlite(e)) if is_io_or_full(&e) => {
+                tracing::error!(error = %e, path = %path.display(), "the store cannot be opened normally; opening it with the WAL index in memory");
+                let mut s = Store::open_mode(path, true)?;
+                s.open_problem = Some(e.to_string());
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_mode(path: &Path, exclusive: bool) -> Result<Store, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open { path: path.display().to_string(), detail: e.to_string() };
         // Create the file ourselves so it is 0600 from its first byte; SQLite gives the -wal
         // and -shm files the database file's mode.
         std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(open_err)?;
         let conn = Connection::open(path)?;
+        if exclusive {
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default() })
+        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default(), open_problem: None })
+    }
+
+    /// Why the store had to be opened in the fallback mode (a full disk), if it was.
+    pub fn open_problem(&self) -> Option<&str> {
+        self.open_problem.as_deref()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

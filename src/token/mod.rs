@@ -124,6 +124,9 @@ pub struct Token {
     /// The serial of the token first opened: a reopen that finds another serial under the same
     /// label has found a different token and refuses it.
     opened_serial: Mutex<Option<String>>,
+    /// When the module was last re-initialized to look for this token again (SoftHSM sees a
+    /// token folder that came back only after C_Finalize + C_Initialize).
+    last_rescan: Mutex<Option<std::time::Instant>>,
 }
 
 /// What an operation gets: a session of its own, the live token (index, mechanisms) and the
@@ -195,6 +198,7 @@ impl Token {
             reopening: Mutex::new(()),
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
+            last_rescan: Mutex::new(None),
         })
     }
 
@@ -363,12 +367,30 @@ impl Token {
             return Ok(l.clone());
         }
         let live = self.connect().map_err(|e| match e {
-            TokenError::Config { message, .. } => TokenError::Transient { token: self.name.clone(), detail: message },
+            TokenError::Config { message, .. } => {
+                self.rescan();
+                TokenError::Transient { token: self.name.clone(), detail: message }
+            }
             other => other,
         })?;
         tracing::warn!(token = %self.name, "token reopened");
         *self.live.write().expect("poisoned") = Some(live.clone());
         Ok(live)
+    }
+
+    /// The token is not found: re-initializes its module (at most every 2 s) so the next try
+    /// sees tokens that came back since.
+    fn rescan(&self) {
+        let mut last = self.last_rescan.lock().expect("poisoned");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Ok(m) = module::load(&self.cfg.module) {
+            if let Err(e) = m.reinitialize(m.generation()) {
+                tracing::warn!(token = %self.name, error = %e, "module re-initialize failed");
+            }
+        }
     }
 
     /// Drops a live connection after a transient failure; re-initializes the module when the

@@ -6,8 +6,8 @@
 //!   serial changed is a different token (wiped and re-initialized, or replaced) and is said
 //!   so loudly. A token that is not there is never re-created once the store has seen it.
 //! - An unfinished creation (intent row): never acknowledged, so its objects are destroyed and
-//!   the intent dropped; half-made key objects (no id, label or material, what SoftHSM leaves
-//!   when killed mid-creation) go too, but only after such an interrupted creation.
+//!   the intent dropped; half-made key objects (neither id nor label: what SoftHSM leaves when
+//!   killed mid-creation) go too, but only after such an interrupted creation.
 //! - An unfinished delete (delete intent): acknowledged or not, it is finished: objects, then
 //!   the row with its audit entry.
 //! - A row whose objects are gone is marked `missing`, never removed (the inventory is not
@@ -117,7 +117,7 @@ async fn steps(app: &App, r: &mut Repairs) -> Result<(), super::CoreError> {
         r.intents_undone += 1;
     }
     for token in app.tokens.all() {
-        let interrupted = intents.iter().any(|i| i.token == token.name);
+        let interrupted = intents.iter().filter(|i| i.token == token.name).count();
         remove_half_made(app, token, interrupted, r).await?;
     }
     for intent in app.store.delete_intents()? {
@@ -181,19 +181,20 @@ fn check_identity(app: &App, token: &Arc<Token>) -> Result<bool, super::CoreErro
     }
 }
 
-/// Destroys key objects half-made by a creation keyport was running when it stopped (there was
-/// an intent for this token); otherwise only reports them: without that evidence they might be
-/// another application's.
-async fn remove_half_made(app: &App, token: &Arc<Token>, interrupted: bool, r: &mut Repairs) -> Result<(), super::CoreError> {
+/// Destroys key objects half-made by creations keyport was running when it stopped: only when
+/// there were `interrupted` creation intents for this token, and at most two objects (a private
+/// and a public key) per intent. Otherwise they are only reported: without that evidence they
+/// might be another application's (the token is shared).
+async fn remove_half_made(app: &App, token: &Arc<Token>, interrupted: usize, r: &mut Repairs) -> Result<(), super::CoreError> {
     let half = token.half_made();
     if half.is_empty() {
         return Ok(());
     }
-    if !interrupted {
+    if interrupted == 0 || half.len() > 2 * interrupted {
         app.health.set(
             &format!("token:{}:half-made", token.name),
             format!(
-                "{} key object(s) with no id, no label and no key material (left by a process killed while creating a key); keyport removes such objects only after an interrupted creation of its own — check with pkcs11-tool --list-objects and delete them",
+                "{} key object(s) with neither id nor label (left by a process killed while creating a key); keyport removes such objects only right after an interrupted creation of its own — check with pkcs11-tool --list-objects and delete them",
                 half.len()
             ),
         );
@@ -217,7 +218,7 @@ async fn remove_half_made(app: &App, token: &Arc<Token>, interrupted: bool, r: &
         "reconcile.remove-half-made",
         None,
         None,
-        format!("{removed} of {n} half-made key object(s) (no id, label or key material) removed from token '{}'", token.name),
+        format!("{removed} of {n} half-made key object(s) (neither id nor label) removed from token '{}'", token.name),
     ))?;
     tracing::warn!(token = %token.name, removed, "repaired: removed key objects half-made by an interrupted creation");
     r.half_made_removed += removed;

@@ -5,7 +5,7 @@
 //! daemon: every object is read on its own, failures are collected (`Index::unreadable`) and
 //! reported at start, and the rest is indexed.
 
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::error::short_rv;
@@ -101,7 +101,7 @@ pub(super) fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
         };
         if id.is_empty() {
             idx.unnamed += 1;
-            if label.is_empty() && matches!(kind, Kind::Private | Kind::Public) && !has_key_material(s, h) {
+            if label.is_empty() && matches!(kind, Kind::Private | Kind::Public) {
                 idx.half_made.push(h);
             }
         } else {
@@ -109,20 +109,4 @@ pub(super) fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
         }
     }
     Ok(idx)
-}
-
-/// Whether a key object carries its public parameters (RSA modulus, EC/Edwards curve): a
-/// half-made object does not, so nobody can use it.
-fn has_key_material(s: &Session, h: ObjectHandle) -> bool {
-    let material = match one(s, h, AttributeType::KeyType) {
-        Ok(Some(Attribute::KeyType(KeyType::RSA))) => AttributeType::Modulus,
-        Ok(Some(Attribute::KeyType(KeyType::EC | KeyType::EC_EDWARDS | KeyType::EC_MONTGOMERY))) => AttributeType::EcParams,
-        // Another key type: not something keyport half-makes; treat as complete.
-        Ok(Some(_)) => return true,
-        _ => return false,
-    };
-    match one(s, h, material) {
-        Ok(Some(Attribute::Modulus(v) | Attribute::EcParams(v))) => !v.is_empty(),
-        _ => false,
-    }
 }

@@ -29,9 +29,10 @@ pub struct Index {
     /// Objects whose class cannot be read (a torn object file: the process writing it was
     /// killed). Left out of the index and reported; they never stop a start.
     pub unreadable: Vec<Unreadable>,
-    /// Key objects with no CKA_ID, no label and no key material: what SoftHSM leaves when a
-    /// generation or import is killed between creating the object and writing its template.
-    /// Reconcile removes them after an interrupted creation of keyport's own.
+    /// Key objects with neither CKA_ID nor label: what SoftHSM leaves when a generation or
+    /// import is killed before it wrote the template (it writes defaults and key material
+    /// first, one file rewrite per step). Reconcile removes them after an interrupted creation
+    /// of keyport's own, and only reports them otherwise.
     pub half_made: Vec<ObjectHandle>,
 }
 

@@ -535,3 +535,52 @@ fn of_twenty_concurrent_deletes_of_one_key_exactly_one_wins() {
     assert_eq!(statuses.iter().filter(|s| **s == 404).count(), 19, "{statuses:?}");
     assert_eq!(audit_count(&d, "key.delete", &id), 1);
 }
+
+/// A key object SoftHSM half-wrote: the generation counter and CKA_CLASS = CKO_PUBLIC_KEY, no
+/// id, no label (what a kill inside C_GenerateKeyPair leaves).
+fn write_half_made(folder: &std::path::Path, n: u8) {
+    let bytes = [1u64.to_be_bytes(), 0u64.to_be_bytes(), 2u64.to_be_bytes(), 2u64.to_be_bytes()].concat();
+    std::fs::write(folder.join(format!("4a1f0000-0000-4000-8000-0000000000{n:02x}.object")), bytes).unwrap();
+    std::fs::write(folder.join(format!("4a1f0000-0000-4000-8000-0000000000{n:02x}.lock")), b"").unwrap();
+}
+
+fn key_objects_without_id(d: &Daemon) -> usize {
+    object_blocks(&d.pkcs11_objects())
+        .iter()
+        .filter(|(kind, label, id)| kind.contains("Key Object") && label.is_empty() && id.is_empty())
+        .count()
+}
+
+#[test]
+fn half_made_key_objects_are_removed_after_an_interrupted_creation_and_only_reported_otherwise() {
+    require("curl");
+    require("pkcs11-tool");
+    let mut d = Daemon::start("");
+    d.generate("whole", "ec-p256", false);
+    assert!(d.stop().success());
+    let folder = token_folder(&d);
+    write_half_made(&folder, 1);
+    assert_eq!(key_objects_without_id(&d), 1);
+
+    // No creation was interrupted: it might be another application's object; reported only.
+    d.spawn();
+    let h = health(&d);
+    assert!(problem(&h, "token:soft:half-made").is_some_and(|r| r.contains("neither id nor label")), "{h}");
+    assert!(d.stop().success());
+    assert_eq!(key_objects_without_id(&d), 1);
+
+    // keyport was killed inside a creation (its intent is left): the half-made object is its own.
+    {
+        let db = rusqlite::Connection::open(d.dir.path().join("state/keyport.db")).unwrap();
+        db.execute(
+            "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at)
+             VALUES ('00112233445566778899aabbccddeeff', 'soft', x'00112233445566778899aabbccddeeff', 'default', 'killed', 'generate', '2026-01-01T00:00:00.000000Z')",
+            [],
+        )
+        .unwrap();
+    }
+    d.spawn();
+    assert!(d.log().contains("removed key objects half-made by an interrupted creation"), "{}", d.log());
+    assert_eq!(key_objects_without_id(&d), 0);
+    assert_eq!(names(&d), vec!["whole"]);
+}

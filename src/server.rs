@@ -81,7 +81,9 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         other_objects = repairs.foreign_objects,
         "reconciled store and tokens"
     );
-    crate::core::dek::start(&app).await;
+    if !crate::core::dek::start(&app).await {
+        tokio::spawn(crate::core::dek::retry(app.clone()));
+    }
     tokio::spawn(crate::core::keys::finish_deletes(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));

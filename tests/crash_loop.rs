@@ -392,14 +392,23 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_leaves_no_half_keys(
         }
     }
     let l = ledger.lock().unwrap();
+    // What the kills left for reconciliation to repair, from the daemon's log.
+    let log = d.log();
+    let count = |s: &str| log.matches(s).count();
+    let torn: HashSet<&str> =
+        log.lines().filter(|l| l.contains("torn SoftHSM object file")).filter_map(|l| l.split("file=").nth(1)).collect();
     let summary = format!(
-        "crash loop: iterations={iterations}, acknowledged creates={}, acknowledged deletes={}, acknowledged jobs={} ({} items), violations={}, failed restarts={failed_restarts}, elapsed={:.0}s",
+        "crash loop: iterations={iterations}, acknowledged creates={}, acknowledged deletes={}, acknowledged jobs={} ({} items), violations={}, failed restarts={failed_restarts}, elapsed={:.0}s; repaired: {} unfinished creations undone, {} interrupted deletes finished, {} starts removed half-made objects, {} torn object files reported",
         l.acks,
         l.delete_acks,
         l.jobs.len(),
         l.jobs.len() * JOB_ITEMS,
         violations.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        count("repaired: removed an unfinished key creation"),
+        count("repaired: finished an interrupted delete"),
+        count("repaired: removed key objects half-made"),
+        torn.len(),
     );
     eprintln!("{summary}");
     assert!(violations.is_empty() && failed_restarts == 0, "{summary}\n{}\n{}", violations.join("\n"), d.log());

@@ -395,8 +395,16 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_leaves_no_half_keys(
     // What the kills left for reconciliation to repair, from the daemon's log.
     let log = d.log();
     let count = |s: &str| log.matches(s).count();
-    let torn: HashSet<&str> =
-        log.lines().filter(|l| l.contains("torn SoftHSM object file")).filter_map(|l| l.split("file=").nth(1)).collect();
+    // The log line is colored: take the path, from its first '/' to ".object".
+    let torn: HashSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("torn SoftHSM object file"))
+        .filter_map(|l| {
+            let start = l.find('/')?;
+            let end = start + l[start..].find(".object")? + ".object".len();
+            Some(&l[start..end])
+        })
+        .collect();
     let summary = format!(
         "crash loop: iterations={iterations}, acknowledged creates={}, acknowledged deletes={}, acknowledged jobs={} ({} items), violations={}, failed restarts={failed_restarts}, elapsed={:.0}s; repaired: {} unfinished creations undone, {} interrupted deletes finished, {} starts removed half-made objects, {} torn object files reported",
         l.acks,

@@ -1,4 +1,5 @@
-//! `keyport serve`: config → state folder and lock → tokens → store → reconcile → listeners,
+//! `keyport serve`: config → state folder and lock → store → tokens (a token the store has seen
+//! is never created again) → reconcile (never fatal: problems go to health) → DEK → listeners,
 //! then signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the principals.
 
 use std::os::unix::fs::DirBuilderExt;
@@ -11,7 +12,7 @@ use crate::api::{self, listen};
 use crate::config::{self, Config, TlsConfig};
 use crate::core::{authz::Authz, reconcile, App};
 use crate::store::Store;
-use crate::token::{softhsm, Tokens};
+use crate::token::{softhsm, OpenError, Token, Tokens};
 
 /// A start-up failure: one line per problem, then exit code 2 (configuration) or 1.
 pub struct Fatal {
@@ -51,12 +52,9 @@ fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Fatal>
 }
 
 async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
-    let token_cfgs = cfg.tokens.clone();
-    let tokens = tokio::task::spawn_blocking(move || Tokens::open(&token_cfgs))
-        .await
-        .map_err(|e| fatal(1, e.to_string()))?
-        .map_err(|errs| Fatal { lines: errs.iter().map(|e| e.to_string()).collect(), code: 2 })?;
+    // The store first: it says which tokens keyport has seen (those are never created again).
     let store = Store::open(&cfg.state_dir.join("keyport.db")).map_err(|e| fatal(1, e.to_string()))?;
+    let (tokens, absent) = open_tokens(&cfg, &store).await?;
     let pause_ms = std::env::var("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let app = Arc::new(App {
         authz: std::sync::RwLock::new(Authz::new(&cfg.principals)),
@@ -71,17 +69,25 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         sync: Default::default(),
         signing: Default::default(),
     });
-    let repairs = reconcile::run(&app).await.map_err(|e| fatal(1, format!("reconciliation failed: {e}")))?;
+    for (name, e) in absent {
+        tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
+    }
+    // Never fails: what it cannot repair is reported in health (a full disk, a token away).
+    let repairs = reconcile::run(&app).await;
     tracing::info!(
         intents_undone = repairs.intents_undone,
-        rows_removed = repairs.rows_removed,
+        half_made_removed = repairs.half_made_removed,
+        deletes_finished = repairs.deletes_finished,
+        rows_marked_missing = repairs.rows_marked_missing,
+        rows_back = repairs.rows_back,
         certificate_rows_removed = repairs.certificate_rows_removed,
         other_objects = repairs.foreign_objects,
         "reconciled store and tokens"
     );
-
-    let dek = crate::core::dek::load_or_create(&app).await.map_err(|e| fatal(1, format!("edge encryption key: {e}")))?;
-    let _ = app.dek.set(dek);
+    if !crate::core::dek::start(&app).await {
+        tokio::spawn(crate::core::dek::retry(app.clone()));
+    }
+    tokio::spawn(crate::core::keys::finish_deletes(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
     crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
@@ -122,18 +128,35 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         tasks.push(tokio::spawn(listen::serve_unix(l, serving.clone(), socket_slots.clone())));
     }
     if let Some(addr) = &app.config.listen.tcp {
+        // `None`: not served (reported in health); `Some(None)`: plain HTTP as configured.
         let tls = match &app.config.listen.tls {
-            TlsConfig::Plain => None,
-            TlsConfig::Files { cert, key } => Some(api::tls::from_files(cert, key).map_err(|m| fatal(2, m))?),
+            TlsConfig::Plain => Some(None),
+            TlsConfig::Files { cert, key } => Some(Some(api::tls::from_files(cert, key).map_err(|m| fatal(2, m))?)),
             TlsConfig::SelfSigned => {
                 let t = app.tokens.get(None).expect("at least one token").clone();
-                Some(api::tls::self_signed(&t, &app.config.state_dir).await.map_err(|m| fatal(1, m))?)
+                match api::tls::self_signed(&t, &app.config.state_dir).await {
+                    Ok(c) => Some(Some(c)),
+                    // Its key lives in the token: with the token away, serve the socket only
+                    // (never plain HTTP in place of TLS).
+                    Err(m) => {
+                        app.health.set(
+                            "listen:tcp",
+                            format!(
+                                "HTTPS on {addr} is not served: the self-signed certificate's key in token '{}' cannot be used ({m}); restart keyport once the token is back",
+                                t.name
+                            ),
+                        );
+                        None
+                    }
+                }
             }
         };
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr}: {e}")))?;
-        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "listening on TCP");
-        let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
-        tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
+        if let Some(tls) = tls {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr}: {e}")))?;
+            tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "listening on TCP");
+            let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+            tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
+        }
     }
     // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
     let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());
@@ -165,6 +188,39 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     })
     .await;
     Ok(())
+}
+
+/// Opens every configured token. A token the store has seen that is not there now (wiped,
+/// unplugged) is kept absent and reported, never created again; a token the store has never
+/// seen may be created (the embedded SoftHSM default); any other failure (bad module, wrong
+/// PIN, unknown label) stops the start with one line per problem.
+async fn open_tokens(cfg: &Config, store: &Store) -> Result<(Tokens, Vec<(String, String)>), Fatal> {
+    let mut plan = Vec::new();
+    for t in &cfg.tokens {
+        // A store that cannot answer: assume seen, never create.
+        let seen = store.has_seen_token(&t.name).unwrap_or(true);
+        plan.push((t.clone(), seen));
+    }
+    tokio::task::spawn_blocking(move || {
+        let (mut list, mut absent, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, seen) in plan {
+            match Token::open_with(t.clone(), !seen) {
+                Ok(tok) => list.push(tok),
+                Err(OpenError::Absent(e)) if seen => {
+                    absent.push((t.name.clone(), e.to_string()));
+                    list.push(Token::absent(t));
+                }
+                Err(e) => errors.push(e.error().to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok((Tokens::new(list), absent))
+        } else {
+            Err(Fatal { lines: errors, code: 2 })
+        }
+    })
+    .await
+    .map_err(|e| fatal(1, e.to_string()))?
 }
 
 async fn wait_for_stop(app: &App, config_file: Option<&Path>) {

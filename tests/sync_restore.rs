@@ -406,3 +406,27 @@ fn restore_refuses_hostile_records_deleted_keys_and_a_sealed_vault() {
     let names: Vec<String> = keys_by_name(&d2).into_keys().collect();
     assert_eq!(names, vec!["app".to_string(), "kept".to_string()]);
 }
+
+/// Issue 19, item 2: a key whose token objects vanished (wiped token) stays in the inventory as
+/// `missing`, and restore brings it back under its id, active again.
+#[test]
+fn restore_brings_back_a_key_marked_missing() {
+    require("pkcs11-tool");
+    let work = tempfile::tempdir().unwrap();
+    let bao = Bao::start(work.path());
+    let mut d = daemon(&bao, "[tlspc]\nexportable = true\n");
+    make_vault_exportable(&mut d);
+    let id = d.generate("lost", "ec-p256", true)["id"].as_str().unwrap().to_string();
+    assert_eq!(key_status(&sync_now(&d), "lost")["status"], "synced");
+    assert!(d.stop().success());
+    for t in ["privkey", "pubkey"] {
+        assert!(d.pkcs11_tool(&["--delete-object", "--type", t, "--label", "lost"]).status.success());
+    }
+    d.spawn();
+    assert_eq!(keys_by_name(&d)["lost"]["status"], "missing");
+    let report = restore(&d, false);
+    assert_eq!(item(&report, "lost")["outcome"], "restored", "{report}");
+    let k = &keys_by_name(&d)["lost"];
+    assert_eq!((k["id"].as_str(), k["status"].as_str()), (Some(id.as_str()), Some("active")), "{k}");
+    assert!(object_blocks(&d.pkcs11_objects()).iter().any(|b| b.1 == "lost" && b.0.starts_with("Private Key")));
+}

@@ -122,7 +122,14 @@ impl FromRequestParts<SharedApp> for TlspcCaller {
 
 fn dek(app: &SharedApp) -> Result<&Dek, VendorError> {
     app.dek.get().ok_or_else(|| {
-        VendorError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "the edge encryption key is not ready yet; retry")
+        // Start-up says why in health when the DEK could not be loaded (e.g. its at-rest key
+        // went with a wiped token).
+        let why = app.health.problems().into_iter().find(|p| p.component == "dek").map(|p| p.reason);
+        VendorError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            why.unwrap_or_else(|| "the edge encryption key is not ready yet; retry".into()),
+        )
     })
 }
 

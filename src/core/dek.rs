@@ -28,6 +28,44 @@ fn aad(id: &str) -> Vec<u8> {
     format!("keyport dek {id}").into_bytes()
 }
 
+/// At start: loads (or creates) the DEK into `app.dek`. A DEK that cannot be opened (its
+/// at-rest key went with a wiped token, the store is full) does not stop the daemon: it starts
+/// without the DEK, says why in health, and imports that need it answer 503.
+pub async fn start(app: &App) -> bool {
+    match load_or_create(app).await {
+        Ok(d) => {
+            let _ = app.dek.set(d);
+            app.health.clear("dek");
+            true
+        }
+        Err(e) => {
+            let sealed_in = app.store.dek().ok().flatten().map(|d| d.token);
+            let why = match (&e, sealed_in) {
+                (CoreError::Token(crate::token::TokenError::NotFound { .. }), Some(t)) => format!(
+                    "its private half is sealed under the at-rest key in token '{t}', and that key is gone (the token was wiped or replaced): the DEK cannot be opened again. To start a new DEK (clients then fetch the new encryptionKeyId; jobs sealed to the old one cannot finish): stop keyport, delete the row of table `dek` in {}, start",
+                    app.config.state_dir.join("keyport.db").display()
+                ),
+                _ => format!("{e}; keyport tries again every 10 s"),
+            };
+            let msg = format!("the edge encryption key (DEK) is not available: {why}. Imports that need it answer 503");
+            tracing::error!("{msg}");
+            app.health.set("dek", msg);
+            false
+        }
+    }
+}
+
+/// After a failed [`start`] (token away, store full): tries again every 10 s until the DEK
+/// loads. A DEK whose at-rest key is gone never will; the attempts are cheap.
+pub async fn retry(app: std::sync::Arc<App>) {
+    while app.dek.get().is_none() {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        if start(&app).await {
+            tracing::info!("the edge encryption key (DEK) is loaded");
+        }
+    }
+}
+
 /// Loads the DEK, creating it (and the edge instance id) on first start.
 pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     if let Some(d) = app.store.dek()? {

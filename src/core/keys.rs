@@ -128,6 +128,11 @@ where
     F: Fn(&crate::token::Ctx, &[u8], &str) -> Result<PublicKey, crate::token::TokenError> + Send + Sync + 'static,
 {
     let (cka_id, id, token) = (k.cka_id, hex::encode(k.cka_id), &k.token);
+    if k.op == "restore" {
+        // A key marked missing (its token was wiped or replaced) comes back under its name.
+        let entry = audit(who, "key.forget-missing", &k.namespace, &id, "ok", Some(format!("'{}' is being restored", k.name)));
+        app.store.forget_missing(&k.namespace, &k.name, &entry)?;
+    }
     app.store
         .add_intent(&Intent {
             key_id: id.clone(),
@@ -181,6 +186,7 @@ where
         exportable: k.exportable,
         origin: k.origin.into(),
         created_at: now(),
+        status: Default::default(),
     };
     let entry = audit(who, &format!("key.{}", k.op), &k.namespace, &id, "ok", Some(k.algorithm.as_str().into()));
     if let Err(e) = app.store.commit_key(&rec, &k.certificates, &entry, k.job_item.as_ref()) {
@@ -216,16 +222,98 @@ pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&s
     Ok(all.into_iter().filter(|k| who.allows(&k.namespace, Permission::Read) || who.owns(&k.owner, &k.namespace)).collect())
 }
 
+/// Deletes a key. The delete intent is recorded first (the key stops being listed or usable at
+/// once; of concurrent deletes exactly one gets it, the others find no key: 404), then every
+/// token object under the key's CKA_ID goes (its certificates too), then the row, its
+/// certificate rows and the audit entry in one transaction. Success is answered only when the
+/// objects are gone; if the token fails, the error is returned and the intent stays: the
+/// background retry ([`finish_deletes`]) or the next start's reconciliation finishes it.
 pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = get(app, who, id)?;
     who.require(&rec.namespace, Permission::Manage)?;
-    let token = app
-        .tokens
-        .get(Some(&rec.token))
-        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?;
-    let cka_id = rec.cka_id.clone();
-    token.run(move |c| objects::destroy(c, &cka_id)).await?;
-    app.store.delete_key(&rec.id, &audit(who, "key.delete", &rec.namespace, &rec.id, "ok", None))?;
-    tracing::info!(key = %rec.id, principal = %who.name, "key deleted");
-    Ok(rec)
+    if app.tokens.get(Some(&rec.token)).is_none() {
+        return Err(CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)));
+    }
+    let Some(intent) = app.store.begin_delete(&rec.id, &who.name)? else {
+        return Err(CoreError::NotFound(format!("no key with id '{id}' (it was deleted, or its delete is under way)")));
+    };
+    match finish_delete(app, &intent).await {
+        Ok(()) => {
+            tracing::info!(key = %rec.id, principal = %who.name, "key deleted");
+            Ok(rec)
+        }
+        Err(e) => {
+            tracing::warn!(key = %rec.id, error = %e, "delete recorded but not finished; it is retried in the background");
+            DELETES.notify_one();
+            Err(e)
+        }
+    }
+}
+
+/// Wakes [`finish_deletes`] when a delete could not finish at once.
+static DELETES: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Destroys the token objects of a recorded delete, then removes the row with its audit entry
+/// (written in the name of whoever asked for the delete).
+pub(crate) async fn finish_delete(app: &App, intent: &crate::store::DeleteIntent) -> Result<(), CoreError> {
+    let token = app.tokens.get(Some(&intent.token)).ok_or_else(|| {
+        CoreError::Conflict(format!("the key's token '{}' is no longer configured; the delete stays recorded", intent.token))
+    })?;
+    let cka_id = intent.cka_id.clone();
+    let destroyed = token.run(move |c| objects::destroy(c, &cka_id)).await?;
+    let entry = AuditEntry {
+        at: now(),
+        principal: intent.principal.clone(),
+        action: "key.delete".into(),
+        namespace: Some(intent.namespace.clone()),
+        key_id: Some(intent.key_id.clone()),
+        outcome: "ok".into(),
+        detail: Some(format!("'{}': {destroyed} token object(s) destroyed", intent.name)),
+    };
+    app.store.finish_delete(&intent.key_id, &entry)?;
+    Ok(())
+}
+
+/// Finishes every recorded delete it can; returns how many are still pending and the first
+/// error.
+pub(crate) async fn finish_pending_deletes(app: &App) -> (usize, Option<String>) {
+    let intents = match app.store.delete_intents() {
+        Ok(i) => i,
+        Err(e) => return (0, Some(e.to_string())),
+    };
+    let (mut pending, mut first) = (0, None);
+    for i in &intents {
+        match finish_delete(app, i).await {
+            Ok(()) => tracing::info!(key = %i.key_id, "finished a recorded delete"),
+            Err(e) => {
+                pending += 1;
+                first.get_or_insert_with(|| format!("key {}: {e}", i.key_id));
+            }
+        }
+    }
+    (pending, first)
+}
+
+/// The background retry of deletes that could not finish when asked (token unavailable,
+/// store full): with backoff from 1 s to 60 s while any is pending; reported in health.
+pub async fn finish_deletes(app: std::sync::Arc<App>) {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        let (pending, first) = finish_pending_deletes(&app).await;
+        if pending == 0 {
+            app.health.clear("deletes");
+            delay = std::time::Duration::from_secs(1);
+            DELETES.notified().await;
+            continue;
+        }
+        app.health.set(
+            "deletes",
+            format!(
+                "{pending} recorded delete(s) not finished ({}); keyport retries on its own, the keys are no longer listed or usable",
+                first.unwrap_or_default()
+            ),
+        );
+        let _ = tokio::time::timeout(delay, DELETES.notified()).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(60));
+    }
 }

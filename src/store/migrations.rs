@@ -199,6 +199,29 @@ pub(crate) const STEPS: &[&str] = &[
         expires INTEGER NOT NULL,
         refresh_until INTEGER NOT NULL
      );",
+    // 10: crash safety of deletes and of tokens that go away (issue 19). `keys.status`:
+    //     active | missing (its token objects are gone; kept so restore can bring it back) |
+    //     deleting (a delete intent is recorded; no longer listed or usable). A delete intent is
+    //     written before the first token object goes and finished by reconcile or the
+    //     background retry. `token_identity` remembers each configured token's serial, so a
+    //     wiped or replaced token is recognised and never silently re-created.
+    "ALTER TABLE keys ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+     CREATE TABLE delete_intents(
+        key_id TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        cka_id BLOB NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE token_identity(
+        token TEXT PRIMARY KEY,         -- the configured token name
+        label TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build migrates to.

@@ -7,6 +7,7 @@
 mod apiops;
 mod audit_log;
 mod certs;
+mod deletes;
 pub mod kps;
 mod migrations;
 pub mod outbox;
@@ -14,6 +15,7 @@ pub mod records;
 pub mod remote_jobs;
 #[cfg(test)]
 mod test_rows;
+mod tokens;
 mod tpp;
 
 pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};
@@ -25,7 +27,8 @@ use std::sync::Mutex;
 
 pub use certs::{CertView, StoredCertificate};
 pub use kps::KpsKeypair;
-pub use records::{AuditEntry, CertificateRecord, Intent, JobItem, JobRecord, KeyRecord};
+pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, JobItem, JobRecord, KeyRecord, KeyStatus};
+pub use tokens::TokenIdentity;
 pub use tpp::TppSession;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,22 +58,57 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Namespaces whose changes go to the sync outbox (`outbox.rs`); empty until sync starts.
     sync_scope: std::sync::RwLock<outbox::SyncScope>,
+    /// Set when the store could only be opened in the fallback mode (`Store::open`).
+    open_problem: Option<String>,
+}
+
+/// SQLITE_FULL, SQLITE_IOERR (and its extended codes) and SQLITE_READONLY: the file system, not
+/// the request.
+pub fn is_io_or_full(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::ReadOnly)
+    )
 }
 
 impl Store {
-    /// Opens (creating with mode 0600) and migrates the store at `path`.
+    /// Opens (creating with mode 0600) and migrates the store at `path`. When the file system is
+    /// full, SQLite cannot create the WAL index (`-shm`) a normal open needs; the store is then
+    /// opened in exclusive locking mode (WAL index in memory, which this daemon may do: it
+    /// holds the state folder's lock), so reads still work — see [`Store::open_problem`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        match Store::open_mode(path, false) {
+            Ok(s) => Ok(s),
+            Err(StoreError::Sqlite(e)) if is_io_or_full(&e) => {
+                tracing::error!(error = %e, path = %path.display(), "the store cannot be opened normally; opening it with the WAL index in memory");
+                let mut s = Store::open_mode(path, true)?;
+                s.open_problem = Some(e.to_string());
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_mode(path: &Path, exclusive: bool) -> Result<Store, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open { path: path.display().to_string(), detail: e.to_string() };
         // Create the file ourselves so it is 0600 from its first byte; SQLite gives the -wal
         // and -shm files the database file's mode.
         std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(open_err)?;
         let conn = Connection::open(path)?;
+        if exclusive {
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default() })
+        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default(), open_problem: None })
+    }
+
+    /// Why the store had to be opened in the fallback mode (a full disk), if it was.
+    pub fn open_problem(&self) -> Option<&str> {
+        self.open_problem.as_deref()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -148,7 +186,7 @@ impl Store {
         let mut st = conn.prepare(
             "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE key_id=?1 ORDER BY created_at",
         )?;
-        let rows = st.query_map([key_id], |r| CertificateRecord::from_row(r))?.collect::<Result<Vec<_>, _>>()?;
+        let rows = st.query_map([key_id], CertificateRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -237,41 +275,47 @@ impl Store {
         Ok(())
     }
 
+    /// The key with `id`, unless a delete of it is under way (then it is gone for callers).
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.conn();
-        Ok(conn.query_row(&format!("SELECT {} FROM keys WHERE id=?1", KeyRecord::COLUMNS), [id], KeyRecord::from_row).optional()?)
+        Ok(conn
+            .query_row(&format!("SELECT {} FROM keys WHERE id=?1 AND status<>'deleting'", KeyRecord::COLUMNS), [id], KeyRecord::from_row)
+            .optional()?)
     }
 
     pub fn key_by_name(&self, namespace: &str, name: &str) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                &format!("SELECT {} FROM keys WHERE namespace=?1 AND name=?2", KeyRecord::COLUMNS),
+                &format!("SELECT {} FROM keys WHERE namespace=?1 AND name=?2 AND status='active'", KeyRecord::COLUMNS),
                 [namespace, name],
                 KeyRecord::from_row,
             )
             .optional()?)
     }
 
+    /// Usable keys (status active) with this public key.
     pub fn keys_by_fingerprint(&self, fingerprint: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn();
         // Cached: the ssh-agent runs this for every signature.
-        let mut st = conn.prepare_cached(&format!("SELECT {} FROM keys WHERE fingerprint=?1", KeyRecord::COLUMNS))?;
+        let mut st = conn.prepare_cached(&format!("SELECT {} FROM keys WHERE fingerprint=?1 AND status='active'", KeyRecord::COLUMNS))?;
         let rows = st.query_map([fingerprint], KeyRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
-    /// Keys filtered by namespace and name (both optional), oldest first.
+    /// Keys filtered by namespace and name (both optional), oldest first; missing keys are
+    /// listed (with their status), keys being deleted are not.
     pub fn list_keys(&self, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
-            "SELECT {} FROM keys WHERE (?1 IS NULL OR namespace=?1) AND (?2 IS NULL OR name=?2) ORDER BY created_at, id",
+            "SELECT {} FROM keys WHERE (?1 IS NULL OR namespace=?1) AND (?2 IS NULL OR name=?2) AND status<>'deleting' ORDER BY created_at, id",
             KeyRecord::COLUMNS
         ))?;
         let rows = st.query_map(params![namespace, name], KeyRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
+    /// Every row of `token`, whatever its status (reconciliation).
     pub fn keys_in_token(&self, token: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!("SELECT {} FROM keys WHERE token=?1", KeyRecord::COLUMNS))?;
@@ -283,7 +327,14 @@ impl Store {
     pub fn delete_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        outbox::on_delete(&tx, &self.sync_scope(), id)?;
+        let n = self.delete_key_in(&tx, id, audit)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The row, its certificate rows and outbox hook, and the audit entry, inside `tx`.
+    fn delete_key_in(&self, tx: &rusqlite::Transaction, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        outbox::on_delete(tx, &self.sync_scope(), id)?;
         // A certificate row is one per SHA-256: if the same key is also in another namespace,
         // the row moves to that key (its token objects hold the certificate too).
         tx.execute(
@@ -298,8 +349,7 @@ impl Store {
         tx.execute("DELETE FROM certificates WHERE key_id=?1 AND (cka_id IS NULL OR cka_id=(SELECT cka_id FROM keys WHERE id=?1))", [id])?;
         tx.execute("UPDATE certificates SET key_id=NULL WHERE key_id=?1", [id])?;
         let n = tx.execute("DELETE FROM keys WHERE id=?1", [id])?;
-        records::insert_audit(&tx, audit)?;
-        tx.commit()?;
+        records::insert_audit(tx, audit)?;
         Ok(n > 0)
     }
 

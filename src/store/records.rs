@@ -18,10 +18,50 @@ pub struct KeyRecord {
     pub exportable: bool,
     pub origin: String,
     pub created_at: String,
+    /// Whether the token objects are there (`missing` after a wiped or replaced token).
+    pub status: KeyStatus,
+}
+
+/// Where a key's row stands with its token objects.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// The objects are in the token.
+    #[default]
+    Active,
+    /// The objects were not found at start (token wiped, replaced or edited by another tool):
+    /// the row stays, so the inventory is never emptied by a token that went away; restore
+    /// can bring the key back, delete removes the row.
+    Missing,
+    /// A delete intent is recorded: no longer listed or usable; reconcile or the background
+    /// retry finishes it.
+    Deleting,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Missing => "missing",
+            KeyStatus::Deleting => "deleting",
+        }
+    }
+
+    fn parse(s: &str) -> Option<KeyStatus> {
+        [KeyStatus::Active, KeyStatus::Missing, KeyStatus::Deleting].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl rusqlite::types::FromSql for KeyStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        KeyStatus::parse(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown key status '{s}'").into()))
+    }
 }
 
 impl KeyRecord {
-    pub const COLUMNS: &'static str = "id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at";
+    pub const COLUMNS: &'static str =
+        "id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at, status";
 
     pub fn from_row(r: &Row) -> rusqlite::Result<KeyRecord> {
         Ok(KeyRecord {
@@ -36,6 +76,38 @@ impl KeyRecord {
             exportable: r.get(8)?,
             origin: r.get(9)?,
             created_at: r.get(10)?,
+            status: r.get(11)?,
+        })
+    }
+}
+
+/// A delete in progress: written (with the row's status `deleting`) before the first token
+/// object goes, removed with the row in one transaction once the objects are gone. Left over
+/// after a crash or a token fault, reconcile or the background retry finishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteIntent {
+    pub key_id: String,
+    pub token: String,
+    pub cka_id: Vec<u8>,
+    pub namespace: String,
+    pub name: String,
+    /// Who asked: the audit entry written when the delete finishes carries this name.
+    pub principal: String,
+    pub created_at: String,
+}
+
+impl DeleteIntent {
+    pub const COLUMNS: &'static str = "key_id, token, cka_id, namespace, name, principal, created_at";
+
+    pub fn from_row(r: &Row) -> rusqlite::Result<DeleteIntent> {
+        Ok(DeleteIntent {
+            key_id: r.get(0)?,
+            token: r.get(1)?,
+            cka_id: r.get(2)?,
+            namespace: r.get(3)?,
+            name: r.get(4)?,
+            principal: r.get(5)?,
+            created_at: r.get(6)?,
         })
     }
 }
@@ -157,9 +229,22 @@ impl JobItem {
 /// Inserts an inventory row; a (namespace, name) already taken is `NameTaken`.
 pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::StoreError> {
     conn.execute(
-        "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-        params![k.id, k.name, k.namespace, k.owner, k.token, k.cka_id, k.algorithm, k.fingerprint, k.exportable, k.origin, k.created_at],
+        "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at, status)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+        params![
+            k.id,
+            k.name,
+            k.namespace,
+            k.owner,
+            k.token,
+            k.cka_id,
+            k.algorithm,
+            k.fingerprint,
+            k.exportable,
+            k.origin,
+            k.created_at,
+            k.status.as_str()
+        ],
     )
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {

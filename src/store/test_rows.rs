@@ -17,6 +17,7 @@ pub fn key(id: &str, namespace: &str, name: &str, exportable: bool) -> KeyRecord
         exportable,
         origin: "generated".into(),
         created_at: now(),
+        status: Default::default(),
     }
 }
 

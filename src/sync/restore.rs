@@ -592,7 +592,8 @@ fn vault_public_key(e: &KeyEntry, transit: &str, alg: Algorithm, source: &Transi
 async fn free_cka_id(app: &App, token: &std::sync::Arc<Token>, key_id: &str) -> Result<[u8; 16], CoreError> {
     if let Some(id) = hex::decode(key_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
         let in_token = token.run(move |c| Ok(c.live.index.read().expect("poisoned").get(&id).is_some())).await?;
-        if !in_token && app.store.key(key_id)?.is_none() {
+        // A row marked missing (wiped token) is the key coming back: it keeps its id.
+        if !in_token && app.store.key(key_id)?.is_none_or(|k| k.status == crate::store::KeyStatus::Missing) {
             return Ok(id);
         }
     }

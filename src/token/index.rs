@@ -26,6 +26,22 @@ pub struct Index {
     by_id: HashMap<Vec<u8>, ObjectSet>,
     /// Objects without a CKA_ID: counted (health, reconcile logs) but never touched.
     pub unnamed: usize,
+    /// Objects whose class cannot be read (a torn object file: the process writing it was
+    /// killed). Left out of the index and reported; they never stop a start.
+    pub unreadable: Vec<Unreadable>,
+    /// Key objects with neither CKA_ID nor label: what SoftHSM leaves when a generation or
+    /// import is killed before it wrote the template (it writes defaults and key material
+    /// first, one file rewrite per step). Reconcile removes them after an interrupted creation
+    /// of keyport's own, and only reports them otherwise.
+    pub half_made: Vec<ObjectHandle>,
+}
+
+/// An object the index could not read.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub handle: ObjectHandle,
+    /// What the token answered (the CKR_ name).
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

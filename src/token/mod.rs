@@ -10,6 +10,7 @@
 pub mod at_rest;
 pub mod byok;
 pub mod byok_restore;
+mod enumerate;
 pub mod error;
 pub mod index;
 mod module;
@@ -22,7 +23,7 @@ pub mod signer;
 pub mod softhsm;
 pub mod wrap;
 
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use crate::config::TokenConfig;
 pub use error::TokenError;
-use index::{Index, Kind};
+use index::Index;
 use module::Module;
 
 /// CKM_AES_KEY_WRAP_PAD as SoftHSM implements it (RFC 5649 on a zero-padded buffer).
@@ -72,6 +73,26 @@ pub struct Live {
     pub mechanisms: Mechanisms,
     pub token_label: String,
     pub serial: String,
+    /// What is wrong with the token's objects (unreadable objects, torn object files), one
+    /// sentence with what to do; `None` when nothing is. Reported in health at start.
+    pub damage: Option<String>,
+}
+
+/// Why a token did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No initialized token matches the configuration (it may have been wiped or removed).
+    Absent(TokenError),
+    /// Anything else: a bad module, a wrong or locked PIN, an unusable token.
+    Failed(TokenError),
+}
+
+impl OpenError {
+    pub fn error(&self) -> &TokenError {
+        match self {
+            OpenError::Absent(e) | OpenError::Failed(e) => e,
+        }
+    }
 }
 
 /// Which sessions a session object was made in: handles of session objects are only
@@ -98,6 +119,15 @@ pub struct Token {
     permits: tokio::sync::Semaphore,
     /// One reopen at a time.
     reopening: Mutex<()>,
+    /// Whether keyport may create this (SoftHSM) token when it is not there: only at the first
+    /// open, and only when the store has never seen it. A reopen never creates a token.
+    may_create: std::sync::atomic::AtomicBool,
+    /// The serial of the token first opened: a reopen that finds another serial under the same
+    /// label has found a different token and refuses it.
+    opened_serial: Mutex<Option<String>>,
+    /// When the module was last re-initialized to look for this token again (SoftHSM sees a
+    /// token folder that came back only after C_Finalize + C_Initialize).
+    last_rescan: Mutex<Option<std::time::Instant>>,
 }
 
 /// What an operation gets: a session of its own, the live token (index, mechanisms) and the
@@ -131,19 +161,74 @@ pub struct TokenHealth {
 const RETRIES: u32 = 4;
 
 impl Token {
-    /// Opens the token now: a configuration error is reported here, once, in one line.
+    /// Opens the token now: a configuration error is reported here, once, in one line. A
+    /// SoftHSM token with `softhsm` provisioning is created when missing.
     pub fn open(cfg: TokenConfig) -> Result<Arc<Token>, TokenError> {
+        Token::open_with(cfg, true).map_err(|e| match e {
+            OpenError::Absent(e) | OpenError::Failed(e) => e,
+        })
+    }
+
+    /// Like [`Token::open`]; `may_create` says whether a missing SoftHSM token may be created
+    /// (never for a token the store has seen: a wiped token must not come back empty).
+    pub fn open_with(cfg: TokenConfig, may_create: bool) -> Result<Arc<Token>, OpenError> {
+        let t = Token::unopened(cfg, may_create);
+        match t.connect() {
+            Ok(live) => {
+                *t.live.write().expect("poisoned") = Some(live);
+                Ok(t)
+            }
+            Err(e @ TokenError::Config { .. }) if t.is_absent() => Err(OpenError::Absent(e)),
+            Err(e) => Err(OpenError::Failed(e)),
+        }
+    }
+
+    /// A token that is configured but not there now (wiped, unplugged): every operation tries
+    /// to open it and answers "unavailable" until it comes back.
+    pub fn absent(cfg: TokenConfig) -> Arc<Token> {
+        Token::unopened(cfg, false)
+    }
+
+    fn unopened(cfg: TokenConfig, may_create: bool) -> Arc<Token> {
         let sessions = cfg.sessions.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2));
-        let t = Arc::new(Token {
+        Arc::new(Token {
             name: cfg.name.clone(),
             cfg,
             live: RwLock::new(None),
             permits: tokio::sync::Semaphore::new(sessions),
             reopening: Mutex::new(()),
-        });
-        let live = t.connect()?;
-        *t.live.write().expect("poisoned") = Some(live);
-        Ok(t)
+            may_create: std::sync::atomic::AtomicBool::new(may_create),
+            opened_serial: Mutex::new(None),
+            last_rescan: Mutex::new(None),
+        })
+    }
+
+    /// Whether the module has no initialized token matching the configuration.
+    fn is_absent(&self) -> bool {
+        let Ok(module) = module::load(&self.cfg.module) else { return false };
+        let Ok(slots) = module.ctx.get_slots_with_token() else { return false };
+        !slots.into_iter().any(|s| module.ctx.get_token_info(s).is_ok_and(|i| i.token_initialized() && self.matches(&i)))
+    }
+
+    fn matches(&self, info: &cryptoki::slot::TokenInfo) -> bool {
+        let label_ok = self.cfg.label.as_deref().is_none_or(|l| info.label() == l);
+        let serial_ok = self.cfg.serial.as_deref().is_none_or(|n| info.serial_number() == n);
+        label_ok && serial_ok
+    }
+
+    /// The label and serial of the token as opened (`None` while it is absent).
+    pub fn identity(&self) -> Option<(String, String)> {
+        self.live.read().expect("poisoned").as_ref().map(|l| (l.token_label.clone(), l.serial.clone()))
+    }
+
+    /// What the last open found wrong with the token's objects (see [`Live::damage`]).
+    pub fn damage(&self) -> Option<String> {
+        self.live.read().expect("poisoned").as_ref().and_then(|l| l.damage.clone())
+    }
+
+    /// Key objects half-made by an interrupted creation (see `index::Index::half_made`).
+    pub fn half_made(&self) -> Vec<cryptoki::object::ObjectHandle> {
+        self.live.read().expect("poisoned").as_ref().map(|l| l.index.read().expect("poisoned").half_made.clone()).unwrap_or_default()
     }
 
     fn config_error(&self, message: String) -> TokenError {
@@ -154,17 +239,30 @@ impl Token {
     fn connect(&self) -> Result<Arc<Live>, TokenError> {
         let module = module::load(&self.cfg.module).map_err(|m| self.config_error(m))?;
         let generation = module.generation();
-        softhsm::ensure_token(&module.ctx, &self.cfg).map_err(|m| self.config_error(m))?;
+        // Only the first open of a token the store has never seen may create it.
+        if self.may_create.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && softhsm::ensure_token(&module.ctx, &self.cfg).map_err(|m| self.config_error(m))?
+        {
+            tracing::info!(token = %self.name, "created the SoftHSM token (first start)");
+        }
         let ctx = &module.ctx;
         let slots = ctx.get_slots_with_token().map_err(|e| TokenError::from_ck(&self.name, "C_GetSlotList", e))?;
         let mut found = None;
         for s in slots {
             let Ok(info) = ctx.get_token_info(s) else { continue };
-            let label_ok = self.cfg.label.as_deref().map_or(true, |l| info.label() == l);
-            let serial_ok = self.cfg.serial.as_deref().map_or(true, |n| info.serial_number() == n);
-            if info.token_initialized() && label_ok && serial_ok {
+            if info.token_initialized() && self.matches(&info) {
                 found = Some((s, info.label().to_string(), info.serial_number().to_string()));
                 break;
+            }
+        }
+        if let (Some((_, _, serial)), Some(opened)) = (&found, self.opened_serial.lock().expect("poisoned").as_ref()) {
+            if serial != opened {
+                return Err(TokenError::Transient {
+                    token: self.name.clone(),
+                    detail: format!(
+                        "the token now has serial {serial}, not {opened}: it is a different token (wiped and re-initialized, or replaced); restart keyport to adopt it"
+                    ),
+                });
             }
         }
         let Some((slot, token_label, serial)) = found else {
@@ -198,9 +296,17 @@ impl Token {
         }
         let mut mechanisms = probe(&module, slot);
         mechanisms.ed25519_wrappable = probe_ed25519_wrap(&login, &mechanisms);
-        let index = build_index(&login).map_err(|e| TokenError::from_ck(&self.name, "C_FindObjects", e))?;
+        let index = match enumerate::build_index(&login) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = login.close();
+                return Err(TokenError::from_ck(&self.name, "C_FindObjects", e));
+            }
+        };
+        let damage = self.damage_report(&index, &serial);
         tracing::info!(token = %self.name, label = %token_label, serial = %serial, objects = index.object_count(),
             kwp = ?mechanisms.kwp.map(|m| format!("0x{m:X}")), "token open");
+        *self.opened_serial.lock().expect("poisoned") = Some(serial.clone());
         static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Arc::new(Live {
             module,
@@ -213,7 +319,43 @@ impl Token {
             mechanisms,
             token_label,
             serial,
+            damage,
         }))
+    }
+
+    /// Logs every unreadable object and torn SoftHSM object file (handle, file, what to do)
+    /// and sums them up in one sentence for health.
+    fn damage_report(&self, index: &Index, serial: &str) -> Option<String> {
+        let folder = softhsm::token_folder(&self.cfg, serial);
+        let torn = folder.as_deref().map(softhsm::torn_files).unwrap_or_default();
+        if index.unreadable.is_empty() && torn.is_empty() {
+            return None;
+        }
+        let todo = "stop keyport, move the file (and its .lock) out of the token folder, start again; until then keyport ignores it";
+        for u in &index.unreadable {
+            // With one unreadable object and one torn file, they are the same object.
+            let file = match (&torn[..], index.unreadable.len()) {
+                ([t], 1) => format!("{} ({} bytes)", t.path.display(), t.len),
+                _ => folder
+                    .as_ref()
+                    .map_or_else(|| "unknown (not a SoftHSM token)".into(), |f| format!("one of the torn files in {}", f.display())),
+            };
+            tracing::error!(token = %self.name, handle = u.handle.handle(), detail = %u.detail, file = %file,
+                "unreadable token object (torn by a crash while it was written); {todo}");
+        }
+        for t in &torn {
+            tracing::error!(token = %self.name, file = %t.path.display(), bytes = t.len, "torn SoftHSM object file (no complete attributes); {todo}");
+        }
+        let handles: Vec<String> = index.unreadable.iter().map(|u| format!("{} ({})", u.handle.handle(), u.detail)).collect();
+        let files: Vec<String> = torn.iter().map(|t| format!("{} ({} bytes)", t.path.display(), t.len)).collect();
+        Some(format!(
+            "{} unreadable object(s) [handles {}] and {} torn object file(s) [{}]{}: torn by a crash while being written; keyport ignores them — {todo}",
+            index.unreadable.len(),
+            handles.join(", "),
+            torn.len(),
+            files.join(", "),
+            folder.map(|f| format!(" in token folder {}", f.display())).unwrap_or_default(),
+        ))
     }
 
     /// The live connection, reopening it if a failure invalidated it.
@@ -226,12 +368,30 @@ impl Token {
             return Ok(l.clone());
         }
         let live = self.connect().map_err(|e| match e {
-            TokenError::Config { message, .. } => TokenError::Transient { token: self.name.clone(), detail: message },
+            TokenError::Config { message, .. } => {
+                self.rescan();
+                TokenError::Transient { token: self.name.clone(), detail: message }
+            }
             other => other,
         })?;
         tracing::warn!(token = %self.name, "token reopened");
         *self.live.write().expect("poisoned") = Some(live.clone());
         Ok(live)
+    }
+
+    /// The token is not found: re-initializes its module (at most every 2 s) so the next try
+    /// sees tokens that came back since.
+    fn rescan(&self) {
+        let mut last = self.last_rescan.lock().expect("poisoned");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Ok(m) = module::load(&self.cfg.module) {
+            if let Err(e) = m.reinitialize(m.generation()) {
+                tracing::warn!(token = %self.name, error = %e, "module re-initialize failed");
+            }
+        }
     }
 
     /// Drops a live connection after a transient failure; re-initializes the module when the
@@ -402,44 +562,17 @@ fn probe_ed25519_wrap(s: &Session, m: &Mechanisms) -> bool {
     ok
 }
 
-fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
-    let mut idx = Index::default();
-    for h in s.find_objects(&[])? {
-        let attrs = s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label])?;
-        let (mut class, mut id, mut label) = (None, Vec::new(), String::new());
-        for a in attrs {
-            match a {
-                Attribute::Class(c) => class = Some(c),
-                Attribute::Id(v) => id = v,
-                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
-                _ => {}
-            }
-        }
-        let kind = match class {
-            Some(ObjectClass::PRIVATE_KEY) => Kind::Private,
-            Some(ObjectClass::PUBLIC_KEY) => Kind::Public,
-            Some(ObjectClass::CERTIFICATE) => Kind::Certificate,
-            Some(ObjectClass::SECRET_KEY) => Kind::Secret,
-            _ => {
-                idx.unnamed += 1;
-                continue;
-            }
-        };
-        if id.is_empty() {
-            idx.unnamed += 1;
-        } else {
-            idx.insert(&id, &label, kind, h);
-        }
-    }
-    Ok(idx)
-}
-
 /// All configured tokens, by name; the first is the default.
 pub struct Tokens {
     list: Vec<Arc<Token>>,
 }
 
 impl Tokens {
+    /// Tokens opened (or kept absent) by the caller, in configuration order.
+    pub fn new(list: Vec<Arc<Token>>) -> Tokens {
+        Tokens { list }
+    }
+
     pub fn open(cfgs: &[TokenConfig]) -> Result<Tokens, Vec<TokenError>> {
         let mut list = Vec::new();
         let mut errors = Vec::new();

@@ -115,16 +115,43 @@ pub fn public_key(c: &Ctx, id: &[u8]) -> Result<PublicKey, TokenError> {
 pub fn destroy(c: &Ctx, id: &[u8]) -> Result<usize, TokenError> {
     let set = c.live.index.read().expect("poisoned").get(id).cloned();
     let Some(set) = set else { return Ok(0) };
-    let mut n = 0;
+    let (mut n, mut invalid) = (0, 0);
     for h in set.handles() {
         match c.session.destroy_object(h) {
             Ok(()) => n += 1,
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => {}
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => invalid += 1,
             Err(e) => return Err(TokenError::from_ck(c.token, "C_DestroyObject", e)),
         }
     }
+    if invalid > 0 {
+        storage_readable(c, id)?;
+    }
     c.live.index.write().expect("poisoned").remove(id);
     Ok(n)
+}
+
+/// A handle that is suddenly invalid means "already gone" only while the token can still read
+/// its other objects. SoftHSM whose token folder went away (unreadable, moved, wiped) answers
+/// CKR_OBJECT_HANDLE_INVALID for every object, and the files come back with the folder: a
+/// delete that believed that would be acknowledged while its objects stay. So one other
+/// indexed object is read; if that fails too, the token's storage is unavailable.
+fn storage_readable(c: &Ctx, except: &[u8]) -> Result<(), TokenError> {
+    let probe =
+        c.live.index.read().expect("poisoned").ids().filter(|(id, _)| id.as_slice() != except).find_map(|(_, s)| s.handles().next());
+    let Some(h) = probe else { return Ok(()) };
+    match c.session.get_attributes(h, &[AttributeType::Class]) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(TokenError::Transient {
+            token: c.token.into(),
+            detail: format!(
+                "the token cannot read its objects (C_GetAttributeValue: {}): its storage is unavailable",
+                match e {
+                    cryptoki::error::Error::Pkcs11(rv, _) => super::error::short_rv(rv),
+                    other => other.to_string(),
+                }
+            ),
+        }),
+    }
 }
 
 /// Destroys only the certificate object under `id` (a key sharing the id stays). `false` when

@@ -98,3 +98,97 @@ fn write_secret(p: &Path, value: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
     writeln!(f, "{value}").map_err(|e| e.to_string())
 }
+
+/// SoftHSM's token folder (`directories.tokendir`) for a token configured with `softhsm`,
+/// or read from `SOFTHSM2_CONF` for any other SoftHSM module.
+fn token_dir(t: &TokenConfig) -> Option<std::path::PathBuf> {
+    if let Some(prov) = &t.softhsm {
+        return Some(prov.dir.join("tokens"));
+    }
+    if !t.module.to_string_lossy().contains("softhsm") {
+        return None;
+    }
+    let conf = std::fs::read_to_string(std::env::var_os("SOFTHSM2_CONF")?).ok()?;
+    conf.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "directories.tokendir").then(|| std::path::PathBuf::from(v.trim()))
+    })
+}
+
+/// The folder of the SoftHSM token with `serial`: SoftHSM keeps the serial in each token's
+/// `token.object`, as its 16 ASCII characters.
+pub fn token_folder(t: &TokenConfig, serial: &str) -> Option<std::path::PathBuf> {
+    let dir = token_dir(t)?;
+    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        std::fs::read(p.join("token.object")).is_ok_and(|b| !serial.is_empty() && b.windows(serial.len()).any(|w| w == serial.as_bytes()))
+    })
+}
+
+/// An object file with no complete CKA_CLASS: empty, or cut off by a kill while SoftHSM wrote
+/// it. SoftHSM's layout: an 8-byte generation, then per attribute its type (8 bytes, big
+/// endian), its kind (8) and the value (kind 1 bool: 1 byte, 2 ulong: 8, 3 byte string: an
+/// 8-byte length and the bytes). CKA_CLASS (type 0) is written first.
+#[derive(Debug, Clone)]
+pub struct TornFile {
+    pub path: std::path::PathBuf,
+    pub len: u64,
+}
+
+pub fn torn_files(folder: &Path) -> Vec<TornFile> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(folder) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "object") || p.file_name().is_some_and(|n| n == "token.object") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&p) else { continue };
+        if !has_class(&bytes) {
+            out.push(TornFile { path: p, len: bytes.len() as u64 });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+fn has_class(b: &[u8]) -> bool {
+    let u64_at = |i: usize| b.get(i..i + 8).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")));
+    let mut i = 8;
+    while let (Some(ty), Some(kind)) = (u64_at(i), u64_at(i + 8)) {
+        let len = match kind {
+            1 => 1,
+            2 => 8,
+            3 => match u64_at(i + 16) {
+                Some(n) => 8 + n as usize,
+                None => return false,
+            },
+            // Other kinds (mechanism sets, attribute maps) come after the class.
+            _ => return false,
+        };
+        if b.len() < i + 16 + len {
+            return false;
+        }
+        if ty == 0 {
+            return true;
+        }
+        i += 16 + len;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_class;
+
+    #[test]
+    fn torn_object_files_have_no_complete_class() {
+        let gen = 7u64.to_be_bytes();
+        let class = [0u64.to_be_bytes(), 2u64.to_be_bytes(), 3u64.to_be_bytes()].concat();
+        assert!(!has_class(&[]));
+        assert!(!has_class(&gen));
+        assert!(has_class(&[&gen[..], &class].concat()));
+        assert!(!has_class(&[&gen[..], &class[..20]].concat()), "cut inside the class value");
+        let token_attr = [1u64.to_be_bytes().as_slice(), 1u64.to_be_bytes().as_slice(), &[0xff]].concat();
+        assert!(has_class(&[&gen[..], &token_attr, &class].concat()));
+    }
+}

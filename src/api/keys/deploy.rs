@@ -182,6 +182,7 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
             exportable: exportable || matches!(*p.material, Material::Public(_)),
             origin: "apiops".into(),
             created_at: at.clone(),
+            status: Default::default(),
         })
         .collect();
     let deployments: Vec<ApiOpsDeployment> = plans

@@ -1,0 +1,136 @@
+//! Delete intents and key status: a delete is recorded before the first token object goes and
+//! finished (row, certificate rows, outbox, audit) in one transaction once they are gone.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::records::{DeleteIntent, KeyStatus};
+use super::{AuditEntry, Store, StoreError};
+
+impl Store {
+    /// Starts the delete of key `id` on behalf of `principal`: records the intent and marks the
+    /// row `deleting` (from now on it is not listed or usable), in one transaction. `None` when
+    /// there is no such key or a delete of it is already recorded: of concurrent deletes of
+    /// one key exactly one gets the intent.
+    pub fn begin_delete(&self, id: &str, principal: &str) -> Result<Option<DeleteIntent>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row("SELECT token, cka_id, namespace, name FROM keys WHERE id=?1 AND status<>'deleting'", [id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .optional()?;
+        let Some((token, cka_id, namespace, name)) = row else { return Ok(None) };
+        let intent = DeleteIntent {
+            key_id: id.into(),
+            token,
+            cka_id,
+            namespace,
+            name,
+            principal: principal.into(),
+            created_at: super::records::now(),
+        };
+        tx.execute(
+            &format!("INSERT INTO delete_intents({}) VALUES (?1,?2,?3,?4,?5,?6,?7)", DeleteIntent::COLUMNS),
+            params![intent.key_id, intent.token, intent.cka_id, intent.namespace, intent.name, intent.principal, intent.created_at],
+        )?;
+        tx.execute("UPDATE keys SET status='deleting' WHERE id=?1", [id])?;
+        tx.commit()?;
+        Ok(Some(intent))
+    }
+
+    /// Finishes a delete whose token objects are gone: the row (with its certificate rows and
+    /// outbox entry), the intent and the audit entry, in one transaction.
+    pub fn finish_delete(&self, key_id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = self.delete_key_in(&tx, key_id, audit)?;
+        tx.execute("DELETE FROM delete_intents WHERE key_id=?1", [key_id])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Deletes recorded and not finished, oldest first.
+    pub fn delete_intents(&self) -> Result<Vec<DeleteIntent>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {} FROM delete_intents ORDER BY created_at", DeleteIntent::COLUMNS))?;
+        let rows = st.query_map([], DeleteIntent::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Sets the status of the rows `ids` (never of a row being deleted) and audits each change
+    /// in the same transaction; returns how many rows changed.
+    pub fn set_key_status(&self, ids: &[String], status: KeyStatus, audit: impl Fn(&str) -> AuditEntry) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        for id in ids {
+            let changed =
+                tx.execute("UPDATE keys SET status=?2 WHERE id=?1 AND status<>'deleting' AND status<>?2", params![id, status.as_str()])?;
+            if changed > 0 {
+                super::records::insert_audit(&tx, &audit(id))?;
+                n += changed;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// How many keys are marked missing, per token.
+    pub fn missing_keys(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT token, COUNT(*) FROM keys WHERE status='missing' GROUP BY token ORDER BY token")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Drops the row of a missing key named `name` so a restore can put the key back (audited).
+    pub fn forget_missing(&self, namespace: &str, name: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let id: Option<String> = self
+            .conn()
+            .query_row("SELECT id FROM keys WHERE namespace=?1 AND name=?2 AND status='missing'", [namespace, name], |r| r.get(0))
+            .optional()?;
+        match id {
+            Some(id) => self.delete_key(&id, audit),
+            None => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::store::test_rows::{audit, key};
+
+    #[test]
+    fn one_delete_wins_and_the_row_is_hidden_until_it_finishes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.commit_key(&key("aa", "default", "web", false), &[], &audit(), None).unwrap();
+        let first = s.begin_delete("aa", "root").unwrap().expect("the first delete gets the intent");
+        assert_eq!(first.name, "web");
+        assert!(s.begin_delete("aa", "root").unwrap().is_none(), "a second delete finds nothing");
+        assert!(s.key("aa").unwrap().is_none() && s.list_keys(None, None).unwrap().is_empty(), "hidden while deleting");
+        assert_eq!(s.delete_intents().unwrap(), vec![first]);
+        assert!(s.finish_delete("aa", &audit()).unwrap());
+        assert!(s.delete_intents().unwrap().is_empty());
+        assert!(s.keys_in_token("soft").unwrap().is_empty());
+        assert!(s.begin_delete("nope", "root").unwrap().is_none());
+    }
+
+    #[test]
+    fn missing_keys_stay_listed_and_come_back() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        s.commit_key(&key("aa", "default", "web", false), &[], &audit(), None).unwrap();
+        assert_eq!(s.set_key_status(&["aa".into()], KeyStatus::Missing, |_| audit()).unwrap(), 1);
+        assert_eq!(s.set_key_status(&["aa".into()], KeyStatus::Missing, |_| audit()).unwrap(), 0, "no change, no audit");
+        assert_eq!(s.list_keys(None, None).unwrap()[0].status, KeyStatus::Missing);
+        assert!(s.key_by_name("default", "web").unwrap().is_none(), "not usable by name");
+        assert_eq!(s.missing_keys().unwrap(), vec![("soft".to_string(), 1)]);
+        s.set_key_status(&["aa".into()], KeyStatus::Active, |_| audit()).unwrap();
+        assert!(s.key_by_name("default", "web").unwrap().is_some());
+        s.set_key_status(&["aa".into()], KeyStatus::Missing, |_| audit()).unwrap();
+        assert!(s.forget_missing("default", "web", &audit()).unwrap());
+        assert!(s.list_keys(None, None).unwrap().is_empty());
+    }
+}

@@ -79,6 +79,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
 
     let dek = crate::core::dek::load_or_create(&app).await.map_err(|e| fatal(1, format!("edge encryption key: {e}")))?;
     let _ = app.dek.set(dek);
+    // Health probes: token and store, every 5 s and when a request meets a fault.
+    tokio::spawn(crate::core::probe::run(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
     crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;

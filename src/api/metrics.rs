@@ -61,6 +61,13 @@ async fn metrics(State(app): State<SharedApp>, Caller(who): Caller) -> Result<im
         };
         let _ = writeln!(out, "keyport_token_up{{token=\"{}\"}} {}", label(&t.name), u8::from(up));
     }
+    let problems = app.health.problems();
+    family(&mut out, "keyport_degraded", "gauge", "1 per component with a current problem (GET health says why); absent when fine.");
+    for p in &problems {
+        let _ = writeln!(out, "keyport_degraded{{component=\"{}\"}} 1", label(&p.component));
+    }
+    family(&mut out, "keyport_degraded_components", "gauge", "Components with a current problem; 0 when health is ok.");
+    let _ = writeln!(out, "keyport_degraded_components {}", problems.len());
     family(&mut out, "keyport_keys", "gauge", "Keys in the inventory, per namespace the caller may read.");
     for (ns, n) in app.store.keys_per_namespace().map_err(CoreError::from)? {
         if who.allows(&ns, Permission::Read) {

@@ -35,4 +35,5 @@ pub fn router(app: SharedApp) -> Router {
         .merge(tpp::routes())
         .fallback(tpp::fallback)
         .with_state(app)
+        .layer(axum::middleware::map_response(error::retry_after))
 }

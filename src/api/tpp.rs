@@ -312,8 +312,18 @@ fn failure(code: i64, message: impl Into<String>) -> Value {
     json!({"Success": false, "ErrorCode": code, "ErrorMessage": message.into()})
 }
 
+/// Marks an SSH answer that failed on the daemon's side (token or store unavailable):
+/// [`dispatch`] answers it 503 (Retry-After) instead of TPP's 200, and removes the mark.
+const UNAVAILABLE_MARK: &str = "keyportUnavailable";
+
 fn core_failure(e: CoreError) -> Value {
     let msg = e.to_string();
+    if e.is_unavailable() {
+        tracing::error!(error = %e, "tpp request failed: token or store unavailable");
+        let mut v = failure(0, format!("{msg} (retry later)"));
+        v[UNAVAILABLE_MARK] = json!(true);
+        return v;
+    }
     match e {
         CoreError::NotFound(_) => failure(codes::KEY_NOT_FOUND, msg),
         CoreError::NotExportable(_) => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
@@ -530,7 +540,10 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8]) -> Value 
             let id = app.store.tpp_key_id(&rec.id).ok();
             json!({"KeyId": id, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, format!("the key is already kept as '{}'", rec.name))})
         }
-        Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
+        Err(e) => match core_failure(e) {
+            f if f.get(UNAVAILABLE_MARK).is_some() => json!({"KeyId": null, "SshWebResponse": f}),
+            f => fail(f["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
+        },
     }
 }
 
@@ -577,7 +590,12 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                 "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
                 _ => import_private(&app, &who, &body).await,
             };
-            Json(v).into_response()
+            let mut v = v;
+            let unavailable = ["Response", "SshWebResponse"]
+                .iter()
+                .any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(UNAVAILABLE_MARK)).is_some());
+            let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            (status, Json(v)).into_response()
         }
         _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())})))
             .into_response(),

@@ -5,6 +5,7 @@ pub mod authz;
 pub mod certificates;
 pub mod dek;
 pub mod export;
+pub mod fault;
 pub mod formats;
 pub mod health;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod import;
 pub mod jobs;
 pub mod keys;
 pub mod names;
+pub mod probe;
 pub mod reconcile;
 
 use std::sync::Arc;

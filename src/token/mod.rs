@@ -15,6 +15,7 @@ pub mod index;
 mod module;
 pub mod objects;
 pub mod pin;
+pub mod probe;
 mod raw;
 pub mod secret;
 pub mod signer;
@@ -25,11 +26,11 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::TokenConfig;
-pub use error::TokenError;
+pub use error::{Cure, TokenError};
 use index::{Index, Kind};
 use module::Module;
 
@@ -95,8 +96,12 @@ pub struct Token {
     live: RwLock<Option<Arc<Live>>>,
     /// Bounds concurrent token work to the pool size; waiters queue here, not on threads.
     permits: tokio::sync::Semaphore,
-    /// One reopen at a time.
-    reopening: Mutex<()>,
+    /// One reopen at a time; holds when the module was last re-initialized because the token
+    /// was missing on reopen (SoftHSM lists tokens only at C_Initialize).
+    reopening: Mutex<Option<Instant>>,
+    /// The serial seen at open: a reopen that finds another serial under the label found
+    /// another token (wiped and re-created) and is refused.
+    serial: OnceLock<String>,
 }
 
 /// What an operation gets: a session of its own, the live token (index, mechanisms) and the
@@ -127,7 +132,27 @@ pub struct TokenHealth {
     pub error: Option<String>,
 }
 
+/// Attempts per operation: a transient failure is retried after 50, 100, 200 ms, then the
+/// caller gets it (503 with Retry-After); the probe keeps recovering in the background.
+impl TokenHealth {
+    /// A token that did not answer.
+    pub fn absent(name: &str) -> TokenHealth {
+        TokenHealth {
+            name: name.into(),
+            present: false,
+            logged_in: false,
+            objects: 0,
+            label: String::new(),
+            serial: String::new(),
+            mechanisms: None,
+            error: None,
+        }
+    }
+}
+
 const RETRIES: u32 = 4;
+/// How often a reopen that does not find the token re-initializes the module.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Token {
     /// Opens the token now: a configuration error is reported here, once, in one line.
@@ -138,9 +163,11 @@ impl Token {
             cfg,
             live: RwLock::new(None),
             permits: tokio::sync::Semaphore::new(sessions),
-            reopening: Mutex::new(()),
+            reopening: Mutex::new(None),
+            serial: OnceLock::new(),
         });
-        let live = t.connect()?;
+        let live = t.connect(true)?;
+        let _ = t.serial.set(live.serial.clone());
         *t.live.write().expect("poisoned") = Some(live);
         Ok(t)
     }
@@ -150,10 +177,14 @@ impl Token {
     }
 
     /// Loads the module, finds the token, logs in, probes mechanisms and builds the index.
-    fn connect(&self) -> Result<Arc<Live>, TokenError> {
+    /// Only the first open may `provision` (create a SoftHSM token): a reopen never creates
+    /// one, so a token folder that is unreadable for a while is waited for, not replaced.
+    fn connect(&self, provision: bool) -> Result<Arc<Live>, TokenError> {
         let module = module::load(&self.cfg.module).map_err(|m| self.config_error(m))?;
         let generation = module.generation();
-        softhsm::ensure_token(&module.ctx, &self.cfg).map_err(|m| self.config_error(m))?;
+        if provision {
+            softhsm::ensure_token(&module.ctx, &self.cfg).map_err(|m| self.config_error(m))?;
+        }
         let ctx = &module.ctx;
         let slots = ctx.get_slots_with_token().map_err(|e| TokenError::from_ck(&self.name, "C_GetSlotList", e))?;
         let mut found = None;
@@ -220,27 +251,58 @@ impl Token {
         if let Some(l) = self.live.read().expect("poisoned").as_ref() {
             return Ok(l.clone());
         }
-        let _one = self.reopening.lock().expect("poisoned");
+        let mut last_rescan = self.reopening.lock().expect("poisoned");
         if let Some(l) = self.live.read().expect("poisoned").as_ref() {
             return Ok(l.clone());
         }
-        let live = self.connect().map_err(|e| match e {
-            TokenError::Config { message, .. } => TokenError::Transient { token: self.name.clone(), detail: message },
-            other => other,
-        })?;
+        let module = module::load(&self.cfg.module).map_err(|m| TokenError::unavailable(&self.name, m))?;
+        let connected = {
+            let _call = module.enter();
+            self.connect(false)
+        };
+        let live = match connected {
+            Ok(l) => l,
+            Err(e) => {
+                // SoftHSM builds its token list in C_Initialize: a token whose folder could not be
+                // read then stays missing until the next one. Re-initialize (at most once a
+                // second) so that a folder that is readable again is found.
+                if last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+                    *last_rescan = Some(Instant::now());
+                    if let Err(m) = module.reinitialize(module.generation()) {
+                        tracing::error!(token = %self.name, error = %m, "module re-initialize failed");
+                    }
+                }
+                return Err(match e {
+                    TokenError::Config { message, .. } => TokenError::unavailable(&self.name, message),
+                    other => other,
+                });
+            }
+        };
+        if let Some(known) = self.serial.get().filter(|s| **s != live.serial) {
+            let _ = live._login.lock().expect("poisoned").logout();
+            return Err(TokenError::unavailable(
+                &self.name,
+                format!(
+                    "the token labelled '{}' now has serial {} instead of {known}: it is another token (wiped and re-created?); \
+                     keyport will not use it — restore the token folder, or fix `serial`/`label` and restart",
+                    live.token_label, live.serial
+                ),
+            ));
+        }
         tracing::warn!(token = %self.name, "token reopened");
         *self.live.write().expect("poisoned") = Some(live.clone());
         Ok(live)
     }
 
     /// Drops a live connection after a transient failure; re-initializes the module when the
-    /// failure says the module itself lost state.
-    fn invalidate(&self, live: &Arc<Live>, detail: &str) {
+    /// failure's cure says the module itself lost state.
+    fn invalidate(&self, live: &Arc<Live>, cure: Cure, detail: &str) {
         let mut cur = self.live.write().expect("poisoned");
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)) {
             *cur = None;
-            tracing::warn!(token = %self.name, %detail, "token connection lost; will reopen");
-            if error::needs_reinitialize(detail) {
+            drop(cur);
+            tracing::warn!(token = %self.name, %detail, ?cure, "token connection lost; will reopen");
+            if cure != Cure::Reopen {
                 if let Err(e) = live.module.reinitialize(live.module_generation) {
                     tracing::error!(token = %self.name, error = %e, "module re-initialize failed");
                 }
@@ -271,7 +333,7 @@ impl Token {
             let (this, op) = (self.clone(), op.clone());
             let r = tokio::task::spawn_blocking(move || this.run_blocking(&*op))
                 .await
-                .map_err(|e| TokenError::Transient { token: self.name.clone(), detail: format!("worker failed: {e}") })?;
+                .map_err(|e| TokenError::unavailable(&self.name, format!("worker failed: {e}")))?;
             match r {
                 Err(e) if e.is_transient() => {
                     last = Some(e);
@@ -286,6 +348,7 @@ impl Token {
 
     fn run_blocking<R>(&self, op: &dyn Fn(&Ctx) -> Result<R, TokenError>) -> Result<R, TokenError> {
         let live = self.live()?;
+        let call = live.module.enter();
         let session = live.pool.lock().expect("poisoned").pop();
         let session = match session {
             Some(s) => s,
@@ -293,25 +356,57 @@ impl Token {
                 Ok(s) => s,
                 Err(e) => {
                     let err = TokenError::from_ck(&self.name, "C_OpenSession", e);
-                    if let TokenError::Transient { detail, .. } = &err {
-                        self.invalidate(&live, detail);
+                    drop(call);
+                    if let TokenError::Transient { detail, cure, .. } = &err {
+                        let cure = if *cure == Cure::Verify { Cure::Reinitialize } else { *cure };
+                        self.invalidate(&live, cure, detail);
                     }
                     return Err(err);
                 }
             },
         };
-        let r = op(&Ctx { session: &session, live: &live, token: &self.name });
-        match &r {
-            Err(TokenError::Transient { detail, .. }) => self.invalidate(&live, detail),
-            _ => live.pool.lock().expect("poisoned").push(session),
+        let ctx = Ctx { session: &session, live: &live, token: &self.name };
+        let r = op(&ctx);
+        let cure = match &r {
+            Err(TokenError::Transient { cure: Cure::Verify, detail, .. }) => match probe::check(&ctx) {
+                // The token reads its known object: the failure was this request's own.
+                Ok(()) => {
+                    live.pool.lock().expect("poisoned").push(session);
+                    return Err(TokenError::Refused { token: self.name.clone(), operation: "the request", detail: detail.clone() });
+                }
+                Err(e) => {
+                    tracing::warn!(token = %self.name, request = %detail, check = %e, "the token fails a known-object read too: treating it as lost");
+                    Some((Cure::Reinitialize, detail.clone()))
+                }
+            },
+            Err(TokenError::Transient { cure, detail, .. }) => Some((*cure, detail.clone())),
+            _ => None,
+        };
+        drop(ctx);
+        drop(call);
+        match cure {
+            Some((cure, detail)) => {
+                // Sessions are "no drop": dropping a lost one never closes its handle.
+                drop(session);
+                self.invalidate(&live, cure, &detail);
+            }
+            None => live.pool.lock().expect("poisoned").push(session),
         }
         r
+    }
+
+    /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a
+    /// token whose storage cannot be read is found even when no request touches it. Goes
+    /// through [`Token::run`], so a failed probe also starts recovery.
+    pub async fn probe(self: &Arc<Self>) -> Result<(), TokenError> {
+        self.run(probe::check).await
     }
 
     pub async fn health(self: &Arc<Self>) -> TokenHealth {
         let name = self.name.clone();
         let r = self
             .run(|c| {
+                probe::check(c)?;
                 let logged_in = matches!(
                     c.ck("C_GetSessionInfo", c.session.get_session_info())?.session_state(),
                     SessionState::RwUser | SessionState::RoUser
@@ -324,16 +419,7 @@ impl Token {
             Ok((logged_in, objects, label, serial, m)) => {
                 TokenHealth { name, present: true, logged_in, objects, label, serial, mechanisms: Some(m), error: None }
             }
-            Err(e) => TokenHealth {
-                name,
-                present: false,
-                logged_in: false,
-                objects: 0,
-                label: String::new(),
-                serial: String::new(),
-                mechanisms: None,
-                error: Some(e.to_string()),
-            },
+            Err(e) => TokenHealth { error: Some(e.to_string()), ..TokenHealth::absent(&name) },
         }
     }
 }

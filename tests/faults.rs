@@ -1,0 +1,371 @@
+//! Faults injected into a running daemon (issue 19, items 7-10): the token folder unreadable for
+//! a while, the store's disk full. Each test checks what callers see (503 + Retry-After in the
+//! face's error shape, never a 4xx), that `GET health` says degraded with the reason during the
+//! fault, that the daemon recovers without a restart within the bound in the test's name, and
+//! that nothing acknowledged is lost. Figures: docs/RELIABILITY.md, "Injected faults".
+//!
+//! Root ignores file modes, so the token fault runs the daemon as uid 65534 (setpriv) and takes
+//! the read permission of its token folder away; the store fault puts the state folder on a
+//! small tmpfs and fills it.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+
+fn chown_r(p: &Path, uid: u32) {
+    let out = Command::new("chown").args(["-R", &format!("{uid}:{uid}")]).arg(p).output().unwrap();
+    assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `keyport serve` as `uid` (setpriv), waiting until both listeners answer, as `Daemon::spawn`.
+fn spawn_as(d: &mut Daemon, uid: u32) {
+    require("setpriv");
+    let log = std::fs::File::create(d.dir.path().join("serve.log")).unwrap();
+    let child = Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+        .arg(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--config"])
+        .arg(&d.config)
+        .env_remove("KEYPORT_CONFIG")
+        .env("KEYPORT_LOG", "info,cryptoki=off")
+        .envs(d.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("keyport exited ({status}) at start:\n{}", d.log());
+        }
+        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
+            && d.dir.path().join("state/tls-cert.pem").exists()
+            && std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
+        {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A response with its headers: status, `Retry-After` (if any), JSON body.
+struct Reply {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+/// curl over the socket (`https` false) or HTTPS, keeping the response headers.
+fn call(d: &Daemon, https: bool, method: &str, path: &str, body: Option<&str>, args: &[&str]) -> Reply {
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-D"]).arg(headers.path()).args(["-X", method]);
+    if https {
+        c.arg("--cacert").arg(d.dir.path().join("state/tls-cert.pem"));
+    } else {
+        c.arg("--unix-socket").arg(&d.socket);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    c.args(args);
+    c.arg(if https { format!("https://127.0.0.1:{}{path}", d.port) } else { format!("http://localhost{path}") });
+    let (status, body) = parse_curl(c.output().unwrap());
+    let retry_after = std::fs::read_to_string(headers.path())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().parse().unwrap()));
+    Reply { status, retry_after, body }
+}
+
+fn generate(d: &Daemon, name: &str) -> Reply {
+    call(d, false, "POST", "/keyport/v1/keys", Some(&json!({"name": name, "algorithm": "ec-p256"}).to_string()), &[])
+}
+
+fn health(d: &Daemon) -> Reply {
+    call(d, false, "GET", "/keyport/v1/health", None, &[])
+}
+
+/// The reason health gives for a component whose name starts with `prefix`, if degraded.
+fn problem(h: &Reply, prefix: &str) -> Option<String> {
+    h.body["problems"]
+        .as_array()?
+        .iter()
+        .find(|p| p["component"].as_str().is_some_and(|c| c.starts_with(prefix)))
+        .map(|p| p["reason"].as_str().unwrap_or_default().to_string())
+}
+
+/// Polls `f` every 100 ms until it returns Some, for at most `limit`; returns it and the time.
+fn within<T>(limit: Duration, what: &str, d: &Daemon, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn key_names(d: &Daemon) -> Vec<String> {
+    let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    assert_eq!(s, 200, "{v}");
+    let mut names: Vec<String> = v["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
+}
+
+/// The one token folder under `<dir>/softhsm/tokens`.
+fn token_folder(d: &Daemon) -> PathBuf {
+    let tokens = d.dir.path().join("softhsm/tokens");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&tokens).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(dirs.len(), 1, "one token folder in {}", tokens.display());
+    dirs.pop().unwrap()
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn token_folder_unreadable_for_10s_answers_503_and_recovers_within_15s() {
+    require("curl");
+    require("pkcs11-tool");
+    let mut d = Daemon::config("");
+    chown_r(d.dir.path(), NOBODY);
+    // The test process (root) reads the folder to compare; the daemon runs as nobody.
+    chmod(d.dir.path(), 0o755);
+    spawn_as(&mut d, NOBODY);
+    assert_eq!(generate(&d, "before-1").status, 201, "{}", d.log());
+    assert_eq!(generate(&d, "before-2").status, 201);
+    let h = health(&d);
+    assert_eq!((h.status, h.body["status"].as_str()), (200, Some("ok")), "{}", h.body);
+
+    let folder = token_folder(&d);
+    let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o7777;
+    chmod(&folder, 0o000);
+    let fault = Instant::now();
+
+    // Health notices within one probe round (5 s) and says why.
+    let (reason, detect) = within(Duration::from_secs(8), "health degraded for the token", &d, || {
+        let h = health(&d);
+        problem(&h, "token:soft").map(|r| (h.status, h.body["status"].clone(), r))
+    });
+    assert_eq!((reason.0, reason.1.as_str()), (503, Some("degraded")), "health answers 503 while degraded");
+    assert!(reason.2.contains("token 'soft'"), "the reason names the token: {}", reason.2);
+
+    // Callers get 503 with Retry-After in the native shape, never 422 token_refused.
+    let r = generate(&d, "during");
+    assert_eq!(r.status, 503, "generate during the fault: {}\n{}", r.body, d.log());
+    assert_eq!(r.body["error"]["code"], "token_unavailable", "{}", r.body);
+    assert!(r.retry_after.is_some_and(|s| s > 0), "Retry-After on a 503");
+    // Reads that need the token fail the same way; reads of the store still work.
+    assert_eq!(key_names(&d), vec!["before-1", "before-2"]);
+
+    // The fault lasts 10 s in all.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(fault.elapsed()));
+    chmod(&folder, mode);
+    let back = Instant::now();
+
+    // Without a restart: generate works again, and health is ok again.
+    let (_, recover) = within(Duration::from_secs(15), "generate works again after the fault", &d, || {
+        let r = generate(&d, "after");
+        assert!(r.status == 201 || r.status == 503, "only 503 while recovering: {} {}", r.status, r.body);
+        (r.status == 201).then_some(())
+    });
+    within(Duration::from_secs(15), "health ok again", &d, || (health(&d).status == 200).then_some(()));
+    let healthy = back.elapsed();
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon kept running");
+
+    // Nothing acknowledged is lost: the inventory and the token hold every 201.
+    assert_eq!(key_names(&d), vec!["after", "before-1", "before-2"]);
+    let objects = d.pkcs11_objects();
+    for name in ["before-1", "before-2", "after"] {
+        let n = object_blocks(&objects).iter().filter(|(_, label, _)| label == name).count();
+        assert_eq!(n, 2, "{name}: private and public key in the token\n{objects}");
+    }
+    assert!(object_blocks(&objects).iter().all(|(_, label, _)| label != "during"), "the refused request left nothing");
+    eprintln!(
+        "FIGURES token folder unreadable 10 s: health degraded after {:.1} s; once readable again, generate ok after {:.1} s, health ok after {:.1} s",
+        detect.as_secs_f64(),
+        recover.as_secs_f64(),
+        healthy.as_secs_f64()
+    );
+}
+
+/// A tmpfs mounted at `path`, unmounted (lazily, the daemon may still hold files) on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "mount tmpfs (the fault tests run as root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// Fills the file system to the last byte with `filler`.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        for _ in 0..64 {
+            if f.write_all(&[0u8; 512]).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+const TLSPC: &str = "tppl-api-key: tlspc-key";
+
+/// libsodium sealed box to `public_b64`, by PyNaCl (as the vendor's Python sample does).
+fn seal(public_b64: &str, data: &[u8]) -> String {
+    let script = "import sys,base64\nfrom nacl.public import PublicKey, SealedBox\nfrom nacl.encoding import Base64Encoder\n\
+                  pk = PublicKey(sys.argv[1].encode(), encoder=Base64Encoder)\n\
+                  sys.stdout.write(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())";
+    let mut c = Command::new("python3").args(["-c", script, public_b64]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(c.stdin.as_mut().unwrap(), data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyNaCl is required (scripts/deps installs it)");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One TLS Protect Cloud import item: an EC key with its certificate (CN `<name>.example.com`),
+/// password-encrypted, the password sealed to the DEK.
+fn import_item(d: &Daemon, dek_public: &str, name: &str) -> Value {
+    let dir = d.dir.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = format!("{name}.key");
+    openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &key]);
+    openssl(
+        &dir,
+        &["req", "-x509", "-new", "-key", &key, "-subj", &format!("/CN={name}.example.com"), "-days", "30", "-out", &format!("{name}.crt")],
+    );
+    openssl(&dir, &["pkcs8", "-topk8", "-in", &key, "-v2", "aes-256-cbc", "-passout", "pass:s3cret!", "-out", &format!("{name}.enc")]);
+    json!({
+        "certificate": std::fs::read_to_string(dir.join(format!("{name}.crt"))).unwrap(),
+        "passwordEncryptedPrivateKey": std::fs::read_to_string(dir.join(format!("{name}.enc"))).unwrap(),
+        "dekEncryptedPassword": seal(dek_public, b"s3cret!"),
+    })
+}
+
+#[test]
+fn store_disk_full_answers_503_and_a_stopped_job_finishes_within_30s_of_space() {
+    require("curl");
+    require("openssl");
+    require("python3");
+    let mut d = Daemon::config("");
+    // The store pauses between a creation's token write and its commit, so the disk can be
+    // filled exactly there (the moment issue 19 saw jobs stall and fail on their own intent).
+    d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "1500".into()));
+    let disk = Tmpfs::mount(&d.dir.path().join("state"), "16m");
+    d.spawn();
+    assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
+
+    let (s, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", TLSPC]);
+    assert_eq!(s, 200, "{v}");
+    let (edge_id, key_id) =
+        (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
+    let (_, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{key_id}"), None, &["-H", TLSPC]);
+    let dek_public = k["key"].as_str().unwrap().to_string();
+    let items = vec![import_item(&d, &dek_public, "job-a"), import_item(&d, &dek_public, "job-b")];
+    let body = json!({"edgeInstanceId": edge_id, "encryptionKeyId": key_id, "importInformation": items}).to_string();
+    let body_file = d.dir.path().join("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let submit =
+        || call(&d, true, "POST", "/outagedetection/v1/certificates/imports", Some(&format!("@{}", body_file.display())), &["-H", TLSPC]);
+    let r = submit();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let job = r.body["id"].as_str().unwrap().to_string();
+
+    // Wait for the first item to sit between its token write and its commit, then fill the disk.
+    within(Duration::from_secs(30), "the job's first item reaches the commit", &d, || {
+        d.log().contains("test hook: pausing before the store commit").then_some(())
+    });
+    let filler = disk.fill();
+    let fault = Instant::now();
+
+    // Health says the store is full, within one probe round.
+    let (reason, detect) = within(Duration::from_secs(8), "health degraded for the store", &d, || {
+        let h = health(&d);
+        problem(&h, "store").map(|r| (h.status, r))
+    });
+    assert_eq!(reason.0, 503);
+    assert!(reason.1.contains("full"), "the reason says the disk is full: {}", reason.1);
+
+    // Callers: 503 + Retry-After in the native shape and in TLS Protect Cloud's.
+    let r = generate(&d, "during");
+    assert_eq!(r.status, 503, "generate on a full disk: {}\n{}", r.body, d.log());
+    assert_eq!(r.body["error"]["code"], "store_unavailable", "{}", r.body);
+    assert!(r.retry_after.is_some_and(|s| s > 0), "Retry-After on a 503");
+    let r = submit();
+    assert_eq!(r.status, 503, "an import submitted on a full disk: {}", r.body);
+    assert!(r.body["errors"][0]["code"].is_i64() && r.body["errors"][0]["message"].is_string(), "vendor shape: {}", r.body);
+    assert!(r.retry_after.is_some());
+    // The job is not finished, and no item failed because of the fault.
+    let (s, v) = d.curl_https("GET", &format!("/outagedetection/v1/certificates/imports/{job}"), None, &["-H", TLSPC]);
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["status"], "COMPLETED", "{v}");
+
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(fault.elapsed()));
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+
+    // Without a new submission or a restart the job finishes, every item IMPORTED.
+    let (v, finished) = within(Duration::from_secs(30), "the job finishes by itself", &d, || {
+        let (_, v) = d.curl_https("GET", &format!("/outagedetection/v1/certificates/imports/{job}"), None, &["-H", TLSPC]);
+        (v["status"] == "COMPLETED" || v["status"] == "FAILED").then_some(v)
+    });
+    assert_eq!(v["status"], "COMPLETED", "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{v}");
+    for r in results {
+        assert_eq!(r["status"], "IMPORTED", "no item fails on its own leftover intent: {v}\n{}", d.log());
+    }
+    within(Duration::from_secs(10), "health ok again", &d, || (health(&d).status == 200).then_some(()));
+    let healthy = freed.elapsed();
+    assert_eq!(generate(&d, "after").status, 201, "{}", d.log());
+
+    // Nothing acknowledged is lost, nothing is doubled, no intent is left.
+    let names = key_names(&d);
+    assert_eq!(names.iter().filter(|n| n.starts_with("job-a")).count(), 1, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.starts_with("job-b")).count(), 1, "{names:?}");
+    assert!(
+        names.contains(&"before".to_string()) && names.contains(&"after".to_string()) && !names.contains(&"during".to_string()),
+        "{names:?}"
+    );
+    assert!(d.stop().success());
+    let db = rusqlite::Connection::open(d.dir.path().join("state/keyport.db")).unwrap();
+    let intents: i64 = db.query_row("SELECT COUNT(*) FROM intents", [], |r| r.get(0)).unwrap();
+    assert_eq!(intents, 0, "no intent left after the job finished");
+    eprintln!(
+        "FIGURES store disk full: health degraded after {:.1} s; once space came back, the job finished after {:.1} s, health ok after {:.1} s",
+        detect.as_secs_f64(),
+        finished.as_secs_f64(),
+        healthy.as_secs_f64()
+    );
+}

@@ -336,6 +336,16 @@ fn core_failure(e: CoreError) -> Value {
     }
 }
 
+/// An SSH call's answer: 200 as TPP answers even failures, but 503 (Retry-After) when
+/// [`core_failure`] marked it as the daemon's fault; the mark never reaches the client.
+fn ssh_response(mut v: Value) -> Response {
+    let unavailable = ["Response", "SshWebResponse"]
+        .iter()
+        .any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(UNAVAILABLE_MARK)).is_some());
+    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(v)).into_response()
+}
+
 fn algorithm_fields(rec: &KeyRecord) -> (&'static str, u32) {
     match rec.algorithm.as_str() {
         "rsa-2048" => ("RSA", 2048),
@@ -590,12 +600,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                 "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
                 _ => import_private(&app, &who, &body).await,
             };
-            let mut v = v;
-            let unavailable = ["Response", "SshWebResponse"]
-                .iter()
-                .any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(UNAVAILABLE_MARK)).is_some());
-            let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-            (status, Json(v)).into_response()
+            ssh_response(v)
         }
         _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())})))
             .into_response(),
@@ -613,5 +618,20 @@ mod tests {
         assert!(!scope_allows("ssh", "ssh", Some("discover")));
         assert!(!scope_allows("certificate:manage", "ssh", None));
         assert!(owns("/VedSdk/SSH/KeyDetails") && owns("/vedauth/authorize/oauth") && !owns("/keyport/v1/health"));
+    }
+
+    /// A token or store fault is 503 in TPP's SshWebResponse shape; a request error stays 200.
+    #[tokio::test]
+    async fn faults_are_503_in_the_ssh_web_response_shape() {
+        let down = CoreError::Token(crate::token::TokenError::unavailable("soft", "C_GetTokenInfo: CKR_GENERAL_ERROR"));
+        let r = super::super::error::retry_after(ssh_response(json!({"KeyMaterial": null, "Response": core_failure(down)}))).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(axum::http::header::RETRY_AFTER));
+        let v: Value = serde_json::from_slice(&axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap()).unwrap();
+        assert_eq!(v["Response"]["Success"], false);
+        assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("unavailable"), "{v}");
+        assert!(v["Response"].get(UNAVAILABLE_MARK).is_none(), "the mark is internal: {v}");
+        let r = ssh_response(json!({"KeyMaterial": null, "Response": core_failure(CoreError::NotFound("no".into()))}));
+        assert_eq!(r.status(), StatusCode::OK);
     }
 }

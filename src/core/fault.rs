@@ -49,7 +49,7 @@ mod tests {
     use super::*;
     use crate::token::Cure;
 
-    fn sqlite(code: rusqlite::ffi::c_int) -> CoreError {
+    fn sqlite(code: std::ffi::c_int) -> CoreError {
         CoreError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)))
     }
 

@@ -5,12 +5,12 @@
 //! clears it. A token probe goes through `Token::run`, so it also re-opens a token that was
 //! lost while no request used it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::App;
-use crate::token::{Token, TokenHealth};
+use crate::token::{objects, Token, TokenHealth};
 
 /// The probe's cadence.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -23,6 +23,52 @@ static WAKE: Notify = Notify::const_new();
 /// A request just failed with an infrastructure error: probe now rather than at the next tick.
 pub fn request_failed() {
     WAKE.notify_one();
+}
+
+/// Creations whose undo failed because the token or store was failing: (key id, token name,
+/// CKA_ID). Their intent reserves the key's name, so a caller retrying after the 503 would get
+/// a conflict; the probe undoes them once the token and the store work again.
+static PENDING_UNDO: Mutex<Vec<(String, String, [u8; 16])>> = Mutex::new(Vec::new());
+
+/// Records a creation to undo later (see [`PENDING_UNDO`]).
+pub fn undo_later(key_id: &str, token: &str, cka_id: [u8; 16]) {
+    let mut p = PENDING_UNDO.lock().expect("poisoned");
+    if !p.iter().any(|(k, _, _)| k == key_id) {
+        p.push((key_id.into(), token.into(), cka_id));
+    }
+    WAKE.notify_one();
+}
+
+/// Undoes the pending creations of token `t` (its probe just passed). An intent of an unfinished
+/// import job's item is left to the job runner, which undoes and retries it itself.
+async fn retry_undos(app: &App, t: &Arc<Token>) {
+    let mine: Vec<_> = PENDING_UNDO.lock().expect("poisoned").iter().filter(|(_, tok, _)| *tok == t.name).cloned().collect();
+    if mine.is_empty() {
+        return;
+    }
+    let job_items: std::collections::HashSet<String> = match app.store.unfinished_jobs(super::jobs::KIND_SEALED_IMPORT) {
+        Ok(jobs) => jobs.iter().flat_map(|(j, _)| (0..j.total).map(move |seq| hex::encode(super::jobs::item_cka_id(&j.id, seq)))).collect(),
+        Err(_) => return,
+    };
+    for (key_id, _, cka_id) in mine {
+        let done = if job_items.contains(&key_id) {
+            true
+        } else {
+            match t.run(move |c| objects::destroy(c, &cka_id)).await {
+                Ok(n) => match app.store.drop_intent(&key_id) {
+                    Ok(()) => {
+                        tracing::info!(key = %key_id, objects_removed = n, "undid a creation that failed during a fault");
+                        true
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            }
+        };
+        if done {
+            PENDING_UNDO.lock().expect("poisoned").retain(|(k, _, _)| *k != key_id);
+        }
+    }
 }
 
 /// The health registry's component of a token's probe.
@@ -63,7 +109,10 @@ pub async fn token(app: &App, t: &Arc<Token>) -> TokenHealth {
         }
     };
     match &h.error {
-        None if h.present && h.logged_in => app.health.clear(&component),
+        None if h.present && h.logged_in => {
+            app.health.clear(&component);
+            retry_undos(app, t).await;
+        }
         None => app.health.set(&component, format!("token '{}' is present but not logged in; it is re-opened on the next use", t.name)),
         Some(e) => app.health.set(&component, format!("{e}; keyport re-opens it by itself once it reads again")),
     }

@@ -273,7 +273,10 @@ impl Token {
                     }
                 }
                 return Err(match e {
-                    TokenError::Config { message, .. } => TokenError::unavailable(&self.name, message),
+                    TokenError::Config { message, .. } => TokenError::unavailable(
+                        &self.name,
+                        format!("lost, and not found again yet (its storage may be unreadable): {message}"),
+                    ),
                     other => other,
                 });
             }

@@ -385,7 +385,6 @@ impl Token {
             Err(TokenError::Transient { cure, detail, .. }) => Some((*cure, detail.clone())),
             _ => None,
         };
-        drop(ctx);
         drop(call);
         match cure {
             Some((cure, detail)) => {

@@ -375,3 +375,41 @@ fn store_disk_full_answers_503_and_a_stopped_job_finishes_within_30s_of_space() 
         healthy.as_secs_f64()
     );
 }
+
+#[test]
+fn store_locked_by_another_writer_answers_503_and_recovers_within_10s() {
+    require("curl");
+    require("python3");
+    let d = Daemon::start("");
+    assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
+    // Another process takes the store's write lock for 12 s (what a backup tool or a stuck
+    // sqlite3 shell does); keyport's writes wait their 5 s busy timeout, then SQLITE_BUSY.
+    let db = d.dir.path().join("state/keyport.db");
+    let script = "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(12)\nc.execute('ROLLBACK')";
+    let mut holder = Command::new("python3").args(["-c", script]).arg(&db).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let fault = Instant::now();
+
+    let (reason, _) = within(Duration::from_secs(8), "health degraded for the store", &d, || problem(&health(&d), "store"));
+    let detect = fault.elapsed();
+    assert!(reason.contains("store"), "{reason}");
+    let r = generate(&d, "during");
+    assert_eq!(r.status, 503, "generate while the store is locked: {}\n{}", r.body, d.log());
+    assert_eq!(r.body["error"]["code"], "store_unavailable", "{}", r.body);
+    assert!(r.retry_after.is_some_and(|s| s > 0), "Retry-After on a 503");
+
+    assert!(holder.wait().unwrap().success());
+    let freed = Instant::now();
+    let (_, recover) = within(Duration::from_secs(10), "generate works again", &d, || (generate(&d, "after").status == 201).then_some(()));
+    within(Duration::from_secs(10), "health ok again", &d, || (health(&d).status == 200).then_some(()));
+    let healthy = freed.elapsed();
+    assert_eq!(key_names(&d), vec!["after", "before"], "nothing acknowledged lost, the refused request left no row");
+    eprintln!(
+        "FIGURES store locked 12 s by another writer: health degraded after {:.1} s; once released, generate ok after {:.1} s, health ok after {:.1} s",
+        detect.as_secs_f64(),
+        recover.as_secs_f64(),
+        healthy.as_secs_f64()
+    );
+}

@@ -68,6 +68,10 @@ impl StoreError {
 
 /// Below this much free space a key's commit may not fit: the store counts as full.
 const MIN_FREE_BYTES: u64 = 1 << 20;
+/// How long a write waits for another writer's lock before SQLITE_BUSY.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The probe waits far less: it holds the store's mutex, and a locked store is what it reports.
+const PROBE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The edge instance's data-encryption key: public half in the clear, private half sealed.
 #[derive(Debug, Clone)]
@@ -97,7 +101,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrations::migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default() })
     }
@@ -116,18 +120,23 @@ impl Store {
     /// writable and with [`MIN_FREE_BYTES`] free.
     pub fn probe(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let probe = AuditEntry {
-            at: records::now(),
-            principal: "keyport".into(),
-            action: "health.probe".into(),
-            namespace: None,
-            key_id: None,
-            outcome: "ok".into(),
-            detail: None,
-        };
-        records::insert_audit(&tx, &probe)?;
-        tx.rollback()?;
+        conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
+        let written = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let probe = AuditEntry {
+                at: records::now(),
+                principal: "keyport".into(),
+                action: "health.probe".into(),
+                namespace: None,
+                key_id: None,
+                outcome: "ok".into(),
+                detail: None,
+            };
+            records::insert_audit(&tx, &probe)?;
+            tx.rollback()
+        })();
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        written?;
         let Some(path) = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from) else { return Ok(()) };
         drop(conn);
         let dir = path.parent().unwrap_or(Path::new("/"));

@@ -167,8 +167,11 @@ fn token_folder_unreadable_for_10s_answers_503_and_recovers_within_15s() {
     assert_eq!(r.status, 503, "generate during the fault: {}\n{}", r.body, d.log());
     assert_eq!(r.body["error"]["code"], "token_unavailable", "{}", r.body);
     assert!(r.retry_after.is_some_and(|s| s > 0), "Retry-After on a 503");
-    // Reads that need the token fail the same way; reads of the store still work.
+    // Reads of the store still work; metrics show the degraded component.
     assert_eq!(key_names(&d), vec!["before-1", "before-2"]);
+    let (s, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    assert_eq!(s, 200);
+    assert!(m.as_str().unwrap_or_default().contains("keyport_degraded{component=\"token:soft:io\"} 1"), "{m}");
 
     // The fault lasts 10 s in all.
     std::thread::sleep(Duration::from_secs(10).saturating_sub(fault.elapsed()));
@@ -412,4 +415,62 @@ fn store_locked_by_another_writer_answers_503_and_recovers_within_10s() {
         recover.as_secs_f64(),
         healthy.as_secs_f64()
     );
+}
+
+/// A token opened in this process (as `tests/token_recovery.rs` does).
+fn open_token(dir: &Path) -> std::sync::Arc<keyport::token::Token> {
+    let text = format!(
+        "state_dir = \"{d}/state\"\n[[tokens]]\nname = \"soft\"\nmodule = \"{m}\"\nlabel = \"verify\"\npin = {{ file = \"{d}/pin\" }}\nsofthsm = {{ dir = \"{d}/softhsm\" }}\nsessions = 2\n",
+        d = dir.display(),
+        m = softhsm_module().display()
+    );
+    let cfg: keyport::config::Config = toml::from_str(&text).unwrap();
+    keyport::token::softhsm::prepare_env(&cfg).unwrap();
+    keyport::token::Token::open(cfg.tokens[0].clone()).unwrap()
+}
+
+/// Item 8's other half: the values that can mean "storage failed" are checked with a known
+/// object first, so a request's own error is answered at once as the request's (never retried,
+/// the module never re-initialized), and plain refusals are not retried either.
+#[test]
+fn request_errors_are_not_retried_or_mistaken_for_a_lost_token() {
+    use keyport::material::algorithm::Algorithm;
+    use keyport::token::{at_rest, objects, TokenError};
+    let dir = tempfile::tempdir().unwrap();
+    let token = open_token(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        // The known object the check reads, as in a daemon's first token.
+        token.run(|c| at_rest::seal(c, b"keyport-at-rest", "keyport-at-rest", b"x", b"aad")).await.unwrap();
+        let id = b"verify-key".to_vec();
+        let i = id.clone();
+        token.run(move |c| objects::generate_key_pair(c, Algorithm::EcP256, &i, "v", false)).await.unwrap();
+        let epoch = token.run(|c| Ok(c.live.session_epoch())).await.unwrap();
+
+        // Someone else removes the public key object behind keyport's index: reading it is
+        // CKR_OBJECT_HANDLE_INVALID, the token itself is fine.
+        let i = id.clone();
+        token
+            .run(move |c| {
+                let h = c.live.index.read().unwrap().get(&i).and_then(|s| s.public).unwrap();
+                c.ck("C_DestroyObject", c.session.destroy_object(h))
+            })
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let i = id.clone();
+        let e = token.run(move |c| objects::public_key(c, &i)).await.unwrap_err();
+        assert!(matches!(&e, TokenError::Refused { detail, .. } if detail.contains("CKR_OBJECT_HANDLE_INVALID")), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(45), "answered at once, not after a retry backoff: {:?}", started.elapsed());
+        let now = token.run(|c| Ok(c.live.session_epoch())).await.unwrap();
+        assert_eq!(now, epoch, "the connection was kept: no reopen, no C_Finalize");
+
+        // A refusal of the request itself (an EC key asked for an RSA signature) is not retried.
+        let started = Instant::now();
+        let i = id.clone();
+        let e = token.run(move |c| objects::sign(c, &i, Algorithm::Rsa2048, &[1u8; 32])).await.unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(45), "{:?}", started.elapsed());
+        assert_eq!(token.run(|c| Ok(c.live.session_epoch())).await.unwrap(), epoch);
+    });
 }

@@ -1,6 +1,6 @@
 //! Health probes: every [`EVERY`] (and at once when a request fails with an infrastructure
 //! error, [`request_failed`]) each token reads a known object and the store runs a rolled-back
-//! write and checks its file system (`Token::probe`, `Store::probe`). A failure is recorded in
+//! write and checks its file system (`Token::health`, `Store::probe`). A failure is recorded in
 //! the health registry with its reason (`GET health` says degraded, 503); the next success
 //! clears it. A token probe goes through `Token::run`, so it also re-opens a token that was
 //! lost while no request used it.

@@ -132,8 +132,6 @@ pub struct TokenHealth {
     pub error: Option<String>,
 }
 
-/// Attempts per operation: a transient failure is retried after 50, 100, 200 ms, then the
-/// caller gets it (503 with Retry-After); the probe keeps recovering in the background.
 impl TokenHealth {
     /// A token that did not answer.
     pub fn absent(name: &str) -> TokenHealth {
@@ -150,6 +148,8 @@ impl TokenHealth {
     }
 }
 
+/// Attempts per operation: a transient failure is retried after 50, 100, 200 ms, then the
+/// caller gets it (503 with Retry-After); the probe keeps recovering in the background.
 const RETRIES: u32 = 4;
 /// How often a reopen that does not find the token re-initializes the module.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
@@ -400,10 +400,6 @@ impl Token {
     /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a
     /// token whose storage cannot be read is found even when no request touches it. Goes
     /// through [`Token::run`], so a failed probe also starts recovery.
-    pub async fn probe(self: &Arc<Self>) -> Result<(), TokenError> {
-        self.run(probe::check).await
-    }
-
     pub async fn health(self: &Arc<Self>) -> TokenHealth {
         let name = self.name.clone();
         let r = self

@@ -503,3 +503,29 @@ fn request_errors_are_not_retried_or_mistaken_for_a_lost_token() {
         assert_eq!(token.run(|c| Ok(c.live.session_epoch())).await.unwrap(), epoch);
     });
 }
+
+/// The token folder's contents deleted under a running daemon (issue 19 saw generate 201 and
+/// health ok afterwards): health reports it, generate answers 503, and no new token is made.
+#[test]
+fn a_token_wiped_under_the_daemon_is_reported_and_never_recreated() {
+    require("curl");
+    let d = Daemon::start("");
+    assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
+    let folder = token_folder(&d);
+    for e in std::fs::read_dir(&folder).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (reason, _) = within(Duration::from_secs(8), "health degraded for the wiped token", &d, || problem(&health(&d), "token:soft"));
+    assert!(reason.contains("token 'soft'"), "{reason}");
+    let r = generate(&d, "during");
+    assert_eq!(r.status, 503, "generate on a wiped token: {}\n{}", r.body, d.log());
+    assert!(r.retry_after.is_some());
+    // A few probe rounds later: still degraded, and no token was created in its place.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(health(&d).status, 503);
+    let folders = std::fs::read_dir(d.dir.path().join("softhsm/tokens")).unwrap().count();
+    assert_eq!(folders, 1, "no new token folder");
+    // (SoftHSM itself may leave a lock or generation file there; a token would be token.object.)
+    assert!(!folder.join("token.object").exists(), "no token re-created in the wiped folder");
+    assert_eq!(key_names(&d), vec!["before"], "the inventory keeps its rows (the key is missing, not forgotten)");
+}

@@ -8,7 +8,8 @@
 //! `keyport_sync_keys{status}` counts only their keys. The global gauges (`keyport_token_up`,
 //! `keyport_sync_enabled`, `keyport_sync_backlog_rows`, `keyport_sync_oldest_pending_age_seconds`,
 //! `keyport_sync_last_pass_timestamp_seconds`) stay whole for every caller: they carry no
-//! namespace or key names, only token names and daemon-wide numbers, as health does.
+//! namespace or key names, only token names and daemon-wide numbers, as health does; so do
+//! `keyport_degraded{component}` and `keyport_degraded_components` (the health registry).
 //!
 //! A scrape is cheap: keys and the backlog come from aggregate queries, and each token's health
 //! check is bounded ([`TOKEN_HEALTH_TIMEOUT`]; a token that does not answer in time is down).

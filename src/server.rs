@@ -88,6 +88,8 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         tokio::spawn(crate::core::dek::retry(app.clone()));
     }
     tokio::spawn(crate::core::keys::finish_deletes(app.clone()));
+    // Health probes: token and store, every 5 s and when a request meets a fault.
+    tokio::spawn(crate::core::probe::run(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
     crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;

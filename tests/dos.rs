@@ -113,10 +113,10 @@ permissions = {{ default = ["import", "read"] }}
 
 [[tpp.users]]
 username = "importer"
-password_sha256 = "{pw}"
+password_hash = "{pw}"
 principal = "importer"
 "#,
-        pw = sha256_hex("importer-secret"),
+        pw = common::phc("importer-secret"),
     ));
     let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", &format!("max_body_bytes = 1048576\n{limits}"));
     std::fs::write(&d.config, t).unwrap();

@@ -49,22 +49,8 @@ principal = "bob"
     )
 }
 
-/// A PHC string for `password`, made by `keyport hash-password` reading it from stdin.
 fn phc(password: &str) -> String {
-    use std::io::Write;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(line.starts_with("$argon2id$"), "{line}");
-    line
+    common::phc(password)
 }
 
 /// `text` with the `password_hash` of TPP user `user` set to a hash of `password`.

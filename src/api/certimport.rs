@@ -66,6 +66,7 @@ impl IntoResponse for IotError {
 impl From<CoreError> for IotError {
     fn from(e: CoreError) -> IotError {
         let (status, code) = match &e {
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             CoreError::Invalid { .. } | CoreError::Conflict(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "resource_not_found"),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "invalid_api_key"),

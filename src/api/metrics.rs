@@ -8,7 +8,8 @@
 //! `keyport_sync_keys{status}` counts only their keys. The global gauges (`keyport_token_up`,
 //! `keyport_sync_enabled`, `keyport_sync_backlog_rows`, `keyport_sync_oldest_pending_age_seconds`,
 //! `keyport_sync_last_pass_timestamp_seconds`) stay whole for every caller: they carry no
-//! namespace or key names, only token names and daemon-wide numbers, as health does.
+//! namespace or key names, only token names and daemon-wide numbers, as health does; so do
+//! `keyport_degraded{component}` and `keyport_degraded_components` (the health registry).
 //!
 //! A scrape is cheap: keys and the backlog come from aggregate queries, and each token's health
 //! check is bounded ([`TOKEN_HEALTH_TIMEOUT`]; a token that does not answer in time is down).
@@ -61,6 +62,13 @@ async fn metrics(State(app): State<SharedApp>, Caller(who): Caller) -> Result<im
         };
         let _ = writeln!(out, "keyport_token_up{{token=\"{}\"}} {}", label(&t.name), u8::from(up));
     }
+    let problems = app.health.problems();
+    family(&mut out, "keyport_degraded", "gauge", "1 per component with a current problem (GET health says why); absent when fine.");
+    for p in &problems {
+        let _ = writeln!(out, "keyport_degraded{{component=\"{}\"}} 1", label(&p.component));
+    }
+    family(&mut out, "keyport_degraded_components", "gauge", "Components with a current problem; 0 when health is ok.");
+    let _ = writeln!(out, "keyport_degraded_components {}", problems.len());
     family(&mut out, "keyport_keys", "gauge", "Keys in the inventory, per namespace the caller may read.");
     for (ns, n) in app.store.keys_per_namespace().map_err(CoreError::from)? {
         if who.allows(&ns, Permission::Read) {

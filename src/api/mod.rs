@@ -16,8 +16,8 @@ pub mod kps;
 pub mod listen;
 pub mod metrics;
 pub mod native;
-pub mod slots;
 pub mod sign;
+pub mod slots;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;
@@ -41,4 +41,5 @@ pub fn router(app: SharedApp) -> Router {
         .merge(tpp::routes())
         .fallback(tpp::fallback)
         .with_state(app)
+        .layer(axum::middleware::map_response(error::retry_after))
 }

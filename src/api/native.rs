@@ -12,6 +12,7 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use crate::core::formats::{self, ExportFormat};
 use crate::core::keys::{self, GenerateRequest};
+use crate::core::probe;
 use crate::core::SharedApp;
 use crate::store::KeyRecord;
 
@@ -23,13 +24,15 @@ pub fn routes() -> Router<SharedApp> {
         .route("/keys/{id}/export", axum::routing::post(export_key))
 }
 
-/// Health answers any authenticated caller: each token's state and the store's.
+/// Health answers any authenticated caller. It probes now (`core::probe`: each token reads a
+/// known object, the store runs a rolled-back write and checks its disk) rather than trusting
+/// the last round, and is degraded (503) while any component has a problem.
 async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode, Json<Value>) {
     let mut tokens = Vec::new();
     for t in app.tokens.all() {
-        tokens.push(t.health().await);
+        tokens.push(probe::token(&app, t).await);
     }
-    let store_ok = app.store.healthy();
+    let store_ok = probe::store(&app).await;
     let problems = app.health.problems();
     let ok = store_ok && problems.is_empty() && tokens.iter().all(|t| t.present && t.logged_in);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -81,6 +81,7 @@ impl IntoResponse for VendorError {
 impl From<CoreError> for VendorError {
     fn from(e: CoreError) -> VendorError {
         let (status, code) = match &e {
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             CoreError::Invalid { .. } => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             CoreError::Conflict(_) => (StatusCode::CONFLICT, codes::INVALID_REQUEST),

@@ -409,8 +409,18 @@ fn failure(code: i64, message: impl Into<String>) -> Value {
     json!({"Success": false, "ErrorCode": code, "ErrorMessage": message.into()})
 }
 
+/// Marks an SSH answer that failed on the daemon's side (token or store unavailable):
+/// [`dispatch`] answers it 503 (Retry-After) instead of TPP's 200, and removes the mark.
+const UNAVAILABLE_MARK: &str = "keyportUnavailable";
+
 fn core_failure(e: CoreError) -> Value {
     let msg = e.to_string();
+    if e.is_unavailable() {
+        tracing::error!(error = %e, "tpp request failed: token or store unavailable");
+        let mut v = failure(0, format!("{msg} (retry later)"));
+        v[UNAVAILABLE_MARK] = json!(true);
+        return v;
+    }
     match e {
         CoreError::NotFound(_) => failure(codes::KEY_NOT_FOUND, msg),
         CoreError::NotExportable(_) => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
@@ -421,6 +431,16 @@ fn core_failure(e: CoreError) -> Value {
             failure(0, other.to_string())
         }
     }
+}
+
+/// An SSH call's answer: 200 as TPP answers even failures, but 503 (Retry-After) when
+/// [`core_failure`] marked it as the daemon's fault; the mark never reaches the client.
+fn ssh_response(mut v: Value) -> Response {
+    let unavailable = ["Response", "SshWebResponse"]
+        .iter()
+        .any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(UNAVAILABLE_MARK)).is_some());
+    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(v)).into_response()
 }
 
 /// TPP's `Algorithm` and `Length` of a key pair SSH can use, from the typed algorithm; `None`
@@ -671,7 +691,10 @@ async fn import_private(app: &SharedApp, who: &Principal, body: &[u8], cancel: &
         Ok(ImportOutcome::AlreadyPresent(_)) => {
             json!({"KeyId": null, "SshWebResponse": failure(codes::KEY_ALREADY_EXISTS, "the key is already kept in this namespace")})
         }
-        Err(e) => fail(core_failure(e)["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
+        Err(e) => match core_failure(e) {
+            f if f.get(UNAVAILABLE_MARK).is_some() => json!({"KeyId": null, "SshWebResponse": f}),
+            f => fail(f["ErrorCode"].as_i64().unwrap_or(0), "import refused".to_string()),
+        },
     })
 }
 
@@ -737,7 +760,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                     }
                 }
             };
-            Json(v).into_response()
+            ssh_response(v)
         }
         _ => (StatusCode::NOT_FOUND, Json(json!({"Error": format!("{} {} is not a WebSDK method keyport serves", m, parts.uri.path())})))
             .into_response(),
@@ -755,5 +778,20 @@ mod tests {
         assert!(!scope_allows("ssh", "ssh", Some("discover")));
         assert!(!scope_allows("certificate:manage", "ssh", None));
         assert!(owns("/VedSdk/SSH/KeyDetails") && owns("/vedauth/authorize/oauth") && !owns("/keyport/v1/health"));
+    }
+
+    /// A token or store fault is 503 in TPP's SshWebResponse shape; a request error stays 200.
+    #[tokio::test]
+    async fn faults_are_503_in_the_ssh_web_response_shape() {
+        let down = CoreError::Token(crate::token::TokenError::unavailable("soft", "C_GetTokenInfo: CKR_GENERAL_ERROR"));
+        let r = super::super::error::retry_after(ssh_response(json!({"KeyMaterial": null, "Response": core_failure(down)}))).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(axum::http::header::RETRY_AFTER));
+        let v: Value = serde_json::from_slice(&axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap()).unwrap();
+        assert_eq!(v["Response"]["Success"], false);
+        assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("unavailable"), "{v}");
+        assert!(v["Response"].get(UNAVAILABLE_MARK).is_none(), "the mark is internal: {v}");
+        let r = ssh_response(json!({"KeyMaterial": null, "Response": core_failure(CoreError::NotFound("no".into()))}));
+        assert_eq!(r.status(), StatusCode::OK);
     }
 }

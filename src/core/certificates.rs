@@ -71,18 +71,33 @@ pub fn submit(app: &Arc<App>, who: &Principal, input: &CertImportInput, detail: 
     let bytes = serde_json::to_vec(input).map_err(|e| CoreError::invalid("internal", e.to_string()))?;
     app.store.create_detailed_job(&job, detail, &bytes)?;
     let (app, id) = (app.clone(), job.id.clone());
-    tokio::spawn(async move {
-        if let Err(e) = run_pending(&app, Some(&id)).await {
-            tracing::error!(job = %id, error = %e, "certificate import job stopped; it resumes at the next start");
-        }
-    });
+    tokio::spawn(async move { run_until_done(&app, Some(&id)).await });
     Ok(job)
 }
 
 /// At start: finishes every certificate import job a stop or crash interrupted.
 pub async fn resume(app: Arc<App>) {
-    if let Err(e) = run_pending(&app, None).await {
-        tracing::error!(error = %e, "certificate import jobs could not resume; they resume at the next start");
+    run_until_done(&app, None).await
+}
+
+/// Runs the pending jobs; a token or store fault is retried with the job runner's backoff
+/// (no new submission or restart needed). Other errors end the attempt, logged.
+async fn run_until_done(app: &App, only: Option<&str>) {
+    let mut backoff = None;
+    loop {
+        match run_pending(app, only).await {
+            Ok(()) => return,
+            Err(e) if e.is_unavailable() => {
+                let wait = super::jobs::next_backoff(backoff);
+                backoff = Some(wait);
+                tracing::warn!(job = ?only, error = %e, retry_in_ms = wait.as_millis() as u64, "certificate import job stopped by a fault; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                tracing::error!(job = ?only, error = %e, "certificate import job stopped; it resumes at the next start");
+                return;
+            }
+        }
     }
 }
 
@@ -119,8 +134,8 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         };
         match outcome {
             Ok(()) => {}
-            // The token is away: stop here; the job resumes at the next start.
-            Err(CoreError::Token(e)) if e.is_transient() => return Err(CoreError::Token(e)),
+            // The token or store failed, not the item: stop here; `run_until_done` retries.
+            Err(e) if e.is_unavailable() => return Err(e),
             Err(e) => app.store.record_job_item(&JobItem {
                 job_id: job.id.clone(),
                 seq,

@@ -158,8 +158,15 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         return Err(CoreError::invalid("unsupported", format!("token '{}' cannot hold Ed25519 keys", token.name)));
     }
 
-    let mut cka_id = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut cka_id);
+    // A job item's id is derived from the item, so a retry recognises its own leftover intent.
+    let cka_id = match &slot {
+        Some(s) => super::jobs::item_cka_id(&s.job_id, s.seq),
+        None => {
+            let mut id = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut id);
+            id
+        }
+    };
     let id = hex::encode(cka_id);
     let certificates: Vec<CertificateRecord> =
         req.certificates.iter().enumerate().map(|(i, c)| cert_record(c, (i == 0).then_some(id.as_str()), &req.namespace)).collect();

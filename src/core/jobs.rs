@@ -5,10 +5,18 @@
 //! keys), so a job accepted before a crash finishes after it: at start the runner resumes every
 //! unfinished job and skips items whose result is already recorded. An item's result commits in
 //! the same transaction as its key, so an item is never imported twice.
+//!
+//! A job stopped by a fault of the token or the store (never a per-item failure) is retried by
+//! the runner itself with backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]), without a new
+//! submission or a restart. Each item's key id is derived from (job, item) ([`item_cka_id`]), so
+//! the intent an interrupted attempt left behind is recognised as the item's own and undone
+//! before the retry, instead of reserving the item's name against itself.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::import::{import_key, ImportOutcome, ImportRequest, JobSlot};
@@ -17,6 +25,26 @@ use crate::material::key::MaterialError;
 use crate::material::{pkcs, x509};
 use crate::store::records::now;
 use crate::store::{JobItem, JobRecord};
+use crate::token::objects;
+
+/// First wait before a job stopped by a fault is tried again; doubles per failed attempt.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The next wait after `last` (none yet: [`RETRY_FIRST`]).
+pub fn next_backoff(last: Option<Duration>) -> Duration {
+    last.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX))
+}
+
+/// The CKA_ID (and key id) of a job item's key: the same on every attempt, so an attempt's
+/// leftover intent is known as the item's own.
+pub(crate) fn item_cka_id(job_id: &str, seq: i64) -> [u8; 16] {
+    let h = Sha256::new().chain_update(b"keyport job item\0").chain_update(job_id.as_bytes()).chain_update(seq.to_be_bytes()).finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[..16]);
+    id
+}
 
 pub const KIND_SEALED_IMPORT: &str = "sealed-import";
 
@@ -68,22 +96,66 @@ pub fn submit(app: &App, principal: &str, input: &SealedImportInput) -> Result<J
     Ok(job)
 }
 
-/// The background loop: works through unfinished jobs, then sleeps until woken.
+/// The background loop: works through unfinished jobs (oldest first), then sleeps until woken.
+/// A job stopped by a token or store fault stops the round (later jobs would meet the same
+/// fault) and the round is tried again after a backoff, or sooner when a job is submitted.
 pub async fn run(app: Arc<App>) {
+    let mut backoff = None;
     loop {
-        match app.store.unfinished_jobs(KIND_SEALED_IMPORT) {
+        let stopped = match app.store.unfinished_jobs(KIND_SEALED_IMPORT) {
             Ok(jobs) => {
+                let mut stopped = None;
                 for (job, input) in jobs {
-                    if let Err(e) = run_job(&app, &job, &input).await {
-                        tracing::error!(job = %job.id, error = %e, "job stopped; it resumes at the next start or wake-up");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    match run_job(&app, &job, &input).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_unavailable() => {
+                            stopped = Some((job.id, e));
+                            break;
+                        }
+                        // Not a fault that passes (its input cannot be read): end it, say why.
+                        Err(e) => {
+                            tracing::error!(job = %job.id, error = %e, "import job cannot run; it ends FAILED");
+                            if let Err(e) = app.store.finish_job(&job.id, "FAILED") {
+                                stopped = Some((job.id, e.into()));
+                                break;
+                            }
+                        }
                     }
                 }
+                stopped
             }
-            Err(e) => tracing::error!(error = %e, "cannot read jobs"),
+            Err(e) => Some((String::new(), e.into())),
+        };
+        match stopped {
+            Some((job, e)) => {
+                let wait = next_backoff(backoff);
+                backoff = Some(wait);
+                tracing::warn!(job = %job, error = %e, retry_in_ms = wait.as_millis() as u64, "import job stopped by a fault; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = app.jobs.wake.notified() => {}
+                }
+            }
+            None => {
+                backoff = None;
+                app.jobs.wake.notified().await;
+            }
         }
-        app.jobs.wake.notified().await;
     }
+}
+
+/// Undoes what an interrupted attempt of this item left: its intent and any objects under its
+/// key id. A fault here stops the job (retried later) rather than failing the item.
+async fn clear_leftover(app: &App, job_id: &str, seq: i64) -> Result<(), CoreError> {
+    let cka_id = item_cka_id(job_id, seq);
+    let key_id = hex::encode(cka_id);
+    let Some(intent) = app.store.intents()?.into_iter().find(|i| i.key_id == key_id) else { return Ok(()) };
+    if let Some(token) = app.tokens.get(Some(&intent.token)) {
+        let n = token.run(move |c| objects::destroy(c, &cka_id)).await?;
+        tracing::info!(job = %job_id, item = seq, key = %key_id, objects_removed = n, "undid an interrupted attempt of this job item");
+    }
+    app.store.drop_intent(&key_id)?;
+    Ok(())
 }
 
 async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
@@ -106,6 +178,7 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         if done.contains(&seq) {
             continue;
         }
+        clear_leftover(app, &job.id, seq).await?;
         let outcome = async {
             let (key, certificates) = decode(app, item).await?;
             let req = ImportRequest {
@@ -121,7 +194,8 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         .await;
         match outcome {
             Ok(ImportOutcome::Imported(_)) | Ok(ImportOutcome::AlreadyPresent(_)) => {}
-            Err(CoreError::Token(e)) if e.is_transient() => return Err(CoreError::Token(e)),
+            // The token or store failed, not the item: stop; the runner retries the job.
+            Err(e) if e.is_unavailable() => return Err(e),
             Err(e) => fail(app, &job.id, seq, e.to_string())?,
         }
     }

@@ -200,11 +200,14 @@ where
 /// Best effort: remove the objects and the intent of a creation that did not commit. If this
 /// fails too, the intent stays and start-up reconciliation finishes the job.
 pub(crate) async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>, id: &str, cka_id: [u8; 16]) {
-    match token.run(move |c| objects::destroy(c, &cka_id)).await {
-        Ok(_) => {
-            let _ = app.store.drop_intent(id);
-        }
-        Err(e) => tracing::error!(key = %id, error = %e, "could not undo a failed creation; it will be reconciled at next start"),
+    let r = match token.run(move |c| objects::destroy(c, &cka_id)).await {
+        Ok(_) => app.store.drop_intent(id).map_err(CoreError::from),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = r {
+        // The token or store is failing: the probe retries once it works again (no restart).
+        tracing::error!(key = %id, error = %e, "could not undo a failed creation; retried when the token and store work again");
+        super::probe::undo_later(id, &token.name, cka_id);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod authz;
 pub mod certificates;
 pub mod dek;
 pub mod export;
+pub mod fault;
 pub mod formats;
 pub mod health;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod kdf;
 pub mod keys;
 pub mod names;
+pub mod probe;
 pub mod reconcile;
 pub mod sign;
 

@@ -41,7 +41,41 @@ pub enum StoreError {
     NameTaken { namespace: String, name: String },
     #[error("store schema version {found} is newer than this keyport ({supported}); upgrade keyport")]
     TooNew { found: i64, supported: i64 },
+    /// The store's file system cannot take writes (full, read-only); found by [`Store::probe`].
+    #[error("store: {0}")]
+    Unavailable(String),
 }
+
+impl StoreError {
+    /// A fault of the disk or the database file that may pass (full, read-only, locked, I/O
+    /// error), as opposed to a bug or a constraint: callers answer 503 with Retry-After.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::OutOfMemory
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::DiskFull
+                    | C::CannotOpen
+                    | C::FileLockingProtocolFailed
+                    | C::PermissionDenied
+            ),
+            StoreError::Open { .. } | StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Below this much free space a key's commit may not fit: the store counts as full.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+/// How long a write waits for another writer's lock before SQLITE_BUSY.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The probe waits far less: it holds the store's mutex, and a locked store is what it reports.
+const PROBE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The edge instance's data-encryption key: public half in the clear, private half sealed.
 #[derive(Debug, Clone)]
@@ -101,7 +135,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrations::migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default(), open_problem: None })
     }
@@ -119,8 +153,48 @@ impl Store {
         Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
-    pub fn healthy(&self) -> bool {
-        self.conn().query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok()
+    /// Health's store probe: what a request's commit needs. A write transaction (the write
+    /// lock, the schema, the pages it reads) that is rolled back, so it changes nothing; and, as
+    /// a rolled-back transaction never reaches the disk in WAL mode, the file system itself:
+    /// writable and with [`MIN_FREE_BYTES`] free.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
+        let written = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let probe = AuditEntry {
+                at: records::now(),
+                principal: "keyport".into(),
+                action: "health.probe".into(),
+                namespace: None,
+                key_id: None,
+                outcome: "ok".into(),
+                detail: None,
+            };
+            records::insert_audit(&tx, &probe)?;
+            tx.rollback()
+        })();
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        written?;
+        let Some(path) = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from) else { return Ok(()) };
+        drop(conn);
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let fs = nix::sys::statvfs::statvfs(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot check the file system of {}: {e}", dir.display())))?;
+        if fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return Err(StoreError::Unavailable(format!(
+                "the file system of {} is read-only; writes fail until it is remounted read-write",
+                dir.display()
+            )));
+        }
+        let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+        if free < MIN_FREE_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "the file system of {} is full ({free} bytes free); free space there — writes fail until then",
+                dir.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Records the intent to create objects under `intent.cka_id`, reserving the name.

@@ -16,6 +16,7 @@ pub mod index;
 mod module;
 pub mod objects;
 pub mod pin;
+pub mod probe;
 mod raw;
 pub mod secret;
 pub mod sign;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::TokenConfig;
-pub use error::TokenError;
+pub use error::{Cure, TokenError};
 use index::Index;
 use module::Module;
 
@@ -158,6 +159,24 @@ pub struct TokenHealth {
     pub error: Option<String>,
 }
 
+impl TokenHealth {
+    /// A token that did not answer.
+    pub fn absent(name: &str) -> TokenHealth {
+        TokenHealth {
+            name: name.into(),
+            present: false,
+            logged_in: false,
+            objects: 0,
+            label: String::new(),
+            serial: String::new(),
+            mechanisms: None,
+            error: None,
+        }
+    }
+}
+
+/// Attempts per operation: a transient failure is retried after 50, 100, 200 ms, then the
+/// caller gets it (503 with Retry-After); the probe keeps recovering in the background.
 const RETRIES: u32 = 4;
 
 impl Token {
@@ -236,6 +255,8 @@ impl Token {
     }
 
     /// Loads the module, finds the token, logs in, probes mechanisms and builds the index.
+    /// Only the first open of a token the store has never seen may create a SoftHSM token
+    /// (`may_create`): a token folder that is unreadable for a while is waited for, not replaced.
     fn connect(&self) -> Result<Arc<Live>, TokenError> {
         let module = module::load(&self.cfg.module).map_err(|m| self.config_error(m))?;
         let generation = module.generation();
@@ -259,6 +280,7 @@ impl Token {
             if serial != opened {
                 return Err(TokenError::Transient {
                     token: self.name.clone(),
+                    cure: Cure::Reopen,
                     detail: format!(
                         "the token now has serial {serial}, not {opened}: it is a different token (wiped and re-initialized, or replaced); restart keyport to adopt it"
                     ),
@@ -367,13 +389,24 @@ impl Token {
         if let Some(l) = self.live.read().expect("poisoned").as_ref() {
             return Ok(l.clone());
         }
-        let live = self.connect().map_err(|e| match e {
-            TokenError::Config { message, .. } => {
+        let module = module::load(&self.cfg.module).map_err(|m| TokenError::unavailable(&self.name, m))?;
+        let connected = {
+            let _call = module.enter();
+            self.connect()
+        };
+        let live = match connected {
+            Ok(l) => l,
+            Err(TokenError::Config { message, .. }) => {
+                // SoftHSM builds its token list in C_Initialize: a token whose folder could not
+                // be read stays missing until the next one (`rescan`, at most every 2 s).
                 self.rescan();
-                TokenError::Transient { token: self.name.clone(), detail: message }
+                return Err(TokenError::unavailable(
+                    &self.name,
+                    format!("lost, and not found again yet (its storage may be unreadable): {message}"),
+                ));
             }
-            other => other,
-        })?;
+            Err(e) => return Err(e),
+        };
         tracing::warn!(token = %self.name, "token reopened");
         *self.live.write().expect("poisoned") = Some(live.clone());
         Ok(live)
@@ -395,13 +428,14 @@ impl Token {
     }
 
     /// Drops a live connection after a transient failure; re-initializes the module when the
-    /// failure says the module itself lost state.
-    fn invalidate(&self, live: &Arc<Live>, detail: &str) {
+    /// failure's cure says the module itself lost state.
+    fn invalidate(&self, live: &Arc<Live>, cure: Cure, detail: &str) {
         let mut cur = self.live.write().expect("poisoned");
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)) {
             *cur = None;
-            tracing::warn!(token = %self.name, %detail, "token connection lost; will reopen");
-            if error::needs_reinitialize(detail) {
+            drop(cur);
+            tracing::warn!(token = %self.name, %detail, ?cure, "token connection lost; will reopen");
+            if cure != Cure::Reopen {
                 if let Err(e) = live.module.reinitialize(live.module_generation) {
                     tracing::error!(token = %self.name, error = %e, "module re-initialize failed");
                 }
@@ -432,7 +466,7 @@ impl Token {
             let (this, op) = (self.clone(), op.clone());
             let r = tokio::task::spawn_blocking(move || this.run_blocking(&*op))
                 .await
-                .map_err(|e| TokenError::Transient { token: self.name.clone(), detail: format!("worker failed: {e}") })?;
+                .map_err(|e| TokenError::unavailable(&self.name, format!("worker failed: {e}")))?;
             match r {
                 Err(e) if e.is_transient() => {
                     last = Some(e);
@@ -447,6 +481,7 @@ impl Token {
 
     fn run_blocking<R>(&self, op: &dyn Fn(&Ctx) -> Result<R, TokenError>) -> Result<R, TokenError> {
         let live = self.live()?;
+        let call = live.module.enter();
         let session = live.pool.lock().expect("poisoned").pop();
         let session = match session {
             Some(s) => s,
@@ -454,25 +489,52 @@ impl Token {
                 Ok(s) => s,
                 Err(e) => {
                     let err = TokenError::from_ck(&self.name, "C_OpenSession", e);
-                    if let TokenError::Transient { detail, .. } = &err {
-                        self.invalidate(&live, detail);
+                    drop(call);
+                    if let TokenError::Transient { detail, cure, .. } = &err {
+                        let cure = if *cure == Cure::Verify { Cure::Reinitialize } else { *cure };
+                        self.invalidate(&live, cure, detail);
                     }
                     return Err(err);
                 }
             },
         };
-        let r = op(&Ctx { session: &session, live: &live, token: &self.name });
-        match &r {
-            Err(TokenError::Transient { detail, .. }) => self.invalidate(&live, detail),
-            _ => live.pool.lock().expect("poisoned").push(session),
+        let ctx = Ctx { session: &session, live: &live, token: &self.name };
+        let r = op(&ctx);
+        let cure = match &r {
+            Err(TokenError::Transient { cure: Cure::Verify, detail, .. }) => match probe::check(&ctx) {
+                // The token reads its known object: the failure was this request's own.
+                Ok(()) => {
+                    live.pool.lock().expect("poisoned").push(session);
+                    return Err(TokenError::Refused { token: self.name.clone(), operation: "the request", detail: detail.clone() });
+                }
+                Err(e) => {
+                    tracing::warn!(token = %self.name, request = %detail, check = %e, "the token fails a known-object read too: treating it as lost");
+                    Some((Cure::Reinitialize, detail.clone()))
+                }
+            },
+            Err(TokenError::Transient { cure, detail, .. }) => Some((*cure, detail.clone())),
+            _ => None,
+        };
+        drop(call);
+        match cure {
+            Some((cure, detail)) => {
+                // Sessions are "no drop": dropping a lost one never closes its handle.
+                drop(session);
+                self.invalidate(&live, cure, &detail);
+            }
+            None => live.pool.lock().expect("poisoned").push(session),
         }
         r
     }
 
+    /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a
+    /// token whose storage cannot be read is found even when no request touches it. Goes
+    /// through [`Token::run`], so a failed probe also starts recovery.
     pub async fn health(self: &Arc<Self>) -> TokenHealth {
         let name = self.name.clone();
         let r = self
             .run(|c| {
+                probe::check(c)?;
                 let logged_in = matches!(
                     c.ck("C_GetSessionInfo", c.session.get_session_info())?.session_state(),
                     SessionState::RwUser | SessionState::RoUser
@@ -485,16 +547,7 @@ impl Token {
             Ok((logged_in, objects, label, serial, m)) => {
                 TokenHealth { name, present: true, logged_in, objects, label, serial, mechanisms: Some(m), error: None }
             }
-            Err(e) => TokenHealth {
-                name,
-                present: false,
-                logged_in: false,
-                objects: 0,
-                label: String::new(),
-                serial: String::new(),
-                mechanisms: None,
-                error: Some(e.to_string()),
-            },
+            Err(e) => TokenHealth { error: Some(e.to_string()), ..TokenHealth::absent(&name) },
         }
     }
 }

@@ -8,7 +8,7 @@
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use super::raw::RawModule;
 
@@ -19,6 +19,9 @@ pub struct Module {
     /// (0x210B, CKM_AES_KEY_WRAP_KWP).
     pub raw: RawModule,
     generation: Mutex<u64>,
+    /// Held (shared) by every call into the module, taken exclusively by C_Finalize +
+    /// C_Initialize: SoftHSM frees its state in C_Finalize, so no call may be in flight then.
+    calls: RwLock<()>,
 }
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
@@ -48,7 +51,7 @@ pub fn load(path: &Path) -> Result<Arc<Module>, String> {
         Err(e) => return Err(format!("C_Initialize of {} failed: {e}", path.display())),
     }
     let raw = RawModule::open(path)?;
-    let m = Arc::new(Module { path: path.to_path_buf(), ctx, raw, generation: Mutex::new(0) });
+    let m = Arc::new(Module { path: path.to_path_buf(), ctx, raw, generation: Mutex::new(0), calls: RwLock::new(()) });
     map.insert(path.to_path_buf(), m.clone());
     Ok(m)
 }
@@ -58,9 +61,18 @@ impl Module {
         *self.generation.lock().expect("poisoned")
     }
 
+    /// Marks a call into the module as in flight (see `calls`); never held across a
+    /// [`Module::reinitialize`] by the same thread.
+    pub fn enter(&self) -> RwLockReadGuard<'_, ()> {
+        self.calls.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// C_Finalize + C_Initialize, unless another token already did it since `seen`.
     /// Every session of every token on this module is invalid afterwards; they reopen.
     pub fn reinitialize(&self, seen: u64) -> Result<u64, String> {
+        // Waits for calls in flight to return (they fail fast while the device is gone); taken
+        // before `generation`, which calls in flight may read.
+        let _alone = self.calls.write().unwrap_or_else(|p| p.into_inner());
         let mut g = self.generation.lock().expect("poisoned");
         if *g != seen {
             return Ok(*g);

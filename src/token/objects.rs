@@ -143,6 +143,7 @@ fn storage_readable(c: &Ctx, except: &[u8]) -> Result<(), TokenError> {
         Ok(_) => Ok(()),
         Err(e) => Err(TokenError::Transient {
             token: c.token.into(),
+            cure: super::error::Cure::Reinitialize,
             detail: format!(
                 "the token cannot read its objects (C_GetAttributeValue: {}): its storage is unavailable",
                 match e {

@@ -278,3 +278,21 @@ pub fn object_blocks(listing: &str) -> Vec<(String, String, String)> {
     out.extend(cur);
     out
 }
+
+/// A PHC string for `password`, made by `keyport hash-password` reading it from stdin.
+pub fn phc(password: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-password: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(line.starts_with("$argon2id$"), "{line}");
+    line
+}

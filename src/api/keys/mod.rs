@@ -70,6 +70,7 @@ impl IntoResponse for VendorError {
 impl From<CoreError> for VendorError {
     fn from(e: CoreError) -> VendorError {
         let status = match &e {
+            e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Invalid { .. } | CoreError::NotFound(_) | CoreError::Conflict(_) => StatusCode::BAD_REQUEST,
             CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CoreError::Forbidden(_) | CoreError::NotExportable(_) => StatusCode::FORBIDDEN,

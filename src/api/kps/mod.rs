@@ -91,6 +91,8 @@ impl IntoResponse for KpsError {
 impl From<CoreError> for KpsError {
     fn from(e: CoreError) -> KpsError {
         let (status, code) = match &e {
+            // The vendor's "dependency service unavailable", as 503 so clients retry.
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, codes::DEPENDENCY),
             CoreError::Invalid { .. } | CoreError::Conflict(_) => (StatusCode::BAD_REQUEST, codes::PARAMETER),
             CoreError::NotFound(_) => (StatusCode::BAD_REQUEST, codes::NOT_EXIST),
             CoreError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::AUTH),

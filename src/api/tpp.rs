@@ -614,14 +614,7 @@ async fn export_authorized(app: &SharedApp, who: &Principal, body: &[u8]) -> Val
     let result = async {
         let req: Req = serde_json::from_slice(body).map_err(|e| CoreError::invalid("bad_request", format!("bad request: {e}")))?;
         let rec = ssh_key(app, who, req.key_id)?;
-        let token = app
-            .tokens
-            .get(Some(&rec.token))
-            .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is not configured", rec.token)))?
-            .clone();
-        let cka_id = rec.cka_id.clone();
-        let pk = token.run(move |c| crate::token::objects::public_key(c, &cka_id)).await?;
-        Ok::<_, CoreError>((rec, pk))
+        crate::core::export::public_key(app, who, &rec.id).await
     }
     .await;
     match result {

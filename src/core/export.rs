@@ -135,6 +135,20 @@ pub async fn export_secret_key(
     Ok(value)
 }
 
+/// The public key of `key_id`, for any caller that may read the key (public keys are not
+/// secrets, so no export permission or passphrase applies).
+pub async fn public_key(app: &App, who: &Principal, key_id: &str) -> Result<(KeyRecord, crate::material::spki::PublicKey), CoreError> {
+    let rec = super::keys::get(app, who, key_id)?;
+    let token = app
+        .tokens
+        .get(Some(&rec.token))
+        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?
+        .clone();
+    let cka_id = rec.cka_id.clone();
+    let pk = token.run(move |c| crate::token::objects::public_key(c, &cka_id)).await?;
+    Ok((rec, pk))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

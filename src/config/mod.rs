@@ -363,6 +363,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tpp",
     "enrollment_profiles",
     "sync",
+    "agent",
 ];
 
 /// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`

@@ -74,7 +74,7 @@ fn health_shows_token_and_store() {
     assert_eq!(t["objects"], 4);
     assert_eq!(v["store"]["ok"], true);
     assert_eq!(
-        v["store"]["schema_version"], 9,
-        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs, 9 TPP sessions"
+        v["store"]["schema_version"], 10,
+        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs, 9 TPP sessions, 10 key status, delete intents, token identities"
     );
 }

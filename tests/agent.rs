@@ -616,7 +616,8 @@ fn bad_agent_messages() {
     // Oversized: answered with a failure, then closed without reading the body.
     let mut s = connect(&sock);
     s.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
-    s.write_all(&[11; 100]).unwrap();
+    // The daemon may already have answered and closed: a broken pipe here is the point.
+    let _ = s.write_all(&[11; 100]);
     assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE));
     assert_eq!(answer(&mut s), None, "closed after an oversized message");
     // Truncated: the length promises more than ever comes; closed after message_timeout_secs.

@@ -165,6 +165,14 @@ impl Syncer {
                     Some(plan::backoff(panics - 1, base, Duration::from_secs(self.cfg.interval_secs), None))
                 }
             };
+            // A key whose KV record could not be written is re-checked by the next pass: make
+            // that pass come after `retry_base_secs`, not a whole interval later.
+            let next_retry = if self.recheck.load(std::sync::atomic::Ordering::Relaxed) {
+                let soon = Duration::from_secs(self.cfg.retry_base_secs.max(1));
+                Some(next_retry.map_or(soon, |r| r.min(soon)))
+            } else {
+                next_retry
+            };
             self.schedule.finish(pass);
             self.schedule.wait(next_retry).await;
         }

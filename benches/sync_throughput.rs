@@ -15,7 +15,7 @@
 
 mod common;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod tests_common;
 
 use base64::Engine;

@@ -388,7 +388,7 @@ fn hostile_uploads_are_refused_and_nothing_is_stored() {
         assert!(msg.contains(needle), "{what}: {msg}");
     }
     // Larger than the body limit (1 MiB in tests): 413 before the zip is read.
-    let big: Vec<u8> = (0..(1_200_000u32)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..1_200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(p("big.zip"), &big).unwrap();
     let (s, v) = upload(&d, "pem-profile", &p("big.zip"));
     assert_eq!(s, 413, "{v}");

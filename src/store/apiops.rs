@@ -152,7 +152,7 @@ impl Store {
             }
             let k = r.key;
             tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
-            super::records::insert_key(&tx, &k)?;
+            super::records::insert_key(&tx, k)?;
             let d = r.deployment;
             tx.execute(
                 &format!("INSERT INTO apiops_deployments({DEPLOYMENT_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),

@@ -39,6 +39,6 @@ impl RawModule {
         let mut info = CK_MECHANISM_INFO { ulMinKeySize: 0, ulMaxKeySize: 0, flags: 0 };
         // SAFETY: `info` is a valid out-pointer for the duration of the call.
         let rv = unsafe { f(slot as _, mechanism as _, &mut info) };
-        (rv == CKR_OK).then_some(info.flags as u64)
+        (rv == CKR_OK).then_some(info.flags)
     }
 }

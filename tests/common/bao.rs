@@ -77,7 +77,7 @@ impl Bao {
     /// The dev server's unseal key (its banner, on stdout), for unsealing after `sys/seal`.
     pub fn unseal_key(&self) -> String {
         let out = std::fs::read_to_string(self.dir.join("bao.out")).unwrap();
-        out.lines().filter_map(|l| l.strip_prefix("Unseal Key: ")).last().expect("the dev banner shows the unseal key").trim().to_string()
+        out.lines().rev().find_map(|l| l.strip_prefix("Unseal Key: ")).expect("the dev banner shows the unseal key").trim().to_string()
     }
 
     pub fn kill(&mut self) {

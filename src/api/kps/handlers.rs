@@ -613,6 +613,19 @@ pub async fn delete_failed_task(
     Err(KpsError::bad("KPS.0005", format!("Failed task is not found: '{task_id}'")))
 }
 
+/// The audit entry of a change to a whole key pair (its token key may be gone already).
+fn pair_audit(who: &Principal, action: &str, ns: &str, k: &KpsKeypair, project_id: &str, name: &str) -> crate::store::AuditEntry {
+    audit(who, action, ns, k.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {name}")))
+}
+
+/// Deletes a key pair's token key and inventory row; one already gone is fine.
+async fn drop_token_key(app: &crate::core::App, who: &Principal, key_id: &str) -> Result<(), KpsError> {
+    match crate::core::keys::delete(app, who, key_id).await {
+        Ok(_) | Err(CoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -625,18 +638,5 @@ mod tests {
         assert!(!ok("a.b"));
         assert!(!ok("a b"));
         assert!(!ok("ключ"));
-    }
-}
-
-/// The audit entry of a change to a whole key pair (its token key may be gone already).
-fn pair_audit(who: &Principal, action: &str, ns: &str, k: &KpsKeypair, project_id: &str, name: &str) -> crate::store::AuditEntry {
-    audit(who, action, ns, k.key_id.as_deref().unwrap_or(""), "ok", Some(format!("project {project_id}, key pair {name}")))
-}
-
-/// Deletes a key pair's token key and inventory row; one already gone is fine.
-async fn drop_token_key(app: &crate::core::App, who: &Principal, key_id: &str) -> Result<(), KpsError> {
-    match crate::core::keys::delete(app, who, key_id).await {
-        Ok(_) | Err(CoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }

@@ -88,8 +88,9 @@ pub fn write_with_params(
     }
 
     // (AES key, IV, MAC key) and the extra v3 header lines.
+    type Secret = Zeroizing<Vec<u8>>;
     let mut kdf_lines = String::new();
-    let (aes_key, iv, mac_key): (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>) = match (version, passphrase) {
+    let (aes_key, iv, mac_key): (Secret, Secret, Secret) = match (version, passphrase) {
         (PpkVersion::V3, None) => (Zeroizing::default(), Zeroizing::default(), Zeroizing::default()),
         (PpkVersion::V3, Some(pw)) => {
             let mut salt = [0u8; 16];

@@ -95,6 +95,9 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
     tokio::spawn(crate::core::certificates::resume(app.clone()));
 
+    // Before any listener answers: a SIGTERM that arrives as soon as the daemon is reachable
+    // must drain it, not kill it (the default action until a handler exists).
+    let signals = install_signals();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = &app.config.limits;
     let admin_app = app.clone();
@@ -175,7 +178,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     notify_systemd("READY=1");
     tracing::info!("keyport ready");
 
-    wait_for_stop(&app, config_file.as_deref()).await;
+    wait_for_stop(&app, config_file.as_deref(), signals).await;
     notify_systemd("STOPPING=1");
     tracing::info!("shutdown: draining connections");
     let _ = stop_tx.send(true);
@@ -225,12 +228,22 @@ async fn open_tokens(cfg: &Config, store: &Store) -> Result<(Tokens, Vec<(String
     .map_err(|e| fatal(1, e.to_string()))?
 }
 
-async fn wait_for_stop(app: &App, config_file: Option<&Path>) {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM, SIGINT and SIGHUP handlers; `None` (logged) when they cannot be installed.
+fn install_signals() -> Signals {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        tracing::error!("cannot install signal handlers");
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+        (Ok(t), Ok(i), Ok(h)) => Some((t, i, h)),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            None
+        }
+    }
+}
+
+async fn wait_for_stop(app: &App, config_file: Option<&Path>, signals: Signals) {
+    let Some((mut term, mut int, mut hup)) = signals else {
         return std::future::pending().await;
     };
     loop {

@@ -246,6 +246,9 @@ fn sdk_lifecycle_with_ak_sk_generate_show_update_list_export_clear_delete() {
     ok(sdk(&d, "aksk", "delete", json!({"name": "gen-2"})));
     assert!(!labels(&d).contains(&"gen-2".to_string()));
     assert_eq!(err(&sdk(&d, "aksk", "show", json!({"name": "gen-2"}))), (400, "KPS.4016".into()));
+    // The same signed request within the same second (the SDK dates to the second) is a replay
+    // and refused (issue 11): a second delete is a new request only in a later second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(err(&sdk(&d, "aksk", "delete", json!({"name": "gen-2"}))), (400, "KPS.4016".into()));
 
     // Tasks: keyport never answers with one.

@@ -167,7 +167,10 @@ impl Syncer {
             };
             // A key whose KV record could not be written is re-checked by the next pass: make
             // that pass come after `retry_base_secs`, not a whole interval later.
-            let next_retry = if self.recheck.load(std::sync::atomic::Ordering::Relaxed) {
+            // Likewise a lost-data check that was cut short (it resumes at its cursor).
+            let unfinished = self.recheck.load(std::sync::atomic::Ordering::Relaxed)
+                || self.verify_cursor.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            let next_retry = if unfinished {
                 let soon = Duration::from_secs(self.cfg.retry_base_secs.max(1));
                 Some(next_retry.map_or(soon, |r| r.min(soon)))
             } else {

@@ -200,6 +200,13 @@ impl Store {
         Ok(true)
     }
 
+    /// The lost-data check found the vault holding everything of a key whose state still said
+    /// otherwise (a KV record write whose answer was lost, though the write landed): the note goes.
+    pub fn sync_clear_detail(&self, key_id: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE sync_state SET detail=NULL WHERE key_id=?1 AND status='synced'", [key_id])?;
+        Ok(())
+    }
+
     /// Every pending row, oldest first.
     pub fn sync_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let conn = self.conn();

@@ -71,6 +71,11 @@ pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<St
         let why = match missing(syncer, app, state).await {
             Ok(Some(why)) => why,
             Ok(None) => {
+                if state.detail.is_some() && state.status == "synced" {
+                    if let Err(e) = app.store.sync_clear_detail(&state.key_id) {
+                        tracing::error!(key = %state.key_id, error = %e, "sync: cannot record a confirmed key");
+                    }
+                }
                 *cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.key_id.clone());
                 continue;
             }
@@ -78,6 +83,10 @@ pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<St
             // This key cannot be checked now (policy, a vault fault on its path): the others can.
             Err(e) => {
                 tracing::warn!(key = %state.key_id, error = %e.message(), "sync: cannot check the vault's copy of this key; skipped");
+                // A key still waiting for its KV record is checked again by the next pass.
+                if state.detail.is_some() && state.status == "synced" {
+                    syncer.recheck.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 continue;
             }
         };

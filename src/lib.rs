@@ -38,4 +38,5 @@ pub mod material;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod test_hooks;
 pub mod token;

@@ -55,14 +55,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     // The store first: it says which tokens keyport has seen (those are never created again).
     let store = Store::open(&cfg.state_dir.join("keyport.db")).map_err(|e| fatal(1, e.to_string()))?;
     let (tokens, absent) = open_tokens(&cfg, &store).await?;
-    let pause_ms = std::env::var("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let app = Arc::new(App {
         authz: std::sync::RwLock::new(Authz::new(&cfg.principals)),
         kdf: crate::core::kdf::KdfPool::new(&cfg.limits),
         config: cfg,
         tokens,
         store,
-        pause_before_commit: std::time::Duration::from_millis(pause_ms),
+        pause_before_commit: crate::test_hooks::pause_before_commit(),
         dek: Default::default(),
         jobs: Default::default(),
         health: Default::default(),

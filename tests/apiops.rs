@@ -398,7 +398,7 @@ fn a_failure_in_the_second_environment_rolls_back_the_first() {
     if !tools() {
         return;
     }
-    let d = start(false, &[("KEYPORT_TEST_APIOPS_FAIL_ENVIRONMENT", "Test")]);
+    let d = start(false, &[("KEYPORT_TEST_FAIL_CREATE_SUFFIX", "@Test")]);
     let dir = d.dir.path().join("keys");
     std::fs::create_dir_all(&dir).unwrap();
     let (pkcs8_pem, _, _) = rsa(&dir, "rsa");

@@ -178,27 +178,19 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
         reason: None,
     });
-    let new = super::keys::NewKey {
-        namespace: req.namespace.clone(),
-        name,
-        token,
-        cka_id,
-        algorithm: alg,
-        exportable,
-        origin: "imported",
-        op: "import",
-        certificates,
-        job_item,
-    };
     let key = req.key.clone();
     let leaf = req.certificates.first().map(|c| (c.der.clone(), c.subject_der.clone()));
-    let rec = super::keys::create(app, who, new, move |c, id, label| {
+    let make = super::create::from_public(move |c, id, label| {
         let public = objects::import_private_key(c, &key, id, label, exportable)?;
         if let Some((der, subject)) = &leaf {
             objects::create_certificate(c, id, label, der, subject)?;
         }
         Ok(public)
-    })
-    .await?;
+    });
+    let mut new =
+        super::create::NewKey::new(req.namespace.clone(), name, token, cka_id, alg.as_str(), exportable, "imported", "import", make);
+    new.certificates = certificates;
+    new.job_item = job_item;
+    let rec = super::create::create(app, who, new).await?;
     Ok(ImportOutcome::Imported(rec))
 }

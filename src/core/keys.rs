@@ -1,6 +1,5 @@
-//! Key generation, listing and deletion. Creation is crash-safe: intent row → token objects →
-//! inventory row (one transaction with its audit entry). A crash anywhere leaves either a
-//! committed key or an intent that start-up reconciliation undoes (`reconcile.rs`).
+//! Key generation, listing and deletion. Creation goes through the crash-safe sequence of
+//! `create.rs`; a delete is recorded first and finished in the token, then in the store.
 
 use rand::RngCore;
 use serde::Deserialize;
@@ -10,9 +9,8 @@ use super::names::{is_valid_key_name, is_valid_name};
 use super::{App, CoreError};
 use crate::config::Permission;
 use crate::material::algorithm::Algorithm;
-use crate::material::spki::PublicKey;
 use crate::store::records::now;
-use crate::store::{AuditEntry, CertificateRecord, Intent, KeyRecord};
+use crate::store::{AuditEntry, KeyRecord};
 use crate::token::objects;
 
 /// `POST /keyport/v1/keys`.
@@ -86,129 +84,10 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
 
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);
-    let new = NewKey {
-        namespace,
-        name: req.name,
-        token: token.clone(),
-        cka_id,
-        algorithm: alg,
-        exportable,
-        origin: "generated",
-        op: "generate",
-        certificates: Vec::new(),
-        job_item: None,
-    };
-    create(app, who, new, move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable)).await
-}
-
-/// A key about to be created by `create`.
-pub(crate) struct NewKey {
-    pub namespace: String,
-    pub name: String,
-    pub token: std::sync::Arc<crate::token::Token>,
-    pub cka_id: [u8; 16],
-    pub algorithm: Algorithm,
-    pub exportable: bool,
-    /// `generated`, `imported`, `restored`: the inventory's origin column.
-    pub origin: &'static str,
-    /// The intent's operation and the audit action (`key.<op>`).
-    pub op: &'static str,
-    /// Committed with the key; the token objects are the caller's (`make`).
-    pub certificates: Vec<CertificateRecord>,
-    /// The import job's item, committed in the same transaction (imports run as jobs).
-    pub job_item: Option<crate::store::JobItem>,
-}
-
-/// The crash-safe creation sequence every new key goes through: intent row → token objects
-/// (`make`, given the CKA_ID and label, returns the public key; it must be safe to run again)
-/// → inventory row, certificates and audit entry in one transaction. A failure after the
-/// intent undoes the objects.
-pub(crate) async fn create<F>(app: &App, who: &Principal, k: NewKey, make: F) -> Result<KeyRecord, CoreError>
-where
-    F: Fn(&crate::token::Ctx, &[u8], &str) -> Result<PublicKey, crate::token::TokenError> + Send + Sync + 'static,
-{
-    let (cka_id, id, token) = (k.cka_id, hex::encode(k.cka_id), &k.token);
-    if k.op == "restore" {
-        // A key marked missing (its token was wiped or replaced) comes back under its name.
-        let entry = audit(who, "key.forget-missing", &k.namespace, &id, "ok", Some(format!("'{}' is being restored", k.name)));
-        app.store.forget_missing(&k.namespace, &k.name, &entry)?;
-    }
-    app.store
-        .add_intent(&Intent {
-            key_id: id.clone(),
-            token: token.name.clone(),
-            cka_id: cka_id.to_vec(),
-            namespace: k.namespace.clone(),
-            name: k.name.clone(),
-            op: k.op.into(),
-            created_at: now(),
-        })
-        .map_err(|e| match e {
-            crate::store::StoreError::NameTaken { .. } => {
-                CoreError::Conflict(format!("{e}; choose another name or delete the existing key"))
-            }
-            e => e.into(),
-        })?;
-
-    let label = k.name.clone();
-    let made = token
-        .run(move |c| {
-            // A retry after a transient failure may find half-made objects: start clean.
-            objects::destroy(c, &cka_id)?;
-            let pk = make(c, &cka_id, &label)?;
-            pk.fingerprint().map_err(|e| crate::token::TokenError::Refused {
-                token: c.token.into(),
-                operation: "fingerprint",
-                detail: e.to_string(),
-            })
-        })
-        .await;
-    let fingerprint = match made {
-        Ok(f) => f,
-        Err(e) => {
-            undo(app, token, &id, cka_id).await;
-            return Err(e.into());
-        }
-    };
-    if !app.pause_before_commit.is_zero() {
-        tracing::warn!(key = %id, "test hook: pausing before the store commit");
-        tokio::time::sleep(app.pause_before_commit).await;
-    }
-    let rec = KeyRecord {
-        id: id.clone(),
-        name: k.name,
-        namespace: k.namespace.clone(),
-        owner: who.name.clone(),
-        token: token.name.clone(),
-        cka_id: cka_id.to_vec(),
-        algorithm: k.algorithm.as_str().into(),
-        fingerprint,
-        exportable: k.exportable,
-        origin: k.origin.into(),
-        created_at: now(),
-        status: Default::default(),
-    };
-    let entry = audit(who, &format!("key.{}", k.op), &k.namespace, &id, "ok", Some(k.algorithm.as_str().into()));
-    if let Err(e) = app.store.commit_key(&rec, &k.certificates, &entry, k.job_item.as_ref()) {
-        undo(app, token, &id, cka_id).await;
-        return Err(e.into());
-    }
-    tracing::info!(key = %id, namespace = %rec.namespace, algorithm = %k.algorithm, principal = %who.name, origin = %rec.origin, "key created");
-    Ok(rec)
-}
-
-/// Best effort: remove the objects and the intent of a creation that did not commit. If this
-/// fails too, the intent stays and start-up reconciliation finishes the job.
-pub(crate) async fn undo(app: &App, token: &std::sync::Arc<crate::token::Token>, id: &str, cka_id: [u8; 16]) {
-    let r = match token.run(move |c| objects::destroy(c, &cka_id)).await {
-        Ok(_) => app.store.drop_intent(id).map_err(CoreError::from),
-        Err(e) => Err(e.into()),
-    };
-    if let Err(e) = r {
-        // The token or store is failing: the probe retries once it works again (no restart).
-        tracing::error!(key = %id, error = %e, "could not undo a failed creation; retried when the token and store work again");
-        super::probe::undo_later(id, &token.name, cka_id);
-    }
+    let make = super::create::from_public(move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable));
+    let new =
+        super::create::NewKey::new(namespace, req.name, token.clone(), cka_id, alg.as_str(), exportable, "generated", "generate", make);
+    super::create::create(app, who, new).await
 }
 
 pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {

@@ -3,7 +3,9 @@
 
 pub mod authz;
 pub mod certificates;
+pub mod create;
 pub mod dek;
+pub mod deploy;
 pub mod export;
 pub mod fault;
 pub mod formats;
@@ -13,6 +15,7 @@ pub mod import;
 pub mod jobs;
 pub mod kdf;
 pub mod keys;
+pub mod material;
 pub mod names;
 pub mod probe;
 pub mod reconcile;
@@ -32,7 +35,7 @@ pub struct App {
     /// Principals; replaced on SIGHUP.
     pub authz: std::sync::RwLock<authz::Authz>,
     /// Test hook: pause this long between the token write and the store commit so a test can
-    /// SIGKILL the daemon there (`KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS`). Zero in production.
+    /// SIGKILL the daemon there (`crate::test_hooks`). Zero in production.
     pub pause_before_commit: std::time::Duration,
     /// The edge instance's DEK, set once at start (`dek::load_or_create`).
     pub dek: std::sync::OnceLock<dek::Dek>,

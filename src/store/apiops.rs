@@ -9,7 +9,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::records::{insert_audit, AuditEntry, Intent, KeyRecord};
+use super::records::{insert_audit, AuditEntry};
 use super::{Store, StoreError};
 
 /// A vendor key (its metadata; material lives only in tokens).
@@ -65,12 +65,28 @@ fn deployment_row(r: &Row) -> rusqlite::Result<ApiOpsDeployment> {
     })
 }
 
-/// What one deployment commit writes: the inventory row and its deployment.
-pub struct NewDeployment<'a> {
-    pub key: &'a KeyRecord,
-    pub deployment: &'a ApiOpsDeployment,
-    /// The inventory row this one replaces (same environment, new material), if any.
-    pub replaces: Option<&'a KeyRecord>,
+/// Inserts a vendor key inside the caller's transaction; `NameTaken` on a duplicate name.
+pub(super) fn insert_vendor_key(tx: &rusqlite::Connection, k: &ApiOpsKey) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO apiops_keys({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
+        params![k.project, k.name, k.namespace, k.description, k.key_type, k.algorithm, k.owner, k.created_at],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::NameTaken { namespace: k.namespace.clone(), name: k.name.clone() }
+        }
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
+/// Inserts a deployment inside the caller's transaction (its inventory row is already in).
+pub(super) fn insert_deployment(tx: &rusqlite::Connection, d: &ApiOpsDeployment) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO apiops_deployments({DEPLOYMENT_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
+        params![d.project, d.name, d.environment, d.key_id, d.alias, d.source, d.created_at],
+    )?;
+    Ok(())
 }
 
 impl Store {
@@ -95,75 +111,6 @@ impl Store {
         ))?;
         let rows = st.query_map([project, name], deployment_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// Records creation intents for several deployments at once; all or none. A name already
-    /// taken in the inventory (or by another intent) fails the lot, unless that inventory row is
-    /// one `replacing` lists (the same environment getting new material).
-    pub fn apiops_add_intents(&self, intents: &[Intent], replacing: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for i in intents {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
-                     OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
-                params![i.namespace, i.name, serde_json::to_string(replacing).expect("strings serialize")],
-                |r| r.get(0),
-            )?;
-            if taken {
-                return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
-            }
-            tx.execute(
-                "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Commits a create or a (re)deployment in one transaction: the vendor key (inserted when
-    /// `new_key` is given, which fails on a duplicate name), every inventory row and deployment,
-    /// the audit entries; intents of the new rows are dropped. A replaced row is deleted and an
-    /// intent is left for its objects, so a crash before they are destroyed is cleaned up at
-    /// start (`reconcile`); the caller destroys them and drops that intent.
-    pub fn apiops_commit(&self, new_key: Option<&ApiOpsKey>, rows: &[NewDeployment], audit: &[AuditEntry]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(k) = new_key {
-            tx.execute(
-                &format!("INSERT INTO apiops_keys({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
-                params![k.project, k.name, k.namespace, k.description, k.key_type, k.algorithm, k.owner, k.created_at],
-            )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    StoreError::NameTaken { namespace: k.namespace.clone(), name: k.name.clone() }
-                }
-                e => e.into(),
-            })?;
-        }
-        for r in rows {
-            if let Some(old) = r.replaces {
-                tx.execute("DELETE FROM keys WHERE id=?1", [&old.id])?;
-                tx.execute(
-                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,'apiops-replaced',?6)",
-                    params![old.id, old.token, old.cka_id, old.namespace, old.name, super::records::now()],
-                )?;
-            }
-            let k = r.key;
-            tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
-            super::records::insert_key(&tx, k)?;
-            let d = r.deployment;
-            tx.execute(
-                &format!("INSERT INTO apiops_deployments({DEPLOYMENT_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
-                params![d.project, d.name, d.environment, d.key_id, d.alias, d.source, d.created_at],
-            )?;
-        }
-        for a in audit {
-            insert_audit(&tx, a)?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Updates a vendor key's description and alias(es); nothing about material.

@@ -57,42 +57,48 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Inserts a key pair inside the caller's transaction; `NameTaken` when the project already
+/// has one by that name. Returns the row id.
+pub(super) fn insert_keypair(tx: &rusqlite::Connection, k: &KpsKeypair) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO kps_keypairs(project_id, name, key_id, public_key, fingerprint, algorithm, type, scope, user_id, description,
+            protection, kms_key_name, kms_key_id, private_key_cleared, created_ms, updated_ms)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        params![
+            k.project_id,
+            k.name,
+            k.key_id,
+            k.public_key,
+            k.fingerprint,
+            k.algorithm,
+            k.kind,
+            k.scope,
+            k.user_id,
+            k.description,
+            k.protection,
+            k.kms_key_name,
+            k.kms_key_id,
+            k.private_key_cleared,
+            k.created_ms,
+            k.updated_ms
+        ],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::NameTaken { namespace: format!("project {}", k.project_id), name: k.name.clone() }
+        }
+        e => e.into(),
+    })?;
+    Ok(tx.last_insert_rowid())
+}
+
 impl Store {
     /// Inserts a key pair (with its audit entry); `NameTaken` when the project already has
     /// one by that name. Returns the row id.
     pub fn kps_insert(&self, k: &KpsKeypair, audit: &AuditEntry) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO kps_keypairs(project_id, name, key_id, public_key, fingerprint, algorithm, type, scope, user_id, description,
-                protection, kms_key_name, kms_key_id, private_key_cleared, created_ms, updated_ms)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-            params![
-                k.project_id,
-                k.name,
-                k.key_id,
-                k.public_key,
-                k.fingerprint,
-                k.algorithm,
-                k.kind,
-                k.scope,
-                k.user_id,
-                k.description,
-                k.protection,
-                k.kms_key_name,
-                k.kms_key_id,
-                k.private_key_cleared,
-                k.created_ms,
-                k.updated_ms
-            ],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                StoreError::NameTaken { namespace: format!("project {}", k.project_id), name: k.name.clone() }
-            }
-            e => e.into(),
-        })?;
-        let id = tx.last_insert_rowid();
+        let id = insert_keypair(&tx, k)?;
         records::insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(id)

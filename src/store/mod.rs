@@ -7,6 +7,7 @@
 mod apiops;
 mod audit_log;
 mod certs;
+mod create;
 mod deletes;
 pub mod kps;
 mod migrations;
@@ -18,7 +19,8 @@ mod test_rows;
 mod tokens;
 mod tpp;
 
-pub use apiops::{ApiOpsDeployment, ApiOpsKey, NewDeployment};
+pub use apiops::{ApiOpsDeployment, ApiOpsKey};
+pub use create::{FaceRows, KeyCommit};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::os::unix::fs::OpenOptionsExt;
@@ -197,27 +199,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records the intent to create objects under `intent.cka_id`, reserving the name.
-    /// A crash after this and before `commit_key` is undone at the next start.
-    pub fn add_intent(&self, intent: &Intent) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2) OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
-            params![intent.namespace, intent.name],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Err(StoreError::NameTaken { namespace: intent.namespace.clone(), name: intent.name.clone() });
-        }
-        tx.execute(
-            "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-            params![intent.key_id, intent.token, intent.cka_id, intent.namespace, intent.name, intent.op, intent.created_at],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
     pub fn drop_intent(&self, key_id: &str) -> Result<(), StoreError> {
         self.conn().execute("DELETE FROM intents WHERE key_id=?1", [key_id])?;
         Ok(())
@@ -228,31 +209,6 @@ impl Store {
         let mut st = conn.prepare("SELECT key_id, token, cka_id, namespace, name, op, created_at FROM intents ORDER BY created_at")?;
         let rows = st.query_map([], Intent::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// Turns an intent into an inventory row with its certificates, its audit entry and (for
-    /// a job) the item's result, in one transaction: a crash leaves all or none of them.
-    pub fn commit_key(
-        &self,
-        k: &KeyRecord,
-        certs: &[CertificateRecord],
-        audit: &AuditEntry,
-        item: Option<&JobItem>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.id])?;
-        records::insert_key(&tx, k)?;
-        for c in certs {
-            records::insert_certificate(&tx, c)?;
-        }
-        records::insert_audit(&tx, audit)?;
-        if let Some(i) = item {
-            records::insert_job_item(&tx, i)?;
-        }
-        outbox::on_commit(&tx, &self.sync_scope(), k, certs)?;
-        tx.commit()?;
-        Ok(())
     }
 
     pub fn certificates_of(&self, key_id: &str) -> Result<Vec<CertificateRecord>, StoreError> {

@@ -56,7 +56,7 @@ use super::openbao::{der_to_pem, is_restore_key_name, new_restore_key_name, Byok
 use super::worker::{path_name, vault_type, Syncer};
 use crate::config::Permission;
 use crate::core::authz::Principal;
-use crate::core::keys::{create, NewKey};
+use crate::core::create::{create, NewKey};
 use crate::core::names::{is_valid_key_name, is_valid_name};
 use crate::core::{App, CoreError};
 use crate::material::algorithm::Algorithm;
@@ -435,20 +435,8 @@ impl Run<'_> {
                 ByokExport::Missing => return Err(format!("transit key '{transit}' is not in the vault").into()),
             };
             let cert_objects = certificate.as_ref().map(|(r, subject)| (r.der.clone(), subject.clone()));
-            let new = NewKey {
-                namespace: e.namespace.clone(),
-                name: e.name.clone(),
-                token: self.token.clone(),
-                cka_id,
-                algorithm: alg,
-                exportable,
-                origin: "restored",
-                op: "restore",
-                certificates: certificate.iter().map(|(r, _)| r.clone()).collect(),
-                job_item: None,
-            };
             let (public, expected) = (public.clone(), e.fingerprint.clone());
-            let made = create(app, who, new, move |c, id, label| {
+            let make = crate::core::create::from_public(move |c, id, label| {
                 byok_restore::unwrap_from_vault(c, &unwrap, &wrapped, alg, &public, id, label, exportable)?;
                 // What the token now holds, checked before anything is committed: a mismatch
                 // is undone by `create` with the objects.
@@ -465,8 +453,20 @@ impl Run<'_> {
                     objects::create_certificate(c, id, label, der, subject)?;
                 }
                 Ok(pk)
-            })
-            .await;
+            });
+            let mut new = NewKey::new(
+                e.namespace.clone(),
+                e.name.clone(),
+                self.token.clone(),
+                cka_id,
+                alg.as_str(),
+                exportable,
+                "restored",
+                "restore",
+                make,
+            );
+            new.certificates = certificate.iter().map(|(r, _)| r.clone()).collect();
+            let made = create(app, who, new).await;
             match made {
                 Ok(rec) => {
                     tracing::info!(key = %rec.id, namespace = %rec.namespace, name = %rec.name, "restore: key restored from the vault");

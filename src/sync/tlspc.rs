@@ -42,9 +42,6 @@ use crate::token::{wrap, TokenError};
 
 const API_KEY_HEADER: &str = "tppl-api-key";
 const IMPORTS: &str = "/outagedetection/v1/certificates/imports";
-/// Test hook: pause this long after a job was posted and recorded, so a test can SIGKILL the
-/// daemon there. Zero in production.
-const PAUSE_ENV: &str = "KEYPORT_TEST_PAUSE_AFTER_REMOTE_POST_MS";
 
 /// The edge instance and encryption key items are sealed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,14 +227,13 @@ impl Run<'_> {
 
 impl Tlspc {
     pub fn new(cfg: &TlspcRemoteConfig) -> Result<Tlspc, String> {
-        let pause = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(Tlspc {
             http: Http::new(&cfg.address, cfg.ca_file.as_deref()).map_err(|e| format!("sync.tlspc: {e}"))?,
             address: cfg.address.trim_end_matches('/').to_string(),
             cfg: cfg.clone(),
             api_key: Mutex::new(None),
             target: tokio::sync::Mutex::new(None),
-            pause_after_post: Duration::from_millis(pause),
+            pause_after_post: crate::test_hooks::pause_after_remote_post(),
         })
     }
 

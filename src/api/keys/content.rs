@@ -63,32 +63,7 @@ impl Alg {
     }
 }
 
-/// Decoded material for one environment.
-pub enum Material {
-    Secret { kind: SecretType, value: Zeroizing<Vec<u8>> },
-    Private(PrivateKey),
-    Public(PublicKey),
-}
-
-impl std::fmt::Debug for Material {
-    /// Never prints key material.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Material({})", self.inventory_algorithm())
-    }
-}
-
-impl Material {
-    /// What the inventory row's `algorithm` says.
-    pub fn inventory_algorithm(&self) -> String {
-        match self {
-            Material::Secret { kind: SecretType::Aes, value } => format!("aes-{}", value.len() * 8),
-            Material::Secret { kind: SecretType::Des, .. } => "des".into(),
-            Material::Secret { kind: SecretType::Des3, .. } => "des3".into(),
-            Material::Private(k) => k.algorithm().map(|a| a.as_str().to_string()).unwrap_or_else(|_| "rsa".into()),
-            Material::Public(p) => p.algorithm().map(|a| format!("{}-public", a.as_str())).unwrap_or_else(|_| "rsa-public".into()),
-        }
-    }
-}
+pub use crate::core::material::Material;
 
 /// The bytes of `content`: raw PEM as is, otherwise base64 (line breaks and spaces ignored, as
 /// `base64` without `-w0` writes them).

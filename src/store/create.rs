@@ -1,0 +1,121 @@
+//! The two writes of the crash-safe creation sequence (`core::create`): the intents that
+//! reserve names before any token object exists, and the one transaction that turns them into
+//! inventory rows together with everything recorded about the new keys — certificates, audit
+//! entries, a job item, the sync outbox and the face's own rows (a KPS key pair, 004
+//! deployments). A crash leaves all of that or none of it.
+
+use rusqlite::params;
+
+use super::records::{self, AuditEntry, CertificateRecord, Intent, JobItem, KeyRecord};
+use super::{apiops, kps, outbox, ApiOpsDeployment, ApiOpsKey, KpsKeypair, Store, StoreError};
+
+/// What a face keeps about new keys, written in the keys' own transaction.
+#[derive(Debug, Default)]
+pub enum FaceRows {
+    #[default]
+    None,
+    /// A KPS key pair holding the (one) new key.
+    KpsKeypair(KpsKeypair),
+    /// A 004 vendor key (inserted when new) and one deployment per new key.
+    ApiOps { key: Option<ApiOpsKey>, deployments: Vec<ApiOpsDeployment> },
+}
+
+/// One new key's rows.
+pub struct KeyCommit<'a> {
+    pub key: &'a KeyRecord,
+    pub certificates: &'a [CertificateRecord],
+    pub audit: &'a AuditEntry,
+    pub job_item: Option<&'a JobItem>,
+    /// The inventory row this key replaces (same 004 environment, new material): the row goes
+    /// and an intent is left for its objects, which the caller destroys after the commit (or
+    /// reconciliation, after a crash).
+    pub replaces: Option<&'a KeyRecord>,
+}
+
+impl Store {
+    /// Records the intent to create objects under `intent.cka_id`, reserving the name.
+    /// A crash after this and before the commit is undone at the next start.
+    pub fn add_intent(&self, intent: &Intent) -> Result<(), StoreError> {
+        self.add_intents(std::slice::from_ref(intent), &[])
+    }
+
+    /// Records several creation intents at once; all or none. A name already taken in the
+    /// inventory (or by another intent) fails the lot, unless that inventory row is one of
+    /// `replacing` (a 004 environment getting new material).
+    pub fn add_intents(&self, intents: &[Intent], replacing: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let replacing = serde_json::to_string(replacing).expect("strings serialize");
+        for i in intents {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
+                     OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
+                params![i.namespace, i.name, replacing],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
+            }
+            tx.execute(
+                "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Turns the intents of `keys` into inventory rows with everything recorded about them, in
+    /// one transaction. Returns the KPS key pair's row id when `face` holds one.
+    pub fn commit_keys(&self, keys: &[KeyCommit], face: &FaceRows) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let scope = self.sync_scope();
+        if let FaceRows::ApiOps { key: Some(k), .. } = face {
+            apiops::insert_vendor_key(&tx, k)?;
+        }
+        for k in keys {
+            if let Some(old) = k.replaces {
+                outbox::on_delete(&tx, &scope, &old.id)?;
+                tx.execute("DELETE FROM keys WHERE id=?1", [&old.id])?;
+                tx.execute(
+                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,'replaced',?6)",
+                    params![old.id, old.token, old.cka_id, old.namespace, old.name, records::now()],
+                )?;
+            }
+            tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.key.id])?;
+            records::insert_key(&tx, k.key)?;
+            for c in k.certificates {
+                records::insert_certificate(&tx, c)?;
+            }
+            records::insert_audit(&tx, k.audit)?;
+            if let Some(i) = k.job_item {
+                records::insert_job_item(&tx, i)?;
+            }
+            outbox::on_commit(&tx, &scope, k.key, k.certificates)?;
+        }
+        let row = match face {
+            FaceRows::None => None,
+            FaceRows::KpsKeypair(p) => Some(kps::insert_keypair(&tx, p)?),
+            FaceRows::ApiOps { deployments, .. } => {
+                for d in deployments {
+                    apiops::insert_deployment(&tx, d)?;
+                }
+                None
+            }
+        };
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// One key with its certificates, audit entry and job item (the common case).
+    pub fn commit_key(
+        &self,
+        k: &KeyRecord,
+        certs: &[CertificateRecord],
+        audit: &AuditEntry,
+        item: Option<&JobItem>,
+    ) -> Result<(), StoreError> {
+        self.commit_keys(&[KeyCommit { key: k, certificates: certs, audit, job_item: item, replaces: None }], &FaceRows::None).map(|_| ())
+    }
+}

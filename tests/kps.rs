@@ -632,3 +632,47 @@ fn a_signed_request_is_served_once_and_unknown_aks_look_the_same() {
     assert_eq!(v, refusals[0], "unknown AK and replay answer alike");
     assert_eq!(v2, refusals[0], "wrong SK and replay answer alike");
 }
+
+/// Issue 12: a key pair and its key are one transaction. SIGKILLed after the token write and
+/// before the commit, the restart leaves neither (no objects, no key, no key pair row) and the
+/// name is free; an acknowledged create has both.
+#[test]
+fn a_sigkill_before_the_commit_leaves_neither_key_nor_key_pair() {
+    tools();
+    let mut d = daemon();
+    let path = keypairs_path();
+    let tok = format!("X-Auth-Token: {TOKEN}");
+    assert!(d.stop().success());
+    d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "60000".into()));
+    d.spawn();
+    let mut pending = Command::new("curl")
+        .args(["-sS", "--max-time", "90", "--cacert"])
+        .arg(d.dir.path().join("state/tls-cert.pem"))
+        .args(["-X", "POST", "-H", "content-type: application/json", "-H", &tok])
+        .args(["--data-binary", r#"{"keypair":{"name":"crashy"}}"#])
+        .arg(format!("https://127.0.0.1:{}{path}", d.port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !labels(&d).iter().any(|l| l == "crashy") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the token write never happened:\n{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    d.kill9();
+    let _ = pending.kill();
+    let _ = pending.wait();
+    d.env.retain(|(k, _)| k != "KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS");
+    d.spawn();
+    assert!(!labels(&d).iter().any(|l| l == "crashy"), "the unacknowledged objects are gone");
+    let (s, v) = d.curl_https("GET", &format!("{path}/crashy"), None, &["-H", &tok]);
+    assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.4016")), "no key pair row: {v}");
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys?namespace=kps", None, &[]);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 0, "no inventory key: {keys}");
+    let (s, v) = d.curl_https("POST", &path, Some(r#"{"keypair":{"name":"crashy"}}"#), &["-H", &tok]);
+    assert_eq!(s, 200, "the name is free again: {v}");
+    let (s, v) = d.curl_https("GET", &format!("{path}/crashy"), None, &["-H", &tok]);
+    assert_eq!(s, 200, "{v}");
+    assert!(!v["keypair"]["key_id"].as_str().unwrap_or_default().is_empty(), "the key pair holds its key: {v}");
+}

@@ -104,6 +104,18 @@ pub(crate) fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -
 }
 
 pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Option<JobSlot>) -> Result<ImportOutcome, CoreError> {
+    import_key_with(app, who, req, slot, |_: &[KeyRecord], _: &[Option<crate::material::spki::PublicKey>]| crate::store::FaceRows::None)
+        .await
+}
+
+/// `import_key`, with the face's own rows written in the key's transaction.
+pub(crate) async fn import_key_with(
+    app: &App,
+    who: &Principal,
+    req: ImportRequest,
+    slot: Option<JobSlot>,
+    face: impl super::create::Face,
+) -> Result<ImportOutcome, CoreError> {
     if !is_valid_name(&req.namespace) {
         return Err(CoreError::invalid("invalid_namespace", format!("namespace '{}' is not valid", req.namespace)));
     }
@@ -191,6 +203,6 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         super::create::NewKey::new(req.namespace.clone(), name, token, cka_id, alg.as_str(), exportable, "imported", "import", make);
     new.certificates = certificates;
     new.job_item = job_item;
-    let rec = super::create::create(app, who, new).await?;
+    let rec = super::create::create_with(app, who, new, face).await?;
     Ok(ImportOutcome::Imported(rec))
 }

@@ -57,6 +57,16 @@ pub fn require_update(who: &Principal, namespace: &str) -> Result<(), CoreError>
 }
 
 pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Result<KeyRecord, CoreError> {
+    generate_with(app, who, req, |_: &[KeyRecord], _: &[Option<crate::material::spki::PublicKey>]| crate::store::FaceRows::None).await
+}
+
+/// `generate`, with the face's own rows written in the key's transaction.
+pub(crate) async fn generate_with(
+    app: &App,
+    who: &Principal,
+    req: GenerateRequest,
+    face: impl super::create::Face,
+) -> Result<KeyRecord, CoreError> {
     let namespace = req.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     if !is_valid_name(&namespace) {
         return Err(CoreError::invalid(
@@ -87,7 +97,7 @@ pub async fn generate(app: &App, who: &Principal, req: GenerateRequest) -> Resul
     let make = super::create::from_public(move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable));
     let new =
         super::create::NewKey::new(namespace, req.name, token.clone(), cka_id, alg.as_str(), exportable, "generated", "generate", make);
-    super::create::create(app, who, new).await
+    super::create::create_with(app, who, new, face).await
 }
 
 pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {

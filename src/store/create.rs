@@ -14,8 +14,11 @@ use super::{apiops, kps, outbox, ApiOpsDeployment, ApiOpsKey, KpsKeypair, Store,
 pub enum FaceRows {
     #[default]
     None,
-    /// A KPS key pair holding the (one) new key.
-    KpsKeypair(KpsKeypair),
+    /// A KPS key pair holding the (one) new key, with its audit entry.
+    KpsKeypair { pair: KpsKeypair, audit: AuditEntry },
+    /// An existing KPS key pair (row `id`) that now holds the (one) new key, a private key
+    /// imported into it.
+    KpsLink { id: i64, protection: String, kms_key_name: Option<String>, kms_key_id: Option<String> },
     /// A 004 vendor key (inserted when new) and one deployment per new key.
     ApiOps { key: Option<ApiOpsKey>, deployments: Vec<ApiOpsDeployment> },
 }
@@ -96,7 +99,16 @@ impl Store {
         }
         let row = match face {
             FaceRows::None => None,
-            FaceRows::KpsKeypair(p) => Some(kps::insert_keypair(&tx, p)?),
+            FaceRows::KpsKeypair { pair, audit } => {
+                let id = kps::insert_keypair(&tx, pair)?;
+                records::insert_audit(&tx, audit)?;
+                Some(id)
+            }
+            FaceRows::KpsLink { id, protection, kms_key_name, kms_key_id } => {
+                let key = keys.first().map(|k| k.key.id.as_str()).unwrap_or_default();
+                kps::link_key(&tx, *id, key, protection, kms_key_name.as_deref(), kms_key_id.as_deref())?;
+                Some(*id)
+            }
             FaceRows::ApiOps { deployments, .. } => {
                 for d in deployments {
                     apiops::insert_deployment(&tx, d)?;

@@ -92,6 +92,23 @@ pub(super) fn insert_keypair(tx: &rusqlite::Connection, k: &KpsKeypair) -> Resul
     Ok(tx.last_insert_rowid())
 }
 
+/// Links a key pair to an inventory key (a private key imported into it), inside the caller's
+/// transaction.
+pub(super) fn link_key(
+    tx: &rusqlite::Connection,
+    id: i64,
+    key_id: &str,
+    protection: &str,
+    kms_key_name: Option<&str>,
+    kms_key_id: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE kps_keypairs SET key_id=?2, protection=?3, kms_key_name=?4, kms_key_id=?5, private_key_cleared=0, updated_ms=?6 WHERE id=?1",
+        params![id, key_id, protection, kms_key_name, kms_key_id, now_ms()],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// Inserts a key pair (with its audit entry); `NameTaken` when the project already has
     /// one by that name. Returns the row id.
@@ -146,22 +163,6 @@ impl Store {
         tx.execute("UPDATE kps_keypairs SET description=?2, updated_ms=?3 WHERE id=?1", params![id, description, now_ms()])?;
         records::insert_audit(&tx, audit)?;
         tx.commit()?;
-        Ok(())
-    }
-
-    /// Links a key pair to an inventory key (a private key imported into it).
-    pub fn kps_set_key(
-        &self,
-        id: i64,
-        key_id: &str,
-        protection: &str,
-        kms_key_name: Option<&str>,
-        kms_key_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE kps_keypairs SET key_id=?2, protection=?3, kms_key_name=?4, kms_key_id=?5, private_key_cleared=0, updated_ms=?6 WHERE id=?1",
-            params![id, key_id, protection, kms_key_name, kms_key_id, now_ms()],
-        )?;
         Ok(())
     }
 

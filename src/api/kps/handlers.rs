@@ -19,13 +19,13 @@ use zeroize::Zeroizing;
 use super::{codes, encode, project, KpsError, KpsRequest};
 use crate::config::{KpsProject, Permission};
 use crate::core::authz::Principal;
-use crate::core::import::{decrypt_blocking, import_key, ImportOutcome, ImportRequest};
+use crate::core::import::{decrypt_blocking, import_key_with, ImportOutcome, ImportRequest};
 use crate::core::keys::audit;
 use crate::core::{CoreError, SharedApp};
 use crate::material::spki::PublicKey;
 use crate::material::ssh::{fingerprint_sha256, parse_public_line, public_key_line};
 use crate::store::kps::now_ms;
-use crate::store::{KpsKeypair, StoreError};
+use crate::store::{FaceRows, KeyRecord, KpsKeypair, StoreError};
 
 /// The vendor's batch limits.
 const MAX_BATCH_EXPORT: usize = 10;
@@ -174,7 +174,8 @@ fn exportable(app: &SharedApp, namespace: &str) -> Option<bool> {
     Some(app.config.policy(namespace).allow_exportable)
 }
 
-/// Imports `key` as keyport key `name` in the project's namespace; its inventory record.
+/// Imports `key` as keyport key `name` in the project's namespace, with the key pair's row
+/// (`face`) in the same transaction; its inventory record.
 async fn import_into_token(
     app: &SharedApp,
     who: &Principal,
@@ -182,6 +183,7 @@ async fn import_into_token(
     name: &str,
     key: crate::material::key::PrivateKey,
     t: &Target,
+    face: FaceRows,
 ) -> Result<crate::store::KeyRecord, KpsError> {
     let req = ImportRequest {
         key,
@@ -191,7 +193,8 @@ async fn import_into_token(
         exportable: exportable(app, &proj.namespace),
         token: t.token.clone(),
     };
-    match import_key(app, who, req, None).await {
+    let face = move |recs: &[KeyRecord], _: &[Option<PublicKey>]| with_key(face, &recs[0].id);
+    match import_key_with(app, who, req, None, face).await {
         Ok(ImportOutcome::Imported(rec)) => Ok(rec),
         // Which key holds it is said only to a caller that may read that key.
         Ok(ImportOutcome::AlreadyPresent(rec)) if crate::core::keys::get(app, who, &rec.id).is_ok() => {
@@ -234,7 +237,29 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
     let private = a.key_protection.as_ref().and_then(|p| p.private_key.as_deref()).map(str::trim).filter(|s| !s.is_empty());
     let t = target(proj, a.key_protection.as_ref().and_then(|p| p.encryption.as_ref()))?;
 
-    let (record, public, line): (Option<crate::store::KeyRecord>, PublicKey, String) = if let Some(text) = private {
+    let now = now_ms();
+    let row = |public: &PublicKey, line: String, hosted: bool| KpsKeypair {
+        id: 0,
+        project_id: project_id.into(),
+        name: a.name.clone(),
+        key_id: None,
+        public_key: line,
+        fingerprint: fingerprint_sha256(public),
+        algorithm: public.algorithm().map(|a| a.as_str().to_string()).unwrap_or_else(|_| "unknown".into()),
+        kind: kind.clone(),
+        scope: scope.clone(),
+        user_id: a.user_id.clone(),
+        description: String::new(),
+        protection: hosted.then(|| t.protection.to_string()),
+        kms_key_name: if hosted { t.kms_key_name.clone() } else { None },
+        kms_key_id: if hosted { t.kms_key_id.clone() } else { None },
+        private_key_cleared: false,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let entry = audit(who, "kps.keypair.create", &proj.namespace, "", "ok", Some(format!("project {project_id}, key pair {}", a.name)));
+    if let Some(text) = private {
+        // A private key given: imported, the key pair's row in the key's own transaction.
         let key = read_key(text).await?;
         let public = key.public_key();
         if let Some((_, given)) = &given_public {
@@ -242,11 +267,15 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
                 return Err(KpsError::bad(codes::MISMATCH, "The imported private key not match public key"));
             }
         }
-        let rec = import_into_token(app, who, proj, &a.name, key, &t).await?;
         let line = given_public.map(|(l, _)| l).unwrap_or_else(|| public_key_line(&public, ""));
-        (Some(rec), public, line)
+        let face = FaceRows::KpsKeypair { pair: row(&public, line, true), audit: entry };
+        import_into_token(app, who, proj, &a.name, key, &t, face).await?;
     } else if let Some((line, public)) = given_public {
-        (None, public, line)
+        // A public key alone: no key in the token, only the key pair's row.
+        app.store.kps_insert(&row(&public, line, false), &entry).map_err(|e| match e {
+            StoreError::NameTaken { .. } => duplicate(&a.name),
+            e => e.into(),
+        })?;
     } else {
         let req = crate::core::keys::GenerateRequest {
             name: a.name.clone(),
@@ -255,63 +284,30 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
             token: t.token.clone(),
             exportable: exportable(app, &proj.namespace),
         };
-        let rec = crate::core::keys::generate(app, who, req).await.map_err(|e| match e {
+        let face = move |recs: &[KeyRecord], publics: &[Option<PublicKey>]| {
+            // A generated key pair always has its public key.
+            let Some(public) = publics.first().cloned().flatten() else { return FaceRows::None };
+            let line = public_key_line(&public, "");
+            with_key(FaceRows::KpsKeypair { pair: row(&public, line, true), audit: entry }, &recs[0].id)
+        };
+        crate::core::keys::generate_with(app, who, req, face).await.map_err(|e| match e {
             CoreError::Conflict(_) => duplicate(&a.name),
             e => e.into(),
         })?;
-        let token = app
-            .tokens
-            .get(Some(&rec.token))
-            .ok_or_else(|| KpsError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY, "token gone"))?
-            .clone();
-        let cka = rec.cka_id.clone();
-        let public = token.run(move |c| crate::token::objects::public_key(c, &cka)).await.map_err(CoreError::from)?;
-        let line = public_key_line(&public, "");
-        (Some(rec), public, line)
-    };
-    let now = now_ms();
-    let has_private = record.is_some();
-    let mut row = KpsKeypair {
-        id: 0,
-        project_id: project_id.into(),
-        name: a.name.clone(),
-        key_id: record.as_ref().map(|r| r.id.clone()),
-        public_key: line,
-        fingerprint: fingerprint_sha256(&public),
-        algorithm: public.algorithm().map(|a| a.as_str().to_string()).unwrap_or_else(|_| "unknown".into()),
-        kind,
-        scope,
-        user_id: a.user_id.clone(),
-        description: String::new(),
-        protection: has_private.then(|| t.protection.to_string()),
-        kms_key_name: if has_private { t.kms_key_name.clone() } else { None },
-        kms_key_id: if has_private { t.kms_key_id.clone() } else { None },
-        private_key_cleared: false,
-        created_ms: now,
-        updated_ms: now,
-    };
-    let entry = audit(
-        who,
-        "kps.keypair.create",
-        &proj.namespace,
-        row.key_id.as_deref().unwrap_or(""),
-        "ok",
-        Some(format!("project {project_id}, key pair {}", a.name)),
-    );
-    match app.store.kps_insert(&row, &entry) {
-        Ok(id) => row.id = id,
-        Err(e) => {
-            // Undo the token key so a failed create leaves nothing behind.
-            if let Some(rec) = &record {
-                let _ = crate::core::keys::delete(app, who, &rec.id).await;
-            }
-            return Err(match e {
-                StoreError::NameTaken { .. } => duplicate(&a.name),
-                e => e.into(),
-            });
-        }
     }
-    Ok(row)
+    app.store.kps_get(project_id, &a.name)?.ok_or_else(|| not_exist(&a.name))
+}
+
+/// The key pair's row, pointing at the key just created.
+fn with_key(face: FaceRows, key_id: &str) -> FaceRows {
+    match face {
+        FaceRows::KpsKeypair { mut pair, mut audit } => {
+            pair.key_id = Some(key_id.to_string());
+            audit.key_id = Some(key_id.to_string());
+            FaceRows::KpsKeypair { pair, audit }
+        }
+        other => other,
+    }
 }
 
 fn create_json(k: &KpsKeypair) -> Value {
@@ -426,13 +422,13 @@ pub async fn import_private_key(
                 return Err(KpsError::bad(codes::MISMATCH, "The imported private key not match public key"));
             }
             if existing.key_id.is_none() {
-                let rec = import_into_token(&app, &r.who, proj, &existing.name, key, &t).await?;
-                if let Err(e) =
-                    app.store.kps_set_key(existing.id, &rec.id, t.protection, t.kms_key_name.as_deref(), t.kms_key_id.as_deref())
-                {
-                    let _ = crate::core::keys::delete(&app, &r.who, &rec.id).await;
-                    return Err(e.into());
-                }
+                let link = FaceRows::KpsLink {
+                    id: existing.id,
+                    protection: t.protection.into(),
+                    kms_key_name: t.kms_key_name.clone(),
+                    kms_key_id: t.kms_key_id.clone(),
+                };
+                import_into_token(&app, &r.who, proj, &existing.name, key, &t, link).await?;
             }
         }
     }

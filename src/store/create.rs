@@ -15,7 +15,7 @@ pub enum FaceRows {
     #[default]
     None,
     /// A KPS key pair holding the (one) new key, with its audit entry.
-    KpsKeypair { pair: KpsKeypair, audit: AuditEntry },
+    KpsKeypair { pair: Box<KpsKeypair>, audit: AuditEntry },
     /// An existing KPS key pair (row `id`) that now holds the (one) new key, a private key
     /// imported into it.
     KpsLink { id: i64, protection: String, kms_key_name: Option<String>, kms_key_id: Option<String> },

@@ -268,7 +268,7 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
             }
         }
         let line = given_public.map(|(l, _)| l).unwrap_or_else(|| public_key_line(&public, ""));
-        let face = FaceRows::KpsKeypair { pair: row(&public, line, true), audit: entry };
+        let face = FaceRows::KpsKeypair { pair: Box::new(row(&public, line, true)), audit: entry };
         import_into_token(app, who, proj, &a.name, key, &t, face).await?;
     } else if let Some((line, public)) = given_public {
         // A public key alone: no key in the token, only the key pair's row.
@@ -288,7 +288,7 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
             // A generated key pair always has its public key.
             let Some(public) = publics.first().cloned().flatten() else { return FaceRows::None };
             let line = public_key_line(&public, "");
-            with_key(FaceRows::KpsKeypair { pair: row(&public, line, true), audit: entry }, &recs[0].id)
+            with_key(FaceRows::KpsKeypair { pair: Box::new(row(&public, line, true)), audit: entry }, &recs[0].id)
         };
         crate::core::keys::generate_with(app, who, req, face).await.map_err(|e| match e {
             CoreError::Conflict(_) => duplicate(&a.name),

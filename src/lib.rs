@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod material;
+pub mod names;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -65,7 +65,6 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         dek: Default::default(),
         jobs: Default::default(),
         health: Default::default(),
-        sync: Default::default(),
         signing: Default::default(),
     });
     for (name, e) in absent {
@@ -91,7 +90,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     tokio::spawn(crate::core::probe::run(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
     tokio::spawn(crate::core::jobs::run(app.clone()));
-    crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
+    let syncer = crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
     tokio::spawn(crate::core::certificates::resume(app.clone()));
 
     // Before any listener answers: a SIGTERM that arrives as soon as the daemon is reachable
@@ -101,7 +100,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let limits = &app.config.limits;
     let admin_app = app.clone();
     let serving = listen::Serving {
-        router: api::router(app.clone()),
+        router: api::router(app.clone(), syncer),
         limits: limits.clone(),
         privileged: Arc::new(move |peer| {
             admin_app.authz.read().expect("poisoned").identify(peer, None).is_ok_and(|p| p.allows("*", crate::config::Permission::Admin))

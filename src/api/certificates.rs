@@ -24,15 +24,7 @@ struct ListQuery {
     expiring_before: Option<String>,
 }
 
-/// A date or an RFC 3339 time as the store's `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn parse_instant(s: &str) -> Option<String> {
-    use time::format_description::well_known::Rfc3339;
-    let t = match time::OffsetDateTime::parse(s, &Rfc3339) {
-        Ok(t) => t,
-        Err(_) => time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?.midnight().assume_utc(),
-    };
-    t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).ok()?.format(&Rfc3339).ok()
-}
+pub use crate::store::records::parse_instant;
 
 async fn list(State(app): State<SharedApp>, Caller(who): Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let before = match q.expiring_before.as_deref() {

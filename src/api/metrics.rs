@@ -49,7 +49,11 @@ fn epoch(at: &str) -> Option<i64> {
     time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
-async fn metrics(State(app): State<SharedApp>, Caller(who): Caller) -> Result<impl IntoResponse, ApiError> {
+async fn metrics(
+    State(app): State<SharedApp>,
+    axum::Extension(super::SyncWorker(syncer)): axum::Extension<super::SyncWorker>,
+    Caller(who): Caller,
+) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
     family(&mut out, "keyport_token_up", "gauge", "1 when the token is present and logged in.");
     for t in app.tokens.all() {
@@ -76,7 +80,7 @@ async fn metrics(State(app): State<SharedApp>, Caller(who): Caller) -> Result<im
         }
     }
 
-    let status = crate::sync::status(&app, |ns| who.allows(ns, Permission::Read)).await.map_err(CoreError::from)?;
+    let status = crate::sync::status(&app, syncer.as_deref(), |ns| who.allows(ns, Permission::Read)).await.map_err(CoreError::from)?;
     let (backlog, oldest) = app.store.sync_backlog().map_err(CoreError::from)?;
     family(&mut out, "keyport_sync_enabled", "gauge", "1 when [sync] is configured.");
     let _ = writeln!(out, "keyport_sync_enabled {}", u8::from(status.enabled));

@@ -27,8 +27,12 @@ use axum::Router;
 
 use crate::core::SharedApp;
 
+/// The sync worker when `[sync]` is configured, for the faces that show or drive it.
+#[derive(Clone, Default)]
+pub struct SyncWorker(pub Option<std::sync::Arc<crate::sync::Syncer>>);
+
 /// Every face's routes on one router.
-pub fn router(app: SharedApp) -> Router {
+pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> Router {
     Router::new()
         .nest(
             "/keyport/v1",
@@ -41,5 +45,6 @@ pub fn router(app: SharedApp) -> Router {
         .merge(tpp::routes())
         .fallback(tpp::fallback)
         .with_state(app)
+        .layer(axum::Extension(SyncWorker(syncer)))
         .layer(axum::middleware::map_response(error::retry_after))
 }

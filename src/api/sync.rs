@@ -16,8 +16,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+use axum::Extension;
+
 use super::auth::Caller;
 use super::error::ApiError;
+use super::SyncWorker;
 use crate::config::Permission;
 use crate::core::{CoreError, SharedApp};
 
@@ -28,7 +31,12 @@ pub fn routes() -> Router<SharedApp> {
 /// `POST /keyport/v1/sync/restore` `{"dry_run": bool}`: keys back from the vault
 /// (`crate::sync::restore`); needs `admin` on every opted-in namespace. Runs as its own task,
 /// so a client that gives up (or the request timeout) does not stop it half-way.
-async fn restore(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn restore(
+    State(app): State<SharedApp>,
+    Extension(SyncWorker(syncer)): Extension<SyncWorker>,
+    Caller(who): Caller,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: crate::sync::restore::RestoreRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         Default::default()
     } else {
@@ -36,7 +44,7 @@ async fn restore(State(app): State<SharedApp>, Caller(who): Caller, body: axum::
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not the expected JSON: {e}"))
         })?
     };
-    let task = tokio::spawn(async move { crate::sync::restore::restore(&app, &who, req.dry_run).await });
+    let task = tokio::spawn(async move { crate::sync::restore::restore(&app, syncer, &who, req.dry_run).await });
     let report = task.await.map_err(|e| CoreError::invalid("internal", format!("restore task failed: {e}")))?.map_err(|e| match e {
         crate::sync::restore::RestoreError::Core(e) => ApiError::from(e),
         crate::sync::restore::RestoreError::VaultUnavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", m),
@@ -44,8 +52,12 @@ async fn restore(State(app): State<SharedApp>, Caller(who): Caller, body: axum::
     Ok(Json(serde_json::to_value(report).map_err(|e| CoreError::invalid("internal", e.to_string()))?))
 }
 
-async fn status(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<crate::sync::Status>, ApiError> {
-    let s = crate::sync::status(&app, |ns| who.allows(ns, Permission::Read) || who.allows(ns, Permission::Sync))
+async fn status(
+    State(app): State<SharedApp>,
+    Extension(SyncWorker(syncer)): Extension<SyncWorker>,
+    Caller(who): Caller,
+) -> Result<Json<crate::sync::Status>, ApiError> {
+    let s = crate::sync::status(&app, syncer.as_deref(), |ns| who.allows(ns, Permission::Read) || who.allows(ns, Permission::Sync))
         .await
         .map_err(CoreError::from)?;
     Ok(Json(s))
@@ -60,10 +72,11 @@ struct TriggerRequest {
 
 async fn trigger(
     State(app): State<SharedApp>,
+    Extension(SyncWorker(syncer)): Extension<SyncWorker>,
     Caller(who): Caller,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Some(syncer) = app.sync.get().cloned() else {
+    let Some(syncer) = syncer else {
         return Err(ApiError::new(StatusCode::CONFLICT, "sync_off", "sync is not configured: add a [sync] section with an address"));
     };
     for ns in &syncer.cfg.namespaces {
@@ -79,7 +92,7 @@ async fn trigger(
     };
     let wait = req.wait_secs.map(|s| Duration::from_secs(s.min(600)));
     let finished = syncer.trigger(wait).await;
-    let status = crate::sync::status(&app, |_| true).await.map_err(CoreError::from)?;
+    let status = crate::sync::status(&app, Some(&syncer), |_| true).await.map_err(CoreError::from)?;
     let code = if wait.is_none() { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((code, Json(json!({"finished": wait.is_some() && finished, "status": status}))))
 }

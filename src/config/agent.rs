@@ -139,12 +139,12 @@ impl AgentConfig {
             out.push(("agent.signatures_per_minute".into(), "0 would refuse every signature; remove the key for no limit".into()));
         }
         if let Some(ns) = &self.add {
-            if !crate::core::names::is_valid_name(ns) {
+            if !crate::names::is_valid_name(ns) {
                 out.push(("agent.add".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into()));
             }
         }
         for (ns, n) in &self.namespaces {
-            if !crate::core::names::is_valid_name(ns) {
+            if !crate::names::is_valid_name(ns) {
                 out.push((format!("agent.namespaces.{ns}"), "namespace names use 1-64 letters, digits, '_' or '-'".into()));
             }
             if let Some(argv) = &n.confirm {

@@ -44,7 +44,7 @@ impl ApiOpsConfig {
 
     /// Problems serde cannot see: names, references to tokens, shared namespaces.
     pub fn check(&self, token_names: &[&str]) -> Vec<(String, String)> {
-        use crate::core::names::is_valid_name;
+        use crate::names::is_valid_name;
         let mut out = Vec::new();
         let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, p) in &self.projects {

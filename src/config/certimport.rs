@@ -88,7 +88,7 @@ impl EnrollmentProfile {
         if self.id.is_empty() || self.id.len() > 128 || !self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             out.push(("id", format!("'{}' must be 1-128 letters, digits, '-' or '_' (it is a URL path segment)", self.id)));
         }
-        if !crate::core::names::is_valid_name(&self.namespace) {
+        if !crate::names::is_valid_name(&self.namespace) {
             out.push(("namespace", "namespace names use 1-64 letters, digits, '_' or '-'".into()));
         }
         if self.max_entries == 0 {

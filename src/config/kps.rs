@@ -71,7 +71,7 @@ impl KpsConfig {
             if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 p(at.clone(), "project ids use 1-64 letters, digits, '_' or '-'".into());
             }
-            if !crate::core::names::is_valid_name(&proj.namespace) {
+            if !crate::names::is_valid_name(&proj.namespace) {
                 p(format!("{at}.namespace"), "namespace names use 1-64 letters, digits, '_' or '-'".into());
             }
             let token_ok = |t: &Option<String>| t.as_ref().is_none_or(|t| tokens.contains(t));

@@ -429,7 +429,7 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let at = format!("tokens[{i}]");
-            if !crate::core::names::is_valid_name(&t.name) {
+            if !crate::names::is_valid_name(&t.name) {
                 p(format!("{at}.name"), format!("'{}' is not a valid name: use 1-64 letters, digits, '_' or '-'", t.name));
             }
             if !names.insert(t.name.clone()) {
@@ -488,7 +488,7 @@ impl Config {
                 }
             }
         }
-        if !crate::core::names::is_valid_name(&self.tlspc.namespace) {
+        if !crate::names::is_valid_name(&self.tlspc.namespace) {
             p("tlspc.namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
         let token_names: Vec<&str> = self.tokens.iter().map(|t| t.name.as_str()).collect();
@@ -551,7 +551,7 @@ impl Config {
                 }
             }
             for ns in pr.permissions.keys() {
-                if ns != "*" && !crate::core::names::is_valid_name(ns) {
+                if ns != "*" && !crate::names::is_valid_name(ns) {
                     p(
                         format!("principals[{i}].permissions.{ns}"),
                         "namespace names use 1-64 letters, digits, '_' or '-'; \"*\" means every namespace".into(),

@@ -128,7 +128,7 @@ impl TppConfig {
     pub(super) fn check(&self, principals: &[String]) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut p = |k: String, m: String| out.push((format!("tpp.{k}"), m));
-        if !crate::core::names::is_valid_name(&self.namespace) {
+        if !crate::names::is_valid_name(&self.namespace) {
             p("namespace".into(), "namespace names use 1-64 letters, digits, '_' or '-'".into());
         }
         if self.token_lifetime_secs == 0 {

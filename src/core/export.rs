@@ -95,11 +95,7 @@ fn authorize(
         ))));
     }
     check_protection(&app.config.policy(&rec.namespace), &rec.namespace, protection).map_err(refuse)?;
-    let token = app
-        .tokens
-        .get(Some(&rec.token))
-        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?
-        .clone();
+    let token = super::keys::token_of(app, &rec.token)?;
     Ok((rec, token))
 }
 
@@ -139,11 +135,7 @@ pub async fn export_secret_key(
 /// secrets, so no export permission or passphrase applies).
 pub async fn public_key(app: &App, who: &Principal, key_id: &str) -> Result<(KeyRecord, crate::material::spki::PublicKey), CoreError> {
     let rec = super::keys::get(app, who, key_id)?;
-    let token = app
-        .tokens
-        .get(Some(&rec.token))
-        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?
-        .clone();
+    let token = super::keys::token_of(app, &rec.token)?;
     let cka_id = rec.cka_id.clone();
     let pk = token.run(move |c| crate::token::objects::public_key(c, &cka_id)).await?;
     Ok((rec, pk))

@@ -100,6 +100,21 @@ pub(crate) async fn generate_with(
     super::create::create_with(app, who, new, face).await
 }
 
+/// The token a key lives in, in one wording wherever a key's token left the configuration.
+pub fn token_of(app: &App, token: &str) -> Result<std::sync::Arc<crate::token::Token>, CoreError> {
+    app.tokens.get(Some(token)).cloned().ok_or_else(|| {
+        CoreError::Conflict(format!("the key's token '{token}' is no longer configured; add it back to [[tokens]], or delete the key"))
+    })
+}
+
+/// A key's public key, read from its token (for keyport's own work: sync, exports of public
+/// keys; a caller's access is checked by whoever asks).
+pub(crate) async fn read_public_key(app: &App, rec: &KeyRecord) -> Result<crate::material::spki::PublicKey, CoreError> {
+    let token = token_of(app, &rec.token)?;
+    let cka_id = rec.cka_id.clone();
+    Ok(token.run(move |c| objects::public_key(c, &cka_id)).await?)
+}
+
 pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = app.store.key(id)?.ok_or_else(|| CoreError::NotFound(format!("no key with id '{id}'")))?;
     // A caller who may not read the namespace learns nothing, not even that the key exists.
@@ -123,9 +138,7 @@ pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&s
 pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = get(app, who, id)?;
     who.require(&rec.namespace, Permission::Manage)?;
-    if app.tokens.get(Some(&rec.token)).is_none() {
-        return Err(CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)));
-    }
+    token_of(app, &rec.token)?;
     let Some(intent) = app.store.begin_delete(&rec.id, &who.name)? else {
         return Err(CoreError::NotFound(format!("no key with id '{id}' (it was deleted, or its delete is under way)")));
     };
@@ -148,9 +161,7 @@ static DELETES: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// Destroys the token objects of a recorded delete, then removes the row with its audit entry
 /// (written in the name of whoever asked for the delete).
 pub(crate) async fn finish_delete(app: &App, intent: &crate::store::DeleteIntent) -> Result<(), CoreError> {
-    let token = app.tokens.get(Some(&intent.token)).ok_or_else(|| {
-        CoreError::Conflict(format!("the key's token '{}' is no longer configured; the delete stays recorded", intent.token))
-    })?;
+    let token = token_of(app, &intent.token)?;
     let cka_id = intent.cka_id.clone();
     let destroyed = token.run(move |c| objects::destroy(c, &cka_id)).await?;
     let entry = AuditEntry {

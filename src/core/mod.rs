@@ -16,7 +16,8 @@ pub mod jobs;
 pub mod kdf;
 pub mod keys;
 pub mod material;
-pub mod names;
+/// Name rules live in a leaf module (`crate::names`), since config checks them too.
+pub use crate::names;
 pub mod probe;
 pub mod reconcile;
 pub mod sign;
@@ -43,8 +44,6 @@ pub struct App {
     pub jobs: jobs::JobRunner,
     /// Problems found at start or by the probes; `GET health` reports them.
     pub health: health::Health,
-    /// The sync worker, when `[sync]` is configured (`crate::sync`).
-    pub sync: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
     /// Slots for passphrase key derivations (`kdf`).
     pub kdf: kdf::KdfPool,
     /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).

@@ -243,7 +243,7 @@ async fn rows(app: &App, token: &Arc<Token>, replaced: bool, r: &mut Repairs) ->
                 .collect();
             let missing_certs: Vec<String> =
                 certs.iter().filter(|(_, id)| idx.get(id).is_none_or(|s| s.certificate.is_none())).map(|(sha, _)| sha.clone()).collect();
-            let own: [&[u8]; 3] = [crate::api::tls::TLS_ID, crate::core::dek::AT_REST_KEY_ID, crate::sync::client_cert::CLIENT_KEY_ID];
+            let own = crate::token::reserved::ALL;
             let foreign =
                 idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
             Ok((present, missing_certs, foreign))

@@ -332,11 +332,7 @@ pub async fn sign(
             return Err(refuse(app, caller, rec, why).into());
         }
     }
-    let token = app
-        .tokens
-        .get(Some(&rec.token))
-        .ok_or_else(|| CoreError::Conflict(format!("the key's token '{}' is no longer configured", rec.token)))?
-        .clone();
+    let token = super::keys::token_of(app, &rec.token)?;
     let (mech, input) = match scheme {
         Scheme::Rsa(h) => (SignMechanism::RsaPkcs1(h), data.to_vec()),
         Scheme::Ecdsa(h) => (SignMechanism::EcdsaDigest, digest(h, data)),

@@ -307,6 +307,16 @@ pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Resul
 }
 
 /// RFC 3339 UTC with microseconds: sorts as text and parses everywhere.
+/// A date or an RFC 3339 time as the store's `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn parse_instant(s: &str) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = match time::OffsetDateTime::parse(s, &Rfc3339) {
+        Ok(t) => t,
+        Err(_) => time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?.midnight().assume_utc(),
+    };
+    t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).ok()?.format(&Rfc3339).ok()
+}
+
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
     t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))

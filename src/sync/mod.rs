@@ -104,8 +104,7 @@ pub struct Status {
 }
 
 /// Status of every key the caller may see (`visible(namespace)`).
-pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status, crate::store::StoreError> {
-    let syncer = app.sync.get();
+pub async fn status(app: &App, syncer: Option<&Syncer>, visible: impl Fn(&str) -> bool) -> Result<Status, crate::store::StoreError> {
     let rows = app.store.sync_rows()?;
     let mut keys: BTreeMap<String, KeyStatus> = BTreeMap::new();
     for s in app.store.sync_states()? {
@@ -194,9 +193,9 @@ pub async fn status(app: &App, visible: impl Fn(&str) -> bool) -> Result<Status,
 
 /// Starts the worker when `[sync]` is configured: turns the outbox on for the opted-in
 /// namespaces and spawns the loop. Call once, on the runtime, after reconciliation.
-pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
+pub fn start(app: &std::sync::Arc<App>) -> Result<Option<std::sync::Arc<Syncer>>, String> {
     if !app.config.sync.enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let syncer = Syncer::new(&app.config.sync)?;
     if let Some(vault) = syncer.remote.openbao() {
@@ -204,8 +203,7 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<(), String> {
     }
     let syncer = std::sync::Arc::new(syncer);
     app.store.set_sync_scope(syncer.scope());
-    let _ = app.sync.set(syncer.clone());
     tracing::info!(remote = syncer.remote.kind(), address = %syncer.remote.address(), host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
-    tokio::spawn(syncer.run(app.clone()));
-    Ok(())
+    tokio::spawn(syncer.clone().run(app.clone()));
+    Ok(Some(syncer))
 }

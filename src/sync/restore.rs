@@ -157,8 +157,13 @@ fn item_vault_err(e: VaultError) -> ItemError {
 static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Restores every restorable key of this host's opted-in namespaces. Needs `admin` on each.
-pub async fn restore(app: &App, who: &Principal, dry_run: bool) -> Result<RestoreReport, RestoreError> {
-    let syncer = app.sync.get().cloned().ok_or_else(|| CoreError::Conflict("sync is not configured: add a [sync] section".into()))?;
+pub async fn restore(
+    app: &App,
+    syncer: Option<std::sync::Arc<Syncer>>,
+    who: &Principal,
+    dry_run: bool,
+) -> Result<RestoreReport, RestoreError> {
+    let syncer = syncer.ok_or_else(|| CoreError::Conflict("sync is not configured: add a [sync] section".into()))?;
     if syncer.remote.openbao().is_none() {
         return Err(CoreError::Conflict(format!(
             "restore reads keys back from an OpenBao vault; this host syncs to a {} remote",

@@ -26,7 +26,7 @@ use crate::material::algorithm::Algorithm;
 use crate::material::spki::PublicKey;
 use crate::store::outbox::{OutboxRow, SyncScope, SyncState, OP_CERTIFICATE, OP_DELETE, OP_KEY};
 use crate::store::records::now;
-use crate::token::{byok, objects, TokenError};
+use crate::token::{byok, TokenError};
 
 /// The last pass, for status.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -364,18 +364,15 @@ impl Syncer {
         }
         let alg =
             Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
-        let token = app
-            .tokens
-            .get(Some(&rec.token))
-            .ok_or_else(|| VaultError::Permanent(format!("token '{}' is no longer configured", rec.token)))?
-            .clone();
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
-        let token_err = |e: TokenError| match e {
-            TokenError::Transient { .. } => VaultError::Retry { message: e.to_string(), after: None, stop_pass: false },
+        let token_err = |e: crate::core::CoreError| match e {
+            crate::core::CoreError::Token(e @ TokenError::Transient { .. }) => {
+                VaultError::Retry { message: e.to_string(), after: None, stop_pass: false }
+            }
             e => VaultError::Permanent(e.to_string()),
         };
-        let cka = rec.cka_id.clone();
-        let public = token.run(move |c| objects::public_key(c, &cka)).await.map_err(token_err)?;
+        let token = crate::core::keys::token_of(app, &rec.token).map_err(|e| VaultError::Permanent(e.to_string()))?;
+        let public = crate::core::keys::read_public_key(app, &rec).await.map_err(token_err)?;
         let synced = |k: &TransitKey| k.versions.iter().rev().find(|(_, v)| same_public_key(&public, &v.public_key)).map(|(n, _)| *n);
 
         let mut refreshed = false;
@@ -403,7 +400,7 @@ impl Syncer {
                     let why = format!("the token cannot wrap this key: {detail}");
                     return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
                 }
-                Err(e) => return Err(token_err(e)),
+                Err(e) => return Err(token_err(e.into())),
             };
             match self.vault().import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
                 ImportResult::Done => {

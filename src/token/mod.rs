@@ -18,6 +18,7 @@ pub mod objects;
 pub mod pin;
 pub mod probe;
 mod raw;
+pub mod reserved;
 pub mod secret;
 pub mod sign;
 pub mod signer;

@@ -73,15 +73,7 @@ async fn export_one(
         .ok_or_else(|| VendorError::bad("the key's inventory row is gone; retry"))?;
     match key_type {
         KeyType::Public => {
-            let token = app
-                .tokens
-                .get(Some(&rec.token))
-                .ok_or_else(|| VendorError::bad(format!("token '{}' is no longer configured", rec.token)))?;
-            let cka = rec.cka_id.clone();
-            let pk = token
-                .run(move |c| crate::token::objects::public_key(c, &cka))
-                .await
-                .map_err(|e| VendorError::from(crate::core::CoreError::from(e)))?;
+            let pk = crate::core::keys::read_public_key(app, &rec).await.map_err(VendorError::from)?;
             Ok(Zeroizing::new(content::public_pem(&pk).map_err(VendorError::bad)?.into_bytes()))
         }
         KeyType::Private => {

@@ -1,4 +1,4 @@
-//! Name rules shared by config and API.
+//! Name rules shared by config, core and faces (a leaf: it depends on nothing).
 
 /// Namespaces, token names, principal names: 1–64 of letters, digits, `_` and `-`.
 pub fn is_valid_name(s: &str) -> bool {

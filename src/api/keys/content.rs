@@ -188,18 +188,7 @@ fn pkcs1_der(der: &[u8]) -> Result<PublicKey, String> {
 
 /// PEM text of a public key (SPKI), as `openssl pkey -pubout` writes it.
 pub fn public_pem(p: &PublicKey) -> Result<String, String> {
-    Ok(pem_encode("PUBLIC KEY", &p.spki_der().map_err(|e| e.to_string())?))
-}
-
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    Ok(crate::material::pkcs::pem::encode("PUBLIC KEY", "", &p.spki_der().map_err(|e| e.to_string())?).to_string())
 }
 
 #[cfg(test)]

@@ -54,8 +54,9 @@ pub async fn export_file(
         let (fname, data) = files.pop().expect("one file");
         return Ok(super::file_response("application/x-pem-file", &fname, data.to_vec()));
     }
-    let zip = zip_stored(&files.iter().map(|(n, d)| (n.as_str(), &d[..])).collect::<Vec<_>>());
-    Ok(super::file_response("application/octet-stream", &format!("{name}-keys.zip"), zip))
+    let zip = crate::material::archive::stored_zip(&files.iter().map(|(n, d)| (n.as_str(), &d[..])).collect::<Vec<_>>())
+        .map_err(|e| VendorError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(super::file_response("application/octet-stream", &format!("{name}-keys.zip"), zip.to_vec()))
 }
 
 /// One deployment's material as a file: PEM for private (PKCS#8) and public (SPKI) keys; the
@@ -80,7 +81,7 @@ async fn export_one(
             let k =
                 crate::core::export::export_private_key(app, who, key_id, Protection::PlainByProtocol).await.map_err(VendorError::from)?;
             let der = crate::material::pkcs::to_pkcs8_der(&k).map_err(|e| VendorError::bad(e.to_string()))?;
-            Ok(Zeroizing::new(content::pem_encode("PRIVATE KEY", &der).into_bytes()))
+            Ok(Zeroizing::new(crate::material::pkcs::pem::encode("PRIVATE KEY", "", &der).as_bytes().to_vec()))
         }
         KeyType::Secret => {
             use base64::Engine;
@@ -91,63 +92,6 @@ async fn export_one(
             Ok(Zeroizing::new(text.into_bytes()))
         }
     }
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A ZIP archive of stored (uncompressed) entries, readable by `unzip` and every library.
-pub fn zip_stored(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in files {
-        let offset = out.len() as u32;
-        let crc = crc32(data);
-        let (n, len) = (name.len() as u16, data.len() as u32);
-        // Local file header: version 2.0, no flags, stored, DOS time 0, crc, sizes, name.
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        for v in [20u16, 0, 0, 0, 0x21] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [crc, len, len] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        for v in [20u16, 20, 0, 0, 0, 0x21] {
-            central.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [crc, len, len] {
-            central.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [n, 0, 0, 0, 0] {
-            central.extend_from_slice(&v.to_le_bytes());
-        }
-        central.extend_from_slice(&0o100600u32.wrapping_shl(16).to_le_bytes());
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    let (cd_offset, cd_len, count) = (out.len() as u32, central.len() as u32, files.len() as u16);
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    for v in [0u16, 0, count, count] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.extend_from_slice(&cd_len.to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
 }
 
 // --- import-file ------------------------------------------------------------------------------
@@ -315,11 +259,6 @@ pub async fn import_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
 
     #[tokio::test]
     async fn multipart_form() {

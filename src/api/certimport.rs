@@ -108,9 +108,7 @@ impl FromRequestParts<SharedApp> for IotCaller {
 
 /// A UUID derived from `seed`: stable ids for the vendor's account and division fields.
 fn derived_uuid(seed: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = hex::encode(&Sha256::digest(format!("keyport iot {seed}"))[..16]);
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    crate::core::ids::derived_uuid(&format!("keyport iot {seed}"))
 }
 
 /// `…ss.ffffffZ` → `…ssZ` (the job detail shows seconds only).

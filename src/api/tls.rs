@@ -57,16 +57,14 @@ pub async fn self_signed(token: &Arc<Token>, state_dir: &std::path::Path) -> Res
 
 /// TLS from PEM files (certificate chain and key).
 pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(cert).map_err(|e| format!("listen.tls.cert {}: {e}", cert.display()))?,
-    ))
-    .collect::<Result<_, _>>()
-    .map_err(|e| format!("listen.tls.cert {}: {e}", cert.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key).map_err(|e| format!("listen.tls.key {}: {e}", key.display()))?,
-    ))
-    .map_err(|e| format!("listen.tls.key {}: {e}", key.display()))?
-    .ok_or_else(|| format!("listen.tls.key {}: no private key in the file", key.display()))?;
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("listen.tls.cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("listen.tls.cert {}: no PEM certificate in the file", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("listen.tls.key {}: {e}", key.display()))?;
     rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -88,4 +86,23 @@ fn base64_std(b: &[u8]) -> String {
 
 fn wrap64(s: &str) -> String {
     s.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ascii")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn certificate_and_key_files_are_read_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        assert!(super::from_files(&c, &k).is_ok());
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(super::from_files(&empty, &k).unwrap_err().contains("no PEM certificate"));
+        assert!(super::from_files(&c, &empty).unwrap_err().starts_with("listen.tls.key"));
+        assert!(super::from_files(&dir.path().join("none"), &k).unwrap_err().starts_with("listen.tls.cert"));
+    }
 }

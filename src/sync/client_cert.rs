@@ -92,8 +92,9 @@ impl ClientCert {
                 path.display()
             )
         })?;
-        let chain: Vec<CertificateDer<'static>> =
-            rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<_, _>>().map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+        let chain: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
         let leaf = chain.first().ok_or_else(|| format!("{key}: {} holds no PEM certificate", path.display()))?;
         let spki = {
             use der::{Decode, Encode};

@@ -143,7 +143,7 @@ impl Http {
                 let ca = ca_file.ok_or("an https vault needs sync.ca_file")?;
                 let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
                 let mut roots = rustls::RootCertStore::empty();
-                for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+                for c in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
                     roots.add(c.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| format!("{}: {e}", ca.display()))?;
                 }
                 if roots.is_empty() {

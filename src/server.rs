@@ -34,8 +34,10 @@ pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
     let _lock = lock_state_dir(&cfg.state_dir)?;
     // Sets SOFTHSM2_CONF: must happen before any other thread exists.
     softhsm::prepare_env(&cfg).map_err(|m| fatal(2, m))?;
+    // Clears LISTEN_*: the environment is changed only while no other thread exists.
+    let activated = api::activation::take();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fatal(1, e.to_string()))?;
-    rt.block_on(run(cfg, config_file.map(Path::to_path_buf)))
+    rt.block_on(run(cfg, config_file.map(Path::to_path_buf), activated))
 }
 
 /// One daemon per state folder: an exclusive lock held for the process's life.
@@ -51,7 +53,7 @@ fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Fatal>
         .map_err(|_| fatal(1, format!("another keyport is running with state_dir {}; stop it first", dir.display())))
 }
 
-async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
+async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activation::Activated) -> Result<(), Fatal> {
     // The store first: it says which tokens keyport has seen (those are never created again).
     let store = Store::open(&cfg.state_dir.join("keyport.db")).map_err(|e| fatal(1, e.to_string()))?;
     let (tokens, absent) = open_tokens(&cfg, &store).await?;
@@ -113,7 +115,6 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
     let tcp_slots = Slots::new(limits.max_connections, limits.max_connections_per_peer, 0);
     let mut tasks = Vec::new();
     let mut _socket_file = None;
-    let activated = api::activation::take();
     if let Some(l) = activated.api {
         let l = tokio::net::UnixListener::from_std(l).map_err(|e| fatal(1, format!("activated socket: {e}")))?;
         tracing::info!("listening on the Unix socket passed by systemd");

@@ -22,7 +22,8 @@ pub fn unix_listener() -> Option<UnixListener> {
 }
 
 /// Every Unix stream listener systemd passed (LISTEN_FDS from fd 3, named by LISTEN_FDNAMES).
-/// Clears the variables so children (hooks) do not think the fds are theirs; call it once.
+/// Clears the variables so children (hooks) do not think the fds are theirs; call it once,
+/// before the runtime starts (changing the environment is unsound once other threads run).
 pub fn take() -> Activated {
     let mut out = Activated::default();
     let (Some(pid), Some(fds)) = (

@@ -74,7 +74,7 @@ impl From<CoreError> for IotError {
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
             }
-            CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            CoreError::Token(_) | CoreError::Store(_) | CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
         };
         if status.is_server_error() {

@@ -41,6 +41,7 @@ impl From<CoreError> for ApiError {
             CoreError::Token(TokenError::Refused { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "token_refused"),
             CoreError::Token(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+            CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         };
         if status.is_server_error() {
@@ -131,5 +132,23 @@ mod tests {
         )));
         let (s, ra, _) = render(ApiError::from(corrupt).into_response()).await;
         assert_eq!((s, ra), (StatusCode::INTERNAL_SERVER_ERROR, None));
+    }
+
+    /// keyport's own failure (a panicked worker, an unreadable stored job) is a 500 in every
+    /// face's shape, never a 400 about the caller's input.
+    #[tokio::test]
+    async fn internal_failures_are_500_in_every_face() {
+        let e = || CoreError::Internal("decrypt worker failed: task panicked".into());
+        let (s, ra, v) = render(ApiError::from(e()).into_response()).await;
+        assert_eq!((s, ra), (StatusCode::INTERNAL_SERVER_ERROR, None), "native {v}");
+        assert_eq!(v["error"]["code"], "internal");
+        let (s, _, v) = render(super::super::tlspc::VendorError::from(e()).into_response()).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "tlspc {v}");
+        let (s, _, v) = render(super::super::certimport::IotError::from(e()).into_response()).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "certimport {v}");
+        let (s, _, v) = render(super::super::kps::KpsError::from(e()).into_response()).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "kps {v}");
+        let (s, _, v) = render(super::super::keys::VendorError::from(e()).into_response()).await;
+        assert_eq!((s, &v["status"]), (StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!("FAILURE")), "apiops {v}");
     }
 }

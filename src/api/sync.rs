@@ -45,11 +45,11 @@ async fn restore(
         })?
     };
     let task = tokio::spawn(async move { crate::sync::restore::restore(&app, syncer, &who, req.dry_run).await });
-    let report = task.await.map_err(|e| CoreError::invalid("internal", format!("restore task failed: {e}")))?.map_err(|e| match e {
+    let report = task.await.map_err(|e| CoreError::Internal(format!("restore task failed: {e}")))?.map_err(|e| match e {
         crate::sync::restore::RestoreError::Core(e) => ApiError::from(e),
         crate::sync::restore::RestoreError::VaultUnavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", m),
     })?;
-    Ok(Json(serde_json::to_value(report).map_err(|e| CoreError::invalid("internal", e.to_string()))?))
+    Ok(Json(serde_json::to_value(report).map_err(|e| CoreError::Internal(e.to_string()))?))
 }
 
 async fn status(

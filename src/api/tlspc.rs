@@ -90,7 +90,7 @@ impl From<CoreError> for VendorError {
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE)
             }
-            CoreError::Token(_) | CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            CoreError::Token(_) | CoreError::Store(_) | CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
             CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
         };
         if status.is_server_error() {

@@ -412,6 +412,8 @@ fn failure(code: i64, message: impl Into<String>) -> Value {
 /// Marks an SSH answer that failed on the daemon's side (token or store unavailable):
 /// [`dispatch`] answers it 503 (Retry-After) instead of TPP's 200, and removes the mark.
 const UNAVAILABLE_MARK: &str = "keyportUnavailable";
+/// Likewise for keyport's own failure: answered 500.
+const INTERNAL_MARK: &str = "keyportInternal";
 
 fn core_failure(e: CoreError) -> Value {
     let msg = e.to_string();
@@ -426,6 +428,13 @@ fn core_failure(e: CoreError) -> Value {
         CoreError::NotExportable(_) => failure(codes::KEY_CANNOT_BE_DOWNLOADED, msg),
         CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => failure(codes::INSUFFICIENT_RIGHTS, msg),
         CoreError::Invalid { .. } | CoreError::Conflict(_) => failure(codes::BAD_KEY_FORMAT, msg),
+        // keyport's own fault: a 500, never "bad key format".
+        CoreError::Internal(_) => {
+            tracing::error!(error = ?msg, "tpp request failed inside keyport");
+            let mut v = failure(0, msg);
+            v[INTERNAL_MARK] = json!(true);
+            v
+        }
         other => {
             tracing::error!(error = ?other.to_string(), "tpp request failed");
             failure(0, other.to_string())
@@ -436,10 +445,16 @@ fn core_failure(e: CoreError) -> Value {
 /// An SSH call's answer: 200 as TPP answers even failures, but 503 (Retry-After) when
 /// [`core_failure`] marked it as the daemon's fault; the mark never reaches the client.
 fn ssh_response(mut v: Value) -> Response {
-    let unavailable = ["Response", "SshWebResponse"]
-        .iter()
-        .any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(UNAVAILABLE_MARK)).is_some());
-    let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let mut marked = |mark: &str| {
+        ["Response", "SshWebResponse"].iter().any(|k| v.get_mut(*k).and_then(Value::as_object_mut).and_then(|o| o.remove(mark)).is_some())
+    };
+    let status = if marked(UNAVAILABLE_MARK) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if marked(INTERNAL_MARK) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
     (status, Json(v)).into_response()
 }
 
@@ -784,6 +799,8 @@ mod tests {
         assert_eq!(v["Response"]["Success"], false);
         assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains("unavailable"), "{v}");
         assert!(v["Response"].get(UNAVAILABLE_MARK).is_none(), "the mark is internal: {v}");
+        let r = ssh_response(json!({"KeyMaterial": null, "Response": core_failure(CoreError::Internal("worker panicked".into()))}));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR, "keyport's own failure is a 500");
         let r = ssh_response(json!({"KeyMaterial": null, "Response": core_failure(CoreError::NotFound("no".into()))}));
         assert_eq!(r.status(), StatusCode::OK);
     }

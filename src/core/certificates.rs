@@ -68,7 +68,7 @@ pub fn submit(app: &Arc<App>, who: &Principal, input: &CertImportInput, detail: 
         total: input.items.len() as i64,
         failed: 0,
     };
-    let bytes = serde_json::to_vec(input).map_err(|e| CoreError::invalid("internal", e.to_string()))?;
+    let bytes = serde_json::to_vec(input).map_err(|e| CoreError::Internal(e.to_string()))?;
     app.store.create_detailed_job(&job, detail, &bytes)?;
     let (app, id) = (app.clone(), job.id.clone());
     tokio::spawn(async move { run_until_done(&app, Some(&id)).await });
@@ -113,8 +113,7 @@ async fn run_pending(app: &App, only: Option<&str>) -> Result<(), CoreError> {
 }
 
 async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
-    let input: CertImportInput =
-        serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
+    let input: CertImportInput = serde_json::from_slice(input).map_err(|e| CoreError::Internal(format!("job input unreadable: {e}")))?;
     let done: std::collections::HashSet<i64> =
         app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
     let who = app.authz.read().expect("poisoned").by_name(&job.principal);

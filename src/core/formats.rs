@@ -145,7 +145,7 @@ pub async fn encode(
         }
     })
     .await
-    .map_err(|e| CoreError::invalid("internal", format!("the export task failed: {e}")))?
+    .map_err(|e| CoreError::Internal(format!("the export task failed: {e}")))?
     .map_err(super::import::material_error)
 }
 

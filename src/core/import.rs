@@ -62,10 +62,7 @@ where
     F: FnOnce() -> Result<T, MaterialError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
-        .map_err(material_error)
+    tokio::task::spawn_blocking(f).await.map_err(|e| CoreError::Internal(format!("decrypt worker failed: {e}")))?.map_err(material_error)
 }
 
 fn default_name(req: &ImportRequest, fingerprint: &str) -> String {

@@ -90,7 +90,7 @@ pub fn submit(app: &App, principal: &str, input: &SealedImportInput) -> Result<J
         total: input.items.len() as i64,
         failed: 0,
     };
-    let bytes = serde_json::to_vec(input).map_err(|e| CoreError::invalid("internal", e.to_string()))?;
+    let bytes = serde_json::to_vec(input).map_err(|e| CoreError::Internal(e.to_string()))?;
     app.store.create_job(&job, &bytes)?;
     app.jobs.wake();
     Ok(job)
@@ -159,8 +159,7 @@ async fn clear_leftover(app: &App, job_id: &str, seq: i64) -> Result<(), CoreErr
 }
 
 async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
-    let input: SealedImportInput =
-        serde_json::from_slice(input).map_err(|e| CoreError::invalid("internal", format!("job input unreadable: {e}")))?;
+    let input: SealedImportInput = serde_json::from_slice(input).map_err(|e| CoreError::Internal(format!("job input unreadable: {e}")))?;
     let done: std::collections::HashSet<i64> =
         app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
     app.store.set_job_status(&job.id, "PROCESSING")?;

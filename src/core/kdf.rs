@@ -118,7 +118,7 @@ impl KdfPool {
             r
         })
         .await
-        .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
+        .map_err(|e| CoreError::Internal(format!("decrypt worker failed: {e}")))?
         .map_err(super::import::material_error)
     }
 
@@ -137,7 +137,7 @@ impl KdfPool {
             r
         })
         .await
-        .map_err(|e| CoreError::invalid("internal", format!("decrypt worker failed: {e}")))?
+        .map_err(|e| CoreError::Internal(format!("decrypt worker failed: {e}")))?
         .map_err(super::import::material_error)
     }
 }

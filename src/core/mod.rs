@@ -76,6 +76,10 @@ pub enum CoreError {
     /// moment: every face answers 503 with Retry-After.
     #[error("{0}")]
     Busy(String),
+    /// keyport itself failed (a worker panicked, a stored job cannot be read back): a 500 in
+    /// every face's shape, never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]

@@ -76,7 +76,7 @@ impl From<CoreError> for VendorError {
             CoreError::Forbidden(_) | CoreError::NotExportable(_) => StatusCode::FORBIDDEN,
             CoreError::Token(TokenError::Refused { .. }) | CoreError::Token(TokenError::NotFound { .. }) => StatusCode::BAD_REQUEST,
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            CoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::Store(_) | CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {

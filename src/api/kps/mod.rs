@@ -100,7 +100,7 @@ impl From<CoreError> for KpsError {
             CoreError::Token(TokenError::Transient { .. }) | CoreError::Token(TokenError::Config { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::DEPENDENCY)
             }
-            CoreError::Token(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE),
+            CoreError::Token(_) | CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::RESPONSE),
             CoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::DB),
             CoreError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::DEPENDENCY),
         };

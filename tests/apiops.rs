@@ -30,7 +30,7 @@ softhsm = {{ dir = "{hsm}" }}
 
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

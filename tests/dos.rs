@@ -39,7 +39,7 @@ fn a_huge_multipart_boundary_is_refused_quickly_and_the_daemon_stays_responsive(
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]
@@ -104,7 +104,7 @@ fn tpp_daemon(limits: &str) -> Daemon {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

@@ -38,7 +38,7 @@ fn daemon() -> Daemon {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

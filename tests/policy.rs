@@ -28,7 +28,7 @@ fn principals(gen_permissions: &str) -> String {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

@@ -411,7 +411,7 @@ fn a_skipped_import_reveals_nothing_about_the_existing_key() {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

@@ -16,7 +16,7 @@ fn config() -> String {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub const ROOT_PRINCIPALS: &str = r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [TEST_UID]
 permissions = { "*" = ["admin"] }
 
 [[principals]]
@@ -107,6 +107,8 @@ softhsm = {{ dir = "{hsm}" }}
             pin = d.join("pin").display(),
             hsm = d.join("softhsm").display(),
         );
+        // `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere).
+        let text = text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string());
         let config = d.join("keyport.toml");
         std::fs::write(&config, text).unwrap();
         Daemon { dir, config, socket, port, child: None, env: Vec::new() }

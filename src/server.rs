@@ -14,6 +14,9 @@ use crate::core::{authz::Authz, reconcile, App};
 use crate::store::Store;
 use crate::token::{softhsm, OpenError, Token, Tokens};
 
+/// Connections the metrics listener serves at once (a scraper or two).
+const METRICS_CONNECTIONS: usize = 8;
+
 /// A start-up failure: one line per problem, then exit code 2 (configuration) or 1.
 pub struct Fatal {
     pub lines: Vec<String>,
@@ -68,6 +71,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
         health: Default::default(),
         sync: Default::default(),
         signing: Default::default(),
+        telemetry: Default::default(),
     });
     for (name, e) in absent {
         tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
@@ -162,6 +166,14 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
             let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
             tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
         }
+    }
+    // The metrics-only listener: plain HTTP, no authentication, counts only (`api::metrics`).
+    if let Some(addr) = &app.config.metrics.listen {
+        let l =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr} (metrics.listen): {e}")))?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listener: GET /metrics, no authentication");
+        let s = listen::Serving { router: api::metrics::listener_router(app.clone()), ..serving.clone() };
+        tasks.push(tokio::spawn(listen::serve_tcp(l, None, s, Slots::new(METRICS_CONNECTIONS, METRICS_CONNECTIONS / 2, 0))));
     }
     // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
     let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());

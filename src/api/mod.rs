@@ -4,8 +4,10 @@
 //! peer is (SO_PEERCRED on the socket, the address on TCP) and puts it in the request's
 //! extensions; `auth` turns that plus any API key into a principal; faces call the core.
 
+pub mod access;
 pub mod activation;
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod certificates;
@@ -32,14 +34,21 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .nest(
             "/keyport/v1",
-            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+            native::routes()
+                .merge(sync::routes())
+                .merge(certificates::routes())
+                .merge(metrics::routes())
+                .merge(sign::routes())
+                .merge(audit::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())
         .merge(certimport::routes())
         .merge(tpp::routes())
+        .route_layer(axum::middleware::from_fn(access::note_route))
         .fallback(tpp::fallback)
-        .with_state(app)
+        .with_state(app.clone())
         .layer(axum::middleware::map_response(error::retry_after))
+        .layer(axum::middleware::from_fn_with_state(app, access::layer))
 }

@@ -65,6 +65,19 @@ pub struct Config {
     /// The ssh-agent listener and the restrictions on signing (`config/agent.rs`).
     #[serde(default)]
     pub agent: AgentConfig,
+    /// The optional metrics-only listener (`api::metrics`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: a second HTTP listener that answers only `GET /metrics`, without
+/// authentication, so Prometheus can scrape without an API key. It shows counts, token names
+/// and route templates only: no key or namespace names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, e.g. `127.0.0.1:9750`; absent: no metrics listener.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +377,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "enrollment_profiles",
     "sync",
     "agent",
+    "metrics",
 ];
 
 /// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`
@@ -464,6 +478,15 @@ impl Config {
                     _ => {}
                 },
                 _ => {}
+            }
+        }
+        if let Some(m) = &self.metrics.listen {
+            match m.parse::<std::net::SocketAddr>() {
+                Err(_) => p("metrics.listen".into(), format!("'{m}' is not host:port; use an address like 127.0.0.1:9750")),
+                Ok(a) if self.listen.tcp.as_deref().and_then(|t| t.parse::<std::net::SocketAddr>().ok()) == Some(a) => {
+                    p("metrics.listen".into(), format!("{a} is listen.tcp as well; give the metrics listener its own port"))
+                }
+                Ok(_) => {}
             }
         }
         if let Some(tcp) = &self.listen.tcp {

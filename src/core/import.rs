@@ -178,6 +178,7 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
         reason: None,
     });
+    let token_name = token.name.clone();
     let new = super::keys::NewKey {
         namespace: req.namespace.clone(),
         name,
@@ -199,6 +200,9 @@ pub async fn import_key(app: &App, who: &Principal, req: ImportRequest, slot: Op
         }
         Ok(public)
     })
-    .await?;
-    Ok(ImportOutcome::Imported(rec))
+    .await;
+    if !matches!(rec, Err(CoreError::Forbidden(_) | CoreError::Invalid { .. } | CoreError::Conflict(_))) {
+        app.telemetry.token_op(&token_name, "import", rec.is_ok());
+    }
+    Ok(ImportOutcome::Imported(rec?))
 }

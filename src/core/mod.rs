@@ -1,6 +1,7 @@
 //! The operations every face shares, written once: key generation and deletion (crash-safe
 //! through intents), start-up reconciliation, principals and permissions, names.
 
+pub mod audit;
 pub mod authz;
 pub mod certificates;
 pub mod dek;
@@ -17,6 +18,7 @@ pub mod names;
 pub mod probe;
 pub mod reconcile;
 pub mod sign;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub struct App {
     pub kdf: kdf::KdfPool,
     /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).
     pub signing: sign::Signing,
+    /// Request, token and sync counters for `GET metrics` (`telemetry`).
+    pub telemetry: telemetry::Telemetry,
 }
 
 pub type SharedApp = Arc<App>;

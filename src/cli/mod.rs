@@ -9,6 +9,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
+mod audit;
+
 #[derive(Parser)]
 #[command(
     name = "keyport",
@@ -105,6 +107,9 @@ pub enum Command {
     /// password is read from the terminal (twice, not echoed) or from stdin's first line;
     /// never from the command line, where other users could see it in `ps`.
     HashPassword,
+    /// The audit log (admin): who did what to which key, refusals and failures included,
+    /// newest first.
+    Audit(audit::AuditArgs),
     /// Bring keys (exportable in the vault) and their certificates back from the vault into
     /// the token; keys already present are skipped, so it is safe to run again.
     Restore {
@@ -191,6 +196,10 @@ pub struct Client {
     /// Print the JSON the daemon answered instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Authenticate with this API key instead of the socket's peer credentials (sent as
+    /// X-Api-Key). Prefer the environment variable: a command line is visible in `ps`.
+    #[arg(long, global = true, env = "KEYPORT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Where the systemd service's socket unit puts the socket.
@@ -365,6 +374,7 @@ pub fn run(cmd: Command) -> i32 {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Audit(a) => audit::run(a),
         Command::Restore { client, dry_run } => {
             let failed = |v: &Value| {
                 let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");
@@ -528,7 +538,7 @@ fn export(
             format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()))
         };
         // An id first; else a name, which must be unique (in the namespace, when given).
-        let (status, v) = request(&c.socket(), "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
+        let (status, v) = send(c, "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
         let id = if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
             key.to_string()
         } else {
@@ -536,7 +546,7 @@ fn export(
             if let Some(ns) = namespace {
                 path.push_str(&format!("&namespace={}", enc(ns)));
             }
-            let (status, v) = request(&c.socket(), "GET", &path, None).await?;
+            let (status, v) = send(c, "GET", &path, None).await?;
             if status != 200 {
                 return Err(message(status, &v));
             }
@@ -547,7 +557,7 @@ fn export(
             }
         };
         let body = json!({"format": format, "passphrase": passphrase.as_ref().map(|p| p.as_str())});
-        let (status, v) = request(&c.socket(), "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
+        let (status, v) = send(c, "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
         if status != 200 {
             return Err(message(status, &v));
         }
@@ -600,21 +610,23 @@ fn key_table(keys: Vec<Value>) {
     );
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
+        // A daemon's answer may carry a caller's string: no terminal control codes in a table.
+        Value::String(x) if x.chars().any(char::is_control) => x.escape_debug().to_string(),
         Value::String(x) => x.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
 
-fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+pub(crate) fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -648,13 +660,13 @@ pub mod exit {
     pub const PARTIAL: i32 = 4;
 }
 
-fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
+pub(crate) fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
     call_with(c, method, path, body, show, |_| exit::OK)
 }
 
 /// `call`, where `verdict` turns a successful answer into an exit code (0, or 4 for partial
 /// failure) whether or not `--json` is set.
-fn call_with(
+pub(crate) fn call_with(
     c: &Client,
     method: &str,
     path: &str,
@@ -663,7 +675,7 @@ fn call_with(
     verdict: impl FnOnce(&Value) -> i32,
 ) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    match rt.block_on(request(&c.socket(), method, path, body)) {
+    match rt.block_on(send(c, method, path, body)) {
         Ok((status, v)) => {
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -689,6 +701,21 @@ fn call_with(
 }
 
 pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    request_with(socket, None, method, path, body).await
+}
+
+/// [`request`] as the client's principal: its API key, if it has one.
+pub async fn send(c: &Client, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    request_with(&c.socket(), c.api_key.as_deref(), method, path, body).await
+}
+
+async fn request_with(
+    socket: &std::path::Path,
+    api_key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
             "permission denied on {}: this user may not use the socket (its mode and group are listen.socket_mode and listen.socket_group); ask the daemon's administrator",
@@ -699,13 +726,11 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", "localhost").header("content-type", "application/json");
+    if let Some(k) = api_key {
+        req = req.header("x-api-key", k);
+    }
+    let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -101,6 +101,7 @@ pub fn listener_router(app: SharedApp) -> axum::Router {
     Router::new()
         .route("/metrics", get(anonymous))
         .route("/keyport/v1/metrics", get(anonymous))
+        .route(&format!("/keyport/v1{}", super::native::LIVE), get(super::native::live))
         .route_layer(axum::middleware::from_fn(super::access::note_route))
         .fallback(super::error::not_found)
         .with_state(app.clone())

@@ -13,6 +13,7 @@ pub mod body;
 pub mod certificates;
 pub mod certimport;
 pub mod error;
+pub mod import;
 pub mod keys;
 pub mod kps;
 pub mod listen;
@@ -39,7 +40,8 @@ pub fn router(app: SharedApp) -> Router {
                 .merge(certificates::routes())
                 .merge(metrics::routes())
                 .merge(sign::routes())
-                .merge(audit::routes()),
+                .merge(audit::routes())
+                .merge(import::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

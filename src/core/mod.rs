@@ -11,6 +11,7 @@ pub mod formats;
 pub mod health;
 pub mod ids;
 pub mod import;
+pub mod import_file;
 pub mod jobs;
 pub mod kdf;
 pub mod keys;

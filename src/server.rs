@@ -29,16 +29,44 @@ fn fatal(code: i32, line: impl Into<String>) -> Fatal {
 
 pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
     let cfg = config::load(config_file).map_err(|ps| Fatal { lines: ps.iter().map(|p| format!("config: {p}")).collect(), code: 2 })?;
+    let fresh = !cfg.state_dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&cfg.state_dir)
         .map_err(|e| fatal(1, format!("cannot create state_dir {}: {e}", cfg.state_dir.display())))?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    say_where(&cfg, config_file, fresh);
     // Sets SOFTHSM2_CONF: must happen before any other thread exists.
     softhsm::prepare_env(&cfg).map_err(|m| fatal(2, m))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fatal(1, e.to_string()))?;
     rt.block_on(run(cfg, config_file.map(Path::to_path_buf)))
+}
+
+/// Where the state is, said at every start: a `keyport serve` run from another folder (with
+/// the embedded default's relative `./run`) must not quietly start an empty daemon there.
+fn say_where(cfg: &Config, config_file: Option<&Path>, fresh: bool) {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let state = abs(&cfg.state_dir);
+    let config = config_file.map_or_else(|| "embedded default (no --config)".to_string(), |f| abs(f).display().to_string());
+    let store = state.join("keyport.db");
+    tracing::info!(config = ?config, state_dir = ?state.display().to_string(), store = ?store.display().to_string(), "state");
+    for t in &cfg.tokens {
+        if let Some(s) = &t.softhsm {
+            let pin = match &t.pin {
+                config::PinSource::File(f) => abs(f).display().to_string(),
+                config::PinSource::Env(v) => format!("${v}"),
+                config::PinSource::Credential(c) => format!("credential {c}"),
+            };
+            tracing::info!(token = ?t.name, softhsm_dir = ?abs(&s.dir).display().to_string(), pin = ?pin, "SoftHSM token");
+        }
+    }
+    if fresh {
+        tracing::warn!(
+            state_dir = ?state.display().to_string(),
+            "a new, empty state folder was created: a new store here (and a new SoftHSM token for the embedded default); if you meant an existing keyport, stop and pass --config or run from its folder"
+        );
+    }
 }
 
 /// One daemon per state folder: an exclusive lock held for the process's life.

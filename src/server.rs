@@ -14,6 +14,9 @@ use crate::core::{authz::Authz, reconcile, App};
 use crate::store::Store;
 use crate::token::{softhsm, OpenError, Token, Tokens};
 
+/// Connections the metrics listener serves at once (a scraper or two).
+const METRICS_CONNECTIONS: usize = 8;
+
 /// A start-up failure: one line per problem, then exit code 2 (configuration) or 1.
 pub struct Fatal {
     pub lines: Vec<String>,
@@ -26,18 +29,46 @@ fn fatal(code: i32, line: impl Into<String>) -> Fatal {
 
 pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
     let cfg = config::load(config_file).map_err(|ps| Fatal { lines: ps.iter().map(|p| format!("config: {p}")).collect(), code: 2 })?;
+    let fresh = !cfg.state_dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&cfg.state_dir)
         .map_err(|e| fatal(1, format!("cannot create state_dir {}: {e}", cfg.state_dir.display())))?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    say_where(&cfg, config_file, fresh);
     // Sets SOFTHSM2_CONF: must happen before any other thread exists.
     softhsm::prepare_env(&cfg).map_err(|m| fatal(2, m))?;
     // Clears LISTEN_*: the environment is changed only while no other thread exists.
     let activated = api::activation::take();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fatal(1, e.to_string()))?;
     rt.block_on(run(cfg, config_file.map(Path::to_path_buf), activated))
+}
+
+/// Where the state is, said at every start: a `keyport serve` run from another folder (with
+/// the embedded default's relative `./run`) must not quietly start an empty daemon there.
+fn say_where(cfg: &Config, config_file: Option<&Path>, fresh: bool) {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let state = abs(&cfg.state_dir);
+    let config = config_file.map_or_else(|| "embedded default (no --config)".to_string(), |f| abs(f).display().to_string());
+    let store = state.join("keyport.db");
+    tracing::info!(config = ?config, state_dir = ?state.display().to_string(), store = ?store.display().to_string(), "state");
+    for t in &cfg.tokens {
+        if let Some(s) = &t.softhsm {
+            let pin = match &t.pin {
+                config::PinSource::File(f) => abs(f).display().to_string(),
+                config::PinSource::Env(v) => format!("${v}"),
+                config::PinSource::Credential(c) => format!("credential {c}"),
+            };
+            tracing::info!(token = ?t.name, softhsm_dir = ?abs(&s.dir).display().to_string(), pin = ?pin, "SoftHSM token");
+        }
+    }
+    if fresh {
+        tracing::warn!(
+            state_dir = ?state.display().to_string(),
+            "a new, empty state folder was created: a new store here (and a new SoftHSM token for the embedded default); if you meant an existing keyport, stop and pass --config or run from its folder"
+        );
+    }
 }
 
 /// One daemon per state folder: an exclusive lock held for the process's life.
@@ -68,6 +99,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         jobs: Default::default(),
         health: Default::default(),
         signing: Default::default(),
+        telemetry: Default::default(),
     });
     for (name, e) in absent {
         tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
@@ -102,7 +134,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
     let limits = &app.config.limits;
     let admin_app = app.clone();
     let serving = listen::Serving {
-        router: api::router(app.clone(), syncer),
+        router: api::router(app.clone(), syncer.clone()),
         limits: limits.clone(),
         privileged: Arc::new(move |peer| {
             admin_app.authz.read().expect("poisoned").identify(peer, None).is_ok_and(|p| p.allows("*", crate::config::Permission::Admin))
@@ -161,6 +193,14 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
             let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
             tasks.push(tokio::spawn(listen::serve_tcp(l, acceptor, serving.clone(), tcp_slots.clone())));
         }
+    }
+    // The metrics-only listener: plain HTTP, no authentication, counts only (`api::metrics`).
+    if let Some(addr) = &app.config.metrics.listen {
+        let l =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr} (metrics.listen): {e}")))?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listener: GET /metrics, no authentication");
+        let s = listen::Serving { router: api::metrics::listener_router(app.clone(), syncer.clone()), ..serving.clone() };
+        tasks.push(tokio::spawn(listen::serve_tcp(l, None, s, Slots::new(METRICS_CONNECTIONS, METRICS_CONNECTIONS / 2, 0))));
     }
     // The ssh-agent socket (`api::agent`): its own connection cap, the same shutdown.
     let agent = api::agent::AgentServing::new(app.clone(), serving.shutdown.clone());

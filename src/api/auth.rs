@@ -63,6 +63,9 @@ pub fn identify(app: &SharedApp, parts: &Parts, face_headers: &[&str]) -> Result
         who.expect("at least one key")
     };
     authenticated(parts);
+    if let Some(info) = parts.extensions.get::<super::access::RequestInfo>() {
+        info.principal(&who.name);
+    }
     Ok(who)
 }
 

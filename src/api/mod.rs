@@ -4,13 +4,16 @@
 //! peer is (SO_PEERCRED on the socket, the address on TCP) and puts it in the request's
 //! extensions; `auth` turns that plus any API key into a principal; faces call the core.
 
+pub mod access;
 pub mod activation;
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod certificates;
 pub mod certimport;
 pub mod error;
+pub mod import;
 pub mod keys;
 pub mod kps;
 pub mod listen;
@@ -36,15 +39,23 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
     Router::new()
         .nest(
             "/keyport/v1",
-            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+            native::routes()
+                .merge(sync::routes())
+                .merge(certificates::routes())
+                .merge(metrics::routes())
+                .merge(sign::routes())
+                .merge(audit::routes())
+                .merge(import::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())
         .merge(certimport::routes())
         .merge(tpp::routes())
+        .route_layer(axum::middleware::from_fn(access::note_route))
         .fallback(tpp::fallback)
-        .with_state(app)
+        .with_state(app.clone())
         .layer(axum::Extension(SyncWorker(syncer)))
         .layer(axum::middleware::map_response(error::retry_after))
+        .layer(axum::middleware::from_fn_with_state(app, access::layer))
 }

@@ -19,27 +19,48 @@ use crate::store::KeyRecord;
 pub fn routes() -> Router<SharedApp> {
     Router::new()
         .route("/health", get(health))
+        .route(LIVE, get(live))
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
         .route("/keys/{id}/export", axum::routing::post(export_key))
 }
 
+/// The unauthenticated liveness path (under `/keyport/v1`; also on the metrics listener).
+pub const LIVE: &str = "/health/live";
+
+/// Liveness for supervisors and load balancers: the daemon answers HTTP. No authentication,
+/// nothing about tokens, keys or principals; `GET health` (authenticated) says whether the
+/// daemon can do its work.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
 /// Health answers any authenticated caller. It probes now (`core::probe`: each token reads a
 /// known object, the store runs a rolled-back write and checks its disk) rather than trusting
 /// the last round, and is degraded (503) while any component has a problem.
-async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode, Json<Value>) {
+async fn health(
+    State(app): State<SharedApp>,
+    axum::Extension(super::SyncWorker(syncer)): axum::Extension<super::SyncWorker>,
+    Caller(_): Caller,
+) -> (StatusCode, Json<Value>) {
     let mut tokens = Vec::new();
     for t in app.tokens.all() {
         tokens.push(probe::token(&app, t).await);
     }
     let store_ok = probe::store(&app).await;
-    let problems = app.health.problems();
-    let ok = store_ok && problems.is_empty() && tokens.iter().all(|t| t.present && t.logged_in);
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut problems = serde_json::to_value(app.health.problems()).unwrap_or_default();
+    let local_ok = store_ok && problems.as_array().is_some_and(Vec::is_empty) && tokens.iter().all(|t| t.present && t.logged_in);
+    // A vault that cannot be reached degrades the daemon but does not stop it: keys are made,
+    // imported and used locally; the changes wait in the backlog. So 200, with the reason.
+    let vault_down = syncer.as_ref().and_then(|s| s.gate.status());
+    if let (Some(d), Some(list)) = (&vault_down, problems.as_array_mut()) {
+        list.push(json!({"component": "sync", "reason": format!("the vault is unreachable ({}); changes wait in the backlog, next try at {}", d.reason, d.next_probe_at)}));
+    }
+    let status = if local_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(json!({
-            "status": if ok { "ok" } else { "degraded" },
+            "status": if local_ok && vault_down.is_none() { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),
             "tokens": tokens,
             "store": {"ok": store_ok, "schema_version": app.store.schema_version().ok()},

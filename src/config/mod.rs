@@ -9,6 +9,8 @@ mod agent;
 mod apiops;
 mod certimport;
 mod kps;
+pub mod paths;
+mod schema;
 mod sync;
 mod tpp;
 
@@ -65,6 +67,19 @@ pub struct Config {
     /// The ssh-agent listener and the restrictions on signing (`config/agent.rs`).
     #[serde(default)]
     pub agent: AgentConfig,
+    /// The optional metrics-only listener (`api::metrics`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: a second HTTP listener that answers only `GET /metrics`, without
+/// authentication, so Prometheus can scrape without an API key. It shows counts, token names
+/// and route templates only: no key or namespace names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, e.g. `127.0.0.1:9750`; absent: no metrics listener.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,7 +110,7 @@ impl Default for TlspcConfig {
 }
 
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("./run")
+    paths::state_dir()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,7 +137,7 @@ fn default_socket_mode() -> String {
 impl Default for Listen {
     fn default() -> Self {
         Listen {
-            socket: Some(PathBuf::from("./run/keyport.sock")),
+            socket: Some(paths::api_socket()),
             socket_mode: default_socket_mode(),
             socket_owner: None,
             socket_group: None,
@@ -364,6 +379,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "enrollment_profiles",
     "sync",
     "agent",
+    "metrics",
 ];
 
 /// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`
@@ -384,38 +400,19 @@ pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
     let builder = config::Config::builder();
     let builder = match file {
         Some(p) => builder.add_source(config::File::from(p.to_path_buf()).format(config::FileFormat::Toml).required(true)),
-        None => builder.add_source(config::File::from_str(EMBEDDED_DEFAULT, config::FileFormat::Toml)),
+        None => builder.add_source(config::File::from_str(&paths::embedded_default(EMBEDDED_DEFAULT), config::FileFormat::Toml)),
     };
     let built = builder
         .add_source(config::Environment::default().separator("__").try_parsing(true).source(Some(env_overrides(std::env::vars()))))
         .build()
-        .map_err(|e| vec![from_config_error(e)])?;
-    let cfg: Config = built.try_deserialize().map_err(|e| vec![from_config_error(e)])?;
+        .map_err(|e| vec![schema::from_config_error(e)])?;
+    let cfg: Config = built.clone().try_deserialize().map_err(|e| schema::problems(&built, e))?;
     let problems = cfg.check();
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(problems)
     }
-}
-
-fn from_config_error(e: config::ConfigError) -> Problem {
-    let text = e.to_string();
-    // The config crate says "unknown field `x`, expected one of … for key `a.b`"; keep it whole
-    // and add the fix.
-    let path = text
-        .rsplit_once("for key `")
-        .map(|(_, k)| k.trim_end_matches(['`', '\'', ' ']).to_string())
-        .or_else(|| text.rsplit_once(" in ").map(|(_, p)| p.to_string()))
-        .unwrap_or_else(|| "config".into());
-    let hint = if text.contains("unknown field") {
-        " (remove the key or fix its spelling; config/keyport.toml lists every key)"
-    } else if text.contains("missing field") {
-        " (add it; config/keyport.toml shows an example)"
-    } else {
-        ""
-    };
-    Problem { path, message: format!("{text}{hint}") }
 }
 
 impl Config {
@@ -464,6 +461,15 @@ impl Config {
                     _ => {}
                 },
                 _ => {}
+            }
+        }
+        if let Some(m) = &self.metrics.listen {
+            match m.parse::<std::net::SocketAddr>() {
+                Err(_) => p("metrics.listen".into(), format!("'{m}' is not host:port; use an address like 127.0.0.1:9750")),
+                Ok(a) if self.listen.tcp.as_deref().and_then(|t| t.parse::<std::net::SocketAddr>().ok()) == Some(a) => {
+                    p("metrics.listen".into(), format!("{a} is listen.tcp as well; give the metrics listener its own port"))
+                }
+                Ok(_) => {}
             }
         }
         if let Some(tcp) = &self.listen.tcp {

@@ -103,7 +103,9 @@ fn authorize(
 pub async fn export_private_key(app: &App, who: &Principal, key_id: &str, protection: Protection<'_>) -> Result<PrivateKey, CoreError> {
     let (rec, token) = authorize(app, who, key_id, protection)?;
     let cka_id = rec.cka_id.clone();
-    let der = token.run(move |c| wrap::private_key_pkcs8(c, &cka_id)).await?;
+    let der = token.run(move |c| wrap::private_key_pkcs8(c, &cka_id)).await;
+    app.telemetry.token_op(&token.name, "export", der.is_ok());
+    let der = der?;
     let key = crate::material::pkcs::private_key_from_pkcs8_der(&der).map_err(super::import::material_error)?;
     if key.public_key().fingerprint().ok().as_deref() != Some(rec.fingerprint.as_str()) {
         return Err(CoreError::Conflict(format!(

@@ -187,6 +187,7 @@ pub(crate) async fn import_key_with(
         fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
         reason: None,
     });
+    let token_name = token.name.clone();
     let key = req.key.clone();
     let leaf = req.certificates.first().map(|c| (c.der.clone(), c.subject_der.clone()));
     let make = super::create::from_public(move |c, id, label| {
@@ -200,6 +201,9 @@ pub(crate) async fn import_key_with(
         super::create::NewKey::new(req.namespace.clone(), name, token, cka_id, alg.as_str(), exportable, "imported", "import", make);
     new.certificates = certificates;
     new.job_item = job_item;
-    let rec = super::create::create_with(app, who, new, face).await?;
-    Ok(ImportOutcome::Imported(rec))
+    let rec = super::create::create_with(app, who, new, face).await;
+    if !matches!(rec, Err(CoreError::Forbidden(_) | CoreError::Invalid { .. } | CoreError::Conflict(_))) {
+        app.telemetry.token_op(&token_name, "import", rec.is_ok());
+    }
+    Ok(ImportOutcome::Imported(rec?))
 }

@@ -1,6 +1,7 @@
 //! The operations every face shares, written once: key generation and deletion (crash-safe
 //! through intents), start-up reconciliation, principals and permissions, names.
 
+pub mod audit;
 pub mod authz;
 pub mod certificates;
 pub mod create;
@@ -12,6 +13,7 @@ pub mod formats;
 pub mod health;
 pub mod ids;
 pub mod import;
+pub mod import_file;
 pub mod jobs;
 pub mod kdf;
 pub mod keys;
@@ -21,6 +23,7 @@ pub use crate::names;
 pub mod probe;
 pub mod reconcile;
 pub mod sign;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -48,6 +51,8 @@ pub struct App {
     pub kdf: kdf::KdfPool,
     /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).
     pub signing: sign::Signing,
+    /// Request, token and sync counters for `GET metrics` (`telemetry`).
+    pub telemetry: telemetry::Telemetry,
 }
 
 pub type SharedApp = Arc<App>;

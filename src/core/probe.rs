@@ -108,6 +108,7 @@ pub async fn token(app: &App, t: &Arc<Token>) -> TokenHealth {
             h
         }
     };
+    app.telemetry.token_op(&t.name, "probe", h.error.is_none() && h.present && h.logged_in);
     match &h.error {
         None if h.present && h.logged_in => {
             app.health.clear(&component);

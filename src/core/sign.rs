@@ -339,7 +339,9 @@ pub async fn sign(
         Scheme::Ed25519 => (SignMechanism::Ed25519, data.to_vec()),
     };
     let cka_id = rec.cka_id.clone();
-    let bytes = token.run(move |c| token_sign::sign(c, &cka_id, mech, &input)).await?;
+    let bytes = token.run(move |c| token_sign::sign(c, &cka_id, mech, &input)).await;
+    app.telemetry.token_op(&token.name, "sign", bytes.is_ok());
+    let bytes = bytes?;
     let mut extra = described;
     extra.insert("scheme".into(), scheme.name().into());
     // In the WAL before the signature goes out; not fsync'd per row (store::audit_log).

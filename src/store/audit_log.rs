@@ -8,6 +8,7 @@ use super::{AuditEntry, Store, StoreError};
 
 impl Store {
     pub fn audit_unsynced(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        super::records::log_audit(e);
         let conn = self.conn();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // records::insert_audit's statement, kept prepared: this runs for every signature.

@@ -6,6 +6,7 @@
 
 mod apiops;
 mod audit_log;
+pub mod audit_query;
 mod certs;
 mod create;
 mod deletes;

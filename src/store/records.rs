@@ -298,7 +298,23 @@ impl AuditEntry {
     }
 }
 
+/// Every audit row also goes to the log (and the journal), as it is written; caller strings
+/// only through `?` (escaped).
+pub(super) fn log_audit(e: &AuditEntry) {
+    tracing::info!(
+        target: "keyport::audit",
+        principal = ?e.principal,
+        action = ?e.action,
+        namespace = ?e.namespace.as_deref().unwrap_or("-"),
+        key_id = ?e.key_id.as_deref().unwrap_or("-"),
+        outcome = ?e.outcome,
+        detail = ?e.detail.as_deref().unwrap_or(""),
+        "audit"
+    );
+}
+
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    log_audit(e);
     conn.execute(
         "INSERT INTO audit(at, principal, action, namespace, key_id, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6,?7)",
         params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail],

@@ -193,6 +193,9 @@ impl Syncer {
     pub async fn pass(&self, app: &App, force: bool) -> Option<Duration> {
         if let Remote::Tlspc(t) = &self.remote {
             let (info, next_retry) = t.pass(self, app, force).await;
+            if info.stopped.is_some() {
+                app.telemetry.sync_error("stopped");
+            }
             *self.last_pass.lock().expect("poisoned") = info;
             return next_retry;
         }
@@ -201,6 +204,7 @@ impl Syncer {
         if self.gate.is_down() {
             if let Err(why) = self.vault().probe().await {
                 let wait = self.gate.close(&why, None, self.gate_max());
+                app.telemetry.sync_error("stopped");
                 info.stopped = Some(why);
                 info.finished_at = Some(now());
                 *self.last_pass.lock().expect("poisoned") = info;
@@ -226,6 +230,7 @@ impl Syncer {
                 VaultError::Permanent(m) => (m, None),
             };
             let wait = self.gate.close(&message, after, self.gate_max());
+            app.telemetry.sync_error("stopped");
             info.stopped = Some(message);
             next_retry = Some(next_retry.map_or(wait, |n| n.min(wait)));
         }
@@ -277,11 +282,13 @@ impl Syncer {
                     Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
                     Err(VaultError::Permanent(m)) => {
                         info.failed += 1;
+                        app.telemetry.sync_error("refused");
                         tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
                         app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
                     }
                     Err(VaultError::Retry { message, after, .. }) => {
                         info.failed += 1;
+                        app.telemetry.sync_error("retry");
                         let d = plan::backoff(row.attempts, base, max, after);
                         *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
                         app.store.sync_failed(row.seq, &message, false, Some(&plan::at(d))).map(|_| ())

@@ -18,7 +18,7 @@ mod encrypt;
 mod keys;
 mod legacy;
 pub(crate) mod pbe;
-pub(crate) mod pem;
+pub mod pem;
 mod pkcs12;
 pub mod write_traditional;
 

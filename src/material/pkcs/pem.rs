@@ -50,7 +50,7 @@ const END: &str = "-----END ";
 const DASHES: &str = "-----";
 
 /// True when the data holds at least one PEM BEGIN line.
-pub(crate) fn looks_like_pem(data: &[u8]) -> bool {
+pub fn looks_like_pem(data: &[u8]) -> bool {
     data.windows(BEGIN.len()).any(|w| w == BEGIN.as_bytes())
 }
 

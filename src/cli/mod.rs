@@ -9,6 +9,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
+mod audit;
+mod import;
+mod progress;
+mod status;
+
 #[derive(Parser)]
 #[command(
     name = "keyport",
@@ -67,6 +72,9 @@ pub enum Command {
     Man,
     /// Show the daemon's health: tokens and store.
     Health(Client),
+    /// The daemon at a glance: health, tokens, key counts, certificates expiring within 30
+    /// days, the sync backlog and last pass. Exit 4 when the daemon is degraded.
+    Status(Client),
     /// Keys in the inventory.
     Keys {
         #[command(subcommand)]
@@ -105,6 +113,9 @@ pub enum Command {
     /// password is read from the terminal (twice, not echoed) or from stdin's first line;
     /// never from the command line, where other users could see it in `ps`.
     HashPassword,
+    /// The audit log (admin): who did what to which key, refusals and failures included,
+    /// newest first.
+    Audit(audit::AuditArgs),
     /// Bring keys (exportable in the vault) and their certificates back from the vault into
     /// the token; keys already present are skipped, so it is safe to run again.
     Restore {
@@ -191,6 +202,10 @@ pub struct Client {
     /// Print the JSON the daemon answered instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Authenticate with this API key instead of the socket's peer credentials (sent as
+    /// X-Api-Key). Prefer the environment variable: a command line is visible in `ps`.
+    #[arg(long, global = true, env = "KEYPORT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Where the systemd service's socket unit puts the socket.
@@ -225,12 +240,17 @@ pub enum KeysCmd {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Show one key.
+    /// Show one key, by id or by name.
     Show {
         #[command(flatten)]
         client: Client,
-        id: String,
+        /// The key's id, or its name (with --namespace when the name is in several).
+        key: String,
+        #[arg(long)]
+        namespace: Option<String>,
     },
+    /// Import key files into a token (like `ssh-add FILE`); several files are a batch.
+    Import(import::ImportArgs),
     /// Generate a key pair in a token.
     Generate {
         #[command(flatten)]
@@ -337,6 +357,11 @@ pub fn run(cmd: Command) -> i32 {
                         exit::OK
                     }
                 };
+                let pb = if wait > 0 { progress::spinner("sync pass running") } else { None };
+                let show = |v: &Value| {
+                    progress::done(pb);
+                    show(v)
+                };
                 call_with(&client, "POST", "/keyport/v1/sync", Some(body), show, verdict)
             }
             SyncCmd::Csr { client, cn, dns, out } => {
@@ -365,6 +390,8 @@ pub fn run(cmd: Command) -> i32 {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Audit(a) => audit::run(a),
+        Command::Status(c) => status::run(&c),
         Command::Restore { client, dry_run } => {
             let failed = |v: &Value| {
                 let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");
@@ -374,7 +401,12 @@ pub fn run(cmd: Command) -> i32 {
                     exit::OK
                 }
             };
-            call_with(&client, "POST", "/keyport/v1/sync/restore", Some(json!({"dry_run": dry_run})), restore_table, failed)
+            let pb = progress::spinner(if dry_run { "reading the vault" } else { "restoring from the vault" });
+            let show = |v: &Value| {
+                progress::done(pb);
+                restore_table(v)
+            };
+            call_with(&client, "POST", "/keyport/v1/sync/restore", Some(json!({"dry_run": dry_run})), show, failed)
         }
         Command::Certs { cmd: CertsCmd::List { client, namespace, expiring } } => {
             let mut q = Vec::new();
@@ -404,11 +436,26 @@ pub fn run(cmd: Command) -> i32 {
                 let path = if q.is_empty() { "/keyport/v1/keys".to_string() } else { format!("/keyport/v1/keys?{}", q.join("&")) };
                 call(&client, "GET", &path, None, |v| key_table(v["keys"].as_array().cloned().unwrap_or_default()))
             }
-            KeysCmd::Show { client, id } => call(&client, "GET", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| {
-                for (k, val) in v.as_object().into_iter().flatten() {
-                    println!("{k:12} {}", s(val));
-                }
-            }),
+            KeysCmd::Show { client, key, namespace } => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let id = match rt.block_on(resolve_key(&client, &key, namespace.as_deref())) {
+                    Ok(id) => id,
+                    Err(Failure::Unreachable(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::UNREACHABLE;
+                    }
+                    Err(Failure::Refused(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::REFUSED;
+                    }
+                };
+                call(&client, "GET", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| {
+                    for (k, val) in v.as_object().into_iter().flatten() {
+                        println!("{k:12} {}", s(val));
+                    }
+                })
+            }
+            KeysCmd::Import(a) => import::run(a),
             KeysCmd::Generate { client, name, algorithm, namespace, token, exportable } => {
                 let body = json!({"name": name, "algorithm": algorithm, "namespace": namespace, "token": token, "exportable": exportable});
                 call(&client, "POST", "/keyport/v1/keys", Some(body), |v| key_table(vec![v.clone()]))
@@ -479,7 +526,7 @@ fn restore_table(v: &Value) {
     }
 }
 
-fn cert_table(certs: Vec<Value>) {
+pub(crate) fn cert_table(certs: Vec<Value>) {
     table(
         &["SUBJECT", "ISSUER", "NOT AFTER", "KEY", "NAMESPACE"],
         certs.iter().map(|c| {
@@ -487,6 +534,47 @@ fn cert_table(certs: Vec<Value>) {
             vec![s(&c["subject"]), s(&c["issuer"]), s(&c["not_after"]), key, s(&c["namespace"])]
         }),
     );
+}
+
+/// Why a client step did not get its answer: the exit code differs.
+pub(crate) enum Failure {
+    Unreachable(String),
+    Refused(String),
+}
+
+/// A key given by id or by name: an id first; else a name, which must be unique (in the
+/// namespace, when given).
+pub(crate) async fn resolve_key(c: &Client, key: &str, namespace: Option<&str>) -> Result<String, Failure> {
+    let message = |status: u16, v: &Value| {
+        format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()))
+    };
+    let (status, v) = send(c, "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await.map_err(Failure::Unreachable)?;
+    if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
+        return Ok(key.to_string());
+    }
+    let mut path = format!("/keyport/v1/keys?name={}", enc(key));
+    if let Some(ns) = namespace {
+        path.push_str(&format!("&namespace={}", enc(ns)));
+    }
+    let (status, v) = send(c, "GET", &path, None).await.map_err(Failure::Unreachable)?;
+    if status != 200 {
+        return Err(Failure::Refused(message(status, &v)));
+    }
+    match v["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        [one] => Ok(s(&one["id"])),
+        [] => Err(Failure::Refused(format!("no key with id or name '{key}'"))),
+        many => Err(Failure::Refused(format!("{} keys are named '{key}'; give --namespace or the id", many.len()))),
+    }
+}
+
+/// The first line of a passphrase file (without its line end), in zeroized memory.
+pub(crate) fn read_passphrase_file(f: &std::path::Path) -> Result<zeroize::Zeroizing<String>, String> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?);
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    std::str::from_utf8(first)
+        .map(|p| zeroize::Zeroizing::new(p.to_string()))
+        .map_err(|_| format!("{}: the passphrase is not UTF-8", f.display()))
 }
 
 /// `keyport export`: resolve the key, ask the daemon, write the file without overwriting.
@@ -502,20 +590,9 @@ fn export(
         eprintln!("error: {msg}");
         1
     };
-    let passphrase = match passphrase_file {
-        None => None,
-        Some(f) => match std::fs::read(f) {
-            Ok(bytes) => {
-                let bytes = zeroize::Zeroizing::new(bytes);
-                let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-                let first = first.strip_suffix(b"\r").unwrap_or(first);
-                match std::str::from_utf8(first) {
-                    Ok(p) => Some(zeroize::Zeroizing::new(p.to_string())),
-                    Err(_) => return fail(format!("{}: the passphrase is not UTF-8", f.display())),
-                }
-            }
-            Err(e) => return fail(format!("{}: {e}", f.display())),
-        },
+    let passphrase = match passphrase_file.map(read_passphrase_file).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(e),
     };
     if let Some(path) = out {
         if path.exists() {
@@ -527,27 +604,11 @@ fn export(
         let message = |status: u16, v: &Value| {
             format!("({status}) {}", v["error"]["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string()))
         };
-        // An id first; else a name, which must be unique (in the namespace, when given).
-        let (status, v) = request(&c.socket(), "GET", &format!("/keyport/v1/keys/{}", enc(key)), None).await?;
-        let id = if status == 200 && namespace.is_none_or(|ns| v["namespace"] == ns) {
-            key.to_string()
-        } else {
-            let mut path = format!("/keyport/v1/keys?name={}", enc(key));
-            if let Some(ns) = namespace {
-                path.push_str(&format!("&namespace={}", enc(ns)));
-            }
-            let (status, v) = request(&c.socket(), "GET", &path, None).await?;
-            if status != 200 {
-                return Err(message(status, &v));
-            }
-            match v["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                [one] => s(&one["id"]),
-                [] => return Err(format!("no key with id or name '{key}'")),
-                many => return Err(format!("{} keys are named '{key}'; give --namespace or the id", many.len())),
-            }
-        };
+        let id = resolve_key(c, key, namespace).await.map_err(|e| match e {
+            Failure::Unreachable(m) | Failure::Refused(m) => m,
+        })?;
         let body = json!({"format": format, "passphrase": passphrase.as_ref().map(|p| p.as_str())});
-        let (status, v) = request(&c.socket(), "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
+        let (status, v) = send(c, "POST", &format!("/keyport/v1/keys/{}/export", enc(&id)), Some(body)).await?;
         if status != 200 {
             return Err(message(status, &v));
         }
@@ -600,21 +661,23 @@ fn key_table(keys: Vec<Value>) {
     );
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
+        // A daemon's answer may carry a caller's string: no terminal control codes in a table.
+        Value::String(x) if x.chars().any(char::is_control) => x.escape_debug().to_string(),
         Value::String(x) => x.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
 
-fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+pub(crate) fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -648,13 +711,13 @@ pub mod exit {
     pub const PARTIAL: i32 = 4;
 }
 
-fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
+pub(crate) fn call(c: &Client, method: &str, path: &str, body: Option<Value>, show: impl FnOnce(&Value)) -> i32 {
     call_with(c, method, path, body, show, |_| exit::OK)
 }
 
 /// `call`, where `verdict` turns a successful answer into an exit code (0, or 4 for partial
 /// failure) whether or not `--json` is set.
-fn call_with(
+pub(crate) fn call_with(
     c: &Client,
     method: &str,
     path: &str,
@@ -663,7 +726,7 @@ fn call_with(
     verdict: impl FnOnce(&Value) -> i32,
 ) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    match rt.block_on(request(&c.socket(), method, path, body)) {
+    match rt.block_on(send(c, method, path, body)) {
         Ok((status, v)) => {
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -689,6 +752,21 @@ fn call_with(
 }
 
 pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    request_with(socket, None, method, path, body).await
+}
+
+/// [`request`] as the client's principal: its API key, if it has one.
+pub async fn send(c: &Client, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
+    request_with(&c.socket(), c.api_key.as_deref(), method, path, body).await
+}
+
+async fn request_with(
+    socket: &std::path::Path,
+    api_key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
             "permission denied on {}: this user may not use the socket (its mode and group are listen.socket_mode and listen.socket_group); ask the daemon's administrator",
@@ -699,13 +777,11 @@ pub async fn request(socket: &std::path::Path, method: &str, path: &str, body: O
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json")).unwrap_or_default();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", "localhost").header("content-type", "application/json");
+    if let Some(k) = api_key {
+        req = req.header("x-api-key", k);
+    }
+    let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -1,0 +1,232 @@
+//! One access-log line per request (`target: keyport::access`): face, method, route template,
+//! status, duration, principal, request id; the request id is answered as `x-request-id`
+//! (a caller's own id is kept when it is sane: 1-128 of `A-Z a-z 0-9 . _ : -`; else keyport
+//! makes one). The same middleware counts the request for the metrics (`core::telemetry`) and
+//! records refusals (401, 403) and failures (5xx) in the audit log, with the answer's message.
+//!
+//! The route is the router's template (`/keyport/v1/keys/{id}`), never the raw path, so a
+//! caller's string never reaches a metric label; in the log every caller-influenced value goes
+//! through `?` (Debug, escaped).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::core::authz::Peer;
+use crate::core::SharedApp;
+use crate::store::AuditEntry;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Filled in on the way down: the route template (by [`note_route`]) and the principal (by
+/// `auth::identify`), for the line written on the way back.
+#[derive(Clone, Default)]
+pub struct RequestInfo(Arc<Mutex<Seen>>);
+
+#[derive(Default)]
+struct Seen {
+    route: Option<String>,
+    principal: Option<String>,
+}
+
+impl RequestInfo {
+    pub fn principal(&self, name: &str) {
+        self.0.lock().expect("poisoned").principal = Some(name.to_string());
+    }
+}
+
+/// The request's id, for handlers that want to name it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// A caller's id is kept only if it is short and plain.
+fn sane_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    ok.then(|| s.to_string())
+}
+
+fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Which face a route (or, for unmatched requests, a path) belongs to.
+pub fn face(route: &str) -> &'static str {
+    let p = route.to_ascii_lowercase();
+    let starts = |x: &str| p.starts_with(x);
+    if starts("/keyport/") {
+        "native"
+    } else if starts("/v1/edge") || starts("/v1/useraccounts") || starts("/outagedetection/") {
+        "tlspc"
+    } else if starts("/v3/") {
+        "kps"
+    } else if starts("/apiops/") {
+        "apiops"
+    } else if starts("/iot/") {
+        "certimport"
+    } else if starts("/vedsdk") || starts("/vedauth") {
+        "tpp"
+    } else if p == "/metrics" {
+        "metrics"
+    } else {
+        "none"
+    }
+}
+
+/// The label of a request the router matched no template for (the TPP face dispatches its
+/// own paths): a fixed string, never the caller's path.
+fn unmatched_route(path: &str) -> &'static str {
+    let p = path.to_ascii_lowercase();
+    if p.starts_with("/vedsdk/") {
+        "/vedsdk/*"
+    } else if p.starts_with("/vedauth/") {
+        "/vedauth/*"
+    } else {
+        "unmatched"
+    }
+}
+
+/// A `route_layer`: records the matched route template for [`layer`].
+pub async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(info), Some(m)) = (req.extensions().get::<RequestInfo>(), req.extensions().get::<MatchedPath>()) {
+        info.0.lock().expect("poisoned").route = Some(m.as_str().to_string());
+    }
+    next.run(req).await
+}
+
+/// Audit rows for refusals and failures per second, at most; past it they are counted and
+/// logged once a second instead, so a flood of bad requests cannot fill the disk.
+const DENIAL_AUDITS_PER_SEC: u64 = 100;
+static DENIAL_WINDOW: AtomicU64 = AtomicU64::new(0);
+static DENIALS_IN_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+fn denial_audit_allowed() -> bool {
+    let sec = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let prev = DENIAL_WINDOW.swap(sec, Ordering::AcqRel);
+    if prev != sec {
+        let dropped = DENIALS_IN_WINDOW.swap(0, Ordering::AcqRel).saturating_sub(DENIAL_AUDITS_PER_SEC);
+        if dropped > 0 {
+            tracing::warn!(dropped, "audit: refusals past {DENIAL_AUDITS_PER_SEC}/s were not recorded one by one");
+        }
+    }
+    DENIALS_IN_WINDOW.fetch_add(1, Ordering::AcqRel) < DENIAL_AUDITS_PER_SEC
+}
+
+fn peer_text(p: Option<&Peer>) -> String {
+    match p {
+        Some(Peer::Unix { uid, gid, pid }) => format!("uid {uid} gid {gid} pid {pid}"),
+        Some(Peer::Tcp { addr }) => format!("tcp {addr}"),
+        None => "unknown peer".into(),
+    }
+}
+
+/// The answer's message, from any face's error shape (bounded; the body is put back).
+async fn message_of(resp: Response) -> (Response, Option<String>) {
+    const LIMIT: usize = 16 * 1024;
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, LIMIT).await else {
+        return (Response::from_parts(parts, axum::body::Body::empty()), None);
+    };
+    let msg = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| {
+        [
+            &v["error"]["message"],
+            &v["errors"][0]["message"],
+            &v["error_msg"],
+            &v["resultMessage"],
+            &v["error_description"],
+            &v["Error"],
+            &v["message"],
+        ]
+        .into_iter()
+        .find_map(|m| m.as_str().map(String::from))
+    });
+    let msg = msg.or_else(|| (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()));
+    (Response::from_parts(parts, axum::body::Body::from(bytes)), msg)
+}
+
+/// The outer middleware on every listener's router.
+pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req.headers().get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id);
+    let info = RequestInfo::default();
+    req.extensions_mut().insert(info.clone());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let peer = req.extensions().get::<Peer>().copied();
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let (route, principal) = {
+        let seen = info.0.lock().expect("poisoned");
+        (seen.route.clone().unwrap_or_else(|| unmatched_route(&path).to_string()), seen.principal.clone())
+    };
+    let face = face(if route == "unmatched" { &path } else { &route });
+    let status = resp.status();
+    let elapsed = start.elapsed();
+    app.telemetry.request(face, method.as_str(), &route, status.as_u16(), elapsed.as_secs_f64());
+    tracing::info!(
+        target: "keyport::access",
+        face,
+        method = ?method.as_str(),
+        route = ?route,
+        status = status.as_u16(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        principal = ?principal.as_deref().unwrap_or("-"),
+        request_id = ?id,
+        "request"
+    );
+    let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    if (refused || status.is_server_error()) && method != Method::OPTIONS && denial_audit_allowed() {
+        let (r, message) = message_of(resp).await;
+        resp = r;
+        let entry = AuditEntry {
+            at: crate::store::records::now(),
+            principal: principal.unwrap_or_else(|| "-".into()),
+            action: format!("{face}.request"),
+            namespace: None,
+            key_id: None,
+            outcome: if refused { "denied".into() } else { "failed".into() },
+            detail: Some(format!(
+                "{} {route} → {}; {}; request {id}{}",
+                method.as_str(),
+                status.as_u16(),
+                peer_text(peer.as_ref()),
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            )),
+        };
+        let a = app.clone();
+        let stored = tokio::task::spawn_blocking(move || crate::core::audit::record_unsynced(&a, &entry)).await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(request_id = ?id, "audit: a refusal could not be recorded");
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_and_faces() {
+        assert_eq!(sane_id(&HeaderValue::from_static("abc-123_x.y:z")).as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(sane_id(&HeaderValue::from_static("has space")), None);
+        assert_eq!(sane_id(&HeaderValue::from_static("")), None);
+        assert_eq!(sane_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);
+        assert_eq!(new_id().len(), 24);
+        assert_eq!(face("/keyport/v1/keys/{id}"), "native");
+        assert_eq!(face("/v3/{project_id}/keypairs"), "kps");
+        assert_eq!(face("/VEDsdk/ssh/keydetails"), "tpp");
+        assert_eq!(unmatched_route("/vedsdk/ssh/anything\n"), "/vedsdk/*");
+        assert_eq!(unmatched_route("/evil\"label"), "unmatched");
+    }
+}

@@ -44,6 +44,7 @@ async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode,
             "tokens": tokens,
             "store": {"ok": store_ok, "schema_version": app.store.schema_version().ok()},
             "problems": problems,
+            "features_off": app.health.off(),
         })),
     )
 }

@@ -14,9 +14,11 @@ pub mod jobs;
 pub mod kdf;
 pub mod keys;
 pub mod names;
+pub mod placement;
 pub mod probe;
 pub mod reconcile;
 pub mod sign;
+pub mod token_caps;
 
 use std::sync::Arc;
 
@@ -76,6 +78,7 @@ pub enum CoreError {
     Busy(String),
     #[error(transparent)]
     Token(#[from] TokenError),
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -10,6 +10,7 @@
 pub mod at_rest;
 pub mod byok;
 pub mod byok_restore;
+pub mod capabilities;
 mod enumerate;
 pub mod error;
 pub mod index;
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::TokenConfig;
+pub use capabilities::{AtRestKind, Capabilities};
 pub use error::{Cure, TokenError};
 use index::Index;
 use module::Module;
@@ -72,6 +74,8 @@ pub struct Live {
     pool: Mutex<Vec<Session>>,
     pub index: RwLock<Index>,
     pub mechanisms: Mechanisms,
+    /// What the token can do (probed at the first open, kept across reopens).
+    pub capabilities: Arc<Capabilities>,
     pub token_label: String,
     pub serial: String,
     /// What is wrong with the token's objects (unreadable objects, torn object files), one
@@ -129,6 +133,9 @@ pub struct Token {
     /// When the module was last re-initialized to look for this token again (SoftHSM sees a
     /// token folder that came back only after C_Finalize + C_Initialize).
     last_rescan: Mutex<Option<std::time::Instant>>,
+    /// What the token can do, probed once at its first open (`capabilities.rs`); `None` until
+    /// it has been opened.
+    capabilities: RwLock<Option<Arc<Capabilities>>>,
 }
 
 /// What an operation gets: a session of its own, the live token (index, mechanisms) and the
@@ -155,6 +162,11 @@ pub struct TokenHealth {
     pub label: String,
     pub serial: String,
     pub mechanisms: Option<Mechanisms>,
+    /// What the token can do, in plain words (`Capabilities::describe`); empty while it has
+    /// never been opened.
+    pub can: Vec<String>,
+    /// The same, as fields.
+    pub capabilities: Option<Capabilities>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -170,6 +182,8 @@ impl TokenHealth {
             label: String::new(),
             serial: String::new(),
             mechanisms: None,
+            can: Vec::new(),
+            capabilities: None,
             error: None,
         }
     }
@@ -219,6 +233,7 @@ impl Token {
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
             last_rescan: Mutex::new(None),
+            capabilities: RwLock::new(None),
         })
     }
 
@@ -243,6 +258,16 @@ impl Token {
     /// What the last open found wrong with the token's objects (see [`Live::damage`]).
     pub fn damage(&self) -> Option<String> {
         self.live.read().expect("poisoned").as_ref().and_then(|l| l.damage.clone())
+    }
+
+    /// Whether the token (as last opened) holds any object under `id`; no token call.
+    pub fn has_object(&self, id: &[u8]) -> bool {
+        self.live.read().expect("poisoned").as_ref().is_some_and(|l| l.index.read().expect("poisoned").get(id).is_some())
+    }
+
+    /// What the token can do; `None` while it has never been opened (absent since start).
+    pub fn capabilities(&self) -> Option<Arc<Capabilities>> {
+        self.capabilities.read().expect("poisoned").clone()
     }
 
     /// Key objects half-made by an interrupted creation (see `index::Index::half_made`).
@@ -318,6 +343,13 @@ impl Token {
         }
         let mut mechanisms = probe(&module, slot);
         mechanisms.ed25519_wrappable = probe_ed25519_wrap(&login, &mechanisms);
+        let known = self.capabilities.read().expect("poisoned").clone();
+        let capabilities = known.unwrap_or_else(|| {
+            let c = Arc::new(Capabilities::probe(&module, slot, &login));
+            tracing::info!(token = %self.name, can = ?c.describe(), "token capabilities");
+            *self.capabilities.write().expect("poisoned") = Some(c.clone());
+            c
+        });
         let index = match enumerate::build_index(&login) {
             Ok(i) => i,
             Err(e) => {
@@ -339,6 +371,7 @@ impl Token {
             pool: Mutex::new(Vec::new()),
             index: RwLock::new(index),
             mechanisms,
+            capabilities,
             token_label,
             serial,
             damage,
@@ -544,10 +577,24 @@ impl Token {
             })
             .await;
         match r {
-            Ok((logged_in, objects, label, serial, m)) => {
-                TokenHealth { name, present: true, logged_in, objects, label, serial, mechanisms: Some(m), error: None }
-            }
-            Err(e) => TokenHealth { error: Some(e.to_string()), ..TokenHealth::absent(&name) },
+            Ok((logged_in, objects, label, serial, m)) => TokenHealth {
+                name,
+                present: true,
+                logged_in,
+                objects,
+                label,
+                serial,
+                mechanisms: Some(m),
+                can: self.capabilities().map(|c| c.describe()).unwrap_or_default(),
+                capabilities: self.capabilities().map(|c| (*c).clone()),
+                error: None,
+            },
+            Err(e) => TokenHealth {
+                error: Some(e.to_string()),
+                can: self.capabilities().map(|c| c.describe()).unwrap_or_default(),
+                capabilities: self.capabilities().map(|c| (*c).clone()),
+                ..TokenHealth::absent(&name)
+            },
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::store::KeyRecord;
 pub fn routes() -> Router<SharedApp> {
     Router::new()
         .route("/health", get(health))
+        .route("/health/keys", get(key_histories))
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
         .route("/keys/{id}/export", axum::routing::post(export_key))
@@ -47,6 +48,12 @@ async fn health(State(app): State<SharedApp>, Caller(_): Caller) -> (StatusCode,
             "features_off": app.health.off(),
         })),
     )
+}
+
+/// Each key the caller may read, with what its token says about it (CKA_LOCAL,
+/// CKA_NEVER_EXTRACTABLE, …) and whether it has never been outside the token.
+async fn key_histories(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "keys": crate::core::token_caps::key_histories(&app, &who).await? })))
 }
 
 #[derive(Deserialize)]

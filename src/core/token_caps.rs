@@ -96,3 +96,62 @@ pub fn check_import(tokens: &Tokens, token: &Token, alg: Algorithm, exportable: 
     }
     check_exportable(tokens, token, exportable)
 }
+
+/// One key as `GET /keyport/v1/health/keys` shows it: the token's own flags, and keyport's
+/// verdict on whether the key was ever outside the token.
+#[derive(Debug, serde::Serialize)]
+pub struct KeyHistory {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub token: String,
+    pub origin: String,
+    #[serde(flatten)]
+    pub facts: crate::token::key_facts::KeyFacts,
+    /// Generated in the token (CKA_LOCAL) and never extractable, and keyport generated it: the
+    /// private key has never existed outside the token. An imported key is never counted so,
+    /// whatever its flags say (a token may mark an imported key "never extractable").
+    pub never_outside_token: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The history of every key `who` may read, one token call per token.
+pub async fn key_histories(app: &super::App, who: &super::authz::Principal) -> Result<Vec<KeyHistory>, CoreError> {
+    let keys = super::keys::list(app, who, None, None)?;
+    let mut out = Vec::new();
+    for t in app.tokens.all() {
+        let mine: Vec<_> = keys.iter().filter(|k| k.token == t.name).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ids: Vec<Vec<u8>> = mine.iter().map(|k| k.cka_id.clone()).collect();
+        let read = t.run(move |c| ids.iter().map(|id| crate::token::key_facts::read(c, id)).collect::<Result<Vec<_>, _>>()).await;
+        for (i, k) in mine.iter().enumerate() {
+            let (facts, note) = match &read {
+                Ok(v) => match &v[i] {
+                    Some(f) => (f.clone(), None),
+                    None => (Default::default(), Some("the token holds no private key for it (status missing)".to_string())),
+                },
+                Err(e) => (Default::default(), Some(e.to_string())),
+            };
+            let generated = k.origin == "generated";
+            let never_outside_token = generated && facts.local == Some(true) && facts.never_extractable == Some(true);
+            let note = note.or_else(|| {
+                (!generated && facts.never_extractable == Some(true))
+                    .then(|| format!("{}: the key existed outside the token before, whatever CKA_NEVER_EXTRACTABLE says", k.origin))
+            });
+            out.push(KeyHistory {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                namespace: k.namespace.clone(),
+                token: k.token.clone(),
+                origin: k.origin.clone(),
+                facts,
+                never_outside_token,
+                note,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -14,6 +14,7 @@ pub mod capabilities;
 mod enumerate;
 pub mod error;
 pub mod index;
+pub mod key_facts;
 mod module;
 pub mod objects;
 pub mod pin;
@@ -437,6 +438,12 @@ impl Token {
                     &self.name,
                     format!("lost, and not found again yet (its storage may be unreadable): {message}"),
                 ));
+            }
+            // The module is not initialized: its C_Initialize failed while the device was away
+            // (tpm2-pkcs11 connects to the TPM there). Try it again, at most every 2 s.
+            Err(e @ TokenError::Transient { cure: Cure::Reinitialize, .. }) => {
+                self.rescan();
+                return Err(e);
             }
             Err(e) => return Err(e),
         };

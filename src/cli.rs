@@ -291,8 +291,13 @@ pub fn run(cmd: Command) -> i32 {
             }
         }
         Command::Config(ConfigCmd::Check { file }) => match crate::config::load(Some(&file)) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", file.display());
+                // What each token can do, and where keyport's own keys would live (or which
+                // feature would be off): never a refusal, the daemon starts either way.
+                for line in crate::core::placement::check_config(&cfg) {
+                    println!("{line}");
+                }
                 0
             }
             Err(problems) => {

@@ -87,9 +87,26 @@ fn lifecycle(on: On) {
         );
         assert_eq!(s, 403, "{v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("not exportable on this token"), "{v}");
+        // Import through the TLS Protect Cloud face: a per-item failure in the vendor's shape.
+        let job = common::bao::import_job(&d, "imported.example");
+        let item = &job["results"][0];
+        assert_eq!(item["status"], "FAILED", "{job}");
+        assert!(item["reason"].as_str().unwrap().contains("token 'tpm' cannot import private keys"), "{job}");
         let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
         assert_eq!((s, v["keys"].as_array().unwrap().len()), (200, 2), "refusals wrote nothing: {v}");
+        // `keyport health` shows the capabilities in plain words.
+        let out = d.command().args(["health", "--socket"]).arg(&d.socket).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("token tpm: cannot wrap private keys out"), "{text}{}", String::from_utf8_lossy(&out.stderr));
     }
+
+    // `keyport config check` opens the token and says where keyport's own keys live.
+    let out = d.command().args(["config", "check"]).arg(&d.config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("the at-rest key that seals the edge encryption key (DEK): token '{tok}'")), "{text}");
+    assert!(text.contains(&format!("the HTTPS server key: token '{tok}'")), "{text}");
+    assert!(text.contains(&format!("token '{tok}': generates")), "{text}");
 
     // Delete: gone from the token and the inventory.
     let rid = rsa["id"].as_str().unwrap();

@@ -13,7 +13,7 @@ use crate::token::signer::TokenSigner;
 use crate::token::{objects, Token};
 
 /// CKA_ID and CKA_LABEL of the TLS key and certificate.
-pub const TLS_ID: &[u8] = b"keyport-tls";
+pub const TLS_ID: &[u8] = crate::core::placement::OwnKey::Tls.id();
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

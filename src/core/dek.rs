@@ -13,7 +13,7 @@ use crate::store::DekRecord;
 use crate::token::at_rest;
 
 /// CKA_ID and label of the token AES key that seals keyport's own secrets at rest.
-pub const AT_REST_KEY_ID: &[u8] = b"keyport-at-rest";
+pub const AT_REST_KEY_ID: &[u8] = super::placement::OwnKey::AtRest.id();
 
 /// The public view of the DEK, what the faces render.
 #[derive(Debug, Clone)]

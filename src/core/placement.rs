@@ -22,6 +22,15 @@ pub enum OwnKey {
 }
 
 impl OwnKey {
+    /// Its CKA_ID (and CKA_LABEL) in the token.
+    pub const fn id(self) -> &'static [u8] {
+        match self {
+            OwnKey::Tls => b"keyport-tls",
+            OwnKey::AtRest => b"keyport-at-rest",
+            OwnKey::VaultClient => b"keyport-vault-client",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             OwnKey::Tls => "the HTTPS server key",
@@ -95,4 +104,47 @@ pub fn token_for(tokens: &Tokens, key: OwnKey, holds: impl Fn(&Token) -> bool) -
 /// Whether `t` holds an object under `id` now (its index; no token call).
 pub fn holds_id(t: &Token, id: &[u8]) -> bool {
     t.has_object(id)
+}
+
+/// What `keyport config check` adds once the file is valid: each token opened (never created)
+/// and its capabilities, then where each of keyport's own keys this configuration needs would
+/// live, or that its feature would be off and why. One line each.
+pub fn check_config(cfg: &crate::config::Config) -> Vec<String> {
+    use crate::config::TlsConfig;
+    let mut out = Vec::new();
+    if let Err(m) = crate::token::softhsm::prepare_env(cfg) {
+        out.push(format!("tokens: {m}"));
+        return out;
+    }
+    let mut list = Vec::new();
+    for t in &cfg.tokens {
+        match Token::open_with(t.clone(), false) {
+            Ok(tok) => {
+                for line in tok.capabilities().map(|c| c.describe()).unwrap_or_default() {
+                    out.push(format!("token '{}': {line}", t.name));
+                }
+                list.push(tok);
+            }
+            Err(e) => {
+                out.push(format!("token '{}': not opened ({}); its capabilities are checked at start", t.name, e.error()));
+                list.push(Token::absent(t.clone()));
+            }
+        }
+    }
+    let tokens = Tokens::new(list);
+    let mut needed = vec![OwnKey::AtRest];
+    if cfg.listen.tcp.is_some() && matches!(cfg.listen.tls, TlsConfig::SelfSigned) {
+        needed.push(OwnKey::Tls);
+    }
+    if cfg.sync.enabled() && cfg.sync.cert.is_some() {
+        needed.push(OwnKey::VaultClient);
+    }
+    for key in needed {
+        match token_for(&tokens, key, |t| holds_id(t, key.id())) {
+            Ok(t) => out.push(format!("{}: token '{}'", key.what(), t.name)),
+            Err(e) if e.retry => out.push(format!("{}: {e}", key.what())),
+            Err(e) => out.push(format!("off: {e}")),
+        }
+    }
+    out
 }

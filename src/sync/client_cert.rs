@@ -13,7 +13,7 @@ use crate::token::signer::TokenSigner;
 use crate::token::Token;
 
 /// CKA_ID (and CKA_LABEL) of the vault client key.
-pub const CLIENT_KEY_ID: &[u8] = b"keyport-vault-client";
+pub const CLIENT_KEY_ID: &[u8] = crate::core::placement::OwnKey::VaultClient.id();
 const CLIENT_KEY_LABEL: &str = "keyport-vault-client";
 
 /// A CSR for the vault client key.

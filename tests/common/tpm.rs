@@ -155,7 +155,9 @@ impl Tpm {
             let _ = c.wait();
         }
         let child = Command::new("tpm2-abrmd")
-            .args(["--session", "--allow-root", "--flush-all"])
+            // tpm2-pkcs11 keeps every key it has used loaded for the life of the process; the
+            // default of 27 transient objects per client ends after ~13 key pairs.
+            .args(["--session", "--allow-root", "--flush-all", "--max-transients=100"])
             .arg(format!("--tcti=swtpm:host=127.0.0.1,port={}", self.port))
             .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
             .stdout(Stdio::null())

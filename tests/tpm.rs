@@ -35,6 +35,7 @@ fn lifecycle(on: On) {
             assert_eq!(th["capabilities"]["wrap_private"], false, "{th}");
             assert_eq!(th["capabilities"]["create_private"], false, "{th}");
             assert_eq!(th["capabilities"]["ed25519"], false, "{th}");
+            assert_eq!(th["capabilities"]["hardware"], true, "{th}");
             assert!(!th["capabilities"]["generates"].as_array().unwrap().contains(&json!("rsa-4096")), "{th}");
             assert!(can[0].contains("no Ed25519"), "{can:?}");
             assert!(can[1].starts_with("cannot wrap private keys out"), "{can:?}");
@@ -44,6 +45,7 @@ fn lifecycle(on: On) {
         On::Soft => {
             assert_eq!(th["capabilities"]["wrap_private"], true, "{th}");
             assert_eq!(th["capabilities"]["create_private"], true, "{th}");
+            assert_eq!(th["capabilities"]["hardware"], false, "{th}");
             assert!(can[3].contains("AES-256-GCM"), "{can:?}");
         }
     }
@@ -267,4 +269,27 @@ fn tpm_killed_and_restarted_under_a_running_daemon() {
     // New work lands in the TPM again.
     let k2 = d.generate("k2", "rsa-2048", false);
     assert!(d.tpm.as_ref().unwrap().objects().contains(k2["id"].as_str().unwrap()));
+}
+
+/// tpm2-abrmd at its default (27 loaded objects per client): tpm2-pkcs11 keeps every key pair
+/// keyport used loaded, so past ~13 pairs the TPM answers CKR_GENERAL_ERROR. keyport logs out and
+/// in again (which evicts them) and serves on: every key generates and signs.
+#[test]
+fn more_keys_than_the_tpm_has_object_slots() {
+    let tpm = common::tpm::Tpm::start_with(27);
+    let mut d = Daemon::config_tokens(&tpm.token_toml("tpm"), "");
+    d.env.extend(tpm.env());
+    d.spawn();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(&format!(r#"{{"name":"k{i}","algorithm":"ec-p256"}}"#)), &[]);
+        assert_eq!(s, 201, "key {i}: {v}\n{}", d.log());
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let (s, v) = sign(&d, id);
+        assert_eq!(s, 200, "sign with key {i}: {v}");
+    }
+    assert!(d.log().contains("logged out and in again to free the device's object slots"), "{}", d.log());
+    drop(d);
 }

@@ -40,6 +40,9 @@ pub struct Capabilities {
     pub aes_gcm: bool,
     /// CKM_RSA_PKCS_OAEP decryption is offered.
     pub rsa_oaep_decrypt: bool,
+    /// Key-pair generation runs in hardware (CKF_HW): keys live in a device, which may hold
+    /// only a few of them loaded at a time (a TPM).
+    pub hardware: bool,
     /// Every mechanism the token lists (names as cryptoki spells them).
     pub mechanisms: Vec<String>,
 }
@@ -69,6 +72,7 @@ impl Capabilities {
             .any(|m| module.raw.mechanism_flags(slot.id(), m).is_some());
         let (generate_secret, aes_gcm) = probe_aes(s);
         let rsa_oaep_decrypt = info(M::RSA_PKCS_OAEP).is_some_and(|i| i.decrypt());
+        let hardware = [M::ECC_KEY_PAIR_GEN, M::RSA_PKCS_KEY_PAIR_GEN].into_iter().any(|m| info(m).is_some_and(|i| i.hardware()));
         Capabilities {
             generates,
             rsa_bits,
@@ -79,6 +83,7 @@ impl Capabilities {
             generate_secret,
             aes_gcm,
             rsa_oaep_decrypt,
+            hardware,
             mechanisms: list.iter().map(|m| m.to_string()).collect(),
         }
     }

@@ -71,7 +71,7 @@ pub struct Live {
     connection: u64,
     pub slot: Slot,
     /// Held open so the login (per application and token) outlives every pooled session.
-    _login: Mutex<Session>,
+    login: Mutex<Session>,
     pool: Mutex<Vec<Session>>,
     pub index: RwLock<Index>,
     pub mechanisms: Mechanisms,
@@ -131,6 +131,8 @@ pub struct Token {
     /// The serial of the token first opened: a reopen that finds another serial under the same
     /// label has found a different token and refuses it.
     opened_serial: Mutex<Option<String>>,
+    /// When the login was last renewed to free the device's object slots (`relogin`).
+    last_relogin: Mutex<Option<std::time::Instant>>,
     /// When the module was last re-initialized to look for this token again (SoftHSM sees a
     /// token folder that came back only after C_Finalize + C_Initialize).
     last_rescan: Mutex<Option<std::time::Instant>>,
@@ -234,6 +236,7 @@ impl Token {
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
             last_rescan: Mutex::new(None),
+            last_relogin: Mutex::new(None),
             capabilities: RwLock::new(None),
         })
     }
@@ -368,7 +371,7 @@ impl Token {
             module_generation: generation,
             connection: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             slot,
-            _login: Mutex::new(login),
+            login: Mutex::new(login),
             pool: Mutex::new(Vec::new()),
             index: RwLock::new(index),
             mechanisms,
@@ -542,8 +545,16 @@ impl Token {
         let r = op(&ctx);
         let cure = match &r {
             Err(TokenError::Transient { cure: Cure::Verify, detail, .. }) => match probe::check(&ctx) {
-                // The token reads its known object: the failure was this request's own.
+                // The token reads its known object: the failure was this request's own, or the
+                // device ran out of object slots (see `relogin`): then once more after it.
                 Ok(()) => {
+                    if self.relogin(&live) {
+                        let again = op(&ctx);
+                        if !matches!(again, Err(TokenError::Transient { .. })) {
+                            live.pool.lock().expect("poisoned").push(session);
+                            return again;
+                        }
+                    }
                     live.pool.lock().expect("poisoned").push(session);
                     return Err(TokenError::Refused { token: self.name.clone(), operation: "the request", detail: detail.clone() });
                 }
@@ -565,6 +576,38 @@ impl Token {
             None => live.pool.lock().expect("poisoned").push(session),
         }
         r
+    }
+
+    /// Logs out and in again, at most every 100 ms, on tokens whose keys live in a hardware
+    /// device (a request's own refusal on a software token never costs a new login). tpm2-pkcs11 keeps every key
+    /// pair the process has used loaded in the TPM until C_Logout, and a resource manager
+    /// allows a client few of them (tpm2-abrmd: 27 by default, 100 at most): past that,
+    /// C_Sign and C_GenerateKeyPair answer CKR_GENERAL_ERROR while the token otherwise works.
+    /// C_Logout evicts them; keys load again on their next use. `true` when logged in again.
+    fn relogin(&self, live: &Live) -> bool {
+        if !live.capabilities.hardware {
+            return false;
+        }
+        {
+            let mut last = self.last_relogin.lock().expect("poisoned");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(pin) = pin::read(&self.cfg.pin) else { return false };
+        let login = live.login.lock().expect("poisoned");
+        let _ = login.logout();
+        match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+                tracing::info!(token = %self.name, "logged out and in again to free the device's object slots; retrying the request once");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(token = %self.name, error = %e, "logging in again failed");
+                false
+            }
+        }
     }
 
     /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a

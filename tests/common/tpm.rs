@@ -33,6 +33,7 @@ pub struct Tpm {
     pub port: u16,
     pub bus: String,
     pub pin: String,
+    max_transients: u32,
     swtpm: Option<Child>,
     dbus: Option<Child>,
     abrmd: Option<Child>,
@@ -52,6 +53,12 @@ fn port_pair() -> u16 {
 impl Tpm {
     /// swtpm + a session bus + tpm2-abrmd + an initialized token `tpmtok` with a random PIN.
     pub fn start() -> Tpm {
+        Tpm::start_with(100)
+    }
+
+    /// Like [`Tpm::start`], with tpm2-abrmd allowing `max_transients` loaded objects per client
+    /// (its default is 27, its maximum 100).
+    pub fn start_with(max_transients: u32) -> Tpm {
         for tool in ["swtpm", "dbus-daemon", "tpm2-abrmd", "tpm2_ptool", "tpm2_getcap"] {
             require(tool);
         }
@@ -61,7 +68,7 @@ impl Tpm {
         std::fs::create_dir_all(dir.path().join("store")).unwrap();
         let pin = hex::encode(rand_bytes());
         std::fs::write(dir.path().join("pin"), &pin).unwrap();
-        let mut t = Tpm { dir, port: port_pair(), bus: String::new(), pin, swtpm: None, dbus: None, abrmd: None };
+        let mut t = Tpm { dir, port: port_pair(), bus: String::new(), pin, max_transients, swtpm: None, dbus: None, abrmd: None };
         t.start_swtpm();
         // A private session bus in the temp folder; its address is printed on stdout.
         let mut dbus = Command::new("dbus-daemon")
@@ -155,9 +162,10 @@ impl Tpm {
             let _ = c.wait();
         }
         let child = Command::new("tpm2-abrmd")
-            // tpm2-pkcs11 keeps every key it has used loaded for the life of the process; the
-            // default of 27 transient objects per client ends after ~13 key pairs.
-            .args(["--session", "--allow-root", "--flush-all", "--max-transients=100"])
+            // tpm2-pkcs11 keeps every key it has used loaded until C_Logout; the default of 27
+            // transient objects per client ends after ~13 key pairs (keyport then logs in again).
+            .args(["--session", "--allow-root", "--flush-all"])
+            .arg(format!("--max-transients={}", self.max_transients))
             .arg(format!("--tcti=swtpm:host=127.0.0.1,port={}", self.port))
             .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
             .stdout(Stdio::null())

@@ -148,3 +148,99 @@ pub fn check_config(cfg: &crate::config::Config) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PinSource, TokenConfig};
+    use crate::token::Capabilities;
+
+    fn err(r: Result<Arc<Token>, NoToken>) -> NoToken {
+        match r {
+            Ok(t) => panic!("placed on '{}'", t.name),
+            Err(e) => e,
+        }
+    }
+
+    fn cfg(name: &str) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            module: "/nonexistent.so".into(),
+            label: Some(name.into()),
+            serial: None,
+            pin: PinSource::Env("X".into()),
+            sessions: None,
+            softhsm: None,
+        }
+    }
+
+    /// A token that generates only RSA, cannot seal (no AES-GCM, no RSA-OAEP), cannot wrap.
+    fn poor() -> Capabilities {
+        Capabilities {
+            generates: vec![Algorithm::Rsa2048],
+            rsa_bits: Some((2048, 2048)),
+            ec_bits: None,
+            ed25519: false,
+            wrap_private: false,
+            create_private: false,
+            generate_secret: false,
+            aes_gcm: false,
+            rsa_oaep_decrypt: false,
+            hardware: true,
+            mechanisms: vec![],
+        }
+    }
+
+    fn tpm_like() -> Capabilities {
+        Capabilities { generates: vec![Algorithm::Rsa2048, Algorithm::EcP256], ec_bits: Some((256, 384)), rsa_oaep_decrypt: true, ..poor() }
+    }
+
+    #[test]
+    fn the_first_token_that_can_make_it_and_off_with_a_reason_when_none_can() {
+        let tokens = Tokens::new(vec![Token::with_capabilities(cfg("poor"), poor()), Token::with_capabilities(cfg("tpm"), tpm_like())]);
+        let none = |_: &Token| false;
+        assert_eq!(token_for(&tokens, OwnKey::Tls, none).unwrap().name, "tpm");
+        assert_eq!(token_for(&tokens, OwnKey::AtRest, none).unwrap().name, "tpm");
+        // The token that already holds it wins, capable or not.
+        assert_eq!(token_for(&tokens, OwnKey::Tls, |t: &Token| t.name == "poor").unwrap().name, "poor");
+
+        let only_poor = Tokens::new(vec![Token::with_capabilities(cfg("poor"), poor())]);
+        let e = err(token_for(&only_poor, OwnKey::AtRest, none));
+        assert!(!e.retry);
+        assert!(e.message.contains("no configured token can hold the at-rest key"), "{e}");
+        assert!(e.message.contains("token 'poor' generates rsa-2048"), "{e}");
+        let e = err(token_for(&only_poor, OwnKey::Tls, none));
+        assert!(e.message.contains("ECDSA P-256"), "{e}");
+
+        // A token never opened stops the walk: the key waits for it, never moves on.
+        let first_away = Tokens::new(vec![Token::absent(cfg("away")), Token::with_capabilities(cfg("tpm"), tpm_like())]);
+        let e = err(token_for(&first_away, OwnKey::Tls, none));
+        assert!(e.retry && e.message.contains("'away'"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_token_what_it_offers_and_who_can() {
+        use crate::core::token_caps::{check_generate, check_import};
+        let soft = Capabilities {
+            generates: Algorithm::ALL.to_vec(),
+            ed25519: true,
+            wrap_private: true,
+            create_private: true,
+            hardware: false,
+            ..tpm_like()
+        };
+        let tokens = Tokens::new(vec![Token::with_capabilities(cfg("soft"), soft), Token::with_capabilities(cfg("tpm"), tpm_like())]);
+        let tpm = tokens.get(Some("tpm")).unwrap();
+        let e = check_generate(&tokens, tpm, Algorithm::Ed25519, false).unwrap_err().to_string();
+        assert!(
+            e.contains("token 'tpm' cannot generate ed25519") && e.contains("rsa-2048, ec-p256") && e.contains("token 'soft' can"),
+            "{e}"
+        );
+        let e = check_generate(&tokens, tpm, Algorithm::EcP256, true).unwrap_err().to_string();
+        assert!(e.contains("not exportable on this token"), "{e}");
+        assert!(check_generate(&tokens, tpm, Algorithm::EcP256, false).is_ok());
+        let e = check_import(&tokens, tpm, Algorithm::EcP256, false).unwrap_err().to_string();
+        assert!(e.contains("token 'tpm' cannot import private keys") && e.contains("token 'soft' can"), "{e}");
+        assert!(check_import(&tokens, tokens.get(Some("soft")).unwrap(), Algorithm::Ed25519, true).is_ok());
+    }
+}

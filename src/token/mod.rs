@@ -264,6 +264,15 @@ impl Token {
         self.live.read().expect("poisoned").as_ref().and_then(|l| l.damage.clone())
     }
 
+    /// A token that is not open but whose capabilities are known: for tests of the decisions
+    /// capabilities drive.
+    #[cfg(test)]
+    pub(crate) fn with_capabilities(cfg: TokenConfig, c: Capabilities) -> Arc<Token> {
+        let t = Token::unopened(cfg, false);
+        *t.capabilities.write().expect("poisoned") = Some(Arc::new(c));
+        t
+    }
+
     /// Whether the token (as last opened) holds any object under `id`; no token call.
     pub fn has_object(&self, id: &[u8]) -> bool {
         self.live.read().expect("poisoned").as_ref().is_some_and(|l| l.index.read().expect("poisoned").get(id).is_some())

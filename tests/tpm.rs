@@ -71,6 +71,19 @@ fn lifecycle(on: On) {
     assert_eq!(s, 200, "{v}");
     let facts = v["keys"].as_array().unwrap().iter().find(|k| k["id"] == ec["id"]).cloned().unwrap_or_else(|| panic!("{v}"));
     assert_eq!((facts["local"].as_bool(), facts["never_extractable"].as_bool()), (Some(true), Some(true)), "{facts}");
+    assert_eq!(facts["never_outside_token"], true, "{facts}");
+
+    if on == On::Soft {
+        // An imported key was outside the token before: never "never outside", whatever the
+        // token's flags say.
+        let job = common::bao::import_job(&d, "imported.example");
+        assert_eq!(job["results"][0]["status"], "IMPORTED", "{job}");
+        let (_, v) = d.curl("GET", "/keyport/v1/health/keys", None, &[]);
+        let imp = v["keys"].as_array().unwrap().iter().find(|k| k["origin"] == "imported").cloned().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!((imp["local"].as_bool(), imp["never_outside_token"].as_bool()), (Some(false), Some(false)), "{imp}");
+        let (s, _) = d.curl("DELETE", &format!("/keyport/v1/keys/{}", imp["id"].as_str().unwrap()), None, &[]);
+        assert_eq!(s, 200);
+    }
 
     if on == On::Tpm {
         let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"ed","algorithm":"ed25519","exportable":false}"#), &[]);

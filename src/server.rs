@@ -141,6 +141,12 @@ async fn run(cfg: Config, config_file: Option<PathBuf>) -> Result<(), Fatal> {
                 use crate::core::placement::{holds_id, token_for, OwnKey};
                 let placed = token_for(&app.tokens, OwnKey::Tls, |t| holds_id(t, api::tls::TLS_ID));
                 match placed {
+                    // The token that may hold it is away: a fault (restart once it is back).
+                    Err(e) if e.retry => {
+                        app.health.set("listen:tcp", format!("HTTPS on {addr} is not served: {e}; restart keyport once the token is back"));
+                        None
+                    }
+                    // No token can hold it: the feature is off with this configuration.
                     Err(e) => {
                         let msg = format!("HTTPS on {addr} is off: {e}");
                         tracing::error!("{msg}");

@@ -74,7 +74,7 @@ pub fn token_for(tokens: &Tokens, key: OwnKey, holds: impl Fn(&Token) -> bool) -
             None => {
                 return Err(NoToken {
                     message: format!(
-                        "{} cannot be made: token '{}' (the first that may hold it) has not been opened yet; keyport tries again when it is back",
+                        "{} cannot be made or found: token '{}' (the first that may hold it) has not been opened since start",
                         key.what(),
                         t.name
                     ),

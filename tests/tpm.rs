@@ -306,3 +306,50 @@ fn more_keys_than_the_tpm_has_object_slots() {
     assert!(d.log().contains("logged out and in again to free the device's object slots"), "{}", d.log());
     drop(d);
 }
+
+/// The ssh-agent on a TPM-only daemon: `ssh-add` (an import) is refused and nothing is written;
+/// a key generated in the TPM is listed and signs in place (SSHSIG verified by ssh-keygen).
+#[test]
+fn ssh_agent_on_the_tpm() {
+    require("ssh-add");
+    require("ssh-keygen");
+    let tpm = common::tpm::Tpm::start();
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("agent.sock");
+    let mut d = Daemon::config_tokens(
+        &tpm.token_toml("tpm"),
+        &format!("[agent]\nsocket = \"{}\"\nsocket_mode = \"0666\"\nadd = \"imported\"\n", sock.display()),
+    );
+    d.env.extend(tpm.env());
+    d.spawn();
+    let agent = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).env("SSH_AUTH_SOCK", &sock).output().unwrap();
+    let f = d.dir.path().join("id_ecdsa");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f"]).arg(&f).status().unwrap();
+    assert!(st.success());
+    let out = agent(&["ssh-add", f.to_str().unwrap()]);
+    assert!(!out.status.success(), "ssh-add into a token that cannot import must fail");
+    assert!(d.log().contains("token 'tpm' cannot import private keys"), "the reason is logged: {}", d.log());
+    let (_, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 0, "{v}");
+
+    let k = d.generate("host", "ec-p256", false);
+    let out = agent(&["ssh-add", "-L"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = listed.lines().find(|l| l.ends_with("default/host")).unwrap_or_else(|| panic!("{listed}"));
+    let pubf = d.dir.path().join("host.pub");
+    std::fs::write(&pubf, format!("{line}\n")).unwrap();
+    let data = d.dir.path().join("data");
+    std::fs::write(&data, b"signed in the TPM").unwrap();
+    let out = agent(&["ssh-keygen", "-Y", "sign", "-f", pubf.to_str().unwrap(), "-n", "file", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let allowed = d.dir.path().join("allowed");
+    std::fs::write(&allowed, format!("me {line}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f", allowed.to_str().unwrap(), "-I", "me", "-n", "file", "-s"])
+        .arg(data.with_extension("sig"))
+        .stdin(std::fs::File::open(&data).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(k["token"], "tpm");
+}

@@ -93,7 +93,11 @@ pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     let secret = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
     let public_key = *secret.public_key().as_bytes();
     let id = b64url(&Sha256::digest(public_key)[..24]);
-    let token = at_rest_token(app).map_err(|e| crate::token::TokenError::unavailable("-", e.to_string()))?;
+    let token = at_rest_token(app).map_err(|e| {
+        // Only the "token away" case gets here (`start` turns the feature off otherwise).
+        let away = app.tokens.all().iter().find(|t| t.capabilities().is_none()).map_or("?".to_string(), |t| t.name.clone());
+        crate::token::TokenError::unavailable(&away, e.to_string())
+    })?;
     let plain = Zeroizing::new(secret.to_bytes());
     let a = aad(&id);
     let sealed = token.run(move |c| at_rest::seal(c, AT_REST_KEY_ID, "keyport-at-rest", &plain[..], &a)).await?;

@@ -169,21 +169,36 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
             TlsConfig::Plain => Some(None),
             TlsConfig::Files { cert, key } => Some(Some(api::tls::from_files(cert, key).map_err(|m| fatal(2, m))?)),
             TlsConfig::SelfSigned => {
-                let t = app.tokens.get(None).expect("at least one token").clone();
-                match api::tls::self_signed(&t, &app.config.state_dir).await {
-                    Ok(c) => Some(Some(c)),
-                    // Its key lives in the token: with the token away, serve the socket only
-                    // (never plain HTTP in place of TLS).
-                    Err(m) => {
-                        app.health.set(
+                use crate::core::placement::{holds_id, token_for, OwnKey};
+                let placed = token_for(&app.tokens, OwnKey::Tls, |t| holds_id(t, api::tls::TLS_ID));
+                match placed {
+                    // The token that may hold it is away: a fault (restart once it is back).
+                    Err(e) if e.retry => {
+                        app.health.set("listen:tcp", format!("HTTPS on {addr} is not served: {e}; restart keyport once the token is back"));
+                        None
+                    }
+                    // No token can hold it: the feature is off with this configuration.
+                    Err(e) => {
+                        let msg = format!("HTTPS on {addr} is off: {e}");
+                        tracing::error!("{msg}");
+                        app.health.set_off("listen:tcp", msg);
+                        None
+                    }
+                    Ok(t) => match api::tls::self_signed(&t, &app.config.state_dir).await {
+                        Ok(c) => Some(Some(c)),
+                        // Its key lives in the token: with the token away, serve the socket only
+                        // (never plain HTTP in place of TLS).
+                        Err(m) => {
+                            app.health.set(
                             "listen:tcp",
                             format!(
                                 "HTTPS on {addr} is not served: the self-signed certificate's key in token '{}' cannot be used ({m}); restart keyport once the token is back",
                                 t.name
                             ),
                         );
-                        None
-                    }
+                            None
+                        }
+                    },
                 }
             }
         };

@@ -20,6 +20,7 @@ pub fn routes() -> Router<SharedApp> {
     Router::new()
         .route("/health", get(health))
         .route(LIVE, get(live))
+        .route("/health/keys", get(key_histories))
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
         .route("/keys/{id}/export", axum::routing::post(export_key))
@@ -65,8 +66,15 @@ async fn health(
             "tokens": tokens,
             "store": {"ok": store_ok, "schema_version": app.store.schema_version().ok()},
             "problems": problems,
+            "features_off": app.health.off(),
         })),
     )
+}
+
+/// Each key the caller may read, with what its token says about it (CKA_LOCAL,
+/// CKA_NEVER_EXTRACTABLE, …) and whether it has never been outside the token.
+async fn key_histories(State(app): State<SharedApp>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "keys": crate::core::token_caps::key_histories(&app, &who).await? })))
 }
 
 #[derive(Deserialize)]

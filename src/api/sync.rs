@@ -125,7 +125,9 @@ async fn csr(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body
     }) {
         return Err(bad(format!("'{d}' is not a DNS name")));
     }
-    let token = app.tokens.get(None).ok_or_else(|| bad("no token is configured".into()))?.clone();
+    use crate::core::placement::{holds_id, token_for, OwnKey};
+    let token = token_for(&app.tokens, OwnKey::VaultClient, |t| holds_id(t, crate::sync::client_cert::CLIENT_KEY_ID))
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_token", e.to_string()))?;
     let csr = crate::sync::client_cert::csr(&token, &cn, &req.dns)
         .await
         .map_err(|m| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token_error", m))?;

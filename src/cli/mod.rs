@@ -311,8 +311,13 @@ pub fn run(cmd: Command) -> i32 {
             }
         }
         Command::Config(ConfigCmd::Check { file }) => match crate::config::load(Some(&file)) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", file.display());
+                // What each token can do, and where keyport's own keys would live (or which
+                // feature would be off): never a refusal, the daemon starts either way.
+                for line in crate::core::placement::check_config(&cfg) {
+                    println!("{line}");
+                }
                 0
             }
             Err(problems) => {
@@ -329,12 +334,20 @@ pub fn run(cmd: Command) -> i32 {
                 for p in v["problems"].as_array().into_iter().flatten() {
                     println!("problem: {}: {}", s(&p["component"]), s(&p["reason"]));
                 }
+                for p in v["features_off"].as_array().into_iter().flatten() {
+                    println!("off: {}: {}", s(&p["component"]), s(&p["reason"]));
+                }
                 table(
                     &["TOKEN", "PRESENT", "LOGGED IN", "OBJECTS", "LABEL", "ERROR"],
                     v["tokens"].as_array().into_iter().flatten().map(|t| {
                         vec![s(&t["name"]), s(&t["present"]), s(&t["logged_in"]), s(&t["objects"]), s(&t["label"]), s(&t["error"])]
                     }),
                 );
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    for line in t["can"].as_array().into_iter().flatten() {
+                        println!("token {}: {}", s(&t["name"]), s(line));
+                    }
+                }
             })
         }
         Command::Sync { cmd } => match cmd {

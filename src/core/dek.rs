@@ -32,6 +32,16 @@ fn aad(id: &str) -> Vec<u8> {
 /// at-rest key went with a wiped token, the store is full) does not stop the daemon: it starts
 /// without the DEK, says why in health, and imports that need it answer 503.
 pub async fn start(app: &App) -> bool {
+    if app.store.dek().ok().flatten().is_none() {
+        if let Err(e) = at_rest_token(app) {
+            if !e.retry {
+                let msg = format!("the edge encryption key (DEK) is off: {e}. Imports that need it (TLS Protect Cloud face) answer 503");
+                tracing::error!("{msg}");
+                app.health.set_off("dek", msg);
+                return true;
+            }
+        }
+    }
     match load_or_create(app).await {
         Ok(d) => {
             let _ = app.dek.set(d);
@@ -56,9 +66,10 @@ pub async fn start(app: &App) -> bool {
 }
 
 /// After a failed [`start`] (token away, store full): tries again every 10 s until the DEK
-/// loads. A DEK whose at-rest key is gone never will; the attempts are cheap.
+/// loads. A DEK whose at-rest key is gone never will; the attempts are cheap. A DEK that is off
+/// (no token can hold the at-rest key) is not retried.
 pub async fn retry(app: std::sync::Arc<App>) {
-    while app.dek.get().is_none() {
+    while app.dek.get().is_none() && !app.health.is_off("dek") {
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
         if start(&app).await {
             tracing::info!("the edge encryption key (DEK) is loaded");
@@ -82,7 +93,11 @@ pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     let secret = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
     let public_key = *secret.public_key().as_bytes();
     let id = b64url(&Sha256::digest(public_key)[..24]);
-    let token = app.tokens.get(None).expect("one token").clone();
+    let token = at_rest_token(app).map_err(|e| {
+        // Only the "token away" case gets here (`start` turns the feature off otherwise).
+        let away = app.tokens.all().iter().find(|t| t.capabilities().is_none()).map_or("?".to_string(), |t| t.name.clone());
+        crate::token::TokenError::unavailable(&away, e.to_string())
+    })?;
     let plain = Zeroizing::new(secret.to_bytes());
     let a = aad(&id);
     let sealed = token.run(move |c| at_rest::seal(c, AT_REST_KEY_ID, "keyport-at-rest", &plain[..], &a)).await?;
@@ -97,6 +112,12 @@ pub async fn load_or_create(app: &App) -> Result<Dek, CoreError> {
     app.store.insert_dek(&rec)?;
     tracing::info!(encryption_key_id = %id, edge_instance_id = %rec.edge_instance_id, "created the DEK");
     Ok(Dek { id, edge_instance_id: rec.edge_instance_id, public_key, created_at: rec.created_at })
+}
+
+/// The token that holds (or will hold) the at-rest key (`placement`).
+fn at_rest_token(app: &App) -> Result<std::sync::Arc<crate::token::Token>, super::placement::NoToken> {
+    use super::placement::{holds_id, token_for, OwnKey};
+    token_for(&app.tokens, OwnKey::AtRest, |t| holds_id(t, AT_REST_KEY_ID))
 }
 
 async fn open_secret(app: &App, d: &DekRecord) -> Result<Zeroizing<[u8; 32]>, CoreError> {

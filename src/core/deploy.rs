@@ -46,6 +46,13 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
         super::keys::require_update(who, &key.namespace).map_err(fail)?;
     }
     let policy = super::keys::exportable(app, &key.namespace, app.config.apiops.exportable).map_err(fail)?;
+    // What each environment's token can hold, before anything is reserved or made.
+    for (i, p) in plans.iter().enumerate() {
+        if let Material::Private(k) = &*p.material {
+            let alg = k.algorithm().map_err(|e| CreateError { item: Some(i), error: super::import::material_error(e) })?;
+            super::token_caps::check_import(&app.tokens, &p.token, alg, policy).map_err(|error| CreateError { item: Some(i), error })?;
+        }
+    }
     let keys: Vec<NewKey> = plans
         .iter()
         .map(|p| {

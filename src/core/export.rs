@@ -88,6 +88,9 @@ fn authorize(
             who.name, rec.namespace
         ))));
     }
+    if super::token_caps::cannot_wrap(&app.tokens, &rec.token) {
+        return Err(refuse(CoreError::NotExportable(super::token_caps::not_exportable_on_token(&rec.name, &rec.token))));
+    }
     if !rec.exportable {
         return Err(refuse(CoreError::NotExportable(format!(
             "key '{}' was created non-exportable, so it can never leave the token; generate or import it again as exportable if it must",

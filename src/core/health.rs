@@ -9,6 +9,9 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct Health {
     problems: Mutex<BTreeMap<String, String>>,
+    /// Features that are off because no configured token can do what they need (`placement`):
+    /// shown in health, but not a fault (the daemon is as healthy as its tokens allow).
+    off: Mutex<BTreeMap<String, String>>,
 }
 
 /// One problem as `GET health` shows it.
@@ -34,6 +37,20 @@ impl Health {
         if self.problems.lock().expect("poisoned").remove(component).is_some() {
             tracing::info!(component, "recovered");
         }
+    }
+
+    /// Records a feature that is off for good with this configuration (logged by the caller).
+    pub fn set_off(&self, component: &str, reason: impl Into<String>) {
+        self.off.lock().expect("poisoned").insert(component.to_string(), reason.into());
+    }
+
+    pub fn is_off(&self, component: &str) -> bool {
+        self.off.lock().expect("poisoned").contains_key(component)
+    }
+
+    /// The features that are off, as `GET health` shows them.
+    pub fn off(&self) -> Vec<Problem> {
+        self.off.lock().expect("poisoned").iter().map(|(c, r)| Problem { component: c.clone(), reason: r.clone() }).collect()
     }
 
     pub fn problems(&self) -> Vec<Problem> {

@@ -163,6 +163,7 @@ pub(crate) async fn import_key_with(
             CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default()))
         })?
         .clone();
+    super::token_caps::check_import(&app.tokens, &token, alg, exportable)?;
     if alg == crate::material::algorithm::Algorithm::Ed25519 && !token.supports_ed25519().await {
         return Err(CoreError::invalid("unsupported", format!("token '{}' cannot hold Ed25519 keys", token.name)));
     }

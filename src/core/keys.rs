@@ -91,6 +91,7 @@ pub(crate) async fn generate_with(
         CoreError::invalid("unknown_token", format!("no token named '{}' is configured", req.token.clone().unwrap_or_default()))
     })?;
     let exportable = exportable(app, &namespace, req.exportable)?;
+    super::token_caps::check_generate(&app.tokens, token, alg, exportable)?;
 
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);

@@ -20,10 +20,12 @@ pub mod keys;
 pub mod material;
 /// Name rules live in a leaf module (`crate::names`), since config checks them too.
 pub use crate::names;
+pub mod placement;
 pub mod probe;
 pub mod reconcile;
 pub mod sign;
 pub mod telemetry;
+pub mod token_caps;
 
 use std::sync::Arc;
 
@@ -87,6 +89,7 @@ pub enum CoreError {
     Internal(String),
     #[error(transparent)]
     Token(#[from] TokenError),
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }

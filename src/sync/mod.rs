@@ -199,7 +199,20 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<Option<std::sync::Arc<Syncer>>
     }
     let syncer = Syncer::new(&app.config.sync)?;
     if let Some(vault) = syncer.remote.openbao() {
-        vault.attach_token(app.tokens.get(None));
+        use crate::core::placement::{holds_id, token_for, OwnKey};
+        match token_for(&app.tokens, OwnKey::VaultClient, |t| holds_id(t, client_cert::CLIENT_KEY_ID)) {
+            Ok(t) => vault.attach_token(Some(&t)),
+            // The walk stopped at a token that is away: the key is there or will be made there
+            // once it is back (logins fail meanwhile, with the token's own error).
+            Err(e) if e.retry => vault.attach_token(app.tokens.all().iter().find(|t| t.capabilities().is_none())),
+            // Certificate login then fails with "no token to hold the vault client key".
+            Err(e) if vault.uses_client_cert() => {
+                let msg = format!("vault certificate login is off: {e}");
+                tracing::error!("{msg}");
+                app.health.set_off("sync:client-key", msg);
+            }
+            Err(_) => {}
+        }
     }
     let syncer = std::sync::Arc::new(syncer);
     app.store.set_sync_scope(syncer.scope());

@@ -334,6 +334,11 @@ impl OpenBao {
         }
     }
 
+    /// Whether this connector logs in with a TLS client certificate (a key in the token).
+    pub fn uses_client_cert(&self) -> bool {
+        self.client_cert.is_some()
+    }
+
     pub fn auth_status(&self) -> AuthStatus {
         self.auth.status()
     }

@@ -178,7 +178,16 @@ pub async fn restore(
     let listed = key_entries(&syncer).await?;
     // Deleted in keyport, delete not yet in the vault: the record has no `deleted_at` yet.
     let deleting: HashSet<String> = app.store.sync_rows()?.into_iter().filter(|r| r.op == OP_DELETE).map(|r| r.key_id).collect();
-    let token = app.tokens.get(None).ok_or_else(|| CoreError::Conflict("no token is configured".into()))?.clone();
+    // The first token that can take keys in by unwrapping (not a TPM: it can neither unwrap
+    // nor create private keys); the first token otherwise, which then says what it lacks.
+    let token = app
+        .tokens
+        .all()
+        .iter()
+        .find(|t| t.capabilities().is_some_and(|c| c.wrap_private && c.create_private && c.rsa_oaep_decrypt))
+        .or_else(|| app.tokens.get(None))
+        .ok_or_else(|| CoreError::Conflict("no token is configured".into()))?
+        .clone();
     let mut run = Run { syncer: &syncer, token, unwrap: None, destination: None, stale: Vec::new() };
     let mut items = Vec::new();
     let mut down = None;

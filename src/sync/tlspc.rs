@@ -691,6 +691,10 @@ impl Tlspc {
             Ok(None) => return Built::Local(rows, Ok(None)), // deleted since; its delete row follows
             Err(e) => return Built::Local(rows[..1].to_vec(), Err(retry(e.to_string()))),
         };
+        if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
+            let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
+            return Built::Local(rows, Ok(Some(state(&first, "not_syncable", None, Some(why)))));
+        }
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, so the remote cannot hold it";
             return Built::Local(rows, Ok(Some(state(&first, "not_syncable", None, Some(why.into())))));

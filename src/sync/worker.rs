@@ -365,6 +365,10 @@ impl Syncer {
     /// confirmed it, so the key record needs no second read).
     async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<(Option<SyncState>, Option<bool>), VaultError> {
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
+        if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
+            let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
+            return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
+        }
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
             return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));

@@ -10,9 +10,11 @@
 pub mod at_rest;
 pub mod byok;
 pub mod byok_restore;
+pub mod capabilities;
 mod enumerate;
 pub mod error;
 pub mod index;
+pub mod key_facts;
 mod module;
 pub mod objects;
 pub mod pin;
@@ -33,6 +35,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::TokenConfig;
+pub use capabilities::{AtRestKind, Capabilities};
 pub use error::{Cure, TokenError};
 use index::Index;
 use module::Module;
@@ -69,10 +72,12 @@ pub struct Live {
     connection: u64,
     pub slot: Slot,
     /// Held open so the login (per application and token) outlives every pooled session.
-    _login: Mutex<Session>,
+    login: Mutex<Session>,
     pool: Mutex<Vec<Session>>,
     pub index: RwLock<Index>,
     pub mechanisms: Mechanisms,
+    /// What the token can do (probed at the first open, kept across reopens).
+    pub capabilities: Arc<Capabilities>,
     pub token_label: String,
     pub serial: String,
     /// What is wrong with the token's objects (unreadable objects, torn object files), one
@@ -127,9 +132,14 @@ pub struct Token {
     /// The serial of the token first opened: a reopen that finds another serial under the same
     /// label has found a different token and refuses it.
     opened_serial: Mutex<Option<String>>,
+    /// When the login was last renewed to free the device's object slots (`relogin`).
+    last_relogin: Mutex<Option<std::time::Instant>>,
     /// When the module was last re-initialized to look for this token again (SoftHSM sees a
     /// token folder that came back only after C_Finalize + C_Initialize).
     last_rescan: Mutex<Option<std::time::Instant>>,
+    /// What the token can do, probed once at its first open (`capabilities.rs`); `None` until
+    /// it has been opened.
+    capabilities: RwLock<Option<Arc<Capabilities>>>,
 }
 
 /// What an operation gets: a session of its own, the live token (index, mechanisms) and the
@@ -156,6 +166,11 @@ pub struct TokenHealth {
     pub label: String,
     pub serial: String,
     pub mechanisms: Option<Mechanisms>,
+    /// What the token can do, in plain words (`Capabilities::describe`); empty while it has
+    /// never been opened.
+    pub can: Vec<String>,
+    /// The same, as fields.
+    pub capabilities: Option<Capabilities>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -171,6 +186,8 @@ impl TokenHealth {
             label: String::new(),
             serial: String::new(),
             mechanisms: None,
+            can: Vec::new(),
+            capabilities: None,
             error: None,
         }
     }
@@ -220,6 +237,8 @@ impl Token {
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
             last_rescan: Mutex::new(None),
+            last_relogin: Mutex::new(None),
+            capabilities: RwLock::new(None),
         })
     }
 
@@ -244,6 +263,25 @@ impl Token {
     /// What the last open found wrong with the token's objects (see [`Live::damage`]).
     pub fn damage(&self) -> Option<String> {
         self.live.read().expect("poisoned").as_ref().and_then(|l| l.damage.clone())
+    }
+
+    /// A token that is not open but whose capabilities are known: for tests of the decisions
+    /// capabilities drive.
+    #[cfg(test)]
+    pub(crate) fn with_capabilities(cfg: TokenConfig, c: Capabilities) -> Arc<Token> {
+        let t = Token::unopened(cfg, false);
+        *t.capabilities.write().expect("poisoned") = Some(Arc::new(c));
+        t
+    }
+
+    /// Whether the token (as last opened) holds any object under `id`; no token call.
+    pub fn has_object(&self, id: &[u8]) -> bool {
+        self.live.read().expect("poisoned").as_ref().is_some_and(|l| l.index.read().expect("poisoned").get(id).is_some())
+    }
+
+    /// What the token can do; `None` while it has never been opened (absent since start).
+    pub fn capabilities(&self) -> Option<Arc<Capabilities>> {
+        self.capabilities.read().expect("poisoned").clone()
     }
 
     /// Key objects half-made by an interrupted creation (see `index::Index::half_made`).
@@ -319,6 +357,13 @@ impl Token {
         }
         let mut mechanisms = probe(&module, slot);
         mechanisms.ed25519_wrappable = probe_ed25519_wrap(&login, &mechanisms);
+        let known = self.capabilities.read().expect("poisoned").clone();
+        let capabilities = known.unwrap_or_else(|| {
+            let c = Arc::new(Capabilities::probe(&module, slot, &login));
+            tracing::info!(token = %self.name, can = ?c.describe(), "token capabilities");
+            *self.capabilities.write().expect("poisoned") = Some(c.clone());
+            c
+        });
         let index = match enumerate::build_index(&login) {
             Ok(i) => i,
             Err(e) => {
@@ -336,10 +381,11 @@ impl Token {
             module_generation: generation,
             connection: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             slot,
-            _login: Mutex::new(login),
+            login: Mutex::new(login),
             pool: Mutex::new(Vec::new()),
             index: RwLock::new(index),
             mechanisms,
+            capabilities,
             token_label,
             serial,
             damage,
@@ -405,6 +451,12 @@ impl Token {
                     &self.name,
                     format!("lost, and not found again yet (its storage may be unreadable): {message}"),
                 ));
+            }
+            // The module is not initialized: its C_Initialize failed while the device was away
+            // (tpm2-pkcs11 connects to the TPM there). Try it again, at most every 2 s.
+            Err(e @ TokenError::Transient { cure: Cure::Reinitialize, .. }) => {
+                self.rescan();
+                return Err(e);
             }
             Err(e) => return Err(e),
         };
@@ -503,8 +555,16 @@ impl Token {
         let r = op(&ctx);
         let cure = match &r {
             Err(TokenError::Transient { cure: Cure::Verify, detail, .. }) => match probe::check(&ctx) {
-                // The token reads its known object: the failure was this request's own.
+                // The token reads its known object: the failure was this request's own, or the
+                // device ran out of object slots (see `relogin`): then once more after it.
                 Ok(()) => {
+                    if self.relogin(&live) {
+                        let again = op(&ctx);
+                        if !matches!(again, Err(TokenError::Transient { .. })) {
+                            live.pool.lock().expect("poisoned").push(session);
+                            return again;
+                        }
+                    }
                     live.pool.lock().expect("poisoned").push(session);
                     return Err(TokenError::Refused { token: self.name.clone(), operation: "the request", detail: detail.clone() });
                 }
@@ -528,6 +588,38 @@ impl Token {
         r
     }
 
+    /// Logs out and in again, at most every 100 ms, on tokens whose keys live in a hardware
+    /// device (a request's own refusal on a software token never costs a new login). tpm2-pkcs11 keeps every key
+    /// pair the process has used loaded in the TPM until C_Logout, and a resource manager
+    /// allows a client few of them (tpm2-abrmd: 27 by default, 100 at most): past that,
+    /// C_Sign and C_GenerateKeyPair answer CKR_GENERAL_ERROR while the token otherwise works.
+    /// C_Logout evicts them; keys load again on their next use. `true` when logged in again.
+    fn relogin(&self, live: &Live) -> bool {
+        if !live.capabilities.hardware {
+            return false;
+        }
+        {
+            let mut last = self.last_relogin.lock().expect("poisoned");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(pin) = pin::read(&self.cfg.pin) else { return false };
+        let login = live.login.lock().expect("poisoned");
+        let _ = login.logout();
+        match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+                tracing::info!(token = %self.name, "logged out and in again to free the device's object slots; retrying the request once");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(token = %self.name, error = %e, "logging in again failed");
+                false
+            }
+        }
+    }
+
     /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a
     /// token whose storage cannot be read is found even when no request touches it. Goes
     /// through [`Token::run`], so a failed probe also starts recovery.
@@ -545,10 +637,24 @@ impl Token {
             })
             .await;
         match r {
-            Ok((logged_in, objects, label, serial, m)) => {
-                TokenHealth { name, present: true, logged_in, objects, label, serial, mechanisms: Some(m), error: None }
-            }
-            Err(e) => TokenHealth { error: Some(e.to_string()), ..TokenHealth::absent(&name) },
+            Ok((logged_in, objects, label, serial, m)) => TokenHealth {
+                name,
+                present: true,
+                logged_in,
+                objects,
+                label,
+                serial,
+                mechanisms: Some(m),
+                can: self.capabilities().map(|c| c.describe()).unwrap_or_default(),
+                capabilities: self.capabilities().map(|c| (*c).clone()),
+                error: None,
+            },
+            Err(e) => TokenHealth {
+                error: Some(e.to_string()),
+                can: self.capabilities().map(|c| c.describe()).unwrap_or_default(),
+                capabilities: self.capabilities().map(|c| (*c).clone()),
+                ..TokenHealth::absent(&name)
+            },
         }
     }
 }

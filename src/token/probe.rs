@@ -2,8 +2,10 @@
 //!
 //! C_GetSessionInfo answers from memory and says nothing about storage. This reads the token's
 //! own state (C_GetTokenInfo: SoftHSM re-reads its `token.object` and fails once it has marked
-//! the token invalid after an I/O error) and the attributes of a known object (SoftHSM opens
-//! the object's file for every read). Any failure is a token fault, never the caller's.
+//! the token invalid after an I/O error), asks the device for random bytes (a TPM behind
+//! tpm2-pkcs11 answers the reads from its own store even while the TPM is gone) and reads the
+//! attributes of a known object (SoftHSM opens the object's file for every read). Any failure
+//! is a token fault, never the caller's.
 
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 
@@ -42,6 +44,15 @@ pub fn check(c: &Ctx) -> Result<(), TokenError> {
             c,
             format!("the token's serial changed from {} to {}: it is another token", c.live.serial, info.serial_number()),
         ));
+    }
+    // A TPM token answers the two reads below from its own store; its device is reached only
+    // by an operation. C_GenerateRandom is the cheapest one that goes to the device (SoftHSM
+    // answers it from memory).
+    if info.rng() {
+        let mut probe = [0u8; 8];
+        c.session
+            .generate_random_slice(&mut probe)
+            .map_err(|e| fault(c, format!("C_GenerateRandom failed ({}): the device does not answer", short(&e))))?;
     }
     let Some((id, h)) = known_object(c) else { return Ok(()) };
     let attrs = c.session.get_attributes(h, &[AttributeType::Id]).map_err(|e| {

@@ -244,6 +244,13 @@ pub fn check_in_transit(bao: &Bao, dir: &Path, vault_name: &str, key: &Value) {
 /// Imports an EC key with a self-signed certificate through the TLS Protect Cloud face (the
 /// only import route): key PKCS#8-encrypted by openssl, password sealed to the DEK by PyNaCl.
 pub fn import_with_certificate(d: &Daemon, name: &str) -> Option<String> {
+    import_job(d, name);
+    let der = pem_der(&std::fs::read_to_string(d.dir.path().join("c.crt")).unwrap());
+    Some(sha256_hex_bytes(&der))
+}
+
+/// Like [`import_with_certificate`]; returns the finished job as the face shows it.
+pub fn import_job(d: &Daemon, name: &str) -> Value {
     let ok = Command::new("python3").args(["-c", "import nacl.public"]).status().map(|s| s.success()).unwrap_or(false);
     assert!(ok, "PyNaCl is required (scripts/deps installs it)");
     let dir = d.dir.path();
@@ -291,11 +298,9 @@ pub fn import_with_certificate(d: &Daemon, name: &str) -> Option<String> {
     loop {
         let (_, v) = d.curl_https("GET", &format!("/outagedetection/v1/certificates/imports/{job}"), None, &["-H", KEY]);
         if v["status"] == "COMPLETED" {
-            break;
+            return v;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "{v}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let der = pem_der(&std::fs::read_to_string(dir.join("c.crt")).unwrap());
-    Some(sha256_hex_bytes(&der))
 }

@@ -5,6 +5,7 @@
 
 pub mod bao;
 pub mod raft;
+pub mod tpm;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ permissions = { default = ["import", "read"] }
 
 /// Panics unless `tool` is on PATH: `scripts/test` installs every tool first, so a missing one
 /// is a failure, never a skip. Returns true so older call sites read as guards.
+/// Placeholder for the SoftHSM token's `[[tokens]]` block in [`Daemon::config_tokens`].
+pub const SOFT_TOKEN: &str = "@SOFT_TOKEN@";
+
 pub fn require(tool: &str) -> bool {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(found, "{tool} is required (scripts/deps installs it)");
@@ -72,6 +76,12 @@ pub struct Daemon {
 impl Daemon {
     /// Writes a config for a fresh token in a temporary folder. `extra` is appended TOML.
     pub fn config(extra: &str) -> Daemon {
+        Daemon::config_tokens(SOFT_TOKEN, extra)
+    }
+
+    /// Like [`Daemon::config`] with `tokens` (TOML `[[tokens]]` blocks) in place of the SoftHSM
+    /// token; `SOFT_TOKEN` in it stands for that token's block.
+    pub fn config_tokens(tokens: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let port = free_port();
@@ -92,20 +102,21 @@ tls = {{ mode = "self-signed" }}
 [limits]
 max_body_bytes = 1048576
 
-[[tokens]]
-name = "soft"
-module = "{module}"
-label = "test"
-pin = {{ file = "{pin}" }}
-softhsm = {{ dir = "{hsm}" }}
+{tokens}
 {principals}
 {extra}
 "#,
             state = d.join("state").display(),
             socket = socket.display(),
-            module = softhsm_module().display(),
-            pin = d.join("pin").display(),
-            hsm = d.join("softhsm").display(),
+            tokens = tokens.replace(
+                SOFT_TOKEN,
+                &format!(
+                    "[[tokens]]\nname = \"soft\"\nmodule = \"{}\"\nlabel = \"test\"\npin = {{ file = \"{}\" }}\nsofthsm = {{ dir = \"{}\" }}\n",
+                    softhsm_module().display(),
+                    d.join("pin").display(),
+                    d.join("softhsm").display()
+                )
+            ),
         );
         // `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere).
         let text = text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string());

@@ -118,8 +118,6 @@ max_body_bytes = 1048576
                 )
             ),
         );
-        // `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere).
-        let text = text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string());
         let config = d.join("keyport.toml");
         std::fs::write(&config, text).unwrap();
         Daemon { dir, config, socket, port, child: None, env: Vec::new() }
@@ -142,6 +140,12 @@ max_body_bytes = 1048576
 
     /// Starts `keyport serve` and waits until health answers.
     pub fn spawn(&mut self) {
+        // `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere), in
+        // whatever config the test wrote.
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        if text.contains("TEST_UID") {
+            std::fs::write(&self.config, text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string())).unwrap();
+        }
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
         let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);

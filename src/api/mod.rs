@@ -16,6 +16,7 @@ pub mod kps;
 pub mod listen;
 pub mod metrics;
 pub mod native;
+pub mod openapi;
 pub mod sign;
 pub mod slots;
 pub mod sync;
@@ -32,7 +33,12 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .nest(
             "/keyport/v1",
-            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+            native::routes()
+                .merge(sync::routes())
+                .merge(certificates::routes())
+                .merge(metrics::routes())
+                .merge(sign::routes())
+                .merge(openapi::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

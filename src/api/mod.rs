@@ -11,6 +11,7 @@ pub mod body;
 pub mod certificates;
 pub mod certimport;
 pub mod error;
+pub mod faces;
 pub mod keys;
 pub mod kps;
 pub mod listen;
@@ -45,7 +46,9 @@ pub fn router(app: SharedApp) -> Router {
         .merge(keys::routes())
         .merge(certimport::routes())
         .merge(tpp::routes())
-        .fallback(tpp::fallback)
+        .fallback(faces::fallback)
         .with_state(app)
+        // Router 404/405s and extractor rejections in each face's JSON error shape.
+        .layer(axum::middleware::from_fn(faces::shape_errors))
         .layer(axum::middleware::map_response(error::retry_after))
 }

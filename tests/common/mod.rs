@@ -5,6 +5,7 @@
 
 pub mod bao;
 pub mod raft;
+pub mod surface;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -46,7 +46,7 @@ fn router_404_and_405_come_in_each_faces_error_shape() {
     for (missing, route, method, msg) in FACES {
         for https in [false, true] {
             let get = |m: &str, p: &str| {
-                let auth = ["-H", "X-Api-Key: key-admin"];
+                let auth = ["-H", "X-Api-Key: key-superadmin"];
                 if https {
                     d.curl_https(m, p, None, &auth)
                 } else {
@@ -95,7 +95,7 @@ fn schemathesis_finds_no_5xx_and_no_response_outside_the_document() {
     assert_eq!(s, 200, "{v}");
     let bearer = format!("Authorization: Bearer {}", v["access_token"].as_str().unwrap());
     let started = Instant::now();
-    for (include, exclude, header) in [("", "^/ved", "X-Api-Key: key-admin"), ("^/ved", "", bearer.as_str())] {
+    for (include, exclude, header) in [("", "^/ved", "X-Api-Key: key-superadmin"), ("^/ved", "", bearer.as_str())] {
         let mut c = Command::new(SCHEMATHESIS);
         c.args(["run"]).arg(&spec).args(["--base-url", &format!("https://127.0.0.1:{}", d.port)]);
         c.arg(format!("--request-tls-verify={}", d.dir.path().join("state/tls-cert.pem").display()));

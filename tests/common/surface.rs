@@ -1,7 +1,7 @@
 //! One daemon with every face configured on namespace `alpha` (and an unrelated `beta`), for
 //! the API-surface tests (`tests/openapi.rs`, `tests/authz_matrix.rs`): a principal per single
 //! permission on `alpha` (API key `key-<permission>`), one with everything on `beta` only,
-//! admin as root and by the API key `key-admin`, and a TPP user.
+//! admin as root and by the API key `key-superadmin` (`key-admin` is `only-admin`'s, admin on alpha), and a TPP user.
 
 use super::{phc, sha256_hex, softhsm_module, Daemon};
 
@@ -36,7 +36,7 @@ name = "revoked"
 api_key_sha256 = ["{revoked}"]
 permissions = {{ alpha = [{revoked_perms}] }}
 "#,
-        admin = sha256_hex("key-admin"),
+        admin = sha256_hex("key-superadmin"),
         beta = sha256_hex("key-beta"),
         revoked = sha256_hex("key-revoked"),
     ));

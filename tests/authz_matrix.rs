@@ -305,6 +305,7 @@ struct Ctx {
     kps_pem: String,
     rsa_pem: String,
     requests: AtomicUsize,
+    slow: std::sync::Mutex<BTreeMap<String, u128>>,
 }
 
 impl Ctx {
@@ -386,12 +387,25 @@ impl Ctx {
         })
     }
 
-    fn path(&self, r: &Row) -> String {
+    /// The path to call. A row that deletes gets a resource made for the call when the caller
+    /// should succeed, and the shared fixture otherwise (a refusal must leave it; if it does
+    /// not, the rows after it fail too).
+    fn path_for(&self, r: &Row, may_succeed: bool) -> String {
         let mut p = r.path.replace("{P}", P).replace("{key}", &self.key).replace("{kp}", "fixture-kp").replace("{ak}", "fixture-ak");
         if let Some(f) = r.fresh {
-            p = p.replace("{fresh}", &self.fresh(f));
+            let target = match (may_succeed, f) {
+                (true, f) => self.fresh(f),
+                (false, Fresh::NativeKey) => self.key.clone(),
+                (false, Fresh::KpsPair) => "fixture-kp".into(),
+                (false, Fresh::ApiOpsKey) => "fixture-ak".into(),
+            };
+            p = p.replace("{fresh}", &target);
         }
         p
+    }
+
+    fn path(&self, r: &Row) -> String {
+        self.path_for(r, true)
     }
 
     fn key_header(face: Face, key: &str) -> String {
@@ -433,10 +447,13 @@ fn check(ctx: &Ctx, rows: &[Row], callers: &[Caller], failures: &mut Vec<String>
 fn check_some(ctx: &Ctx, rows: &[Row], callers: &[Caller], failures: &mut Vec<String>) {
     for c in callers {
         for r in rows {
-            let path = ctx.path(r);
+            let may_succeed = c.holds.as_ref().is_some_and(|h| expected_allowed(r.need, h));
+            let path = ctx.path_for(r, may_succeed);
             let headers: Vec<String> = c.key.iter().map(|k| Ctx::key_header(r.face, k)).collect();
             let body = ctx.body(r);
+            let t0 = Instant::now();
             let (status, v) = ctx.call(c.tcp, c.uid, r.method, &path, &headers, body.as_deref());
+            *ctx.slow.lock().unwrap().entry(format!("{} {}", r.method, r.route)).or_default() += t0.elapsed().as_millis();
             let what = format!("{} {} as {} ({}): {status} {v}", r.method, path, c.name, if c.tcp { "https" } else { "socket" });
             if status >= 500 && !(r.route == "/keyport/v1/health" && status == 503) {
                 failures.push(format!("5xx: {what}"));
@@ -530,6 +547,7 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
         kps_pem,
         rsa_pem,
         requests: AtomicUsize::new(0),
+        slow: Default::default(),
     };
     let (s, v) = ctx.admin("POST", &format!("/v3/{P}/keypairs"), Some(r#"{"keypair":{"name":"fixture-kp"}}"#));
     assert_eq!(s, 200, "{v}");
@@ -647,6 +665,9 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
     let sample: Vec<Row> = table().into_iter().filter(|r| matches!(r.need, All(_))).collect();
     check(&ctx, &sample, &revoked, &mut failures);
 
+    let mut slow: Vec<_> = ctx.slow.lock().unwrap().clone().into_iter().collect();
+    slow.sort_by_key(|(_, ms)| std::cmp::Reverse(*ms));
+    eprintln!("slowest rows (ms, all callers): {:?}", &slow[..8]);
     let n = ctx.requests.load(Ordering::Relaxed);
     eprintln!("authorization matrix: {} rows, {} callers, {n} requests in {:?}", rows.len(), callers.len() + 2, started.elapsed());
     assert!(failures.is_empty(), "{} authorization failures:\n{}", failures.len(), failures.join("\n"));

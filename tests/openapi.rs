@@ -95,11 +95,21 @@ fn schemathesis_finds_no_5xx_and_no_response_outside_the_document() {
     assert_eq!(s, 200, "{v}");
     let bearer = format!("Authorization: Bearer {}", v["access_token"].as_str().unwrap());
     let started = Instant::now();
-    for (include, exclude, header) in [("", "^/ved", "X-Api-Key: key-superadmin"), ("^/ved", "", bearer.as_str())] {
+    // Every credential header the document names is set (all naming the admin), so schemathesis
+    // does not make up values for them: a header value with control characters is refused by
+    // the HTTP parser itself (a bare 400, before any face is known).
+    let admin: Vec<String> = ["X-Api-Key", "tppl-api-key", "X-Auth-Token"]
+        .iter()
+        .map(|h| format!("{h}: key-superadmin"))
+        .chain(["Authorization: Bearer key-superadmin".to_string()])
+        .collect();
+    for (include, exclude, headers) in [("", "^/ved", admin), ("^/ved", "", vec![bearer.clone()])] {
         let mut c = Command::new(SCHEMATHESIS);
         c.args(["run"]).arg(&spec).args(["--base-url", &format!("https://127.0.0.1:{}", d.port)]);
         c.arg(format!("--request-tls-verify={}", d.dir.path().join("state/tls-cert.pem").display()));
-        c.args(["-H", header]);
+        for h in &headers {
+            c.args(["-H", h]);
+        }
         if !include.is_empty() {
             c.args(["--include-path-regex", include]);
         }
@@ -108,7 +118,7 @@ fn schemathesis_finds_no_5xx_and_no_response_outside_the_document() {
         }
         c.args(["--experimental=openapi-3.1", "--checks", "not_a_server_error,response_schema_conformance"]);
         c.args(["--hypothesis-max-examples", "8", "--hypothesis-derandomize", "--hypothesis-deadline", "None"]);
-        c.args(["--no-color", "--show-trace", "--request-timeout", "20000"]);
+        c.args(["--no-color", "--show-trace", "--request-timeout", "20000", "--sanitize-output=false"]);
         let out = c.output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         eprintln!("{}", text.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));

@@ -40,7 +40,7 @@ KPS also takes the vendor's SDK-HMAC-SHA256 AK/SK signature.";
     components(schemas(
         schemas::NativeError, schemas::NativeErrorBody, schemas::TlspcError, schemas::TlspcErrorItem, schemas::IotError,
         schemas::IotErrorItem, schemas::KpsError, schemas::ApiOpsError, schemas::TppOAuthError, schemas::TppError,
-        schemas::TppFailure, schemas::TppServerFailure, schemas::TppSshFailure, schemas::SshWebResponse,
+        schemas::TppFailure, schemas::TppServerFailure, schemas::TppErrorAnswer, schemas::TppSshFailure, schemas::SshWebResponse,
     )),
     tags(
         (name = "native", description = "keyport's own API under /keyport/v1/"),

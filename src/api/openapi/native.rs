@@ -8,13 +8,11 @@ use utoipa::IntoResponses;
 /// Every error of the native API, in its one shape.
 #[derive(IntoResponses)]
 pub enum Errors {
-    /// The request is wrong (code and message say what); 401 no or a wrong credential; 403 a
-    /// missing permission; 404 no such key or route; 405 a method the path does not take.
-    #[response(status = "4XX")]
-    Client(NativeError),
-    /// The token or store is away (503 with Retry-After), or keyport failed.
-    #[response(status = "5XX")]
-    Server(NativeError),
+    /// Any other status: 400 the request is wrong (code and message say what), 401 no or a
+    /// wrong credential, 403 a missing permission, 404 no such key or route, 405 a method the
+    /// path does not take, 409, 413, 422; 503 with Retry-After while a token or the store is away.
+    #[response(status = "default")]
+    Error(NativeError),
 }
 
 #[utoipa::path(get, path = "/keyport/v1/health", tag = "native",

@@ -83,6 +83,10 @@ pub struct TppError {
     pub error: String,
 }
 
+/// Any TPP error answer (its shapes differ by call: see the response's description).
+#[derive(Serialize, ToSchema)]
+pub struct TppErrorAnswer {}
+
 /// A TPP 4xx: OAuth's shape, or `{"Error"}` for what TPP does not serve.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]

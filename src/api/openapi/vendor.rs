@@ -9,47 +9,37 @@ use utoipa::IntoResponses;
 pub enum TlspcErrors {
     /// 400 a wrong request, 401 a missing or wrong `tppl-api-key` (code 1004), 403 a missing
     /// permission, 404 no such object or route, 405, 413.
-    #[response(status = "4XX")]
-    Client(TlspcError),
-    #[response(status = "5XX")]
-    Server(TlspcError),
+    #[response(status = "default")]
+    Error(TlspcError),
 }
 
 #[derive(IntoResponses)]
 pub enum IotErrors {
-    #[response(status = "4XX")]
-    Client(IotError),
-    #[response(status = "5XX")]
-    Server(IotError),
+    #[response(status = "default")]
+    Error(IotError),
 }
 
 #[derive(IntoResponses)]
 pub enum KpsErrors {
     /// 400 with `KPS.0002` (parameter) or `KPS.4016` (no such key pair), 401 `KPS.9001`,
     /// 403 `KPS.9003`, 404 `APIG.0101` (no such API).
-    #[response(status = "4XX")]
-    Client(KpsError),
-    #[response(status = "5XX")]
-    Server(KpsError),
+    #[response(status = "default")]
+    Error(KpsError),
 }
 
 #[derive(IntoResponses)]
 pub enum ApiOpsErrors {
-    #[response(status = "4XX")]
-    Client(ApiOpsError),
-    #[response(status = "5XX")]
-    Server(ApiOpsError),
+    #[response(status = "default")]
+    Error(ApiOpsError),
 }
 
 #[derive(IntoResponses)]
 pub enum TppAuthErrors {
-    /// OAuth errors for tokens and scopes; `{"Error"}` for a method or path TPP does not serve.
-    #[response(status = "4XX")]
-    Client(TppFailure),
-    /// 503 when the token or store is away (OAuth shape on the token paths, SshWebResponse on
-    /// the SSH calls).
-    #[response(status = "5XX")]
-    Server(TppServerFailure),
+    /// Any other status: OAuth's `{"error", "error_description"}` for tokens and scopes (401,
+    /// 403, 429), `{"Error"}` for a method or path TPP does not serve (404), and on the SSH calls
+    /// 503 with the call's own body (`Response.Success` false) while a token or the store is away.
+    #[response(status = "default")]
+    Error(TppErrorAnswer),
 }
 
 // --- TLS Protect Cloud ---------------------------------------------------------------------------

@@ -13,12 +13,14 @@ pub mod body;
 pub mod certificates;
 pub mod certimport;
 pub mod error;
+pub mod faces;
 pub mod import;
 pub mod keys;
 pub mod kps;
 pub mod listen;
 pub mod metrics;
 pub mod native;
+pub mod openapi;
 pub mod sign;
 pub mod slots;
 pub mod sync;
@@ -45,7 +47,8 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
                 .merge(metrics::routes())
                 .merge(sign::routes())
                 .merge(audit::routes())
-                .merge(import::routes()),
+                .merge(import::routes())
+                .merge(openapi::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())
@@ -53,9 +56,11 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
         .merge(certimport::routes())
         .merge(tpp::routes())
         .route_layer(axum::middleware::from_fn(access::note_route))
-        .fallback(tpp::fallback)
+        .fallback(faces::fallback)
         .with_state(app.clone())
         .layer(axum::Extension(SyncWorker(syncer)))
+        // Router 404/405s and extractor rejections in each face's JSON error shape.
+        .layer(axum::middleware::from_fn(faces::shape_errors))
         .layer(axum::middleware::map_response(error::retry_after))
         .layer(axum::middleware::from_fn_with_state(app, access::layer))
 }

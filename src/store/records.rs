@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
 /// One inventory row: everything about a key except the key.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct KeyRecord {
     pub id: String,
     pub name: String,
@@ -23,7 +23,7 @@ pub struct KeyRecord {
 }
 
 /// Where a key's row stands with its token objects.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     /// The objects are in the token.

@@ -5,6 +5,7 @@
 
 pub mod bao;
 pub mod raft;
+pub mod surface;
 pub mod tpm;
 
 use serde_json::Value;

@@ -1,0 +1,93 @@
+//! The native API under `/keyport/v1/` (documentation only: the handlers are in `api::native`,
+//! `api::sign`, `api::certificates`, `api::sync`, `api::metrics`).
+#![allow(dead_code)]
+
+use super::schemas::*;
+use utoipa::IntoResponses;
+
+/// Every error of the native API, in its one shape.
+#[derive(IntoResponses)]
+pub enum Errors {
+    /// Any other status: 400 the request is wrong (code and message say what), 401 no or a
+    /// wrong credential, 403 a missing permission, 404 no such key or route, 405 a method the
+    /// path does not take, 409, 413, 422; 503 with Retry-After while a token or the store is away.
+    #[response(status = "default")]
+    Error(NativeError),
+}
+
+#[utoipa::path(get, path = "/keyport/v1/health", tag = "native",
+    responses((status = 200, body = Health, description = "Every token and the store answer"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn health() {}
+
+#[utoipa::path(get, path = "/keyport/v1/openapi.json", tag = "native",
+    responses((status = 200, description = "This document", content_type = "application/json"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn openapi() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keys", tag = "native",
+    params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("name" = Option<String>, Query, description = "Only this name")),
+    responses((status = 200, body = KeyList, description = "Keys the caller may read"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn list_keys() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keys", tag = "native", request_body = GenerateRequest,
+    responses((status = 201, body = crate::store::KeyRecord, description = "Generated in the token"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn generate_key() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keys/{id}", tag = "native", params(("id" = String, Path)),
+    responses((status = 200, body = crate::store::KeyRecord), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn show_key() {}
+
+#[utoipa::path(delete, path = "/keyport/v1/keys/{id}", tag = "native", params(("id" = String, Path)),
+    responses((status = 200, body = Deleted), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn delete_key() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keys/{id}/export", tag = "native", params(("id" = String, Path)), request_body = ExportRequest,
+    responses((status = 200, body = Exported, description = "Needs export-private and an exportable key"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn export_key() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keys/{id}/sign", tag = "native", params(("id" = String, Path)), request_body = SignRequest,
+    responses((status = 200, body = Signature, description = "Needs sign; the key stays in the token"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn sign_key() {}
+
+#[utoipa::path(get, path = "/keyport/v1/certificates", tag = "native",
+    params(("namespace" = Option<String>, Query), ("expiring_before" = Option<String>, Query, description = "A date (2026-01-31) or an RFC 3339 time")),
+    responses((status = 200, body = CertificateList), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn list_certificates() {}
+
+#[utoipa::path(delete, path = "/keyport/v1/certificates/{sha256}", tag = "native", params(("sha256" = String, Path, description = "64 hex digits")),
+    responses((status = 200, body = Deleted), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn delete_certificate() {}
+
+#[utoipa::path(get, path = "/keyport/v1/sync", tag = "native",
+    responses((status = 200, description = "Sync status of the keys the caller may read", body = Object), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn sync_status() {}
+
+#[utoipa::path(post, path = "/keyport/v1/sync", tag = "native", request_body(content = SyncTrigger, description = "Optional"),
+    responses((status = 200, body = SyncTriggered), (status = 202, body = SyncTriggered), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn sync_trigger() {}
+
+#[utoipa::path(post, path = "/keyport/v1/sync/csr", tag = "native", request_body(content = CsrRequest, description = "Optional"),
+    responses((status = 200, description = "A CSR for the vault client key", body = Object), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn sync_csr() {}
+
+#[utoipa::path(post, path = "/keyport/v1/sync/restore", tag = "native", request_body(content = RestoreRequest, description = "Optional"),
+    responses((status = 200, description = "What was (or would be) restored", body = Object), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn sync_restore() {}
+
+#[utoipa::path(get, path = "/keyport/v1/metrics", tag = "native",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", body = String, content_type = "text/plain"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn metrics() {}

@@ -1,0 +1,152 @@
+//! The routes the routers register, read from their source (axum cannot list a router's
+//! routes), so a test can hold the OpenAPI document to them. It reads every `route` call
+//! under `src/api/` (with the `/keyport/v1` prefix for the modules `api::router` nests, and
+//! the `{slash}` variants a `for slash in [...]` loop adds), and TPP's `dispatch` table.
+
+use std::path::{Path, PathBuf};
+
+/// TPP paths ignore case: compared lower-cased.
+pub fn normalize(path: &str) -> String {
+    let l = path.to_ascii_lowercase();
+    if l.starts_with("/vedauth/") || l.starts_with("/vedsdk/") {
+        l
+    } else {
+        path.to_string()
+    }
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The text inside the parenthesis that opens at `open` (balanced, strings skipped).
+fn balanced(s: &str, open: usize) -> &str {
+    let b = s.as_bytes();
+    let (mut depth, mut i, mut in_str) = (0, open, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_str => i += 1,
+            b'"' => in_str = !in_str,
+            b'(' if !in_str => depth += 1,
+            b')' if !in_str => {
+                depth -= 1;
+                if depth == 0 {
+                    return &s[open + 1..i];
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    panic!("unbalanced parenthesis");
+}
+
+fn first_literal(s: &str) -> Option<&str> {
+    let start = s.find('"')? + 1;
+    let end = start + s[start..].find('"')?;
+    Some(&s[start..end])
+}
+
+/// The modules `api::router` nests under a prefix: (prefix, module names).
+fn nested(api: &Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(api.join("mod.rs")).unwrap();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find(".nest(") {
+        let open = from + i + ".nest".len();
+        let inner = balanced(&text, open);
+        let prefix = first_literal(inner).expect("a nest prefix literal").to_string();
+        let mut mods = Vec::new();
+        for (j, _) in inner.match_indices("::routes()") {
+            let name: String = inner[..j].chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            mods.push(name.chars().rev().collect());
+        }
+        out.push((prefix, mods));
+        from = open + inner.len();
+    }
+    out
+}
+
+const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
+
+/// (METHOD, path) of every route registered under `src/api/`.
+pub fn registered() -> Vec<(String, String)> {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let nests = nested(&api);
+    let mut list = Vec::new();
+    files(&api, &mut list);
+    let needle = concat!(".rou", "te(");
+    let mut out = Vec::new();
+    for file in list {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Routers built by unit tests are not the daemon's.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+        let rel = file.strip_prefix(&api).unwrap();
+        let module = rel.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string();
+        let prefix = nests.iter().find(|(_, m)| m.contains(&module)).map(|(p, _)| p.clone()).unwrap_or_default();
+        let slashes: Vec<String> = match text.find("for slash in [") {
+            Some(i) => {
+                let inner = &text[i + "for slash in [".len()..];
+                inner[..inner.find(']').unwrap()].split(',').map(|s| s.trim().trim_matches('"').to_string()).collect()
+            }
+            None => vec![String::new()],
+        };
+        for (i, _) in text.match_indices(needle) {
+            let call = balanced(&text, i + needle.len() - 1);
+            let path = first_literal(call).expect("a route path literal");
+            let args = &call[call.find(path).unwrap() + path.len()..];
+            let methods: Vec<&str> = METHODS
+                .iter()
+                .copied()
+                .filter(|m| {
+                    args.match_indices(&format!("{m}("))
+                        .any(|(j, _)| j == 0 || !args.as_bytes()[j - 1].is_ascii_alphanumeric() && args.as_bytes()[j - 1] != b'_')
+                })
+                .collect();
+            assert!(!methods.is_empty(), "{}: no method in route {path}", file.display());
+            let variants: Vec<String> = if path.contains("{slash}") {
+                slashes.iter().map(|s| path.replace("{slash}", s)).collect()
+            } else {
+                vec![path.to_string()]
+            };
+            for v in variants {
+                let v = v.replace("{{", "{").replace("}}", "}");
+                for m in &methods {
+                    out.push((m.to_ascii_uppercase(), format!("{prefix}{v}")));
+                }
+            }
+        }
+        if rel == Path::new("tpp.rs") {
+            out.extend(tpp_routes(&text));
+        }
+    }
+    out
+}
+
+/// TPP's `dispatch`: `(&Method::X, "/ved…")` arms and the POST SSH calls of `ssh_call`.
+fn tpp_routes(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("(&Method::") {
+        let rest = &text[i + "(&Method::".len()..];
+        let method: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        let after = &rest[method.len()..];
+        if let Some(p) = after.strip_prefix(", \"").and_then(|a| a.split('"').next()) {
+            out.push((method, p.to_string()));
+        }
+    }
+    let start = text.find("let ssh_call").expect("tpp's ssh_call table");
+    let block = &text[start..start + text[start..].find("};").unwrap()];
+    for lit in block.split('"').skip(1).step_by(2) {
+        if lit.starts_with("/vedsdk/") {
+            out.push(("POST".into(), lit.to_string()));
+        }
+    }
+    out
+}

@@ -1,0 +1,558 @@
+//! Schemas for the document: each face's error shape (exact: clients parse these) and the
+//! bodies the handlers build with `json!` (field names as the vendors write them; fields
+//! that are not always present are optional). Nothing here is used at run time.
+#![allow(dead_code)]
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Any JSON value (a vendor object keyport passes through or builds field by field).
+pub type Any = serde_json::Value;
+
+// --- error shapes -------------------------------------------------------------------------------
+
+/// The native API's error: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct NativeError {
+    pub error: NativeErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NativeErrorBody {
+    /// Machine code: `not_found`, `method_not_allowed`, `unauthenticated`, `forbidden`,
+    /// `invalid_request`, `token_unavailable`, ….
+    pub code: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// TLS Protect Cloud's error: `{"errors": [{"code": <number>, "message", "args"}]}`.
+#[derive(Serialize, ToSchema)]
+pub struct TlspcError {
+    pub errors: Vec<TlspcErrorItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TlspcErrorItem {
+    pub code: i64,
+    pub message: String,
+    pub args: Vec<String>,
+}
+
+/// DigiCert ONE's error: `{"errors": [{"code": "<machine code>", "message"}]}`.
+#[derive(Serialize, ToSchema)]
+pub struct IotError {
+    pub errors: Vec<IotErrorItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IotErrorItem {
+    /// `invalid_input`, `invalid_api_key`, `access_denied`, `resource_not_found`,
+    /// `payload_too_large`, `internal_error`, `service_unavailable`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Huawei Cloud KPS's error: `{"error_code": "KPS.xxxx", "error_msg"}`.
+#[derive(Serialize, ToSchema)]
+pub struct KpsError {
+    pub error_code: String,
+    pub error_msg: String,
+}
+
+/// API Ops's error: `{"status": "FAILURE", "resultMessage"}`.
+#[derive(Serialize, ToSchema)]
+pub struct ApiOpsError {
+    /// Always `FAILURE`.
+    pub status: String,
+    #[serde(rename = "resultMessage")]
+    pub result_message: String,
+}
+
+/// TPP's OAuth error: `{"error", "error_description"}`.
+#[derive(Serialize, ToSchema)]
+pub struct TppOAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// TPP's answer to a method or path it does not serve: `{"Error": "…"}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppError {
+    pub error: String,
+}
+
+/// Any TPP error answer (its shapes differ by call: see the response's description).
+#[derive(Serialize, ToSchema)]
+pub struct TppErrorAnswer {}
+
+/// A TPP 4xx: OAuth's shape, or `{"Error"}` for what TPP does not serve.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TppFailure {
+    OAuth(TppOAuthError),
+    NotServed(TppError),
+}
+
+/// A TPP 5xx: OAuth's shape on the token paths, an SSH answer with `Response.Success` false.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TppServerFailure {
+    OAuth(TppOAuthError),
+    Ssh(TppSshFailure),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppSshFailure {
+    pub response: Option<SshWebResponse>,
+    pub ssh_web_response: Option<SshWebResponse>,
+}
+
+/// TPP's `SshWebResponse` (HTTP 200 also when `Success` is false, as TPP answers).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SshWebResponse {
+    pub success: bool,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+// --- native -------------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub version: String,
+    #[schema(value_type = Vec<Object>)]
+    pub tokens: Vec<Any>,
+    #[schema(value_type = Object)]
+    pub store: Any,
+    #[schema(value_type = Vec<Object>)]
+    pub problems: Vec<Any>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<crate::store::KeyRecord>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GenerateRequest {
+    /// 1-64 letters, digits, `_`, `-`, `.`; unique in its namespace.
+    pub name: String,
+    /// Default `default`.
+    pub namespace: Option<String>,
+    /// `rsa-2048`, `rsa-3072`, `rsa-4096`, `ec-p256`, `ec-p384`, `ed25519`.
+    pub algorithm: String,
+    /// A configured token's name; default the first.
+    pub token: Option<String>,
+    /// Default: the namespace's policy.
+    pub exportable: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExportRequest {
+    /// pkcs8 (default), pkcs1/sec1, openssh, putty (v3), putty-v2, ssh2, tectia.
+    pub format: Option<String>,
+    /// Encrypts the exported key; absent only when the namespace allows unencrypted export.
+    pub passphrase: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Exported {
+    pub id: String,
+    pub format: String,
+    pub encrypted: bool,
+    pub private_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignRequest {
+    /// The message, standard base64.
+    pub data: String,
+    /// rsa-sha256, rsa-sha384, rsa-sha512, ecdsa-sha256/384/512, ed25519.
+    pub algorithm: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Signature {
+    pub id: String,
+    pub algorithm: String,
+    /// `pkcs1-v1_5`, `der` (ECDSA-Sig-Value) or `raw` (Ed25519).
+    pub encoding: String,
+    pub signature: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CertificateList {
+    #[schema(value_type = Vec<Object>)]
+    pub certificates: Vec<Any>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SyncTrigger {
+    /// Wait for the pass to finish (at most this many seconds).
+    pub wait_secs: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SyncTriggered {
+    pub finished: bool,
+    #[schema(value_type = Object)]
+    pub status: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CsrRequest {
+    /// Subject common name; default: the sync host name.
+    pub cn: Option<String>,
+    /// DNS subject alternative names.
+    pub dns: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RestoreRequest {
+    pub dry_run: Option<bool>,
+}
+
+// --- TLS Protect Cloud -------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeInstance {
+    pub id: String,
+    pub name: String,
+    pub edge_type: String,
+    pub edge_status: String,
+    pub encryption_key_id: String,
+    pub company_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeInstances {
+    pub edge_instances: Vec<EdgeInstance>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKey {
+    pub id: String,
+    /// The X25519 public key (sealed boxes), base64.
+    pub key: String,
+    pub key_algorithm: String,
+    pub company_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKeys {
+    pub encryption_keys: Vec<EncryptionKey>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserAccounts {
+    #[schema(value_type = Object)]
+    pub user: Any,
+    #[schema(value_type = Object)]
+    pub company: Any,
+    #[serde(rename = "apiKey")]
+    #[schema(value_type = Object)]
+    pub api_key: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlspcImportItem {
+    pub certificate: Option<String>,
+    pub password_encrypted_private_key: Option<String>,
+    pub dek_encrypted_private_key: Option<String>,
+    pub dek_encrypted_password: Option<String>,
+    pub pkcs12_keystore: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlspcImportRequest {
+    pub edge_instance_id: Option<String>,
+    pub encryption_key_id: Option<String>,
+    /// At most 100 items.
+    pub import_information: Option<Vec<TlspcImportItem>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlspcImportJob {
+    pub id: String,
+    /// `NOT_STARTED`, `IN_PROGRESS`, `COMPLETED`, `FAILED`.
+    pub status: String,
+}
+
+// --- DigiCert ONE IoT certificate import --------------------------------------------------------
+
+#[derive(ToSchema)]
+pub struct CertImportUpload {
+    /// A zip of certificates and their keys.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CertImportJob {
+    pub id: String,
+    /// `PENDING`, `IN_PROGRESS`, `COMPLETED`.
+    pub status: String,
+    pub total_certificates: Option<i64>,
+    pub failed_certificates: Option<i64>,
+}
+
+// --- Huawei Cloud KPS -----------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsEncryption {
+    /// `default` or `kms`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub kms_key_name: Option<String>,
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsProtection {
+    pub private_key: Option<String>,
+    pub encryption: Option<KpsEncryption>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsCreateKeypair {
+    pub name: String,
+    /// `ssh` or `x509`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub public_key: Option<String>,
+    /// `domain` or `user`.
+    pub scope: Option<String>,
+    pub user_id: Option<String>,
+    pub key_protection: Option<KpsProtection>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsCreateRequest {
+    pub keypair: KpsCreateKeypair,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsImportKeypair {
+    pub name: String,
+    pub user_id: Option<String>,
+    pub key_protection: KpsProtection,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsImportRequest {
+    pub keypair: KpsImportKeypair,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsName {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsNameRequest {
+    pub keypair: KpsName,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsDescription {
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsUpdateRequest {
+    pub keypair: KpsDescription,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsKeypair {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub public_key: Option<String>,
+    pub fingerprint: Option<String>,
+    pub private_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsKeypairAnswer {
+    pub keypair: KpsKeypair,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsKeypairs {
+    pub keypairs: Vec<KpsKeypairAnswer>,
+    #[schema(value_type = Object)]
+    pub page_info: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KpsTasks {
+    pub total: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub tasks: Vec<Any>,
+}
+
+// --- API Ops keys (004) -----------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiOpsEnvironment {
+    pub environment_name: Option<String>,
+    /// The key material (PEM, or base64 of a keystore).
+    pub content: Option<String>,
+    pub alias: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiOpsKeyDto {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub key_type: Option<String>,
+    pub algorithm: Option<String>,
+    pub crypto_key_info_environment_list: Option<Vec<ApiOpsEnvironment>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiOpsList {
+    /// `SUCCESS`.
+    pub status: String,
+    #[schema(value_type = Vec<Object>)]
+    pub result_list: Vec<Any>,
+    pub result_count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiOpsDeployment {
+    pub success: bool,
+    #[schema(value_type = Object)]
+    pub deployment_result: Any,
+}
+
+// --- TPP ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct TppAuthorize {
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    /// e.g. `ssh:manage,discover`; default `any`.
+    pub scope: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TppRefresh {
+    pub client_id: String,
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TppToken {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires: i64,
+    pub expires_in: i64,
+    pub refresh_until: i64,
+    pub token_type: String,
+    pub scope: String,
+    pub identity: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TppVerify {
+    pub application: String,
+    #[serde(rename = "expires_ISO8601")]
+    pub expires_iso8601: String,
+    pub identity: String,
+    pub scope: String,
+    pub valid_for: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppVersion {
+    pub version: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppDetailsRequest {
+    #[serde(rename = "KeyId")]
+    pub key_id: Option<Vec<i64>>,
+    pub page_size: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppDetails {
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Any>,
+    pub response: SshWebResponse,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppKeyset {
+    pub keyset_id: Option<String>,
+    pub response: SshWebResponse,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppExportRequest {
+    pub key_id: i64,
+    /// OpenSSH, PuTTY, SSH2 or Tectia.
+    pub format: Option<String>,
+    pub passphrase: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppKeyIdRequest {
+    pub key_id: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppKeyMaterial {
+    pub key_material: Option<String>,
+    #[serde(rename = "FingerprintSHA256")]
+    pub fingerprint_sha256: Option<String>,
+    pub response: SshWebResponse,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppImportRequest {
+    pub key_content_base64: String,
+    pub passphrase: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppImported {
+    pub key_id: Option<i64>,
+    pub ssh_web_response: SshWebResponse,
+}

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod native;
 pub mod sign;
 pub mod slots;
+pub mod ssh_certificates;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;
@@ -32,7 +33,12 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .nest(
             "/keyport/v1",
-            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+            native::routes()
+                .merge(sync::routes())
+                .merge(certificates::routes())
+                .merge(metrics::routes())
+                .merge(sign::routes())
+                .merge(ssh_certificates::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

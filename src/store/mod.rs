@@ -13,6 +13,7 @@ mod migrations;
 pub mod outbox;
 pub mod records;
 pub mod remote_jobs;
+mod ssh_certs;
 #[cfg(test)]
 mod test_rows;
 mod tokens;
@@ -28,6 +29,7 @@ use std::sync::Mutex;
 pub use certs::{CertView, StoredCertificate};
 pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, JobItem, JobRecord, KeyRecord, KeyStatus};
+pub use ssh_certs::SshCertificateRow;
 pub use tokens::TokenIdentity;
 pub use tpp::TppSession;
 

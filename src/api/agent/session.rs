@@ -57,12 +57,16 @@ pub async fn handle(app: &SharedApp, peer: Peer, message: &[u8]) -> Response {
 }
 
 async fn identities(app: &SharedApp, caller: &SignCaller<'_>) -> Response {
-    match sign::signable_keys(app, caller).await {
+    match sign::identities(app, caller).await {
         Ok(list) => Response::IdentitiesAnswer(
             list.into_iter()
-                .filter_map(|(rec, pk)| {
-                    let kd = keys::key_data(&pk)?;
-                    Some(Identity { credential: PublicCredential::Key(kd), comment: format!("{}/{}", rec.namespace, rec.name) })
+                .filter_map(|id| {
+                    let comment = format!("{}/{}", id.key.namespace, id.key.name);
+                    let credential = match id.certificate {
+                        Some(c) => PublicCredential::Cert(c),
+                        None => PublicCredential::Key(keys::key_data(&id.public)?),
+                    };
+                    Some(Identity { credential, comment })
                 })
                 .collect(),
         ),

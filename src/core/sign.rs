@@ -131,10 +131,53 @@ impl From<crate::store::StoreError> for SignError {
     }
 }
 
-/// Per-daemon signing state (in `App`): the rate limiter.
+/// Per-daemon signing state (in `App`): the rate limiter and the key lookup cache.
 #[derive(Debug, Default)]
 pub struct Signing {
     limiter: RateLimiter,
+    keys: KeyCache,
+}
+
+/// SSH public key blob → the usable keys with that public key, as of one
+/// `Store::keys_generation`: the agent names a key by its blob in every sign request, and
+/// without this each one parsed the blob, hashed its SPKI and read the store. Any change to the
+/// inventory empties it. Bounded: blobs up to 2 KiB (RSA-4096's is 535 bytes), 1,024 entries.
+#[derive(Debug, Default)]
+struct KeyCache {
+    map: std::sync::Mutex<(u64, std::collections::HashMap<Vec<u8>, std::sync::Arc<[KeyRecord]>>)>,
+}
+
+impl KeyCache {
+    const MAX_BLOB: usize = 2048;
+    const MAX_ENTRIES: usize = 1024;
+
+    fn lookup(&self, app: &App, blob: &[u8]) -> Result<std::sync::Arc<[KeyRecord]>, CoreError> {
+        // Read before the rows: a change after it makes this entry stale at once.
+        let generation = app.store.keys_generation();
+        {
+            let m = self.map.lock().expect("poisoned");
+            if m.0 == generation {
+                if let Some(found) = m.1.get(blob) {
+                    return Ok(found.clone());
+                }
+            }
+        }
+        let pk = crate::material::ssh::parse_public_blob(blob)
+            .map_err(|e| CoreError::invalid("invalid_key", format!("the request names a public key keyport cannot read: {e}")))?;
+        let fp = pk.fingerprint().map_err(|e| CoreError::invalid("invalid_key", e.to_string()))?;
+        let found: std::sync::Arc<[KeyRecord]> = app.store.keys_by_fingerprint(&fp)?.into();
+        if blob.len() <= Self::MAX_BLOB {
+            let mut m = self.map.lock().expect("poisoned");
+            if generation > m.0 || m.1.len() >= Self::MAX_ENTRIES {
+                m.1.clear();
+                m.0 = m.0.max(generation);
+            }
+            if generation == m.0 {
+                m.1.insert(blob.to_vec(), found.clone());
+            }
+        }
+        Ok(found)
+    }
 }
 
 fn uid_of(peer: &Peer) -> Option<u32> {
@@ -269,11 +312,10 @@ async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(KeyRec
     Ok(out)
 }
 
-/// The key whose public key is `pk` that `caller` may sign with. A key that exists but is not
-/// the caller's to use is refused (and audited); none at all is NotFound.
-pub fn key_for_public(app: &App, caller: &SignCaller<'_>, pk: &PublicKey) -> Result<KeyRecord, CoreError> {
-    let fp = pk.fingerprint().map_err(|e| CoreError::invalid("invalid_key", e.to_string()))?;
-    let found = app.store.keys_by_fingerprint(&fp)?;
+/// The key whose SSH public key blob is `blob` that `caller` may sign with. A key that exists
+/// but is not the caller's to use is refused (and audited); none at all is NotFound.
+pub fn key_for_blob(app: &App, caller: &SignCaller<'_>, blob: &[u8]) -> Result<KeyRecord, CoreError> {
+    let found = app.signing.keys.lookup(app, blob)?;
     if let Some(k) = found.iter().find(|k| ssh_capable(k).is_some() && refusal(app, caller, k).is_none()) {
         return Ok(k.clone());
     }
@@ -282,7 +324,7 @@ pub fn key_for_public(app: &App, caller: &SignCaller<'_>, pk: &PublicKey) -> Res
             let why = refusal(app, caller, k).unwrap_or_else(|| format!("key '{}' is not a signing key pair", k.id));
             Err(refuse(app, caller, k, why))
         }
-        None => Err(CoreError::NotFound(format!("no key in keyport has the public key {fp}"))),
+        None => Err(CoreError::NotFound("no key in keyport has the public key the request names".into())),
     }
 }
 

@@ -81,12 +81,19 @@ mod tests {
         let row =
             |c: &str| SshCertificateRow { key_id: "aa".into(), certificate: c.into(), attached_by: "root".into(), attached_at: "t".into() };
         assert!(!s.set_ssh_certificate(&row("one"), &test_rows::audit()).unwrap(), "no key, nothing attached");
+        let generation = s.keys_generation();
         s.commit_key(&test_rows::key("aa", "ns", "k", false), &[], &test_rows::audit(), None).unwrap();
+        assert!(s.keys_generation() > generation, "a new key changes the inventory's generation");
+        let generation = s.keys_generation();
+        s.audit_unsynced(&test_rows::audit()).unwrap();
+        assert_eq!(s.keys_generation(), generation, "an audit row does not");
         assert!(s.set_ssh_certificate(&row("one"), &test_rows::audit()).unwrap());
         assert!(s.set_ssh_certificate(&row("two"), &test_rows::audit()).unwrap());
         assert_eq!(s.ssh_certificate("aa").unwrap().unwrap().certificate, "two");
         assert_eq!(s.ssh_certificates().unwrap(), vec![("aa".to_string(), "two".to_string())]);
+        let generation = s.keys_generation();
         s.delete_key("aa", &test_rows::audit()).unwrap();
+        assert!(s.keys_generation() > generation);
         assert!(s.ssh_certificates().unwrap().is_empty(), "removed with its key");
         assert!(!s.remove_ssh_certificate("aa", &test_rows::audit()).unwrap());
     }

@@ -1163,3 +1163,44 @@ fn per_key_allowed_uids_and_confirm() {
         "{refused:?}"
     );
 }
+
+/// The agent finds a sign request's key through a cache: a deleted key stops signing at once,
+/// and a key made after the cache filled is found.
+#[test]
+fn the_key_cache_follows_the_inventory() {
+    let (d, sock) = agent_daemon("", "");
+    let id = generate_in(&d, "default", "cached", "ec-p256");
+    let line = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.decode(line.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    let mut s = connect(&sock);
+    for _ in 0..3 {
+        s.write_all(&frame(&req)).unwrap();
+        assert_eq!(answer(&mut s).map(|a| a.0), Some(14), "SSH_AGENT_SIGN_RESPONSE");
+    }
+    let (st, v) = d.curl("DELETE", &format!("/keyport/v1/keys/{id}"), None, &[]);
+    assert_eq!(st, 200, "{v}");
+    s.write_all(&frame(&req)).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE), "a deleted key no longer signs");
+    let signed: Vec<_> = audit_rows(&d, "key.sign").into_iter().filter(|r| r.2 == "ok").collect();
+    assert_eq!(signed.len(), 3, "{signed:?}");
+    // A new key: found although the (empty) answer for the old blob was cached.
+    let id2 = generate_in(&d, "default", "fresh", "ed25519");
+    let fresh = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    let blob = base64::engine::general_purpose::STANDARD.decode(fresh.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    s.write_all(&frame(&req)).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(14));
+    assert_eq!(audit_rows(&d, "key.sign").last().unwrap().1.as_deref(), Some(id2.as_str()));
+}

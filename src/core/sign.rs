@@ -11,6 +11,7 @@
 
 pub mod confirm;
 mod context;
+mod key_cache;
 mod limit;
 pub mod ssh_cert;
 
@@ -135,49 +136,7 @@ impl From<crate::store::StoreError> for SignError {
 #[derive(Debug, Default)]
 pub struct Signing {
     limiter: RateLimiter,
-    keys: KeyCache,
-}
-
-/// SSH public key blob → the usable keys with that public key, as of one
-/// `Store::keys_generation`: the agent names a key by its blob in every sign request, and
-/// without this each one parsed the blob, hashed its SPKI and read the store. Any change to the
-/// inventory empties it. Bounded: blobs up to 2 KiB (RSA-4096's is 535 bytes), 1,024 entries.
-#[derive(Debug, Default)]
-struct KeyCache {
-    map: std::sync::Mutex<(u64, std::collections::HashMap<Vec<u8>, std::sync::Arc<[KeyRecord]>>)>,
-}
-
-impl KeyCache {
-    const MAX_BLOB: usize = 2048;
-    const MAX_ENTRIES: usize = 1024;
-
-    fn lookup(&self, app: &App, blob: &[u8]) -> Result<std::sync::Arc<[KeyRecord]>, CoreError> {
-        // Read before the rows: a change after it makes this entry stale at once.
-        let generation = app.store.keys_generation();
-        {
-            let m = self.map.lock().expect("poisoned");
-            if m.0 == generation {
-                if let Some(found) = m.1.get(blob) {
-                    return Ok(found.clone());
-                }
-            }
-        }
-        let pk = crate::material::ssh::parse_public_blob(blob)
-            .map_err(|e| CoreError::invalid("invalid_key", format!("the request names a public key keyport cannot read: {e}")))?;
-        let fp = pk.fingerprint().map_err(|e| CoreError::invalid("invalid_key", e.to_string()))?;
-        let found: std::sync::Arc<[KeyRecord]> = app.store.keys_by_fingerprint(&fp)?.into();
-        if blob.len() <= Self::MAX_BLOB {
-            let mut m = self.map.lock().expect("poisoned");
-            if generation > m.0 || m.1.len() >= Self::MAX_ENTRIES {
-                m.1.clear();
-                m.0 = m.0.max(generation);
-            }
-            if generation == m.0 {
-                m.1.insert(blob.to_vec(), found.clone());
-            }
-        }
-        Ok(found)
-    }
+    keys: key_cache::KeyCache,
 }
 
 fn uid_of(peer: &Peer) -> Option<u32> {

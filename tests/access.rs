@@ -73,8 +73,10 @@ fn health_shows_token_and_store() {
     // The TLS key pair, its certificate, and the AES key that seals the DEK at rest.
     assert_eq!(t["objects"], 4);
     assert_eq!(v["store"]["ok"], true);
-    assert_eq!(
-        v["store"]["schema_version"], 10,
-        "steps: 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs, 9 TPP sessions, 10 key status, delete intents, token identities"
+    // Not a fixed number: steps appended on other branches are reordered at merge.
+    let version = v["store"]["schema_version"].as_i64().expect("schema_version is a number");
+    assert!(
+        version >= 10,
+        "{version}: at least 1 inventory, 2 DEK/certificates, 3 project-key face, 4 KPS face, 5 sync outbox, 6 TPP face, 7 certificate import, 8 sync remote jobs, 9 TPP sessions, 10 key status, delete intents, token identities"
     );
 }

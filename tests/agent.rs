@@ -950,3 +950,257 @@ fn idle_connections_are_closed_and_their_slot_returns() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `ssh` without IdentitiesOnly: every agent identity, in the agent's order.
+fn ssh_any_identity(sock: &Path, port: u16) -> Output {
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=no", "-o"])
+        .arg(format!("IdentityAgent={}", sock.display()))
+        .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-p", &port.to_string(), "root@127.0.0.1", "echo", "logged-in-as-$(id -un)"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ssh_keygen(args: &[&str]) {
+    let out = Command::new("ssh-keygen").args(args).output().unwrap();
+    assert!(out.status.success(), "ssh-keygen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An SSH certificate from a real `ssh-keygen -s` CA, attached to a token key
+/// (`PUT keys/{id}/ssh-certificate`): `ssh-add -L` lists it as a `*-cert-v01@openssh.com`
+/// identity, and an sshd that trusts only the CA (`TrustedUserCAKeys`, no authorized keys)
+/// lets `ssh` in with it — the sign request names the certificate and the key signs. Bad
+/// certificates are refused with what is wrong and change nothing.
+#[test]
+fn ssh_certificates_are_offered_and_log_in_to_an_sshd_trusting_the_ca() {
+    require("ssh");
+    require("ssh-keygen");
+    let (d, sock) = agent_daemon("", "");
+    let dir = d.dir.path().to_path_buf();
+    let ca = dir.join("ca");
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "test-ca", "-f", ca.to_str().unwrap()]);
+    let hostkey = dir.join("hostkey");
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", "", "-f", hostkey.to_str().unwrap()]);
+    let other = generate_in(&d, "default", "other", "ed25519");
+    for alg in ["ec-p256", "rsa-2048"] {
+        let id = generate_in(&d, "default", &format!("cert-{alg}"), alg);
+        let comment = format!("default/cert-{alg}");
+        let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+        let line = lines.iter().find(|l| l.ends_with(&comment)).unwrap().clone();
+        let pubf = dir.join(format!("{alg}.pub"));
+        std::fs::write(&pubf, format!("{line}\n")).unwrap();
+        ssh_keygen(&["-q", "-s", ca.to_str().unwrap(), "-I", &format!("id-{alg}"), "-n", "root", "-V", "-5m:+1h", pubf.to_str().unwrap()]);
+        let cert = std::fs::read_to_string(dir.join(format!("{alg}-cert.pub"))).unwrap();
+        let put = |id: &str, c: &str| {
+            d.curl(
+                "PUT",
+                &format!("/keyport/v1/keys/{id}/ssh-certificate"),
+                Some(&serde_json::json!({ "certificate": c }).to_string()),
+                &[],
+            )
+        };
+
+        // Bad certificates first: each refused with what is wrong, nothing attached.
+        let (s, v) = put(&other, &cert);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("certificate_key_mismatch")), "{v}");
+        let (s, v) = put(&id, "ssh-ed25519-cert-v01@openssh.com AAAA not-base64");
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_certificate")), "{v}");
+        let (s, v) = put(&id, &line);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_certificate")), "a plain key is no certificate: {v}");
+        // One byte of the signed part changed (the key id), re-encoded: the CA signature fails.
+        let tampered = {
+            use base64::Engine;
+            let b64 = cert.split_whitespace().nth(1).unwrap();
+            let mut raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+            let needle = format!("id-{alg}");
+            let at = raw.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap();
+            raw[at] = b'X';
+            format!("{} {}", cert.split_whitespace().next().unwrap(), base64::engine::general_purpose::STANDARD.encode(raw))
+        };
+        let (s, v) = put(&id, &tampered);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_certificate")), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("CA signature"), "{v}");
+        let expired_pub = dir.join(format!("{alg}-old.pub"));
+        std::fs::copy(&pubf, &expired_pub).unwrap();
+        ssh_keygen(&[
+            "-q",
+            "-s",
+            ca.to_str().unwrap(),
+            "-I",
+            "old",
+            "-n",
+            "root",
+            "-V",
+            "20200101:20200102",
+            expired_pub.to_str().unwrap(),
+        ]);
+        let expired = std::fs::read_to_string(dir.join(format!("{alg}-old-cert.pub"))).unwrap();
+        let (s, v) = put(&id, &expired);
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("certificate_expired")), "{v}");
+        let (s, _) = d.curl("GET", &format!("/keyport/v1/keys/{id}/ssh-certificate"), None, &[]);
+        assert_eq!(s, 404, "nothing attached by the refused requests");
+        assert!(!listed(&with_agent(&sock, None, &["ssh-add", "-L"])).iter().any(|l| l.contains("-cert-v01@")));
+
+        // The real one.
+        let (s, v) = put(&id, &cert);
+        assert_eq!(s, 200, "{v}\n{}", d.log());
+        assert_eq!(v["identity"], format!("id-{alg}"));
+        assert_eq!(v["kind"], "user");
+        assert_eq!(v["principals"], serde_json::json!(["root"]));
+        assert!(v["type"].as_str().unwrap().ends_with("-cert-v01@openssh.com"), "{v}");
+        let ca_fp = Command::new("ssh-keygen").args(["-l", "-f"]).arg(ca.with_extension("pub")).output().unwrap();
+        assert!(String::from_utf8_lossy(&ca_fp.stdout).contains(v["ca_fingerprint"].as_str().unwrap()), "{v}");
+        let (s, g) = d.curl("GET", &format!("/keyport/v1/keys/{id}/ssh-certificate"), None, &[]);
+        assert_eq!((s, &g["identity"]), (200, &v["identity"]));
+
+        // Listed: the certificate (right before its plain key), with the CA's bytes.
+        let lines = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+        let cert_b64 = cert.split_whitespace().nth(1).unwrap();
+        let at = lines.iter().position(|l| l.split(' ').nth(1) == Some(cert_b64)).unwrap_or_else(|| panic!("{lines:?}"));
+        assert!(lines[at].split(' ').next().unwrap().ends_with("-cert-v01@openssh.com"), "{lines:?}");
+        assert_eq!(lines[at + 1], line, "then the plain key: {lines:?}");
+
+        // An sshd that trusts only the CA: the login can only be the certificate's.
+        let sshd_dir = dir.join(format!("sshd-{alg}"));
+        std::fs::create_dir_all(&sshd_dir).unwrap();
+        let sshd = Sshd::start(
+            &sshd_dir,
+            &format!("HostKey {}\nTrustedUserCAKeys {}\nAuthorizedKeysFile none\n", hostkey.display(), ca.with_extension("pub").display()),
+        );
+        let out = ssh_any_identity(&sock, sshd.port);
+        assert!(
+            out.status.success(),
+            "{alg}: ssh failed: {}\nsshd:\n{}\nkeyport:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sshd.log(),
+            d.log()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "logged-in-as-root");
+        assert!(sshd.log().contains(&format!("Accepted certificate ID \"id-{alg}\"")), "{}", sshd.log());
+        let rows = audit_rows(&d, "key.sign");
+        let r = rows.iter().rev().find(|r| r.1.as_deref() == Some(id.as_str())).expect("the login signature is audited");
+        assert_eq!(r.2, "ok");
+        assert!(r.3.as_deref().unwrap().contains("ssh-userauth"), "{r:?}");
+        assert!(!audit_rows(&d, "key.ssh_certificate.attach").is_empty());
+
+        // Detached: no longer offered, and the CA-only sshd lets no one in.
+        let (s, _) = d.curl("DELETE", &format!("/keyport/v1/keys/{id}/ssh-certificate"), None, &[]);
+        assert_eq!(s, 200);
+        assert!(!listed(&with_agent(&sock, None, &["ssh-add", "-L"])).iter().any(|l| l.contains("-cert-v01@")));
+        assert!(!ssh_any_identity(&sock, sshd.port).status.success(), "without the certificate the CA-only sshd refuses");
+        let (s, _) = d.curl("DELETE", &format!("/keyport/v1/keys/{id}/ssh-certificate"), None, &[]);
+        assert_eq!(s, 404);
+    }
+    // Attaching needs `import` (and finding the key `read`): svc-api (sign on svc only) may not.
+    let (s, v) = d.curl(
+        "PUT",
+        &format!("/keyport/v1/keys/{other}/ssh-certificate"),
+        Some(r#"{"certificate":"x"}"#),
+        &["-H", "X-Api-Key: svc-api-key"],
+    );
+    assert_eq!(s, 404, "svc-api may not even read the key: {v}");
+}
+
+/// `[agent.keys.<id>]`: restrictions on one key on top of its namespace's. Here key `a` is
+/// only for uid 0 and key `b` needs a confirm hook that says no; the other keys of the
+/// namespace are untouched.
+#[test]
+fn per_key_allowed_uids_and_confirm() {
+    let (mut d, sock) = agent_daemon("", "");
+    let a = generate_in(&d, "svc", "a", "ed25519");
+    let b = generate_in(&d, "svc", "b", "ec-p256");
+    generate_in(&d, "svc", "c", "ed25519");
+    // Restrictions are read at start: add them and restart.
+    d.stop();
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    // agent_daemon wrote [agent] last: its subtables can follow.
+    let text = format!("{text}\n[agent.keys.{a}]\nallowed_uids = [0]\n\n[agent.keys.{b}]\nconfirm = [\"/bin/false\"]\n");
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+    let start = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "agent socket did not come back:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = listed(&with_agent(&sock, None, &["ssh-add", "-L"]));
+    assert_eq!(comments(&root), vec!["svc/a", "svc/b", "svc/c"], "{root:?}");
+    let svc = listed(&with_agent(&sock, Some(SVC_UID), &["ssh-add", "-L"]));
+    assert_eq!(comments(&svc), vec!["svc/b", "svc/c"], "key a is for uid 0 only: {svc:?}");
+
+    let shared = shared_dir(&d);
+    let data = shared.join("data.txt");
+    std::fs::write(&data, b"x").unwrap();
+    let pub_of = |lines: &[String], name: &str| {
+        let f = shared.join(format!("{name}.pub"));
+        std::fs::write(&f, format!("{}\n", lines.iter().find(|l| l.ends_with(&format!("svc/{name}"))).unwrap())).unwrap();
+        f
+    };
+    // svc over TCP (no uid) asks for key a: refused, audited, naming the config path.
+    let (s, v) = d.curl_https("POST", &format!("/keyport/v1/keys/{a}/sign"), Some(r#"{"data":"AA=="}"#), &["-H", "X-Api-Key: svc-api-key"]);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&format!("agent.keys.{a}.allowed_uids")), "{v}");
+    // Key b: its hook says no, for every caller.
+    for uid in [None, Some(SVC_UID)] {
+        let out = sshsig_as(&sock, uid, &pub_of(&root, "b"), &data);
+        assert!(!out.status.success(), "key b's hook says no ({uid:?})");
+    }
+    // Key c: no restriction of its own.
+    let out = sshsig_as(&sock, Some(SVC_UID), &pub_of(&root, "c"), &data);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let out = sshsig_as(&sock, None, &pub_of(&root, "a"), &data);
+    assert!(out.status.success(), "uid 0 may use key a: {}", String::from_utf8_lossy(&out.stderr));
+
+    let rows = audit_rows(&d, "key.sign");
+    let refused: Vec<_> = rows.iter().filter(|r| r.2 == "refused").collect();
+    assert_eq!(refused.len(), 3, "{rows:?}");
+    assert!(refused[0].3.as_deref().unwrap().contains(&format!("agent.keys.{a}.allowed_uids")), "{refused:?}");
+    assert!(
+        refused[1..]
+            .iter()
+            .all(|r| r.1.as_deref() == Some(b.as_str()) && r.3.as_deref().unwrap().contains(&format!("agent.keys.{b}.confirm"))),
+        "{refused:?}"
+    );
+}
+
+/// The agent finds a sign request's key through a cache: a deleted key stops signing at once,
+/// and a key made after the cache filled is found.
+#[test]
+fn the_key_cache_follows_the_inventory() {
+    let (d, sock) = agent_daemon("", "");
+    let id = generate_in(&d, "default", "cached", "ec-p256");
+    let line = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.decode(line.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    let mut s = connect(&sock);
+    for _ in 0..3 {
+        s.write_all(&frame(&req)).unwrap();
+        assert_eq!(answer(&mut s).map(|a| a.0), Some(14), "SSH_AGENT_SIGN_RESPONSE");
+    }
+    let (st, v) = d.curl("DELETE", &format!("/keyport/v1/keys/{id}"), None, &[]);
+    assert_eq!(st, 200, "{v}");
+    s.write_all(&frame(&req)).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(FAILURE), "a deleted key no longer signs");
+    let signed: Vec<_> = audit_rows(&d, "key.sign").into_iter().filter(|r| r.2 == "ok").collect();
+    assert_eq!(signed.len(), 3, "{signed:?}");
+    // A new key: found although the (empty) answer for the old blob was cached.
+    let id2 = generate_in(&d, "default", "fresh", "ed25519");
+    let fresh = listed(&with_agent(&sock, None, &["ssh-add", "-L"]))[0].clone();
+    let blob = base64::engine::general_purpose::STANDARD.decode(fresh.split(' ').nth(1).unwrap()).unwrap();
+    let mut req = vec![13u8];
+    req.extend((blob.len() as u32).to_be_bytes());
+    req.extend(&blob);
+    req.extend(4u32.to_be_bytes());
+    req.extend(b"data");
+    req.extend(0u32.to_be_bytes());
+    s.write_all(&frame(&req)).unwrap();
+    assert_eq!(answer(&mut s).map(|a| a.0), Some(14));
+    assert_eq!(audit_rows(&d, "key.sign").last().unwrap().1.as_deref(), Some(id2.as_str()));
+}

@@ -23,6 +23,7 @@ pub mod native;
 pub mod openapi;
 pub mod sign;
 pub mod slots;
+pub mod ssh_certificates;
 pub mod sync;
 pub mod tls;
 pub mod tlspc;
@@ -48,7 +49,8 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
                 .merge(sign::routes())
                 .merge(audit::routes())
                 .merge(import::routes())
-                .merge(openapi::routes()),
+                .merge(openapi::routes())
+                .merge(ssh_certificates::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

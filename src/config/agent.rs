@@ -47,16 +47,22 @@ pub struct AgentConfig {
     /// Per-namespace restrictions on signing.
     #[serde(default)]
     pub namespaces: BTreeMap<String, AgentNamespace>,
+    /// Per-key restrictions (by key id, the hex CKA_ID), applied on top of the namespace's:
+    /// a uid must be in both `allowed_uids` lists, and both confirm hooks must say yes.
+    #[serde(default)]
+    pub keys: BTreeMap<String, AgentNamespace>,
 }
 
+/// Restrictions on signing with a namespace's keys (`[agent.namespaces.<ns>]`) or one key's
+/// (`[agent.keys.<id>]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentNamespace {
-    /// Only callers on the Unix sockets with one of these uids may sign with the namespace's
-    /// keys (checked in addition to the `sign` permission; callers over TCP are refused).
+    /// Only callers on the Unix sockets with one of these uids may sign with these keys
+    /// (checked in addition to the `sign` permission; callers over TCP are refused).
     pub allowed_uids: Option<Vec<u32>>,
-    /// A program (argv, no shell) that must exit 0 before each signature with the
-    /// namespace's keys, like `ssh-add -c`; see `core::sign::confirm` for its environment.
+    /// A program (argv, no shell) that must exit 0 before each signature with these keys,
+    /// like `ssh-add -c`; see `core::sign::confirm` for its environment.
     pub confirm: Option<Vec<String>>,
 }
 
@@ -98,6 +104,7 @@ impl Default for AgentConfig {
             confirm_timeout_secs: default_confirm_timeout(),
             add: None,
             namespaces: BTreeMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 }
@@ -107,14 +114,25 @@ impl AgentConfig {
         u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
     }
 
-    /// The confirm hook of `namespace`, if any.
-    pub fn confirm(&self, namespace: &str) -> Option<&[String]> {
-        self.namespaces.get(namespace).and_then(|n| n.confirm.as_deref())
+    /// The confirm hooks a signature with key `key_id` of `namespace` needs, with the config
+    /// path each comes from: the namespace's, then the key's.
+    pub fn confirms<'a>(&'a self, namespace: &'a str, key_id: &'a str) -> impl Iterator<Item = (String, &'a [String])> + 'a {
+        let ns =
+            self.namespaces.get(namespace).and_then(|n| n.confirm.as_deref()).map(|c| (format!("agent.namespaces.{namespace}.confirm"), c));
+        let key = self.keys.get(key_id).and_then(|n| n.confirm.as_deref()).map(|c| (format!("agent.keys.{key_id}.confirm"), c));
+        ns.into_iter().chain(key)
     }
 
-    /// The uids allowed to sign in `namespace`, when restricted.
-    pub fn allowed_uids(&self, namespace: &str) -> Option<&[u32]> {
-        self.namespaces.get(namespace).and_then(|n| n.allowed_uids.as_deref())
+    /// The `allowed_uids` lists a signature with key `key_id` of `namespace` must pass, with
+    /// the config path each comes from.
+    pub fn allowed_uids<'a>(&'a self, namespace: &'a str, key_id: &'a str) -> impl Iterator<Item = (String, &'a [u32])> + 'a {
+        let ns = self
+            .namespaces
+            .get(namespace)
+            .and_then(|n| n.allowed_uids.as_deref())
+            .map(|u| (format!("agent.namespaces.{namespace}.allowed_uids"), u));
+        let key = self.keys.get(key_id).and_then(|n| n.allowed_uids.as_deref()).map(|u| (format!("agent.keys.{key_id}.allowed_uids"), u));
+        ns.into_iter().chain(key)
     }
 
     /// Problems as (key path, message).
@@ -157,6 +175,20 @@ impl AgentConfig {
                 }
             }
         }
+        for (id, k) in &self.keys {
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                out.push((format!("agent.keys.{id}"), "name a key by its id: the lowercase hex that `keyport keys list` shows".into()));
+            }
+            if let Some(argv) = &k.confirm {
+                match argv.first() {
+                    Some(p) if std::path::Path::new(p).is_absolute() => {}
+                    _ => out.push((
+                        format!("agent.keys.{id}.confirm"),
+                        "give the program as an absolute path, then its arguments: [\"/usr/local/bin/ok\", \"--flag\"]".into(),
+                    )),
+                }
+            }
+        }
         if self.confirm_timeout_secs == 0 {
             out.push(("agent.confirm_timeout_secs".into(), "must be at least 1".into()));
         }
@@ -172,8 +204,9 @@ mod tests {
     fn the_example_and_the_embedded_default_have_an_agent() {
         let cfg: Config = toml::from_str(include_str!("../../config/keyport.toml")).unwrap();
         assert!(cfg.agent.socket.is_some() && cfg.agent.check().is_empty(), "{:?}", cfg.agent.check());
-        assert_eq!(cfg.agent.allowed_uids("ssh"), Some(&[0, 1000][..]));
-        assert_eq!(cfg.agent.allowed_uids("web"), None);
+        let uids: Vec<_> = cfg.agent.allowed_uids("ssh", "00").collect();
+        assert_eq!(uids, vec![("agent.namespaces.ssh.allowed_uids".to_string(), &[0, 1000][..])]);
+        assert_eq!(cfg.agent.allowed_uids("web", "00").count(), 0);
         let cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
         assert_eq!(cfg.agent.socket.as_deref(), Some(std::path::Path::new("./run/agent.sock")));
     }
@@ -184,8 +217,15 @@ mod tests {
         cfg.agent.max_connections_per_uid = cfg.agent.max_connections + 1;
         cfg.agent.signatures_per_minute = Some(0);
         cfg.agent.socket_mode = "999".into();
+        cfg.agent.keys.insert("Web-Key".into(), super::AgentNamespace { allowed_uids: None, confirm: Some(vec!["ok".into()]) });
         let paths: Vec<String> = cfg.check().into_iter().map(|p| p.path).collect();
-        for p in ["agent.max_connections_per_uid", "agent.signatures_per_minute", "agent.socket_mode"] {
+        for p in [
+            "agent.max_connections_per_uid",
+            "agent.signatures_per_minute",
+            "agent.socket_mode",
+            "agent.keys.Web-Key",
+            "agent.keys.Web-Key.confirm",
+        ] {
             assert!(paths.iter().any(|x| x == p), "{p} in {paths:?}");
         }
     }

@@ -1,9 +1,9 @@
 //! Signing with a key that stays in the token: the one operation behind the ssh-agent
 //! (`api::agent`) and `POST /keyport/v1/keys/{id}/sign` (`api::sign`).
 //!
-//! Authorize (the `sign` permission on the key's namespace, and the namespace's
-//! `[agent.namespaces.<ns>] allowed_uids` when set) → the per-principal rate limit → C_Sign in
-//! the token → an audit entry naming the principal, uid, pid, key, scheme and, when the data
+//! Authorize (the `sign` permission on the key's namespace, and the `allowed_uids` of
+//! `[agent.namespaces.<ns>]` and `[agent.keys.<id>]` when set) → the per-principal rate limit →
+//! the confirm hooks (namespace's, key's) → C_Sign in the token → an audit entry naming the principal, uid, pid, key, scheme and, when the data
 //! is an SSH userauth request or an SSHSIG blob, what it signs (`context`). Refusals of
 //! permission are audited too and spend the rate limit's budget; rate-limit refusals, and
 //! refusals over the budget, are logged, not audited, so a flood cannot become a flood of
@@ -11,7 +11,9 @@
 
 pub mod confirm;
 mod context;
+mod key_cache;
 mod limit;
+pub mod ssh_cert;
 
 pub use context::describe as describe_data;
 pub use limit::RateLimiter;
@@ -130,10 +132,11 @@ impl From<crate::store::StoreError> for SignError {
     }
 }
 
-/// Per-daemon signing state (in `App`): the rate limiter.
+/// Per-daemon signing state (in `App`): the rate limiter and the key lookup cache.
 #[derive(Debug, Default)]
 pub struct Signing {
     limiter: RateLimiter,
+    keys: key_cache::KeyCache,
 }
 
 fn uid_of(peer: &Peer) -> Option<u32> {
@@ -143,28 +146,22 @@ fn uid_of(peer: &Peer) -> Option<u32> {
     }
 }
 
-/// Why `caller` may not sign with keys of `namespace`, or `None` when it may.
-fn refusal(app: &App, caller: &SignCaller, namespace: &str) -> Option<String> {
+/// Why `caller` may not sign with `rec`, or `None` when it may: the `sign` permission on its
+/// namespace, then every `allowed_uids` list that applies (the namespace's, the key's).
+fn refusal(app: &App, caller: &SignCaller, rec: &KeyRecord) -> Option<String> {
     let who = caller.principal;
+    let namespace = &rec.namespace;
     if !who.allows(namespace, Permission::Sign) {
         return Some(format!(
             "principal '{}' lacks the 'sign' permission on namespace '{namespace}'; grant it in [[principals]] permissions",
             who.name
         ));
     }
-    if let Some(uids) = app.config.agent.allowed_uids(namespace) {
+    for (path, uids) in app.config.agent.allowed_uids(namespace, &rec.id) {
         match uid_of(&caller.peer) {
             Some(uid) if uids.contains(&uid) => {}
-            Some(uid) => {
-                return Some(format!(
-                    "uid {uid} may not sign with keys of namespace '{namespace}' (agent.namespaces.{namespace}.allowed_uids)"
-                ))
-            }
-            None => {
-                return Some(format!(
-                "keys of namespace '{namespace}' sign only for local uids (agent.namespaces.{namespace}.allowed_uids); call over the Unix socket"
-            ))
-            }
+            Some(uid) => return Some(format!("uid {uid} may not sign with key '{}' ({path})", rec.id)),
+            None => return Some(format!("key '{}' signs only for local uids ({path}); call over the Unix socket", rec.id)),
         }
     }
     None
@@ -217,17 +214,42 @@ fn ssh_capable(rec: &KeyRecord) -> Option<Algorithm> {
     Algorithm::parse(&rec.algorithm)
 }
 
-/// The keys `caller` may sign with, with their public keys, oldest first: key pairs whose
-/// private half is in a configured token, in namespaces where the caller has `sign` and
-/// passes `allowed_uids`.
-/// A token that cannot be reached is skipped (logged), so one token away hides only its keys.
-pub async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(KeyRecord, PublicKey)>, CoreError> {
-    let rows: Vec<KeyRecord> = app
-        .store
-        .list_keys(None, None)?
-        .into_iter()
-        .filter(|k| ssh_capable(k).is_some() && refusal(app, caller, &k.namespace).is_none())
-        .collect();
+/// One identity the ssh-agent offers: a key pair in a token, as its plain public key or as an
+/// SSH certificate of it (`ssh_cert`).
+#[derive(Debug, Clone)]
+pub struct SignIdentity {
+    pub key: KeyRecord,
+    pub public: PublicKey,
+    /// `Some`: offered as this `*-cert-v01@openssh.com` certificate of `public`.
+    pub certificate: Option<Box<ssh_key::Certificate>>,
+}
+
+/// What `caller`'s ssh-agent `REQUEST_IDENTITIES` lists, in order: **the one place that
+/// decides which identities are offered** (rotation's grace period, offering a keyset's
+/// previous version after its new one, belongs here).
+///
+/// Key pairs whose private half is in a configured token, in namespaces where the caller has
+/// `sign` and passes `allowed_uids` (and the key's own `allowed_uids`), oldest first; a key
+/// with a current SSH certificate is offered as the certificate first, then as its plain key
+/// (a server that trusts the CA accepts the first try). A token that cannot be reached is
+/// skipped (logged), so one token away hides only its keys.
+pub async fn identities(app: &App, caller: &SignCaller<'_>) -> Result<Vec<SignIdentity>, CoreError> {
+    let keys = signable_keys(app, caller).await?;
+    let mut certs = if keys.is_empty() { Default::default() } else { ssh_cert::attached(app)? };
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, public) in keys {
+        if let Some(c) = certs.remove(&key.id) {
+            out.push(SignIdentity { key: key.clone(), public: public.clone(), certificate: Some(Box::new(c)) });
+        }
+        out.push(SignIdentity { key, public, certificate: None });
+    }
+    Ok(out)
+}
+
+/// The keys `caller` may sign with, with their public keys, oldest first (see [`identities`]).
+async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(KeyRecord, PublicKey)>, CoreError> {
+    let rows: Vec<KeyRecord> =
+        app.store.list_keys(None, None)?.into_iter().filter(|k| ssh_capable(k).is_some() && refusal(app, caller, k).is_none()).collect();
     let mut out = Vec::with_capacity(rows.len());
     for token in app.tokens.all() {
         let mine: Vec<&KeyRecord> = rows.iter().filter(|k| k.token == token.name).collect();
@@ -249,20 +271,19 @@ pub async fn signable_keys(app: &App, caller: &SignCaller<'_>) -> Result<Vec<(Ke
     Ok(out)
 }
 
-/// The key whose public key is `pk` that `caller` may sign with. A key that exists but is not
-/// the caller's to use is refused (and audited); none at all is NotFound.
-pub fn key_for_public(app: &App, caller: &SignCaller<'_>, pk: &PublicKey) -> Result<KeyRecord, CoreError> {
-    let fp = pk.fingerprint().map_err(|e| CoreError::invalid("invalid_key", e.to_string()))?;
-    let found = app.store.keys_by_fingerprint(&fp)?;
-    if let Some(k) = found.iter().find(|k| ssh_capable(k).is_some() && refusal(app, caller, &k.namespace).is_none()) {
+/// The key whose SSH public key blob is `blob` that `caller` may sign with. A key that exists
+/// but is not the caller's to use is refused (and audited); none at all is NotFound.
+pub fn key_for_blob(app: &App, caller: &SignCaller<'_>, blob: &[u8]) -> Result<KeyRecord, CoreError> {
+    let found = app.signing.keys.lookup(app, blob)?;
+    if let Some(k) = found.iter().find(|k| ssh_capable(k).is_some() && refusal(app, caller, k).is_none()) {
         return Ok(k.clone());
     }
     match found.first() {
         Some(k) => {
-            let why = refusal(app, caller, &k.namespace).unwrap_or_else(|| format!("key '{}' is not a signing key pair", k.id));
+            let why = refusal(app, caller, k).unwrap_or_else(|| format!("key '{}' is not a signing key pair", k.id));
             Err(refuse(app, caller, k, why))
         }
-        None => Err(CoreError::NotFound(format!("no key in keyport has the public key {fp}"))),
+        None => Err(CoreError::NotFound("no key in keyport has the public key the request names".into())),
     }
 }
 
@@ -277,7 +298,7 @@ pub fn key_by_id(app: &App, caller: &SignCaller<'_>, id: &str) -> Result<KeyReco
         },
         e => Err(e),
     })?;
-    if let Some(why) = refusal(app, caller, &rec.namespace) {
+    if let Some(why) = refusal(app, caller, &rec) {
         return Err(refuse(app, caller, &rec, why));
     }
     Ok(rec)
@@ -291,7 +312,7 @@ pub async fn sign(
     scheme: Option<Scheme>,
     data: &[u8],
 ) -> Result<Signature, SignError> {
-    if let Some(why) = refusal(app, caller, &rec.namespace) {
+    if let Some(why) = refusal(app, caller, rec) {
         return Err(refuse(app, caller, rec, why).into());
     }
     let alg = ssh_capable(rec).ok_or_else(|| {
@@ -325,11 +346,12 @@ pub async fn sign(
         }
     }
     let described = context::describe(data);
-    if let Some(argv) = app.config.agent.confirm(&rec.namespace) {
+    // The namespace's hook, then the key's: each must say yes.
+    for (path, argv) in app.config.agent.confirms(&rec.namespace, &rec.id) {
         let env = confirm_env(caller, rec, &described);
         let timeout = std::time::Duration::from_secs(app.config.agent.confirm_timeout_secs);
         if let Err(why) = confirm::ask(argv, env, timeout).await {
-            return Err(refuse(app, caller, rec, why).into());
+            return Err(refuse(app, caller, rec, format!("{why} ({path})")).into());
         }
     }
     let token = super::keys::token_of(app, &rec.token)?;

@@ -222,6 +222,15 @@ pub(crate) const STEPS: &[&str] = &[
         first_seen TEXT NOT NULL,
         last_seen TEXT NOT NULL
      );",
+    // SSH certificates attached to keys (issue 14, `store::ssh_certs`): the ssh-agent lists a
+    // key that has one also as its `*-cert-v01@openssh.com` identity. One per key; the
+    // OpenSSH line as `ssh-keygen -s` wrote it (public data); removed with its key.
+    "CREATE TABLE ssh_certificates(
+        key_id TEXT PRIMARY KEY REFERENCES keys(id) ON DELETE CASCADE,
+        certificate TEXT NOT NULL,
+        attached_by TEXT NOT NULL,      -- principal
+        attached_at TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build migrates to.

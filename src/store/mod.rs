@@ -15,6 +15,7 @@ mod migrations;
 pub mod outbox;
 pub mod records;
 pub mod remote_jobs;
+mod ssh_certs;
 #[cfg(test)]
 mod test_rows;
 mod tokens;
@@ -31,6 +32,7 @@ use std::sync::Mutex;
 pub use certs::{CertView, StoredCertificate};
 pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, JobItem, JobRecord, KeyRecord, KeyStatus};
+pub use ssh_certs::SshCertificateRow;
 pub use tokens::TokenIdentity;
 pub use tpp::TppSession;
 
@@ -97,6 +99,11 @@ pub struct Store {
     sync_scope: std::sync::RwLock<outbox::SyncScope>,
     /// Set when the store could only be opened in the fallback mode (`Store::open`).
     open_problem: Option<String>,
+    /// Signing audit rows waiting for the next group commit (`audit_log.rs`).
+    audit_queue: audit_log::AuditQueue,
+    /// Bumped by every change to the `keys` table (an SQLite update hook), so in-memory views
+    /// of the inventory (`core::sign`'s key cache) know when to read it again.
+    keys_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// SQLITE_FULL, SQLITE_IOERR (and its extended codes) and SQLITE_READONLY: the file system, not
@@ -140,7 +147,28 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         migrations::migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn), sync_scope: Default::default(), open_problem: None })
+        let keys_generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let generation = keys_generation.clone();
+        // Fires inside the writing statement, before its commit: a reader that saw the old
+        // generation re-reads later, never keeps a row the change made stale.
+        conn.update_hook(Some(move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+            if table == "keys" {
+                generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+        Ok(Store {
+            conn: Mutex::new(conn),
+            sync_scope: Default::default(),
+            open_problem: None,
+            audit_queue: Default::default(),
+            keys_generation,
+        })
+    }
+
+    /// Changes whenever a row of `keys` is inserted, updated or deleted (read it before reading
+    /// the rows a cache keeps).
+    pub fn keys_generation(&self) -> u64 {
+        self.keys_generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why the store had to be opened in the fallback mode (a full disk), if it was.

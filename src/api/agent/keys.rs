@@ -8,19 +8,12 @@ use ssh_key::{Algorithm, EcdsaCurve, HashAlg, Mpint};
 
 use crate::core::sign::{HashAlg as Hash, Scheme, Signature};
 use crate::material::spki::PublicKey;
-use crate::material::ssh::{parse_public_blob, try_public_key_blob};
+use crate::material::ssh::try_public_key_blob;
 
 /// The agent protocol's form of a public key; `None` for a key SSH has no name for.
 pub fn key_data(pk: &PublicKey) -> Option<KeyData> {
     let blob = try_public_key_blob(pk).ok()?;
     KeyData::decode(&mut &blob[..]).ok()
-}
-
-/// keyport's form of a public key a client named.
-pub fn public_key(kd: &KeyData) -> Option<PublicKey> {
-    let mut blob = Vec::new();
-    kd.encode(&mut blob).ok()?;
-    parse_public_blob(&blob).ok()
 }
 
 /// The SSH signature for what the token made. `None` when the scheme has no SSH name (the

@@ -3,7 +3,7 @@
 //! SSH_AGENT_FAILURE (the protocol has no richer error: the daemon log and the audit say why).
 
 use ssh_agent_lib::proto::{Identity, PrivateCredential, PublicCredential, Request, Response};
-use ssh_agent_lib::ssh_encoding::Decode;
+use ssh_agent_lib::ssh_encoding::{Decode, Encode};
 
 use super::keys;
 use crate::core::authz::{Peer, Principal};
@@ -57,12 +57,16 @@ pub async fn handle(app: &SharedApp, peer: Peer, message: &[u8]) -> Response {
 }
 
 async fn identities(app: &SharedApp, caller: &SignCaller<'_>) -> Response {
-    match sign::signable_keys(app, caller).await {
+    match sign::identities(app, caller).await {
         Ok(list) => Response::IdentitiesAnswer(
             list.into_iter()
-                .filter_map(|(rec, pk)| {
-                    let kd = keys::key_data(&pk)?;
-                    Some(Identity { credential: PublicCredential::Key(kd), comment: format!("{}/{}", rec.namespace, rec.name) })
+                .filter_map(|id| {
+                    let comment = format!("{}/{}", id.key.namespace, id.key.name);
+                    let credential = match id.certificate {
+                        Some(c) => PublicCredential::Cert(c),
+                        None => PublicCredential::Key(keys::key_data(&id.public)?),
+                    };
+                    Some(Identity { credential, comment })
                 })
                 .collect(),
         ),
@@ -74,15 +78,12 @@ async fn identities(app: &SharedApp, caller: &SignCaller<'_>) -> Response {
 }
 
 async fn sign_request(app: &SharedApp, caller: &SignCaller<'_>, req: ssh_agent_lib::proto::SignRequest) -> Response {
-    let kd = match &req.credential {
-        PublicCredential::Key(k) => k.clone(),
-        PublicCredential::Cert(c) => c.public_key().clone(),
-    };
-    let Some(pk) = keys::public_key(&kd) else {
-        tracing::info!(principal = ?caller.principal.name, "agent: sign request for a key type keyport does not hold");
+    // A certificate signs with the key it certifies.
+    let mut blob = Vec::new();
+    if req.credential.key_data().encode(&mut blob).is_err() {
         return Response::Failure;
-    };
-    let rec = match sign::key_for_public(app, caller, &pk) {
+    }
+    let rec = match sign::key_for_blob(app, caller, &blob) {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(principal = ?caller.principal.name, "agent: sign refused: {e}");

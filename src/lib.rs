@@ -2,7 +2,7 @@
 //! Unix socket and a loopback HTTPS port that speak the import and export APIs of the key
 //! vaults enterprises use; wrapped keys and certificates sync to a remote vault.
 //!
-//! One core, many thin faces (see `README.md` and `docs/ARCHITECTURE.md`):
+//! One core, many thin faces (see `docs/ARCHITECTURE.md`, and `docs/face-*.md` per face):
 //!
 //! - [`config`]: the TOML configuration, `KEYPORT_…` overrides, and `config check`.
 //! - [`token`]: the only module that calls cryptoki: module contexts, session pool, login,

@@ -65,6 +65,7 @@ pub enum Command {
     Config(ConfigCmd),
     /// Print a shell completion script: `keyport completions bash > /etc/bash_completion.d/keyport`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -86,10 +87,11 @@ pub enum Command {
         client: Client,
         /// The key's id, or its name (with --namespace when the name is in several).
         key: String,
+        /// The namespace the named key is in.
         #[arg(long)]
         namespace: Option<String>,
-        /// pkcs8, pkcs1, sec1, openssh, putty, putty-v2, ssh2, tectia
-        #[arg(long, default_value = "openssh")]
+        /// The file format.
+        #[arg(long, default_value = "openssh", value_parser = ["pkcs8", "pkcs1", "sec1", "openssh", "putty", "putty-v2", "ssh2", "tectia"])]
         format: String,
         /// File holding the passphrase (its first line). Without it the key is exported
         /// unencrypted, which the namespace policy must allow.
@@ -163,6 +165,7 @@ pub enum CertsCmd {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only certificates in this namespace.
         #[arg(long)]
         namespace: Option<String>,
         /// Only those expiring within this long from now (`30d`, `12h`, `90m`) or before a
@@ -190,7 +193,10 @@ pub fn expiring_before(s: &str) -> Option<String> {
 #[derive(Subcommand)]
 pub enum ConfigCmd {
     /// Check a config file: every problem with its key path and what to do.
-    Check { file: PathBuf },
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -235,8 +241,10 @@ pub enum KeysCmd {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only keys in this namespace.
         #[arg(long)]
         namespace: Option<String>,
+        /// Only keys with this name.
         #[arg(long)]
         name: Option<String>,
     },
@@ -246,6 +254,7 @@ pub enum KeysCmd {
         client: Client,
         /// The key's id, or its name (with --namespace when the name is in several).
         key: String,
+        /// The namespace the named key is in.
         #[arg(long)]
         namespace: Option<String>,
     },
@@ -255,13 +264,16 @@ pub enum KeysCmd {
     Generate {
         #[command(flatten)]
         client: Client,
+        /// The key's name (unique in its namespace).
         #[arg(long)]
         name: String,
-        /// rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519
-        #[arg(long)]
+        /// The key algorithm.
+        #[arg(long, value_parser = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519"])]
         algorithm: String,
+        /// Namespace of the key [default: default].
         #[arg(long)]
         namespace: Option<String>,
+        /// Token to make it in; default: the first configured.
         #[arg(long)]
         token: Option<String>,
         /// Create the private key extractable (only if the namespace policy allows it).
@@ -272,6 +284,7 @@ pub enum KeysCmd {
     Delete {
         #[command(flatten)]
         client: Client,
+        /// The key's id.
         id: String,
     },
 }
@@ -846,6 +859,25 @@ fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    /// Every argument of every subcommand says what it is for (in --help, completions, man).
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "keyport", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
     #[test]
     fn expiring_durations_and_dates() {
         let in30 = super::expiring_before("30d").unwrap();

@@ -69,8 +69,14 @@ fn the_package_installs_into_a_scratch_root_and_its_units_verify() {
     let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
     assert!(status.contains("Package: keyport") && status.contains("Status: install ok installed"), "{status}");
 
-    // The installed units, as systemd reads them from that root.
+    // The installed units, as systemd reads them from that root. The root gets what any
+    // Debian system has around them: the OS's own units (sysinit.target, network-online.target,
+    // …) and /bin/kill (ExecReload); never over the package's files.
     let units = root.join("usr/lib/systemd/system");
+    run(Command::new("cp").args(["-an", "/usr/lib/systemd/system/."]).arg(&units));
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::copy("/usr/bin/kill", root.join("usr/bin/kill")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
     let out = Command::new("systemd-analyze")
         .arg(format!("--root={}", root.display()))
         .args(["verify"])

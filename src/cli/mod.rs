@@ -38,13 +38,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// `$JOURNAL_STREAM` (`device:inode`, set by systemd) names this stderr: the journal reads it.
+fn journal_stream_is(var: &str, dev: u64, ino: u64) -> bool {
+    var.split_once(':').and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))) == Some((dev, ino))
+}
+
+/// Whether stderr goes to the journal (systemd's `StandardError=journal`, the default).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let meta = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from).and_then(|f| f.metadata());
+    meta.is_ok_and(|m| journal_stream_is(&var.to_string_lossy(), m.dev(), m.ino()))
+}
+
 /// Sets up logging on stderr. Caller-supplied strings in log fields are escaped by both formats
-/// only when logged with `?` (Debug) or in JSON; see docs/SECURITY.md.
+/// only when logged with `?` (Debug) or in JSON; see docs/SECURITY.md. Under systemd with
+/// stderr going to the journal, the text format is replaced by journald's native protocol:
+/// each event's fields become journal fields (`KEYPORT_REQUEST_ID=…`, `journalctl -o verbose`)
+/// and the level its priority.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info,cryptoki=off".into());
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| "info,cryptoki=off".into())
+    };
+    if format == LogFormat::Text && stderr_is_journal() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        if let Ok(journal) = tracing_journald::layer() {
+            let journal = journal.with_syslog_identifier("keyport".into()).with_field_prefix(Some("KEYPORT".into()));
+            tracing_subscriber::registry().with(filter()).with(journal).init();
+            return;
+        }
+    }
+    let filter = filter();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -859,6 +888,13 @@ fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn journal_stream_matches_device_and_inode() {
+        assert!(super::journal_stream_is("8:12345", 8, 12345));
+        assert!(!super::journal_stream_is("8:12345", 8, 1));
+        assert!(!super::journal_stream_is("garbage", 8, 12345));
+    }
+
     /// Every argument of every subcommand says what it is for (in --help, completions, man).
     #[test]
     fn every_argument_has_help() {

@@ -287,6 +287,19 @@ pub enum KeysCmd {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Print a key's public half: an authorized_keys line (like `ssh-add -L`), or PEM.
+    Pubkey {
+        #[command(flatten)]
+        client: Client,
+        /// The key's id, or its name (with --namespace when the name is in several).
+        key: String,
+        /// The namespace the named key is in.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// PEM SubjectPublicKeyInfo (what `openssl pkey -pubin` reads) instead of OpenSSH.
+        #[arg(long)]
+        pem: bool,
+    },
     /// Import key files into a token (like `ssh-add FILE`); several files are a batch.
     Import(import::ImportArgs),
     /// Generate a key pair in a token.
@@ -498,6 +511,32 @@ pub fn run(cmd: Command) -> i32 {
                 })
             }
             KeysCmd::Import(a) => import::run(a),
+            KeysCmd::Pubkey { client, key, namespace, pem } => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let id = match rt.block_on(resolve_key(&client, &key, namespace.as_deref())) {
+                    Ok(id) => id,
+                    Err(Failure::Unreachable(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::UNREACHABLE;
+                    }
+                    Err(Failure::Refused(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::REFUSED;
+                    }
+                };
+                let mut missing = false;
+                let code =
+                    call(&client, "GET", &format!("/keyport/v1/keys/{}/public", enc(&id)), None, |v| match (pem, v["openssh"].as_str()) {
+                        (true, _) => print!("{}", v["pem"].as_str().unwrap_or_default()),
+                        (false, Some(line)) => println!("{line}"),
+                        (false, None) => missing = true,
+                    });
+                if missing {
+                    eprintln!("error: this key type has no OpenSSH form; use --pem");
+                    return exit::REFUSED;
+                }
+                code
+            }
             KeysCmd::Generate { client, name, algorithm, namespace, token, exportable } => {
                 let body = json!({"name": name, "algorithm": algorithm, "namespace": namespace, "token": token, "exportable": exportable});
                 call(&client, "POST", "/keyport/v1/keys", Some(body), |v| key_table(vec![v.clone()]))

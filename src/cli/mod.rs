@@ -643,7 +643,7 @@ pub(crate) async fn resolve_key(c: &Client, key: &str, namespace: Option<&str>) 
     }
     match v["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
         [one] => Ok(s(&one["id"])),
-        [] => Err(Failure::Refused(format!("no key with id or name '{key}'"))),
+        [] => Err(Failure::Refused(format!("(404) no key with id or name '{key}'"))),
         many => Err(Failure::Refused(format!("{} keys are named '{key}'; give --namespace or the id", many.len()))),
     }
 }

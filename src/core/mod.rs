@@ -16,6 +16,7 @@ pub mod keys;
 pub mod names;
 pub mod probe;
 pub mod reconcile;
+pub mod rotation;
 pub mod sign;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct App {
     pub kdf: kdf::KdfPool,
     /// Signing state shared by the ssh-agent and the native sign endpoint (rate limits).
     pub signing: sign::Signing,
+    /// The SSH keyset rotation runner's state (`rotation`).
+    pub rotations: rotation::Rotations,
 }
 
 pub type SharedApp = Arc<App>;

@@ -8,6 +8,7 @@ mod apiops;
 mod audit_log;
 mod certs;
 mod deletes;
+pub mod keysets;
 pub mod kps;
 mod migrations;
 pub mod outbox;

@@ -12,6 +12,7 @@ pub mod certificates;
 pub mod certimport;
 pub mod error;
 pub mod keys;
+pub mod keysets;
 pub mod kps;
 pub mod listen;
 pub mod metrics;
@@ -32,7 +33,12 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .nest(
             "/keyport/v1",
-            native::routes().merge(sync::routes()).merge(certificates::routes()).merge(metrics::routes()).merge(sign::routes()),
+            native::routes()
+                .merge(sync::routes())
+                .merge(certificates::routes())
+                .merge(metrics::routes())
+                .merge(sign::routes())
+                .merge(keysets::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

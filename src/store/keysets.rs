@@ -469,7 +469,7 @@ mod tests {
         assert!(s.rotation_step(&next, 0, &[], &bad, None).is_err());
         assert_eq!(s.rotation(id).unwrap().unwrap().stage, 0, "nothing of the failed step was kept");
         let ok = [VersionChange::Add(version(2, "pending"))];
-        assert!(s.rotation_step(&next, 0, &[ev.clone()], &ok, None).unwrap());
+        assert!(s.rotation_step(&next, 0, std::slice::from_ref(&ev), &ok, None).unwrap());
         assert!(!s.rotation_step(&next, 0, &[], &[], None).unwrap(), "a step from a stage it has left changes nothing");
         next.stage = 10600;
         next.outcome = Some("complete".into());

@@ -154,7 +154,8 @@ async fn step(app: &Arc<App>, r: &RotationRecord, stage: Stage) -> Result<bool, 
         attempts: 0,
         next_attempt: None,
         stage_since: schedule::now(),
-        error: None,
+        // A rollback keeps the error that caused it, for the outcome.
+        error: if stage.is_rollback() { r.error.clone() } else { None },
         ..r.clone()
     };
     let mut events = events;

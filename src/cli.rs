@@ -9,6 +9,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
+mod rotation;
+
 #[derive(Parser)]
 #[command(
     name = "keyport",
@@ -71,6 +73,32 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// SSH keysets: their versions and rotation stage.
+    Keysets {
+        #[command(subcommand)]
+        cmd: rotation::KeysetsCmd,
+    },
+    /// Start a rotation of a keyset; --wait prints a line per stage until it ends or waits.
+    Rotate {
+        #[command(flatten)]
+        client: Client,
+        name: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// TPP's Options mask: 1 retry on error, 2 on connection errors, 4 on any (default: policy).
+        #[arg(long)]
+        options: Option<u32>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Confirm a keyset's rotation waiting for a key installation (10250 or 10350).
+    Confirm {
+        #[command(flatten)]
+        client: Client,
+        name: String,
+        #[arg(long)]
+        namespace: Option<String>,
     },
     /// Export a private key to a file (or stdout), encrypted under a passphrase.
     Export {
@@ -254,6 +282,17 @@ pub enum KeysCmd {
         client: Client,
         id: String,
     },
+    /// Print a key's public key as an authorized_keys line (PEM with --pem).
+    Pubkey {
+        #[command(flatten)]
+        client: Client,
+        /// The key's id or name.
+        key: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        pem: bool,
+    },
 }
 
 /// Runs a client subcommand; returns the process exit code.
@@ -365,6 +404,9 @@ pub fn run(cmd: Command) -> i32 {
             export(&client, &key, namespace.as_deref(), &format, passphrase_file.as_deref(), out.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Keysets { cmd } => rotation::keysets(cmd),
+        Command::Rotate { client, name, namespace, options, wait } => rotation::rotate(&client, &name, namespace.as_deref(), options, wait),
+        Command::Confirm { client, name, namespace } => rotation::confirm(&client, &name, namespace.as_deref()),
         Command::Restore { client, dry_run } => {
             let failed = |v: &Value| {
                 let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");
@@ -413,6 +455,7 @@ pub fn run(cmd: Command) -> i32 {
                 let body = json!({"name": name, "algorithm": algorithm, "namespace": namespace, "token": token, "exportable": exportable});
                 call(&client, "POST", "/keyport/v1/keys", Some(body), |v| key_table(vec![v.clone()]))
             }
+            KeysCmd::Pubkey { client, key, namespace, pem } => rotation::pubkey(&client, &key, namespace.as_deref(), pem),
             KeysCmd::Delete { client, id } => {
                 call(&client, "DELETE", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| println!("deleted {}", s(&v["deleted"])))
             }

@@ -266,3 +266,35 @@ fn sigkill_at_every_stage_resumes_without_two_active_versions_or_orphans() {
     }
     assert!(kills >= 6, "the daemon was killed in {kills} stages only: {killed_at:?}");
 }
+
+#[test]
+fn cli_rotate_wait_confirm_list_show_and_pubkey() {
+    let d = Daemon::start("[rotation.keysets.\"default/cli\"]\nconfirmations = \"private-key\"\n");
+    create(&d, "cli");
+    let run = |args: &[&str]| {
+        let out = d.command().args(args).arg("--socket").arg(&d.socket).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = run(&["rotate", "cli", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stage 10350 WaitManualPrivateKeyConfirmation") && out.contains("keyport confirm cli"), "{out}");
+    let (code, out, _) = run(&["keysets", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("cli") && out.contains("10350"), "{out}");
+    let (code, out, err) = run(&["confirm", "cli"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(&d, "cli", "complete", finished);
+    let (code, out, _) = run(&["keysets", "show", "cli"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("10600 Complete") && out.contains("retired") && out.contains("confirmed"), "{out}");
+    let (code, out, err) = run(&["keys", "pubkey", "cli.v2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ssh-ed25519 AAAA") && out.trim_end().ends_with("cli.v2"), "{out}");
+    let (code, out, _) = run(&["keys", "pubkey", "cli.v2", "--pem"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("-----BEGIN PUBLIC KEY-----\n") && out.ends_with("-----END PUBLIC KEY-----\n"), "{out}");
+    // Confirm with nothing waiting: the daemon's refusal, exit 1.
+    let (code, _, err) = run(&["confirm", "cli"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no rotation under way"), "{err}");
+}

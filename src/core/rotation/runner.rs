@@ -19,23 +19,23 @@ const MAX_SLEEP_SECS: i64 = 60;
 pub async fn run(app: Arc<App>) {
     let _ = app.rotations.slots.set(Arc::new(tokio::sync::Semaphore::new(app.config.rotation.concurrency.max(1))));
     loop {
-        let wait = tick(&app).await;
+        let due = tick(&app).await;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = schedule::sleep_until(due, Duration::from_secs(MAX_SLEEP_SECS as u64)) => {}
             _ = app.rotations.wake.notified() => {}
         }
     }
 }
 
-/// Starts what is due; returns how long until something else will be.
-pub async fn tick(app: &Arc<App>) -> Duration {
+/// Starts what is due; returns when (runner clock, Unix seconds) something else will be.
+pub async fn tick(app: &Arc<App>) -> i64 {
     let now = schedule::now();
     let mut next = now + MAX_SLEEP_SECS;
     let open = match app.store.open_rotations() {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "rotation runner: cannot read the store; trying again shortly");
-            return Duration::from_secs(5);
+            return now + 5;
         }
     };
     let busy: std::collections::HashSet<String> = open.iter().map(|r| r.keyset_id.clone()).collect();
@@ -66,7 +66,7 @@ pub async fn tick(app: &Arc<App>) -> Duration {
             }
         }
     }
-    Duration::from_secs((next - now).clamp(1, MAX_SLEEP_SECS) as u64)
+    next.max(now + 1)
 }
 
 /// When keyset `k` is next due under its policy (after a failed rotation, not before the

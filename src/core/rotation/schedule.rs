@@ -13,8 +13,19 @@ pub fn unix(ts: &str) -> Option<i64> {
     time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
+/// Unix seconds on the runner's clock: the wall clock when first asked, then advanced by
+/// tokio's monotonic clock, so a schedule is immune to wall-clock jumps and tests drive it with
+/// a paused tokio clock (`tokio::time::advance`), never with sleeps.
 pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    static BASE: std::sync::OnceLock<(i64, tokio::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = BASE.get_or_init(|| (time::OffsetDateTime::now_utc().unix_timestamp(), tokio::time::Instant::now()));
+    wall + tokio::time::Instant::now().saturating_duration_since(*at).as_secs() as i64
+}
+
+/// Sleeps on tokio's clock until [`now`] reaches `due` (the runner's wait, at most `cap`).
+pub async fn sleep_until(due: i64, cap: std::time::Duration) {
+    let left = std::time::Duration::from_secs(due.saturating_sub(now()).max(0) as u64);
+    tokio::time::sleep(left.min(cap)).await;
 }
 
 /// This keyset's share of the jitter: 0..=jitter, the same on every call.
@@ -65,6 +76,36 @@ pub fn next_in_window(w: &Window, t: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::config::RotationConfig;
+
+    /// A keyset due in an hour (plus its jitter): the waiter is still asleep a second before,
+    /// awake a second after, on tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_wakes_when_a_keyset_is_due() {
+        let p = policy("interval_secs = 3600\njitter_secs = 120");
+        let t0 = now();
+        let due = next_due(&p, "keyset-b", t0, t0).unwrap();
+        assert!((t0 + 3600..=t0 + 3720).contains(&due));
+        let waiter = tokio::spawn(sleep_until(due, std::time::Duration::from_secs(86400)));
+        tokio::task::yield_now().await;
+        tokio::time::advance(std::time::Duration::from_secs((due - t0 - 1) as u64)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woke before the keyset was due");
+        assert_eq!(now(), due - 1);
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        tokio::task::yield_now().await;
+        waiter.await.unwrap();
+        assert!(now() > due);
+        // The runner's cap: it looks again after at most a minute even when nothing is due.
+        let t1 = now();
+        let capped = tokio::spawn(sleep_until(t1 + 86400, std::time::Duration::from_secs(60)));
+        tokio::task::yield_now().await;
+        tokio::time::advance(std::time::Duration::from_secs(59)).await;
+        tokio::task::yield_now().await;
+        assert!(!capped.is_finished());
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        tokio::task::yield_now().await;
+        assert!(capped.is_finished());
+    }
 
     fn policy(toml: &str) -> RotationPolicy {
         let c: RotationConfig = toml::from_str(&format!("[namespaces.default]\n{toml}")).unwrap();

@@ -15,7 +15,8 @@
 //!   certificate bundles read defensively; public keys and fingerprints.
 //! - [`core`]: the operations every face shares: key generation, import and export (with
 //!   every export format) under crash-safe intents, certificates, import jobs that survive
-//!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names.
+//!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names, and
+//!   SSH keysets with TPP's rotation stages, hooks and schedules (`core::rotation`).
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
 //!   limits, authentication, and one module per face: `native` (`/keyport/v1`, with
 //!   `certificates`, `sync` and `metrics` views), `tlspc` (TLS Protect Cloud imports), `certimport`

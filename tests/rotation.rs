@@ -298,3 +298,56 @@ fn cli_rotate_wait_confirm_list_show_and_pubkey() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no rotation under way"), "{err}");
 }
+
+#[test]
+fn adopting_a_key_and_refusals_change_nothing() {
+    let d = Daemon::start("");
+    let k = d.generate("existing", "ec-p256", false);
+    let id = k["id"].as_str().unwrap();
+    let (s, v) = d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "adopted", "type": "Host", "key_id": id}).to_string()), &[]);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["versions"][0]["key_id"].as_str(), v["type"].as_str(), v["algorithm"].as_str()),
+        (Some(id), Some("Host"), Some("ec-p256"))
+    );
+    // The same key cannot be a version of a second keyset; a name is unique per namespace; bad
+    // input says what is wrong.
+    let (s, v) = d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "again", "type": "Host", "key_id": id}).to_string()), &[]);
+    assert_eq!(s, 409, "{v}");
+    let (s, v) =
+        d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "adopted", "type": "User", "algorithm": "ed25519"}).to_string()), &[]);
+    assert_eq!(s, 409, "{v}");
+    let (s, v) =
+        d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "x", "type": "Router", "algorithm": "ed25519"}).to_string()), &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_type")), "{v}");
+    let (s, v) =
+        d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "bad/name", "type": "User", "algorithm": "ed25519"}).to_string()), &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_name")), "{v}");
+    let (s, v) = d.curl("POST", "/keyport/v1/keysets/adopted/rotate", Some(r#"{"options": 9}"#), &[]);
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_options")), "{v}");
+    // A reader sees keysets but may not rotate them.
+    let (s, v) = d.curl("GET", "/keyport/v1/keysets", None, &["-H", "X-API-Key: reader-key"]);
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = d.curl("POST", "/keyport/v1/keysets/adopted/rotate", None, &["-H", "X-API-Key: reader-key"]);
+    assert_eq!(s, 403);
+    let (_, all) = d.curl("GET", "/keyport/v1/keysets", None, &[]);
+    assert_eq!(all["keysets"].as_array().unwrap().len(), 1, "{all}");
+    // A rotation of the adopted key makes an ec-p256 Host version 2.
+    assert_eq!(act(&d, "adopted", "rotate").0, 202);
+    let v = wait_for(&d, "adopted", "complete", finished);
+    assert_eq!((v["versions"][1]["algorithm"].as_str(), v["versions"][1]["key_name"].as_str()), (Some("ec-p256"), Some("adopted.v2")));
+}
+
+#[test]
+fn config_check_names_a_bad_rotation_policy() {
+    let d =
+        Daemon::config("[rotation.namespaces.default]\nconfirmations = \"both\"\nretry_options = 12\nwindow = { days = [\"someday\"] }\n");
+    let out = d.command().args(["config", "check"]).arg(&d.config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("rotation.namespaces.default.retry_options") && err.contains("rotation.namespaces.default.window.days"), "{err}");
+    let d = Daemon::config("[rotation.namespaces.default]\nconfirmations = \"sometimes\"\n");
+    let out = d.command().args(["config", "check"]).arg(&d.config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -95,16 +95,25 @@ pub fn drive_soon(app: &Arc<App>, id: i64) {
     if !app.rotations.running.lock().expect("poisoned").insert(id) {
         return;
     }
-    let app = app.clone();
+    /// Releases the rotation when the task ends, also by a panic (else it would never be
+    /// driven again until a restart).
+    struct Running(Arc<App>, i64);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.rotations.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+            // What it left (a retry time, a grace end) is for the runner to schedule.
+            self.0.rotations.wake();
+        }
+    }
+    let guard = Running(app.clone(), id);
     tokio::spawn(async move {
+        let app = guard.0.clone();
         let slots = app.rotations.slots.get().cloned();
         let _permit = match &slots {
             Some(s) => s.acquire().await.ok(),
             None => None,
         };
         machine::drive(&app, id).await;
-        app.rotations.running.lock().expect("poisoned").remove(&id);
-        // What it left (a retry time, a grace end) is for the runner to schedule.
-        app.rotations.wake();
+        drop(guard);
     });
 }

@@ -352,6 +352,16 @@ async fn finish_rollback(
                 }
             }
             versions.push(VersionChange::State { version: v.version, state: "abandoned" });
+        } else if let Some(name) = &r.new_key_name {
+            // Cancelled while its key was being made: the key may exist without a version row.
+            if let Some(k) = app.store.key_by_name(&ctx.keyset.namespace, name)? {
+                if app.store.keyset_version_of_key(&k.id)?.is_none() {
+                    match crate::core::keys::delete(app, who, &k.id).await {
+                        Ok(_) | Err(CoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
         }
         if r.failed_stage.is_some() {
             "failed"

@@ -56,14 +56,26 @@ fn finished(v: &Value) -> bool {
     v["rotation"]["finished_at"].is_string()
 }
 
-/// Every key pair in the token belongs to an inventory row, and no two versions are active.
+/// Every key pair in the token belongs to an inventory row, and no two versions are active. A
+/// key being made at this moment has its objects before its row (the crash-safe order), so an
+/// object without a row must get one, or be gone, within a few seconds.
 fn assert_consistent(d: &Daemon, v: &Value) {
     assert!(states(v).iter().filter(|s| *s == "active").count() == 1, "one active version: {v:#}");
-    let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
-    let ids: Vec<String> = keys["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_string()).collect();
-    // The daemon's own objects (TLS key, DEK) have ASCII-named ids; keys have 16 random bytes.
-    for (_, _, id) in common::object_blocks(&d.pkcs11_objects()).into_iter().filter(|(_, _, id)| !id.starts_with("6b6579706f7274")) {
-        assert!(ids.contains(&id), "token object {id} has no inventory row (orphan); rows: {ids:?}");
+    let start = Instant::now();
+    loop {
+        let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+        let ids: Vec<String> = keys["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_string()).collect();
+        // The daemon's own objects (TLS key, DEK) have ASCII-named ids; keys have 16 random bytes.
+        let orphans: Vec<String> = common::object_blocks(&d.pkcs11_objects())
+            .into_iter()
+            .map(|(_, _, id)| id)
+            .filter(|id| !id.starts_with("6b6579706f7274") && !ids.contains(id))
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "token objects {orphans:?} have no inventory row (orphans); rows: {ids:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -325,6 +325,21 @@ mod tests {
         assert!(!marker.exists(), "a child of the hook outlived the timeout");
     }
 
+    /// As `hook_user` (tests run as root): the hook's uid, gid and groups are the user's.
+    #[tokio::test]
+    async fn runs_as_the_hook_user() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let who = script(d.path(), "who", "echo \"$(id -u) $(id -g) $(id -G) $USER\"");
+        let p = HookPlan { user: Some("nobody".into()), ..plan(vec![who], None, 5_000) };
+        let runs = run_stage(&p, "verify", &HookEnv::default()).await;
+        assert!(runs[0].ok(), "{runs:?}");
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(runs[0].stdout.trim(), format!("{} {} {} nobody", nobody.uid, nobody.gid, nobody.gid));
+        let p = HookPlan { user: Some("no-such-user-here".into()), ..p };
+        assert!(run_stage(&p, "verify", &HookEnv::default()).await[0].refused.is_some());
+    }
+
     #[tokio::test]
     async fn output_is_bounded_and_unsafe_hooks_are_refused() {
         let d = tempfile::tempdir().unwrap();

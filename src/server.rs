@@ -100,6 +100,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         health: Default::default(),
         signing: Default::default(),
         telemetry: Default::default(),
+        rotations: Default::default(),
     });
     for (name, e) in absent {
         tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
@@ -126,6 +127,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
     tokio::spawn(crate::core::jobs::run(app.clone()));
     let syncer = crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
     tokio::spawn(crate::core::certificates::resume(app.clone()));
+    // Resumes every open SSH keyset rotation at its stage, then runs the schedules.
+    let hooks_dir =
+        app.config.rotation.hooks_dir.clone().or_else(|| config_file.as_deref().and_then(Path::parent).map(|d| d.join("hooks.d")));
+    if let Some(d) = hooks_dir {
+        let _ = app.rotations.hooks_dir.set(d);
+    }
+    tokio::spawn(crate::core::rotation::run(app.clone()));
 
     // Before any listener answers: a SIGTERM that arrives as soon as the daemon is reachable
     // must drain it, not kill it (the default action until a handler exists).

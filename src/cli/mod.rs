@@ -120,12 +120,15 @@ pub enum Command {
     Rotate {
         #[command(flatten)]
         client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
         name: String,
+        /// The namespace the keyset is in [default: default].
         #[arg(long)]
         namespace: Option<String>,
         /// TPP's Options mask: 1 retry on error, 2 on connection errors, 4 on any (default: policy).
         #[arg(long)]
         options: Option<u32>,
+        /// Print a line per stage until the rotation ends or waits for a confirmation.
         #[arg(long)]
         wait: bool,
     },
@@ -133,7 +136,9 @@ pub enum Command {
     Confirm {
         #[command(flatten)]
         client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
         name: String,
+        /// The namespace the keyset is in [default: default].
         #[arg(long)]
         namespace: Option<String>,
     },

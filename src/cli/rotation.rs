@@ -12,6 +12,7 @@ pub enum KeysetsCmd {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only this namespace's keysets.
         #[arg(long)]
         namespace: Option<String>,
     },
@@ -19,7 +20,9 @@ pub enum KeysetsCmd {
     Show {
         #[command(flatten)]
         client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
         name: String,
+        /// The namespace the keyset is in [default: default].
         #[arg(long)]
         namespace: Option<String>,
     },

@@ -30,12 +30,16 @@
 //!   check and `restore`; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
+//! - `fuzzing` (feature `fuzzing` only): one entry point per untrusted-input parser, for the
+//!   fuzz targets in `fuzz/`.
 #![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod material;
 pub mod names;
 pub mod server;

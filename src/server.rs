@@ -2,6 +2,8 @@
 //! is never created again) → reconcile (never fatal: problems go to health) → DEK → listeners,
 //! then signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the principals.
 
+pub mod hardening;
+
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,9 @@ fn fatal(code: i32, line: impl Into<String>) -> Fatal {
 }
 
 pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
+    // Before the config (and the PIN it may name) is read: nothing secret is ever in a core
+    // dump or an unlocked page.
+    hardening::harden();
     let cfg = config::load(config_file).map_err(|ps| Fatal { lines: ps.iter().map(|p| format!("config: {p}")).collect(), code: 2 })?;
     let fresh = !cfg.state_dir.exists();
     std::fs::DirBuilder::new()

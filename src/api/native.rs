@@ -181,3 +181,16 @@ async fn public_key(
         "openssh": openssh, "pem": pem, "fingerprint": fingerprint, "format": format, "public_key": public_key
     })))
 }
+
+/// The face's request bodies and queries, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], query: &str) {
+    use crate::fuzzing::{json, query as q};
+    if let Some(r) = json::<ExportRequest>(body) {
+        let _ = ExportFormat::parse_native(r.format.as_deref().unwrap_or("pkcs8"));
+    }
+    if let Some(r) = json::<GenerateRequest>(body) {
+        let _ = crate::material::algorithm::Algorithm::parse(&r.algorithm);
+    }
+    let _ = q::<ListQuery>(query);
+}

@@ -386,12 +386,12 @@ fn the_agent_offers_the_new_key_first_during_grace_and_only_it_after() {
     };
     let v = create(&d, "ops");
     let old = public(v["versions"][0]["key_id"].as_str().unwrap());
-    assert_eq!(listed(), [old.clone()], "{}", d.log());
+    assert_eq!(listed(), vec![old.clone()], "{}", d.log());
 
     act(&d, "ops", "rotate");
     let v = wait_for(&d, "ops", "10350", |v| v["stage"] == 10350);
     let new = public(v["versions"][1]["key_id"].as_str().unwrap());
-    assert_eq!(listed(), [old.clone()], "before the new private key is in place: only the old key");
+    assert_eq!(listed(), vec![old.clone()], "before the new private key is in place: only the old key");
 
     assert_eq!(act(&d, "ops", "confirm").0, 202);
     wait_for(&d, "ops", "grace", |v| v["stage"] == 10355);

@@ -182,7 +182,7 @@ impl RotationConfig {
         }
         for (ns, spec) in &self.namespaces {
             let at = format!("rotation.namespaces.{ns}");
-            if !crate::core::names::is_valid_name(ns) {
+            if !crate::names::is_valid_name(ns) {
                 out.push((at.clone(), "namespace names use 1-64 letters, digits, '_' or '-'".into()));
             }
             spec.check(&at, &mut out);
@@ -190,7 +190,7 @@ impl RotationConfig {
         for (key, spec) in &self.keysets {
             let at = format!("rotation.keysets.\"{key}\"");
             match key.split_once('/') {
-                Some((ns, name)) if crate::core::names::is_valid_name(ns) && crate::core::names::is_valid_name(name) => {}
+                Some((ns, name)) if crate::names::is_valid_name(ns) && crate::names::is_valid_name(name) => {}
                 _ => out.push((at.clone(), "keyset overrides are named \"<namespace>/<keyset name>\", e.g. \"ssh/deploy\"".into())),
             }
             spec.check(&at, &mut out);

@@ -132,6 +132,135 @@ pub struct Health {
     pub store: Any,
     #[schema(value_type = Vec<Object>)]
     pub problems: Vec<Any>,
+    /// Features turned off because the token cannot do them.
+    #[schema(value_type = Vec<Object>)]
+    pub features_off: Vec<Any>,
+}
+
+/// `GET health/live`: always exactly this (nothing about tokens, keys or principals).
+#[derive(Serialize, ToSchema)]
+pub struct Live {
+    /// Always `alive`.
+    pub status: String,
+}
+
+/// `GET health/keys`: each key the caller may read, with its token's flags.
+#[derive(Serialize, ToSchema)]
+pub struct KeyHistories {
+    pub keys: Vec<KeyHistory>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyHistory {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub token: String,
+    /// `generated`, `imported`, `restored`, `apiops`.
+    pub origin: String,
+    /// CKA_LOCAL; absent where the token does not report it (or holds no private key).
+    pub local: Option<bool>,
+    /// CKA_NEVER_EXTRACTABLE.
+    pub never_extractable: Option<bool>,
+    /// CKA_ALWAYS_SENSITIVE.
+    pub always_sensitive: Option<bool>,
+    /// CKA_EXTRACTABLE.
+    pub extractable: Option<bool>,
+    /// keyport generated it in the token and the token says it is local and never
+    /// extractable: the private key has never existed outside the token.
+    pub never_outside_token: bool,
+    /// Why a flag is missing or not to be trusted (an imported key, a token that did not answer).
+    pub note: Option<String>,
+}
+
+/// `GET audit`: a page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditRow>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditRow {
+    pub seq: i64,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+    pub principal: String,
+    /// e.g. `key.generate`, `key.export`, `key.ssh_certificate.attach`.
+    pub action: String,
+    pub namespace: Option<String>,
+    pub key_id: Option<String>,
+    /// `ok`, `denied`, `failed`, `skipped`, `repaired`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// `POST keys/import`: a key file, like `ssh-add FILE`.
+#[derive(Serialize, ToSchema)]
+pub struct ImportKeyRequest {
+    /// The key file's bytes, standard base64 (PKCS#8, PKCS#1/SEC1, OpenSSH, PuTTY, SSH2/Tectia,
+    /// PKCS#12; encrypted ones with `passphrase`).
+    pub data: String,
+    pub passphrase: Option<String>,
+    /// Certificates (PEM) to store with the key; the one matching the key becomes the leaf.
+    pub certificate: Option<String>,
+    /// Default: the certificate's CN, else `key-<16 hex digits of the fingerprint>`.
+    pub name: Option<String>,
+    /// Default `default`; needs `import` on it.
+    pub namespace: Option<String>,
+    /// Default: the namespace's policy.
+    pub exportable: Option<bool>,
+    /// A configured token's name; default the first.
+    pub token: Option<String>,
+}
+
+/// 201 `imported: true` with the key; 200 `imported: false` when the same key is already held
+/// in the namespace (nothing written; `key` only for a caller who may read it).
+#[derive(Serialize, ToSchema)]
+pub struct Imported {
+    pub imported: bool,
+    pub key: Option<crate::store::KeyRecord>,
+    /// Present when nothing was imported.
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificateAttach {
+    /// One OpenSSH certificate line as `ssh-keygen -s` writes it (`…-cert.pub`); it must
+    /// certify this key, verify under its CA key, and not have expired.
+    pub certificate: String,
+}
+
+/// The SSH certificate attached to a key.
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificate {
+    pub key_id: String,
+    /// The OpenSSH line (`<type> <base64> [comment]`).
+    pub certificate: String,
+    /// e.g. `ssh-ed25519-cert-v01@openssh.com`.
+    #[serde(rename = "type")]
+    pub cert_type: String,
+    /// `user` or `host`.
+    pub kind: String,
+    /// The certificate's key identity (`ssh-keygen -I`).
+    pub identity: String,
+    pub serial: u64,
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: u64,
+    /// Unix seconds; 18446744073709551615 is "forever".
+    pub valid_before: u64,
+    /// The CA's key, `SHA256:…` as `ssh-keygen -l` shows it.
+    pub ca_fingerprint: String,
+    pub attached_by: String,
+    pub attached_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificateDetached {
+    /// The key id.
+    pub detached: String,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -2,7 +2,7 @@
 //! Unix socket and a loopback HTTPS port that speak the import and export APIs of the key
 //! vaults enterprises use; wrapped keys and certificates sync to a remote vault.
 //!
-//! One core, many thin faces (see `README.md` and `docs/ARCHITECTURE.md`):
+//! One core, many thin faces (see `docs/ARCHITECTURE.md`, and `docs/face-*.md` per face):
 //!
 //! - [`config`]: the TOML configuration, `KEYPORT_…` overrides, and `config check`.
 //! - [`token`]: the only module that calls cryptoki: module contexts, session pool, login,
@@ -15,10 +15,11 @@
 //!   certificate bundles read defensively; public keys and fingerprints.
 //! - [`core`]: the operations every face shares: key generation, import and export (with
 //!   every export format) under crash-safe intents, certificates, import jobs that survive
-//!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names.
+//!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names, the
+//!   audit log's reader (`audit`) and the daemon's counters (`telemetry`).
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
-//!   limits, authentication, and one module per face: `native` (`/keyport/v1`, with
-//!   `certificates`, `sync` and `metrics` views), `tlspc` (TLS Protect Cloud imports), `certimport`
+//!   limits, authentication, the access log and request ids (`access`), and one module per face:
+//!   `native` (`/keyport/v1`, with `certificates`, `sync`, `metrics`, `audit` and `import` views), `tlspc` (TLS Protect Cloud imports), `certimport`
 //!   (DigiCert IoT certificate bundles), `kps` (Huawei KPS), `keys` (project/environment
 //!   keys), `tpp` (Venafi TPP SSH export), `sign` (`POST keys/{id}/sign`); and `agent`, the
 //!   ssh-agent protocol on its own Unix socket (keys used in the token through `core::sign`).

@@ -81,6 +81,19 @@ fn key_files_of_every_kind_import_and_status_shows_what_expires() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(r["id"].as_str().unwrap()), "{text}");
 
+    // keys pubkey: an authorized_keys line ssh-keygen reads, and PEM openssl reads.
+    let out = keyport(&d, &["keys", "pubkey", "soon.example"]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && line.starts_with("ecdsa-sha2-nistp256 ") && line.trim_end().ends_with(" default/soon.example"),
+        "{line}"
+    );
+    std::fs::write(w.join("k.pub"), &line).unwrap();
+    sh(w, "ssh-keygen -lf k.pub >/dev/null");
+    let out = keyport(&d, &["keys", "pubkey", "soon.example", "--pem"]);
+    std::fs::write(w.join("k.pem"), &out.stdout).unwrap();
+    sh(w, "openssl pkey -pubin -in k.pem -noout && openssl x509 -in leaf.crt -pubkey -noout | cmp - k.pem");
+
     // status: tokens, counts, the certificate that expires in 10 days, sync off.
     let out = keyport(&d, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -31,3 +31,19 @@ fn text_logs_to_a_file_have_no_colour_codes() {
     assert!(log.contains("INFO"), "{log}");
     assert!(!log.contains('\u{1b}'), "ANSI escape in a log written to a file: {log:?}");
 }
+
+/// `$JOURNAL_STREAM` naming stderr means "use journald's protocol"; where no journald answers
+/// (this container), the lines still go to stderr as text rather than nowhere.
+#[test]
+fn journal_stream_without_a_journal_falls_back_to_stderr() {
+    use std::os::unix::fs::MetadataExt;
+    let mut d = Daemon::config("");
+    let log = d.dir.path().join("serve.log");
+    std::fs::write(&log, "").unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    // spawn() truncates the same file (same device and inode).
+    d.env.push(("JOURNAL_STREAM".into(), format!("{}:{}", m.dev(), m.ino())));
+    d.spawn();
+    d.stop();
+    assert!(d.log().contains("keyport ready"), "{}", d.log());
+}

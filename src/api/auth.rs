@@ -63,10 +63,16 @@ pub fn identify(app: &SharedApp, parts: &Parts, face_headers: &[&str]) -> Result
         who.expect("at least one key")
     };
     authenticated(parts);
-    if let Some(info) = parts.extensions.get::<super::access::RequestInfo>() {
-        info.principal(&who.name);
-    }
+    note_principal(parts, &who.name);
     Ok(who)
+}
+
+/// Names the request's principal for the access log and the audit of a refusal, for faces
+/// that identify callers their own way (KPS AK/SK, TPP bearer tokens).
+pub fn note_principal(parts: &Parts, name: &str) {
+    if let Some(info) = parts.extensions.get::<super::access::RequestInfo>() {
+        info.principal(name);
+    }
 }
 
 /// Marks the request's caller as known: its body may take the request's whole deadline.

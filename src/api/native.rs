@@ -24,6 +24,7 @@ pub fn routes() -> Router<SharedApp> {
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
         .route("/keys/{id}/export", axum::routing::post(export_key))
+        .route("/keys/{id}/public", get(public_key))
 }
 
 /// `GET health/live` (also on the metrics-only listener): liveness for supervisors and load
@@ -132,4 +133,22 @@ async fn export_key(
     let encrypted = pass.is_some();
     let (rec, text) = formats::export_as(&app, &who, &id, format, pass).await?;
     Ok(Json(json!({"id": rec.id, "format": format.native_name(), "encrypted": encrypted, "private_key": text.as_str()})))
+}
+
+/// `GET keys/{id}/public`: the public half, as an authorized_keys line (comment
+/// `<namespace>/<name>`, as the ssh-agent lists it) and as a PEM SubjectPublicKeyInfo. Any
+/// caller that may read the key.
+async fn public_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    use base64::Engine;
+    let (rec, pk) = crate::core::export::public_key(&app, &who, &id).await?;
+    let der = pk.spki_der().map_err(|e| crate::core::CoreError::invalid("unsupported", e.to_string()))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let body: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", body.join("\n"));
+    let openssh = crate::material::ssh::try_public_key_blob(&pk)
+        .ok()
+        .map(|_| crate::material::ssh::public_key_line(&pk, &format!("{}/{}", rec.namespace, rec.name)));
+    Ok(Json(
+        json!({"id": rec.id, "name": rec.name, "namespace": rec.namespace, "algorithm": rec.algorithm, "openssh": openssh, "pem": pem}),
+    ))
 }

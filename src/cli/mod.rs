@@ -38,13 +38,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// `$JOURNAL_STREAM` (`device:inode`, set by systemd) names this stderr: the journal reads it.
+fn journal_stream_is(var: &str, dev: u64, ino: u64) -> bool {
+    var.split_once(':').and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))) == Some((dev, ino))
+}
+
+/// Whether stderr goes to the journal (systemd's `StandardError=journal`, the default).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let meta = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from).and_then(|f| f.metadata());
+    meta.is_ok_and(|m| journal_stream_is(&var.to_string_lossy(), m.dev(), m.ino()))
+}
+
 /// Sets up logging on stderr. Caller-supplied strings in log fields are escaped by both formats
-/// only when logged with `?` (Debug) or in JSON; see docs/SECURITY.md.
+/// only when logged with `?` (Debug) or in JSON; see docs/SECURITY.md. Under systemd with
+/// stderr going to the journal, the text format is replaced by journald's native protocol:
+/// each event's fields become journal fields (`KEYPORT_REQUEST_ID=…`, `journalctl -o verbose`)
+/// and the level its priority.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info,cryptoki=off".into());
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("KEYPORT_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| "info,cryptoki=off".into())
+    };
+    if format == LogFormat::Text && stderr_is_journal() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        if let Ok(journal) = tracing_journald::layer() {
+            let journal = journal.with_syslog_identifier("keyport".into()).with_field_prefix(Some("KEYPORT".into()));
+            tracing_subscriber::registry().with(filter()).with(journal).init();
+            return;
+        }
+    }
+    let filter = filter();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -65,6 +94,7 @@ pub enum Command {
     Config(ConfigCmd),
     /// Print a shell completion script: `keyport completions bash > /etc/bash_completion.d/keyport`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -86,10 +116,11 @@ pub enum Command {
         client: Client,
         /// The key's id, or its name (with --namespace when the name is in several).
         key: String,
+        /// The namespace the named key is in.
         #[arg(long)]
         namespace: Option<String>,
-        /// pkcs8, pkcs1, sec1, openssh, putty, putty-v2, ssh2, tectia
-        #[arg(long, default_value = "openssh")]
+        /// The file format.
+        #[arg(long, default_value = "openssh", value_parser = ["pkcs8", "pkcs1", "sec1", "openssh", "putty", "putty-v2", "ssh2", "tectia"])]
         format: String,
         /// File holding the passphrase (its first line). Without it the key is exported
         /// unencrypted, which the namespace policy must allow.
@@ -163,6 +194,7 @@ pub enum CertsCmd {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only certificates in this namespace.
         #[arg(long)]
         namespace: Option<String>,
         /// Only those expiring within this long from now (`30d`, `12h`, `90m`) or before a
@@ -190,7 +222,10 @@ pub fn expiring_before(s: &str) -> Option<String> {
 #[derive(Subcommand)]
 pub enum ConfigCmd {
     /// Check a config file: every problem with its key path and what to do.
-    Check { file: PathBuf },
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -235,8 +270,10 @@ pub enum KeysCmd {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only keys in this namespace.
         #[arg(long)]
         namespace: Option<String>,
+        /// Only keys with this name.
         #[arg(long)]
         name: Option<String>,
     },
@@ -246,8 +283,22 @@ pub enum KeysCmd {
         client: Client,
         /// The key's id, or its name (with --namespace when the name is in several).
         key: String,
+        /// The namespace the named key is in.
         #[arg(long)]
         namespace: Option<String>,
+    },
+    /// Print a key's public half: an authorized_keys line (like `ssh-add -L`), or PEM.
+    Pubkey {
+        #[command(flatten)]
+        client: Client,
+        /// The key's id, or its name (with --namespace when the name is in several).
+        key: String,
+        /// The namespace the named key is in.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// PEM SubjectPublicKeyInfo (what `openssl pkey -pubin` reads) instead of OpenSSH.
+        #[arg(long)]
+        pem: bool,
     },
     /// Import key files into a token (like `ssh-add FILE`); several files are a batch.
     Import(import::ImportArgs),
@@ -255,13 +306,16 @@ pub enum KeysCmd {
     Generate {
         #[command(flatten)]
         client: Client,
+        /// The key's name (unique in its namespace).
         #[arg(long)]
         name: String,
-        /// rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ed25519
-        #[arg(long)]
+        /// The key algorithm.
+        #[arg(long, value_parser = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519"])]
         algorithm: String,
+        /// Namespace of the key [default: default].
         #[arg(long)]
         namespace: Option<String>,
+        /// Token to make it in; default: the first configured.
         #[arg(long)]
         token: Option<String>,
         /// Create the private key extractable (only if the namespace policy allows it).
@@ -272,6 +326,7 @@ pub enum KeysCmd {
     Delete {
         #[command(flatten)]
         client: Client,
+        /// The key's id.
         id: String,
     },
 }
@@ -469,6 +524,32 @@ pub fn run(cmd: Command) -> i32 {
                 })
             }
             KeysCmd::Import(a) => import::run(a),
+            KeysCmd::Pubkey { client, key, namespace, pem } => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let id = match rt.block_on(resolve_key(&client, &key, namespace.as_deref())) {
+                    Ok(id) => id,
+                    Err(Failure::Unreachable(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::UNREACHABLE;
+                    }
+                    Err(Failure::Refused(e)) => {
+                        eprintln!("error: {e}");
+                        return exit::REFUSED;
+                    }
+                };
+                let mut missing = false;
+                let code =
+                    call(&client, "GET", &format!("/keyport/v1/keys/{}/public", enc(&id)), None, |v| match (pem, v["openssh"].as_str()) {
+                        (true, _) => print!("{}", v["pem"].as_str().unwrap_or_default()),
+                        (false, Some(line)) => println!("{line}"),
+                        (false, None) => missing = true,
+                    });
+                if missing {
+                    eprintln!("error: this key type has no OpenSSH form; use --pem");
+                    return exit::REFUSED;
+                }
+                code
+            }
             KeysCmd::Generate { client, name, algorithm, namespace, token, exportable } => {
                 let body = json!({"name": name, "algorithm": algorithm, "namespace": namespace, "token": token, "exportable": exportable});
                 call(&client, "POST", "/keyport/v1/keys", Some(body), |v| key_table(vec![v.clone()]))
@@ -575,7 +656,7 @@ pub(crate) async fn resolve_key(c: &Client, key: &str, namespace: Option<&str>) 
     }
     match v["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
         [one] => Ok(s(&one["id"])),
-        [] => Err(Failure::Refused(format!("no key with id or name '{key}'"))),
+        [] => Err(Failure::Refused(format!("(404) no key with id or name '{key}'"))),
         many => Err(Failure::Refused(format!("{} keys are named '{key}'; give --namespace or the id", many.len()))),
     }
 }
@@ -859,6 +940,32 @@ fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn journal_stream_matches_device_and_inode() {
+        assert!(super::journal_stream_is("8:12345", 8, 12345));
+        assert!(!super::journal_stream_is("8:12345", 8, 1));
+        assert!(!super::journal_stream_is("garbage", 8, 12345));
+    }
+
+    /// Every argument of every subcommand says what it is for (in --help, completions, man).
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "keyport", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
     #[test]
     fn expiring_durations_and_dates() {
         let in30 = super::expiring_before("30d").unwrap();

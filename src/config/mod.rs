@@ -395,7 +395,7 @@ fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<St
 
 /// Loads a config file (or the embedded default) with `KEYPORT_…` overrides, e.g.
 /// `KEYPORT_LISTEN__TCP=127.0.0.1:9000` or `KEYPORT_STATE_DIR=/var/lib/keyport` (the form the
-/// README and the systemd unit use).
+/// docs and the systemd unit use).
 pub fn load(file: Option<&Path>) -> Result<Config, Vec<Problem>> {
     let builder = config::Config::builder();
     let builder = match file {

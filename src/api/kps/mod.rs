@@ -247,6 +247,7 @@ impl FromRequest<SharedApp> for KpsRequest {
                 return Err(unauthenticated("the API key sent with the signed request belongs to another principal; send one credential"));
             }
         }
+        super::auth::note_principal(&parts, &who.name);
         Ok(KpsRequest { who, query, body })
     }
 }

@@ -143,6 +143,7 @@ fn table() -> Vec<Row> {
             row("POST", "/keyport/v1/keys/{id}/export", Native, READ_EXPORT, "/keyport/v1/keys/{key}/export"),
             r#"{"format":"pkcs8"}"#,
         )),
+        existing(row("GET", "/keyport/v1/keys/{id}/public", Native, READ, "/keyport/v1/keys/{key}/public")),
         existing(with_body(
             row("POST", "/keyport/v1/keys/{id}/sign", Native, All(&["sign"]), "/keyport/v1/keys/{key}/sign"),
             r#"{"data":"aGVsbG8="}"#,

@@ -70,6 +70,11 @@ pub fn show_ssh_certificate() {}
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn detach_ssh_certificate() {}
 
+#[utoipa::path(get, path = "/keyport/v1/keys/{id}/public", tag = "native", params(("id" = String, Path)),
+    responses((status = 200, body = PublicKey, description = "Needs read (or owning the key)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn public_key() {}
+
 #[utoipa::path(get, path = "/keyport/v1/openapi.json", tag = "native",
     responses((status = 200, description = "This document", content_type = "application/json"), Errors),
     security(("apiKey" = []), ("bearer" = []), ()))]

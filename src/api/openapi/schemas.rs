@@ -257,6 +257,20 @@ pub struct SshCertificate {
     pub attached_at: String,
 }
 
+/// `GET keys/{id}/public`: the public half, in both forms.
+#[derive(Serialize, ToSchema)]
+pub struct PublicKey {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub algorithm: String,
+    /// An authorized_keys line, comment `<namespace>/<name>` as the ssh-agent lists it; null
+    /// for a key SSH has no form for.
+    pub openssh: Option<String>,
+    /// The SubjectPublicKeyInfo, `PUBLIC KEY` PEM.
+    pub pem: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SshCertificateDetached {
     /// The key id.

@@ -16,7 +16,8 @@
 //! - [`core`]: the operations every face shares: key generation, import and export (with
 //!   every export format) under crash-safe intents, certificates, import jobs that survive
 //!   restarts, the edge DEK (sealed boxes), start-up reconciliation, principals, names, the
-//!   audit log's reader (`audit`) and the daemon's counters (`telemetry`).
+//!   audit log's reader (`audit`), the daemon's counters (`telemetry`), and SSH keysets with
+//!   TPP's rotation stages, hooks and schedules (`core::rotation`).
 //! - [`api`]: listeners (Unix socket with peer credentials, loopback TCP with TLS), request
 //!   limits, authentication, the access log and request ids (`access`), and one module per face:
 //!   `native` (`/keyport/v1`, with `certificates`, `sync`, `metrics`, `audit` and `import` views), `tlspc` (TLS Protect Cloud imports), `certimport`
@@ -29,12 +30,16 @@
 //!   check and `restore`; keys are wrapped inside the token (`token::byok`).
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
+//! - `fuzzing` (feature `fuzzing` only): one entry point per untrusted-input parser, for the
+//!   fuzz targets in `fuzz/`.
 #![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod material;
 pub mod names;
 pub mod server;

@@ -2,6 +2,8 @@
 //! is never created again) → reconcile (never fatal: problems go to health) → DEK → listeners,
 //! then signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the principals.
 
+pub mod hardening;
+
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,9 @@ fn fatal(code: i32, line: impl Into<String>) -> Fatal {
 }
 
 pub fn serve(config_file: Option<&Path>) -> Result<(), Fatal> {
+    // Before the config (and the PIN it may name) is read: nothing secret is ever in a core
+    // dump or an unlocked page.
+    hardening::harden();
     let cfg = config::load(config_file).map_err(|ps| Fatal { lines: ps.iter().map(|p| format!("config: {p}")).collect(), code: 2 })?;
     let fresh = !cfg.state_dir.exists();
     std::fs::DirBuilder::new()
@@ -100,6 +105,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         health: Default::default(),
         signing: Default::default(),
         telemetry: Default::default(),
+        rotations: Default::default(),
     });
     for (name, e) in absent {
         tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
@@ -126,6 +132,13 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
     tokio::spawn(crate::core::jobs::run(app.clone()));
     let syncer = crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
     tokio::spawn(crate::core::certificates::resume(app.clone()));
+    // Resumes every open SSH keyset rotation at its stage, then runs the schedules.
+    let hooks_dir =
+        app.config.rotation.hooks_dir.clone().or_else(|| config_file.as_deref().and_then(Path::parent).map(|d| d.join("hooks.d")));
+    if let Some(d) = hooks_dir {
+        let _ = app.rotations.hooks_dir.set(d);
+    }
+    tokio::spawn(crate::core::rotation::run(app.clone()));
 
     // Before any listener answers: a SIGTERM that arrives as soon as the daemon is reachable
     // must drain it, not kill it (the default action until a handler exists).

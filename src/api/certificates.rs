@@ -50,6 +50,14 @@ async fn delete(State(app): State<SharedApp>, Caller(who): Caller, Path(sha256):
     Ok(Json(json!({ "deleted": rec.sha256 })))
 }
 
+/// The face's query, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(_body: &[u8], query: &str) {
+    if let Some(ListQuery { expiring_before: Some(s), .. }) = crate::fuzzing::query::<ListQuery>(query) {
+        let _ = parse_instant(&s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod faces;
 pub mod import;
 pub mod keys;
+pub mod keysets;
 pub mod kps;
 pub mod listen;
 pub mod metrics;
@@ -50,7 +51,8 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
                 .merge(audit::routes())
                 .merge(import::routes())
                 .merge(openapi::routes())
-                .merge(ssh_certificates::routes()),
+                .merge(ssh_certificates::routes())
+                .merge(keysets::routes()),
         )
         .merge(tlspc::routes())
         .merge(kps::routes())

@@ -138,8 +138,25 @@ async fn export_key(
 /// `GET keys/{id}/public`: the public half, as an authorized_keys line (comment
 /// `<namespace>/<name>`, as the ssh-agent lists it) and as a PEM SubjectPublicKeyInfo. Any
 /// caller that may read the key.
-async fn public_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[derive(serde::Deserialize)]
+struct PublicQuery {
+    /// `openssh` (default) or `pem`: what `public_key` holds.
+    format: Option<String>,
+}
+
+/// `GET keys/{id}/public[?format=openssh|pem]`: both forms, the fingerprint `ssh-keygen -l`
+/// prints, and `public_key` in the asked form (what rotation hooks and `keys pubkey` read).
+async fn public_key(
+    State(app): State<SharedApp>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PublicQuery>,
+) -> Result<Json<Value>, ApiError> {
     use base64::Engine;
+    let format = q.format.unwrap_or_else(|| "openssh".into());
+    if format != "openssh" && format != "pem" {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_format", format!("format '{format}' is not openssh or pem")));
+    }
     let (rec, pk) = crate::core::export::public_key(&app, &who, &id).await?;
     let der = pk.spki_der().map_err(|e| crate::core::CoreError::invalid("unsupported", e.to_string()))?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -148,7 +165,29 @@ async fn public_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id):
     let openssh = crate::material::ssh::try_public_key_blob(&pk)
         .ok()
         .map(|_| crate::material::ssh::public_key_line(&pk, &format!("{}/{}", rec.namespace, rec.name)));
-    Ok(Json(
-        json!({"id": rec.id, "name": rec.name, "namespace": rec.namespace, "algorithm": rec.algorithm, "openssh": openssh, "pem": pem}),
-    ))
+    let public_key = match format.as_str() {
+        "pem" => Some(pem.clone()),
+        _ => openssh.clone(),
+    }
+    .ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_format", "this key type has no OpenSSH form; ask for format=pem")
+    })?;
+    let fingerprint = crate::material::ssh::fingerprint_sha256(&pk);
+    Ok(Json(json!({
+        "id": rec.id, "name": rec.name, "namespace": rec.namespace, "algorithm": rec.algorithm,
+        "openssh": openssh, "pem": pem, "fingerprint": fingerprint, "format": format, "public_key": public_key
+    })))
+}
+
+/// The face's request bodies and queries, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], query: &str) {
+    use crate::fuzzing::{json, query as q};
+    if let Some(r) = json::<ExportRequest>(body) {
+        let _ = ExportFormat::parse_native(r.format.as_deref().unwrap_or("pkcs8"));
+    }
+    if let Some(r) = json::<GenerateRequest>(body) {
+        let _ = crate::material::algorithm::Algorithm::parse(&r.algorithm);
+    }
+    let _ = q::<ListQuery>(query);
 }

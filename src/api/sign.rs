@@ -123,6 +123,15 @@ fn ecdsa_der(rs: &[u8]) -> Option<Vec<u8>> {
     AnyRef::new(der::Tag::Sequence, &body).ok()?.to_der().ok()
 }
 
+/// The face's request body, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], _query: &str) {
+    if let Some(r) = crate::fuzzing::json::<SignBody>(body) {
+        let _ = STANDARD.decode(r.data.trim());
+        let _ = r.algorithm.as_deref().map(Scheme::parse);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -149,3 +149,12 @@ async fn csr(State(app): State<SharedApp>, Caller(who): Caller, body: axum::body
     app.store.audit(&audit).map_err(CoreError::from)?;
     Ok(Json(serde_json::to_value(csr).expect("serializable")))
 }
+
+/// The face's request bodies, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], _query: &str) {
+    use crate::fuzzing::json;
+    let _ = json::<TriggerRequest>(body);
+    let _ = json::<CsrRequest>(body);
+    let _ = json::<crate::sync::restore::RestoreRequest>(body);
+}

@@ -435,3 +435,15 @@ async fn import_status(
     }
     Ok(Json(json!({ "id": job.id, "status": job.status, "results": results })))
 }
+
+/// The face's request body and query, with each import item's shape check, for `fuzz/`
+/// (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], query: &str) {
+    if let Some(b) = crate::fuzzing::json::<ImportBody>(body) {
+        for (i, it) in b.import_information.iter().flatten().enumerate() {
+            let _ = check_item(i, it);
+        }
+    }
+    let _ = crate::fuzzing::query::<KeysQuery>(query);
+}

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod rotation;
 mod throttle;
 
 use crate::core::authz::{Peer, Principal};
@@ -554,9 +555,10 @@ fn keyset_object(rec: &KeyRecord, obj: Value) -> Value {
 
 fn keyset_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
     let req: DetailsRequest = serde_json::from_slice(body).unwrap_or_default();
-    match visible_keys(app, who, &req) {
-        Ok(keys) => {
-            let data: Vec<Value> = keys.into_iter().map(|(rec, obj)| keyset_object(&rec, obj)).collect();
+    match visible_keys(app, who, &req).and_then(|keys| Ok((keys, rotation::keysets(app, who)?))) {
+        Ok((keys, (mut data, held))) => {
+            // Keys of a keyset are listed in it, not as keysets of their own.
+            data.extend(keys.into_iter().filter(|(rec, _)| !held.contains(&rec.id)).map(|(rec, obj)| keyset_object(&rec, obj)));
             json!({"Data": data, "Response": {"Success": true}})
         }
         Err(e) => json!({"Data": [], "Response": core_failure(e)}),
@@ -571,6 +573,9 @@ fn keyset_by_id(app: &SharedApp, who: &Principal, uri: &axum::http::Uri) -> Valu
     let Some(wanted) = wanted else {
         return json!({"Response": failure(codes::KEYSET_NOT_FOUND, "KeysetId is required")});
     };
+    if let Some(v) = rotation::keyset_get(app, who, &wanted) {
+        return v;
+    }
     match visible_keys(app, who, &DetailsRequest::default()) {
         Ok(keys) => match keys.into_iter().find(|(rec, _)| keyset_id(rec) == wanted) {
             Some((rec, obj)) => {
@@ -721,6 +726,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
             | "/vedsdk/ssh/exportselfserviceprivatekey"
             | "/vedsdk/ssh/exportselfserviceauthorizedkey" => Some(None),
             "/vedsdk/ssh/importprivatekey" => Some(Some("discover")),
+            p if rotation::owns(p) => Some(Some("manage")),
             _ => None,
         }
     };
@@ -760,6 +766,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                 "/vedsdk/ssh/keydetails" => key_details(&app, &who, &body),
                 "/vedsdk/ssh/exportselfserviceprivatekey" => export_private(&app, &who, &body).await,
                 "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
+                p if rotation::owns(p) => rotation::dispatch(&app, &who, p, &body).await,
                 _ => {
                     let ended = parts.extensions.get::<crate::core::kdf::Cancel>().cloned().unwrap_or_default();
                     match import_private(&app, &who, &body, &ended).await {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 mod audit;
 mod import;
 mod progress;
+mod rotation;
 mod status;
 
 #[derive(Parser)]
@@ -109,6 +110,37 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+    /// SSH keysets: their versions and rotation stage.
+    Keysets {
+        #[command(subcommand)]
+        cmd: rotation::KeysetsCmd,
+    },
+    /// Start a rotation of a keyset; --wait prints a line per stage until it ends or waits.
+    Rotate {
+        #[command(flatten)]
+        client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
+        name: String,
+        /// The namespace the keyset is in [default: default].
+        #[arg(long)]
+        namespace: Option<String>,
+        /// TPP's Options mask: 1 retry on error, 2 on connection errors, 4 on any (default: policy).
+        #[arg(long)]
+        options: Option<u32>,
+        /// Print a line per stage until the rotation ends or waits for a confirmation.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Confirm a keyset's rotation waiting for a key installation (10250 or 10350).
+    Confirm {
+        #[command(flatten)]
+        client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
+        name: String,
+        /// The namespace the keyset is in [default: default].
+        #[arg(long)]
+        namespace: Option<String>,
     },
     /// Export a private key to a file (or stdout), encrypted under a passphrase.
     Export {
@@ -460,6 +492,9 @@ pub fn run(cmd: Command) -> i32 {
         Command::HashPassword => hash_password(),
         Command::Audit(a) => audit::run(a),
         Command::Status(c) => status::run(&c),
+        Command::Keysets { cmd } => rotation::keysets(cmd),
+        Command::Rotate { client, name, namespace, options, wait } => rotation::rotate(&client, &name, namespace.as_deref(), options, wait),
+        Command::Confirm { client, name, namespace } => rotation::confirm(&client, &name, namespace.as_deref()),
         Command::Restore { client, dry_run } => {
             let failed = |v: &Value| {
                 let any = v["items"].as_array().into_iter().flatten().any(|i| i["outcome"] == "failed");

@@ -10,6 +10,7 @@ mod apiops;
 mod certimport;
 mod kps;
 pub mod paths;
+mod rotation;
 mod schema;
 mod sync;
 mod tpp;
@@ -18,6 +19,7 @@ pub use agent::{AgentConfig, AgentNamespace};
 pub use apiops::{ApiOpsConfig, ApiOpsProject};
 pub use certimport::{EnrollmentMethod, EnrollmentProfile, SourceFormat};
 pub use kps::{KmsKey, KpsAccessKey, KpsConfig, KpsProject};
+pub use rotation::{Confirmations, PolicySpec, RotationConfig, RotationPolicy, Window, DAYS, HOOK_STAGES};
 pub use sync::SyncConfig;
 pub use sync::{RemoteKind, TlspcRemoteConfig, TLSPC_MAX_BATCH};
 pub use tpp::{check_password_hash, hash_password, verify_password, TppConfig, TppUser};
@@ -67,6 +69,9 @@ pub struct Config {
     /// The ssh-agent listener and the restrictions on signing (`config/agent.rs`).
     #[serde(default)]
     pub agent: AgentConfig,
+    /// SSH keyset rotation policies and hook directories (`config/rotation.rs`).
+    #[serde(default)]
+    pub rotation: RotationConfig,
     /// The optional metrics-only listener (`api::metrics`).
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -380,6 +385,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sync",
     "agent",
     "metrics",
+    "rotation",
 ];
 
 /// The config overrides among `vars`: `KEYPORT_STATE_DIR` → `state_dir`, `KEYPORT_LISTEN__TCP`
@@ -513,7 +519,7 @@ impl Config {
         for (path, message) in self.sync.check() {
             p(path, message);
         }
-        for (path, message) in self.agent.check() {
+        for (path, message) in self.agent.check().into_iter().chain(self.rotation.check()) {
             p(path, message);
         }
         let mut profile_ids = std::collections::HashSet::new();

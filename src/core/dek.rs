@@ -136,6 +136,12 @@ async fn open_secret(app: &App, d: &DekRecord) -> Result<Zeroizing<[u8; 32]>, Co
 pub async fn unseal(app: &App, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CoreError> {
     let d = app.store.dek()?.ok_or_else(|| CoreError::invalid("dek", "no DEK yet"))?;
     let secret = open_secret(app, &d).await?;
+    open_sealed_box(&secret, sealed)
+}
+
+/// Opens a sealed box (the caller's bytes, untrusted) with the DEK's secret half: the pure
+/// step of [`unseal`], which the fuzz target drives.
+pub fn open_sealed_box(secret: &[u8; 32], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CoreError> {
     let sk = crypto_box::SecretKey::from(*secret);
     sk.unseal(sealed).map(Zeroizing::new).map_err(|_| {
         CoreError::invalid(

@@ -98,6 +98,8 @@ fn authorize(
         ))));
     }
     check_protection(&app.config.policy(&rec.namespace), &rec.namespace, protection).map_err(refuse)?;
+    // A keyset's pending version leaves only once its rotation provisions private keys.
+    super::rotation::check_export(app, &rec.id).map_err(refuse)?;
     let token = super::keys::token_of(app, &rec.token)?;
     Ok((rec, token))
 }

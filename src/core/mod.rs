@@ -23,6 +23,7 @@ pub use crate::names;
 pub mod placement;
 pub mod probe;
 pub mod reconcile;
+pub mod rotation;
 pub mod sign;
 pub mod telemetry;
 pub mod token_caps;
@@ -55,6 +56,8 @@ pub struct App {
     pub signing: sign::Signing,
     /// Request, token and sync counters for `GET metrics` (`telemetry`).
     pub telemetry: telemetry::Telemetry,
+    /// The SSH keyset rotation runner's state (`rotation`).
+    pub rotations: rotation::Rotations,
 }
 
 pub type SharedApp = Arc<App>;

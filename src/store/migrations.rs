@@ -231,6 +231,65 @@ pub(crate) const STEPS: &[&str] = &[
         attached_by TEXT NOT NULL,      -- principal
         attached_at TEXT NOT NULL
      );",
+    // SSH keysets and their rotations (issue 13). A keyset is a name per namespace with
+    //     ordered versions, each an inventory key; at most one version is active and one pending
+    //     (partial unique indexes), at most one rotation per keyset is open. `rotations.stage` and
+    //     `status` are TPP's RotationStage and ProcessStatus codes; every stage change is one
+    //     transaction with its `rotation_history` lines (hook results, confirmations).
+    "CREATE TABLE keysets(
+        id TEXT PRIMARY KEY,            -- 40 hex: TPP's KeysetId
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,             -- User | Host
+        algorithm TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_rotation_at TEXT,
+        UNIQUE(namespace, name)
+     );
+     CREATE TABLE keyset_versions(
+        keyset_id TEXT NOT NULL REFERENCES keysets(id),
+        version INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        state TEXT NOT NULL,            -- pending | active | retired | abandoned
+        created_at TEXT NOT NULL,
+        activated_at TEXT,
+        retired_at TEXT,
+        PRIMARY KEY(keyset_id, version)
+     );
+     CREATE UNIQUE INDEX keyset_versions_one_active ON keyset_versions(keyset_id) WHERE state='active';
+     CREATE UNIQUE INDEX keyset_versions_one_pending ON keyset_versions(keyset_id) WHERE state='pending';
+     CREATE INDEX keyset_versions_key ON keyset_versions(key_id);
+     CREATE TABLE rotations(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        keyset_id TEXT NOT NULL REFERENCES keysets(id),
+        kind TEXT NOT NULL,             -- rotate | rollback
+        stage INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        options INTEGER NOT NULL,
+        principal TEXT NOT NULL,
+        old_version INTEGER,
+        new_version INTEGER,
+        new_key_name TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER,           -- Unix seconds
+        stage_since INTEGER NOT NULL,   -- Unix seconds
+        failed_stage INTEGER,
+        error TEXT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT
+     );
+     CREATE UNIQUE INDEX rotations_one_open ON rotations(keyset_id) WHERE finished_at IS NULL;
+     CREATE TABLE rotation_history(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        rotation_id INTEGER NOT NULL REFERENCES rotations(id),
+        at TEXT NOT NULL,
+        stage INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT                     -- never key material
+     );
+     CREATE INDEX rotation_history_rotation ON rotation_history(rotation_id, seq);",
 ];
 
 /// The schema version this build migrates to.

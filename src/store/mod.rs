@@ -10,6 +10,7 @@ pub mod audit_query;
 mod certs;
 mod create;
 mod deletes;
+pub mod keysets;
 pub mod kps;
 mod migrations;
 pub mod outbox;

@@ -120,7 +120,7 @@ max_body_bytes = 1048576
             ),
         );
         let config = d.join("keyport.toml");
-        std::fs::write(&config, text).unwrap();
+        std::fs::write(&config, text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string())).unwrap();
         Daemon { dir, config, socket, port, child: None, env: Vec::new() }
     }
 
@@ -131,6 +131,7 @@ max_body_bytes = 1048576
     }
 
     pub fn command(&self) -> Command {
+        self.fix_test_uid();
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyport"));
         c.env_remove("KEYPORT_CONFIG").env("KEYPORT_LOG", "info,cryptoki=off");
         for (k, v) in &self.env {
@@ -140,13 +141,17 @@ max_body_bytes = 1048576
     }
 
     /// Starts `keyport serve` and waits until health answers.
-    pub fn spawn(&mut self) {
-        // `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere), in
-        // whatever config the test wrote.
-        let text = std::fs::read_to_string(&self.config).unwrap();
+    /// `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere), in
+    /// whatever config the test wrote; done before every start and every CLI call.
+    pub fn fix_test_uid(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.config) else { return };
         if text.contains("TEST_UID") {
             std::fs::write(&self.config, text.replace("TEST_UID", &nix::unistd::getuid().as_raw().to_string())).unwrap();
         }
+    }
+
+    pub fn spawn(&mut self) {
+        self.fix_test_uid();
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
         let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);

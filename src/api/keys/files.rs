@@ -256,6 +256,18 @@ pub async fn import_file(
     Ok(Json(json!({"status": "SUCCESS"})))
 }
 
+/// `import-file`'s form reader and the key reading behind it, for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn fuzz_multipart(content_type: &str, body: axum::body::Bytes) {
+    let Ok(parts) = read_form(content_type, body).await else { return };
+    let field = |n: &str| parts.iter().find(|p| p.0 == n).map(|p| String::from_utf8_lossy(&p.1).trim().to_string());
+    let Ok(key_type) = super::parse_key_type(field("keyType").as_deref()) else { return };
+    let Ok(algorithm) = super::parse_algorithm(field("algorithm").as_deref(), true) else { return };
+    if let Some(Ok(bytes)) = field("keyFile").map(|f| content::decode(&f, key_type)) {
+        let _ = content::read(key_type, algorithm, &bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

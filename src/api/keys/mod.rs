@@ -482,3 +482,22 @@ pub(crate) fn file_response(content_type: &'static str, filename: &str, body: Ve
     )
         .into_response()
 }
+
+/// The face's JSON body (a key with its environments' material, read as `create` reads it),
+/// for `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8], _query: &str) {
+    let Some(dto) = crate::fuzzing::json::<KeyDto>(body) else { return };
+    let (Ok(key_type), Ok(algorithm)) = (parse_key_type(dto.key_type.as_deref()), parse_algorithm(dto.algorithm.as_deref(), false)) else {
+        return;
+    };
+    let _ = dto.name.as_deref().map(check_name);
+    for env in dto.crypto_key_info_environment_list.iter().flatten() {
+        if let Some(Ok(bytes)) = env.content.as_deref().map(|c| content::decode(c, key_type)) {
+            let _ = content::read(key_type, algorithm, &bytes);
+        }
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use files::fuzz_multipart;

@@ -15,7 +15,7 @@
 //! KDF runs. Error messages never contain key bytes.
 
 mod encrypt;
-mod keys;
+pub(crate) mod keys;
 mod legacy;
 pub(crate) mod pbe;
 pub mod pem;

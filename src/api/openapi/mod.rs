@@ -55,7 +55,8 @@ and `GET /keyport/v1/health/live`, with no authentication, and nothing else.";
     ),
     paths(
         native::health, native::health_live, native::health_keys, native::audit, native::import_key,
-        native::attach_ssh_certificate, native::show_ssh_certificate, native::detach_ssh_certificate, native::public_key, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
+        native::attach_ssh_certificate, native::show_ssh_certificate, native::detach_ssh_certificate,
+        native::list_keysets, native::create_keyset, native::show_keyset, native::keyset_action, native::public_key, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
         native::export_key, native::sign_key, native::list_certificates, native::delete_certificate, native::sync_status,
         native::sync_trigger, native::sync_csr, native::sync_restore, native::metrics,
         vendor::tlspc_user_accounts, vendor::tlspc_edge_instances, vendor::tlspc_edge_instances_slash, vendor::tlspc_edge_instance,
@@ -73,6 +74,9 @@ and `GET /keyport/v1/health/live`, with no authentication, and nothing else.";
         vendor::tpp_authorize, vendor::tpp_refresh, vendor::tpp_verify, vendor::tpp_revoke, vendor::tpp_version,
         vendor::tpp_keyset_by_id, vendor::tpp_keyset_details, vendor::tpp_key_details, vendor::tpp_export_private,
         vendor::tpp_export_authorized, vendor::tpp_import_private,
+        vendor::tpp_rotate, vendor::tpp_rotate_nonblocking, vendor::tpp_retry_rotation, vendor::tpp_cancel_rotation,
+        vendor::tpp_rollback_nonblocking, vendor::tpp_skip_key_rotation, vendor::tpp_confirm_installation,
+        vendor::tpp_confirm_installation_bare,
     )
 )]
 pub struct ApiDoc;

@@ -70,10 +70,39 @@ pub fn show_ssh_certificate() {}
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn detach_ssh_certificate() {}
 
-#[utoipa::path(get, path = "/keyport/v1/keys/{id}/public", tag = "native", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/keyport/v1/keys/{id}/public", tag = "native",
+    params(("id" = String, Path), ("format" = Option<String>, Query, description = "`openssh` (default; 422 for a key type SSH has no form for) or `pem`")),
     responses((status = 200, body = PublicKey, description = "Needs read (or owning the key)"), Errors),
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn public_key() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keysets", tag = "native",
+    params(("namespace" = Option<String>, Query, description = "Only this namespace")),
+    responses((status = 200, body = Keysets, description = "Keysets the caller may read (or owns)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn list_keysets() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keysets", tag = "native", request_body = KeysetCreate,
+    responses((status = 201, body = Keyset, description = "Needs manage; the first version is generated (or adopted)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn create_keyset() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keysets/{name}", tag = "native",
+    params(("name" = String, Path, description = "The keyset's name, or its 40-hex id"), ("namespace" = Option<String>, Query, description = "Default `default`")),
+    responses((status = 200, body = Keyset, description = "Needs read (or owning it)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn show_keyset() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keysets/{name}/{action}", tag = "native",
+    params(
+        ("name" = String, Path, description = "The keyset's name, or its 40-hex id"),
+        ("action" = String, Path, description = "`rotate`, `confirm`, `cancel` or `retry`"),
+        ("namespace" = Option<String>, Query, description = "Default `default`"),
+    ),
+    request_body(content = KeysetAction, description = "Optional; only `rotate` reads it"),
+    responses((status = 202, body = KeysetActed, description = "Needs read (or owning it) and manage; `confirm` also with export-private. 409 when the rotation's stage does not allow the action"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn keyset_action() {}
 
 #[utoipa::path(get, path = "/keyport/v1/openapi.json", tag = "native",
     responses((status = 200, description = "This document", content_type = "application/json"), Errors),

@@ -1,7 +1,8 @@
 //! The routes the routers register, read from their source (axum cannot list a router's
 //! routes), so a test can hold the OpenAPI document to them. It reads every `route` call
 //! under `src/api/` (with the `/keyport/v1` prefix for the modules `api::router` nests, and
-//! the `{slash}` variants a `for slash in [...]` loop adds), and TPP's `dispatch` table.
+//! the `{slash}` variants a `for slash in [...]` loop adds), TPP's `dispatch` table and the
+//! rotation paths of `tpp::rotation::owns`.
 //! A route's path must be a string literal (or `&format!("…")` in the `{slash}` loop): a
 //! `const` or computed path fails the scan rather than being guessed.
 //!
@@ -146,6 +147,14 @@ pub fn registered() -> Vec<(String, String)> {
         }
         if rel == Path::new("tpp.rs") {
             out.extend(tpp_routes(&text));
+        }
+        // TPP's rotation calls: the paths `tpp::rotation::owns` matches, all POST.
+        if rel == Path::new("tpp/rotation.rs") {
+            let (_, owns) = split_fn(&text, "pub fn owns(");
+            assert!(!owns.is_empty(), "tpp/rotation.rs has no `pub fn owns(`");
+            out.extend(
+                owns.split('"').skip(1).step_by(2).filter(|l| l.starts_with("/vedsdk/")).map(|l| ("POST".to_string(), l.to_string())),
+            );
         }
     }
     out

@@ -269,6 +269,96 @@ pub struct PublicKey {
     pub openssh: Option<String>,
     /// The SubjectPublicKeyInfo, `PUBLIC KEY` PEM.
     pub pem: String,
+    /// `SHA256:…` as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The form asked for: `openssh` (default) or `pem`.
+    pub format: String,
+    /// The key in that form (what rotation hooks and `keyport keys pubkey` read).
+    pub public_key: String,
+}
+
+/// `POST keysets`.
+#[derive(Serialize, ToSchema)]
+pub struct KeysetCreate {
+    /// Unique in its namespace.
+    pub name: String,
+    /// Default `default`; needs `manage` on it.
+    pub namespace: Option<String>,
+    /// Of the first version; default the rotation policy's (ignored with `key_id`).
+    pub algorithm: Option<String>,
+    /// `User` or `Host`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Adopt this existing key as the first version instead of generating one.
+    pub key_id: Option<String>,
+}
+
+/// A keyset: its versions, the open (or last) rotation and its history, and its policy.
+#[derive(Serialize, ToSchema)]
+pub struct Keyset {
+    /// 40 hex digits: TPP's `KeysetId`.
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    /// `User` or `Host`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub algorithm: String,
+    pub owner: String,
+    pub created_at: String,
+    pub last_rotation_at: Option<String>,
+    pub versions: Vec<KeysetVersion>,
+    /// TPP's RotationStage of the open rotation, else the last one's end (10600; 10101 when it
+    /// failed; 0 when never rotated).
+    pub stage: i64,
+    pub stage_name: String,
+    /// TPP's ProcessStatus (0 when idle).
+    pub process_status: i64,
+    /// The open rotation, else the last one.
+    #[schema(value_type = Option<Object>)]
+    pub rotation: Option<Any>,
+    /// The rotation's history (most recent 100 lines), hook results included.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<Any>,
+    /// The `[rotation]` policy that applies.
+    #[schema(value_type = Object)]
+    pub policy: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeysetVersion {
+    pub version: i64,
+    pub key_id: String,
+    /// `active`, `pending`, `retired`, ….
+    pub state: String,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+    pub retired_at: Option<String>,
+    pub key_name: Option<String>,
+    pub fingerprint: Option<String>,
+    pub algorithm: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Keysets {
+    pub keysets: Vec<Keyset>,
+}
+
+/// `POST keysets/{name}/rotate` (the other actions take no body).
+#[derive(Serialize, ToSchema)]
+pub struct KeysetAction {
+    /// TPP's Options bit mask; default the policy's.
+    pub options: Option<u32>,
+}
+
+/// 202: the action is recorded; the runner drives the rotation.
+#[derive(Serialize, ToSchema)]
+pub struct KeysetActed {
+    pub keyset: String,
+    pub namespace: String,
+    /// The rotation record after the action.
+    #[schema(value_type = Object)]
+    pub rotation: Any,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -674,6 +764,33 @@ pub struct TppExportRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct TppKeyIdRequest {
     pub key_id: i64,
+}
+
+/// A rotation call's body (`SSH/Rotate`, `…NonBlocking`, `RetryRotation`, `CancelRotation`,
+/// `SkipKeyRotation` (KeyId), `ConfirmSelfServiceKeyInstallation`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppRotationRequest {
+    /// The keyset's 40-hex id (all but SkipKeyRotation).
+    pub keyset_id: Option<String>,
+    /// SkipKeyRotation: the key's TPP id.
+    pub key_id: Option<i64>,
+    /// Rotate: TPP's Options bit mask; default the policy's.
+    pub options: Option<u32>,
+    /// Accepted and ignored.
+    pub allow_skip_on_rotation: Option<bool>,
+}
+
+/// A rotation call's answer: the SshWebResponse at the top (the vendor's pages, the
+/// NonBlocking calls) and the same under `Response` (pyvenafi), HTTP 200 also when `Success`
+/// is false (18 ImproperKeysetStage, 8 OperationIsAlreadyRunning, keyset not found).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppRotationAnswer {
+    pub success: bool,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub response: SshWebResponse,
 }
 
 #[derive(Serialize, ToSchema)]

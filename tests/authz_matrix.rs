@@ -148,6 +148,47 @@ fn table() -> Vec<Row> {
             row("POST", "/keyport/v1/keys/{id}/sign", Native, All(&["sign"]), "/keyport/v1/keys/{key}/sign"),
             r#"{"data":"aGVsbG8="}"#,
         )),
+        // --- keysets (rotation): the fixture keyset `fixture-ks` in alpha, made by root ---
+        row("GET", "/keyport/v1/keysets", Native, Any, "/keyport/v1/keysets"),
+        with_body(
+            row("POST", "/keyport/v1/keysets", Native, MANAGE, "/keyport/v1/keysets"),
+            r#"{"name":"ks-{n}","namespace":"alpha","type":"User","algorithm":"ec-p256"}"#,
+        ),
+        existing(row("GET", "/keyport/v1/keysets/{name}", Native, READ, "/keyport/v1/keysets/fixture-ks?namespace=alpha")),
+        // Each action needs seeing the keyset (read, or owning it) and manage; `confirm` also takes
+        // export-private instead of manage, which no caller here holds together with read. An
+        // allowed caller may get 409 (the rotation's stage does not allow it): not a refusal.
+        existing(with_body(
+            row(
+                "POST",
+                "/keyport/v1/keysets/{name}/{action}",
+                Native,
+                READ_MANAGE,
+                "/keyport/v1/keysets/fixture-ks/rotate?namespace=alpha",
+            ),
+            "{}",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/confirm?namespace=alpha",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/retry?namespace=alpha",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/cancel?namespace=alpha",
+        )),
         row("GET", "/keyport/v1/certificates", Native, Any, "/keyport/v1/certificates"),
         // No such certificate: only authentication is shown here (tests/certimport.rs covers the rest).
         row(
@@ -247,6 +288,37 @@ fn table() -> Vec<Row> {
             row("POST", "/vedsdk/SSH/ImportPrivateKey", Tpp, TppToken, "/vedsdk/SSH/ImportPrivateKey"),
             r#"{"KeyContentBase64":"AAAA"}"#,
         ),
+        // Rotation calls (scope ssh:manage) on a keyset that does not exist: authentication only
+        // (tests of the rotation branch drive real rotations through TPP).
+        with_body(
+            row("POST", "/vedsdk/SSH/Rotate", Tpp, TppToken, "/vedsdk/SSH/Rotate"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RotateNonBlocking", Tpp, TppToken, "/vedsdk/SSH/RotateNonBlocking"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RetryRotation", Tpp, TppToken, "/vedsdk/SSH/RetryRotation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/CancelRotation", Tpp, TppToken, "/vedsdk/SSH/CancelRotation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RollbackNonBlocking", Tpp, TppToken, "/vedsdk/SSH/RollbackNonBlocking"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/ConfirmSelfServiceKeyInstallation", Tpp, TppToken, "/vedsdk/SSH/ConfirmSelfServiceKeyInstallation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/ConfirmSelfServiceKeyInstallation", Tpp, TppToken, "/vedsdk/ConfirmSelfServiceKeyInstallation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(row("POST", "/vedsdk/SSH/SkipKeyRotation", Tpp, TppToken, "/vedsdk/SSH/SkipKeyRotation"), r#"{"KeyId":999999}"#),
         // Last: it ends the token the other TPP rows use (the test logs in again after it).
         row("GET", "/vedauth/revoke/token", Tpp, TppToken, "/vedauth/revoke/token"),
     ];
@@ -633,6 +705,9 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
         slow: Default::default(),
     };
     ctx.ssh_key = ctx.ssh_cert_key("ssh-fixture");
+    let (s, v) =
+        ctx.admin("POST", "/keyport/v1/keysets", Some(r#"{"name":"fixture-ks","namespace":"alpha","type":"User","algorithm":"ec-p256"}"#));
+    assert_eq!(s, 201, "{v}");
     let (s, v) = ctx.admin("POST", &format!("/v3/{P}/keypairs"), Some(r#"{"keypair":{"name":"fixture-kp"}}"#));
     assert_eq!(s, 200, "{v}");
     let (s, v) = ctx.admin("POST", "/apiops/projects/Alpha/keys/", Some(&ctx.apiops_create("fixture-ak")));

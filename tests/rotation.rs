@@ -363,3 +363,41 @@ fn config_check_names_a_bad_rotation_policy() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 14 with keysets: the ssh-agent offers a keyset's active key; its new key only from the
+/// grace period on, and then first; after the rotation only the new key (`ssh-add -L`).
+#[test]
+fn the_agent_offers_the_new_key_first_during_grace_and_only_it_after() {
+    common::require("ssh-add");
+    let mut d = Daemon::config("[rotation.namespaces.default]\nconfirmations = \"private-key\"\ngrace_secs = 6\n");
+    let sock = d.dir.path().join("agent.sock");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{text}\n[agent]\nsocket = \"{}\"\n", sock.display())).unwrap();
+    d.spawn();
+    let listed = || -> Vec<String> {
+        let out = std::process::Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &sock).output().unwrap();
+        // "type base64 comment": the key is its first two fields.
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect()
+    };
+    let public = |key_id: &str| -> String {
+        let (s, v) = d.curl("GET", &format!("/keyport/v1/keys/{key_id}/public"), None, &[]);
+        assert_eq!(s, 200, "{v}");
+        v["public_key"].as_str().unwrap().split(' ').take(2).collect::<Vec<_>>().join(" ")
+    };
+    let v = create(&d, "ops");
+    let old = public(v["versions"][0]["key_id"].as_str().unwrap());
+    assert_eq!(listed(), vec![old.clone()], "{}", d.log());
+
+    act(&d, "ops", "rotate");
+    let v = wait_for(&d, "ops", "10350", |v| v["stage"] == 10350);
+    let new = public(v["versions"][1]["key_id"].as_str().unwrap());
+    assert_eq!(listed(), vec![old.clone()], "before the new private key is in place: only the old key");
+
+    assert_eq!(act(&d, "ops", "confirm").0, 202);
+    wait_for(&d, "ops", "grace", |v| v["stage"] == 10355);
+    assert_eq!(listed(), [new.clone(), old.clone()], "during grace: both, the new one first");
+
+    let v = wait_for(&d, "ops", "complete", finished);
+    assert_eq!(states(&v), ["retired", "active"]);
+    assert_eq!(listed(), [new], "after the rotation: only the new key");
+}

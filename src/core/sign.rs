@@ -225,8 +225,7 @@ pub struct SignIdentity {
 }
 
 /// What `caller`'s ssh-agent `REQUEST_IDENTITIES` lists, in order: **the one place that
-/// decides which identities are offered** (rotation's grace period, offering a keyset's
-/// previous version after its new one, belongs here).
+/// decides which identities are offered** (a keyset's versions by its rotation: [`by_rotation`]).
 ///
 /// Key pairs whose private half is in a configured token, in namespaces where the caller has
 /// `sign` and passes `allowed_uids` (and the key's own `allowed_uids`), oldest first; a key
@@ -234,7 +233,7 @@ pub struct SignIdentity {
 /// (a server that trusts the CA accepts the first try). A token that cannot be reached is
 /// skipped (logged), so one token away hides only its keys.
 pub async fn identities(app: &App, caller: &SignCaller<'_>) -> Result<Vec<SignIdentity>, CoreError> {
-    let keys = signable_keys(app, caller).await?;
+    let keys = by_rotation(signable_keys(app, caller).await?, &app.store.keyset_version_offers()?);
     let mut certs = if keys.is_empty() { Default::default() } else { ssh_cert::attached(app)? };
     let mut out = Vec::with_capacity(keys.len());
     for (key, public) in keys {
@@ -244,6 +243,38 @@ pub async fn identities(app: &App, caller: &SignCaller<'_>) -> Result<Vec<SignId
         out.push(SignIdentity { key, public, certificate: None });
     }
     Ok(out)
+}
+
+/// SSH keysets (`core::rotation`): a keyset's active version is offered; its new (pending)
+/// version only from the grace period on (10355: the new private key is in place and both are
+/// trusted) and then **first**, so clients try it before the old one; retired and abandoned
+/// versions never (after the rotation only the new key is offered). A rollback offers only
+/// the version it keeps. Keys that are no keyset's version are left as they are.
+fn by_rotation(keys: Vec<(KeyRecord, PublicKey)>, offers: &[crate::store::keysets::VersionOffer]) -> Vec<(KeyRecord, PublicKey)> {
+    use std::collections::HashMap;
+    let of: HashMap<&str, &crate::store::keysets::VersionOffer> = offers.iter().map(|o| (o.key_id.as_str(), o)).collect();
+    let offered = |o: &crate::store::keysets::VersionOffer| match o.state.as_str() {
+        "active" => true,
+        "pending" => o.open_kind.as_deref() == Some("rotate") && o.open_stage.is_some_and(|s| (10355..10600).contains(&s)),
+        _ => false,
+    };
+    let kept: Vec<(KeyRecord, PublicKey)> = keys.into_iter().filter(|(k, _)| of.get(k.id.as_str()).is_none_or(|o| offered(o))).collect();
+    // A keyset's versions together, at the place of its first, newest version first.
+    let mut out: Vec<(KeyRecord, PublicKey)> = Vec::with_capacity(kept.len());
+    let mut placed = std::collections::HashSet::new();
+    for (i, (k, _)) in kept.iter().enumerate() {
+        match of.get(k.id.as_str()) {
+            None => out.push(kept[i].clone()),
+            Some(o) if placed.insert(o.keyset_id.clone()) => {
+                let mut group: Vec<&(KeyRecord, PublicKey)> =
+                    kept.iter().filter(|(k2, _)| of.get(k2.id.as_str()).is_some_and(|o2| o2.keyset_id == o.keyset_id)).collect();
+                group.sort_by_key(|(k2, _)| std::cmp::Reverse(of[k2.id.as_str()].version));
+                out.extend(group.into_iter().cloned());
+            }
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// The keys `caller` may sign with, with their public keys, oldest first (see [`identities`]).

@@ -150,7 +150,41 @@ pub enum VersionChange {
     State { version: i64, state: &'static str },
 }
 
+/// A keyset version as the ssh-agent sees it: its keyset, number, state, and the stage of the
+/// keyset's open rotation (`None` when none is open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionOffer {
+    pub key_id: String,
+    pub keyset_id: String,
+    pub version: i64,
+    pub state: String,
+    pub open_stage: Option<i64>,
+    pub open_kind: Option<String>,
+}
+
 impl Store {
+    /// Every keyset version with its keyset's open rotation, for `core::sign::identities`.
+    pub fn keyset_version_offers(&self) -> Result<Vec<VersionOffer>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT v.key_id, v.keyset_id, v.version, v.state, r.stage, r.kind FROM keyset_versions v
+             LEFT JOIN rotations r ON r.keyset_id = v.keyset_id AND r.finished_at IS NULL",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(VersionOffer {
+                    key_id: r.get(0)?,
+                    keyset_id: r.get(1)?,
+                    version: r.get(2)?,
+                    state: r.get(3)?,
+                    open_stage: r.get(4)?,
+                    open_kind: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// A new keyset with its first (active) version and the audit entry, in one transaction.
     pub fn create_keyset(&self, k: &KeysetRecord, first: &KeysetVersion, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut conn = self.conn();

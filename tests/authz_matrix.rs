@@ -35,6 +35,9 @@ enum Need {
     TppToken,
     /// No credential (TPP's login and refresh: they are the credential check).
     Open,
+    /// No authentication at all (liveness): every caller, with any key or none, gets 200 and
+    /// exactly `{"status":"alive"}` (nothing about tokens, keys or principals).
+    Public,
 }
 
 /// Which key header the face reads (each face is called with its own).
@@ -66,6 +69,8 @@ struct Row {
 #[derive(Debug, Clone, Copy)]
 enum Fresh {
     NativeKey,
+    /// A native key with an SSH certificate attached.
+    SshCertKey,
     KpsPair,
     ApiOpsKey,
 }
@@ -103,6 +108,28 @@ fn table() -> Vec<Row> {
     let mut t = vec![
         // --- native ---
         row("GET", "/keyport/v1/health", Native, Any, "/keyport/v1/health"),
+        row("GET", "/keyport/v1/health/live", Native, Public, "/keyport/v1/health/live"),
+        // Filtered to the keys the caller may read (checked below the table run).
+        row("GET", "/keyport/v1/health/keys", Native, Any, "/keyport/v1/health/keys"),
+        row("GET", "/keyport/v1/audit", Native, Star("admin"), "/keyport/v1/audit?limit=5"),
+        // The fixture SSH key's file again: 200 `imported: false` (already held) when allowed.
+        with_body(row("POST", "/keyport/v1/keys/import", Native, IMPORT, "/keyport/v1/keys/import"), "NATIVE_IMPORT"),
+        // Attaching needs seeing the key (read, or owning it) and import.
+        existing(with_body(
+            row(
+                "PUT",
+                "/keyport/v1/keys/{id}/ssh-certificate",
+                Native,
+                All(&["read", "import"]),
+                "/keyport/v1/keys/{sshkey}/ssh-certificate",
+            ),
+            "SSH_CERT",
+        )),
+        existing(row("GET", "/keyport/v1/keys/{id}/ssh-certificate", Native, READ, "/keyport/v1/keys/{sshkey}/ssh-certificate")),
+        fresh(
+            row("DELETE", "/keyport/v1/keys/{id}/ssh-certificate", Native, READ_MANAGE, "/keyport/v1/keys/{fresh}/ssh-certificate"),
+            Fresh::SshCertKey,
+        ),
         row("GET", "/keyport/v1/openapi.json", Native, Any, "/keyport/v1/openapi.json"),
         row("GET", "/keyport/v1/metrics", Native, Any, "/keyport/v1/metrics"),
         row("GET", "/keyport/v1/keys", Native, Any, "/keyport/v1/keys"),
@@ -116,9 +143,51 @@ fn table() -> Vec<Row> {
             row("POST", "/keyport/v1/keys/{id}/export", Native, READ_EXPORT, "/keyport/v1/keys/{key}/export"),
             r#"{"format":"pkcs8"}"#,
         )),
+        existing(row("GET", "/keyport/v1/keys/{id}/public", Native, READ, "/keyport/v1/keys/{key}/public")),
         existing(with_body(
             row("POST", "/keyport/v1/keys/{id}/sign", Native, All(&["sign"]), "/keyport/v1/keys/{key}/sign"),
             r#"{"data":"aGVsbG8="}"#,
+        )),
+        // --- keysets (rotation): the fixture keyset `fixture-ks` in alpha, made by root ---
+        row("GET", "/keyport/v1/keysets", Native, Any, "/keyport/v1/keysets"),
+        with_body(
+            row("POST", "/keyport/v1/keysets", Native, MANAGE, "/keyport/v1/keysets"),
+            r#"{"name":"ks-{n}","namespace":"alpha","type":"User","algorithm":"ec-p256"}"#,
+        ),
+        existing(row("GET", "/keyport/v1/keysets/{name}", Native, READ, "/keyport/v1/keysets/fixture-ks?namespace=alpha")),
+        // Each action needs seeing the keyset (read, or owning it) and manage; `confirm` also takes
+        // export-private instead of manage, which no caller here holds together with read. An
+        // allowed caller may get 409 (the rotation's stage does not allow it): not a refusal.
+        existing(with_body(
+            row(
+                "POST",
+                "/keyport/v1/keysets/{name}/{action}",
+                Native,
+                READ_MANAGE,
+                "/keyport/v1/keysets/fixture-ks/rotate?namespace=alpha",
+            ),
+            "{}",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/confirm?namespace=alpha",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/retry?namespace=alpha",
+        )),
+        existing(row(
+            "POST",
+            "/keyport/v1/keysets/{name}/{action}",
+            Native,
+            READ_MANAGE,
+            "/keyport/v1/keysets/fixture-ks/cancel?namespace=alpha",
         )),
         row("GET", "/keyport/v1/certificates", Native, Any, "/keyport/v1/certificates"),
         // No such certificate: only authentication is shown here (tests/certimport.rs covers the rest).
@@ -219,6 +288,37 @@ fn table() -> Vec<Row> {
             row("POST", "/vedsdk/SSH/ImportPrivateKey", Tpp, TppToken, "/vedsdk/SSH/ImportPrivateKey"),
             r#"{"KeyContentBase64":"AAAA"}"#,
         ),
+        // Rotation calls (scope ssh:manage) on a keyset that does not exist: authentication only
+        // (tests of the rotation branch drive real rotations through TPP).
+        with_body(
+            row("POST", "/vedsdk/SSH/Rotate", Tpp, TppToken, "/vedsdk/SSH/Rotate"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RotateNonBlocking", Tpp, TppToken, "/vedsdk/SSH/RotateNonBlocking"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RetryRotation", Tpp, TppToken, "/vedsdk/SSH/RetryRotation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/CancelRotation", Tpp, TppToken, "/vedsdk/SSH/CancelRotation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/RollbackNonBlocking", Tpp, TppToken, "/vedsdk/SSH/RollbackNonBlocking"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/SSH/ConfirmSelfServiceKeyInstallation", Tpp, TppToken, "/vedsdk/SSH/ConfirmSelfServiceKeyInstallation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(
+            row("POST", "/vedsdk/ConfirmSelfServiceKeyInstallation", Tpp, TppToken, "/vedsdk/ConfirmSelfServiceKeyInstallation"),
+            r#"{"KeysetId":"0000000000000000000000000000000000000000"}"#,
+        ),
+        with_body(row("POST", "/vedsdk/SSH/SkipKeyRotation", Tpp, TppToken, "/vedsdk/SSH/SkipKeyRotation"), r#"{"KeyId":999999}"#),
         // Last: it ends the token the other TPP rows use (the test logs in again after it).
         row("GET", "/vedauth/revoke/token", Tpp, TppToken, "/vedauth/revoke/token"),
     ];
@@ -288,7 +388,7 @@ fn allows(h: &BTreeMap<&'static str, BTreeSet<&'static str>>, ns: &str, p: &str)
 
 fn expected_allowed(need: Need, h: &BTreeMap<&'static str, BTreeSet<&'static str>>) -> bool {
     match need {
-        Any | Open => true,
+        Any | Open | Public => true,
         AnyIn => ["alpha", "*"].iter().any(|n| h.get(n).is_some_and(|s| s.iter().any(|p| *p != "sign"))),
         All(ps) => ps.iter().all(|p| allows(h, "alpha", p)),
         Star(p) => h.get("*").is_some_and(|s| s.contains(p) || s.contains("admin")),
@@ -304,6 +404,10 @@ struct Ctx {
     key: String,
     kps_pem: String,
     rsa_pem: String,
+    /// OpenSSH keys and their certificates (`ssh-keygen`), with a CA.
+    ssh_dir: std::path::PathBuf,
+    /// The fixture key imported from `ssh_dir/ssh-fixture` with its certificate attached.
+    ssh_key: String,
     requests: AtomicUsize,
     slow: std::sync::Mutex<BTreeMap<String, u128>>,
 }
@@ -355,6 +459,7 @@ impl Ctx {
                 assert_eq!(s, 201, "{v}");
                 v["id"].as_str().unwrap().to_string()
             }
+            Fresh::SshCertKey => self.ssh_cert_key(&format!("fcert-{n}")),
             Fresh::KpsPair => {
                 let name = format!("fkp-{n}");
                 let (s, v) = self.admin("POST", &format!("/v3/{P}/keypairs"), Some(&format!(r#"{{"keypair":{{"name":"{name}"}}}}"#)));
@@ -370,6 +475,35 @@ impl Ctx {
         }
     }
 
+    /// A new OpenSSH key `name` certified by the test CA, imported into alpha (as root) with
+    /// its certificate attached; its id.
+    fn ssh_cert_key(&self, name: &str) -> String {
+        let dir = &self.ssh_dir;
+        let keygen = |args: &[&str]| {
+            let out = Command::new("ssh-keygen").current_dir(dir).args(args).output().unwrap();
+            assert!(out.status.success(), "ssh-keygen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        keygen(&["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-C", name, "-f", name]);
+        keygen(&["-q", "-s", "ca", "-I", name, "-n", "deploy", "-V", "-1d:+1d", &format!("{name}.pub")]);
+        let (s, v) = self.admin("POST", "/keyport/v1/keys/import", Some(&self.import_body(name)));
+        assert_eq!(s, 201, "{v}");
+        let id = v["key"]["id"].as_str().unwrap().to_string();
+        let (s, v) = self.admin("PUT", &format!("/keyport/v1/keys/{id}/ssh-certificate"), Some(&self.cert_body(name)));
+        assert_eq!(s, 200, "{v}");
+        id
+    }
+
+    fn import_body(&self, name: &str) -> String {
+        use base64::Engine;
+        let file = std::fs::read(self.ssh_dir.join(name)).unwrap();
+        json!({"data": base64::engine::general_purpose::STANDARD.encode(file), "namespace": "alpha", "name": name}).to_string()
+    }
+
+    fn cert_body(&self, name: &str) -> String {
+        let line = std::fs::read_to_string(self.ssh_dir.join(format!("{name}-cert.pub"))).unwrap();
+        json!({"certificate": line.trim()}).to_string()
+    }
+
     fn apiops_create(&self, name: &str) -> String {
         json!({"name": name, "keyType": "PRIVATE_KEY", "algorithm": "RSA",
                "cryptoKeyInfoEnvironmentList": [{"environmentName": "Production", "content": self.rsa_pem}]})
@@ -383,6 +517,8 @@ impl Ctx {
                 "key_protection": {"private_key": self.kps_pem, "encryption": {"type": "default"}}}})
             .to_string(),
             "APIOPS_CREATE" => self.apiops_create(&format!("ak-{n}")),
+            "NATIVE_IMPORT" => self.import_body("ssh-fixture"),
+            "SSH_CERT" => self.cert_body("ssh-fixture"),
             b => b.replace("{n}", &n.to_string()).replace("{kp}", "fixture-kp"),
         })
     }
@@ -391,11 +527,18 @@ impl Ctx {
     /// should succeed, and the shared fixture otherwise (a refusal must leave it; if it does
     /// not, the rows after it fail too).
     fn path_for(&self, r: &Row, may_succeed: bool) -> String {
-        let mut p = r.path.replace("{P}", P).replace("{key}", &self.key).replace("{kp}", "fixture-kp").replace("{ak}", "fixture-ak");
+        let mut p = r
+            .path
+            .replace("{P}", P)
+            .replace("{key}", &self.key)
+            .replace("{kp}", "fixture-kp")
+            .replace("{ak}", "fixture-ak")
+            .replace("{sshkey}", &self.ssh_key);
         if let Some(f) = r.fresh {
             let target = match (may_succeed, f) {
                 (true, f) => self.fresh(f),
                 (false, Fresh::NativeKey) => self.key.clone(),
+                (false, Fresh::SshCertKey) => self.ssh_key.clone(),
                 (false, Fresh::KpsPair) => "fixture-kp".into(),
                 (false, Fresh::ApiOpsKey) => "fixture-ak".into(),
             };
@@ -461,6 +604,11 @@ fn check_some(ctx: &Ctx, rows: &[Row], callers: &[Caller], failures: &mut Vec<St
             }
             match (r.need, &c.holds) {
                 (Open, _) => {}
+                (Public, _) => {
+                    if status != 200 || v != json!({"status": "alive"}) {
+                        failures.push(format!("expected 200 {{\"status\":\"alive\"}} and nothing else: {what}"));
+                    }
+                }
                 // A TPP call with no TPP token: 401 whoever the caller is (API keys are not TPP tokens).
                 (TppToken, _) => {
                     if status != 401 {
@@ -514,7 +662,7 @@ fn reload(d: &mut Daemon, revoked: &str, local_uid: u32) {
 
 #[test]
 fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
-    for t in ["curl", "setpriv", "useradd", "openssl"] {
+    for t in ["curl", "setpriv", "useradd", "openssl", "ssh-keygen"] {
         require(t);
     }
     let started = Instant::now();
@@ -538,7 +686,12 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
     let (s, v) =
         d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"fixture","namespace":"alpha","algorithm":"ec-p256","exportable":true}"#), &[]);
     assert_eq!(s, 201, "{v}");
-    let ctx = Ctx {
+    let ssh_dir = d.dir.path().join("ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    let out =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f"]).arg(ssh_dir.join("ca")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ctx = Ctx {
         socket: d.socket.clone(),
         cert: d.dir.path().join("state/tls-cert.pem"),
         port: d.port,
@@ -546,9 +699,15 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
         key: v["id"].as_str().unwrap().to_string(),
         kps_pem,
         rsa_pem,
+        ssh_dir,
+        ssh_key: String::new(),
         requests: AtomicUsize::new(0),
         slow: Default::default(),
     };
+    ctx.ssh_key = ctx.ssh_cert_key("ssh-fixture");
+    let (s, v) =
+        ctx.admin("POST", "/keyport/v1/keysets", Some(r#"{"name":"fixture-ks","namespace":"alpha","type":"User","algorithm":"ec-p256"}"#));
+    assert_eq!(s, 201, "{v}");
     let (s, v) = ctx.admin("POST", &format!("/v3/{P}/keypairs"), Some(r#"{"keypair":{"name":"fixture-kp"}}"#));
     assert_eq!(s, 200, "{v}");
     let (s, v) = ctx.admin("POST", "/apiops/projects/Alpha/keys/", Some(&ctx.apiops_create("fixture-ak")));
@@ -605,6 +764,15 @@ fn every_route_of_every_face_refuses_whom_it_must_and_serves_whom_it_may() {
 
     let mut failures = Vec::new();
     check(&ctx, &rows, &callers, &mut failures);
+
+    // health/keys answers any principal but shows only the keys it may read.
+    for (key, sees) in [("key-read", true), ("key-superadmin", true), ("key-sign", false), ("key-beta", false)] {
+        let (s, v) = ctx.call(false, None, "GET", "/keyport/v1/health/keys", &[format!("X-Api-Key: {key}")], None);
+        let ids: Vec<&str> = v["keys"].as_array().map(|a| a.iter().filter_map(|k| k["id"].as_str()).collect()).unwrap_or_default();
+        if s != 200 || ids.contains(&ctx.key.as_str()) != sees {
+            failures.push(format!("health/keys as {key}: expected the fixture key {}: {s} {v}", if sees { "shown" } else { "hidden" }));
+        }
+    }
 
     // TPP with its own token: the admin user's token is served, a token is not an API key.
     let login = |scope: &str| {

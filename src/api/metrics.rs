@@ -93,8 +93,9 @@ async fn metrics(
     Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text))
 }
 
-/// The metrics-only listener's whole router: `GET /metrics` (and `/keyport/v1/metrics`), no
-/// authentication, anonymous view.
+/// The metrics-only listener's whole router: `GET /metrics` (and `/keyport/v1/metrics`) in the
+/// anonymous view, and the liveness check; no authentication. Not in the OpenAPI document,
+/// which describes the API listeners (`api::openapi` says why).
 pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> axum::Router {
     async fn anonymous(
         State(app): State<SharedApp>,
@@ -108,7 +109,7 @@ pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync
     Router::new()
         .route("/metrics", get(anonymous))
         .route("/keyport/v1/metrics", get(anonymous))
-        .route(&format!("/keyport/v1{}", super::native::LIVE), get(super::native::live))
+        .route("/keyport/v1/health/live", get(super::native::live))
         .route_layer(axum::middleware::from_fn(super::access::note_route))
         .fallback(super::error::not_found)
         .with_state(app.clone())

@@ -19,7 +19,7 @@ use crate::store::KeyRecord;
 pub fn routes() -> Router<SharedApp> {
     Router::new()
         .route("/health", get(health))
-        .route(LIVE, get(live))
+        .route("/health/live", get(live))
         .route("/health/keys", get(key_histories))
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/{id}", get(show_key).delete(delete_key))
@@ -27,12 +27,9 @@ pub fn routes() -> Router<SharedApp> {
         .route("/keys/{id}/public", get(public_key))
 }
 
-/// The unauthenticated liveness path (under `/keyport/v1`; also on the metrics listener).
-pub const LIVE: &str = "/health/live";
-
-/// Liveness for supervisors and load balancers: the daemon answers HTTP. No authentication,
-/// nothing about tokens, keys or principals; `GET health` (authenticated) says whether the
-/// daemon can do its work.
+/// `GET health/live` (also on the metrics-only listener): liveness for supervisors and load
+/// balancers, the daemon answers HTTP. No authentication, nothing about tokens, keys or
+/// principals; `GET health` (authenticated) says whether the daemon can do its work.
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }

@@ -30,7 +30,10 @@ Callers are identified by one rule for every face: every API key the request car
 or the face's own header) must be known and name one principal; with no key, a Unix-socket caller is identified by its peer \
 credentials (SO_PEERCRED uid, then primary gid) — the empty security requirement `{}` on an operation stands for that. \
 A loopback TCP caller without a key is refused. TPP's calls take the bearer token of `POST /vedauth/authorize/oauth` instead; \
-KPS also takes the vendor's SDK-HMAC-SHA256 AK/SK signature.";
+KPS also takes the vendor's SDK-HMAC-SHA256 AK/SK signature. `GET /keyport/v1/health/live` takes no credential at all.\n\n\
+The optional metrics-only listener (`[metrics] listen`) is another port and not described here: it serves \
+`GET /metrics` and `GET /keyport/v1/metrics` (the Prometheus text of `GET /keyport/v1/metrics`, without namespace names) \
+and `GET /keyport/v1/health/live`, with no authentication, and nothing else.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,7 +54,9 @@ KPS also takes the vendor's SDK-HMAC-SHA256 AK/SK signature.";
         (name = "tpp", description = "Venafi TPP WebSDK SSH calls and OAuth tokens (paths ignore case)"),
     ),
     paths(
-        native::health, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
+        native::health, native::health_live, native::health_keys, native::audit, native::import_key,
+        native::attach_ssh_certificate, native::show_ssh_certificate, native::detach_ssh_certificate,
+        native::list_keysets, native::create_keyset, native::show_keyset, native::keyset_action, native::public_key, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
         native::export_key, native::sign_key, native::list_certificates, native::delete_certificate, native::sync_status,
         native::sync_trigger, native::sync_csr, native::sync_restore, native::metrics,
         vendor::tlspc_user_accounts, vendor::tlspc_edge_instances, vendor::tlspc_edge_instances_slash, vendor::tlspc_edge_instance,
@@ -69,6 +74,9 @@ KPS also takes the vendor's SDK-HMAC-SHA256 AK/SK signature.";
         vendor::tpp_authorize, vendor::tpp_refresh, vendor::tpp_verify, vendor::tpp_revoke, vendor::tpp_version,
         vendor::tpp_keyset_by_id, vendor::tpp_keyset_details, vendor::tpp_key_details, vendor::tpp_export_private,
         vendor::tpp_export_authorized, vendor::tpp_import_private,
+        vendor::tpp_rotate, vendor::tpp_rotate_nonblocking, vendor::tpp_retry_rotation, vendor::tpp_cancel_rotation,
+        vendor::tpp_rollback_nonblocking, vendor::tpp_skip_key_rotation, vendor::tpp_confirm_installation,
+        vendor::tpp_confirm_installation_bare,
     )
 )]
 pub struct ApiDoc;
@@ -163,6 +171,30 @@ mod tests {
         assert!(missing.is_empty(), "routes the routers register that the OpenAPI document lacks: {missing:?}");
         assert!(extra.is_empty(), "operations in the OpenAPI document no router registers: {extra:?}");
         assert!(registered.len() > 60, "the route scan found only {} routes", registered.len());
+    }
+
+    /// The metrics-only listener is not in the document (another port, no authentication);
+    /// the description names its routes, and liveness is the one documented route that takes
+    /// no credential.
+    #[test]
+    fn metrics_listener_is_described_and_liveness_takes_no_credential() {
+        let listener: BTreeSet<(String, String)> = super::routes::metrics_listener().into_iter().collect();
+        let want: BTreeSet<(String, String)> = [("GET", "/metrics"), ("GET", "/keyport/v1/metrics"), ("GET", "/keyport/v1/health/live")]
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(listener, want, "the metrics-only listener's routes changed: update the document's description");
+        let v: serde_json::Value = serde_json::from_str(super::json()).unwrap();
+        let description = v["info"]["description"].as_str().unwrap();
+        for (_, p) in &want {
+            assert!(description.contains(&format!("`GET {p}`")), "the description does not name the metrics listener's {p}");
+        }
+        for (path, ops) in v["paths"].as_object().unwrap() {
+            for (m, op) in ops.as_object().unwrap() {
+                let open = op.get("security").is_none();
+                assert_eq!(open, path == "/keyport/v1/health/live", "{m} {path}: security {:?}", op.get("security"));
+            }
+        }
     }
 
     #[test]

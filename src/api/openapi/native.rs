@@ -1,5 +1,6 @@
 //! The native API under `/keyport/v1/` (documentation only: the handlers are in `api::native`,
-//! `api::sign`, `api::certificates`, `api::sync`, `api::metrics`).
+//! `api::sign`, `api::certificates`, `api::sync`, `api::metrics`, `api::audit`, `api::import`,
+//! `api::ssh_certificates`).
 #![allow(dead_code)]
 
 use super::schemas::*;
@@ -19,6 +20,89 @@ pub enum Errors {
     responses((status = 200, body = Health, description = "Every token and the store answer"), Errors),
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn health() {}
+
+/// No `security`: no credential is read (a key sent is ignored), so a probe needs none.
+#[utoipa::path(get, path = "/keyport/v1/health/live", tag = "native",
+    description = "Liveness for supervisors and load balancers: the daemon answers HTTP. No authentication; the answer is \
+always `{\"status\": \"alive\"}` and says nothing about tokens, keys or principals (`GET /keyport/v1/health` does). Also \
+served on the metrics-only listener.",
+    responses((status = 200, body = Live, description = "The daemon answers")))]
+pub fn health_live() {}
+
+#[utoipa::path(get, path = "/keyport/v1/health/keys", tag = "native",
+    responses((status = 200, body = KeyHistories, description = "Each key the caller may read, with its token's flags and whether it was ever outside the token"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn health_keys() {}
+
+#[utoipa::path(get, path = "/keyport/v1/audit", tag = "native",
+    params(
+        ("since" = Option<String>, Query, description = "Entries at or after this RFC 3339 time or date (2026-01-31)"),
+        ("key" = Option<String>, Query, description = "Entries about this key id"),
+        ("principal" = Option<String>, Query, description = "Entries by this principal"),
+        ("limit" = Option<u32>, Query, description = "Entries per page, 1-1000 (default 100)"),
+        ("before" = Option<i64>, Query, description = "`next_before` of the previous page"),
+    ),
+    responses((status = 200, body = AuditPage, description = "Needs admin on `*`; newest first"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn audit() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keys/import", tag = "native", request_body = ImportKeyRequest,
+    responses(
+        (status = 201, body = Imported, description = "Needs import on the namespace; the key is in the token"),
+        (status = 200, body = Imported, description = "The same key is already held in the namespace: nothing was written"),
+        Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn import_key() {}
+
+#[utoipa::path(put, path = "/keyport/v1/keys/{id}/ssh-certificate", tag = "native", params(("id" = String, Path)),
+    request_body = SshCertificateAttach,
+    responses((status = 200, body = SshCertificate, description = "Attached (replacing any); needs read (or owning the key) and import"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn attach_ssh_certificate() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keys/{id}/ssh-certificate", tag = "native", params(("id" = String, Path)),
+    responses((status = 200, body = SshCertificate, description = "Needs read (or owning the key); 404 when none is attached"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn show_ssh_certificate() {}
+
+#[utoipa::path(delete, path = "/keyport/v1/keys/{id}/ssh-certificate", tag = "native", params(("id" = String, Path)),
+    responses((status = 200, body = SshCertificateDetached, description = "Needs read (or owning the key) and manage; 404 when none is attached"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn detach_ssh_certificate() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keys/{id}/public", tag = "native",
+    params(("id" = String, Path), ("format" = Option<String>, Query, description = "`openssh` (default; 422 for a key type SSH has no form for) or `pem`")),
+    responses((status = 200, body = PublicKey, description = "Needs read (or owning the key)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn public_key() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keysets", tag = "native",
+    params(("namespace" = Option<String>, Query, description = "Only this namespace")),
+    responses((status = 200, body = Keysets, description = "Keysets the caller may read (or owns)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn list_keysets() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keysets", tag = "native", request_body = KeysetCreate,
+    responses((status = 201, body = Keyset, description = "Needs manage; the first version is generated (or adopted)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn create_keyset() {}
+
+#[utoipa::path(get, path = "/keyport/v1/keysets/{name}", tag = "native",
+    params(("name" = String, Path, description = "The keyset's name, or its 40-hex id"), ("namespace" = Option<String>, Query, description = "Default `default`")),
+    responses((status = 200, body = Keyset, description = "Needs read (or owning it)"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn show_keyset() {}
+
+#[utoipa::path(post, path = "/keyport/v1/keysets/{name}/{action}", tag = "native",
+    params(
+        ("name" = String, Path, description = "The keyset's name, or its 40-hex id"),
+        ("action" = String, Path, description = "`rotate`, `confirm`, `cancel` or `retry`"),
+        ("namespace" = Option<String>, Query, description = "Default `default`"),
+    ),
+    request_body(content = KeysetAction, description = "Optional; only `rotate` reads it"),
+    responses((status = 202, body = KeysetActed, description = "Needs read (or owning it) and manage; `confirm` also with export-private. 409 when the rotation's stage does not allow the action"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn keyset_action() {}
 
 #[utoipa::path(get, path = "/keyport/v1/openapi.json", tag = "native",
     responses((status = 200, description = "This document", content_type = "application/json"), Errors),

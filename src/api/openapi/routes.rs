@@ -1,7 +1,14 @@
 //! The routes the routers register, read from their source (axum cannot list a router's
 //! routes), so a test can hold the OpenAPI document to them. It reads every `route` call
 //! under `src/api/` (with the `/keyport/v1` prefix for the modules `api::router` nests, and
-//! the `{slash}` variants a `for slash in [...]` loop adds), and TPP's `dispatch` table.
+//! the `{slash}` variants a `for slash in [...]` loop adds), TPP's `dispatch` table and the
+//! rotation paths of `tpp::rotation::owns`.
+//! A route's path must be a string literal (or `&format!("…")` in the `{slash}` loop): a
+//! `const` or computed path fails the scan rather than being guessed.
+//!
+//! `metrics::listener_router` is left out: it is the metrics-only listener (`[metrics]
+//! listen`), another port with no authentication, not the API the document describes;
+//! [`metrics_listener`] lists its routes so a test can hold them to what the document says.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +55,30 @@ fn balanced(s: &str, open: usize) -> &str {
     panic!("unbalanced parenthesis");
 }
 
+/// `text` without the function whose signature starts at `sig` (its `{ … }` body, braces in
+/// strings skipped), and that function's text.
+fn split_fn(text: &str, sig: &str) -> (String, String) {
+    let Some(start) = text.find(sig) else { return (text.to_string(), String::new()) };
+    let b = text.as_bytes();
+    let (mut depth, mut i, mut in_str) = (0, start + text[start..].find('{').expect("a function body"), false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_str => i += 1,
+            b'"' => in_str = !in_str,
+            b'{' if !in_str => depth += 1,
+            b'}' if !in_str => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (format!("{}{}", &text[..start], &text[i + 1..]), text[start..=i].to_string())
+}
+
 fn first_literal(s: &str) -> Option<&str> {
     let start = s.find('"')? + 1;
     let end = start + s[start..].find('"')?;
@@ -89,6 +120,7 @@ pub fn registered() -> Vec<(String, String)> {
         // Routers built by unit tests are not the daemon's.
         let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
         let rel = file.strip_prefix(&api).unwrap();
+        let text = if rel == Path::new("metrics.rs") { split_fn(&text, LISTENER).0 } else { text };
         let module = rel.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string();
         let prefix = nests.iter().find(|(_, m)| m.contains(&module)).map(|(p, _)| p.clone()).unwrap_or_default();
         let slashes: Vec<String> = match text.find("for slash in [") {
@@ -100,17 +132,7 @@ pub fn registered() -> Vec<(String, String)> {
         };
         for (i, _) in text.match_indices(needle) {
             let call = balanced(&text, i + needle.len() - 1);
-            let path = first_literal(call).expect("a route path literal");
-            let args = &call[call.find(path).unwrap() + path.len()..];
-            let methods: Vec<&str> = METHODS
-                .iter()
-                .copied()
-                .filter(|m| {
-                    args.match_indices(&format!("{m}("))
-                        .any(|(j, _)| j == 0 || !args.as_bytes()[j - 1].is_ascii_alphanumeric() && args.as_bytes()[j - 1] != b'_')
-                })
-                .collect();
-            assert!(!methods.is_empty(), "{}: no method in route {path}", file.display());
+            let (path, methods) = route_call(call, &file);
             let variants: Vec<String> = if path.contains("{slash}") {
                 slashes.iter().map(|s| path.replace("{slash}", s)).collect()
             } else {
@@ -126,6 +148,54 @@ pub fn registered() -> Vec<(String, String)> {
         if rel == Path::new("tpp.rs") {
             out.extend(tpp_routes(&text));
         }
+        // TPP's rotation calls: the paths `tpp::rotation::owns` matches, all POST.
+        if rel == Path::new("tpp/rotation.rs") {
+            let (_, owns) = split_fn(&text, "pub fn owns(");
+            assert!(!owns.is_empty(), "tpp/rotation.rs has no `pub fn owns(`");
+            out.extend(
+                owns.split('"').skip(1).step_by(2).filter(|l| l.starts_with("/vedsdk/")).map(|l| ("POST".to_string(), l.to_string())),
+            );
+        }
+    }
+    out
+}
+
+/// The path and methods of one `route(…)` call's arguments.
+fn route_call<'a>(call: &'a str, file: &Path) -> (&'a str, Vec<&'static str>) {
+    let lead = call.trim_start();
+    assert!(
+        lead.starts_with('"') || lead.starts_with("&format!(\""),
+        "{}: route({}…) has no path literal: register routes with a literal path (the OpenAPI route scan reads them)",
+        file.display(),
+        lead.chars().take(40).collect::<String>()
+    );
+    let path = first_literal(call).expect("a route path literal");
+    let args = &call[call.find(path).unwrap() + path.len()..];
+    let methods: Vec<&'static str> = METHODS
+        .iter()
+        .copied()
+        .filter(|m| {
+            args.match_indices(&format!("{m}("))
+                .any(|(j, _)| j == 0 || !args.as_bytes()[j - 1].is_ascii_alphanumeric() && args.as_bytes()[j - 1] != b'_')
+        })
+        .collect();
+    assert!(!methods.is_empty(), "{}: no method in route {path}", file.display());
+    (path, methods)
+}
+
+/// The metrics-only listener's function in `metrics.rs`.
+const LISTENER: &str = "pub fn listener_router(";
+
+/// (METHOD, path) of the metrics-only listener's routes (`metrics::listener_router`).
+pub fn metrics_listener() -> Vec<(String, String)> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/metrics.rs");
+    let (_, body) = split_fn(&std::fs::read_to_string(&file).unwrap(), LISTENER);
+    assert!(!body.is_empty(), "no {LISTENER} in {}", file.display());
+    let needle = concat!(".rou", "te(");
+    let mut out = Vec::new();
+    for (i, _) in body.match_indices(needle) {
+        let (path, methods) = route_call(balanced(&body, i + needle.len() - 1), &file);
+        out.extend(methods.iter().map(|m| (m.to_ascii_uppercase(), path.to_string())));
     }
     out
 }

@@ -132,6 +132,239 @@ pub struct Health {
     pub store: Any,
     #[schema(value_type = Vec<Object>)]
     pub problems: Vec<Any>,
+    /// Features turned off because the token cannot do them.
+    #[schema(value_type = Vec<Object>)]
+    pub features_off: Vec<Any>,
+}
+
+/// `GET health/live`: always exactly this (nothing about tokens, keys or principals).
+#[derive(Serialize, ToSchema)]
+pub struct Live {
+    /// Always `alive`.
+    pub status: String,
+}
+
+/// `GET health/keys`: each key the caller may read, with its token's flags.
+#[derive(Serialize, ToSchema)]
+pub struct KeyHistories {
+    pub keys: Vec<KeyHistory>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyHistory {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub token: String,
+    /// `generated`, `imported`, `restored`, `apiops`.
+    pub origin: String,
+    /// CKA_LOCAL; absent where the token does not report it (or holds no private key).
+    pub local: Option<bool>,
+    /// CKA_NEVER_EXTRACTABLE.
+    pub never_extractable: Option<bool>,
+    /// CKA_ALWAYS_SENSITIVE.
+    pub always_sensitive: Option<bool>,
+    /// CKA_EXTRACTABLE.
+    pub extractable: Option<bool>,
+    /// keyport generated it in the token and the token says it is local and never
+    /// extractable: the private key has never existed outside the token.
+    pub never_outside_token: bool,
+    /// Why a flag is missing or not to be trusted (an imported key, a token that did not answer).
+    pub note: Option<String>,
+}
+
+/// `GET audit`: a page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditRow>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditRow {
+    pub seq: i64,
+    /// RFC 3339, UTC, microseconds.
+    pub at: String,
+    pub principal: String,
+    /// e.g. `key.generate`, `key.export`, `key.ssh_certificate.attach`.
+    pub action: String,
+    pub namespace: Option<String>,
+    pub key_id: Option<String>,
+    /// `ok`, `denied`, `failed`, `skipped`, `repaired`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// `POST keys/import`: a key file, like `ssh-add FILE`.
+#[derive(Serialize, ToSchema)]
+pub struct ImportKeyRequest {
+    /// The key file's bytes, standard base64 (PKCS#8, PKCS#1/SEC1, OpenSSH, PuTTY, SSH2/Tectia,
+    /// PKCS#12; encrypted ones with `passphrase`).
+    pub data: String,
+    pub passphrase: Option<String>,
+    /// Certificates (PEM) to store with the key; the one matching the key becomes the leaf.
+    pub certificate: Option<String>,
+    /// Default: the certificate's CN, else `key-<16 hex digits of the fingerprint>`.
+    pub name: Option<String>,
+    /// Default `default`; needs `import` on it.
+    pub namespace: Option<String>,
+    /// Default: the namespace's policy.
+    pub exportable: Option<bool>,
+    /// A configured token's name; default the first.
+    pub token: Option<String>,
+}
+
+/// 201 `imported: true` with the key; 200 `imported: false` when the same key is already held
+/// in the namespace (nothing written; `key` only for a caller who may read it).
+#[derive(Serialize, ToSchema)]
+pub struct Imported {
+    pub imported: bool,
+    pub key: Option<crate::store::KeyRecord>,
+    /// Present when nothing was imported.
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificateAttach {
+    /// One OpenSSH certificate line as `ssh-keygen -s` writes it (`…-cert.pub`); it must
+    /// certify this key, verify under its CA key, and not have expired.
+    pub certificate: String,
+}
+
+/// The SSH certificate attached to a key.
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificate {
+    pub key_id: String,
+    /// The OpenSSH line (`<type> <base64> [comment]`).
+    pub certificate: String,
+    /// e.g. `ssh-ed25519-cert-v01@openssh.com`.
+    #[serde(rename = "type")]
+    pub cert_type: String,
+    /// `user` or `host`.
+    pub kind: String,
+    /// The certificate's key identity (`ssh-keygen -I`).
+    pub identity: String,
+    pub serial: u64,
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: u64,
+    /// Unix seconds; 18446744073709551615 is "forever".
+    pub valid_before: u64,
+    /// The CA's key, `SHA256:…` as `ssh-keygen -l` shows it.
+    pub ca_fingerprint: String,
+    pub attached_by: String,
+    pub attached_at: String,
+}
+
+/// `GET keys/{id}/public`: the public half, in both forms.
+#[derive(Serialize, ToSchema)]
+pub struct PublicKey {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub algorithm: String,
+    /// An authorized_keys line, comment `<namespace>/<name>` as the ssh-agent lists it; null
+    /// for a key SSH has no form for.
+    pub openssh: Option<String>,
+    /// The SubjectPublicKeyInfo, `PUBLIC KEY` PEM.
+    pub pem: String,
+    /// `SHA256:…` as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The form asked for: `openssh` (default) or `pem`.
+    pub format: String,
+    /// The key in that form (what rotation hooks and `keyport keys pubkey` read).
+    pub public_key: String,
+}
+
+/// `POST keysets`.
+#[derive(Serialize, ToSchema)]
+pub struct KeysetCreate {
+    /// Unique in its namespace.
+    pub name: String,
+    /// Default `default`; needs `manage` on it.
+    pub namespace: Option<String>,
+    /// Of the first version; default the rotation policy's (ignored with `key_id`).
+    pub algorithm: Option<String>,
+    /// `User` or `Host`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Adopt this existing key as the first version instead of generating one.
+    pub key_id: Option<String>,
+}
+
+/// A keyset: its versions, the open (or last) rotation and its history, and its policy.
+#[derive(Serialize, ToSchema)]
+pub struct Keyset {
+    /// 40 hex digits: TPP's `KeysetId`.
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    /// `User` or `Host`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub algorithm: String,
+    pub owner: String,
+    pub created_at: String,
+    pub last_rotation_at: Option<String>,
+    pub versions: Vec<KeysetVersion>,
+    /// TPP's RotationStage of the open rotation, else the last one's end (10600; 10101 when it
+    /// failed; 0 when never rotated).
+    pub stage: i64,
+    pub stage_name: String,
+    /// TPP's ProcessStatus (0 when idle).
+    pub process_status: i64,
+    /// The open rotation, else the last one.
+    #[schema(value_type = Option<Object>)]
+    pub rotation: Option<Any>,
+    /// The rotation's history (most recent 100 lines), hook results included.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<Any>,
+    /// The `[rotation]` policy that applies.
+    #[schema(value_type = Object)]
+    pub policy: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeysetVersion {
+    pub version: i64,
+    pub key_id: String,
+    /// `active`, `pending`, `retired`, ….
+    pub state: String,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+    pub retired_at: Option<String>,
+    pub key_name: Option<String>,
+    pub fingerprint: Option<String>,
+    pub algorithm: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Keysets {
+    pub keysets: Vec<Keyset>,
+}
+
+/// `POST keysets/{name}/rotate` (the other actions take no body).
+#[derive(Serialize, ToSchema)]
+pub struct KeysetAction {
+    /// TPP's Options bit mask; default the policy's.
+    pub options: Option<u32>,
+}
+
+/// 202: the action is recorded; the runner drives the rotation.
+#[derive(Serialize, ToSchema)]
+pub struct KeysetActed {
+    pub keyset: String,
+    pub namespace: String,
+    /// The rotation record after the action.
+    #[schema(value_type = Object)]
+    pub rotation: Any,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SshCertificateDetached {
+    /// The key id.
+    pub detached: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -531,6 +764,33 @@ pub struct TppExportRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct TppKeyIdRequest {
     pub key_id: i64,
+}
+
+/// A rotation call's body (`SSH/Rotate`, `…NonBlocking`, `RetryRotation`, `CancelRotation`,
+/// `SkipKeyRotation` (KeyId), `ConfirmSelfServiceKeyInstallation`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppRotationRequest {
+    /// The keyset's 40-hex id (all but SkipKeyRotation).
+    pub keyset_id: Option<String>,
+    /// SkipKeyRotation: the key's TPP id.
+    pub key_id: Option<i64>,
+    /// Rotate: TPP's Options bit mask; default the policy's.
+    pub options: Option<u32>,
+    /// Accepted and ignored.
+    pub allow_skip_on_rotation: Option<bool>,
+}
+
+/// A rotation call's answer: the SshWebResponse at the top (the vendor's pages, the
+/// NonBlocking calls) and the same under `Response` (pyvenafi), HTTP 200 also when `Success`
+/// is false (18 ImproperKeysetStage, 8 OperationIsAlreadyRunning, keyset not found).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TppRotationAnswer {
+    pub success: bool,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub response: SshWebResponse,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -279,3 +279,43 @@ pub fn tpp_export_authorized() {}
 #[utoipa::path(post, path = "/vedsdk/SSH/ImportPrivateKey", tag = "tpp", request_body = TppImportRequest,
     responses((status = 200, body = TppImported), TppAuthErrors), security(("tppBearer" = ["ssh:discover"])))]
 pub fn tpp_import_private() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/Rotate", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Starts a rotation of the keyset; needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_rotate() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/RotateNonBlocking", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Starts a rotation of the keyset; needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_rotate_nonblocking() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/RetryRotation", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Retries a failed rotation; needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_retry_rotation() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/CancelRotation", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Cancels the open rotation (rolls back); needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_cancel_rotation() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/RollbackNonBlocking", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Cancels the open rotation (rolls back); needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_rollback_nonblocking() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/SkipKeyRotation", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Marks a key (KeyId) as not to be rotated; needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_skip_key_rotation() {}
+
+#[utoipa::path(post, path = "/vedsdk/SSH/ConfirmSelfServiceKeyInstallation", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "Confirms the new key is installed (stage 10350); needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_confirm_installation() {}
+
+#[utoipa::path(post, path = "/vedsdk/ConfirmSelfServiceKeyInstallation", tag = "tpp", request_body = TppRotationRequest,
+    responses((status = 200, body = TppRotationAnswer, description = "As SSH/ConfirmSelfServiceKeyInstallation (the vendor's example calls it without SSH/); needs manage on the keyset's namespace (confirm: manage or export-private)"), TppAuthErrors),
+    security(("tppBearer" = ["ssh:manage"])))]
+pub fn tpp_confirm_installation_bare() {}

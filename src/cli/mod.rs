@@ -540,17 +540,9 @@ pub fn run(cmd: Command) -> i32 {
                 call(&client, "GET", &path, None, |v| key_table(v["keys"].as_array().cloned().unwrap_or_default()))
             }
             KeysCmd::Show { client, key, namespace } => {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                let id = match rt.block_on(resolve_key(&client, &key, namespace.as_deref())) {
+                let id = match key_id(&client, &key, namespace.as_deref()) {
                     Ok(id) => id,
-                    Err(Failure::Unreachable(e)) => {
-                        eprintln!("error: {e}");
-                        return exit::UNREACHABLE;
-                    }
-                    Err(Failure::Refused(e)) => {
-                        eprintln!("error: {e}");
-                        return exit::REFUSED;
-                    }
+                    Err(code) => return code,
                 };
                 call(&client, "GET", &format!("/keyport/v1/keys/{}", enc(&id)), None, |v| {
                     for (k, val) in v.as_object().into_iter().flatten() {
@@ -560,17 +552,9 @@ pub fn run(cmd: Command) -> i32 {
             }
             KeysCmd::Import(a) => import::run(a),
             KeysCmd::Pubkey { client, key, namespace, pem } => {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                let id = match rt.block_on(resolve_key(&client, &key, namespace.as_deref())) {
+                let id = match key_id(&client, &key, namespace.as_deref()) {
                     Ok(id) => id,
-                    Err(Failure::Unreachable(e)) => {
-                        eprintln!("error: {e}");
-                        return exit::UNREACHABLE;
-                    }
-                    Err(Failure::Refused(e)) => {
-                        eprintln!("error: {e}");
-                        return exit::REFUSED;
-                    }
+                    Err(code) => return code,
                 };
                 let mut missing = false;
                 let code =
@@ -669,6 +653,19 @@ pub(crate) fn cert_table(certs: Vec<Value>) {
 pub(crate) enum Failure {
     Unreachable(String),
     Refused(String),
+}
+
+/// [`resolve_key`] for a command: the id, or the exit code after saying why on stderr.
+fn key_id(c: &Client, key: &str, namespace: Option<&str>) -> Result<String, i32> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(resolve_key(c, key, namespace)).map_err(|e| {
+        let (message, code) = match e {
+            Failure::Unreachable(m) => (m, exit::UNREACHABLE),
+            Failure::Refused(m) => (m, exit::REFUSED),
+        };
+        eprintln!("error: {message}");
+        code
+    })
 }
 
 /// A key given by id or by name: an id first; else a name, which must be unique (in the

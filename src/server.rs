@@ -65,7 +65,7 @@ fn say_where(cfg: &Config, config_file: Option<&Path>, fresh: bool) {
                 config::PinSource::Env(v) => format!("${v}"),
                 config::PinSource::Credential(c) => format!("credential {c}"),
             };
-            tracing::info!(token = ?t.name, softhsm_dir = ?abs(&s.dir).display().to_string(), pin = ?pin, "SoftHSM token");
+            tracing::info!(token = ?t.name, softhsm_dir = ?abs(&s.dir).display().to_string(), pin_source = ?pin, "SoftHSM token");
         }
     }
     if fresh {

@@ -140,6 +140,22 @@ max_body_bytes = 1048576
         c
     }
 
+    /// [`free_port`] releases the port before keyport binds it; another test (or a client's
+    /// outgoing connection) can take it in between. When that is why the start failed, the
+    /// config gets a new free port and the caller starts again. Any other failure stays one.
+    fn take_another_port_if_ours_was_taken(&mut self) -> bool {
+        let taken = format!("cannot listen on 127.0.0.1:{}: Address already in use", self.port);
+        let Ok(text) = std::fs::read_to_string(&self.config) else { return false };
+        let ours = format!("tcp = \"127.0.0.1:{}\"", self.port);
+        if !self.log().contains(&taken) || !text.contains(&ours) {
+            return false;
+        }
+        self.port = free_port();
+        std::fs::write(&self.config, text.replace(&ours, &format!("tcp = \"127.0.0.1:{}\"", self.port))).unwrap();
+        eprintln!("port taken by someone else between free_port() and keyport's bind: retrying on {}", self.port);
+        true
+    }
+
     /// Starts `keyport serve` and waits until health answers.
     /// `uids = [TEST_UID]`: the uid running the tests (root in CI; any user elsewhere), in
     /// whatever config the test wrote; done before every start and every CLI call.
@@ -158,6 +174,9 @@ max_body_bytes = 1048576
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                if self.take_another_port_if_ours_was_taken() {
+                    return self.spawn();
+                }
                 panic!("keyport exited ({status}) at start:\n{}", self.log());
             }
             // Both listeners: after a restart the socket may answer before the TCP port does.

@@ -31,6 +31,8 @@ enum Need {
     All(&'static [&'static str]),
     /// This permission on `*` (host-wide work: the vault client key).
     Star(&'static str),
+    /// This permission in any namespace (host-wide answers naming none: sync being off).
+    Somewhere(&'static str),
     /// TPP: its own bearer token (API keys and the socket peer are not accepted).
     TppToken,
     /// No credential (TPP's login and refresh: they are the credential check).
@@ -199,9 +201,10 @@ fn table() -> Vec<Row> {
             "/keyport/v1/certificates/0000000000000000000000000000000000000000000000000000000000000000",
         ),
         row("GET", "/keyport/v1/sync", Native, Any, "/keyport/v1/sync"),
-        // Sync is off in this daemon: 409 sync_off to any known caller (tests/sync*.rs cover it on).
-        row("POST", "/keyport/v1/sync", Native, Any, "/keyport/v1/sync"),
-        row("POST", "/keyport/v1/sync/restore", Native, Any, "/keyport/v1/sync/restore"),
+        // Sync is off in this daemon: 409 sync_off, but only to a caller that holds `sync`
+        // (restore: `admin`) somewhere; the others get 403 (tests/sync*.rs cover it on).
+        row("POST", "/keyport/v1/sync", Native, Somewhere("sync"), "/keyport/v1/sync"),
+        row("POST", "/keyport/v1/sync/restore", Native, Somewhere("admin"), "/keyport/v1/sync/restore"),
         row("POST", "/keyport/v1/sync/csr", Native, Star("sync"), "/keyport/v1/sync/csr"),
         // --- TLS Protect Cloud ---
         row("GET", "/v1/useraccounts", Tlspc, Any, "/v1/useraccounts"),
@@ -255,15 +258,19 @@ fn table() -> Vec<Row> {
             r#"[{"keypair":{"name":"bkp-{n}"}}]"#,
         ),
         // Binding to ECS servers and the task lists: nothing of a key is read or changed (keyport
-        // has no servers; the lists are empty), so any known principal is answered.
-        with_body(row("POST", "/v3/{project_id}/keypairs/associate", Kps, Any, "/v3/{P}/keypairs/associate"), "{}"),
-        with_body(row("POST", "/v3/{project_id}/keypairs/batch-associate", Kps, Any, "/v3/{P}/keypairs/batch-associate"), "{}"),
-        with_body(row("POST", "/v3/{project_id}/keypairs/disassociate", Kps, Any, "/v3/{P}/keypairs/disassociate"), "{}"),
-        row("GET", "/v3/{project_id}/tasks/{task_id}", Kps, Any, "/v3/{P}/tasks/nope"),
-        row("GET", "/v3/{project_id}/running-tasks", Kps, Any, "/v3/{P}/running-tasks"),
-        row("GET", "/v3/{project_id}/failed-tasks", Kps, Any, "/v3/{P}/failed-tasks"),
-        row("DELETE", "/v3/{project_id}/failed-tasks", Kps, Any, "/v3/{P}/failed-tasks"),
-        row("DELETE", "/v3/{project_id}/failed-tasks/{task_id}", Kps, Any, "/v3/{P}/failed-tasks/nope"),
+        // has no servers; the lists are empty), but only a caller of the project's namespace
+        // learns that: reads need `read`, changes `manage`.
+        with_body(row("POST", "/v3/{project_id}/keypairs/associate", Kps, All(&["manage"]), "/v3/{P}/keypairs/associate"), "{}"),
+        with_body(
+            row("POST", "/v3/{project_id}/keypairs/batch-associate", Kps, All(&["manage"]), "/v3/{P}/keypairs/batch-associate"),
+            "{}",
+        ),
+        with_body(row("POST", "/v3/{project_id}/keypairs/disassociate", Kps, All(&["manage"]), "/v3/{P}/keypairs/disassociate"), "{}"),
+        row("GET", "/v3/{project_id}/tasks/{task_id}", Kps, All(&["read"]), "/v3/{P}/tasks/nope"),
+        row("GET", "/v3/{project_id}/running-tasks", Kps, All(&["read"]), "/v3/{P}/running-tasks"),
+        row("GET", "/v3/{project_id}/failed-tasks", Kps, All(&["read"]), "/v3/{P}/failed-tasks"),
+        row("DELETE", "/v3/{project_id}/failed-tasks", Kps, All(&["manage"]), "/v3/{P}/failed-tasks"),
+        row("DELETE", "/v3/{project_id}/failed-tasks/{task_id}", Kps, All(&["manage"]), "/v3/{P}/failed-tasks/nope"),
         // --- TPP (paths ignore case; documented in TPP's case). The login rows send no
         // password: failed logins would block the test's own source (tests/tpp.rs covers them).
         with_body(row("POST", "/vedauth/authorize/oauth", Tpp, Open, "/vedauth/authorize/oauth"), r#"{"client_id":"m"}"#),
@@ -392,6 +399,7 @@ fn expected_allowed(need: Need, h: &BTreeMap<&'static str, BTreeSet<&'static str
         AnyIn => ["alpha", "*"].iter().any(|n| h.get(n).is_some_and(|s| s.iter().any(|p| *p != "sign"))),
         All(ps) => ps.iter().all(|p| allows(h, "alpha", p)),
         Star(p) => h.get("*").is_some_and(|s| s.contains(p) || s.contains("admin")),
+        Somewhere(p) => h.values().any(|s| s.contains(p) || s.contains("admin")),
         TppToken => false,
     }
 }

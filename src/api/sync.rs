@@ -77,6 +77,8 @@ async fn trigger(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(syncer) = syncer else {
+        // Only a caller that could trigger a pass learns that sync is off.
+        who.require_somewhere(Permission::Sync)?;
         return Err(ApiError::new(StatusCode::CONFLICT, "sync_off", "sync is not configured: add a [sync] section with an address"));
     };
     for ns in &syncer.cfg.namespaces {

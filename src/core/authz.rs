@@ -35,6 +35,16 @@ impl Principal {
         [namespace, "*"].iter().any(|ns| self.permissions.get(*ns).is_some_and(|set| !set.is_empty()))
     }
 
+    /// Ok if the principal holds `p` in some namespace (or on "*"), else a 403 naming it: for
+    /// host-wide answers that name no namespace (sync being off), so that a caller without
+    /// the permission anywhere learns nothing of the configuration.
+    pub fn require_somewhere(&self, p: Permission) -> Result<(), CoreError> {
+        match self.permissions.keys().find(|ns| self.allows(ns, p)) {
+            Some(_) => Ok(()),
+            None => self.require("*", p),
+        }
+    }
+
     /// Owner rights: the key's recorded owner is this principal's name and the principal still
     /// holds some permission in the key's namespace (a SIGHUP that takes every permission away
     /// also ends what ownership gave).

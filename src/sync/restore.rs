@@ -163,7 +163,11 @@ pub async fn restore(
     who: &Principal,
     dry_run: bool,
 ) -> Result<RestoreReport, RestoreError> {
-    let syncer = syncer.ok_or_else(|| CoreError::Conflict("sync is not configured: add a [sync] section".into()))?;
+    let Some(syncer) = syncer else {
+        // Only a caller that could restore learns that sync is off.
+        who.require_somewhere(Permission::Admin)?;
+        return Err(CoreError::Conflict("sync is not configured: add a [sync] section".into()).into());
+    };
     if syncer.remote.openbao().is_none() {
         return Err(CoreError::Conflict(format!(
             "restore reads keys back from an OpenBao vault; this host syncs to a {} remote",

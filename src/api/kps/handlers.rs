@@ -567,45 +567,45 @@ pub async fn batch_export(State(app): State<SharedApp>, Path(project_id): Path<S
 
 /// Binding a key pair to an ECS server (which answers with a task) has no meaning on a host
 /// agent: refused, so the task lists below stay empty.
-pub async fn ecs_binding(Path(project_id): Path<String>, State(app): State<SharedApp>, _r: KpsRequest) -> Result<Response, KpsError> {
-    project(&app, &project_id)?;
+pub async fn ecs_binding(Path(project_id): Path<String>, State(app): State<SharedApp>, r: KpsRequest) -> Result<Response, KpsError> {
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Manage)?;
     Err(KpsError::param("associating key pairs with ECS servers is not available in keyport (a host key agent has no servers to bind)"))
 }
 
 pub async fn task(
     State(app): State<SharedApp>,
     Path((project_id, task_id)): Path<(String, String)>,
-    _r: KpsRequest,
+    r: KpsRequest,
 ) -> Result<Json<Value>, KpsError> {
-    project(&app, &project_id)?;
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Read)?;
     Err(KpsError::bad(codes::TASK_ILLEGAL, format!("taskId is illegal: no task '{task_id}'")))
 }
 
-pub async fn running_tasks(State(app): State<SharedApp>, Path(project_id): Path<String>, _r: KpsRequest) -> Result<Json<Value>, KpsError> {
-    project(&app, &project_id)?;
+pub async fn running_tasks(State(app): State<SharedApp>, Path(project_id): Path<String>, r: KpsRequest) -> Result<Json<Value>, KpsError> {
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Read)?;
     Ok(Json(json!({"total": 0, "tasks": []})))
 }
 
-pub async fn failed_tasks(State(app): State<SharedApp>, Path(project_id): Path<String>, _r: KpsRequest) -> Result<Json<Value>, KpsError> {
-    project(&app, &project_id)?;
+pub async fn failed_tasks(State(app): State<SharedApp>, Path(project_id): Path<String>, r: KpsRequest) -> Result<Json<Value>, KpsError> {
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Read)?;
     Ok(Json(json!({"total": 0, "tasks": []})))
 }
 
 pub async fn delete_failed_tasks(
     State(app): State<SharedApp>,
     Path(project_id): Path<String>,
-    _r: KpsRequest,
+    r: KpsRequest,
 ) -> Result<StatusCode, KpsError> {
-    project(&app, &project_id)?;
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Manage)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete_failed_task(
     State(app): State<SharedApp>,
     Path((project_id, task_id)): Path<(String, String)>,
-    _r: KpsRequest,
+    r: KpsRequest,
 ) -> Result<StatusCode, KpsError> {
-    project(&app, &project_id)?;
+    r.who.require(&project(&app, &project_id)?.namespace, Permission::Manage)?;
     Err(KpsError::bad("KPS.0005", format!("Failed task is not found: '{task_id}'")))
 }
 

@@ -106,6 +106,7 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         signing: Default::default(),
         telemetry: Default::default(),
         rotations: Default::default(),
+        background: Default::default(),
     });
     for (name, e) in absent {
         tracing::error!(token = %name, error = %e, "token not there at start; starting without it");
@@ -122,23 +123,25 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         other_objects = repairs.foreign_objects,
         "reconciled store and tokens"
     );
+    // Background work is tracked (`core::background`): SIGTERM stops it at a safe point.
+    let bg = &app.background;
     if !crate::core::dek::start(&app).await {
-        tokio::spawn(crate::core::dek::retry(app.clone()));
+        bg.spawn(crate::core::dek::retry(app.clone()));
     }
-    tokio::spawn(crate::core::keys::finish_deletes(app.clone()));
+    bg.spawn(crate::core::keys::finish_deletes(app.clone()));
     // Health probes: token and store, every 5 s and when a request meets a fault.
-    tokio::spawn(crate::core::probe::run(app.clone()));
+    bg.spawn(crate::core::probe::run(app.clone()));
     // Resumes jobs accepted before a restart, then waits for new ones.
-    tokio::spawn(crate::core::jobs::run(app.clone()));
+    bg.spawn(crate::core::jobs::run(app.clone()));
     let syncer = crate::sync::start(&app).map_err(|m| fatal(2, format!("sync: {m}")))?;
-    tokio::spawn(crate::core::certificates::resume(app.clone()));
+    bg.spawn(crate::core::certificates::resume(app.clone()));
     // Resumes every open SSH keyset rotation at its stage, then runs the schedules.
     let hooks_dir =
         app.config.rotation.hooks_dir.clone().or_else(|| config_file.as_deref().and_then(Path::parent).map(|d| d.join("hooks.d")));
     if let Some(d) = hooks_dir {
         let _ = app.rotations.hooks_dir.set(d);
     }
-    tokio::spawn(crate::core::rotation::run(app.clone()));
+    bg.spawn(crate::core::rotation::run(app.clone()));
 
     // Before any listener answers: a SIGTERM that arrives as soon as the daemon is reachable
     // must drain it, not kill it (the default action until a handler exists).
@@ -259,6 +262,17 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         }
     })
     .await;
+    // Then the background work: loops return at their next safe point, work in flight ends.
+    let left = app.background.stop(crate::core::background::DRAIN).await;
+    if left > 0 {
+        tracing::warn!(
+            tasks = left,
+            "shutdown: background work still running after {} s is dropped; the next start finishes or undoes it",
+            crate::core::background::DRAIN.as_secs()
+        );
+    } else {
+        tracing::info!("shutdown: background work stopped");
+    }
     Ok(())
 }
 

@@ -71,7 +71,8 @@ pub fn submit(app: &Arc<App>, who: &Principal, input: &CertImportInput, detail: 
     let bytes = serde_json::to_vec(input).map_err(|e| CoreError::Internal(e.to_string()))?;
     app.store.create_detailed_job(&job, detail, &bytes)?;
     let (app, id) = (app.clone(), job.id.clone());
-    tokio::spawn(async move { run_until_done(&app, Some(&id)).await });
+    let bg = app.clone();
+    bg.background.spawn(async move { run_until_done(&app, Some(&id)).await });
     Ok(job)
 }
 
@@ -91,7 +92,9 @@ async fn run_until_done(app: &App, only: Option<&str>) {
                 let wait = super::jobs::next_backoff(backoff);
                 backoff = Some(wait);
                 tracing::warn!(job = ?only, error = %e, retry_in_ms = wait.as_millis() as u64, "certificate import job stopped by a fault; retrying");
-                tokio::time::sleep(wait).await;
+                if !app.background.pause(wait).await {
+                    return;
+                }
             }
             Err(e) => {
                 tracing::error!(job = ?only, error = %e, "certificate import job stopped; it resumes at the next start");
@@ -121,6 +124,10 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         let seq = seq as i64;
         if done.contains(&seq) {
             continue;
+        }
+        // Stopping: the job resumes at this item at the next start.
+        if app.background.is_stopping() {
+            return Ok(());
         }
         let outcome = match (&who, &item.der, &item.error) {
             (None, _, _) => Err(CoreError::Forbidden(format!("principal '{}' no longer exists in the configuration", job.principal))),

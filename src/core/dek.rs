@@ -70,7 +70,9 @@ pub async fn start(app: &App) -> bool {
 /// (no token can hold the at-rest key) is not retried.
 pub async fn retry(app: std::sync::Arc<App>) {
     while app.dek.get().is_none() && !app.health.is_off("dek") {
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        if !app.background.pause(std::time::Duration::from_secs(10)).await {
+            return;
+        }
         if start(&app).await {
             tracing::info!("the edge encryption key (DEK) is loaded");
         }

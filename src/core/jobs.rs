@@ -106,6 +106,9 @@ pub async fn run(app: Arc<App>) {
             Ok(jobs) => {
                 let mut stopped = None;
                 for (job, input) in jobs {
+                    if app.background.is_stopping() {
+                        return;
+                    }
                     match run_job(&app, &job, &input).await {
                         Ok(()) => {}
                         Err(e) if e.is_unavailable() => {
@@ -134,11 +137,15 @@ pub async fn run(app: Arc<App>) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = app.jobs.wake.notified() => {}
+                    _ = app.background.stopping() => return,
                 }
             }
             None => {
                 backoff = None;
-                app.jobs.wake.notified().await;
+                tokio::select! {
+                    _ = app.jobs.wake.notified() => {}
+                    _ = app.background.stopping() => return,
+                }
             }
         }
     }
@@ -176,6 +183,10 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         let seq = seq as i64;
         if done.contains(&seq) {
             continue;
+        }
+        // Stopping: the job stays PROCESSING and resumes at this item at the next start.
+        if app.background.is_stopping() {
+            return Ok(());
         }
         clear_leftover(app, &job.id, seq).await?;
         let outcome = async {

@@ -207,7 +207,10 @@ pub async fn finish_deletes(app: std::sync::Arc<App>) {
         if pending == 0 {
             app.health.clear("deletes");
             delay = std::time::Duration::from_secs(1);
-            DELETES.notified().await;
+            tokio::select! {
+                _ = DELETES.notified() => {}
+                _ = app.background.stopping() => return,
+            }
             continue;
         }
         app.health.set(
@@ -217,7 +220,10 @@ pub async fn finish_deletes(app: std::sync::Arc<App>) {
                 first.unwrap_or_default()
             ),
         );
-        let _ = tokio::time::timeout(delay, DELETES.notified()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(delay, DELETES.notified()) => {}
+            _ = app.background.stopping() => return,
+        }
         delay = (delay * 2).min(std::time::Duration::from_secs(60));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod background;
 pub mod certificates;
 pub mod create;
 pub mod dek;
@@ -58,6 +59,8 @@ pub struct App {
     pub telemetry: telemetry::Telemetry,
     /// The SSH keyset rotation runner's state (`rotation`).
     pub rotations: rotation::Rotations,
+    /// Background work, stopped at a safe point on SIGTERM (`background`).
+    pub background: background::Background,
 }
 
 pub type SharedApp = Arc<App>;

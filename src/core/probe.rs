@@ -85,6 +85,7 @@ pub async fn run(app: Arc<App>) {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = WAKE.notified() => {}
+            _ = app.background.stopping() => return,
         }
     }
 }

@@ -217,6 +217,6 @@ pub fn start(app: &std::sync::Arc<App>) -> Result<Option<std::sync::Arc<Syncer>>
     let syncer = std::sync::Arc::new(syncer);
     app.store.set_sync_scope(syncer.scope());
     tracing::info!(remote = syncer.remote.kind(), address = %syncer.remote.address(), host = %syncer.host, namespaces = ?syncer.cfg.namespaces, "sync to the remote vault on");
-    tokio::spawn(syncer.clone().run(app.clone()));
+    app.background.spawn(syncer.clone().run(app.clone()));
     Ok(Some(syncer))
 }

@@ -177,7 +177,10 @@ impl Syncer {
                 next_retry
             };
             self.schedule.finish(pass);
-            self.schedule.wait(next_retry).await;
+            tokio::select! {
+                _ = self.schedule.wait(next_retry) => {}
+                _ = app.background.stopping() => return,
+            }
         }
     }
 
@@ -258,6 +261,10 @@ impl Syncer {
         let base = Duration::from_secs(self.cfg.retry_base_secs.max(1));
         let max = Duration::from_secs(self.cfg.interval_secs);
         for key in plan::by_key(rows) {
+            // Stopping: what is left stays due for the next start (each push is idempotent).
+            if app.background.is_stopping() {
+                return Ok(());
+            }
             for row in &key.rows {
                 if !plan::due(row, &now, force) {
                     // Not yet: the loop must wake when its backoff ends, even if nothing fails now.

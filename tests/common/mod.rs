@@ -6,6 +6,7 @@
 pub mod bao;
 pub mod raft;
 pub mod surface;
+pub mod tlspc;
 pub mod tpm;
 
 use serde_json::Value;

@@ -32,6 +32,11 @@ const UNAVAILABLE_RETRY_SECS: i64 = 30;
 /// Drives rotation `id` until it waits (a confirmation, grace, a retry) or finishes.
 pub async fn drive(app: &Arc<App>, id: i64) {
     loop {
+        // Stopping: the rotation stays at its stage (each stage is crash-safe) and resumes
+        // there at the next start.
+        if app.background.is_stopping() {
+            return;
+        }
         let r = match app.store.rotation(id) {
             Ok(Some(r)) if r.finished_at.is_none() => r,
             Ok(_) => return,

@@ -23,6 +23,7 @@ pub async fn run(app: Arc<App>) {
         tokio::select! {
             _ = schedule::sleep_until(due, Duration::from_secs(MAX_SLEEP_SECS as u64)) => {}
             _ = app.rotations.wake.notified() => {}
+            _ = app.background.stopping() => return,
         }
     }
 }
@@ -106,7 +107,7 @@ pub fn drive_soon(app: &Arc<App>, id: i64) {
         }
     }
     let guard = Running(app.clone(), id);
-    tokio::spawn(async move {
+    app.background.spawn(async move {
         let app = guard.0.clone();
         let slots = app.rotations.slots.get().cloned();
         let _permit = match &slots {

@@ -464,7 +464,7 @@ fn ssh_response(mut v: Value) -> Response {
 /// neither lists nor exports.
 fn ssh_algorithm(rec: &KeyRecord) -> Option<(&'static str, u32)> {
     use crate::material::algorithm::Algorithm as A;
-    Some(match A::parse(&rec.algorithm)? {
+    Some(match rec.algorithm.pair()? {
         A::Rsa2048 => ("RSA", 2048),
         A::Rsa3072 => ("RSA", 3072),
         A::Rsa4096 => ("RSA", 4096),

@@ -63,7 +63,7 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
             let kind = p.material.inventory_algorithm();
             let name = inventory_name(&key.name, &p.environment);
             let mut k =
-                NewKey::new(key.namespace.clone(), name, p.token.clone(), cka_id, &kind, exportable, "apiops", "apiops-deploy", make);
+                NewKey::new(key.namespace.clone(), name, p.token.clone(), cka_id, kind, exportable, "apiops", "apiops-deploy", make);
             k.label = key.name.clone();
             k.audit = ("apiops.key.deploy".into(), Some(format!("{}/{} → {}", key.project, key.name, p.environment)));
             k.replaces = p.replaces.clone();

@@ -110,7 +110,7 @@ pub async fn export_as(
     passphrase: Option<Zeroizing<Vec<u8>>>,
 ) -> Result<(KeyRecord, Zeroizing<String>), CoreError> {
     let rec = super::keys::get(app, who, key_id)?;
-    format.check_algorithm(&rec.algorithm)?;
+    format.check_algorithm(&rec.algorithm.to_string())?;
     let protection = Protection::from_optional(passphrase.as_deref().map(|p| p.as_slice()));
     let key = super::export::export_private_key(app, who, key_id, protection).await?;
     let text = encode(key, format, rec.name.clone(), rec.owner.clone(), passphrase).await?;

@@ -198,8 +198,17 @@ pub(crate) async fn import_key_with(
         }
         Ok(public)
     });
-    let mut new =
-        super::create::NewKey::new(req.namespace.clone(), name, token, cka_id, alg.as_str(), exportable, "imported", "import", make);
+    let mut new = super::create::NewKey::new(
+        req.namespace.clone(),
+        name,
+        token,
+        cka_id,
+        crate::material::kind::KeyKind::Pair(alg),
+        exportable,
+        "imported",
+        "import",
+        make,
+    );
     new.certificates = certificates;
     new.job_item = job_item;
     let rec = super::create::create_with(app, who, new, face).await;

@@ -96,8 +96,17 @@ pub(crate) async fn generate_with(
     let mut cka_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut cka_id);
     let make = super::create::from_public(move |c, id, label| objects::generate_key_pair(c, alg, id, label, exportable));
-    let new =
-        super::create::NewKey::new(namespace, req.name, token.clone(), cka_id, alg.as_str(), exportable, "generated", "generate", make);
+    let new = super::create::NewKey::new(
+        namespace,
+        req.name,
+        token.clone(),
+        cka_id,
+        crate::material::kind::KeyKind::Pair(alg),
+        exportable,
+        "generated",
+        "generate",
+        make,
+    );
     super::create::create_with(app, who, new, face).await
 }
 

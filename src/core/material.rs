@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::create::{Made, Make};
 use crate::material::key::PrivateKey;
+use crate::material::kind::{KeyKind, SecretKind};
 use crate::material::spki::PublicKey;
 use crate::token::secret::{self, SecretType};
 use crate::token::{objects, TokenError};
@@ -26,14 +27,15 @@ impl std::fmt::Debug for Material {
 }
 
 impl Material {
-    /// What the inventory row's `algorithm` says.
-    pub fn inventory_algorithm(&self) -> String {
+    /// What the inventory row's `algorithm` says. An RSA size keyport does not name (the 004
+    /// face takes any) is `rsa` / `rsa-public`, as the column always said.
+    pub fn inventory_algorithm(&self) -> KeyKind {
         match self {
-            Material::Secret { kind: SecretType::Aes, value } => format!("aes-{}", value.len() * 8),
-            Material::Secret { kind: SecretType::Des, .. } => "des".into(),
-            Material::Secret { kind: SecretType::Des3, .. } => "des3".into(),
-            Material::Private(k) => k.algorithm().map(|a| a.as_str().to_string()).unwrap_or_else(|_| "rsa".into()),
-            Material::Public(p) => p.algorithm().map(|a| format!("{}-public", a.as_str())).unwrap_or_else(|_| "rsa-public".into()),
+            Material::Secret { kind: SecretType::Aes, value } => KeyKind::Secret(SecretKind::Aes { bits: value.len() as u16 * 8 }),
+            Material::Secret { kind: SecretType::Des, .. } => KeyKind::Secret(SecretKind::Des),
+            Material::Secret { kind: SecretType::Des3, .. } => KeyKind::Secret(SecretKind::Des3),
+            Material::Private(k) => k.algorithm().map(KeyKind::Pair).unwrap_or_else(|_| KeyKind::Other("rsa".into())),
+            Material::Public(p) => p.algorithm().map(KeyKind::Public).unwrap_or_else(|_| KeyKind::Other("rsa-public".into())),
         }
     }
 

@@ -211,7 +211,7 @@ fn refuse(app: &App, caller: &SignCaller, rec: &KeyRecord, why: String) -> CoreE
 }
 
 fn ssh_capable(rec: &KeyRecord) -> Option<Algorithm> {
-    Algorithm::parse(&rec.algorithm)
+    rec.algorithm.pair()
 }
 
 /// One identity the ssh-agent offers: a key pair in a token, as its plain public key or as an

@@ -1,6 +1,7 @@
 //! Byte formats, pure functions with no I/O. Secret bytes live in zeroizing buffers.
 //!
-//! - [`algorithm`]: the key algorithms keyport names; [`key`]: the decoded private key every
+//! - [`algorithm`]: the key algorithms keyport names; [`kind`]: what an inventory row holds
+//!   (pair, public key, secret key); [`key`]: the decoded private key every
 //!   reader produces, and the errors; [`limits`]: caps on KDF parameters from untrusted input.
 //! - [`spki`]: public keys as SubjectPublicKeyInfo and their fingerprints.
 //! - [`pkcs`]: PEM/DER PKCS#1, SEC1 (with legacy DEK-Info), PKCS#8 (plain and encrypted),
@@ -12,6 +13,7 @@ pub mod algorithm;
 pub mod archive;
 pub mod bundle;
 pub mod key;
+pub mod kind;
 pub mod limits;
 pub mod pkcs;
 pub mod spki;

@@ -13,7 +13,9 @@ pub struct KeyRecord {
     pub token: String,
     #[serde(skip)]
     pub cka_id: Vec<u8>,
-    pub algorithm: String,
+    /// Parsed from the `algorithm` column; written back as the same string.
+    #[schema(value_type = String, example = "ec-p256")]
+    pub algorithm: crate::material::kind::KeyKind,
     pub fingerprint: String,
     pub exportable: bool,
     pub origin: String,
@@ -71,7 +73,7 @@ impl KeyRecord {
             owner: r.get(3)?,
             token: r.get(4)?,
             cka_id: r.get(5)?,
-            algorithm: r.get(6)?,
+            algorithm: crate::material::kind::KeyKind::parse(&r.get::<_, String>(6)?),
             fingerprint: r.get(7)?,
             exportable: r.get(8)?,
             origin: r.get(9)?,
@@ -238,7 +240,7 @@ pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::
             k.owner,
             k.token,
             k.cka_id,
-            k.algorithm,
+            k.algorithm.to_string(),
             k.fingerprint,
             k.exportable,
             k.origin,

@@ -12,7 +12,7 @@ pub fn key(id: &str, namespace: &str, name: &str, exportable: bool) -> KeyRecord
         owner: "root".into(),
         token: "soft".into(),
         cka_id: hex::decode(id).unwrap(),
-        algorithm: "ec-p256".into(),
+        algorithm: crate::material::kind::KeyKind::parse("ec-p256"),
         fingerprint: format!("sha256:{id}"),
         exportable,
         origin: "generated".into(),

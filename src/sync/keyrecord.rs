@@ -97,7 +97,7 @@ impl Syncer {
             namespace: rec.namespace.clone(),
             name: rec.name.clone(),
             key_id: rec.id.clone(),
-            algorithm: rec.algorithm.clone(),
+            algorithm: rec.algorithm.to_string(),
             fingerprint: rec.fingerprint.clone(),
             vault_exportable: match vault_exportable {
                 Some(e) => e,

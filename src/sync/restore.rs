@@ -477,7 +477,7 @@ impl Run<'_> {
                 e.name.clone(),
                 self.token.clone(),
                 cka_id,
-                alg.as_str(),
+                crate::material::kind::KeyKind::Pair(alg),
                 exportable,
                 "restored",
                 "restore",

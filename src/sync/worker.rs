@@ -380,8 +380,7 @@ impl Syncer {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
             return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));
         }
-        let alg =
-            Algorithm::parse(&rec.algorithm).ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
+        let alg = rec.algorithm.pair().ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
         let token_err = |e: crate::core::CoreError| match e {
             crate::core::CoreError::Token(e @ TokenError::Transient { .. }) => {

@@ -10,7 +10,6 @@ use crate::core::authz::{Peer, Principal};
 use crate::core::import::{import_key, ImportOutcome, ImportRequest};
 use crate::core::sign::{self, SignCaller};
 use crate::core::{CoreError, SharedApp};
-use crate::material::algorithm::Algorithm;
 
 /// Answers one message (its type byte and payload, without the length).
 pub async fn handle(app: &SharedApp, peer: Peer, message: &[u8]) -> Response {
@@ -90,7 +89,7 @@ async fn sign_request(app: &SharedApp, caller: &SignCaller<'_>, req: ssh_agent_l
             return Response::Failure;
         }
     };
-    let Some(alg) = Algorithm::parse(&rec.algorithm) else { return Response::Failure };
+    let Some(alg) = rec.algorithm.pair() else { return Response::Failure };
     let scheme = keys::scheme_for(alg, req.flags);
     match sign::sign(app, caller, &rec, Some(scheme), &req.data).await {
         Ok(sig) => match keys::ssh_signature(&sig) {

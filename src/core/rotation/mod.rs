@@ -150,7 +150,7 @@ fn view(app: &App, k: KeysetRecord, history: u32) -> Result<KeysetView, CoreErro
         versions.push(VersionView {
             key_name: key.as_ref().map(|r| r.name.clone()),
             fingerprint: key.as_ref().map(|r| r.fingerprint.clone()),
-            algorithm: key.as_ref().map(|r| r.algorithm.clone()),
+            algorithm: key.as_ref().map(|r| r.algorithm.to_string()),
             version: v,
         });
     }
@@ -184,10 +184,6 @@ fn kind(s: &str) -> Result<&'static str, CoreError> {
 }
 
 /// Whether the algorithm is one SSH can use (every key-pair algorithm keyport has).
-fn ssh_algorithm(a: &str) -> bool {
-    crate::material::algorithm::Algorithm::parse(a).is_some()
-}
-
 /// Creates a keyset: a first version generated (`<name>.v1`) or an existing key adopted.
 pub async fn create(app: &App, who: &Principal, req: CreateRequest) -> Result<KeysetView, CoreError> {
     let namespace = req.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
@@ -217,7 +213,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateRequest) -> Result<Ke
                     format!("key '{id}' is in namespace '{}', not '{namespace}'; a keyset's versions live in its namespace", rec.namespace),
                 ));
             }
-            if !ssh_algorithm(&rec.algorithm) {
+            if rec.algorithm.pair().is_none() {
                 return Err(CoreError::invalid("invalid_key", format!("key '{id}' ({}) is not a key pair SSH can use", rec.algorithm)));
             }
             if let Some(v) = app.store.keyset_version_of_key(&rec.id)? {
@@ -255,7 +251,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateRequest) -> Result<Ke
         namespace: namespace.clone(),
         name: req.name.clone(),
         kind: kind.into(),
-        algorithm: key.algorithm.clone(),
+        algorithm: key.algorithm.to_string(),
         owner: who.name.clone(),
         created_at: t.clone(),
         last_rotation_at: None,

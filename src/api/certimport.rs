@@ -269,7 +269,8 @@ async fn job(State(app): State<SharedApp>, IotCaller(who, _): IotCaller, Path(id
     let detail: Value =
         app.store.job_detail(&id).map_err(CoreError::from)?.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null);
     let mut v = job_object(&job, &detail);
-    let failures: Vec<&str> = items.iter().filter(|i| i.status == "FAILED").filter_map(|i| i.reason.as_deref()).collect();
+    let failures: Vec<&str> =
+        items.iter().filter(|i| i.status == crate::store::ItemStatus::Failed).filter_map(|i| i.reason.as_deref()).collect();
     let result = match (job.status.as_str(), job.failed) {
         ("COMPLETED", 0) => "SUCCESS",
         ("COMPLETED", f) if f >= job.total => "FAILURE",

@@ -418,7 +418,9 @@ async fn import_status(
         // no key (the caller may hold only `import`; rows written before that rule still
         // carry the existing key's id, which is not followed).
         let cert = match &i.key_id {
-            Some(k) if i.status == "IMPORTED" => app.store.certificates_of(k).map_err(CoreError::from)?.into_iter().next(),
+            Some(k) if i.status == crate::store::ItemStatus::Imported => {
+                app.store.certificates_of(k).map_err(CoreError::from)?.into_iter().next()
+            }
             _ => None,
         };
         let mut r = json!({

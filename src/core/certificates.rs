@@ -62,7 +62,7 @@ pub fn submit(app: &Arc<App>, who: &Principal, input: &CertImportInput, detail: 
         kind: KIND_CERT_IMPORT.into(),
         namespace: Some(input.namespace.clone()),
         principal: who.name.clone(),
-        status: "PENDING".into(),
+        status: crate::store::JobStatus::Pending,
         created_at: now(),
         finished_at: None,
         total: input.items.len() as i64,
@@ -145,14 +145,14 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
             Err(e) => app.store.record_job_item(&JobItem {
                 job_id: job.id.clone(),
                 seq,
-                status: "FAILED".into(),
+                status: crate::store::ItemStatus::Failed,
                 key_id: None,
                 fingerprint: None,
                 reason: Some(format!("{}: {e}", item.source)),
             })?,
         }
     }
-    app.store.finish_job(&job.id, "COMPLETED")?;
+    app.store.finish_job(&job.id, crate::store::JobStatus::Completed)?;
     tracing::info!(job = %job.id, items = input.items.len(), "certificate import job finished");
     Ok(())
 }
@@ -181,17 +181,17 @@ fn label_for(c: &CertInfo) -> String {
 /// Stores one certificate (see the module comment) and records the job item.
 async fn import_one(app: &App, who: &Principal, namespace: &str, c: CertInfo, job_id: &str, seq: i64) -> Result<(), CoreError> {
     who.require(namespace, Permission::Import)?;
-    let item = |status: &str, key_id: Option<String>, reason: Option<String>| JobItem {
+    let item = |status: crate::store::ItemStatus, key_id: Option<String>, reason: Option<String>| JobItem {
         job_id: job_id.into(),
         seq,
-        status: status.into(),
+        status,
         key_id,
         fingerprint: Some(c.sha256.clone()),
         reason,
     };
     if let Some(existing) = app.store.stored_certificate(&c.sha256)? {
         let why = format!("already in the inventory (namespace '{}'); not stored twice", existing.record.namespace);
-        app.store.record_job_item(&item("DUPLICATE", existing.record.key_id.clone(), Some(why)))?;
+        app.store.record_job_item(&item(crate::store::ItemStatus::Duplicate, existing.record.key_id.clone(), Some(why)))?;
         return Ok(());
     }
     let fingerprint = c.public_key.fingerprint().map_err(|e| CoreError::invalid("unsupported", e.to_string()))?;
@@ -255,9 +255,13 @@ async fn import_one(app: &App, who: &Principal, namespace: &str, c: CertInfo, jo
         detail: Some(format!("{} sha256:{} cka_id:{}", c.subject, c.sha256, hex::encode(&placed))),
     };
     let reason = linked.as_ref().map(|k| format!("linked to key '{}'", k.name));
-    let new = app.store.commit_certificate(&rec, &audit, &item("IMPORTED", rec.record.key_id.clone(), reason))?;
+    let new = app.store.commit_certificate(&rec, &audit, &item(crate::store::ItemStatus::Imported, rec.record.key_id.clone(), reason))?;
     if !new {
-        app.store.record_job_item(&item("DUPLICATE", None, Some("already in the inventory; not stored twice".into())))?;
+        app.store.record_job_item(&item(
+            crate::store::ItemStatus::Duplicate,
+            None,
+            Some("already in the inventory; not stored twice".into()),
+        ))?;
     }
     tracing::info!(certificate = %c.sha256, subject = %c.subject, key = ?rec.record.key_id, "certificate imported");
     Ok(())

@@ -130,7 +130,7 @@ pub(crate) async fn import_key_with(
             app.store.record_job_item(&JobItem {
                 job_id: s.job_id.clone(),
                 seq: s.seq,
-                status: "SKIPPED".into(),
+                status: crate::store::ItemStatus::Skipped,
                 key_id: None,
                 fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
                 reason: Some(format!("the same key is already held in namespace '{}'; nothing was imported", req.namespace)),
@@ -183,7 +183,7 @@ pub(crate) async fn import_key_with(
     let job_item = slot.map(|s| JobItem {
         job_id: s.job_id,
         seq: s.seq,
-        status: "IMPORTED".into(),
+        status: crate::store::ItemStatus::Imported,
         key_id: Some(id.clone()),
         fingerprint: Some(item_fingerprint(&req.certificates, &fingerprint)),
         reason: None,

@@ -84,7 +84,7 @@ pub fn submit(app: &App, principal: &str, input: &SealedImportInput) -> Result<J
         kind: KIND_SEALED_IMPORT.into(),
         namespace: Some(input.namespace.clone()),
         principal: principal.into(),
-        status: "WAITING".into(),
+        status: crate::store::JobStatus::Waiting,
         created_at: now(),
         finished_at: None,
         total: input.items.len() as i64,
@@ -118,7 +118,7 @@ pub async fn run(app: Arc<App>) {
                         // Not a fault that passes (its input cannot be read): end it, say why.
                         Err(e) => {
                             tracing::error!(job = %job.id, error = %e, "import job cannot run; it ends FAILED");
-                            if let Err(e) = app.store.finish_job(&job.id, "FAILED") {
+                            if let Err(e) = app.store.finish_job(&job.id, crate::store::JobStatus::Failed) {
                                 stopped = Some((job.id, e.into()));
                                 break;
                             }
@@ -169,14 +169,14 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
     let input: SealedImportInput = serde_json::from_slice(input).map_err(|e| CoreError::Internal(format!("job input unreadable: {e}")))?;
     let done: std::collections::HashSet<i64> =
         app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
-    app.store.set_job_status(&job.id, "PROCESSING")?;
+    app.store.set_job_status(&job.id, crate::store::JobStatus::Processing)?;
     let Some(who) = app.authz.read().expect("poisoned").by_name(&job.principal) else {
         for seq in 0..input.items.len() as i64 {
             if !done.contains(&seq) {
                 fail(app, &job.id, seq, format!("principal '{}' no longer exists in the configuration", job.principal))?;
             }
         }
-        app.store.finish_job(&job.id, "FAILED")?;
+        app.store.finish_job(&job.id, crate::store::JobStatus::Failed)?;
         return Ok(());
     };
     for (seq, item) in input.items.iter().enumerate() {
@@ -212,8 +212,8 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
     let (_, items) = app.store.job(&job.id)?.expect("job exists");
     // COMPLETED even when every item failed: the vendor's clients (VenafiPS) throw away the
     // per-item results of a FAILED job, and those reasons are what the caller needs.
-    app.store.finish_job(&job.id, "COMPLETED")?;
-    tracing::info!(job = %job.id, items = items.len(), failed = items.iter().filter(|i| i.status == "FAILED").count(), "import job finished");
+    app.store.finish_job(&job.id, crate::store::JobStatus::Completed)?;
+    tracing::info!(job = %job.id, items = items.len(), failed = items.iter().filter(|i| i.status == crate::store::ItemStatus::Failed).count(), "import job finished");
     Ok(())
 }
 
@@ -221,7 +221,7 @@ fn fail(app: &App, job_id: &str, seq: i64, reason: String) -> Result<(), CoreErr
     app.store.record_job_item(&JobItem {
         job_id: job_id.into(),
         seq,
-        status: "FAILED".into(),
+        status: crate::store::ItemStatus::Failed,
         key_id: None,
         fingerprint: None,
         reason: Some(reason),

@@ -148,7 +148,7 @@ impl Store {
     }
 
     /// Finishes a job: status, face detail, failed count from its items; drops the input.
-    pub fn finish_detailed_job(&self, id: &str, status: &str, detail: &str) -> Result<(), StoreError> {
+    pub fn finish_detailed_job(&self, id: &str, status: super::JobStatus, detail: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE jobs SET status=?2, finished_at=?3, input=NULL, detail=?4,
                failed=(SELECT COUNT(*) FROM job_items WHERE job_id=?1 AND status='FAILED')

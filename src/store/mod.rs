@@ -32,7 +32,7 @@ use std::sync::Mutex;
 
 pub use certs::{CertView, StoredCertificate};
 pub use kps::KpsKeypair;
-pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, JobItem, JobRecord, KeyRecord, KeyStatus};
+pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, ItemStatus, JobItem, JobRecord, JobStatus, KeyRecord, KeyStatus};
 pub use ssh_certs::SshCertificateRow;
 pub use tokens::TokenIdentity;
 pub use tpp::TppSession;
@@ -284,7 +284,7 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn set_job_status(&self, id: &str, status: &str) -> Result<(), StoreError> {
+    pub fn set_job_status(&self, id: &str, status: JobStatus) -> Result<(), StoreError> {
         self.conn().execute("UPDATE jobs SET status=?2 WHERE id=?1", params![id, status])?;
         Ok(())
     }
@@ -295,7 +295,7 @@ impl Store {
     }
 
     /// Marks a job finished and drops its input.
-    pub fn finish_job(&self, id: &str, status: &str) -> Result<(), StoreError> {
+    pub fn finish_job(&self, id: &str, status: JobStatus) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE jobs SET status=?2, finished_at=?3, input=NULL,
                failed=(SELECT COUNT(*) FROM job_items WHERE job_id=?1 AND status='FAILED')

@@ -186,7 +186,7 @@ pub struct JobRecord {
     pub kind: String,
     pub namespace: Option<String>,
     pub principal: String,
-    pub status: String,
+    pub status: JobStatus,
     pub created_at: String,
     pub finished_at: Option<String>,
     pub total: i64,
@@ -211,12 +211,81 @@ impl JobRecord {
     }
 }
 
-/// One item's result in a job. `status` is the face's vocabulary (IMPORTED, FAILED, SKIPPED).
+/// A column holding one of a fixed set of words: read with `FromSql` (an unknown word is a
+/// conversion error, so a corrupt row is an internal error, never a guess), written with
+/// `ToSql`, rendered by serde as the same word.
+macro_rules! stored_words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($word => Some($name::$variant),)+ _ => None }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                $name::parse(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("'{s}' is not a {}", stringify!($name)).into()))
+            }
+        }
+    };
+}
+
+stored_words! {
+    /// Where a job stands (TLS Protect Cloud's and the certificate import's vocabulary).
+    JobStatus {
+        /// Accepted, not started (TLS Protect Cloud's word).
+        Waiting = "WAITING",
+        /// Accepted, not started (the certificate import's word).
+        Pending = "PENDING",
+        /// Started; resumed at the next start if interrupted.
+        Processing = "PROCESSING",
+        /// Every item has its result.
+        Completed = "COMPLETED",
+        /// The job as a whole could not run (its input unreadable, its principal gone).
+        Failed = "FAILED",
+    }
+}
+
+stored_words! {
+    /// One item's result in a job.
+    ItemStatus {
+        Imported = "IMPORTED",
+        /// Already present (TLS Protect Cloud: the same key).
+        Skipped = "SKIPPED",
+        /// Already present (certificate import: the same certificate).
+        Duplicate = "DUPLICATE",
+        Failed = "FAILED",
+    }
+}
+
+/// One item's result in a job.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JobItem {
     pub job_id: String,
     pub seq: i64,
-    pub status: String,
+    pub status: ItemStatus,
     pub key_id: Option<String>,
     pub fingerprint: Option<String>,
     pub reason: Option<String>,

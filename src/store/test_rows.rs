@@ -57,12 +57,12 @@ pub fn import_job(s: &Store, id: &str, namespace: &str) -> JobItem {
         kind: "certificate_import".into(),
         namespace: Some(namespace.into()),
         principal: "root".into(),
-        status: "PENDING".into(),
+        status: super::JobStatus::Pending,
         created_at: now(),
         finished_at: None,
         total: 1,
         failed: 0,
     };
     s.create_job(&job, b"").unwrap();
-    JobItem { job_id: id.into(), seq: 0, status: "IMPORTED".into(), key_id: None, fingerprint: None, reason: None }
+    JobItem { job_id: id.into(), seq: 0, status: super::ItemStatus::Imported, key_id: None, fingerprint: None, reason: None }
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::api::slots::Slots;
 use crate::api::{self, listen};
 use crate::config::{self, Config, TlsConfig};
+use crate::core::tls_identity::NoIdentity;
 use crate::core::{authz::Authz, reconcile, App};
 use crate::store::Store;
 use crate::token::{softhsm, OpenError, Token, Tokens};
@@ -184,39 +185,22 @@ async fn run(cfg: Config, config_file: Option<PathBuf>, activated: api::activati
         let tls = match &app.config.listen.tls {
             TlsConfig::Plain => Some(None),
             TlsConfig::Files { cert, key } => Some(Some(api::tls::from_files(cert, key).map_err(|m| fatal(2, m))?)),
-            TlsConfig::SelfSigned => {
-                use crate::core::placement::{holds_id, token_for, OwnKey};
-                let placed = token_for(&app.tokens, OwnKey::Tls, |t| holds_id(t, api::tls::TLS_ID));
-                match placed {
-                    // The token that may hold it is away: a fault (restart once it is back).
-                    Err(e) if e.retry => {
-                        app.health.set("listen:tcp", format!("HTTPS on {addr} is not served: {e}; restart keyport once the token is back"));
-                        None
-                    }
-                    // No token can hold it: the feature is off with this configuration.
-                    Err(e) => {
-                        let msg = format!("HTTPS on {addr} is off: {e}");
-                        tracing::error!("{msg}");
-                        app.health.set_off("listen:tcp", msg);
-                        None
-                    }
-                    Ok(t) => match api::tls::self_signed(&t, &app.config.state_dir).await {
-                        Ok(c) => Some(Some(c)),
-                        // Its key lives in the token: with the token away, serve the socket only
-                        // (never plain HTTP in place of TLS).
-                        Err(m) => {
-                            app.health.set(
-                            "listen:tcp",
-                            format!(
-                                "HTTPS on {addr} is not served: the self-signed certificate's key in token '{}' cannot be used ({m}); restart keyport once the token is back",
-                                t.name
-                            ),
-                        );
-                            None
-                        }
-                    },
+            TlsConfig::SelfSigned => match crate::core::tls_identity::self_signed(&app).await {
+                Ok(identity) => Some(Some(api::tls::self_signed(identity).map_err(|m| fatal(2, m))?)),
+                // Its key lives in a token that is away: serve the socket only (never plain
+                // HTTP in place of TLS); a fault, so restart once the token is back.
+                Err(NoIdentity::Away(m)) => {
+                    app.health.set("listen:tcp", format!("HTTPS on {addr} is not served: {m}; restart keyport once the token is back"));
+                    None
                 }
-            }
+                // No token can hold it: the feature is off with this configuration.
+                Err(NoIdentity::Off(m)) => {
+                    let msg = format!("HTTPS on {addr} is off: {m}");
+                    tracing::error!("{msg}");
+                    app.health.set_off("listen:tcp", msg);
+                    None
+                }
+            },
         };
         if let Some(tls) = tls {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| fatal(1, format!("cannot listen on {addr}: {e}")))?;

@@ -27,6 +27,7 @@ pub mod reconcile;
 pub mod rotation;
 pub mod sign;
 pub mod telemetry;
+pub mod tls_identity;
 pub mod token_caps;
 
 use std::sync::Arc;

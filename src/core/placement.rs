@@ -13,7 +13,7 @@ use crate::token::{Capabilities, Token, Tokens};
 /// One of keyport's own keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnKey {
-    /// The self-signed HTTPS certificate's P-256 key (`api::tls`).
+    /// The self-signed HTTPS certificate's P-256 key (`core::tls_identity`).
     Tls,
     /// The key that seals the DEK at rest (`core::dek`, `token::at_rest`).
     AtRest,

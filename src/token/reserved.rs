@@ -2,7 +2,7 @@
 //! bytes; these are readable strings, so they never collide, and start-up reconciliation knows
 //! them as keyport's own (never "half-made", never listed).
 
-/// The HTTPS listener's P-256 key and its self-signed certificate (`api::tls`).
+/// The HTTPS listener's P-256 key and its self-signed certificate (`core::tls_identity`).
 pub const TLS_ID: &[u8] = b"keyport-tls";
 /// The AES key that seals the edge DEK at rest (`core::dek`).
 pub const AT_REST_KEY_ID: &[u8] = b"keyport-at-rest";

@@ -5,9 +5,8 @@ use common::*;
 
 #[test]
 fn a_uid_that_is_not_a_principal_is_refused() {
-    if !require("curl") || !require("setpriv") {
-        return;
-    }
+    require("curl");
+    require("setpriv");
     let d = Daemon::start("");
     // The socket is 0666 in the test config, so uid 65534 can connect; it is just not a principal.
     let out = std::process::Command::new("setpriv")
@@ -24,9 +23,7 @@ fn a_uid_that_is_not_a_principal_is_refused() {
 
 #[test]
 fn api_keys_over_https_and_the_socket() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = Daemon::start("");
     // No key over TCP: 401.
     let (s, v) = d.curl_https("GET", "/keyport/v1/health", None, &[]);
@@ -57,9 +54,7 @@ fn api_keys_over_https_and_the_socket() {
 
 #[test]
 fn health_shows_token_and_store() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = Daemon::start("");
     let (s, v) = d.curl("GET", "/keyport/v1/health", None, &[]);
     assert_eq!(s, 200, "{v}");

@@ -36,8 +36,11 @@ enrollment_method = "EST"
 source_format = "PEM"
 "#;
 
-fn tools() -> bool {
-    require("curl") && require("openssl") && require("pkcs11-tool") && require("zip")
+fn tools() {
+    require("curl");
+    require("openssl");
+    require("pkcs11-tool");
+    require("zip");
 }
 
 fn run(dir: &Path, prog: &str, args: &[&str]) -> Vec<u8> {
@@ -105,9 +108,7 @@ fn check_job_shape(v: &Value, profile: &str, format: &str, total: i64) {
 
 #[test]
 fn pem_zip_from_the_zip_tool_links_a_generated_key_and_keeps_the_chain() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start(PROFILES);
     let w = tempfile::tempdir().unwrap();
     let dir = w.path();
@@ -255,9 +256,7 @@ fn b64(der: &[u8]) -> String {
 
 #[test]
 fn xml_bundle_in_the_vendor_structure_and_the_vendor_errors() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start(PROFILES);
     let w = tempfile::tempdir().unwrap();
     let dir = w.path();
@@ -321,9 +320,7 @@ fn xml_bundle_in_the_vendor_structure_and_the_vendor_errors() {
 
 #[test]
 fn hostile_uploads_are_refused_and_nothing_is_stored() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start(PROFILES);
     let w = tempfile::tempdir().unwrap();
     let dir = w.path();
@@ -402,9 +399,7 @@ fn hostile_uploads_are_refused_and_nothing_is_stored() {
 
 #[test]
 fn a_crash_between_token_and_store_neither_loses_nor_duplicates() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut d = Daemon::config(PROFILES);
     d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "60000".into()));
     d.spawn();
@@ -437,9 +432,7 @@ fn a_crash_between_token_and_store_neither_loses_nor_duplicates() {
 
 #[test]
 fn a_certificate_row_whose_object_is_gone_is_removed_at_start() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut d = Daemon::start(PROFILES);
     let w = tempfile::tempdir().unwrap();
     let z = w.path().join("two.zip");

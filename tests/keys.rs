@@ -6,9 +6,8 @@ use common::*;
 
 #[test]
 fn every_algorithm_round_trips_and_pkcs11_tool_sees_exactly_it() {
-    if !require("curl") || !require("pkcs11-tool") {
-        return;
-    }
+    require("curl");
+    require("pkcs11-tool");
     let d = Daemon::start("");
     let algs = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519"];
     let mut ids = Vec::new();
@@ -66,9 +65,7 @@ fn every_algorithm_round_trips_and_pkcs11_tool_sees_exactly_it() {
 
 #[test]
 fn bad_requests_get_one_error_shape_and_change_nothing() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = Daemon::start("");
     let before = d.curl("GET", "/keyport/v1/keys", None, &[]).1;
 
@@ -116,9 +113,8 @@ fn bad_requests_get_one_error_shape_and_change_nothing() {
 
 #[test]
 fn namespace_policy_decides_exportability() {
-    if !require("curl") || !require("pkcs11-tool") {
-        return;
-    }
+    require("curl");
+    require("pkcs11-tool");
     let d = Daemon::start("[namespaces.ssh]\nexportable_by_default = true\n[namespaces.web]\nallow_exportable = false\n");
     let (s, v) = d.curl("POST", "/keyport/v1/keys", Some(r#"{"name":"h","namespace":"ssh","algorithm":"ed25519"}"#), &[]);
     assert_eq!(s, 201, "{v}");

@@ -15,22 +15,15 @@ const SK: &str = "kps-test-secret-key-0123456789abcdef";
 const TOKEN: &str = "kps-token";
 const READER: &str = "kps-reader-token";
 
-fn tools() -> bool {
-    require("curl")
-        && require("openssl")
-        && require("pkcs11-tool")
-        && require("ssh-keygen")
-        && require("puttygen")
-        && require("python3")
-        && {
-            let ok = Command::new("python3")
-                .args(["-c", "import huaweicloudsdkkps, huaweicloudsdkcore"])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "huaweicloudsdkkps is required (scripts/deps installs it)");
-            ok
-        }
+fn tools() {
+    require("curl");
+    require("openssl");
+    require("pkcs11-tool");
+    require("ssh-keygen");
+    require("puttygen");
+    require("python3");
+    let ok = Command::new("python3").args(["-c", "import huaweicloudsdkkps, huaweicloudsdkcore"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "huaweicloudsdkkps is required (scripts/deps-test installs it)");
 }
 
 fn daemon() -> Daemon {
@@ -187,9 +180,7 @@ fn keypairs_path() -> String {
 
 #[test]
 fn sdk_lifecycle_with_ak_sk_generate_show_update_list_export_clear_delete() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let dir = d.dir.path();
     let made = ok(sdk(&d, "aksk", "create", json!({"name": "gen-1", "user_id": "u-1"})));
@@ -261,9 +252,7 @@ fn sdk_lifecycle_with_ak_sk_generate_show_update_list_export_clear_delete() {
 
 #[test]
 fn sdk_import_with_token_from_ssh_keygen_puttygen_and_openssl() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let dir = d.dir.path();
     run(dir, "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "", "-f", "ed"]);
@@ -317,9 +306,7 @@ fn sdk_import_with_token_from_ssh_keygen_puttygen_and_openssl() {
 
 #[test]
 fn refusals_signature_token_names_duplicates_kms_and_bad_keys() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let dir = d.dir.path();
     let path = keypairs_path();
@@ -416,9 +403,7 @@ fn refusals_signature_token_names_duplicates_kms_and_bad_keys() {
 
 #[test]
 fn batch_import_of_many_and_batch_export_zip() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let dir = d.dir.path();
     let mut items = Vec::new();
@@ -514,9 +499,7 @@ fn sdk_date_now() -> String {
 
 #[test]
 fn a_signed_headers_bomb_is_refused_with_bounded_memory_while_others_are_served() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let dir = d.dir.path();
     // Only the public AK and a current date: a 100 KB header named 1,300 times in
@@ -560,9 +543,7 @@ fn a_signed_headers_bomb_is_refused_with_bounded_memory_while_others_are_served(
 
 #[test]
 fn a_wrong_api_key_on_the_socket_is_refused_by_every_face() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     let path = keypairs_path();
     // Root (uid 0) is an admin principal; with no key its uid is used.
@@ -606,9 +587,7 @@ fn signed_headers_as(d: &Daemon, ak: &str, method: &str, path: &str, body: &str)
 
 #[test]
 fn a_signed_request_is_served_once_and_unknown_aks_look_the_same() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = daemon();
     ok(sdk(&d, "aksk", "create", json!({"name": "replayed"})));
     let path = format!("{}/replayed", keypairs_path());

@@ -30,9 +30,8 @@ fn names(d: &Daemon) -> Vec<String> {
 
 #[test]
 fn sigkill_between_token_write_and_store_commit_is_repaired_at_next_start() {
-    if !require("curl") || !require("pkcs11-tool") {
-        return;
-    }
+    require("curl");
+    require("pkcs11-tool");
     let mut d = Daemon::start("");
     d.generate("survivor", "ec-p256", false);
     assert!(d.stop().success());
@@ -94,9 +93,7 @@ fn an_inventory_row_whose_objects_are_gone_is_marked_missing_at_start() {
 
 #[test]
 fn two_daemons_refuse_to_share_one_socket_and_a_stale_socket_is_replaced() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut first = Daemon::start("");
     let second = Daemon::config("");
     let text =
@@ -197,9 +194,8 @@ fn the_cli_speaks_to_the_daemon_over_the_socket() {
 
 #[test]
 fn systemd_socket_activation_serves_the_passed_socket() {
-    if !require("systemd-socket-activate") || !require("curl") {
-        return;
-    }
+    require("systemd-socket-activate");
+    require("curl");
     let mut d = Daemon::config("");
     let activated = d.dir.path().join("activated.sock");
     let child = std::process::Command::new("systemd-socket-activate")
@@ -227,9 +223,7 @@ fn systemd_socket_activation_serves_the_passed_socket() {
 
 #[test]
 fn a_client_that_hangs_up_mid_request_does_not_leave_half_a_key() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = Daemon::config("");
     // Pause between the token write and the store commit, longer than the client waits.
     d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "1500".into()));

@@ -27,9 +27,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[test]
 fn the_connection_cap_holds_and_frees_up() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = Daemon::config("");
     let t = std::fs::read_to_string(&d.config).unwrap().replace("max_body_bytes = 1048576", "max_body_bytes = 65536\nmax_connections = 2");
     std::fs::write(&d.config, t).unwrap();
@@ -93,9 +91,9 @@ time.sleep(60)
 
 #[test]
 fn slow_bodies_from_one_uid_never_lock_root_out_of_the_socket() {
-    if !require("curl") || !require("setpriv") || !require("python3") {
-        return;
-    }
+    require("curl");
+    require("setpriv");
+    require("python3");
     let d = Daemon::start("");
     let mut nobody = slow_bodies_as_nobody(&d, 256);
     std::thread::sleep(Duration::from_millis(300));
@@ -132,9 +130,7 @@ fn slow_bodies_from_one_uid_never_lock_root_out_of_the_socket() {
 
 #[test]
 fn an_unauthenticated_body_must_arrive_quickly() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = Daemon::config("");
     let t = std::fs::read_to_string(&d.config)
         .unwrap()
@@ -166,9 +162,7 @@ fn an_unauthenticated_body_must_arrive_quickly() {
 
 #[test]
 fn a_body_trickled_past_the_request_deadline_frees_its_connection() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = Daemon::config("");
     let t = std::fs::read_to_string(&d.config)
         .unwrap()
@@ -262,9 +256,9 @@ fn health_as(d: &Daemon, uid: u32) -> u16 {
 
 #[test]
 fn each_listener_has_its_own_slots_and_the_socket_keeps_a_reserve_for_admins() {
-    if !require("curl") || !require("setpriv") || !require("python3") {
-        return;
-    }
+    require("curl");
+    require("setpriv");
+    require("python3");
     let mut d = Daemon::config("");
     let t = std::fs::read_to_string(&d.config).unwrap().replace(
         "max_body_bytes = 1048576",

@@ -12,13 +12,13 @@ use keyport::material::ssh::{fingerprint_sha256, parse_public_line, public_key_l
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh");
 
-fn require(tools: &[&str]) -> bool {
+/// Panics when a tool is missing (never a skip).
+fn require(tools: &[&str]) {
     for tool in tools {
         let found =
             Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         assert!(found, "{tool} is required (scripts/deps installs it)");
     }
-    true
 }
 
 /// Runs a tool with no stdin (so nothing can prompt) and returns stdout; panics on failure.
@@ -73,16 +73,14 @@ const UNOPENABLE_FIXTURE: &str = "edge/ed25519-seed0001.ppk";
 
 #[test]
 fn every_fixture_imports_to_the_fingerprint_of_its_pub() {
-    let check_with_ssh_keygen = require(&["ssh-keygen"]);
+    require(&["ssh-keygen"]);
     for (key, public, passphrase) in FIXTURE_KEYS {
         let dir = Path::new(FIXTURES);
         let expected = parse_public_line(&std::fs::read_to_string(dir.join(public)).unwrap()).unwrap();
         let (got, comment) = read(&dir.join(key), *passphrase).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(got.public_key(), expected, "{key}");
         assert!(got.algorithm().is_ok(), "{key}");
-        if check_with_ssh_keygen {
-            assert_eq!(fingerprint_sha256(&got.public_key()), ssh_keygen_fingerprint(&dir.join(public)), "{key}");
-        }
+        assert_eq!(fingerprint_sha256(&got.public_key()), ssh_keygen_fingerprint(&dir.join(public)), "{key}");
         // The comment matches the .pub's where the .pub carries one.
         let pub_comment = std::fs::read_to_string(dir.join(public)).unwrap().split_whitespace().nth(2).map(str::to_owned);
         if let Some(c) = pub_comment {
@@ -179,9 +177,7 @@ fn assert_rsa_matches_openssl(w: &Work, key: &PrivateKey) {
 
 /// Generates one key with ssh-keygen and reads it back in every format the tools write.
 fn every_format(kind: &str, bits: &str) {
-    if !require(&["ssh-keygen", "puttygen", "openssl"]) {
-        return;
-    }
+    require(&["ssh-keygen", "puttygen", "openssl"]);
     let w = Work::new();
     let comment = format!("{kind}-{bits} test@keyport");
     let k = w.path("k");
@@ -273,9 +269,7 @@ fn ed25519_every_format() {
 
 #[test]
 fn argon2_flavours_and_bcrypt_rounds_from_the_tools() {
-    if !require(&["ssh-keygen", "puttygen"]) {
-        return;
-    }
+    require(&["ssh-keygen", "puttygen"]);
     let w = Work::new();
     let k = w.path("k");
     run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "c", "-f", p(&k)]);
@@ -363,9 +357,7 @@ fn through_the_tools(w: &Work, name: &str, text: &str) -> Vec<PrivateKey> {
 
 #[test]
 fn ed25519_seed_corner_cases_through_puttygen() {
-    if !require(&["ssh-keygen", "puttygen"]) {
-        return;
-    }
+    require(&["ssh-keygen", "puttygen"]);
     let w = Work::new();
     let mut leading = [0u8; 32];
     leading[1] = 1;
@@ -386,9 +378,7 @@ fn ed25519_seed_corner_cases_through_puttygen() {
 
 #[test]
 fn short_ecdsa_scalars_through_the_tools() {
-    if !require(&["ssh-keygen", "puttygen"]) {
-        return;
-    }
+    require(&["ssh-keygen", "puttygen"]);
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     let w = Work::new();
     // Scalars far shorter than the field (one key in 256 has a shorter-by-one scalar), but
@@ -433,9 +423,7 @@ fn short_ecdsa_scalars_through_the_tools() {
 
 #[test]
 fn public_lines_round_trip_through_ssh_keygen() {
-    if !require(&["ssh-keygen"]) {
-        return;
-    }
+    require(&["ssh-keygen"]);
     let w = Work::new();
     for (kind, bits) in [("ed25519", "256"), ("ecdsa", "384")] {
         let k = w.path(kind);

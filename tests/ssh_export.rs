@@ -18,8 +18,10 @@ use keyport::material::ssh::{read_private_key, write_openssh, write_ppk, write_s
 
 const PASS: &str = "correct horse battery";
 
-fn tools() -> bool {
-    common::require("ssh-keygen") && common::require("puttygen") && common::require("openssl")
+fn tools() {
+    common::require("ssh-keygen");
+    common::require("puttygen");
+    common::require("openssl");
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -137,9 +139,7 @@ const TYPES: &[(&str, &str, &str)] =
 
 #[test]
 fn every_format_and_key_type_is_read_by_the_real_tools() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     for (name, t, bits) in TYPES {
         let orig = d.path(name);
@@ -231,9 +231,7 @@ fn fresh(curve: &str) -> PrivateKey {
 /// sample of the others) through puttygen and ssh-keygen, which must print our scalar.
 #[test]
 fn many_p256_and_p521_keys_including_short_scalars() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Dir::new();
     let started = std::time::Instant::now();
     let mut for_tools: Vec<(String, PrivateKey)> = Vec::new();
@@ -307,9 +305,8 @@ fn generated_pub(d: &common::Daemon, id: &str) -> String {
 
 #[test]
 fn native_export_formats_policy_and_cli() {
-    if !tools() || !common::require("curl") {
-        return;
-    }
+    tools();
+    common::require("curl");
     let d = common::Daemon::start("[namespaces.open]\nallow_unencrypted_export = true\n");
     let pw = d.dir.path().join("pw");
     std::fs::write(&pw, format!("{PASS}\n")).unwrap();

@@ -22,9 +22,7 @@ fn version_fingerprint(data: &Value, version: u32) -> String {
 
 #[test]
 fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
-    if !tools() {
-        return;
-    }
+    tools();
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let d = daemon(&bao, "");
@@ -76,9 +74,7 @@ fn a_sealed_vault_holds_the_backlog_until_it_is_unsealed() {
 
 #[test]
 fn a_rate_limited_vault_is_retried_on_schedule_and_gets_each_key_once() {
-    if !tools() {
-        return;
-    }
+    tools();
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let d = daemon(&bao, "");
@@ -121,9 +117,7 @@ fn a_rate_limited_vault_is_retried_on_schedule_and_gets_each_key_once() {
 
 #[test]
 fn sigkill_after_the_vault_answered_never_doubles_a_key() {
-    if !tools() {
-        return;
-    }
+    tools();
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let mut d = daemon(&bao, "");
@@ -155,9 +149,7 @@ fn sigkill_after_the_vault_answered_never_doubles_a_key() {
 
 #[test]
 fn a_vault_that_lost_its_data_gets_the_synced_keys_and_certificates_again() {
-    if !tools() {
-        return;
-    }
+    tools();
     let work = tempfile::tempdir().unwrap();
     let mut bao = Bao::start(work.path());
     let d = daemon(&bao, "");
@@ -188,9 +180,7 @@ fn a_vault_that_lost_its_data_gets_the_synced_keys_and_certificates_again() {
 
 #[test]
 fn a_new_key_under_a_synced_name_becomes_a_new_vault_version() {
-    if !tools() {
-        return;
-    }
+    tools();
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let d = daemon(&bao, "");
@@ -244,9 +234,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", listen), H).serve_forever()
 
 #[test]
 fn an_unknown_500_is_retried_for_the_key_not_parked() {
-    if !tools() || !common::require("python3") {
-        return;
-    }
+    tools();
+    common::require("python3");
     let work = tempfile::tempdir().unwrap();
     let bao = Bao::start(work.path());
     let port = common::free_port();

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "tppl-api-key: tlspc-key";
 
-fn tools() -> bool {
-    require("curl")
+fn tools() {
+    require("curl");
 }
 
 /// The remote: a plain daemon (principal `tlspc-client` with API key `tlspc-key`).
@@ -133,9 +133,7 @@ fn sync_state(st: &Value, name: &str) -> Value {
 
 #[test]
 fn keys_with_certificates_reach_the_remote_once() {
-    if !tools() {
-        return;
-    }
+    tools();
     let b = remote();
     let mut a = local(&b, &[], "");
     let web = names("web", 3);
@@ -224,9 +222,7 @@ fn batch_rates(a: &Daemon) -> Vec<(u64, f64)> {
 
 #[test]
 fn more_than_100_keys_go_in_batches_of_at_most_100() {
-    if !tools() {
-        return;
-    }
+    tools();
     let b = remote();
     let a = local(&b, &[], "");
     let many = names("bulk", 105);
@@ -249,9 +245,7 @@ fn more_than_100_keys_go_in_batches_of_at_most_100() {
 
 #[test]
 fn a_dead_remote_is_a_backlog_drained_once_when_it_returns() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut b = remote();
     let a = local(&b, &[], "");
     import_many(&a, &names("before", 1));
@@ -282,9 +276,7 @@ fn a_dead_remote_is_a_backlog_drained_once_when_it_returns() {
 
 #[test]
 fn a_sigkill_after_the_post_sends_no_key_twice() {
-    if !tools() {
-        return;
-    }
+    tools();
     let b = remote();
     let mut a = local(&b, &[("KEYPORT_TEST_PAUSE_AFTER_REMOTE_POST_MS", "60000")], "");
     let batch = names("crash", 4);
@@ -320,9 +312,7 @@ fn a_sigkill_after_the_post_sends_no_key_twice() {
 
 #[test]
 fn a_job_the_remote_never_finishes_stops_holding_the_key_back() {
-    if !tools() {
-        return;
-    }
+    tools();
     // The remote pauses 6 s before committing each imported key: its job stays PENDING.
     let mut b = Daemon::config("");
     b.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "6000".into()));

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "tppl-api-key: tlspc-key";
 
-fn tools() -> bool {
-    require("curl") && require("openssl") && require("pkcs11-tool") && require("python3") && {
-        let ok = Command::new("python3").args(["-c", "import nacl.public"]).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "PyNaCl is required (scripts/deps installs it)");
-        ok
-    }
+fn tools() {
+    require("curl");
+    require("openssl");
+    require("pkcs11-tool");
+    require("python3");
+    let ok = Command::new("python3").args(["-c", "import nacl.public"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "PyNaCl is required (scripts/deps-test installs it)");
 }
 
 /// libsodium sealed box to `public_b64`, by PyNaCl.
@@ -122,9 +123,7 @@ fn password_item(dir: &Path, e: &Edge, name: &str, cipher: &[&str]) -> Value {
 
 #[test]
 fn edge_instance_and_encryption_key_as_the_vendor_serves_them() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start("");
     let e = edge(&d);
     let (s, v) = d.curl_https("GET", &format!("/v1/edgeinstances/{}", e.edge_id), None, &["-H", KEY]);
@@ -157,9 +156,7 @@ fn edge_instance_and_encryption_key_as_the_vendor_serves_them() {
 
 #[test]
 fn a_batch_of_every_kind_imports_with_certificates_linked() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start("");
     let e = edge(&d);
     let dir = d.dir.path().join("keys");
@@ -252,9 +249,7 @@ fn a_batch_of_every_kind_imports_with_certificates_linked() {
 
 #[test]
 fn bad_items_fail_alone_with_a_reason_and_leave_nothing() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start("");
     let e = edge(&d);
     let dir = d.dir.path().join("keys");
@@ -334,9 +329,7 @@ fn bad_items_fail_alone_with_a_reason_and_leave_nothing() {
 
 #[test]
 fn a_job_accepted_before_a_crash_finishes_after_it() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut d = Daemon::config("");
     d.env.push(("KEYPORT_TEST_PAUSE_BEFORE_COMMIT_MS".into(), "60000".into()));
     d.spawn();
@@ -371,9 +364,7 @@ fn a_job_accepted_before_a_crash_finishes_after_it() {
 /// virtualenv `scripts/deps` makes, drives the whole flow.
 #[test]
 fn the_vendors_python_client_imports_a_key() {
-    if !tools() {
-        return;
-    }
+    tools();
     let python = Path::new("/opt/keyport-test/pyvenafi/bin/python");
     assert!(python.exists(), "pyVenafi virtualenv missing (scripts/deps makes it)");
     let d = Daemon::start("");
@@ -404,9 +395,7 @@ fn the_vendors_python_client_imports_a_key() {
 /// when its import is SKIPPED as a duplicate: no name, no id, no certificate.
 #[test]
 fn a_skipped_import_reveals_nothing_about_the_existing_key() {
-    if !tools() {
-        return;
-    }
+    tools();
     let d = Daemon::start(&format!(
         r#"
 [[principals]]

@@ -137,9 +137,7 @@ fn public_of(dir: &Path, file: &Path, format: &str) -> String {
 
 #[test]
 fn token_flow_version_and_case_insensitive_routes() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = start(3600);
     let (s, v) = login(&d, "alice", "wrong", "ssh:manage");
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
@@ -196,9 +194,9 @@ fn token_flow_version_and_case_insensitive_routes() {
 
 #[test]
 fn every_format_through_the_face_is_read_by_the_real_tools() {
-    if !require("curl") || !require("ssh-keygen") || !require("puttygen") {
-        return;
-    }
+    require("curl");
+    require("ssh-keygen");
+    require("puttygen");
     let d = start(3600);
     let tok = token(&d, "alice", "alice-secret", "ssh:manage,discover");
     for (name, alg) in [("rsa", "rsa-2048"), ("p256", "ec-p256"), ("p521", "ec-p521"), ("ed", "ed25519")] {
@@ -253,9 +251,7 @@ fn every_format_through_the_face_is_read_by_the_real_tools() {
 
 #[test]
 fn refusals() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = start(3600);
     d.generate("sealed", "ed25519", false);
     d.generate("open", "rsa-2048", true);
@@ -291,9 +287,7 @@ fn refusals() {
 
 #[test]
 fn expired_bearer_token() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let d = start(1);
     d.generate("open", "rsa-2048", true);
     let tok = token(&d, "alice", "alice-secret", "ssh:manage");
@@ -306,9 +300,7 @@ fn expired_bearer_token() {
 
 #[test]
 fn tokens_survive_a_daemon_restart_and_only_their_hashes_are_stored() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = start(3600);
     let (s, v) = login(&d, "alice", "alice-secret", "ssh:manage");
     assert_eq!(s, 200, "{v}");
@@ -338,9 +330,7 @@ fn tokens_survive_a_daemon_restart_and_only_their_hashes_are_stored() {
 
 #[test]
 fn a_password_change_ends_the_users_sessions_across_a_restart() {
-    if !require("curl") {
-        return;
-    }
+    require("curl");
     let mut d = start(3600);
     let (s, v) = login(&d, "bob", "bob-secret", "ssh");
     assert_eq!(s, 200, "{v}");

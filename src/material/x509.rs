@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn certificate_fields_match_openssl() {
-        let Some(w) = Work::new() else { return };
+        let w = Work::new();
         for alg in [Alg::Rsa2048, Alg::P256, Alg::P521, Alg::Ed25519] {
             w.key(alg, "k.pem");
             w.self_signed("k.pem", "/CN=leaf.example/O=keyport test/C=DE", "c.pem");
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn compressed_ec_points_are_expanded() {
-        let Some(w) = Work::new() else { return };
+        let w = Work::new();
         w.key(Alg::P384, "k.pem");
         w.run(&["ec", "-in", "k.pem", "-conv_form", "compressed", "-out", "comp.pem"]);
         w.self_signed("comp.pem", "/CN=compressed", "c.pem");
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn bundles_and_garbage() {
-        let Some(w) = Work::new() else { return };
+        let w = Work::new();
         w.key(Alg::P256, "root.key");
         w.key(Alg::Ed25519, "leaf.key");
         let root = w.self_signed("root.key", "/CN=Root", "root.crt");

@@ -114,8 +114,10 @@ impl Drop for Bao {
     }
 }
 
-pub fn tools() -> bool {
-    require("bao") && require("curl") && require("openssl")
+pub fn tools() {
+    require("bao");
+    require("curl");
+    require("openssl");
 }
 
 pub fn daemon(bao: &Bao, extra: &str) -> Daemon {

@@ -38,10 +38,11 @@ permissions = { default = ["import", "read"] }
 /// Placeholder for the SoftHSM token's `[[tokens]]` block in [`Daemon::config_tokens`].
 pub const SOFT_TOKEN: &str = "@SOFT_TOKEN@";
 
-pub fn require(tool: &str) -> bool {
+/// Panics when `tool` is not on PATH: `scripts/test` installs every tool, so a missing one
+/// is a failure, never a skip.
+pub fn require(tool: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(found, "{tool} is required (scripts/deps installs it)");
-    true
 }
 
 pub fn softhsm_module() -> PathBuf {

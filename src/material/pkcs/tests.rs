@@ -23,7 +23,7 @@ fn read_ok(data: &[u8], password: Option<&[u8]>) -> PrivateKey {
 /// Every plain form openssl writes for this algorithm parses to the same key, whose public
 /// key is openssl's, and to_pkcs8_der reproduces openssl's PKCS#8 DER byte for byte.
 fn plain_forms(alg: Alg) {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     let pkcs8_pem = w.key(alg, "k.pem");
     let expected = w.public_der("k.pem");
     let pkcs8_der = w.run(&["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-outform", "DER"]);
@@ -117,7 +117,7 @@ fn encrypted_pkcs8(w: &Work, alg: Alg, args: &[&str]) {
 
 #[test]
 fn pbes2_pbkdf2_variants() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     for args in [
         &["-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA1"][..],
         &["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256"],
@@ -134,7 +134,7 @@ fn pbes2_pbkdf2_variants() {
 
 #[test]
 fn pbes2_scrypt() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     // Small N keeps the unoptimised test build quick; the default N is exercised below.
     encrypted_pkcs8(&w, Alg::P384, &["-scrypt", "-scrypt_N", "1024", "-scrypt_r", "8", "-scrypt_p", "1"]);
     w.key(Alg::P256, "k.pem");
@@ -144,7 +144,7 @@ fn pbes2_scrypt() {
 
 #[test]
 fn pkcs12_pbe_in_pkcs8() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     encrypted_pkcs8(&w, Alg::P256, &["-v1", "PBE-SHA1-3DES"]);
     encrypted_pkcs8(&w, Alg::Rsa2048, &["-v1", "PBE-SHA1-3DES"]);
     encrypted_pkcs8(&w, Alg::P256, &["-v1", "PBE-SHA1-2DES"]);
@@ -152,7 +152,7 @@ fn pkcs12_pbe_in_pkcs8() {
 
 #[test]
 fn unsupported_pbe_schemes_say_so() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::P256, "k.pem");
     // PBES1 (needs OpenSSL's legacy provider for MD5/DES; skip that one if it is absent).
     if let Ok(pem) = w.try_run(&[
@@ -240,7 +240,7 @@ fn kdf_caps_are_enforced_before_deriving() {
 
 #[test]
 fn legacy_pem_encryption() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     let mut cases: Vec<(Alg, Vec<&str>, &str)> = Vec::new();
     for cipher in ["-aes128", "-aes192", "-aes256", "-des3"] {
         cases.push((Alg::Rsa2048, vec!["rsa", "-traditional", cipher], "RSA PRIVATE KEY"));
@@ -271,7 +271,7 @@ fn legacy_pem_encryption() {
 
 #[test]
 fn ec_key_without_public_point_or_with_a_wrong_one() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     for alg in [Alg::P256, Alg::P384, Alg::P521] {
         w.key(alg, "k.pem");
         let expected = w.public_der("k.pem");
@@ -315,7 +315,7 @@ fn ec_scalar_is_padded_to_the_field_size() {
 
 #[test]
 fn rsa_crt_values_are_computed_and_checked() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::Rsa2048, "k.pem");
     let der = w.run(&["rsa", "-in", "k.pem", "-traditional", "-outform", "DER"]);
     let full = keys::from_pkcs1_der(&der).unwrap();
@@ -344,7 +344,7 @@ fn rsa_crt_values_are_computed_and_checked() {
 
 #[test]
 fn unsupported_key_types_and_sizes() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     let cases: [(&[&str], &str); 5] = [
         (&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"], "RSA-1024"),
         (&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1"], "1.3.132.0.10"),
@@ -372,7 +372,7 @@ fn unsupported_key_types_and_sizes() {
 
 #[test]
 fn softhsm_zero_padding_is_tolerated() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::P256, "k.pem");
     let der = w.run(&["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-outform", "DER"]);
     let mut padded = der.clone();
@@ -391,7 +391,7 @@ fn softhsm_zero_padding_is_tolerated() {
 
 #[test]
 fn truncated_and_corrupted_input_never_panics() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::Rsa2048, "r.pem");
     w.key(Alg::P384, "e.pem");
     w.key(Alg::Ed25519, "d.pem");
@@ -450,7 +450,7 @@ fn garbage_is_reported_as_such() {
 
 #[test]
 fn two_keys_in_one_pem_are_refused() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     let mut both = w.key(Alg::P256, "a.pem");
     both.extend(w.key(Alg::Ed25519, "b.pem"));
     assert!(matches!(read_private_key(&both, None), Err(MaterialError::Unsupported(_))));
@@ -458,7 +458,7 @@ fn two_keys_in_one_pem_are_refused() {
 
 #[test]
 fn error_messages_do_not_leak_key_bytes() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::P256, "k.pem");
     let der = w.run(&["ec", "-in", "k.pem", "-outform", "DER"]);
     let PrivateKey::Ec { d, .. } = read_ok(&der, None) else { panic!() };
@@ -514,7 +514,7 @@ fn check_pfx(w: &Work, extra: &[&str], password: &str) {
 
 #[test]
 fn pkcs12_openssl3_default() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     chain(&w, Alg::Rsa2048);
     // OpenSSL 3's default: PBES2/PBKDF2-SHA256/AES-256-CBC for both parts, HMAC-SHA-256 MAC.
     check_pfx(&w, &[], "correct horse");
@@ -522,7 +522,7 @@ fn pkcs12_openssl3_default() {
 
 #[test]
 fn pkcs12_legacy_3des_rc2() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     chain(&w, Alg::P384);
     check_pfx(&w, &["-legacy"], "correct horse");
     // Both parts 3DES.
@@ -531,7 +531,7 @@ fn pkcs12_legacy_3des_rc2() {
 
 #[test]
 fn pkcs12_variants() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     chain(&w, Alg::Ed25519);
     // Empty password, non-ASCII password, no MAC, unencrypted certificates, SHA-512 MAC.
     check_pfx(&w, &[], "");
@@ -551,7 +551,7 @@ fn pkcs12_variants() {
 
 #[test]
 fn pkcs12_with_a_foreign_certificate_is_a_mismatch() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     w.key(Alg::P256, "k.pem");
     w.fresh_key(Alg::P256, "other.pem");
     w.self_signed("other.pem", "/CN=other", "other.crt");
@@ -563,7 +563,7 @@ fn pkcs12_with_a_foreign_certificate_is_a_mismatch() {
 
 #[test]
 fn pkcs12_hostile_input() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     chain(&w, Alg::P256);
     check_pfx(&w, &["-iter", "1", "-nomaciter"], "correct horse");
     let pfx = w.read("a.p12");
@@ -604,7 +604,7 @@ fn handmade_pfx(parts: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn pkcs12_work_per_file_is_bounded() {
-    let Some(w) = Work::new() else { return };
+    let w = Work::new();
     // Two plain key bags: refused as a second key, before any work on it.
     w.key(Alg::P256, "a.pem");
     w.key(Alg::Ed25519, "b.pem");

@@ -1,5 +1,5 @@
-//! Test fixtures made with the real `openssl` CLI. Without openssl the tests that need it
-//! skip with a note, except under CI=true, where a missing openssl fails them.
+//! Test fixtures made with the real `openssl` CLI. A missing openssl fails the tests that need
+//! it (`scripts/deps` installs it); no test skips.
 //! Generated keys are cached in memory for the test run (RSA-4096 takes seconds); each test
 //! works in its own temporary directory.
 
@@ -66,12 +66,10 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    /// Always `Some`: a missing openssl panics in `have_openssl`.
-    pub fn new() -> Option<Work> {
-        if !have_openssl() {
-            return None;
-        }
-        Some(Work { dir: tempfile::tempdir().expect("tempdir") })
+    /// Panics when openssl is missing (`have_openssl`).
+    pub fn new() -> Work {
+        have_openssl();
+        Work { dir: tempfile::tempdir().expect("tempdir") }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -346,7 +346,7 @@ async fn finish_rollback(
     } else {
         if let Some(v) = ctx.version(r.new_version) {
             if app.store.key(&v.key_id)?.is_some() {
-                match crate::core::keys::delete(app, who, &v.key_id).await {
+                match crate::core::keys::delete_version_key(app, who, &v.key_id).await {
                     Ok(_) | Err(CoreError::NotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -356,7 +356,7 @@ async fn finish_rollback(
             // Cancelled while its key was being made: the key may exist without a version row.
             if let Some(k) = app.store.key_by_name(&ctx.keyset.namespace, name)? {
                 if app.store.keyset_version_of_key(&k.id)?.is_none() {
-                    match crate::core::keys::delete(app, who, &k.id).await {
+                    match crate::core::keys::delete_version_key(app, who, &k.id).await {
                         Ok(_) | Err(CoreError::NotFound(_)) => {}
                         Err(e) => return Err(e),
                     }

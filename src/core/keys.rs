@@ -239,6 +239,8 @@ pub async fn finish_deletes(app: std::sync::Arc<App>) {
         let (pending, first) = finish_pending_deletes(&app).await;
         if pending == 0 {
             app.health.clear("deletes");
+            // A keyset whose version keys are now gone has its rows removed by the runner.
+            app.rotations.wake();
             delay = std::time::Duration::from_secs(1);
             DELETES.notified().await;
             continue;

@@ -44,6 +44,11 @@ pub async fn delete(app: &App, who: &Principal, k: &KeysetRecord) -> Result<Dele
         }
     };
     tracing::info!(keyset = ?k.name, namespace = ?k.namespace, keys = intents.len(), principal = ?who.name, "keyset delete recorded");
+    let pause = crate::test_hooks::pause_keyset_delete();
+    if !pause.is_zero() {
+        tracing::warn!(keyset = ?k.name, "test hook: pausing after the keyset delete was recorded");
+        tokio::time::sleep(pause).await;
+    }
     let mut deleted = Vec::new();
     for i in &intents {
         if let Err(e) = crate::core::keys::finish_delete(app, i).await {

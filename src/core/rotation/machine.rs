@@ -192,6 +192,15 @@ async fn new_version(app: &Arc<App>, r: &RotationRecord, ctx: &Ctx, who: &Princi
             match crate::core::keys::generate(app, who, req).await {
                 Ok(k) => k,
                 Err(e) if e.is_unavailable() => return Err(e),
+                // An earlier attempt that met a token fault left its creation intent, which
+                // holds the name until the token is back and the intent is undone: not this
+                // rotation's failure, try again shortly (as for the fault itself).
+                Err(CoreError::Conflict(m)) if app.store.key_by_name(&ks.namespace, &name)?.is_none() => {
+                    return Err(CoreError::Conflict(format!(
+                        "the new key's name '{name}' is still held by an earlier attempt that met a token fault ({m}); \
+                         trying again once it is undone"
+                    )))
+                }
                 Err(e) => {
                     let stage = match &e {
                         CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => Stage::NotEnoughPermissions,

@@ -106,4 +106,20 @@ fn keyset_versions_carry_keyset_and_state_and_retired_ones_stay_in_the_vault() {
     sync_now(&d);
     let (_, after) = bao.call("GET", "secret/metadata/keyport/h1/keys/default/deploy.v1", None);
     assert_eq!(before["data"]["current_version"], after["data"]["current_version"]);
+
+    // A key the vault already holds, adopted as a keyset's first version: its record gains the
+    // keyset.
+    let plain = d.generate("plain", "ec-p256", true);
+    sync_now(&d);
+    assert!(record(&bao, "plain").0["keyset_id"].is_null());
+    let (s, adopted) =
+        d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": "adopted", "type": "Host", "key_id": plain["id"]}).to_string()), &[]);
+    assert_eq!(s, 201, "{adopted}");
+    sync_now(&d);
+    let (data, _) = record(&bao, "plain");
+    assert_eq!(
+        (data["keyset_id"].as_str(), data["keyset"].as_str(), data["keyset_state"].as_str()),
+        (adopted["id"].as_str(), Some("adopted"), Some("active")),
+        "{data}"
+    );
 }

@@ -201,6 +201,9 @@ impl Store {
             params![k.id, k.namespace, k.name, k.kind, k.algorithm, k.owner, k.created_at, k.last_rotation_at],
         )?;
         insert_version(&tx, first)?;
+        // The first version's key (made just before, or adopted) is now a keyset version: its
+        // vault record says so.
+        super::outbox::on_keyset_version(&tx, &self.sync_scope(), &k.id, first.version)?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(())

@@ -28,6 +28,15 @@ pub fn pause_after_remote_post() -> Duration {
     Duration::ZERO
 }
 
+/// `KEYPORT_TEST_PAUSE_KEYSET_DELETE_MS`: pause after a keyset delete was recorded (its
+/// version keys' delete intents), before the first token object goes.
+pub fn pause_keyset_delete() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    return millis("KEYPORT_TEST_PAUSE_KEYSET_DELETE_MS");
+    #[cfg(not(feature = "test-hooks"))]
+    Duration::ZERO
+}
+
 /// `KEYPORT_TEST_FAIL_CREATE_SUFFIX`: the creation of a key whose inventory name ends with
 /// this fails after its objects were made (so its rollback can be watched).
 pub fn fail_create(name: &str) -> bool {

@@ -75,6 +75,8 @@ enum Fresh {
     SshCertKey,
     KpsPair,
     ApiOpsKey,
+    /// A keyset in alpha (made by root), no rotation open.
+    Keyset,
 }
 
 const fn row(method: &'static str, route: &'static str, face: Face, need: Need, path: &'static str) -> Row {
@@ -157,6 +159,10 @@ fn table() -> Vec<Row> {
             r#"{"name":"ks-{n}","namespace":"alpha","type":"User","algorithm":"ec-p256"}"#,
         ),
         existing(row("GET", "/keyport/v1/keysets/{name}", Native, READ, "/keyport/v1/keysets/fixture-ks?namespace=alpha")),
+        fresh(
+            row("DELETE", "/keyport/v1/keysets/{name}", Native, READ_MANAGE, "/keyport/v1/keysets/{fresh}?namespace=alpha"),
+            Fresh::Keyset,
+        ),
         // Each action needs seeing the keyset (read, or owning it) and manage; `confirm` also takes
         // export-private instead of manage, which no caller here holds together with read. An
         // allowed caller may get 409 (the rotation's stage does not allow it): not a refusal.
@@ -474,6 +480,16 @@ impl Ctx {
                 assert_eq!(s, 200, "{v}");
                 name
             }
+            Fresh::Keyset => {
+                let name = format!("fks-{n}");
+                let (s, v) = self.admin(
+                    "POST",
+                    "/keyport/v1/keysets",
+                    Some(&format!(r#"{{"name":"{name}","namespace":"alpha","type":"User","algorithm":"ec-p256"}}"#)),
+                );
+                assert_eq!(s, 201, "{v}");
+                name
+            }
             Fresh::ApiOpsKey => {
                 let name = format!("fak-{n}");
                 let (s, v) = self.admin("POST", "/apiops/projects/Alpha/keys/", Some(&self.apiops_create(&name)));
@@ -549,6 +565,7 @@ impl Ctx {
                 (false, Fresh::SshCertKey) => self.ssh_key.clone(),
                 (false, Fresh::KpsPair) => "fixture-kp".into(),
                 (false, Fresh::ApiOpsKey) => "fixture-ak".into(),
+                (false, Fresh::Keyset) => "fixture-ks".into(),
             };
             p = p.replace("{fresh}", &target);
         }

@@ -401,3 +401,139 @@ fn the_agent_offers_the_new_key_first_during_grace_and_only_it_after() {
     assert_eq!(states(&v), ["retired", "active"]);
     assert_eq!(listed(), [new], "after the rotation: only the new key");
 }
+
+fn key_ids(d: &Daemon) -> Vec<String> {
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    keys["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// CKA_IDs (hex) of the token's objects.
+fn token_ids(d: &Daemon) -> Vec<String> {
+    common::object_blocks(&d.pkcs11_objects()).into_iter().map(|(_, _, id)| id).collect()
+}
+
+/// `DELETE /keyport/v1/keys/{id}` of a keyset's active or pending version is a 409 that says to
+/// delete or rotate the keyset; the key stays. A retired version's key may go.
+#[test]
+fn a_keysets_active_or_pending_version_is_not_deleted_as_a_plain_key() {
+    let d = Daemon::start("[rotation.namespaces.default]\nconfirmations = \"authorized-key\"\n");
+    let v = create(&d, "guarded");
+    let active = v["versions"][0]["key_id"].as_str().unwrap().to_string();
+    let (s, e) = d.curl("DELETE", &format!("/keyport/v1/keys/{active}"), None, &[]);
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("conflict")), "{e}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("active version 1 of keyset 'guarded'") && m.contains("keyport keysets delete guarded"), "{m}");
+    // The CLI says the same and exits non-zero.
+    let out = d.command().args(["keys", "delete", &active, "--socket"]).arg(&d.socket).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keysets delete"), "{}", String::from_utf8_lossy(&out.stderr));
+    act(&d, "guarded", "rotate");
+    let v = wait_for(&d, "guarded", "10250", |v| v["stage"] == 10250);
+    let pending = v["versions"][1]["key_id"].as_str().unwrap().to_string();
+    let (s, e) = d.curl("DELETE", &format!("/keyport/v1/keys/{pending}"), None, &[]);
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("pending version 2"), "{e}");
+    assert!(key_ids(&d).contains(&active) && key_ids(&d).contains(&pending), "refusals change nothing");
+    // Finished: v1 retired, so its key may be deleted now; v2 (active) still may not.
+    act(&d, "guarded", "confirm");
+    let v = wait_for(&d, "guarded", "complete", finished);
+    assert_eq!(states(&v), ["retired", "active"]);
+    assert_eq!(d.curl("DELETE", &format!("/keyport/v1/keys/{pending}"), None, &[]).0, 409);
+    let (s, e) = d.curl("DELETE", &format!("/keyport/v1/keys/{active}"), None, &[]);
+    assert_eq!(s, 200, "a retired version's key is an ordinary key: {e}");
+    assert!(!key_ids(&d).contains(&active));
+}
+
+/// `DELETE /keyport/v1/keysets/{name}` (and `keyport keysets delete`): refused while a rotation
+/// is open, changing nothing; then every version's key leaves the token and the inventory, the
+/// keyset is gone, and the audit log has the keyset's and each key's delete.
+#[test]
+fn keyset_delete_is_refused_mid_rotation_then_removes_every_version() {
+    let d = Daemon::start("[rotation.namespaces.default]\nconfirmations = \"authorized-key\"\n");
+    let v = create(&d, "gone");
+    create(&d, "kept");
+    let v1 = v["versions"][0]["key_id"].as_str().unwrap().to_string();
+    act(&d, "gone", "rotate");
+    let v = wait_for(&d, "gone", "10250", |v| v["stage"] == 10250);
+    let v2 = v["versions"][1]["key_id"].as_str().unwrap().to_string();
+    let objects = token_ids(&d);
+    let (s, e) = d.curl("DELETE", "/keyport/v1/keysets/gone", None, &[]);
+    assert_eq!(s, 409, "{e}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("rotation under way") && m.contains("10250"), "{m}");
+    assert_eq!(token_ids(&d), objects, "a refused delete touches no token object");
+    assert_eq!(show(&d, "gone")["stage"], 10250, "and leaves the rotation where it was");
+    // A reader may not delete it.
+    let (s, _) = d.curl("DELETE", "/keyport/v1/keysets/gone", None, &["-H", "X-API-Key: reader-key"]);
+    assert_eq!(s, 403);
+    // Confirm and finish: v1 retired, v2 active, both keys present.
+    act(&d, "gone", "confirm");
+    wait_for(&d, "gone", "complete", finished);
+    let out = d.command().args(["keysets", "delete", "gone", "--socket"]).arg(&d.socket).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted keyset default/gone and 2 version key(s)"), "{:?}", out);
+    let (s, _) = d.curl("GET", "/keyport/v1/keysets/gone", None, &[]);
+    assert_eq!(s, 404);
+    let ids = key_ids(&d);
+    assert!(!ids.contains(&v1) && !ids.contains(&v2), "both versions' keys are gone: {ids:?}");
+    let left = token_ids(&d);
+    assert!(!left.contains(&v1) && !left.contains(&v2), "and their token objects: {left:?}");
+    // The other keyset is untouched; a second delete is a 404.
+    assert_eq!(show(&d, "kept")["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(d.curl("DELETE", "/keyport/v1/keysets/gone", None, &[]).0, 404);
+    let (_, audit) = d.curl("GET", "/keyport/v1/audit?limit=50", None, &[]);
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"keyset.delete"), "{audit}");
+    assert!(actions.iter().filter(|a| **a == "key.delete").count() >= 2, "{audit}");
+    // The name is free again.
+    create(&d, "gone");
+}
+
+/// A keyset delete SIGKILLed after it was recorded (no token object gone yet) finishes at the
+/// next start: keys, objects and rows gone, no orphans, the other keyset untouched.
+#[test]
+fn a_keyset_delete_killed_midway_finishes_at_the_next_start() {
+    let mut d = Daemon::config("");
+    d.env.push(("KEYPORT_TEST_PAUSE_KEYSET_DELETE_MS".into(), "5000".into()));
+    d.spawn();
+    let v = create(&d, "half");
+    let keep = create(&d, "whole");
+    let v1 = v["versions"][0]["key_id"].as_str().unwrap().to_string();
+    act(&d, "half", "rotate");
+    wait_for(&d, "half", "complete", finished);
+    let socket = d.socket.clone();
+    let caller = std::thread::spawn(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "-m", "20", "-X", "DELETE", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://localhost/keyport/v1/keysets/half")
+            .output()
+    });
+    // Recorded: no longer listed, its keys no longer usable; then the daemon dies.
+    let start = Instant::now();
+    while d.curl("GET", "/keyport/v1/keysets/half", None, &[]).0 != 404 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the delete was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!key_ids(&d).contains(&v1));
+    assert!(token_ids(&d).contains(&v1), "the pause is before the first token object goes");
+    d.kill9();
+    let _ = caller.join();
+    d.env.clear();
+    d.spawn();
+    let start = Instant::now();
+    loop {
+        let (_, all) = d.curl("GET", "/keyport/v1/keysets", None, &[]);
+        let objects = token_ids(&d);
+        let (_, audit) = d.curl("GET", "/keyport/v1/audit?limit=50", None, &[]);
+        let audited = audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "keyset.delete");
+        if !objects.contains(&v1) && audited && all["keysets"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the delete never finished: {all}\n{objects:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = show(&d, "whole");
+    assert_eq!(v["versions"], keep["versions"]);
+    assert_consistent(&d, &v);
+}

@@ -176,3 +176,84 @@ fn confirm_without_the_ssh_prefix_scopes_and_refusals() {
     let ids: Vec<&str> = all["Data"].as_array().unwrap().iter().map(|k| k["KeysetId"].as_str().unwrap()).collect();
     assert_eq!(ids, [id], "{all:#}");
 }
+
+fn create_as(d: &Daemon, name: &str, kind: &str, algorithm: &str) -> Value {
+    let (s, v) = d.curl("POST", "/keyport/v1/keysets", Some(&json!({"name": name, "type": kind, "algorithm": algorithm}).to_string()), &[]);
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+/// `POST SSH/KeysetDetails` with `KeysetFilter`, `LoadKeyData`, `Offset` and `PageSize`: Venafi's
+/// Python client sends its own filter model (as a list), curl the vendor's object form and what
+/// keyport refuses with a reason.
+#[test]
+fn keyset_details_filters_and_pages_for_pyvenafi_and_curl() {
+    let python = Path::new("/opt/keyport-test/pyvenafi/bin/python");
+    assert!(python.exists(), "pyvenafi virtualenv missing (scripts/deps makes it)");
+    let d = start();
+    let fa = create_as(&d, "fa", "User", "ed25519");
+    create_as(&d, "fb", "Host", "ec-p256");
+    create_as(&d, "fc", "User", "ec-p384");
+    let admin = token(&d, "alice", "alice-secret", "ssh:manage");
+    // fa waits at 10350 (ProcessStatus 8) with a pending version.
+    let id = fa["id"].as_str().unwrap();
+    let (_, v) = call(&d, &admin, "/vedsdk/SSH/Rotate", json!({"KeysetId": id}));
+    assert_eq!(v["Success"], true, "{v}");
+    let k = wait_stage(&d, &admin, id, 10350);
+    let pending_fp = k["PrivateKeys"][0]["FingerprintSHA256"].as_str().unwrap().to_string();
+    assert_ne!(Some(pending_fp.as_str()), k["FingerprintSHA256"].as_str(), "the pending key is not the active one: {k:#}");
+
+    let out = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/pyvenafi_keyset_filter.py"))
+        .arg(format!("127.0.0.1:{}", d.port))
+        .args(["alice", "alice-secret", &pending_fp])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pyvenafi failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all"], json!(["default/fa", "default/fb", "default/fc"]), "{v}");
+    assert_eq!(v["host"], json!(["default/fb"]), "{v}");
+    assert_eq!(v["ecdsa_384"], json!(["default/fc"]), "{v}");
+    assert_eq!(v["suspended"], json!(["default/fa"]), "{v}");
+    assert_eq!(v["fingerprint"], json!(["default/fa"]), "the pending key's fingerprint finds its keyset: {v}");
+    assert_eq!(v["user_or_host"], v["all"], "{v}");
+    assert_eq!(v["page_2_of_1"], json!(["default/fb"]), "{v}");
+    assert_eq!(v["bare_private_keys"], json!([0, 0, 0]), "LoadKeyData false: no key data: {v}");
+    assert_eq!(v["full_private_keys"], json!([2, 1, 1]), "the rotating keyset carries its pending and active keys: {v}");
+
+    // curl, the vendor's object form.
+    let listed = |body: Value| -> Vec<String> {
+        let (s, v) = call(&d, &admin, "/vedsdk/SSH/KeysetDetails", body);
+        assert_eq!((s, v["Response"]["Success"].as_bool()), (200, Some(true)), "{v}");
+        v["Data"].as_array().unwrap().iter().map(|k| k["Access"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(listed(json!({"KeysetFilter": {"Algorithm": ["ed25519", "ECDSA"], "Type": "User"}})), ["default/fa", "default/fc"]);
+    assert_eq!(listed(json!({"KeysetFilter": {"MaxKeyLength": 256, "Type": "Host"}})), ["default/fb"]);
+    assert_eq!(listed(json!({"KeysetFilter": {"Usernames": ["root"]}, "Offset": 2})), ["default/fc"]);
+    assert!(listed(json!({"KeysetFilter": {"DeviceGuids": ["{00000000-0000-0000-0000-000000000000}"]}})).is_empty());
+    let new_key = k["PrivateKeys"][0]["KeyId"].as_i64().unwrap();
+    assert_eq!(listed(json!({"KeyId": [new_key]})), ["default/fa"]);
+    let (_, g) = d.curl_https(
+        "GET",
+        &format!("/vedsdk/SSH/KeysetDetails?KeysetId={id}&LoadKeyData=false"),
+        None,
+        &["-H", &format!("Authorization: Bearer {admin}")],
+    );
+    assert_eq!((g["PrivateKeys"].as_array().map(Vec::len), g["RotationStage"].as_i64()), (Some(0), Some(10350)), "{g}");
+    // What keyport cannot answer, or a bad page, is refused with a reason (TPP's 200 + Success false).
+    for (body, says) in [
+        (json!({"PageSize": 0}), "PageSize 0"),
+        (json!({"PageSize": 100000}), "1-1000"),
+        (json!({"KeysetFilter": {"FingerprintsMD5": ["00"]}}), "SHA-256"),
+        (json!({"KeysetFilter": {"Type": "Router"}}), "User or Host"),
+        (json!({"KeysetFilter": {"Colour": ["red"]}}), "Colour"),
+    ] {
+        let (s, v) = call(&d, &admin, "/vedsdk/SSH/KeysetDetails", body.clone());
+        assert_eq!(
+            (s, v["Response"]["Success"].as_bool(), v["Response"]["ErrorCode"].as_i64()),
+            (200, Some(false), Some(4)),
+            "{body}: {v}"
+        );
+        assert!(v["Response"]["ErrorMessage"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+}

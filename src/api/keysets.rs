@@ -16,7 +16,10 @@ use crate::core::rotation::{self, CreateRequest};
 use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/keysets", get(list).post(create)).route("/keysets/{name}", get(show)).route("/keysets/{name}/{action}", post(act))
+    Router::new()
+        .route("/keysets", get(list).post(create))
+        .route("/keysets/{name}", get(show).delete(remove))
+        .route("/keysets/{name}/{action}", post(act))
 }
 
 #[derive(Deserialize)]
@@ -47,6 +50,18 @@ async fn show(
 ) -> Result<Json<rotation::KeysetView>, ApiError> {
     let k = rotation::find(&app, &who, q.namespace.as_deref(), &name)?;
     Ok(Json(rotation::show(&app, k)?))
+}
+
+/// `DELETE /keyport/v1/keysets/{name}`: the keyset and every version's key (409 while a
+/// rotation is open).
+async fn remove(
+    State(app): State<SharedApp>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Query(q): Query<NsQuery>,
+) -> Result<Json<rotation::DeletedKeyset>, ApiError> {
+    let k = rotation::find(&app, &who, q.namespace.as_deref(), &name)?;
+    Ok(Json(rotation::delete(&app, &who, &k).await?))
 }
 
 /// The body of `rotate` (others take none): TPP's Options mask; unset = the policy's.

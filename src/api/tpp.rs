@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod details;
 mod rotation;
 mod throttle;
 
@@ -553,13 +554,18 @@ fn keyset_object(rec: &KeyRecord, obj: Value) -> Value {
     })
 }
 
+/// `POST SSH/KeysetDetails`: every keyset the caller may see (rotation's keysets, then single
+/// SSH keys as keysets of one key), filtered and paged (`details.rs`).
 fn keyset_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
-    let req: DetailsRequest = serde_json::from_slice(body).unwrap_or_default();
-    match visible_keys(app, who, &req).and_then(|keys| Ok((keys, rotation::keysets(app, who)?))) {
+    let req = match details::DetailsRequest::parse(body) {
+        Ok(r) => r,
+        Err(details::BadRequest(m)) => return json!({"Data": [], "Response": failure(codes::BAD_KEY_FORMAT, m)}),
+    };
+    match visible_keys(app, who, &DetailsRequest::default()).and_then(|keys| Ok((keys, rotation::keysets(app, who)?))) {
         Ok((keys, (mut data, held))) => {
             // Keys of a keyset are listed in it, not as keysets of their own.
             data.extend(keys.into_iter().filter(|(rec, _)| !held.contains(&rec.id)).map(|(rec, obj)| keyset_object(&rec, obj)));
-            json!({"Data": data, "Response": {"Success": true}})
+            json!({"Data": req.apply(data), "Response": {"Success": true}})
         }
         Err(e) => json!({"Data": [], "Response": core_failure(e)}),
     }
@@ -569,11 +575,17 @@ fn keyset_details(app: &SharedApp, who: &Principal, body: &[u8]) -> Value {
 fn keyset_by_id(app: &SharedApp, who: &Principal, uri: &axum::http::Uri) -> Value {
     // TPP's parameter names ignore case, as its paths do.
     let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
-    let wanted = query.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("KeysetId")).map(|(_, v)| v);
-    let Some(wanted) = wanted else {
+    let param = |name: &str| query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    // `LoadKeyData=false` leaves the key lists empty; unset loads them (the device script's GET).
+    let load = !param("LoadKeyData").is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let Some(wanted) = param("KeysetId") else {
         return json!({"Response": failure(codes::KEYSET_NOT_FOUND, "KeysetId is required")});
     };
-    if let Some(v) = rotation::keyset_get(app, who, &wanted) {
+    if let Some(mut v) = rotation::keyset_get(app, who, &wanted) {
+        if !load {
+            v["PrivateKeys"] = json!([]);
+            v["PublicKeys"] = json!([]);
+        }
         return v;
     }
     match visible_keys(app, who, &DetailsRequest::default()) {

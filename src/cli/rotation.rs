@@ -1,4 +1,4 @@
-//! `keyport keysets list|show`, `keyport rotate NAME [--wait]`, `keyport confirm NAME`: clients
+//! `keyport keysets list|show|delete`, `keyport rotate NAME [--wait]`, `keyport confirm NAME`: clients
 //! of `/keyport/v1/keysets` (`keyport keys pubkey` is in `cli/mod.rs`).
 
 use clap::Subcommand;
@@ -18,6 +18,16 @@ pub enum KeysetsCmd {
     },
     /// Show one keyset: versions, the rotation's stage, its history with hook results.
     Show {
+        #[command(flatten)]
+        client: Client,
+        /// The keyset's name (or its 40-hex KeysetId).
+        name: String,
+        /// The namespace the keyset is in [default: default].
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Delete a keyset and every version's key (refused while a rotation is under way).
+    Delete {
         #[command(flatten)]
         client: Client,
         /// The keyset's name (or its 40-hex KeysetId).
@@ -88,6 +98,12 @@ pub fn keysets(cmd: KeysetsCmd) -> i32 {
                 println!("{}  {:>5}  {}", s(&e["at"]), s(&e["stage"]), s(&e["event"]));
             }
         }),
+        KeysetsCmd::Delete { client, name, namespace } => {
+            call(&client, "DELETE", &keyset_path(&name, namespace.as_deref(), None), None, |v| {
+                let n = v["keys_deleted"].as_array().map_or(0, Vec::len);
+                println!("deleted keyset {}/{} and {n} version key(s)", s(&v["namespace"]), s(&v["name"]));
+            })
+        }
     }
 }
 

@@ -102,6 +102,17 @@ pub async fn undeploy(
     deployments: Vec<ApiOpsDeployment>,
     drop_key: bool,
 ) -> Result<Vec<(String, Result<(), CoreError>)>, CoreError> {
+    // A deployment's key adopted as a keyset's active or pending version is the keyset's to
+    // delete (as for the native key delete): nothing is destroyed.
+    for d in &deployments {
+        if let Some(v) = app.store.keyset_version_of_key(&d.key_id)?.filter(|v| v.state == "active" || v.state == "pending") {
+            return Err(CoreError::Conflict(format!(
+                "the key of environment '{}' is the {} version {} of an SSH keyset; delete the keyset (keyport keysets delete) \
+                 or rotate it first",
+                d.environment, v.state, v.version
+            )));
+        }
+    }
     let mut results = Vec::new();
     let mut gone = Vec::new();
     let mut audits = Vec::new();

@@ -145,17 +145,50 @@ pub fn list(app: &App, who: &Principal, namespace: Option<&str>, name: Option<&s
 /// certificate rows and the audit entry in one transaction. Success is answered only when the
 /// objects are gone; if the token fails, the error is returned and the intent stays: the
 /// background retry ([`finish_deletes`]) or the next start's reconciliation finishes it.
+///
+/// A keyset's active or pending version is refused (409): the keyset decides over it
+/// (`keyport keysets delete`, or a rotation that retires it first).
 pub async fn delete(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
     let rec = get(app, who, id)?;
     who.require(&rec.namespace, Permission::Manage)?;
     token_of(app, &rec.token)?;
+    use crate::store::BeginKeyDelete as B;
+    let intent = match app.store.begin_key_delete(&rec.id, &who.name)? {
+        B::Started(i) => i,
+        B::Gone => return Err(CoreError::NotFound(format!("no key with id '{id}' (it was deleted, or its delete is under way)"))),
+        B::KeysetVersion { namespace, keyset, version, state } => {
+            return Err(CoreError::Conflict(format!(
+                "key '{}' is the {state} version {version} of keyset '{keyset}' (namespace '{namespace}'); delete the keyset \
+                 (keyport keysets delete {keyset}) or rotate it, then delete this key once its version is retired",
+                rec.name
+            )))
+        }
+    };
+    finish_delete_now(app, &rec, &intent).await
+}
+
+/// The delete of a keyset's version key by the rotation (a rolled-back pending version): the
+/// same crash-safe delete without the keyset-version guard.
+pub(crate) async fn delete_version_key(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
+    let rec = get(app, who, id)?;
+    token_of(app, &rec.token)?;
     let Some(intent) = app.store.begin_delete(&rec.id, &who.name)? else {
         return Err(CoreError::NotFound(format!("no key with id '{id}' (it was deleted, or its delete is under way)")));
     };
-    match finish_delete(app, &intent).await {
+    finish_delete_now(app, &rec, &intent).await
+}
+
+/// Wakes the background delete retry (a delete recorded and not finished).
+pub(crate) fn retry_deletes_soon() {
+    DELETES.notify_one();
+}
+
+async fn finish_delete_now(app: &App, rec: &KeyRecord, intent: &crate::store::DeleteIntent) -> Result<KeyRecord, CoreError> {
+    let who_name = &intent.principal;
+    match finish_delete(app, intent).await {
         Ok(()) => {
-            tracing::info!(key = %rec.id, principal = %who.name, "key deleted");
-            Ok(rec)
+            tracing::info!(key = %rec.id, principal = ?who_name, "key deleted");
+            Ok(rec.clone())
         }
         Err(e) => {
             tracing::warn!(key = %rec.id, error = %e, "delete recorded but not finished; it is retried in the background");
@@ -215,6 +248,8 @@ pub async fn finish_deletes(app: std::sync::Arc<App>) {
         let (pending, first) = finish_pending_deletes(&app).await;
         if pending == 0 {
             app.health.clear("deletes");
+            // A keyset whose version keys are now gone has its rows removed by the runner.
+            app.rotations.wake();
             delay = std::time::Duration::from_secs(1);
             tokio::select! {
                 _ = DELETES.notified() => {}

@@ -6,6 +6,52 @@ use rusqlite::{params, OptionalExtension};
 use super::records::{DeleteIntent, KeyStatus};
 use super::{AuditEntry, Store, StoreError};
 
+/// How a caller's key delete could start (`Store::begin_key_delete`).
+#[derive(Debug)]
+pub enum BeginKeyDelete {
+    Started(DeleteIntent),
+    /// No such key, or its delete is recorded already.
+    Gone,
+    /// The key is a keyset's active or pending version: the keyset decides over it.
+    KeysetVersion {
+        namespace: String,
+        keyset: String,
+        version: i64,
+        state: String,
+    },
+}
+
+/// Records the intent and marks the row `deleting`, inside `tx`; `None` when there is no such
+/// key or its delete is recorded already.
+pub(super) fn begin_delete_in(tx: &rusqlite::Connection, id: &str, principal: &str) -> Result<Option<DeleteIntent>, StoreError> {
+    let row = tx
+        .query_row("SELECT token, cka_id, namespace, name FROM keys WHERE id=?1 AND status<>'deleting'", [id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })
+        .optional()?;
+    let Some((token, cka_id, namespace, name)) = row else { return Ok(None) };
+    let intent =
+        DeleteIntent { key_id: id.into(), token, cka_id, namespace, name, principal: principal.into(), created_at: super::records::now() };
+    tx.execute(
+        &format!("INSERT INTO delete_intents({}) VALUES (?1,?2,?3,?4,?5,?6,?7)", DeleteIntent::COLUMNS),
+        params![intent.key_id, intent.token, intent.cka_id, intent.namespace, intent.name, intent.principal, intent.created_at],
+    )?;
+    tx.execute("UPDATE keys SET status='deleting' WHERE id=?1", [id])?;
+    Ok(Some(intent))
+}
+
+/// The recorded delete intents of these keys, inside `tx`.
+pub(super) fn intents_in(tx: &rusqlite::Connection, keys: &[String]) -> Result<Vec<DeleteIntent>, StoreError> {
+    let mut st = tx.prepare(&format!("SELECT {} FROM delete_intents WHERE key_id=?1", DeleteIntent::COLUMNS))?;
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(i) = st.query_row([k], DeleteIntent::from_row).optional()? {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Starts the delete of key `id` on behalf of `principal`: records the intent and marks the
     /// row `deleting` (from now on it is not listed or usable), in one transaction. `None` when
@@ -14,28 +60,34 @@ impl Store {
     pub fn begin_delete(&self, id: &str, principal: &str) -> Result<Option<DeleteIntent>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row = tx
-            .query_row("SELECT token, cka_id, namespace, name FROM keys WHERE id=?1 AND status<>'deleting'", [id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
-            .optional()?;
-        let Some((token, cka_id, namespace, name)) = row else { return Ok(None) };
-        let intent = DeleteIntent {
-            key_id: id.into(),
-            token,
-            cka_id,
-            namespace,
-            name,
-            principal: principal.into(),
-            created_at: super::records::now(),
-        };
-        tx.execute(
-            &format!("INSERT INTO delete_intents({}) VALUES (?1,?2,?3,?4,?5,?6,?7)", DeleteIntent::COLUMNS),
-            params![intent.key_id, intent.token, intent.cka_id, intent.namespace, intent.name, intent.principal, intent.created_at],
-        )?;
-        tx.execute("UPDATE keys SET status='deleting' WHERE id=?1", [id])?;
+        let intent = begin_delete_in(&tx, id, principal)?;
         tx.commit()?;
-        Ok(Some(intent))
+        Ok(intent)
+    }
+
+    /// [`Store::begin_delete`] of a key a caller asked to delete: refused (nothing changed)
+    /// while the key is a keyset's active or pending version, checked in the same transaction
+    /// so a rotation cannot make it one in between.
+    pub fn begin_key_delete(&self, id: &str, principal: &str) -> Result<BeginKeyDelete, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: Option<(String, String, i64, String)> = tx
+            .query_row(
+                "SELECT k.namespace, k.name, v.version, v.state FROM keyset_versions v JOIN keysets k ON k.id=v.keyset_id
+                 WHERE v.key_id=?1 AND v.state IN ('active','pending')",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        if let Some((namespace, keyset, version, state)) = version {
+            return Ok(BeginKeyDelete::KeysetVersion { namespace, keyset, version, state });
+        }
+        let intent = begin_delete_in(&tx, id, principal)?;
+        tx.commit()?;
+        Ok(match intent {
+            Some(i) => BeginKeyDelete::Started(i),
+            None => BeginKeyDelete::Gone,
+        })
     }
 
     /// Finishes a delete whose token objects are gone: the row (with its certificate rows and

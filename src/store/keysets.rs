@@ -201,6 +201,9 @@ impl Store {
             params![k.id, k.namespace, k.name, k.kind, k.algorithm, k.owner, k.created_at, k.last_rotation_at],
         )?;
         insert_version(&tx, first)?;
+        // The first version's key (made just before, or adopted) is now a keyset version: its
+        // vault record says so.
+        super::outbox::on_keyset_version(&tx, &self.sync_scope(), &k.id, first.version)?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(())
@@ -208,7 +211,8 @@ impl Store {
 
     pub fn keysets(&self) -> Result<Vec<KeysetRecord>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {} FROM keysets ORDER BY namespace, name", KeysetRecord::COLUMNS))?;
+        let mut st =
+            conn.prepare(&format!("SELECT {} FROM keysets WHERE deleting_at IS NULL ORDER BY namespace, name", KeysetRecord::COLUMNS))?;
         let rows = st.query_map([], KeysetRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -216,7 +220,11 @@ impl Store {
     pub fn keyset(&self, id: &str) -> Result<Option<KeysetRecord>, StoreError> {
         let conn = self.conn();
         Ok(conn
-            .query_row(&format!("SELECT {} FROM keysets WHERE id=?1", KeysetRecord::COLUMNS), [id], KeysetRecord::from_row)
+            .query_row(
+                &format!("SELECT {} FROM keysets WHERE id=?1 AND deleting_at IS NULL", KeysetRecord::COLUMNS),
+                [id],
+                KeysetRecord::from_row,
+            )
             .optional()?)
     }
 
@@ -224,7 +232,7 @@ impl Store {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                &format!("SELECT {} FROM keysets WHERE namespace=?1 AND name=?2", KeysetRecord::COLUMNS),
+                &format!("SELECT {} FROM keysets WHERE namespace=?1 AND name=?2 AND deleting_at IS NULL", KeysetRecord::COLUMNS),
                 [namespace, name],
                 KeysetRecord::from_row,
             )
@@ -252,15 +260,18 @@ impl Store {
             .optional()?)
     }
 
-    /// Starts a rotation: fails with `Ok(None)` when the keyset already has an open one.
+    /// Starts a rotation: fails with `Ok(None)` when the keyset already has an open one or
+    /// its delete is recorded.
     pub fn start_rotation(&self, r: &RotationRecord, event: &RotationEvent) -> Result<Option<i64>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let open: bool =
-            tx.query_row("SELECT EXISTS(SELECT 1 FROM rotations WHERE keyset_id=?1 AND finished_at IS NULL)", [&r.keyset_id], |x| {
-                x.get(0)
-            })?;
-        if open {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let blocked: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM rotations WHERE keyset_id=?1 AND finished_at IS NULL)
+                 OR EXISTS(SELECT 1 FROM keysets WHERE id=?1 AND deleting_at IS NOT NULL)",
+            [&r.keyset_id],
+            |x| x.get(0),
+        )?;
+        if blocked {
             return Ok(None);
         }
         tx.execute(
@@ -395,6 +406,8 @@ impl Store {
                         &format!("UPDATE keyset_versions SET state=?3, {stamp}=?4 WHERE keyset_id=?1 AND version=?2"),
                         params![next.keyset_id, version, state, t],
                     )?;
+                    // The vault's record of the key says which version it is and its state.
+                    super::outbox::on_keyset_version(&tx, &self.sync_scope(), &next.keyset_id, *version)?;
                 }
             }
         }
@@ -406,6 +419,86 @@ impl Store {
         }
         tx.commit()?;
         Ok(true)
+    }
+}
+
+/// How a keyset delete could start (`Store::begin_keyset_delete`).
+#[derive(Debug)]
+pub enum KeysetDeleteStart {
+    /// Recorded: the delete intents of its version keys (new ones, and any recorded before).
+    Started(Vec<super::DeleteIntent>),
+    /// A rotation is open: nothing was changed.
+    RotationOpen { stage: i64 },
+    /// No such keyset, or its delete is recorded already.
+    Gone,
+}
+
+impl Store {
+    /// Records the delete of keyset `id` asked by `principal`, in one transaction: refused
+    /// while a rotation is open; else the keyset is marked deleting (no longer listed, found or
+    /// rotated) and every version key still in the inventory gets a delete intent (the key
+    /// delete's own machinery: its objects go next, then its row).
+    pub fn begin_keyset_delete(&self, id: &str, principal: &str) -> Result<KeysetDeleteStart, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let live: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM keysets WHERE id=?1 AND deleting_at IS NULL)", [id], |r| r.get(0))?;
+        if !live {
+            return Ok(KeysetDeleteStart::Gone);
+        }
+        let open: Option<i64> =
+            tx.query_row("SELECT stage FROM rotations WHERE keyset_id=?1 AND finished_at IS NULL", [id], |r| r.get(0)).optional()?;
+        if let Some(stage) = open {
+            return Ok(KeysetDeleteStart::RotationOpen { stage });
+        }
+        tx.execute("UPDATE keysets SET deleting_at=?2, deleting_by=?3 WHERE id=?1", params![id, now(), principal])?;
+        let keys: Vec<String> = {
+            let mut st = tx.prepare("SELECT key_id FROM keyset_versions WHERE keyset_id=?1 ORDER BY version")?;
+            let rows = st.query_map([id], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for k in &keys {
+            super::deletes::begin_delete_in(&tx, k, principal)?;
+        }
+        let intents = super::deletes::intents_in(&tx, &keys)?;
+        tx.commit()?;
+        Ok(KeysetDeleteStart::Started(intents))
+    }
+
+    /// Keysets whose delete is recorded and not finished: `(id, who asked)`.
+    pub fn deleting_keysets(&self) -> Result<Vec<(KeysetRecord, String)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {}, deleting_by FROM keysets WHERE deleting_at IS NOT NULL ORDER BY deleting_at",
+            KeysetRecord::COLUMNS
+        ))?;
+        let rows = st
+            .query_map([], |r| Ok((KeysetRecord::from_row(r)?, r.get::<_, Option<String>>(8)?.unwrap_or_default())))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Finishes a recorded keyset delete once none of its version keys is left in the
+    /// inventory: its history, rotations, versions and row go with the audit entry, in one
+    /// transaction. `Ok(false)` while a version key is still there (its delete not finished).
+    pub fn finish_keyset_delete(&self, id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let left: bool =
+            tx.query_row("SELECT EXISTS(SELECT 1 FROM keyset_versions v JOIN keys k ON k.id=v.key_id WHERE v.keyset_id=?1)", [id], |r| {
+                r.get(0)
+            })?;
+        if left {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM rotation_history WHERE rotation_id IN (SELECT id FROM rotations WHERE keyset_id=?1)", [id])?;
+        tx.execute("DELETE FROM rotations WHERE keyset_id=?1", [id])?;
+        tx.execute("DELETE FROM keyset_versions WHERE keyset_id=?1", [id])?;
+        let n = tx.execute("DELETE FROM keysets WHERE id=?1 AND deleting_at IS NOT NULL", [id])?;
+        if n > 0 {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
     }
 }
 

@@ -290,6 +290,12 @@ pub(crate) const STEPS: &[&str] = &[
         detail TEXT                     -- never key material
      );
      CREATE INDEX rotation_history_rotation ON rotation_history(rotation_id, seq);",
+    // Keyset delete (issue 13): `deleting_at` marks a keyset whose delete is recorded (its
+    //     version keys have delete intents); it is no longer listed or rotated, and its rows go
+    //     in one transaction once every version key is gone (`store::keysets`), also after a
+    //     crash (the rotation runner finishes it). `deleting_by` is who asked, for the audit.
+    "ALTER TABLE keysets ADD COLUMN deleting_at TEXT;
+     ALTER TABLE keysets ADD COLUMN deleting_by TEXT;",
 ];
 
 /// The schema version this build migrates to.

@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use certs::{CertView, StoredCertificate};
+pub use deletes::BeginKeyDelete;
 pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, ItemStatus, JobItem, JobRecord, JobStatus, KeyRecord, KeyStatus};
 pub use ssh_certs::SshCertificateRow;

@@ -132,6 +132,24 @@ pub(super) fn on_delete(conn: &Connection, scope: &SyncScope, key_id: &str) -> r
     Ok(())
 }
 
+/// Hook of `Store::rotation_step` (inside its transaction): a keyset version changed state
+/// (retired, active), so the key's vault record, which names its keyset version and state, is
+/// written again. A version whose key is gone (abandoned, deleted) has nothing to push.
+pub(super) fn on_keyset_version(conn: &Connection, scope: &SyncScope, keyset_id: &str, version: i64) -> rusqlite::Result<()> {
+    let row: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT k.id, k.namespace, k.name FROM keyset_versions v JOIN keys k ON k.id=v.key_id
+             WHERE v.keyset_id=?1 AND v.version=?2 AND k.status<>'deleting'",
+            params![keyset_id, version],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((id, ns, name)) = row.filter(|(_, ns, _)| scope.includes(ns)) {
+        insert(conn, &id, &ns, &name, OP_KEY, None)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Turns enqueueing on for these namespaces (the daemon calls this at start when `[sync]`
     /// is configured).

@@ -4,6 +4,13 @@
 //! needs exactly that on a host whose store is gone. Written after a verified import, with
 //! check-and-set and read-before-write like the certificate entry, so a pass that finds
 //! everything in place writes nothing.
+//!
+//! A key that is an SSH keyset's version (issue 13) says so in its record: `keyset_id`,
+//! `keyset`, `keyset_version` and `keyset_state` (`pending`, `active`, `retired`). A version
+//! changing state puts its key back in the outbox (`store::outbox::on_keyset_version`), so the
+//! record follows: a retired version stays in the vault, marked `retired`. A version whose key
+//! was deleted (an abandoned pending version, or a deleted keyset) keeps its record, marked
+//! `deleted_at` and, for an abandoned one, `keyset_state = abandoned` in the metadata.
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -25,11 +32,34 @@ pub struct KeyEntry {
     pub version: i64,
     /// Whether transit holds the key as exportable (only then can it come back).
     pub vault_exportable: bool,
+    /// The keyset version the key is, if it is one.
+    pub keyset: Option<KeysetTag>,
+}
+
+/// Which keyset version a key is, as its vault record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysetTag {
+    /// TPP's 40-hex KeysetId.
+    pub id: String,
+    pub name: String,
+    pub version: i64,
+    /// `pending`, `active`, `retired` (or `abandoned`).
+    pub state: String,
+}
+
+impl KeysetTag {
+    /// The keyset version `key_id` is, from the store.
+    pub fn of_key(app: &App, key_id: &str) -> Result<Option<KeysetTag>, crate::store::StoreError> {
+        let Some(v) = app.store.keyset_version_of_key(key_id)? else { return Ok(None) };
+        // A keyset being deleted is no longer found by id; its name is then unknown here.
+        let name = app.store.keyset(&v.keyset_id)?.map(|k| k.name).unwrap_or_default();
+        Ok(Some(KeysetTag { id: v.keyset_id, name, version: v.version, state: v.state }))
+    }
 }
 
 impl KeyEntry {
     fn data(&self) -> Value {
-        json!({
+        let mut v = json!({
             "namespace": self.namespace,
             "name": self.name,
             "key_id": self.key_id,
@@ -38,7 +68,14 @@ impl KeyEntry {
             "transit_key": self.transit_key,
             "version": self.version.to_string(),
             "vault_exportable": self.vault_exportable.to_string(),
-        })
+        });
+        if let Some(k) = &self.keyset {
+            v["keyset_id"] = json!(k.id);
+            v["keyset"] = json!(k.name);
+            v["keyset_version"] = json!(k.version.to_string());
+            v["keyset_state"] = json!(k.state);
+        }
+        v
     }
 
     /// From a KV entry's data; `None` when a field is missing (not written by keyport).
@@ -54,6 +91,12 @@ impl KeyEntry {
             transit_key: s("transit_key")?,
             version: s("version")?.parse().ok()?,
             vault_exportable: s("vault_exportable")? == "true",
+            keyset: match (s("keyset_id"), s("keyset_version").and_then(|v| v.parse().ok())) {
+                (Some(id), Some(version)) => {
+                    Some(KeysetTag { id, name: s("keyset").unwrap_or_default(), version, state: s("keyset_state").unwrap_or_default() })
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -105,6 +148,7 @@ impl Syncer {
             },
             transit_key,
             version,
+            keyset: KeysetTag::of_key(app, &rec.id).map_err(store_err)?,
         };
         let data = entry.data();
         let mut meta: BTreeMap<String, String> =
@@ -116,8 +160,22 @@ impl Syncer {
 
     /// Passes a delete's result through, marking the key's record deleted (`deleted_at`), so
     /// restore does not bring back a key deleted in keyport (the vault keeps its copy).
-    pub(super) async fn record_deleted(&self, row: &OutboxRow, pushed: Option<SyncState>) -> Result<Option<SyncState>, VaultError> {
-        self.vault().kv_mark_deleted(&self.key_record_path(&row.namespace, &row.name, &row.key_id)).await?;
+    ///
+    /// A keyset's pending version deleted (its rotation rolled back) is marked `keyset_state =
+    /// abandoned` too: the record otherwise still says `pending`.
+    pub(super) async fn record_deleted(
+        &self,
+        app: &App,
+        row: &OutboxRow,
+        pushed: Option<SyncState>,
+    ) -> Result<Option<SyncState>, VaultError> {
+        let tag = KeysetTag::of_key(app, &row.key_id).map_err(store_err)?;
+        let mut extra = Vec::new();
+        if let Some(t) = tag.filter(|t| t.state == "pending" || t.state == "abandoned") {
+            extra.push(("keyset_state", "abandoned".to_string()));
+            extra.push(("keyset_version", t.version.to_string()));
+        }
+        self.vault().kv_mark_deleted(&self.key_record_path(&row.namespace, &row.name, &row.key_id), &extra).await?;
         Ok(pushed)
     }
 }
@@ -137,11 +195,21 @@ mod tests {
             transit_key: "h1-web.site".into(),
             version: 2,
             vault_exportable: true,
+            keyset: None,
         };
         let kv = KvEntry { version: 1, data: Some(e.data()), custom_metadata: BTreeMap::new() };
-        assert_eq!(KeyEntry::from_kv(&kv), Some(e));
+        assert_eq!(KeyEntry::from_kv(&kv), Some(e.clone()));
         let partial = KvEntry { version: 1, data: Some(json!({"namespace": "web"})), custom_metadata: BTreeMap::new() };
         assert_eq!(KeyEntry::from_kv(&partial), None);
+        // A keyset version's record names it and reads back the same.
+        let v = KeyEntry {
+            keyset: Some(KeysetTag { id: "ab".repeat(20), name: "deploy".into(), version: 3, state: "retired".into() }),
+            ..e.clone()
+        };
+        let d = v.data();
+        assert_eq!((d["keyset_version"].as_str(), d["keyset_state"].as_str()), (Some("3"), Some("retired")));
+        let kv = KvEntry { version: 1, data: Some(d), custom_metadata: BTreeMap::new() };
+        assert_eq!(KeyEntry::from_kv(&kv), Some(v));
         assert_eq!(KeyEntry::from_kv(&KvEntry::default()), None, "soft-deleted: no data");
     }
 }

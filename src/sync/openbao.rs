@@ -679,11 +679,16 @@ impl OpenBao {
 
     /// Marks the KV v2 entry at `path` deleted in keyport (`deleted_at` in its custom
     /// metadata; the data stays). Nothing to do when there is no entry or it is marked already.
-    pub async fn kv_mark_deleted(&self, path: &str) -> Result<(), VaultError> {
+    /// `extra` metadata is set with it (kept if already there).
+    pub async fn kv_mark_deleted(&self, path: &str, extra: &[(&str, String)]) -> Result<(), VaultError> {
         let entry = self.kv_read(path).await?;
-        if entry.version > 0 && !entry.custom_metadata.contains_key("deleted_at") {
+        let missing = |m: &BTreeMap<String, String>| !m.contains_key("deleted_at") || extra.iter().any(|(k, v)| m.get(*k) != Some(v));
+        if entry.version > 0 && missing(&entry.custom_metadata) {
             let mut meta = entry.custom_metadata;
-            meta.insert("deleted_at".into(), crate::store::records::now());
+            meta.entry("deleted_at".into()).or_insert_with(crate::store::records::now);
+            for (k, v) in extra {
+                meta.insert((*k).into(), v.clone());
+            }
             self.kv_set_metadata(path, &meta).await?;
         }
         Ok(())

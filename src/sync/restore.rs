@@ -642,6 +642,7 @@ mod tests {
             transit_key: "h1-default.web".into(),
             version: 1,
             vault_exportable: true,
+            keyset: None,
         };
         let synced = vec!["default".to_string()];
         let check = |e: &KeyEntry, folder: &str, segment: &str| check_record(e, folder, segment, &synced, "h1-default.web");

@@ -350,7 +350,7 @@ impl Syncer {
             }
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
             OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
-            OP_DELETE => self.record_deleted(row, self.push_delete(app, row).await?).await,
+            OP_DELETE => self.record_deleted(app, row, self.push_delete(app, row).await?).await,
             other => Err(VaultError::Permanent(format!("unknown outbox operation '{other}'"))),
         }
     }
@@ -508,7 +508,7 @@ impl Syncer {
     /// A deleted key: keyport holds no delete right in transit (by design: the vault is the
     /// backup), so the vault key stays; its KV certificate entry is marked deleted.
     async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
-        self.vault().kv_mark_deleted(&self.kv_path(&row.namespace, &row.name, &row.key_id)).await?;
+        self.vault().kv_mark_deleted(&self.kv_path(&row.namespace, &row.name, &row.key_id), &[]).await?;
         Ok(Some(self.state(
             row,
             "deleted",

@@ -56,7 +56,7 @@ and `GET /keyport/v1/health/live`, with no authentication, and nothing else.";
     paths(
         native::health, native::health_live, native::health_keys, native::audit, native::import_key,
         native::attach_ssh_certificate, native::show_ssh_certificate, native::detach_ssh_certificate,
-        native::list_keysets, native::create_keyset, native::show_keyset, native::keyset_action, native::public_key, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
+        native::list_keysets, native::create_keyset, native::show_keyset, native::delete_keyset, native::keyset_action, native::public_key, native::openapi, native::list_keys, native::generate_key, native::show_key, native::delete_key,
         native::export_key, native::sign_key, native::list_certificates, native::delete_certificate, native::sync_status,
         native::sync_trigger, native::sync_csr, native::sync_restore, native::metrics,
         vendor::tlspc_user_accounts, vendor::tlspc_edge_instances, vendor::tlspc_edge_instances_slash, vendor::tlspc_edge_instance,

@@ -93,6 +93,12 @@ pub fn create_keyset() {}
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn show_keyset() {}
 
+#[utoipa::path(delete, path = "/keyport/v1/keysets/{name}", tag = "native",
+    params(("name" = String, Path, description = "The keyset's name, or its 40-hex id"), ("namespace" = Option<String>, Query, description = "Default `default`")),
+    responses((status = 200, body = KeysetDeleted, description = "Needs manage; every version's key is deleted from the token and the inventory. 409 while a rotation is open"), Errors),
+    security(("apiKey" = []), ("bearer" = []), ()))]
+pub fn delete_keyset() {}
+
 #[utoipa::path(post, path = "/keyport/v1/keysets/{name}/{action}", tag = "native",
     params(
         ("name" = String, Path, description = "The keyset's name, or its 40-hex id"),
@@ -126,7 +132,7 @@ pub fn generate_key() {}
 pub fn show_key() {}
 
 #[utoipa::path(delete, path = "/keyport/v1/keys/{id}", tag = "native", params(("id" = String, Path)),
-    responses((status = 200, body = Deleted), Errors),
+    responses((status = 200, body = Deleted, description = "Needs manage. 409 for a keyset's active or pending version: delete or rotate the keyset instead"), Errors),
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn delete_key() {}
 

@@ -344,6 +344,17 @@ pub struct Keysets {
     pub keysets: Vec<Keyset>,
 }
 
+/// `DELETE keysets/{name}`.
+#[derive(Serialize, ToSchema)]
+pub struct KeysetDeleted {
+    /// The KeysetId (40 hex).
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    /// The ids of the version keys deleted (every version's key still in the inventory).
+    pub keys_deleted: Vec<String>,
+}
+
 /// `POST keysets/{name}/rotate` (the other actions take no body).
 #[derive(Serialize, ToSchema)]
 pub struct KeysetAction {

@@ -26,8 +26,11 @@ use crate::store::records::now;
 /// Waits for `RetryRotation` (a rollback stage that failed): the runner never picks it up.
 pub const MANUAL: i64 = i64::MAX;
 
-/// How long a rotation waits when the token or store is unavailable.
-const UNAVAILABLE_RETRY_SECS: i64 = 30;
+/// How long a rotation waits when the token or store is unavailable: the health probe's
+/// interval, so a rotation goes on within seconds of the token coming back. The stage is not
+/// charged and nothing is undone: every step commits whole or not at all, so the rotation
+/// stands at the stage it last committed, the old version active.
+const UNAVAILABLE_RETRY_SECS: i64 = 5;
 
 /// Drives rotation `id` until it waits (a confirmation, grace, a retry) or finishes.
 pub async fn drive(app: &Arc<App>, id: i64) {
@@ -61,13 +64,18 @@ pub async fn drive(app: &Arc<App>, id: i64) {
             Err(e) => {
                 // The token or the store failed: try again later, the stage is not charged.
                 tracing::warn!(rotation = id, stage = r.stage, error = %e, "rotation step could not run; trying again in {UNAVAILABLE_RETRY_SECS} s");
+                // A rollback keeps the error that caused it (its outcome names it); the fault
+                // is in the history.
+                let keep_cause = stage.is_rollback() && r.error.is_some();
                 let next = RotationRecord {
                     next_attempt: Some(schedule::now() + UNAVAILABLE_RETRY_SECS),
-                    error: Some(e.to_string()),
+                    error: if keep_cause { r.error.clone() } else { Some(e.to_string()) },
                     ..r.clone()
                 };
-                let ev = event(r.stage, "unavailable", Some(e.to_string()));
-                let _ = app.store.rotation_step(&next, r.stage, &[ev], &[], None);
+                // One history line per distinct fault, not one per retry of a long outage.
+                let repeated = !keep_cause && r.error.as_deref() == Some(e.to_string().as_str());
+                let ev: Vec<RotationEvent> = if repeated { Vec::new() } else { vec![event(r.stage, "unavailable", Some(e.to_string()))] };
+                let _ = app.store.rotation_step(&next, r.stage, &ev, &[], None);
                 return;
             }
         }
@@ -189,6 +197,15 @@ async fn new_version(app: &Arc<App>, r: &RotationRecord, ctx: &Ctx, who: &Princi
             match crate::core::keys::generate(app, who, req).await {
                 Ok(k) => k,
                 Err(e) if e.is_unavailable() => return Err(e),
+                // An earlier attempt that met a token fault left its creation intent, which
+                // holds the name until the token is back and the intent is undone: not this
+                // rotation's failure, try again shortly (as for the fault itself).
+                Err(CoreError::Conflict(m)) if app.store.key_by_name(&ks.namespace, &name)?.is_none() => {
+                    return Err(CoreError::Conflict(format!(
+                        "the new key's name '{name}' is still held by an earlier attempt that met a token fault ({m}); \
+                         trying again once it is undone"
+                    )))
+                }
                 Err(e) => {
                     let stage = match &e {
                         CoreError::Forbidden(_) | CoreError::Unauthenticated(_) => Stage::NotEnoughPermissions,
@@ -351,7 +368,7 @@ async fn finish_rollback(
     } else {
         if let Some(v) = ctx.version(r.new_version) {
             if app.store.key(&v.key_id)?.is_some() {
-                match crate::core::keys::delete(app, who, &v.key_id).await {
+                match crate::core::keys::delete_version_key(app, who, &v.key_id).await {
                     Ok(_) | Err(CoreError::NotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -361,7 +378,7 @@ async fn finish_rollback(
             // Cancelled while its key was being made: the key may exist without a version row.
             if let Some(k) = app.store.key_by_name(&ctx.keyset.namespace, name)? {
                 if app.store.keyset_version_of_key(&k.id)?.is_none() {
-                    match crate::core::keys::delete(app, who, &k.id).await {
+                    match crate::core::keys::delete_version_key(app, who, &k.id).await {
                         Ok(_) | Err(CoreError::NotFound(_)) => {}
                         Err(e) => return Err(e),
                     }

@@ -13,6 +13,7 @@
 //! confirming an installation needs `manage` or `export-private` (the device that exported the
 //! new key and installed it confirms with the permission it exported with).
 
+mod delete;
 pub mod hooks;
 mod machine;
 pub mod runner;
@@ -29,6 +30,7 @@ use super::{App, CoreError};
 use crate::config::{Permission, RotationPolicy};
 use crate::store::keysets::{KeysetRecord, KeysetVersion, RotationEvent, RotationRecord};
 use crate::store::records::now;
+pub use delete::{delete, finish_deletes, DeletedKeyset};
 pub use stage::{status, Stage};
 
 /// The runner's shared state: one per daemon (`App::rotations`).
@@ -347,10 +349,14 @@ fn start(app: &App, principal: &str, k: &KeysetRecord, options: u32, kind: &str)
         event: format!("{kind} started"),
         detail: Some(format!("by {principal:?}, Options {options}")),
     };
-    r.id = app
-        .store
-        .start_rotation(&r, &ev)?
-        .ok_or_else(|| CoreError::Conflict(format!("keyset '{}' already has a rotation under way; wait for it, or cancel it", k.name)))?;
+    r.id = match app.store.start_rotation(&r, &ev)? {
+        Some(id) => id,
+        // Deleted meanwhile (its delete is recorded): gone, as for every other call.
+        None if app.store.keyset(&k.id)?.is_none() => return Err(not_found(&k.name)),
+        None => {
+            return Err(CoreError::Conflict(format!("keyset '{}' already has a rotation under way; wait for it, or cancel it", k.name)))
+        }
+    };
     let _ = app.store.audit(&crate::store::AuditEntry {
         at: now(),
         principal: principal.into(),

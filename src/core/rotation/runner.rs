@@ -30,6 +30,7 @@ pub async fn run(app: Arc<App>) {
 
 /// Starts what is due; returns when (runner clock, Unix seconds) something else will be.
 pub async fn tick(app: &Arc<App>) -> i64 {
+    super::finish_deletes(app);
     let now = schedule::now();
     let mut next = now + MAX_SLEEP_SECS;
     let open = match app.store.open_rotations() {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod proxy;
 pub mod raft;
 pub mod surface;
 pub mod tpm;

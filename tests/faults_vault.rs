@@ -149,6 +149,8 @@ fn scenario(
     }
     let attempts: Vec<i64> = st["keys"].as_array().unwrap().iter().map(|k| k["attempts"].as_i64().unwrap_or(0)).collect();
     assert!(d.child.as_ref().is_some(), "the daemon kept running");
+    // The vault token never reached the log or the store.
+    d.assert_no_secret_leaked(&[ROOT_TOKEN]);
     let f = Figures { generate_max, detect, drained, reason };
     eprintln!(
         "FIGURES vault {label}: generate max {:.2} s during the fault; health named it after {}; backlog drained {:.1} s after the fault ended; attempts charged {attempts:?}; proxy connections {}; reason: {}",

@@ -422,4 +422,6 @@ permissions = {{ default = ["read"] }}
     assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon kept running");
     let (c, _) = d.curl("GET", "/keyport/v1/health", None, &[]);
     assert_eq!(c, 200);
+    // Issue 16: the API keys and the export passphrase never reached the log or the store.
+    d.assert_no_secret_leaked(&[LOADER_KEY, READER_KEY, PASSPHRASE]);
 }

@@ -178,8 +178,40 @@ pub async fn token(app: &App, t: &Arc<Token>) -> TokenHealth {
     h
 }
 
+pub const STATE_COMPONENT: &str = "store:permissions";
+
+/// What in the state folder keyport could not open for writing again, if anything. A running
+/// daemon keeps writing through the files it holds open (SQLite's database, WAL and index,
+/// the lock), so `chmod -R a-w` or a `chown` of the folder changes nothing until the next
+/// start, which then fails ("cannot open keyport.lock"). Health says so while there is time.
+/// (root ignores modes: this only fires for a daemon run as its own user.)
+fn unwritable_state(dir: &std::path::Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let mut bad = Vec::new();
+    if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+        bad.push(dir.display().to_string());
+    }
+    for f in ["keyport.db", "keyport.db-wal", "keyport.db-shm", "keyport.lock"] {
+        let p = dir.join(f);
+        if p.exists() && access(&p, AccessFlags::W_OK).is_err() {
+            bad.push(p.display().to_string());
+        }
+    }
+    (!bad.is_empty()).then(|| {
+        format!(
+            "keyport (uid {}) cannot write {}: writes work now through the files it holds open, but the next start will fail; give the state folder back to keyport's user (chown -R, chmod u+w)",
+            nix::unistd::geteuid(),
+            bad.join(", ")
+        )
+    })
+}
+
 /// The store's probe; `true` when it passed. The outcome goes to the registry.
 pub async fn store(app: &Arc<App>) -> bool {
+    match unwritable_state(&app.config.state_dir) {
+        Some(why) => app.health.set(STATE_COMPONENT, why),
+        None => app.health.clear(STATE_COMPONENT),
+    }
     let a = app.clone();
     let r = tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || a.store.probe())).await;
     let problem = match r {

@@ -148,6 +148,9 @@ fn scenario(
         check_in_transit(&s.bao, s.work.path(), &format!("h1-default.{name}"), key);
     }
     let attempts: Vec<i64> = st["keys"].as_array().unwrap().iter().map(|k| k["attempts"].as_i64().unwrap_or(0)).collect();
+    // A vault-wide fault is the gate's, never charged to a key (a key's attempts count its own
+    // refusals; enough of them would park it).
+    assert!(attempts.iter().all(|a| *a == 0), "attempts charged to keys for a vault fault: {attempts:?}\n{st}");
     assert!(d.child.as_ref().is_some(), "the daemon kept running");
     // The vault token never reached the log or the store.
     d.assert_no_secret_leaked(&[ROOT_TOKEN]);
@@ -297,4 +300,42 @@ fn vault_slow_1s_per_chunk_does_not_slow_callers_and_syncs_within_60s_of_it_endi
         Duration::from_secs(60),
     );
     assert!(f.generate_max < Duration::from_secs(5), "{:?}", f.generate_max);
+}
+
+/// The vault imports the key but its answer never reaches keyport (the connection is reset
+/// just before it): the write happened, the acknowledgement was lost. keyport must not import
+/// it again (transit would get a second version): the next try reads before it writes, finds
+/// its own public key, and records the key as synced.
+#[test]
+fn vault_answer_to_an_import_lost_never_doubles_the_key_and_syncs_within_30s() {
+    let s = setup();
+    let (d, bao) = (&s.d, &s.bao);
+    s.proxy.set(Mode::LoseAnswerTo("/import HTTP/1.1"));
+    let key = d.generate("lost-ack", "ec-p256", true);
+    let (c, v) = d.curl("POST", "/keyport/v1/sync", Some("{}"), &[]);
+    assert_eq!(c, 202, "{v}");
+    poll(Duration::from_secs(20), "the import's answer is lost", d, || (s.proxy.lost() >= 1).then_some(()));
+    // The vault did it; keyport does not know.
+    let (c, v) = bao.call("GET", "transit/keys/h1-default.lost-ack", None);
+    assert_eq!((c, &v["data"]["latest_version"]), (200, &json!(1)), "{v}");
+    let (st, _) = poll(Duration::from_secs(10), "sync status shows the key waiting", d, || {
+        let st = sync_status(d);
+        (key_status(&st, "lost-ack")["status"] == "pending").then_some(st)
+    });
+    assert_ne!(key_status(&st, "lost-ack")["status"], "failed", "{st}");
+    let lost = s.proxy.lost();
+
+    s.proxy.set(Mode::Pass);
+    let (_, drained) = poll(Duration::from_secs(30), "the backlog drains by itself", d, || {
+        let st = sync_status(d);
+        (st["backlog"] == 0).then_some(())
+    });
+    let st = sync_status(d);
+    assert_eq!(key_status(&st, "lost-ack")["status"], "synced", "{st}");
+    check_in_transit(bao, s.work.path(), "h1-default.lost-ack", &key);
+    d.assert_no_secret_leaked(&[ROOT_TOKEN]);
+    eprintln!(
+        "FIGURES vault import answer lost ({lost} answers dropped): the next try found the key in transit (latest_version 1), synced {:.1} s after the fault ended",
+        drained.as_secs_f64()
+    );
 }

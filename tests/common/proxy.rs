@@ -24,6 +24,9 @@ pub enum Mode {
     Truncate(usize),
     /// Nothing listens on the port: connections are refused; open ones are closed.
     Refuse,
+    /// Requests pass, but the answer to a request whose bytes contain this pattern is dropped
+    /// and the connection reset: the vault did the work, the client never hears of it.
+    LoseAnswerTo(&'static str),
 }
 
 struct Shared {
@@ -31,6 +34,8 @@ struct Shared {
     stop: AtomicBool,
     /// Connections accepted, for the test's figures.
     accepted: AtomicU64,
+    /// Answers dropped by `LoseAnswerTo`.
+    lost: AtomicU64,
 }
 
 pub struct Proxy {
@@ -61,7 +66,12 @@ impl Proxy {
     pub fn start(upstream: u16) -> Proxy {
         let listener = bind(0).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared { mode: Mutex::new(Mode::Pass), stop: AtomicBool::new(false), accepted: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            mode: Mutex::new(Mode::Pass),
+            stop: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        });
         let s = shared.clone();
         let acceptor = std::thread::spawn(move || {
             let mut listener = Some(listener);
@@ -115,6 +125,10 @@ impl Proxy {
         }
     }
 
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::SeqCst)
+    }
+
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
     }
@@ -129,17 +143,20 @@ impl Drop for Proxy {
     }
 }
 
-/// Two threads per connection: client → vault and vault → client.
+/// Two threads per connection: client → vault and vault → client. `lose`: the client just
+/// sent a request whose answer is to be lost (`LoseAnswerTo`).
 fn pump_pair(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let sh = s.clone();
-    std::thread::spawn(move || pump(sh, client, server, false));
-    std::thread::spawn(move || pump(s, s2, c2, true));
+    let lose = Arc::new(AtomicBool::new(false));
+    let l2 = lose.clone();
+    std::thread::spawn(move || pump(sh, client, server, false, l2));
+    std::thread::spawn(move || pump(s, s2, c2, true, lose));
 }
 
 /// Copies `from` → `to` until either side closes or the mode says otherwise. `answers`: this
 /// direction carries the vault's answers (what `Truncate` cuts).
-fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, answers: bool) {
+fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, answers: bool, lose: Arc<AtomicBool>) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = [0u8; 4096];
     let mut sent = 0usize;
@@ -176,6 +193,13 @@ fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, answers: bool) {
         match mode {
             Mode::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
             Mode::Reset | Mode::Refuse => return close(&from, &to, mode == Mode::Reset),
+            Mode::LoseAnswerTo(pattern) if !answers && chunk.windows(pattern.len()).any(|w| w == pattern.as_bytes()) => {
+                lose.store(true, Ordering::SeqCst);
+            }
+            Mode::LoseAnswerTo(_) if answers && lose.load(Ordering::SeqCst) => {
+                s.lost.fetch_add(1, Ordering::SeqCst);
+                return close(&from, &to, true);
+            }
             Mode::Truncate(k) if answers => {
                 let room = k.saturating_sub(sent);
                 if room < chunk.len() {

@@ -131,6 +131,10 @@ fn scenario(
     for k in st["keys"].as_array().unwrap() {
         assert_ne!(k["status"], "failed", "a transient fault parked a key: {k}\n{st}");
     }
+    // A vault-wide fault is the gate's, never charged to a key (a key's attempts count its own
+    // refusals and back it off alone).
+    let attempts: Vec<i64> = st["keys"].as_array().unwrap().iter().map(|k| k["attempts"].as_i64().unwrap_or(0)).collect();
+    assert!(attempts.iter().all(|a| *a == 0), "attempts charged to keys for a vault fault: {attempts:?}\n{st}");
     std::thread::sleep(FAULT.saturating_sub(fault.elapsed()));
 
     heal(s);
@@ -143,14 +147,10 @@ fn scenario(
         let h = health(d);
         (h.0 == 200 && h.1["status"] == "ok" && h.2.is_none()).then_some(())
     });
-    let st = sync_status(d);
     for (name, key) in &keys {
         check_in_transit(&s.bao, s.work.path(), &format!("h1-default.{name}"), key);
     }
-    let attempts: Vec<i64> = st["keys"].as_array().unwrap().iter().map(|k| k["attempts"].as_i64().unwrap_or(0)).collect();
-    // A vault-wide fault is the gate's, never charged to a key (a key's attempts count its own
-    // refusals; enough of them would park it).
-    assert!(attempts.iter().all(|a| *a == 0), "attempts charged to keys for a vault fault: {attempts:?}\n{st}");
+
     assert!(d.child.as_ref().is_some(), "the daemon kept running");
     // The vault token never reached the log or the store.
     d.assert_no_secret_leaked(&[ROOT_TOKEN]);

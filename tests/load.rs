@@ -109,12 +109,23 @@ struct Stats {
     /// 5xx answers: route, status, Retry-After, body (first 300 bytes).
     server_errors: Vec<String>,
     transport_errors: BTreeMap<String, u64>,
+    /// Imports refused 503 `busy` by the key-derivation caps.
+    shed: u64,
 }
 
 impl Stats {
     fn record(&mut self, route: &str, took: Duration, a: &Answer) {
         self.latency.entry(route.to_string()).or_default().push(took);
         *self.statuses.entry((route.to_string(), a.status)).or_default() += 1;
+        // The key-derivation caps (`limits.kdf_*`, docs/SECURITY.md): a passphrase import past
+        // them is refused at once with 503 `busy` and Retry-After, by design.
+        let busy = a.status == 503
+            && a.retry_after
+            && serde_json::from_slice::<serde_json::Value>(&a.body).is_ok_and(|v| v["error"]["code"] == "busy");
+        if busy && route.starts_with("POST keys/import") {
+            self.shed += 1;
+            return;
+        }
         if a.status >= 500 && self.server_errors.len() < 50 {
             let body = String::from_utf8_lossy(&a.body[..a.body.len().min(300)]).into_owned();
             self.server_errors.push(format!("{route}: {} (retry-after: {}) {body}", a.status, a.retry_after));
@@ -140,7 +151,15 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 /// One ordinary client: a kept-alive connection on its listener (renewed every 20 requests or
 /// after an error), a mixed workload, 20-120 ms of think time between requests.
-async fn client(n: usize, https: bool, t: Target, ids: Arc<Vec<String>>, until: Instant, stats: Arc<Mutex<Stats>>) {
+async fn client(
+    n: usize,
+    https: bool,
+    t: Target,
+    ids: Arc<Vec<String>>,
+    files: Arc<Vec<(String, String)>>,
+    until: Instant,
+    stats: Arc<Mutex<Stats>>,
+) {
     let key = if https { Some(LOADER_KEY) } else { None };
     let listener = if https { "https" } else { "socket" };
     let mut conn: Option<Sender> = None;
@@ -162,7 +181,24 @@ async fn client(n: usize, https: bool, t: Target, ids: Arc<Vec<String>>, until: 
             let mut rng = rand::thread_rng();
             let id = &ids[rng.gen_range(0..ids.len())];
             match rng.gen_range(0..100) {
-                0..=19 => ("GET health", "GET", "/keyport/v1/health".into(), key, None, &[200]),
+                0..=15 => ("GET health", "GET", "/keyport/v1/health".into(), key, None, &[200]),
+                16..=17 => {
+                    let (legacy, _) = &files[rng.gen_range(0..files.len())];
+                    let b = json!({"data": legacy, "passphrase": PASSPHRASE, "exportable": true});
+                    (
+                        "POST keys/import (legacy PEM, cheap KDF)",
+                        "POST",
+                        "/keyport/v1/keys/import".into(),
+                        key,
+                        Some(b.to_string()),
+                        &[200, 201],
+                    )
+                }
+                18..=19 => {
+                    let (_, pkcs8) = &files[rng.gen_range(0..files.len())];
+                    let b = json!({"data": pkcs8, "passphrase": PASSPHRASE, "exportable": true});
+                    ("POST keys/import (PKCS#8, PBKDF2)", "POST", "/keyport/v1/keys/import".into(), key, Some(b.to_string()), &[200, 201])
+                }
                 20..=34 => ("GET keys", "GET", "/keyport/v1/keys".into(), key, None, &[200]),
                 35..=54 => ("GET keys/{id}", "GET", format!("/keyport/v1/keys/{id}"), key, None, &[200]),
                 55..=57 => {
@@ -293,6 +329,29 @@ permissions = {{ default = ["read"] }}
     let pid = d.child.as_ref().unwrap().id();
     let ids: Vec<String> = (0..20).map(|i| d.generate(&format!("seed-{i}"), "ec-p256", true)["id"].as_str().unwrap().to_string()).collect();
     let ids = Arc::new(ids);
+    // Key files to import, made by openssl: each P-256 key as legacy encrypted PEM
+    // (`Proc-Type: 4,ENCRYPTED`, one MD5 pass) and as PKCS#8 PBES2 (PBKDF2), base64 for the body.
+    require("openssl");
+    let kd = d.dir.path().join("import-keys");
+    std::fs::create_dir_all(&kd).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").current_dir(&kd).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut files = Vec::new();
+    let mut plain_keys = Vec::new();
+    for i in 0..20 {
+        let (k, l, p) = (format!("k{i}.pem"), format!("k{i}.legacy.pem"), format!("k{i}.p8.pem"));
+        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &k]);
+        openssl(&["ec", "-in", &k, "-aes128", "-passout", &format!("pass:{PASSPHRASE}"), "-out", &l]);
+        openssl(&["pkcs8", "-topk8", "-in", &k, "-v2", "aes-256-cbc", "-passout", &format!("pass:{PASSPHRASE}"), "-out", &p]);
+        use base64::Engine;
+        let b64 = |f: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(kd.join(f)).unwrap());
+        files.push((b64(&l), b64(&p)));
+        plain_keys.push(std::fs::read_to_string(kd.join(&k)).unwrap());
+    }
+    assert!(std::fs::read_to_string(kd.join("k0.legacy.pem")).unwrap().contains("Proc-Type: 4,ENCRYPTED"));
+    let files = Arc::new(files);
     let target = Target::new(&d);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -314,7 +373,7 @@ permissions = {{ default = ["read"] }}
     let (admin, slow_cut, peak_rss, peak_fds) = rt.block_on(async {
         let mut tasks = Vec::new();
         for n in 0..clients {
-            tasks.push(tokio::spawn(client(n, n % 2 == 1, target.clone(), ids.clone(), until, stats.clone())));
+            tasks.push(tokio::spawn(client(n, n % 2 == 1, target.clone(), ids.clone(), files.clone(), until, stats.clone())));
         }
         let slow: Vec<_> = (0..5).map(|_| tokio::spawn(slow_client(target.clone(), until))).collect();
         let idle: Vec<_> = (0..5).map(|_| tokio::spawn(idle_client(target.clone(), until))).collect();
@@ -409,6 +468,7 @@ permissions = {{ default = ["read"] }}
         rss_after / 1024
     );
     eprintln!("LOAD transport and unexpected answers: {:?}", s.transport_errors);
+    eprintln!("LOAD imports refused 503 busy (Retry-After) by the key-derivation caps: {}", s.shed);
 
     let fivexx: Vec<&String> = s.server_errors.iter().filter(|e| !e.is_empty()).collect();
     assert!(s.server_errors.is_empty(), "{} answers were 5xx under load; first ones: {fivexx:#?}", s.server_errors.len());
@@ -423,5 +483,45 @@ permissions = {{ default = ["read"] }}
     let (c, _) = d.curl("GET", "/keyport/v1/health", None, &[]);
     assert_eq!(c, 200);
     // Issue 16: the API keys and the export passphrase never reached the log or the store.
-    d.assert_no_secret_leaked(&[LOADER_KEY, READER_KEY, PASSPHRASE]);
+    let mut secrets: Vec<&str> = plain_keys.iter().map(String::as_str).collect();
+    secrets.extend([LOADER_KEY, READER_KEY, PASSPHRASE]);
+    d.assert_no_secret_leaked(&secrets);
+}
+
+/// Twenty imports of one key at once (no name: every one defaults to the same name): exactly
+/// one creates it (201), every other caller is told it is already there (200 `imported:
+/// false`), never 409 for a name it did not choose; one key in the inventory.
+#[test]
+fn twenty_concurrent_imports_of_one_key_create_it_once_and_answer_the_rest_already_present() {
+    require("curl");
+    require("openssl");
+    let mut d = Daemon::config("");
+    // Every decode counts against the key-derivation caps (2 per principal by default): room
+    // for all twenty, so the race is the only thing under test.
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("max_body_bytes = 1048576", "max_body_bytes = 1048576\nkdf_per_principal = 32\nkdf_queue = 32");
+    std::fs::write(&d.config, text).unwrap();
+    d.spawn();
+    let dir = d.dir.path();
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "same.pem"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("same.pem")).unwrap());
+    let body = json!({"data": data}).to_string();
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20).map(|_| s.spawn(|| d.curl("POST", "/keyport/v1/keys/import", Some(&body), &[]))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = answers.iter().filter(|(c, _)| *c == 201).count();
+    let present = answers.iter().filter(|(c, v)| *c == 200 && v["imported"] == false).count();
+    assert_eq!((created, present), (1, 19), "{answers:#?}");
+    let (_, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 1, "{v}");
+    let plain = std::fs::read_to_string(dir.join("same.pem")).unwrap();
+    d.assert_no_secret_leaked(&[&plain]);
 }

@@ -24,6 +24,7 @@ fn exportable_keys_of_every_type_export_and_openssl_reads_them() {
     require("curl");
     require("openssl");
     let d = Daemon::start("");
+    let mut plain = Vec::new();
     for alg in ["rsa-2048", "ec-p256", "ec-p384", "ec-p521", "ed25519"] {
         let k = d.generate(&format!("x-{alg}"), alg, true);
         let id = k["id"].as_str().unwrap();
@@ -37,7 +38,27 @@ fn exportable_keys_of_every_type_export_and_openssl_reads_them() {
             k["fingerprint"].as_str().unwrap(),
             "{alg}: the exported key is the token's key"
         );
+        plain.push(decrypted_pem(d.dir.path(), "correct horse"));
     }
+    // Issue 16: neither the passphrase nor the keys in the clear reached the log or the store.
+    let mut secrets: Vec<&str> = plain.iter().map(String::as_str).collect();
+    secrets.push("correct horse");
+    d.assert_no_secret_leaked(&secrets);
+    // The check can fail: a key name is in the store and the log.
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.assert_no_secret_leaked(&["x-ec-p384"])));
+    assert!(found.is_err(), "the secret check finds a string that is there");
+}
+
+/// The key `spki_sha256_of_encrypted_pem` last read, decrypted to PKCS#8 PEM by openssl.
+fn decrypted_pem(dir: &std::path::Path, pass: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(dir.join("exported.pem"))
+        .args(["-passin", &format!("pass:{pass}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

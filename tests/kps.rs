@@ -248,6 +248,8 @@ fn sdk_lifecycle_with_ak_sk_generate_show_update_list_export_clear_delete() {
     // Tasks: keyport never answers with one.
     assert_eq!(ok(sdk(&d, "aksk", "running_tasks", json!({})))["total"], 0);
     assert_eq!(ok(sdk(&d, "token", "failed_tasks", json!({})))["total"], 0);
+    // Issue 16: the SK and the API tokens never reached the log or the store.
+    d.assert_no_secret_leaked(&[SK, TOKEN, READER]);
 }
 
 #[test]

@@ -125,6 +125,13 @@ fn approle_login_syncs_and_a_revoked_token_means_a_new_login() {
     check_in_transit(&bao, work.path(), "h1-default.k2", &k2);
     assert_eq!(st["auth"]["logins"], 2, "{}", st["auth"]);
     no_secrets_shown(&d, "h1-secret-one");
+    // Issue 16: nor the store and the rest of the state folder, in any encoding; and no
+    // service token of the vault's shape in the store's raw bytes.
+    d.assert_no_secret_leaked(&["h1-secret-one"]);
+    for f in ["keyport.db", "keyport.db-wal"] {
+        let bytes = std::fs::read(d.dir.path().join("state").join(f)).unwrap_or_default();
+        assert!(vault_tokens(&String::from_utf8_lossy(&bytes)).is_empty(), "a vault token in {f}");
+    }
 }
 
 #[test]

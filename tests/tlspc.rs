@@ -245,6 +245,11 @@ fn a_batch_of_every_kind_imports_with_certificates_linked() {
     let job = wait_job(&d, v["id"].as_str().unwrap());
     assert!(job["results"].as_array().unwrap().iter().all(|r| r["status"] == "SKIPPED"), "{job}");
     assert_eq!(object_blocks(&d.pkcs11_objects()).len(), blocks.len());
+    // Issue 16: no password, API key or private key (PEM body) reached the log or the store.
+    let keys: Vec<String> = ["rsa.key", "ec.key", "ed.key", "p12.key"].iter().map(|f| read(&dir, f)).collect();
+    let mut secrets: Vec<&str> = keys.iter().map(String::as_str).collect();
+    secrets.extend(["s3cret!", "p12pass", "sshpass", "pppass", "tlspc-key"]);
+    d.assert_no_secret_leaked(&secrets);
 }
 
 #[test]

@@ -49,11 +49,12 @@ async fn health(
     let store_ok = probe::store(&app).await;
     let mut problems = serde_json::to_value(app.health.problems()).unwrap_or_default();
     let local_ok = store_ok && problems.as_array().is_some_and(Vec::is_empty) && tokens.iter().all(|t| t.present && t.logged_in);
-    // A vault that cannot be reached degrades the daemon but does not stop it: keys are made,
-    // imported and used locally; the changes wait in the backlog. So 200, with the reason.
+    // A vault that cannot be used (down, sealed, cutting connections, rate-limiting past what a
+    // call waits out) degrades the daemon but does not stop it: keys are made, imported and
+    // used locally; the changes wait in the backlog. So 200, with the vault's own reason.
     let vault_down = syncer.as_ref().and_then(|s| s.gate.status());
     if let (Some(d), Some(list)) = (&vault_down, problems.as_array_mut()) {
-        list.push(json!({"component": "sync", "reason": format!("the vault is unreachable ({}); changes wait in the backlog, next try at {}", d.reason, d.next_probe_at)}));
+        list.push(json!({"component": "sync", "reason": format!("sync to the vault is paused: {} (down {} s, {} failed probes); changes wait in the backlog, next try at {}", d.reason, d.down_secs, d.failures, d.next_probe_at)}));
     }
     let status = if local_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (

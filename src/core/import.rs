@@ -180,6 +180,7 @@ pub(crate) async fn import_key_with(
     let id = hex::encode(cka_id);
     let certificates: Vec<CertificateRecord> =
         req.certificates.iter().enumerate().map(|(i, c)| cert_record(c, (i == 0).then_some(id.as_str()), &req.namespace)).collect();
+    let in_job = slot.is_some();
     let job_item = slot.map(|s| JobItem {
         job_id: s.job_id,
         seq: s.seq,
@@ -198,6 +199,7 @@ pub(crate) async fn import_key_with(
         }
         Ok(public)
     });
+    let taken_name = name.clone();
     let mut new = super::create::NewKey::new(
         req.namespace.clone(),
         name,
@@ -214,6 +216,23 @@ pub(crate) async fn import_key_with(
     let rec = super::create::create_with(app, who, new, face).await;
     if !matches!(rec, Err(CoreError::Forbidden(_) | CoreError::Invalid { .. } | CoreError::Conflict(_))) {
         app.telemetry.token_op(&token_name, "import", rec.is_ok());
+    }
+    // Two imports of one key at once both pass the duplicate check above; the one that loses
+    // the name (the default name is the same for both) gets the answer it would have had a
+    // moment later, "already present", not a 409 naming a name it never chose (issue 16's
+    // load test). The winner may still be between its intent and its commit: while no key
+    // holds the name yet (only an intent reserves it), look again, for up to 5 s. A name held
+    // by another key is the plain 409 at once. A job item keeps its own recording.
+    if matches!(rec, Err(CoreError::Conflict(_))) && !in_job {
+        for wait_ms in [0u64, 50, 100, 200, 400, 800, 1500, 2000] {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            if let Some(existing) = app.store.keys_by_fingerprint(&fingerprint)?.into_iter().find(|k| k.namespace == req.namespace) {
+                return Ok(ImportOutcome::AlreadyPresent(existing));
+            }
+            if app.store.key_by_name(&req.namespace, &taken_name)?.is_some() {
+                break;
+            }
+        }
     }
     Ok(ImportOutcome::Imported(rec?))
 }

@@ -133,6 +133,9 @@ impl VaultStats {
 }
 
 /// How long one call may wait out 429s before it gives up and the vault backs off as a whole.
+/// Wall time from the call's first 429, the pacer's spacing included: counting only the
+/// Retry-After waits let a hard quota hold one call for 25 s and more, with nothing in health
+/// or sync status meanwhile (issue 16, `faults_vault`).
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10);
 
 pub struct OpenBao {
@@ -368,7 +371,7 @@ impl OpenBao {
         let mount = mount_of(path);
         let mut relogin = false;
         let mut hops = 0;
-        let mut limited = Duration::ZERO;
+        let mut limited_since: Option<std::time::Instant> = None;
         let full = format!("/v1/{path}");
         loop {
             let (i, http) = self.nodes.current().await;
@@ -399,8 +402,8 @@ impl OpenBao {
             let text = || error_text(&r.body);
             if let Some(wait) = self.pacer.observe(mount, r.status, r.retry_after, &r.headers) {
                 VaultStats::bump(&self.stats.rate_limited);
-                limited += wait;
-                if limited <= MAX_RATE_LIMIT_WAIT {
+                let since = *limited_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() + wait <= MAX_RATE_LIMIT_WAIT {
                     tracing::debug!(mount, wait_ms = wait.as_millis() as u64, "sync: the vault rate-limits; waiting");
                     continue; // the pacer holds the next call until `wait` has passed
                 }

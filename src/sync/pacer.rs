@@ -6,8 +6,10 @@
 //!   second; calls are spaced 1/limit apart (5 % slack). `X-Ratelimit-Remaining: 0` on a success
 //!   holds the next call until the reset.
 //! - Without headers (OpenBao's default), a 429 teaches the rate: the calls that got through in
-//!   the last second. A lane that meets no 429 for [`RELAX_AFTER`] speeds up 10 % per step, so
-//!   a lifted quota is noticed.
+//!   the last second. A lane that meets no 429 for [`RELAX_AFTER`] halves its spacing per step,
+//!   so a lifted quota is noticed within about a minute (10 % per step took minutes from the
+//!   5 s cap: a backlog of four keys needed 100 s after the quota went, issue 16's
+//!   `faults_vault`); a quota still in force costs at most one 429 per step to find again.
 //!
 //! Mounts without a quota are never slowed: they see neither headers nor 429s.
 
@@ -124,7 +126,7 @@ impl Lane {
             self.recent.pop_front();
         }
         if !self.from_header && !self.gap.is_zero() && now.duration_since(self.last_change) >= RELAX_AFTER {
-            self.gap = self.gap.mul_f64(0.9);
+            self.gap = self.gap.mul_f64(0.5);
             if self.gap < Duration::from_millis(1) {
                 self.gap = Duration::ZERO;
             }

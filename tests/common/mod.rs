@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod proxy;
 pub mod raft;
 pub mod surface;
 pub mod tlspc;
@@ -277,6 +278,79 @@ max_body_bytes = 1048576
             .args(args)
             .output()
             .unwrap()
+    }
+}
+
+/// The forms a secret is checked in: as written, base64 (standard and URL-safe, with and
+/// without padding) and hex (both cases).
+pub fn secret_forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    let b = secret.as_bytes();
+    let e = base64::engine::general_purpose::STANDARD.encode(b);
+    vec![
+        ("as written", b.to_vec()),
+        ("base64", e.clone().into_bytes()),
+        ("base64 unpadded", e.trim_end_matches('=').as_bytes().to_vec()),
+        ("base64url", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b).into_bytes()),
+        ("hex", hex::encode(b).into_bytes()),
+        ("HEX", hex::encode_upper(b).into_bytes()),
+    ]
+}
+
+/// Panics when `haystack` (named `what`) holds any secret in any of its [`secret_forms`]. A
+/// PEM secret is checked by its base64 body lines (a log or store would re-wrap the rest).
+pub fn assert_no_secret_in(what: &str, haystack: &[u8], secrets: &[&str]) {
+    for secret in secrets {
+        let mut needles: Vec<(&'static str, Vec<u8>)> = Vec::new();
+        if secret.contains("-----BEGIN") {
+            for line in secret.lines().filter(|l| !l.starts_with("-----") && l.len() >= 32 && !l.contains(':')) {
+                needles.push(("a line of the PEM body", line.trim().as_bytes().to_vec()));
+            }
+        } else {
+            assert!(secret.len() >= 6, "secret '{secret}' is too short to search for without false hits");
+            needles = secret_forms(secret);
+        }
+        for (form, needle) in needles {
+            if let Some(at) = haystack.windows(needle.len()).position(|w| w == needle.as_slice()) {
+                let shown: String = secret.chars().take(12).collect();
+                panic!("secret '{shown}…' ({form}) found in {what} at byte {at}");
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Issue 16: no secret a test used (PINs, API keys, passwords, KPS SKs, vault tokens, the
+    /// PEM bodies of private keys) appears in this daemon's log or in any file of its state
+    /// folder — the store (`keyport.db`, its `-wal` and `-shm`, read as raw bytes, so freed
+    /// pages count too), the TLS certificate, everything else there. The daemon's own PIN is
+    /// always checked. Error bodies are the test's to pass to [`assert_no_secret_in`].
+    pub fn assert_no_secret_leaked(&self, secrets: &[&str]) {
+        let pin = std::fs::read_to_string(self.dir.path().join("pin")).ok().map(|p| p.trim().to_string()).filter(|p| p.len() >= 6);
+        let mut all: Vec<&str> = secrets.to_vec();
+        if let Some(p) = pin.as_deref() {
+            all.push(p);
+        }
+        let mut files = vec![self.dir.path().join("serve.log")];
+        let mut dirs = vec![self.dir.path().join("state")];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(p),
+                    Ok(t) if t.is_file() => files.push(p),
+                    _ => {}
+                }
+            }
+        }
+        let mut checked = 0;
+        for f in &files {
+            let Ok(bytes) = std::fs::read(f) else { continue };
+            assert_no_secret_in(&f.display().to_string(), &bytes, &all);
+            checked += 1;
+        }
+        assert!(checked >= 2, "the log and the store were read: {files:?}");
     }
 }
 

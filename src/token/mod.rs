@@ -137,6 +137,10 @@ pub struct Token {
     /// When the module was last re-initialized to look for this token again (SoftHSM sees a
     /// token folder that came back only after C_Finalize + C_Initialize).
     last_rescan: Mutex<Option<std::time::Instant>>,
+    /// SHA-256 of the PIN the token refused (CKR_PIN_INCORRECT), kept in memory only: that
+    /// PIN is never presented again, since every failed C_Login counts toward locking the
+    /// user PIN of a real HSM. A different PIN in the source is tried (once).
+    refused_pin: Mutex<Option<[u8; 32]>>,
     /// What the token can do, probed once at its first open (`capabilities.rs`); `None` until
     /// it has been opened.
     capabilities: RwLock<Option<Arc<Capabilities>>>,
@@ -237,6 +241,7 @@ impl Token {
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
             last_rescan: Mutex::new(None),
+            refused_pin: Mutex::new(None),
             last_relogin: Mutex::new(None),
             capabilities: RwLock::new(None),
         })
@@ -340,12 +345,19 @@ impl Token {
             )));
         };
         let pin = pin::read(&self.cfg.pin).map_err(|m| self.config_error(m))?;
+        let pin_hash = self.not_refused_before(&pin)?;
         let login = ctx.open_rw_session_no_drop(slot).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
         let refused = match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
-            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => None,
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => Some(self.config_error(
-                "wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token".into(),
-            )),
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+                *self.refused_pin.lock().expect("poisoned") = None;
+                None
+            }
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
+                self.pin_refused(pin_hash);
+                Some(self.config_error(
+                    "wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token, so keyport does not present this PIN again".into(),
+                ))
+            }
             Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinLocked, _)) => {
                 Some(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
             }
@@ -606,6 +618,7 @@ impl Token {
             *last = Some(std::time::Instant::now());
         }
         let Ok(pin) = pin::read(&self.cfg.pin) else { return false };
+        let Ok(pin_hash) = self.not_refused_before(&pin) else { return false };
         let login = live.login.lock().expect("poisoned");
         let _ = login.logout();
         match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
@@ -614,10 +627,33 @@ impl Token {
                 true
             }
             Err(e) => {
+                if matches!(e, cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) {
+                    self.pin_refused(pin_hash);
+                }
                 tracing::warn!(token = %self.name, error = %e, "logging in again failed");
                 false
             }
         }
+    }
+
+    /// The PIN's hash, or a configuration error without a C_Login when the token already
+    /// refused this very PIN.
+    fn not_refused_before(&self, pin: &str) -> Result<[u8; 32], TokenError> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(pin.as_bytes()).into();
+        if *self.refused_pin.lock().expect("poisoned") == Some(hash) {
+            return Err(self.config_error(
+                "wrong PIN: the token refused the PIN in the PIN source already; keyport does not present it again (each failed try counts toward locking the token): put the right PIN in the source".into(),
+            ));
+        }
+        Ok(hash)
+    }
+
+    /// Remembers a PIN the token refused; logged once per refusal (each one counts toward
+    /// locking the token).
+    fn pin_refused(&self, pin_hash: [u8; 32]) {
+        *self.refused_pin.lock().expect("poisoned") = Some(pin_hash);
+        tracing::error!(token = %self.name, "C_Login refused the PIN (CKR_PIN_INCORRECT); keyport will not present it again until the PIN source holds another");
     }
 
     /// Health's probe: the token's own state and a read of a known object (`probe.rs`), so a

@@ -177,13 +177,15 @@ pub fn multipart(data: &[u8]) {
 pub fn json_requests(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else { return };
     let query = String::from_utf8_lossy(body);
-    match which % 6 {
+    match which % 8 {
         0 => crate::api::native::fuzz_request(body, &query),
         1 => crate::api::sign::fuzz_request(body, &query),
         2 => crate::api::sync::fuzz_request(body, &query),
         3 => crate::api::tlspc::fuzz_request(body, &query),
         4 => crate::api::certificates::fuzz_request(body, &query),
-        _ => crate::api::keys::fuzz_request(body, &query),
+        5 => crate::api::keys::fuzz_request(body, &query),
+        6 => crate::api::kps::fuzz_request(body),
+        _ => crate::api::tpp::fuzz_request(body),
     }
     // The job inputs the faces store and the runner reads back.
     let _ = json::<crate::core::jobs::SealedImportInput>(body);

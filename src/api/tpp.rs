@@ -508,6 +508,22 @@ fn key_object(app: &SharedApp, rec: &KeyRecord, (alg, len): (&str, u32)) -> Resu
     }))
 }
 
+/// The face's request bodies, for `fuzz/` (feature `fuzzing`): logins, key and keyset details
+/// (filters and paging), export, import, the rotation calls.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8]) {
+    use crate::fuzzing::json;
+    let _ = json::<OAuthRequest>(body);
+    let _ = json::<RefreshRequest>(body);
+    let _ = json::<DetailsRequest>(body);
+    let _ = json::<ExportRequest>(body);
+    let _ = json::<ImportBody>(body);
+    if let Ok(r) = details::DetailsRequest::parse(body) {
+        let _ = r.apply(Vec::new());
+    }
+    rotation::fuzz_request(body);
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 struct DetailsRequest {

@@ -622,6 +622,29 @@ async fn drop_token_key(app: &crate::core::App, who: &Principal, key_id: &str) -
     }
 }
 
+/// The face's request bodies, for `fuzz/` (feature `fuzzing`): what each handler parses before
+/// it touches the core (names, key types and scopes, protections).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request(body: &[u8]) {
+    use crate::fuzzing::json;
+    let check = |a: &CreateAction| {
+        let _ = check_name(&a.name);
+        let _ = kind_and_scope(a.kind.as_deref(), a.scope.as_deref());
+    };
+    if let Some(b) = json::<CreateBody>(body) {
+        check(&b.keypair);
+    }
+    if let Some(items) = json::<Vec<CreateBody>>(body) {
+        items.iter().for_each(|b| check(&b.keypair));
+    }
+    if let Some(b) = json::<ImportBody>(body) {
+        let _ = check_name(&b.keypair.name);
+    }
+    let _ = json::<NameBody>(body);
+    let _ = json::<Vec<NameBody>>(body);
+    let _ = json::<UpdateBody>(body);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

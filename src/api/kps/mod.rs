@@ -10,6 +10,8 @@
 
 mod encode;
 mod handlers;
+#[cfg(feature = "fuzzing")]
+pub(crate) use handlers::fuzz_request;
 mod replay;
 pub mod sign;
 

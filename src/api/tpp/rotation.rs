@@ -36,6 +36,11 @@ pub fn owns(path: &str) -> bool {
     )
 }
 
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_request(body: &[u8]) {
+    let _ = crate::fuzzing::json::<KeysetBody>(body);
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct KeysetBody {

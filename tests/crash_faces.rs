@@ -5,7 +5,7 @@
 //! - native: generate (some exportable), delete, `POST keys/import` of openssl keys, export;
 //! - TLS Protect Cloud: one import job of two keys with certificates;
 //! - certificate import: one zip upload, PEM and XML in turn (two certificates each);
-//! - KPS: one batch import (a generated and two ssh-keygen key pairs), then single creates;
+//! - KPS: one batch import (three ssh-keygen key pairs), then single creates (generated);
 //! - 004 API ops: creates of AES keys deployed to two environments (both tokens);
 //! - a keyset rotated (and sometimes cancelled mid-way);
 //! - sync passes asked for continuously (and every second by the schedule).
@@ -346,8 +346,10 @@ fn inputs(root: &std::path::Path, edge: &(String, String, String), it: usize) ->
     w.finish().unwrap();
     let certs = (zip_path, profile, ders.iter().map(|d| sha256(d)).collect());
 
-    let mut kps_items = vec![json!({"keypair": {"name": format!("kps-{it}-gen")}})];
-    for k in 0..2 {
+    // The batch imports (a generated key pair is an RSA-2048 generation, over a second under
+    // this load: the single creates below generate).
+    let mut kps_items = Vec::new();
+    for k in 0..3 {
         let f = format!("ssh{it}-{k}");
         run(&dir, "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &f]);
         let name = format!("kps-{it}-imp{k}");
@@ -430,12 +432,12 @@ fn strings(d: &Daemon, sql: &str) -> Vec<String> {
 
 /// Token objects that no inventory row or certificate row explains, and key objects with
 /// neither id nor label, in both tokens.
-fn leftovers(d: &Daemon) -> Vec<String> {
+fn leftovers(d: &Daemon, listings: &[(&str, Vec<(String, String, String)>)]) -> Vec<String> {
     let keys = rows(d);
     let certs: HashSet<String> = strings(d, "SELECT lower(hex(cka_id)) FROM certificates WHERE cka_id IS NOT NULL").into_iter().collect();
     let mut out = Vec::new();
-    for (label, token) in [("test", "soft"), ("second", "soft2")] {
-        let objs = objects(d, label);
+    for (token, objs) in listings {
+        let objs = objs.clone();
         // A certificate of its own (no key) is one object: a retried import reuses it.
         for c in certs.iter().filter(|c| !keys.contains_key(*c)) {
             let n = objs.iter().filter(|o| o.0.starts_with("Certificate Object") && o.2.to_lowercase() == *c).count();
@@ -492,10 +494,11 @@ fn check(d: &Daemon, bao: &Bao, l: &mut Ledger, it: usize) -> Vec<String> {
     }
 
     let keys = rows(d);
+    let listings = [("soft", objects(d, "test")), ("soft2", objects(d, "second"))];
     let mut by_id: HashMap<String, Vec<String>> = HashMap::new();
-    for label in ["test", "second"] {
-        for (kind, _, id) in objects(d, label) {
-            by_id.entry(id.to_lowercase()).or_default().push(kind);
+    for (_, objs) in &listings {
+        for (kind, _, id) in objs {
+            by_id.entry(id.to_lowercase()).or_default().push(kind.clone());
         }
     }
     let has_private = |id: &str| by_id.get(id).is_some_and(|k| k.iter().any(|k| k.starts_with("Private Key Object")));
@@ -528,7 +531,7 @@ fn check(d: &Daemon, bao: &Bao, l: &mut Ledger, it: usize) -> Vec<String> {
             v.push(p(format!("half key: {ns}/{name} ({id}) status {status}, objects {:?}", by_id.get(id))));
         }
     }
-    v.extend(leftovers(d).into_iter().map(p));
+    v.extend(leftovers(d, &listings).into_iter().map(p));
     let intents = count(&db(d), "SELECT (SELECT COUNT(*) FROM intents) + (SELECT COUNT(*) FROM delete_intents)");
     if intents > 0 {
         v.push(p(format!("{intents} intent(s) left after start")));
@@ -722,12 +725,12 @@ fn vault(d: &Daemon, bao: &Bao, l: &mut Ledger, all: bool) -> Vec<String> {
         }
         let path_name = if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) { name.as_str() } else { id.as_str() };
         let record = format!("keyport/h1/keys/{ns}/{path_name}");
-        let (code, m) = bao.call("GET", &format!("secret/metadata/{record}"), None);
-        let (code2, r) = bao.call("GET", &format!("secret/data/{record}"), None);
-        if code != 200 || code2 != 200 || m["data"]["current_version"] != 1 || r["data"]["data"]["key_id"] != id.as_str() {
+        // The latest version of the record (KV v2 numbers versions from 1): written once.
+        let (code, r) = bao.call("GET", &format!("secret/data/{record}"), None);
+        if code != 200 || r["data"]["metadata"]["version"] != 1 || r["data"]["data"]["key_id"] != id.as_str() {
             v.push(format!(
-                "key {ns}/{name} ({id}): KV record {record} is not one record naming it: {code}/{code2} versions {} data {}",
-                m["data"]["current_version"], r["data"]["data"]
+                "key {ns}/{name} ({id}): KV record {record} is not one record naming it: {code} version {} data {}",
+                r["data"]["metadata"]["version"], r["data"]["data"]
             ));
         }
         if v.len() == before {
@@ -754,6 +757,8 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (mut violations, mut failed_restarts) = (Vec::new(), 0usize);
     let mut kill_points: BTreeMap<String, usize> = BTreeMap::new();
+    // Seconds spent restarting and checking.
+    let mut timing = [0f64; 2];
     let mut rng = rand::thread_rng();
     // Each iteration's inputs (openssl, ssh-keygen, PyNaCl) are made ahead by another thread.
     let (tx, made) = std::sync::mpsc::sync_channel(2);
@@ -1006,13 +1011,18 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
                 *kill_points.entry(format!("store: rotation at stage {st}")).or_default() += 1;
             }
         }
-        if let Err(e) = try_spawn(&mut d) {
+        let t = Instant::now();
+        let spawned = try_spawn(&mut d);
+        timing[0] += t.elapsed().as_secs_f64();
+        if let Err(e) = spawned {
             failed_restarts += 1;
             violations.push(format!("#{it}: restart failed: {e}"));
             break;
         }
         let mut l = ledger.lock().unwrap();
+        let t = Instant::now();
         violations.extend(check(&d, &bao, &mut l, it));
+        timing[1] += t.elapsed().as_secs_f64();
         if !violations.is_empty() {
             let keep = std::env::temp_dir().join(format!("keyport-crash-faces-{}", std::process::id()));
             let _ = Command::new("cp").arg("-a").arg(d.dir.path()).arg(&keep).status();
@@ -1026,16 +1036,35 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
     }
     let log = d.log();
     let repaired = |s: &str| log.matches(s).count();
+    // Answered requests per route: count and median duration (ms), from the access log.
+    let mut routes: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("keyport::access")) {
+        let field = |k: &str| line.split(&format!(" {k}=")).nth(1).map(|r| r.split(' ').next().unwrap_or("").trim_matches('"').to_string());
+        if let (Some(m), Some(r), Some(ms)) = (field("method"), field("route"), field("duration_ms")) {
+            routes.entry(format!("{m} {r}")).or_default().push(ms.parse().unwrap_or(0.0));
+        }
+    }
+    let routes: Vec<String> = routes
+        .into_iter()
+        .filter(|(r, _)| !r.starts_with("GET"))
+        .map(|(r, mut ms)| {
+            ms.sort_by(f64::total_cmp);
+            format!("{r}: {} answered, median {:.0} ms", ms.len(), ms[ms.len() / 2])
+        })
+        .collect();
     let summary = format!(
-        "crash faces: iterations={iterations}, violations={}, failed restarts={failed_restarts}, elapsed={:.0}s, keys in the vault checked={}\n  acknowledged: {:?}\n  kill points: {:?}\n  repaired: {} unfinished creations undone, {} interrupted deletes finished, {} starts removed half-made objects",
+        "crash faces: iterations={iterations}, violations={}, failed restarts={failed_restarts}, elapsed={:.0}s (restarts {:.0}s, checks {:.0}s), keys in the vault checked={}\n  acknowledged: {:?}\n  kill points: {:?}\n  repaired: {} unfinished creations undone, {} interrupted deletes finished, {} starts removed half-made objects\n  answered: {}",
         violations.len(),
         started.elapsed().as_secs_f64(),
+        timing[0],
+        timing[1],
         l.vault_checked.len(),
         l.acks,
         kill_points,
         repaired("repaired: removed an unfinished key creation"),
         repaired("repaired: finished an interrupted delete"),
         repaired("repaired: removed key objects half-made"),
+        routes.join("; "),
     );
     eprintln!("{summary}");
     assert!(violations.is_empty() && failed_restarts == 0, "{summary}\n{}\n{}", violations.join("\n"), log);

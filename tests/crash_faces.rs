@@ -402,8 +402,11 @@ fn settle(d: &Daemon, sql: &str) -> i64 {
     }
 }
 
-/// Token objects of one token (by label): (kind line, label, ID).
-fn objects(d: &Daemon, label: &str) -> Vec<(String, String, String)> {
+/// pkcs11-tool's objects: (kind line, label, ID).
+type Objects = Vec<(String, String, String)>;
+
+/// Token objects of one token (by label).
+fn objects(d: &Daemon, label: &str) -> Objects {
     let pin_file = if label == "test" { "pin" } else { "pin2" };
     let pin = std::fs::read_to_string(d.dir.path().join(pin_file)).unwrap().trim().to_string();
     let out = Command::new("pkcs11-tool")
@@ -432,7 +435,7 @@ fn strings(d: &Daemon, sql: &str) -> Vec<String> {
 
 /// Token objects that no inventory row or certificate row explains, and key objects with
 /// neither id nor label, in both tokens.
-fn leftovers(d: &Daemon, listings: &[(&str, Vec<(String, String, String)>)]) -> Vec<String> {
+fn leftovers(d: &Daemon, listings: &[(&str, Objects)]) -> Vec<String> {
     let keys = rows(d);
     let certs: HashSet<String> = strings(d, "SELECT lower(hex(cka_id)) FROM certificates WHERE cka_id IS NOT NULL").into_iter().collect();
     let mut out = Vec::new();
@@ -464,6 +467,9 @@ fn leftovers(d: &Daemon, listings: &[(&str, Vec<(String, String, String)>)]) -> 
     }
     out
 }
+
+/// A finished rotation: id, keyset, outcome, new version, that version's state and key.
+type RotationRow = (i64, String, Option<String>, Option<i64>, Option<String>, Option<String>);
 
 /// Everything the invariants say, after a restart; one line per violation.
 fn check(d: &Daemon, bao: &Bao, l: &mut Ledger, it: usize) -> Vec<String> {
@@ -599,7 +605,7 @@ fn check(d: &Daemon, bao: &Bao, l: &mut Ledger, it: usize) -> Vec<String> {
         let mut st = db
             .prepare("SELECT r.id, r.keyset_id, r.outcome, r.new_version, v.state, v.key_id FROM rotations r LEFT JOIN keyset_versions v ON v.keyset_id = r.keyset_id AND v.version = r.new_version WHERE r.finished_at IS NOT NULL")
             .unwrap();
-        let rots: Vec<(i64, String, Option<String>, Option<i64>, Option<String>, Option<String>)> = st
+        let rots: Vec<RotationRow> = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .unwrap()
             .map(Result::unwrap)
@@ -690,52 +696,65 @@ fn check(d: &Daemon, bao: &Bao, l: &mut Ledger, it: usize) -> Vec<String> {
 /// Every inventory key synced, in transit with one version, with one KV record (version 1)
 /// naming it. `all` checks keys already seen too.
 fn vault(d: &Daemon, bao: &Bao, l: &mut Ledger, all: bool) -> Vec<String> {
-    let mut v = Vec::new();
     let Some((200, status)) = call(d, false, "GET", "/keyport/v1/sync", None, &[]) else { return vec!["sync status failed".into()] };
     let by_key: HashMap<&str, &Value> = status["keys"].as_array().unwrap().iter().map(|k| (k["key_id"].as_str().unwrap(), k)).collect();
     let non_exportable: HashSet<String> = strings(d, "SELECT id FROM keys WHERE exportable = 0").into_iter().collect();
-    for (id, (name, ns, _, _)) in rows(d) {
-        if !all && l.vault_checked.contains(&id) {
-            continue;
-        }
-        let before = v.len();
-        let Some(s) = by_key.get(id.as_str()) else {
-            v.push(format!("key {ns}/{name} ({id}) has no sync status"));
-            continue;
-        };
-        if s["status"] == "not_syncable" && non_exportable.contains(&id) {
-            // Never in the vault.
-            let transit = s["vault_name"].as_str().unwrap_or_default();
-            let (code, t) = bao.call("GET", &format!("transit/keys/{transit}"), None);
-            if code != 404 {
-                v.push(format!("non-exportable key {ns}/{name} ({id}) is in transit: {code} {t}"));
-            } else {
-                l.vault_checked.insert(id);
-            }
-            continue;
-        }
-        if s["status"] != "synced" {
-            v.push(format!("key {ns}/{name} ({id}) not synced: {s}"));
-            continue;
-        }
-        let transit = s["vault_name"].as_str().unwrap_or_default();
-        let (code, t) = bao.call("GET", &format!("transit/keys/{transit}"), None);
-        if code != 200 || t["data"]["latest_version"] != 1 || t["data"]["keys"].as_object().map(|k| k.len()) != Some(1) {
-            v.push(format!("key {ns}/{name} ({id}): transit {transit} is not one version: {code} {}", t["data"]["keys"]));
-        }
-        let path_name = if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) { name.as_str() } else { id.as_str() };
-        let record = format!("keyport/h1/keys/{ns}/{path_name}");
-        // The latest version of the record (KV v2 numbers versions from 1): written once.
-        let (code, r) = bao.call("GET", &format!("secret/data/{record}"), None);
-        if code != 200 || r["data"]["metadata"]["version"] != 1 || r["data"]["data"]["key_id"] != id.as_str() {
-            v.push(format!(
-                "key {ns}/{name} ({id}): KV record {record} is not one record naming it: {code} version {} data {}",
-                r["data"]["metadata"]["version"], r["data"]["data"]
-            ));
-        }
-        if v.len() == before {
+    let todo: Vec<(String, String, String)> =
+        rows(d).into_iter().filter(|(id, _)| all || !l.vault_checked.contains(id)).map(|(id, (name, ns, _, _))| (id, name, ns)).collect();
+    // Four at a time: two vault reads per key.
+    let results: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
+        let chunks: Vec<_> = todo
+            .chunks(todo.len().div_ceil(4).max(1))
+            .map(|chunk| {
+                let (by_key, non_exportable) = (&by_key, &non_exportable);
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(id, name, ns)| {
+                            (id.clone(), vault_one(bao, by_key.get(id.as_str()).copied(), non_exportable.contains(id), id, name, ns))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut v = Vec::new();
+    for (id, found) in results {
+        if found.is_empty() {
             l.vault_checked.insert(id);
         }
+        v.extend(found);
+    }
+    v
+}
+
+/// One key against the vault: a non-exportable key is not in transit; any other is synced,
+/// with one transit version and a KV record written once that names it.
+fn vault_one(bao: &Bao, s: Option<&Value>, non_exportable: bool, id: &str, name: &str, ns: &str) -> Vec<String> {
+    let Some(s) = s else { return vec![format!("key {ns}/{name} ({id}) has no sync status")] };
+    let transit = s["vault_name"].as_str().unwrap_or_default();
+    if s["status"] == "not_syncable" && non_exportable {
+        let (code, t) = bao.call("GET", &format!("transit/keys/{transit}"), None);
+        return if code == 404 { vec![] } else { vec![format!("non-exportable key {ns}/{name} ({id}) is in transit: {code} {t}")] };
+    }
+    if s["status"] != "synced" {
+        return vec![format!("key {ns}/{name} ({id}) not synced: {s}")];
+    }
+    let mut v = Vec::new();
+    let (code, t) = bao.call("GET", &format!("transit/keys/{transit}"), None);
+    if code != 200 || t["data"]["latest_version"] != 1 || t["data"]["keys"].as_object().map(|k| k.len()) != Some(1) {
+        v.push(format!("key {ns}/{name} ({id}): transit {transit} is not one version: {code} {}", t["data"]["keys"]));
+    }
+    let path_name = if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) { name } else { id };
+    let record = format!("keyport/h1/keys/{ns}/{path_name}");
+    // The latest version of the record (KV v2 numbers versions from 1): written once.
+    let (code, r) = bao.call("GET", &format!("secret/data/{record}"), None);
+    if code != 200 || r["data"]["metadata"]["version"] != 1 || r["data"]["data"]["key_id"] != id {
+        v.push(format!(
+            "key {ns}/{name} ({id}): KV record {record} is not one record naming it: {code} version {} data {}",
+            r["data"]["metadata"]["version"], r["data"]["data"]
+        ));
     }
     v
 }
@@ -982,7 +1001,7 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
                     }
                 });
             }
-            std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
+            std::thread::sleep(Duration::from_millis(rng.gen_range(200..2000)));
             for op in flight.now() {
                 *kill_points.entry(format!("caller: {op}")).or_default() += 1;
             }
@@ -1068,7 +1087,12 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
     );
     eprintln!("{summary}");
     assert!(violations.is_empty() && failed_restarts == 0, "{summary}\n{}\n{}", violations.join("\n"), log);
-    for op in ["native generate", "kps batch import", "004 deploy", "rotate"] {
+    // A KPS batch takes over a second under this load, so most kills land inside one (the
+    // case that matters: items committed one by one, the answer never sent); in CI mode an
+    // acknowledged batch is likely but not certain, an acknowledged KPS creation is.
+    for op in ["native generate", "native import", "004 deploy", "rotate", "tlspc job"] {
         assert!(l.acks.get(op).copied().unwrap_or(0) > 0, "the workload ran {op}: {summary}");
     }
+    let kps = l.acks.get("kps batch import").copied().unwrap_or(0) + l.acks.get("kps create").copied().unwrap_or(0);
+    assert!(kps > 0 || kill_points.contains_key("caller: kps batch import"), "the workload ran KPS: {summary}");
 }

@@ -1120,3 +1120,43 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
     let kps: usize = ["kps batch import", "kps import", "kps create"].iter().map(|op| l.acks.get(op).copied().unwrap_or(0)).sum();
     assert!(kps > 0, "the workload ran KPS: {summary}");
 }
+
+/// Found by the first version of the loop above, which deployed AES keys through 004: a
+/// secret key in a synced namespace failed its sync permanently ("unknown algorithm
+/// 'aes-256'", status `failed`), stayed in the outbox and was tried again at every `sync
+/// now`, so sync never settled. Sync carries key pairs; a secret key is `not_syncable` with
+/// the reason, like a non-exportable key, and never reaches the vault.
+#[test]
+fn a_004_secret_key_in_a_synced_namespace_is_not_syncable_and_sync_settles() {
+    for t in ["curl", "bao"] {
+        require(t);
+    }
+    let bao_dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(bao_dir.path());
+    let mut d = config(&bao);
+    d.spawn();
+    for (name, alg, bytes) in [("aes-one", "AES", 32usize), ("des3-one", "DESede", 24)] {
+        let secret: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+        let body = json!({"name": name, "keyType": "SECRET_KEY", "algorithm": alg, "cryptoKeyInfoEnvironmentList": [
+            {"environmentName": "Production", "content": b64(&secret)}, {"environmentName": "Test", "content": b64(&secret)}]});
+        let (s, v) = d.curl_https("POST", APIOPS, Some(&body.to_string()), &["-H", OPS]);
+        assert_eq!(s, 200, "{v}\n{}", d.log());
+    }
+    let (s, v) = d.curl("POST", "/keyport/v1/sync", Some(r#"{"wait_secs": 60}"#), &[]);
+    assert_eq!(s, 200, "{v}");
+    let (_, status) = d.curl("GET", "/keyport/v1/sync", None, &[]);
+    assert_eq!(status["backlog"], 0, "sync settles: {status:#}");
+    let keys = status["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "two keys in two environments: {status:#}");
+    for k in keys {
+        assert_eq!(k["status"], "not_syncable", "{k}");
+        assert!(k["detail"].as_str().unwrap().contains("secret key"), "the reason is given: {k}");
+        let (code, t) = bao.call("GET", &format!("transit/keys/{}", k["vault_name"].as_str().unwrap()), None);
+        assert_eq!(code, 404, "never in the vault: {t}");
+    }
+    // A second pass changes nothing: nothing is retried.
+    let (s, _) = d.curl("POST", "/keyport/v1/sync", Some(r#"{"wait_secs": 60}"#), &[]);
+    assert_eq!(s, 200);
+    let (_, again) = d.curl("GET", "/keyport/v1/sync", None, &[]);
+    assert!(again["keys"].as_array().unwrap().iter().all(|k| k["status"] == "not_syncable" && k["attempts"] == 0), "{again:#}");
+}

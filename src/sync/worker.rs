@@ -91,6 +91,19 @@ pub(super) fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
     }
 }
 
+/// Why a key the 004 face made is not synced: sync carries key pairs (transit BYOK of an
+/// asymmetric key). A secret key (`aes-*`, `des`, `des3`) or a public key alone was a permanent
+/// failure ("unknown algorithm") left in the outbox, so sync never settled (crash_faces).
+fn not_a_key_pair(algorithm: &str) -> Option<String> {
+    if algorithm.starts_with("aes-") || algorithm == "des" || algorithm == "des3" {
+        Some(format!("a secret key ({algorithm}): sync carries key pairs only, so it stays in the token"))
+    } else if algorithm.ends_with("-public") {
+        Some(format!("a public key alone ({algorithm}): nothing secret for the vault to keep"))
+    } else {
+        None
+    }
+}
+
 /// Certificates compared by their DER, whatever the PEM line layout.
 fn same_certificate(pem: &str, der: &[u8]) -> bool {
     let first = pem.split("-----END CERTIFICATE-----").next().unwrap_or("");
@@ -376,6 +389,9 @@ impl Syncer {
             let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
             return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
         }
+        if let Some(why) = not_a_key_pair(&rec.algorithm) {
+            return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
+        }
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
             return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));
@@ -515,5 +531,20 @@ impl Syncer {
             None,
             Some("deleted in keyport; the vault's copy is kept (keyport has no delete right there)".into()),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_a_key_pair;
+
+    #[test]
+    fn secret_keys_and_lone_public_keys_are_not_key_pairs() {
+        for alg in ["aes-128", "aes-256", "des", "des3", "rsa-2048-public"] {
+            assert!(not_a_key_pair(alg).is_some(), "{alg}");
+        }
+        for alg in ["rsa-2048", "rsa-4096", "ec-p256", "ed25519"] {
+            assert_eq!(not_a_key_pair(alg), None, "{alg}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! at a time; and every write is read-before-write and verified after (OpenBao's import is
 //! neither atomic nor idempotent: docs/vault.md §2.5, §2.8).
 
+use crate::material::kind::KeyKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -94,13 +95,12 @@ pub(super) fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
 /// Why a key the 004 face made is not synced: sync carries key pairs (transit BYOK of an
 /// asymmetric key). A secret key (`aes-*`, `des`, `des3`) or a public key alone was a permanent
 /// failure ("unknown algorithm") left in the outbox, so sync never settled (crash_faces).
-fn not_a_key_pair(algorithm: &str) -> Option<String> {
-    if algorithm.starts_with("aes-") || algorithm == "des" || algorithm == "des3" {
-        Some(format!("a secret key ({algorithm}): sync carries key pairs only, so it stays in the token"))
-    } else if algorithm.ends_with("-public") {
-        Some(format!("a public key alone ({algorithm}): nothing secret for the vault to keep"))
-    } else {
-        None
+fn not_a_key_pair(kind: &KeyKind) -> Option<String> {
+    match kind {
+        KeyKind::Secret(_) => Some(format!("a secret key ({kind}): sync carries key pairs only, so it stays in the token")),
+        KeyKind::Public(_) => Some(format!("a public key alone ({kind}): nothing secret for the vault to keep")),
+        KeyKind::Other(s) if s.ends_with("-public") => Some(format!("a public key alone ({kind}): nothing secret for the vault to keep")),
+        KeyKind::Pair(_) | KeyKind::Other(_) => None,
     }
 }
 
@@ -536,15 +536,15 @@ impl Syncer {
 
 #[cfg(test)]
 mod tests {
-    use super::not_a_key_pair;
+    use super::{not_a_key_pair, KeyKind};
 
     #[test]
     fn secret_keys_and_lone_public_keys_are_not_key_pairs() {
-        for alg in ["aes-128", "aes-256", "des", "des3", "rsa-2048-public"] {
-            assert!(not_a_key_pair(alg).is_some(), "{alg}");
+        for alg in ["aes-128", "aes-256", "des", "des3", "rsa-2048-public", "rsa-public"] {
+            assert!(not_a_key_pair(&KeyKind::parse(alg)).is_some(), "{alg}");
         }
         for alg in ["rsa-2048", "rsa-4096", "ec-p256", "ed25519"] {
-            assert_eq!(not_a_key_pair(alg), None, "{alg}");
+            assert_eq!(not_a_key_pair(&KeyKind::parse(alg)), None, "{alg}");
         }
     }
 }

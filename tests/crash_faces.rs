@@ -749,9 +749,13 @@ fn vault_one(bao: &Bao, s: Option<&Value>, non_exportable: bool, id: &str, name:
     }
     let path_name = if name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) { name } else { id };
     let record = format!("keyport/h1/keys/{ns}/{path_name}");
-    // The latest version of the record (KV v2 numbers versions from 1): written once.
+    // The latest version of the record (KV v2 numbers versions from 1): written once, except
+    // for a keyset's version, whose record follows its state (pending → active → retired:
+    // at most three writes; docs/rotation.md).
     let (code, r) = bao.call("GET", &format!("secret/data/{record}"), None);
-    if code != 200 || r["data"]["metadata"]["version"] != 1 || r["data"]["data"]["key_id"] != id {
+    let writes = r["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+    let allowed = if r["data"]["data"]["keyset_id"].is_string() { 1..=3 } else { 1..=1 };
+    if code != 200 || !allowed.contains(&writes) || r["data"]["data"]["key_id"] != id {
         v.push(format!(
             "key {ns}/{name} ({id}): KV record {record} is not one record naming it: {code} version {} data {}",
             r["data"]["metadata"]["version"], r["data"]["data"]

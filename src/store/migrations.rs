@@ -290,6 +290,11 @@ pub(crate) const STEPS: &[&str] = &[
         detail TEXT                     -- never key material
      );
      CREATE INDEX rotation_history_rotation ON rotation_history(rotation_id, seq);",
+    // Pages of `GET keys` (issue 17, `store::key_pages`): keyset pagination in the listing's
+    // order (created_at, id), with and without a namespace filter, so a page costs the same
+    // whatever its position and however many keys the store holds.
+    "CREATE INDEX keys_listing ON keys(created_at, id);
+     CREATE INDEX keys_namespace_listing ON keys(namespace, created_at, id);",
 ];
 
 /// The schema version this build migrates to.

@@ -99,11 +99,12 @@ fn same_certificate(pem: &str, der: &[u8]) -> bool {
 
 impl Syncer {
     pub fn new(cfg: &SyncConfig) -> Result<Syncer, String> {
+        let host = cfg.host_name();
         Ok(Syncer {
             remote: Remote::new(cfg)?,
-            host: cfg.host_name(),
+            schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs), &host),
+            host,
             cfg: cfg.clone(),
-            schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs)),
             last_pass: Mutex::new(PassInfo::default()),
             verified_at: Mutex::new(None),
             verify_cursor: Mutex::new(None),

@@ -48,6 +48,8 @@ fn an_idle_pass_sends_the_vault_reads_only() {
     let mark = c.audit_mark();
     sync_now(&d);
     let st = status(&d);
+    assert_eq!(st["host"], "idle");
+    assert!(st["slot_secs"].as_u64().unwrap() < 3600, "the host's slot in its hour-long interval: {}", st["slot_secs"]);
     assert_eq!(st["backlog"], 0, "{st}");
     assert!(st["keys"].as_array().unwrap().iter().all(|k| k["status"] == "synced" || k["name"] == "local"), "{st}");
     let first = c.audit_since(&mark);

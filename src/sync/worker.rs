@@ -134,6 +134,11 @@ impl Syncer {
         format!("{}/{}/certs/{namespace}/{}", self.cfg.kv_prefix, self.host, path_name(name, key_id))
     }
 
+    /// This host's offset into each interval (`schedule`).
+    pub fn slot(&self) -> Duration {
+        self.schedule.slot()
+    }
+
     /// Asks for a pass now (permanent failures retried too); with `wait`, returns when it ran.
     pub async fn trigger(&self, wait: Option<Duration>) -> bool {
         self.schedule.trigger(wait).await

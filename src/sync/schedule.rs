@@ -105,12 +105,17 @@ impl Schedule {
         self.done.send_replace(pass.ticket);
     }
 
-    /// The pause before the next pass: to this host's next slot plus a random part of
-    /// `jitter`, or `next_retry` when that is sooner.
+    /// The pause before the next pass: to this host's next slot that is at least half an
+    /// interval away (a pass at start, or a retry, is not followed by a scheduled one moments
+    /// later), plus a random part of `jitter`; or `next_retry` when that is sooner.
     pub fn delay(&self, next_retry: Option<Duration>) -> Duration {
         let now = self.epoch_at_start + self.started.elapsed();
         let jitter = self.jitter.mul_f64(rand::thread_rng().gen_range(0.0..=1.0));
-        let scheduled = until_slot(now, self.interval, self.slot) + jitter;
+        let mut until = until_slot(now, self.interval, self.slot);
+        if until < self.interval / 2 {
+            until += self.interval;
+        }
+        let scheduled = until + jitter;
         next_retry.map_or(scheduled, |r| r.min(scheduled))
     }
 
@@ -155,6 +160,18 @@ mod tests {
         }
         assert!(seen.iter().all(|d| *d >= Duration::from_secs(270) && *d <= Duration::from_secs(330)), "{seen:?}");
         assert!(seen.iter().any(|d| *d != seen[0]), "jitter moves the passes a little: {seen:?}");
+    }
+
+    /// Started (a pass at start) 10 s before its slot: the first scheduled pass is the slot
+    /// after that one, not 10 s later.
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_moments_away_is_skipped_for_the_next() {
+        let interval = Duration::from_secs(300);
+        let epoch = Duration::from_secs(1_800_000_000) + slot("web01", interval) + interval - Duration::from_secs(10);
+        let s = Schedule::starting_at(interval, Duration::ZERO, "web01", epoch);
+        let t = Instant::now();
+        s.wait(None).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(310));
     }
 
     /// A fleet's slots spread evenly over the interval, and each host keeps its own.

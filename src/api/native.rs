@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::ApiError;
 use crate::core::formats::{self, ExportFormat};
+use crate::core::key_pages;
 use crate::core::keys::{self, GenerateRequest};
 use crate::core::probe;
 use crate::core::SharedApp;
@@ -81,11 +82,24 @@ async fn key_histories(State(app): State<SharedApp>, Caller(who): Caller) -> Res
 struct ListQuery {
     namespace: Option<String>,
     name: Option<String>,
+    /// Keys per page, 1-1000; with a cursor and no limit, 1000.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
+/// `GET keys`: with `limit` or `cursor`, one page and `next_cursor` (absent on the last
+/// page); with neither, every key in one answer, as before pagination existed, so existing
+/// scripts see the same list (docs/native-api.md says to page on large stores).
 async fn list_keys(State(app): State<SharedApp>, Caller(who): Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let keys = keys::list(&app, &who, q.namespace.as_deref(), q.name.as_deref())?;
-    Ok(Json(json!({ "keys": keys })))
+    if q.limit.is_none() && q.cursor.is_none() {
+        let keys = keys::list(&app, &who, q.namespace.as_deref(), q.name.as_deref())?;
+        return Ok(Json(json!({ "keys": keys })));
+    }
+    let limit = q.limit.as_deref().map(key_pages::parse_limit).transpose()?.unwrap_or(key_pages::MAX_LIMIT);
+    let after = q.cursor.as_deref().map(key_pages::parse_cursor).transpose()?;
+    let page = key_pages::list_page(&app, &who, q.namespace.as_deref(), q.name.as_deref(), after.as_ref(), limit)?;
+    Ok(Json(json!(page)))
 }
 
 async fn show_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<KeyRecord>, ApiError> {

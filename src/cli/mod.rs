@@ -536,8 +536,9 @@ pub fn run(cmd: Command) -> i32 {
                 if let Some(n) = name {
                     q.push(format!("name={}", enc(&n)));
                 }
-                let path = if q.is_empty() { "/keyport/v1/keys".to_string() } else { format!("/keyport/v1/keys?{}", q.join("&")) };
-                call(&client, "GET", &path, None, |v| key_table(v["keys"].as_array().cloned().unwrap_or_default()))
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let answer = rt.block_on(every_key(&client, &q));
+                render(&client, answer, |v| key_table(v["keys"].as_array().cloned().unwrap_or_default()), |_| exit::OK)
             }
             KeysCmd::Show { client, key, namespace } => {
                 let id = match key_id(&client, &key, namespace.as_deref()) {
@@ -666,6 +667,29 @@ fn key_id(c: &Client, key: &str, namespace: Option<&str>) -> Result<String, i32>
         eprintln!("error: {message}");
         code
     })
+}
+
+/// `GET keys` page by page (1000 keys each, following `next_cursor`) into one `{"keys": […]}`,
+/// so a large store never needs one huge answer. The first refusal is the answer.
+async fn every_key(c: &Client, filters: &[String]) -> Result<(u16, Value), String> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = filters.to_vec();
+        q.push("limit=1000".into());
+        if let Some(cur) = &cursor {
+            q.push(format!("cursor={}", enc(cur)));
+        }
+        let (status, v) = send(c, "GET", &format!("/keyport/v1/keys?{}", q.join("&")), None).await?;
+        if !(200..300).contains(&status) {
+            return Ok((status, v));
+        }
+        keys.extend(v["keys"].as_array().cloned().unwrap_or_default());
+        match v["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok((status, json!({ "keys": keys }))),
+        }
+    }
 }
 
 /// A key given by id or by name: an id first; else a name, which must be unique (in the
@@ -852,7 +876,13 @@ pub(crate) fn call_with(
     verdict: impl FnOnce(&Value) -> i32,
 ) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    match rt.block_on(send(c, method, path, body)) {
+    render(c, rt.block_on(send(c, method, path, body)), show, verdict)
+}
+
+/// Prints an answer (JSON with `--json`, else `show` on success or the error's message) and
+/// returns the exit code.
+fn render(c: &Client, answer: Result<(u16, Value), String>, show: impl FnOnce(&Value), verdict: impl FnOnce(&Value) -> i32) -> i32 {
+    match answer {
         Ok((status, v)) => {
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

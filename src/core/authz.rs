@@ -52,6 +52,22 @@ impl Principal {
         owner == self.name && self.holds_any(namespace)
     }
 
+    /// The keys this principal may read ([`Principal::allows`] `Read`, or [`Principal::owns`]),
+    /// as a filter the store's listing query applies itself.
+    pub fn read_visibility(&self) -> crate::store::Visibility {
+        let holds = |set: &HashSet<Permission>| set.contains(&Permission::Read) || set.contains(&Permission::Admin);
+        if self.permissions.get("*").is_some_and(holds) {
+            return crate::store::Visibility { all: true, ..Default::default() };
+        }
+        let namespaces = self.permissions.iter().filter(|(_, set)| holds(set)).map(|(ns, _)| ns.clone()).collect();
+        let owner_namespaces = if self.holds_any("*") {
+            None
+        } else {
+            Some(self.permissions.iter().filter(|(_, set)| !set.is_empty()).map(|(ns, _)| ns.clone()).collect())
+        };
+        crate::store::Visibility { all: false, namespaces, owner: Some(self.name.clone()), owner_namespaces }
+    }
+
     /// Ok, or a 403 that names the missing permission and namespace.
     pub fn require(&self, namespace: &str, p: Permission) -> Result<(), CoreError> {
         if self.allows(namespace, p) {
@@ -179,5 +195,34 @@ permissions = { web = ["read"] }"#,
         assert!(e.contains("export-private") && e.contains("'web'"), "{e}");
         let root = a.identify(&Peer::Unix { uid: 0, gid: 0, pid: 1 }, None).unwrap();
         assert!(root.allows("anything", Permission::ExportPrivate));
+    }
+
+    /// The listing's SQL filter admits exactly the keys `allows(Read) || owns` admits.
+    #[test]
+    fn read_visibility_matches_allows_or_owns() {
+        let p = |perms: &[(&str, &[Permission])]| Principal {
+            name: "alice".into(),
+            permissions: perms.iter().map(|(ns, set)| (ns.to_string(), set.iter().copied().collect())).collect(),
+        };
+        let cases = [
+            p(&[("*", &[Permission::Admin])]),
+            p(&[("*", &[Permission::Read])]),
+            p(&[("*", &[Permission::Sign])]),
+            p(&[("web", &[Permission::Read]), ("db", &[Permission::Import])]),
+            p(&[("web", &[Permission::Admin]), ("*", &[Permission::Import])]),
+            p(&[("web", &[])]),
+            p(&[]),
+        ];
+        for who in &cases {
+            let v = who.read_visibility();
+            for ns in ["web", "db", "other"] {
+                for owner in ["alice", "bob"] {
+                    let sql = v.all
+                        || v.namespaces.iter().any(|n| n == ns)
+                        || (v.owner.as_deref() == Some(owner) && v.owner_namespaces.as_ref().is_none_or(|l| l.iter().any(|n| n == ns)));
+                    assert_eq!(sql, who.allows(ns, Permission::Read) || who.owns(owner, ns), "{:?} {ns} {owner}", who.permissions);
+                }
+            }
+        }
     }
 }

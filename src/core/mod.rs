@@ -17,6 +17,7 @@ pub mod import;
 pub mod import_file;
 pub mod jobs;
 pub mod kdf;
+pub mod key_pages;
 pub mod keys;
 pub mod material;
 /// Name rules live in a leaf module (`crate::names`), since config checks them too.

@@ -296,6 +296,11 @@ pub(crate) const STEPS: &[&str] = &[
     //     crash (the rotation runner finishes it). `deleting_by` is who asked, for the audit.
     "ALTER TABLE keysets ADD COLUMN deleting_at TEXT;
      ALTER TABLE keysets ADD COLUMN deleting_by TEXT;",
+    // Pages of `GET keys` (issue 17, `store::key_pages`): keyset pagination in the listing's
+    // order (created_at, id), with and without a namespace filter, so a page costs the same
+    // whatever its position and however many keys the store holds.
+    "CREATE INDEX keys_listing ON keys(created_at, id);
+     CREATE INDEX keys_namespace_listing ON keys(namespace, created_at, id);",
 ];
 
 /// The schema version this build migrates to.

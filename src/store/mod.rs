@@ -10,6 +10,7 @@ pub mod audit_query;
 mod certs;
 mod create;
 mod deletes;
+mod key_pages;
 pub mod keysets;
 pub mod kps;
 mod migrations;
@@ -18,7 +19,7 @@ pub mod records;
 pub mod remote_jobs;
 mod ssh_certs;
 #[cfg(test)]
-mod test_rows;
+pub(crate) mod test_rows;
 mod tokens;
 mod tpp;
 
@@ -32,6 +33,7 @@ use std::sync::Mutex;
 
 pub use certs::{CertView, StoredCertificate};
 pub use deletes::BeginKeyDelete;
+pub use key_pages::{After, Visibility};
 pub use kps::KpsKeypair;
 pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, ItemStatus, JobItem, JobRecord, JobStatus, KeyRecord, KeyStatus};
 pub use ssh_certs::SshCertificateRow;

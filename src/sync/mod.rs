@@ -85,6 +85,11 @@ pub struct Status {
     /// `sync.vault_exportable`: false = the vault is a one-way copy (it signs, never gives
     /// keys back); true = new keys can come back with `keyport restore`.
     pub vault_exportable: bool,
+    /// This host's name in the vault (`[sync] host`).
+    pub host: Option<String>,
+    /// Scheduled passes start this many seconds into each `interval_secs` of the wall clock
+    /// (from the host name's hash, so a fleet spreads out), plus up to `jitter_secs`.
+    pub slot_secs: Option<u64>,
     pub backlog: usize,
     /// OpenBao: the pinned wrapping key's fingerprint; TLSPC: the edge encryption key (and
     /// edge instance) keys are sealed to.
@@ -173,6 +178,8 @@ pub async fn status(app: &App, syncer: Option<&Syncer>, visible: impl Fn(&str) -
         vault: syncer.map(|s| s.remote.address().to_string()),
         namespaces: syncer.map(|s| s.cfg.namespaces.clone()).unwrap_or_default(),
         vault_exportable: syncer.is_some_and(|s| s.cfg.vault_exportable),
+        host: syncer.map(|s| s.host.clone()),
+        slot_secs: syncer.map(|s| s.slot().as_secs()),
         backlog: rows.len(),
         wrapping_key: match syncer.and_then(|s| s.remote.openbao()) {
             Some(v) => v.pinned_wrapping_key().await,

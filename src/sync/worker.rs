@@ -112,11 +112,12 @@ fn same_certificate(pem: &str, der: &[u8]) -> bool {
 
 impl Syncer {
     pub fn new(cfg: &SyncConfig) -> Result<Syncer, String> {
+        let host = cfg.host_name();
         Ok(Syncer {
             remote: Remote::new(cfg)?,
-            host: cfg.host_name(),
+            schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs), &host),
+            host,
             cfg: cfg.clone(),
-            schedule: Schedule::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.jitter_secs)),
             last_pass: Mutex::new(PassInfo::default()),
             verified_at: Mutex::new(None),
             verify_cursor: Mutex::new(None),
@@ -144,6 +145,11 @@ impl Syncer {
 
     pub fn kv_path(&self, namespace: &str, name: &str, key_id: &str) -> String {
         format!("{}/{}/certs/{namespace}/{}", self.cfg.kv_prefix, self.host, path_name(name, key_id))
+    }
+
+    /// This host's offset into each interval (`schedule`).
+    pub fn slot(&self) -> Duration {
+        self.schedule.slot()
     }
 
     /// Asks for a pass now (permanent failures retried too); with `wait`, returns when it ran.

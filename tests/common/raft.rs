@@ -39,6 +39,28 @@ pub struct Cluster {
     quotas: Vec<String>,
     /// Rate-limit headers were turned off (`heal` turns them on).
     headers_off: bool,
+    /// Each node writes an audit entry per request to its `bao.log` (`start_audited`).
+    audited: bool,
+}
+
+/// One audited request: which node handled it, OpenBao's operation (`read`, `list`, `create`,
+/// `update`, `delete`) and the path.
+#[derive(Debug, Clone)]
+pub struct Audited {
+    pub node: usize,
+    pub operation: String,
+    pub path: String,
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// Seconds from the request's audit entry to its response's, on that node.
+    pub latency: Option<f64>,
+}
+
+impl Audited {
+    /// A request that changes the vault (each one a Raft log entry on the active node).
+    pub fn is_write(&self) -> bool {
+        matches!(self.operation.as_str(), "create" | "update" | "delete")
+    }
 }
 
 /// One cluster for every test of a test binary, one test at a time (`shared`).
@@ -48,10 +70,23 @@ static SHARED: Mutex<Option<Cluster>> = Mutex::new(None);
 /// caller is done. Before it is handed out it is healed: killed nodes restarted and unsealed,
 /// quotas removed, three voters and a leader. A test that panicked does not poison it.
 pub fn shared() -> MutexGuard<'static, Option<Cluster>> {
+    shared_with(false)
+}
+
+/// [`shared`], with every node auditing every request ([`Cluster::start_audited`]); a test
+/// binary uses one or the other.
+pub fn shared_audited() -> MutexGuard<'static, Option<Cluster>> {
+    shared_with(true)
+}
+
+fn shared_with(audited: bool) -> MutexGuard<'static, Option<Cluster>> {
     let mut g = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     match g.as_mut() {
-        Some(c) => c.heal(),
-        None => *g = Some(Cluster::start()),
+        Some(c) => {
+            assert_eq!(c.audited, audited, "one kind of cluster per test binary");
+            c.heal()
+        }
+        None => *g = Some(Cluster::start_with(audited)),
     }
     g
 }
@@ -71,6 +106,17 @@ pub fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 impl Cluster {
     /// Three nodes, initialised, unsealed, all voters, a leader, transit and KV v2 mounted.
     pub fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// [`Cluster::start`] with a declarative file audit device (`audit "file"` in each node's
+    /// configuration, to its stdout, so each node's `bao.log`): every request a node handles
+    /// is one JSON line there, read back with [`Cluster::audit_since`].
+    pub fn start_audited() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(audited: bool) -> Cluster {
         require("bao");
         require("curl");
         let t = Instant::now();
@@ -82,6 +128,7 @@ impl Cluster {
             unseal_key: String::new(),
             quotas: Vec::new(),
             headers_off: false,
+            audited,
         };
         for i in 0..NODES {
             c.write_config(i);
@@ -143,6 +190,7 @@ impl Cluster {
         let joins: String =
             self.nodes.iter().map(|n| format!("  retry_join {{ leader_api_addr = \"http://127.0.0.1:{}\" }}\n", n.api_port)).collect();
         let n = &self.nodes[i];
+        let audit = if self.audited { "audit \"file\" \"harness\" {\n  options {\n    file_path = \"stdout\"\n  }\n}\n" } else { "" };
         let hcl = format!(
             r#"storage "raft" {{
   path = "{data}"
@@ -156,7 +204,7 @@ listener "tcp" {{
 }}
 api_addr = "http://127.0.0.1:{api}"
 cluster_addr = "http://127.0.0.1:{cluster}"
-"#,
+{audit}"#,
             data = dir.join("data").display(),
             api = n.api_port,
             cluster = n.cluster_port,
@@ -292,6 +340,52 @@ cluster_addr = "http://127.0.0.1:{cluster}"
         self.quotas.retain(|q| q != name);
         let (s, v) = self.call(self.leader(), "DELETE", &format!("sys/quotas/rate-limit/{name}"), None);
         assert_eq!(s, 204, "{v}");
+    }
+
+    /// Where each node's log ends now: pass to [`Cluster::audit_since`].
+    pub fn audit_mark(&self) -> Vec<u64> {
+        (0..NODES).map(|i| std::fs::metadata(self.node_dir(i).join("bao.log")).map(|m| m.len()).unwrap_or(0)).collect()
+    }
+
+    /// The requests every node audited since `mark` (an audited cluster only).
+    pub fn audit_since(&self, mark: &[u64]) -> Vec<Audited> {
+        use std::io::{Read, Seek};
+        assert!(self.audited, "start the cluster with start_audited");
+        let mut out: Vec<Audited> = Vec::new();
+        let mut pending = std::collections::HashMap::new();
+        for (i, from) in mark.iter().enumerate() {
+            let mut f = std::fs::File::open(self.node_dir(i).join("bao.log")).unwrap();
+            f.seek(std::io::SeekFrom::Start(*from)).unwrap();
+            let mut text = String::new();
+            f.read_to_string(&mut text).unwrap();
+            for line in text.lines().filter(|l| l.starts_with('{')) {
+                let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+                let time = v["time"]
+                    .as_str()
+                    .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                    .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+                let id = v["request"]["id"].as_str().unwrap_or_default().to_string();
+                match v["type"].as_str() {
+                    Some("request") => {
+                        pending.insert((i, id), out.len());
+                        out.push(Audited {
+                            node: i,
+                            operation: v["request"]["operation"].as_str().unwrap_or_default().to_string(),
+                            path: v["request"]["path"].as_str().unwrap_or_default().to_string(),
+                            time,
+                            latency: None,
+                        });
+                    }
+                    Some("response") => {
+                        if let Some(k) = pending.remove(&(i, id)) {
+                            out[k].latency = Some(time - out[k].time);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     /// A call to node `i` with the root token.

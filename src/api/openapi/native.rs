@@ -116,8 +116,10 @@ pub fn keyset_action() {}
 pub fn openapi() {}
 
 #[utoipa::path(get, path = "/keyport/v1/keys", tag = "native",
-    params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("name" = Option<String>, Query, description = "Only this name")),
-    responses((status = 200, body = KeyList, description = "Keys the caller may read"), Errors),
+    params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("name" = Option<String>, Query, description = "Only this name"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Keys per page, 1-1000. With `limit` or `cursor` the answer is one page (1000 keys when only `cursor` is given) and carries `next_cursor` unless it is the last; with neither, every key in one answer (kept for existing scripts; page on large stores)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, unchanged (opaque). Pages are in listing order (oldest first, then by id); a key that exists for the whole walk is listed exactly once")),
+    responses((status = 200, body = KeyList, description = "Keys the caller may read, oldest first"), Errors),
     security(("apiKey" = []), ("bearer" = []), ()))]
 pub fn list_keys() {}
 

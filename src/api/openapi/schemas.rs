@@ -381,6 +381,9 @@ pub struct SshCertificateDetached {
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<crate::store::KeyRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page and when neither `limit`
+    /// nor `cursor` was given.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

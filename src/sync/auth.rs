@@ -27,7 +27,8 @@ use zeroize::Zeroizing;
 
 use super::client_cert::ClientCert;
 use super::http::{Http, RawResponse};
-use super::openbao::{error_text, unavailable, VaultError};
+use super::openbao::{error_text, unavailable};
+use super::remote::RemoteError;
 use crate::config::{PinSource, SyncConfig};
 
 enum Method {
@@ -200,7 +201,7 @@ impl Auth {
     }
 
     /// The token for the next request: logs in, or renews past 2/3 of the lease, as needed.
-    pub async fn token(&self, http: &Http) -> Result<Zeroizing<String>, VaultError> {
+    pub async fn token(&self, http: &Http) -> Result<Zeroizing<String>, RemoteError> {
         let mut session = self.session.lock().await;
         let next = match session.as_ref() {
             None => Step::Login,
@@ -278,8 +279,8 @@ impl Auth {
         }
     }
 
-    async fn login(&self, http: &Http) -> Result<Session, VaultError> {
-        let down = |m: String| VaultError::Retry { message: m, after: None, stop_pass: true };
+    async fn login(&self, http: &Http) -> Result<Session, RemoteError> {
+        let down = |m: String| RemoteError::Retry { message: m, after: None, stop_pass: true };
         let (path, body, setting) = match &self.method {
             Method::Token { source } => {
                 let token = crate::token::pin::read_secret(source, "vault token", "sync.token", "put the vault token in it")
@@ -343,8 +344,8 @@ impl Auth {
     }
 
     /// The error for a login the vault did not answer with 200.
-    fn login_refused(&self, raw: &RawResponse, method: &str, at_path: &str, setting: &str) -> VaultError {
-        let down = |m: String| VaultError::Retry { message: m, after: None, stop_pass: true };
+    fn login_refused(&self, raw: &RawResponse, method: &str, at_path: &str, setting: &str) -> RemoteError {
+        let down = |m: String| RemoteError::Retry { message: m, after: None, stop_pass: true };
         let r = raw.json();
         if let Some(e) = unavailable(&r) {
             return e;

@@ -15,7 +15,8 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use super::openbao::{KvEntry, VaultError};
+use super::openbao::KvEntry;
+use super::remote::RemoteError;
 use super::worker::{path_name, store_err, Syncer};
 use crate::core::App;
 use crate::store::outbox::{OutboxRow, SyncState};
@@ -132,7 +133,7 @@ impl Syncer {
         Some(state)
     }
 
-    async fn write_key_record(&self, app: &App, state: &SyncState, vault_exportable: Option<bool>) -> Result<(), VaultError> {
+    async fn write_key_record(&self, app: &App, state: &SyncState, vault_exportable: Option<bool>) -> Result<(), RemoteError> {
         let Some(version) = state.pushed_version.filter(|_| state.status == "synced") else { return Ok(()) };
         let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(()) };
         let transit_key = self.vault_name(&rec.namespace, &rec.name, &rec.id);
@@ -168,7 +169,7 @@ impl Syncer {
         app: &App,
         row: &OutboxRow,
         pushed: Option<SyncState>,
-    ) -> Result<Option<SyncState>, VaultError> {
+    ) -> Result<Option<SyncState>, RemoteError> {
         let tag = KeysetTag::of_key(app, &row.key_id).map_err(store_err)?;
         let mut extra = Vec::new();
         if let Some(t) = tag.filter(|t| t.state == "pending" || t.state == "abandoned") {

@@ -28,27 +28,8 @@ use super::client_cert::ClientCert;
 use super::cluster::Nodes;
 use super::http::{Response, Unreachable};
 use super::pacer::{mount_of, Pacer};
+use super::remote::RemoteError;
 use crate::config::SyncConfig;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VaultError {
-    /// Try again later. `stop_pass`: the vault is unusable for every key right now.
-    Retry { message: String, after: Option<Duration>, stop_pass: bool },
-    /// The vault refused in a way retrying cannot fix; reported per key until `sync now`.
-    Permanent(String),
-}
-
-impl VaultError {
-    pub fn message(&self) -> &str {
-        match self {
-            VaultError::Retry { message, .. } | VaultError::Permanent(message) => message,
-        }
-    }
-
-    fn down(message: impl Into<String>) -> VaultError {
-        VaultError::Retry { message: message.into(), after: None, stop_pass: true }
-    }
-}
 
 /// The mount's RSA wrapping key, pinned by fingerprint until the vault says it is stale.
 #[derive(Debug, Clone)]
@@ -227,13 +208,13 @@ const CLIENT_MISTAKES: [&str; 14] = [
 /// The class of an answer the caller does not expect: a 4xx, or a 500 naming a client mistake,
 /// is permanent (reported per key until `sync now`); any other 5xx is a vault fault that may
 /// pass: retried with backoff for this key, the pass goes on.
-pub fn refused(status: u16, text: &str, what: String) -> VaultError {
+pub fn refused(status: u16, text: &str, what: String) -> RemoteError {
     let message = format!("{what}: {status} {text}");
     let mistake = (400..500).contains(&status) || CLIENT_MISTAKES.iter().any(|m| text.contains(m));
     if mistake {
-        VaultError::Permanent(message)
+        RemoteError::Permanent(message)
     } else {
-        VaultError::Retry { message, after: None, stop_pass: false }
+        RemoteError::Retry { message, after: None, stop_pass: false }
     }
 }
 
@@ -245,7 +226,7 @@ pub enum Probe {
     /// The token is fine (200): the policy denies the call.
     PolicyDenied,
     /// The probe did not decide (vault unavailable, failing): the call is retried later.
-    Undecided(VaultError),
+    Undecided(RemoteError),
 }
 
 /// Pure: the verdict of a `lookup-self` probe that answered `r` (its body is not needed).
@@ -253,7 +234,7 @@ pub fn probe_verdict(r: &Response) -> Probe {
     match r.status {
         403 => Probe::Dead,
         200 => Probe::PolicyDenied,
-        _ => Probe::Undecided(unavailable(r).unwrap_or_else(|| VaultError::Retry {
+        _ => Probe::Undecided(unavailable(r).unwrap_or_else(|| RemoteError::Retry {
             message: format!("the vault answered 403, then {} on auth/token/lookup-self; trying again later", r.status),
             after: None,
             stop_pass: false,
@@ -282,14 +263,14 @@ pub fn standby_refused(r: &Response) -> bool {
 }
 
 /// The vault is unusable right now (sealed, standby, gateway, quota): stop the pass.
-pub fn unavailable(r: &Response) -> Option<VaultError> {
+pub fn unavailable(r: &Response) -> Option<RemoteError> {
     if r.status == 500 && standby_refused(r) {
-        return Some(VaultError::down(format!("the vault has no active node to forward to (500: {})", error_text(&r.body))));
+        return Some(RemoteError::down(format!("the vault has no active node to forward to (500: {})", error_text(&r.body))));
     }
     match r.status {
-        503 => Some(VaultError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
-        502 | 504 => Some(VaultError::down(format!("the vault's gateway failed ({})", r.status))),
-        429 => Some(VaultError::Retry {
+        503 => Some(RemoteError::down(format!("the vault is sealed or has no active node (503: {})", error_text(&r.body)))),
+        502 | 504 => Some(RemoteError::down(format!("the vault's gateway failed ({})", r.status))),
+        429 => Some(RemoteError::Retry {
             message: format!("the vault rate-limits this client (429: {})", error_text(&r.body)),
             after: r.retry_after,
             stop_pass: true,
@@ -366,7 +347,7 @@ impl OpenBao {
     /// - 429: wait (Retry-After, the reset, or under a second), pace the mount, send again, up
     ///   to [`MAX_RATE_LIMIT_WAIT`]; then a vault-wide retry;
     /// - reads carry the last write's `X-Vault-Index` (`last_index`).
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Response, VaultError> {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Response, RemoteError> {
         let read = method == "GET";
         let mount = mount_of(path);
         let mut relogin = false;
@@ -395,7 +376,7 @@ impl OpenBao {
                         hops += 1;
                         continue;
                     }
-                    return Err(VaultError::down(message));
+                    return Err(RemoteError::down(message));
                 }
             };
             self.note_index(&r);
@@ -413,7 +394,7 @@ impl OpenBao {
                 hops += 1;
                 VaultStats::bump(&self.stats.redirects);
                 let Some(location) = r.headers.location.clone().filter(|_| hops <= self.nodes.len() + 1) else {
-                    return Err(VaultError::down(format!(
+                    return Err(RemoteError::down(format!(
                         "the vault at {} redirects (307) without a usable Location",
                         self.nodes.current_address()
                     )));
@@ -423,7 +404,7 @@ impl OpenBao {
                         self.nodes.use_node(j);
                         continue;
                     }
-                    Some(_) => return Err(VaultError::down(format!("the vault at {location} redirects to itself"))),
+                    Some(_) => return Err(RemoteError::down(format!("the vault at {location} redirects to itself"))),
                     None => return self.follow(method, &location, &headers, body.as_ref()).await,
                 }
             }
@@ -436,7 +417,7 @@ impl OpenBao {
                 return Err(e);
             }
             if r.status == 400 && text().contains("upgrade from non-versioned to versioned") {
-                return Err(VaultError::down(format!(
+                return Err(RemoteError::down(format!(
                     "the vault's KV mount is not ready on {} yet ({})",
                     self.nodes.current_address(),
                     text()
@@ -447,7 +428,7 @@ impl OpenBao {
             }
             // Raw: lookup-self answers with the token itself (`data.id`).
             let probe =
-                http.request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None).await.map_err(|u| VaultError::down(u.0))?;
+                http.request_raw("GET", "/v1/auth/token/lookup-self", Some(&token), None).await.map_err(|u| RemoteError::down(u.0))?;
             let probe = Response { status: probe.status, retry_after: probe.retry_after, body: Value::Null, headers: probe.headers };
             match probe_verdict(&probe) {
                 Probe::Dead => {
@@ -459,10 +440,10 @@ impl OpenBao {
                         relogin = true;
                         continue;
                     }
-                    return Err(VaultError::down(self.auth.rejected()));
+                    return Err(RemoteError::down(self.auth.rejected()));
                 }
                 Probe::PolicyDenied => {
-                    return Err(VaultError::Permanent(format!(
+                    return Err(RemoteError::Permanent(format!(
                         "the vault's policy denies {method} {} (403); grant it to keyport's token",
                         path.split('?').next().unwrap_or(path)
                     )))
@@ -485,14 +466,14 @@ impl OpenBao {
     }
 
     /// Sends a request once more to a 307's `Location` that is not a configured node.
-    async fn follow(&self, method: &str, location: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Response, VaultError> {
-        let (http, path) = self.nodes.follow(location).map_err(VaultError::down)?;
+    async fn follow(&self, method: &str, location: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Response, RemoteError> {
+        let (http, path) = self.nodes.follow(location).map_err(RemoteError::down)?;
         tracing::debug!(location = ?location, "sync: following the vault's redirect");
         VaultStats::bump(&self.stats.requests);
-        let r = http.request_with(method, &path, headers, body).await.map_err(|u| VaultError::down(u.0))?;
+        let r = http.request_with(method, &path, headers, body).await.map_err(|u| RemoteError::down(u.0))?;
         self.note_index(&r);
         if r.status == 307 {
-            return Err(VaultError::down(format!("the vault redirected twice ({location}, then {:?})", r.headers.location)));
+            return Err(RemoteError::down(format!("the vault redirected twice ({location}, then {:?})", r.headers.location)));
         }
         if let Some(e) = unavailable(&r) {
             return Err(e);
@@ -507,7 +488,7 @@ impl OpenBao {
     }
 
     /// The mount's wrapping key: cached (pinned); `refresh` re-fetches it after a stale-key error.
-    pub async fn wrapping_key(&self, refresh: bool) -> Result<WrappingKey, VaultError> {
+    pub async fn wrapping_key(&self, refresh: bool) -> Result<WrappingKey, RemoteError> {
         let cached = || self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let (Some(k), false) = (cached(), refresh) {
             return Ok(k);
@@ -527,7 +508,7 @@ impl OpenBao {
         let der = r.body["data"]["public_key"]
             .as_str()
             .and_then(pem_to_der)
-            .ok_or_else(|| VaultError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
+            .ok_or_else(|| RemoteError::Permanent("the vault's wrapping key is not a PEM public key".into()))?;
         use sha2::Digest;
         let k = WrappingKey { fingerprint: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der))), spki_der: der };
         let mut pinned = self.wrapping.pinned.write().unwrap_or_else(|e| e.into_inner());
@@ -543,7 +524,7 @@ impl OpenBao {
         self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|k| k.fingerprint.clone())
     }
 
-    pub async fn read_key(&self, name: &str) -> Result<Option<TransitKey>, VaultError> {
+    pub async fn read_key(&self, name: &str) -> Result<Option<TransitKey>, RemoteError> {
         let r = self.call("GET", &format!("{}/keys/{name}", self.transit), None).await?;
         match r.status {
             404 => Ok(None),
@@ -582,7 +563,7 @@ impl OpenBao {
         key_type: &str,
         ciphertext: &[u8],
         hash: &str,
-    ) -> Result<ImportResult, VaultError> {
+    ) -> Result<ImportResult, RemoteError> {
         let ct = base64::engine::general_purpose::STANDARD.encode(ciphertext);
         let (path, body) = if new_version {
             (format!("{}/keys/{name}/import_version", self.transit), json!({"ciphertext": ct, "hash_function": hash}))
@@ -605,7 +586,7 @@ impl OpenBao {
         })
     }
 
-    pub async fn set_certificate(&self, name: &str, version: i64, chain_pem: &str) -> Result<(), VaultError> {
+    pub async fn set_certificate(&self, name: &str, version: i64, chain_pem: &str) -> Result<(), RemoteError> {
         let path = format!("{}/keys/{name}/set-certificate", self.transit);
         let r = self.call("POST", &path, Some(json!({"certificate_chain": chain_pem, "version": version}))).await?;
         match r.status {
@@ -614,7 +595,7 @@ impl OpenBao {
         }
     }
 
-    pub async fn kv_read(&self, path: &str) -> Result<KvEntry, VaultError> {
+    pub async fn kv_read(&self, path: &str) -> Result<KvEntry, RemoteError> {
         let r = self.call("GET", &format!("{}/data/{path}", self.kv), None).await?;
         let meta = &r.body["data"]["metadata"];
         let custom = |m: &Value| {
@@ -636,7 +617,7 @@ impl OpenBao {
     }
 
     /// Writes with check-and-set; `Ok(false)` when `cas` no longer matches (re-read, decide again).
-    pub async fn kv_write(&self, path: &str, data: Value, cas: i64) -> Result<bool, VaultError> {
+    pub async fn kv_write(&self, path: &str, data: Value, cas: i64) -> Result<bool, RemoteError> {
         let r = self.call("POST", &format!("{}/data/{path}", self.kv), Some(json!({"options": {"cas": cas}, "data": data}))).await?;
         let text = error_text(&r.body);
         match r.status {
@@ -646,7 +627,7 @@ impl OpenBao {
         }
     }
 
-    pub async fn kv_set_metadata(&self, path: &str, custom: &BTreeMap<String, String>) -> Result<(), VaultError> {
+    pub async fn kv_set_metadata(&self, path: &str, custom: &BTreeMap<String, String>) -> Result<(), RemoteError> {
         let r = self.call("POST", &format!("{}/metadata/{path}", self.kv), Some(json!({"custom_metadata": custom}))).await?;
         match r.status {
             200 | 204 => Ok(()),
@@ -664,7 +645,7 @@ impl OpenBao {
         data: &Value,
         meta: &BTreeMap<String, String>,
         current: impl Fn(&KvEntry) -> bool,
-    ) -> Result<(), VaultError> {
+    ) -> Result<(), RemoteError> {
         for _ in 0..3 {
             let entry = self.kv_read(path).await?;
             if current(&entry) {
@@ -677,13 +658,13 @@ impl OpenBao {
                 return self.kv_set_metadata(path, meta).await;
             }
         }
-        Err(VaultError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false })
+        Err(RemoteError::Retry { message: format!("KV entry {path} kept changing (check-and-set)"), after: None, stop_pass: false })
     }
 
     /// Marks the KV v2 entry at `path` deleted in keyport (`deleted_at` in its custom
     /// metadata; the data stays). Nothing to do when there is no entry or it is marked already.
     /// `extra` metadata is set with it (kept if already there).
-    pub async fn kv_mark_deleted(&self, path: &str, extra: &[(&str, String)]) -> Result<(), VaultError> {
+    pub async fn kv_mark_deleted(&self, path: &str, extra: &[(&str, String)]) -> Result<(), RemoteError> {
         let entry = self.kv_read(path).await?;
         let missing = |m: &BTreeMap<String, String>| !m.contains_key("deleted_at") || extra.iter().any(|(k, v)| m.get(*k) != Some(v));
         if entry.version > 0 && missing(&entry.custom_metadata) {
@@ -704,7 +685,7 @@ pub enum ImportResult {
     StaleWrappingKey,
     Exists,
     /// Any other answer, classified (`refused`).
-    Refused(VaultError),
+    Refused(RemoteError),
 }
 
 /// What `byok-export` answered for one key.
@@ -720,33 +701,33 @@ pub enum ByokExport {
 /// Calls `keyport restore` needs (`sync/restore.rs`), kept apart from the sync path.
 impl OpenBao {
     /// Names under a KV v2 folder (`…/` for sub-folders); none when the folder does not exist.
-    pub async fn kv_list(&self, path: &str) -> Result<Vec<String>, VaultError> {
+    pub async fn kv_list(&self, path: &str) -> Result<Vec<String>, RemoteError> {
         let r = self.call("GET", &format!("{}/metadata/{path}?list=true", self.kv), None).await?;
         match r.status {
             200 => Ok(r.body["data"]["keys"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(String::from)).collect()),
             404 => Ok(Vec::new()),
-            s => Err(VaultError::Permanent(format!("LIST {}/metadata/{path}: {s} {}", self.kv, error_text(&r.body)))),
+            s => Err(RemoteError::Permanent(format!("LIST {}/metadata/{path}: {s} {}", self.kv, error_text(&r.body)))),
         }
     }
 
     /// Whether transit key `name` is exportable; `None` when it does not exist.
-    pub async fn key_exportable(&self, name: &str) -> Result<Option<bool>, VaultError> {
+    pub async fn key_exportable(&self, name: &str) -> Result<Option<bool>, RemoteError> {
         Ok(self.read_key(name).await?.map(|k| k.exportable))
     }
 
     /// A public-key-only transit key (the destination byok-export wraps for).
-    pub async fn import_public_key(&self, name: &str, key_type: &str, spki_pem: &str) -> Result<(), VaultError> {
+    pub async fn import_public_key(&self, name: &str, key_type: &str, spki_pem: &str) -> Result<(), RemoteError> {
         let path = format!("{}/keys/{name}/import", self.transit);
         let r = self.call("POST", &path, Some(json!({"public_key": spki_pem, "type": key_type}))).await?;
         match r.status {
             200 | 204 => Ok(()),
-            s => Err(VaultError::Permanent(format!("POST {path}: {s} {}", error_text(&r.body)))),
+            s => Err(RemoteError::Permanent(format!("POST {path}: {s} {}", error_text(&r.body)))),
         }
     }
 
     /// `GET transit/byok-export/:destination/:source/:version?hash=…` (measured on OpenBao
     /// 2.7.2: 400 "key is not exportable", 500 "no such source key for export").
-    pub async fn byok_export(&self, destination: &str, source: &str, version: i64, hash: &str) -> Result<ByokExport, VaultError> {
+    pub async fn byok_export(&self, destination: &str, source: &str, version: i64, hash: &str) -> Result<ByokExport, RemoteError> {
         let path = format!("{}/byok-export/{destination}/{source}/{version}?hash={hash}", self.transit);
         let r = self.call("GET", &path, None).await?;
         let text = error_text(&r.body);
@@ -754,35 +735,35 @@ impl OpenBao {
             200 => {
                 let b64 = r.body["data"]["keys"][version.to_string()]
                     .as_str()
-                    .ok_or_else(|| VaultError::Permanent(format!("GET {path}: no key version {version} in the answer")))?;
+                    .ok_or_else(|| RemoteError::Permanent(format!("GET {path}: no key version {version} in the answer")))?;
                 base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map(ByokExport::Wrapped)
-                    .map_err(|e| VaultError::Permanent(format!("GET {path}: the wrapped key is not base64: {e}")))
+                    .map_err(|e| RemoteError::Permanent(format!("GET {path}: the wrapped key is not base64: {e}")))
             }
             400 if text.contains("not exportable") => Ok(ByokExport::NotExportable),
             _ if text.contains("no such source key") => Ok(ByokExport::Missing),
-            s => Err(VaultError::Permanent(format!("GET {path}: {s} {text}"))),
+            s => Err(RemoteError::Permanent(format!("GET {path}: {s} {text}"))),
         }
     }
 
     /// Deletes the restore destination key `name` of `host`: allows deletion on it first
     /// (transit refuses otherwise). Refuses any name but `<host>-restore-<12 hex>`, so it can
     /// never delete a key's transit copy.
-    pub async fn delete_restore_key(&self, host: &str, name: &str) -> Result<(), VaultError> {
+    pub async fn delete_restore_key(&self, host: &str, name: &str) -> Result<(), RemoteError> {
         if !is_restore_key_name(host, name) {
-            return Err(VaultError::Permanent(format!("'{name}' is not a restore destination key of host '{host}'; not deleted")));
+            return Err(RemoteError::Permanent(format!("'{name}' is not a restore destination key of host '{host}'; not deleted")));
         }
         let path = format!("{}/keys/{name}/config", self.transit);
         let r = self.call("POST", &path, Some(json!({"deletion_allowed": true}))).await?;
         if !matches!(r.status, 200 | 204) {
-            return Err(VaultError::Permanent(format!("POST {path}: {} {}", r.status, error_text(&r.body))));
+            return Err(RemoteError::Permanent(format!("POST {path}: {} {}", r.status, error_text(&r.body))));
         }
         let path = format!("{}/keys/{name}", self.transit);
         let r = self.call("DELETE", &path, None).await?;
         match r.status {
             200 | 204 | 404 => Ok(()),
-            s => Err(VaultError::Permanent(format!("DELETE {path}: {s} {}", error_text(&r.body)))),
+            s => Err(RemoteError::Permanent(format!("DELETE {path}: {s} {}", error_text(&r.body)))),
         }
     }
 }
@@ -851,7 +832,7 @@ mod tests {
     #[test]
     fn unknown_500s_are_retried_client_mistakes_are_not() {
         let e = refused(500, "internal error", "POST x".into());
-        assert_eq!(e, VaultError::Retry { message: "POST x: 500 internal error".into(), after: None, stop_pass: false });
+        assert_eq!(e, RemoteError::Retry { message: "POST x: 500 internal error".into(), after: None, stop_pass: false });
         for text in [
             "error importing key: invalid key type: expected rsa-2048, got *ecdsa.PrivateKey",
             "kwp: unwrap failed integrity check",
@@ -859,11 +840,11 @@ mod tests {
             "imported key foo does not allow rotation within Vault",
             "no key found with name X; to import a new key, use the import/ endpoint",
         ] {
-            assert!(matches!(refused(500, text, "POST x".into()), VaultError::Permanent(_)), "{text}");
+            assert!(matches!(refused(500, text, "POST x".into()), RemoteError::Permanent(_)), "{text}");
         }
-        assert!(matches!(refused(400, "unknown hash function: MD5", "POST x".into()), VaultError::Permanent(_)));
-        assert!(matches!(refused(404, "unsupported path", "POST x".into()), VaultError::Permanent(_)));
-        assert!(matches!(refused(502, "", "POST x".into()), VaultError::Retry { stop_pass: false, .. }));
+        assert!(matches!(refused(400, "unknown hash function: MD5", "POST x".into()), RemoteError::Permanent(_)));
+        assert!(matches!(refused(404, "unsupported path", "POST x".into()), RemoteError::Permanent(_)));
+        assert!(matches!(refused(502, "", "POST x".into()), RemoteError::Retry { stop_pass: false, .. }));
     }
 
     #[test]
@@ -872,14 +853,14 @@ mod tests {
         assert_eq!(probe_verdict(&r(403, None)), Probe::Dead);
         assert_eq!(probe_verdict(&r(200, None)), Probe::PolicyDenied);
         for s in [503, 502, 504] {
-            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(VaultError::Retry { stop_pass: true, .. })), "{s}");
+            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(RemoteError::Retry { stop_pass: true, .. })), "{s}");
         }
         let after = Some(Duration::from_secs(2));
         assert!(
-            matches!(probe_verdict(&r(429, after)), Probe::Undecided(VaultError::Retry { stop_pass: true, after: a, .. }) if a == after)
+            matches!(probe_verdict(&r(429, after)), Probe::Undecided(RemoteError::Retry { stop_pass: true, after: a, .. }) if a == after)
         );
         for s in [500, 400, 404] {
-            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(VaultError::Retry { stop_pass: false, .. })), "{s}");
+            assert!(matches!(probe_verdict(&r(s, None)), Probe::Undecided(RemoteError::Retry { stop_pass: false, .. })), "{s}");
         }
     }
 

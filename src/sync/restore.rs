@@ -45,14 +45,15 @@
 //! mismatch is undone with the objects and nothing is committed.
 //!
 //! A vault that becomes unusable for everything (sealed, unreachable, rate-limiting:
-//! `VaultError::Retry { stop_pass: true }`) stops the run: `RestoreError::VaultUnavailable`,
+//! `RemoteError::Retry { stop_pass: true }`) stops the run: `RestoreError::VaultUnavailable`,
 //! answered 503 by the API. Other vault errors fail the one item.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 
 use super::keyrecord::KeyEntry;
-use super::openbao::{der_to_pem, is_restore_key_name, new_restore_key_name, ByokExport, TransitKey, VaultError};
+use super::openbao::{der_to_pem, is_restore_key_name, new_restore_key_name, ByokExport, TransitKey};
+use super::remote::RemoteError;
 use super::worker::{path_name, vault_type, Syncer};
 use crate::config::Permission;
 use crate::core::authz::Principal;
@@ -126,9 +127,9 @@ impl From<TokenError> for RestoreError {
     }
 }
 
-fn vault_err(e: VaultError) -> RestoreError {
+fn vault_err(e: RemoteError) -> RestoreError {
     match e {
-        VaultError::Retry { message, stop_pass: true, .. } => RestoreError::VaultUnavailable(format!("the vault is unusable: {message}")),
+        RemoteError::Retry { message, stop_pass: true, .. } => RestoreError::VaultUnavailable(format!("the vault is unusable: {message}")),
         e => RestoreError::Core(CoreError::Conflict(format!("the vault: {}", e.message()))),
     }
 }
@@ -146,9 +147,9 @@ impl From<String> for ItemError {
     }
 }
 
-fn item_vault_err(e: VaultError) -> ItemError {
+fn item_vault_err(e: RemoteError) -> ItemError {
     match e {
-        VaultError::Retry { message, stop_pass: true, .. } => ItemError::VaultDown(message),
+        RemoteError::Retry { message, stop_pass: true, .. } => ItemError::VaultDown(message),
         e => ItemError::Failed(e.message().to_string()),
     }
 }
@@ -549,7 +550,7 @@ impl Run<'_> {
             let name = new_restore_key_name(&self.syncer.host);
             self.syncer.vault().import_public_key(&name, "rsa-4096", &der_to_pem("PUBLIC KEY", &k.spki_der)).await.map_err(
                 |x| match x {
-                    VaultError::Retry { stop_pass: true, message, .. } => ItemError::VaultDown(message),
+                    RemoteError::Retry { stop_pass: true, message, .. } => ItemError::VaultDown(message),
                     x => ItemError::Failed(format!("the vault refused the restore key: {}", x.message())),
                 },
             )?;

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::http::{Http, Response};
-use super::openbao::{der_to_pem, VaultError};
+use super::openbao::der_to_pem;
 use super::outbox::{self as plan};
+use super::remote::RemoteError;
 use super::worker::{PassInfo, Syncer};
 use crate::config::{PinSource, TlspcRemoteConfig};
 use crate::core::App;
@@ -79,7 +80,7 @@ enum PostError {
     BadItem(usize, String),
     /// The edge instance or encryption key was refused: re-fetched at the next pass.
     StaleTarget(String),
-    Remote(VaultError),
+    Remote(RemoteError),
 }
 
 /// One import item: a key with one certificate, and the outbox rows its result settles.
@@ -94,7 +95,7 @@ type PolledUnit = (Option<String>, Vec<OutboxRow>);
 /// What building an item gave: the item, or an outcome decided here without the remote.
 enum Built {
     Item(Unit, Value),
-    Local(Vec<OutboxRow>, Result<Option<SyncState>, VaultError>),
+    Local(Vec<OutboxRow>, Result<Option<SyncState>, RemoteError>),
 }
 
 /// The vendor's `{"errors": [{"code", "message"}]}`: the first code and the messages.
@@ -143,8 +144,8 @@ pub fn batch_limit(configured: usize) -> usize {
     configured.clamp(1, crate::config::TLSPC_MAX_BATCH)
 }
 
-fn down(message: impl Into<String>) -> VaultError {
-    VaultError::Retry { message: message.into(), after: None, stop_pass: true }
+fn down(message: impl Into<String>) -> RemoteError {
+    RemoteError::Retry { message: message.into(), after: None, stop_pass: true }
 }
 
 fn state(row: &OutboxRow, status: &str, remote_name: Option<String>, detail: Option<String>) -> SyncState {
@@ -165,7 +166,7 @@ struct Run<'a> {
     app: &'a App,
     info: PassInfo,
     next_retry: Option<Duration>,
-    stopped: Option<VaultError>,
+    stopped: Option<RemoteError>,
     base: Duration,
     max: Duration,
     /// Keys left for later (a lost job, a refused target): come back soon.
@@ -184,7 +185,7 @@ impl Run<'_> {
     }
 
     /// Records one key's outcome on its rows.
-    fn record(&mut self, rows: &[OutboxRow], result: Result<Option<SyncState>, VaultError>) {
+    fn record(&mut self, rows: &[OutboxRow], result: Result<Option<SyncState>, RemoteError>) {
         let store = &self.app.store;
         let mut recorded = Ok(());
         match result {
@@ -196,7 +197,7 @@ impl Run<'_> {
                     recorded = recorded.and(store.sync_done(r.seq, st.as_ref()));
                 }
             }
-            Err(VaultError::Permanent(m)) => {
+            Err(RemoteError::Permanent(m)) => {
                 self.info.failed += 1;
                 tracing::warn!(key = %rows[0].key_id, error = %m, "sync: the remote refused; not retried until `sync now`");
                 for r in rows {
@@ -204,8 +205,8 @@ impl Run<'_> {
                 }
                 recorded = recorded.and(store.sync_unpost(&rows.iter().map(|r| r.seq).collect::<Vec<_>>()));
             }
-            Err(e @ VaultError::Retry { .. }) => {
-                let VaultError::Retry { message, after, stop_pass } = &e else { unreachable!() };
+            Err(e @ RemoteError::Retry { .. }) => {
+                let RemoteError::Retry { message, after, stop_pass } = &e else { unreachable!() };
                 self.info.failed += 1;
                 let d = plan::backoff(rows[0].attempts, self.base, self.max, *after);
                 self.soon(d);
@@ -237,7 +238,7 @@ impl Tlspc {
         })
     }
 
-    fn api_key(&self) -> Result<Zeroizing<String>, VaultError> {
+    fn api_key(&self) -> Result<Zeroizing<String>, RemoteError> {
         let mut k = self.api_key.lock().expect("poisoned");
         if k.is_none() {
             let source: &PinSource = &self.cfg.api_key;
@@ -249,7 +250,7 @@ impl Tlspc {
 
     /// One authenticated call; transport, availability and auth failures are classified here,
     /// every other answer goes back to the caller.
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response, VaultError> {
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response, RemoteError> {
         for attempt in 0..2 {
             let key = self.api_key()?;
             let r = self
@@ -270,7 +271,7 @@ impl Tlspc {
                     )));
                 }
                 429 => {
-                    return Err(VaultError::Retry {
+                    return Err(RemoteError::Retry {
                         message: format!("the remote rate-limits this client (429: {})", vendor_error(&r.body).1),
                         after: r.retry_after,
                         stop_pass: true,
@@ -284,7 +285,7 @@ impl Tlspc {
     }
 
     /// The edge instance and DEK: cached (pinned); `refresh` asks the remote again.
-    pub async fn target(&self, refresh: bool) -> Result<Target, VaultError> {
+    pub async fn target(&self, refresh: bool) -> Result<Target, RemoteError> {
         let mut cached = self.target.lock().await;
         if let (Some(t), false) = (cached.as_ref(), refresh) {
             return Ok(t.clone());
@@ -343,7 +344,7 @@ impl Tlspc {
         let (code, msg) = vendor_error(&r.body);
         match r.status {
             200..=202 => r.body["id"].as_str().filter(|s| !s.is_empty()).map(String::from).ok_or_else(|| {
-                PostError::Remote(VaultError::Retry {
+                PostError::Remote(RemoteError::Retry {
                     message: format!("the remote accepted the import but named no job ({})", r.body),
                     after: None,
                     stop_pass: false,
@@ -356,14 +357,14 @@ impl Tlspc {
                 } else if matches!(code, Some(10003) | Some(10004)) || msg.contains("edgeInstanceId") || msg.contains("encryptionKeyId") {
                     Err(PostError::StaleTarget(format!("the remote refused the edge instance or encryption key: {msg}")))
                 } else {
-                    Err(PostError::Remote(VaultError::Permanent(format!("the remote refused the import ({}): {msg}", r.status))))
+                    Err(PostError::Remote(RemoteError::Permanent(format!("the remote refused the import ({}): {msg}", r.status))))
                 }
             }
-            s => Err(PostError::Remote(VaultError::Permanent(format!("POST {IMPORTS}: {s} {msg}")))),
+            s => Err(PostError::Remote(RemoteError::Permanent(format!("POST {IMPORTS}: {s} {msg}")))),
         }
     }
 
-    async fn job(&self, id: &str) -> Result<JobState, VaultError> {
+    async fn job(&self, id: &str) -> Result<JobState, RemoteError> {
         let path = format!("{IMPORTS}/{}", segment(id));
         let r = self.call("GET", &path, None).await?;
         match r.status {
@@ -376,12 +377,12 @@ impl Tlspc {
                 }
             }
             404 => Ok(JobState::Gone),
-            s => Err(VaultError::Permanent(format!("GET {path}: {s} {}", vendor_error(&r.body).1))),
+            s => Err(RemoteError::Permanent(format!("GET {path}: {s} {}", vendor_error(&r.body).1))),
         }
     }
 
     /// Polls job `id` with backoff until it finishes or `poll_secs` pass.
-    async fn wait(&self, id: &str) -> Result<JobState, VaultError> {
+    async fn wait(&self, id: &str) -> Result<JobState, RemoteError> {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.poll_secs);
         let mut delay = Duration::from_millis(100);
         loop {
@@ -467,7 +468,7 @@ impl Tlspc {
                         break;
                     }
                     other => {
-                        run.record(std::slice::from_ref(row), Err(VaultError::Permanent(format!("unknown outbox operation '{other}'"))));
+                        run.record(std::slice::from_ref(row), Err(RemoteError::Permanent(format!("unknown outbox operation '{other}'"))));
                         break;
                     }
                 }
@@ -580,18 +581,18 @@ impl Tlspc {
                 }
                 Err(PostError::TooLarge(m)) => {
                     let (u, _) = chunk.pop().expect("one");
-                    run.record(&u.rows, Err(VaultError::Permanent(format!("the remote refused the key as too large: {m}"))));
+                    run.record(&u.rows, Err(RemoteError::Permanent(format!("the remote refused the key as too large: {m}"))));
                 }
                 Err(PostError::BadItem(i, m)) => {
                     let (u, _) = chunk.remove(i);
-                    run.record(&u.rows, Err(VaultError::Permanent(m)));
+                    run.record(&u.rows, Err(RemoteError::Permanent(m)));
                     if !chunk.is_empty() {
                         queue.push_front(chunk);
                     }
                 }
                 Err(PostError::StaleTarget(m)) => {
                     *self.target.lock().await = None;
-                    let e = VaultError::Retry { message: m, after: None, stop_pass: false };
+                    let e = RemoteError::Retry { message: m, after: None, stop_pass: false };
                     for (u, _) in chunk.into_iter().chain(queue.drain(..).flatten()) {
                         run.record(&u.rows, Err(e.clone()));
                     }
@@ -634,10 +635,10 @@ impl Tlspc {
                         Ok(Some(state(first, "synced", remote_id, Some(format!("already at the remote (job {job}){why}")))))
                     } else if item_status == "FAILED" {
                         failed += 1;
-                        Err(VaultError::Permanent(format!("the remote refused the key (job {job}): {reason}")))
+                        Err(RemoteError::Permanent(format!("the remote refused the key (job {job}): {reason}")))
                     } else {
                         failed += 1;
-                        Err(VaultError::Permanent(format!(
+                        Err(RemoteError::Permanent(format!(
                             "the remote's job {job} ended {status} without a result for this key{}",
                             if item_status.is_empty() { String::new() } else { format!(" (item status {item_status})") }
                         )))
@@ -658,7 +659,7 @@ impl Tlspc {
                     self.cfg.job_timeout_secs
                 );
                 for (_, u) in units {
-                    run.record(&u.rows[..1], Err(VaultError::Permanent(why.clone())));
+                    run.record(&u.rows[..1], Err(RemoteError::Permanent(why.clone())));
                 }
             }
             Ok(JobState::Running(s)) => {
@@ -684,7 +685,7 @@ impl Tlspc {
     /// One key's item: its certificate, and the key exported from the token, PBES2-encrypted
     /// under a fresh password that is sealed to the remote's DEK.
     async fn build(&self, app: &App, target: &Target, rows: Vec<OutboxRow>) -> Built {
-        let retry = |m: String| VaultError::Retry { message: m, after: None, stop_pass: false };
+        let retry = |m: String| RemoteError::Retry { message: m, after: None, stop_pass: false };
         let first = rows[0].clone();
         let rec = match app.store.key(&first.key_id) {
             Ok(Some(r)) => r,
@@ -724,7 +725,7 @@ impl Tlspc {
             .collect();
 
         let Some(token) = app.tokens.get(Some(&rec.token)).cloned() else {
-            return Built::Local(settles, Err(VaultError::Permanent(format!("token '{}' is no longer configured", rec.token))));
+            return Built::Local(settles, Err(RemoteError::Permanent(format!("token '{}' is no longer configured", rec.token))));
         };
         let cka = rec.cka_id.clone();
         let der = match token.run(move |c| wrap::private_key_pkcs8(c, &cka)).await {
@@ -734,7 +735,7 @@ impl Tlspc {
                 return Built::Local(settles, Ok(Some(state(&first, "not_syncable", None, Some(why)))));
             }
             Err(e @ TokenError::Transient { .. }) => return Built::Local(settles, Err(retry(e.to_string()))),
-            Err(e) => return Built::Local(settles, Err(VaultError::Permanent(e.to_string()))),
+            Err(e) => return Built::Local(settles, Err(RemoteError::Permanent(e.to_string()))),
         };
         let (fingerprint, public) = (rec.fingerprint.clone(), target.public_key);
         let sealed = tokio::task::spawn_blocking(move || -> Result<(Zeroizing<String>, Vec<u8>), String> {
@@ -754,7 +755,7 @@ impl Tlspc {
         .await;
         let (pem, sealed) = match sealed {
             Ok(Ok(v)) => v,
-            Ok(Err(m)) => return Built::Local(settles, Err(VaultError::Permanent(m))),
+            Ok(Err(m)) => return Built::Local(settles, Err(RemoteError::Permanent(m))),
             Err(e) => return Built::Local(settles, Err(retry(format!("encryption worker failed: {e}")))),
         };
         let _ = app.store.audit(&AuditEntry {

@@ -15,7 +15,8 @@
 
 use sha2::Digest;
 
-use super::openbao::{transit_public_key_spki, VaultError};
+use super::openbao::transit_public_key_spki;
+use super::remote::RemoteError;
 use super::worker::{store_err, Syncer};
 use crate::core::App;
 
@@ -25,7 +26,7 @@ fn vault_fingerprint(public_key: &str) -> Option<String> {
 }
 
 /// Why the vault no longer holds a synced key, or `None` when it does.
-async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncState) -> Result<Option<String>, VaultError> {
+async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncState) -> Result<Option<String>, RemoteError> {
     let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(None) };
     if state.status == "synced" {
         let name = syncer.vault_name(&rec.namespace, &rec.name, &rec.id);
@@ -58,7 +59,7 @@ async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncS
 ///
 /// Keys pushed at or after `fresh_since` are skipped: this pass read them back from the vault
 /// moments ago (unless their KV record could not be written).
-pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>, fresh_since: &str) -> Result<usize, VaultError> {
+pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<String>>, fresh_since: &str) -> Result<usize, RemoteError> {
     let mut states = app.store.sync_states().map_err(store_err)?;
     states.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     let after = cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -79,7 +80,7 @@ pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<St
                 *cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.key_id.clone());
                 continue;
             }
-            Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
+            Err(e @ RemoteError::Retry { stop_pass: true, .. }) => return Err(e),
             // This key cannot be checked now (policy, a vault fault on its path): the others can.
             Err(e) => {
                 tracing::warn!(key = %state.key_id, error = %e.message(), "sync: cannot check the vault's copy of this key; skipped");

@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, ImportResult, OpenBao, TransitKey, VaultError};
+use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, ImportResult, OpenBao, TransitKey};
 use super::outbox::{self as plan, KeyRows};
 use super::remote::Remote;
+use super::remote::RemoteError;
 use super::schedule::Schedule;
 use crate::config::SyncConfig;
 use crate::core::App;
@@ -78,8 +79,8 @@ pub fn same_public_key(ours: &PublicKey, vault: &str) -> bool {
 }
 
 /// A store error during a push: retried for that key with backoff, the pass goes on.
-pub(super) fn store_err(e: crate::store::StoreError) -> VaultError {
-    VaultError::Retry { message: e.to_string(), after: None, stop_pass: false }
+pub(super) fn store_err(e: crate::store::StoreError) -> RemoteError {
+    RemoteError::Retry { message: e.to_string(), after: None, stop_pass: false }
 }
 
 /// A key name as a vault path segment: itself, or the key id when it has characters the vault
@@ -248,8 +249,8 @@ impl Syncer {
         }
         if let Some(e) = stopped {
             let (message, after) = match e {
-                VaultError::Retry { message, after, .. } => (message, after),
-                VaultError::Permanent(m) => (m, None),
+                RemoteError::Retry { message, after, .. } => (message, after),
+                RemoteError::Permanent(m) => (m, None),
             };
             let wait = self.gate.close(&message, after, self.gate_max());
             app.telemetry.sync_error("stopped");
@@ -266,7 +267,7 @@ impl Syncer {
 
     /// Pushes every due row, in order per key. `Err` when the vault became unusable for every
     /// key: no row is charged for that (the rows stay due, the vault backs off as a whole).
-    async fn push_rows(&self, app: &App, force: bool, info: &mut PassInfo, next_retry: &mut Option<Duration>) -> Result<(), VaultError> {
+    async fn push_rows(&self, app: &App, force: bool, info: &mut PassInfo, next_retry: &mut Option<Duration>) -> Result<(), RemoteError> {
         let rows = match app.store.sync_rows() {
             Ok(r) => r,
             Err(e) => {
@@ -305,14 +306,14 @@ impl Syncer {
                         app.store.sync_done(row.seq, state.as_ref())
                     }
                     // The vault is unusable for every key: not this row's failure.
-                    Err(e @ VaultError::Retry { stop_pass: true, .. }) => return Err(e),
-                    Err(VaultError::Permanent(m)) => {
+                    Err(e @ RemoteError::Retry { stop_pass: true, .. }) => return Err(e),
+                    Err(RemoteError::Permanent(m)) => {
                         info.failed += 1;
                         app.telemetry.sync_error("refused");
                         tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
                         app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
                     }
-                    Err(VaultError::Retry { message, after, .. }) => {
+                    Err(RemoteError::Retry { message, after, .. }) => {
                         info.failed += 1;
                         app.telemetry.sync_error("retry");
                         let d = plan::backoff(row.attempts, base, max, after);
@@ -335,7 +336,7 @@ impl Syncer {
     /// `verify_interval_secs`, and always when an earlier check was cut short); lost ones go
     /// back in the outbox. `Err` when the vault became unusable: the check resumes next pass
     /// after the last key it got through.
-    async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, VaultError> {
+    async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, RemoteError> {
         let every = Duration::from_secs(self.cfg.verify_interval_secs);
         let resuming = self.verify_cursor.lock().expect("poisoned").is_some();
         let recheck = self.recheck.swap(false, std::sync::atomic::Ordering::Relaxed);
@@ -351,7 +352,7 @@ impl Syncer {
                 }
                 Ok(n)
             }
-            Err(e @ VaultError::Retry { stop_pass: true, .. }) => Err(e),
+            Err(e @ RemoteError::Retry { stop_pass: true, .. }) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e.message(), "sync: cannot check the vault's copy now; next pass");
                 Ok(0)
@@ -360,7 +361,7 @@ impl Syncer {
     }
 
     /// Pushes one row. `Ok(Some(state))` records what the vault now holds for the key.
-    async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
+    async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, RemoteError> {
         match row.op.as_str() {
             OP_KEY if key.deleted_after(row.seq) => Ok(None),
             OP_KEY => {
@@ -370,7 +371,7 @@ impl Syncer {
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
             OP_CERTIFICATE => self.push_certificate(app, row).await.map(|_| None),
             OP_DELETE => self.record_deleted(app, row, self.push_delete(app, row).await?).await,
-            other => Err(VaultError::Permanent(format!("unknown outbox operation '{other}'"))),
+            other => Err(RemoteError::Permanent(format!("unknown outbox operation '{other}'"))),
         }
     }
 
@@ -389,7 +390,7 @@ impl Syncer {
 
     /// Pushes a key; with its state, whether transit lets it out again (from the read that
     /// confirmed it, so the key record needs no second read).
-    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<(Option<SyncState>, Option<bool>), VaultError> {
+    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<(Option<SyncState>, Option<bool>), RemoteError> {
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
         if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
             let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
@@ -402,15 +403,15 @@ impl Syncer {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
             return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));
         }
-        let alg = rec.algorithm.pair().ok_or_else(|| VaultError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
+        let alg = rec.algorithm.pair().ok_or_else(|| RemoteError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
         let token_err = |e: crate::core::CoreError| match e {
             crate::core::CoreError::Token(e @ TokenError::Transient { .. }) => {
-                VaultError::Retry { message: e.to_string(), after: None, stop_pass: false }
+                RemoteError::Retry { message: e.to_string(), after: None, stop_pass: false }
             }
-            e => VaultError::Permanent(e.to_string()),
+            e => RemoteError::Permanent(e.to_string()),
         };
-        let token = crate::core::keys::token_of(app, &rec.token).map_err(|e| VaultError::Permanent(e.to_string()))?;
+        let token = crate::core::keys::token_of(app, &rec.token).map_err(|e| RemoteError::Permanent(e.to_string()))?;
         let public = crate::core::keys::read_public_key(app, &rec).await.map_err(token_err)?;
         let synced = |k: &TransitKey| k.versions.iter().rev().find(|(_, v)| same_public_key(&public, &v.public_key)).map(|(n, _)| *n);
 
@@ -423,10 +424,10 @@ impl Syncer {
             let new_version = match &existing {
                 None => false,
                 Some(k) if !k.imported => {
-                    return Err(VaultError::Permanent(format!("transit key '{name}' exists but was not imported (made or rotated inside the vault); keyport will not add versions to it")))
+                    return Err(RemoteError::Permanent(format!("transit key '{name}' exists but was not imported (made or rotated inside the vault); keyport will not add versions to it")))
                 }
                 Some(k) if k.key_type != vault_type(alg) => {
-                    return Err(VaultError::Permanent(format!("transit key '{name}' is {} but this key is {}", k.key_type, vault_type(alg))))
+                    return Err(RemoteError::Permanent(format!("transit key '{name}' is {} but this key is {}", k.key_type, vault_type(alg))))
                 }
                 Some(_) => true,
             };
@@ -455,7 +456,7 @@ impl Syncer {
                             return Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)));
                         }
                     }
-                    return Err(VaultError::Retry {
+                    return Err(RemoteError::Retry {
                         message: format!(
                             "transit key '{name}' does not show this key's public key yet after the import; checking again later"
                         ),
@@ -468,7 +469,7 @@ impl Syncer {
                     self.vault().wrapping_key(true).await?;
                 }
                 ImportResult::StaleWrappingKey => {
-                    return Err(VaultError::Retry {
+                    return Err(RemoteError::Retry {
                         message: "the vault could not unwrap the key even with a fresh wrapping key".into(),
                         after: None,
                         stop_pass: false,
@@ -479,14 +480,14 @@ impl Syncer {
                 ImportResult::Refused(e) => return Err(e),
             }
         }
-        Err(VaultError::Retry {
+        Err(RemoteError::Retry {
             message: format!("transit key '{name}' kept changing while keyport imported it"),
             after: None,
             stop_pass: false,
         })
     }
 
-    async fn push_certificate(&self, app: &App, row: &OutboxRow) -> Result<(), VaultError> {
+    async fn push_certificate(&self, app: &App, row: &OutboxRow) -> Result<(), RemoteError> {
         let Some(sha) = row.cert_sha256.as_deref() else { return Ok(()) };
         let Some(cert) = app.store.certificate_by_sha256(sha).map_err(store_err)? else { return Ok(()) };
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok(()) };
@@ -529,7 +530,7 @@ impl Syncer {
 
     /// A deleted key: keyport holds no delete right in transit (by design: the vault is the
     /// backup), so the vault key stays; its KV certificate entry is marked deleted.
-    async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, VaultError> {
+    async fn push_delete(&self, _app: &App, row: &OutboxRow) -> Result<Option<SyncState>, RemoteError> {
         self.vault().kv_mark_deleted(&self.kv_path(&row.namespace, &row.name, &row.key_id), &[]).await?;
         Ok(Some(self.state(
             row,

@@ -30,6 +30,7 @@
 
 mod common;
 use common::bao::Bao;
+use common::tlspc::{edge, seal};
 use common::*;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -247,28 +248,6 @@ fn b64(b: &[u8]) -> String {
 fn sha256(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
-}
-
-/// libsodium sealed box to `public_b64`, by PyNaCl (what the vendor's Python sample uses).
-fn seal(public_b64: &str, data: &[u8]) -> String {
-    let script = "import sys,base64\nfrom nacl.public import PublicKey, SealedBox\nfrom nacl.encoding import Base64Encoder\n\
-                  pk = PublicKey(sys.argv[1].encode(), encoder=Base64Encoder)\n\
-                  sys.stdout.write(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())";
-    let mut c = Command::new("python3").args(["-c", script, public_b64]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(c.stdin.as_mut().unwrap(), data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "PyNaCl is required (scripts/deps installs it)");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// (edge instance id, encryption key id, public key), as the vendor's clients ask.
-fn edge(d: &Daemon) -> (String, String, String) {
-    let (s, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", TLSPC_KEY]);
-    assert_eq!(s, 200, "{v}");
-    let (id, key_id) = (v["edgeInstances"][0]["id"].as_str().unwrap(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap());
-    let (s, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{key_id}"), None, &["-H", TLSPC_KEY]);
-    assert_eq!(s, 200, "{k}");
-    (id.to_string(), key_id.to_string(), k["key"].as_str().unwrap().to_string())
 }
 
 /// What one iteration sends, made before the clock starts.

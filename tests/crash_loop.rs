@@ -15,6 +15,7 @@
 //! (`crash loop: …`) is printed either way; docs/RELIABILITY.md holds the measured figures.
 
 mod common;
+use common::tlspc::{edge, openssl, seal};
 use common::*;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -95,23 +96,6 @@ fn try_spawn(d: &mut Daemon) -> Result<(), String> {
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// libsodium sealed box to `public_b64`, by PyNaCl (what the vendor's Python sample uses).
-fn seal(public_b64: &str, data: &[u8]) -> String {
-    let script = "import sys,base64\nfrom nacl.public import PublicKey, SealedBox\nfrom nacl.encoding import Base64Encoder\n\
-                  pk = PublicKey(sys.argv[1].encode(), encoder=Base64Encoder)\n\
-                  sys.stdout.write(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())";
-    let mut c = Command::new("python3").args(["-c", script, public_b64]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(c.stdin.as_mut().unwrap(), data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "PyNaCl is required (scripts/deps installs it)");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A job body of `JOB_ITEMS` fresh P-256 keys with self-signed certificates (CN `<prefix>-<k>`).
 fn job_body(d: &Daemon, edge: &(String, String, String), prefix: &str) -> (String, Vec<String>) {
     let dir = d.dir.path().join("job");
@@ -132,16 +116,6 @@ fn job_body(d: &Daemon, edge: &(String, String, String), prefix: &str) -> (Strin
         cns.push(cn);
     }
     (json!({"edgeInstanceId": edge.0, "encryptionKeyId": edge.1, "importInformation": items}).to_string(), cns)
-}
-
-/// (edge instance id, encryption key id, public key) over HTTPS, as the vendor's clients ask.
-fn edge(d: &Daemon) -> (String, String, String) {
-    let (s, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", TLSPC_KEY]);
-    assert_eq!(s, 200, "{v}");
-    let (id, key_id) = (v["edgeInstances"][0]["id"].as_str().unwrap(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap());
-    let (s, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{key_id}"), None, &["-H", TLSPC_KEY]);
-    assert_eq!(s, 200, "{k}");
-    (id.to_string(), key_id.to_string(), k["key"].as_str().unwrap().to_string())
 }
 
 /// Token objects (kind line, label, ID) by pkcs11-tool, a separate process.

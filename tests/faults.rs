@@ -9,6 +9,7 @@
 //! small tmpfs and fills it.
 
 mod common;
+use common::tlspc::{self, edge};
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -21,39 +22,6 @@ const NOBODY: u32 = 65534;
 fn chown_r(p: &Path, uid: u32) {
     let out = Command::new("chown").args(["-R", &format!("{uid}:{uid}")]).arg(p).output().unwrap();
     assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// `keyport serve` as `uid` (setpriv), waiting until both listeners answer, as `Daemon::spawn`.
-fn spawn_as(d: &mut Daemon, uid: u32) {
-    require("setpriv");
-    let log = std::fs::File::create(d.dir.path().join("serve.log")).unwrap();
-    let child = Command::new("setpriv")
-        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
-        .arg(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&d.config)
-        .env_remove("KEYPORT_CONFIG")
-        .env("KEYPORT_LOG", "info,cryptoki=off")
-        .envs(d.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    d.child = Some(child);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("keyport exited ({status}) at start:\n{}", d.log());
-        }
-        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
-            && d.dir.path().join("state/tls-cert.pem").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-        {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// A response with its headers: status, `Retry-After` (if any), JSON body.
@@ -143,12 +111,12 @@ fn token_folder_unreadable_for_10s_answers_503_and_recovers_within_15s_jobs_with
     chown_r(d.dir.path(), NOBODY);
     // The test process (root) reads the folder to compare; the daemon runs as nobody.
     chmod(d.dir.path(), 0o755);
-    spawn_as(&mut d, NOBODY);
+    d.spawn_as(NOBODY);
     assert_eq!(generate(&d, "before-1").status, 201, "{}", d.log());
     assert_eq!(generate(&d, "before-2").status, 201);
     let h = health(&d);
     assert_eq!((h.status, h.body["status"].as_str()), (200, Some("ok")), "{}", h.body);
-    let body_file = import_body(&d, &edge(&d), &["job-a", "job-b"]);
+    let body_file = tlspc::body(&d, &edge(&d), &["job-a", "job-b"]);
 
     let folder = token_folder(&d);
     let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o7777;
@@ -258,61 +226,6 @@ impl Drop for Tmpfs {
 
 const TLSPC: &str = "tppl-api-key: tlspc-key";
 
-/// libsodium sealed box to `public_b64`, by PyNaCl (as the vendor's Python sample does).
-fn seal(public_b64: &str, data: &[u8]) -> String {
-    let script = "import sys,base64\nfrom nacl.public import PublicKey, SealedBox\nfrom nacl.encoding import Base64Encoder\n\
-                  pk = PublicKey(sys.argv[1].encode(), encoder=Base64Encoder)\n\
-                  sys.stdout.write(base64.b64encode(SealedBox(pk).encrypt(sys.stdin.buffer.read())).decode())";
-    let mut c = Command::new("python3").args(["-c", script, public_b64]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(c.stdin.as_mut().unwrap(), data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "PyNaCl is required (scripts/deps installs it)");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// One TLS Protect Cloud import item: an EC key with its certificate (CN `<name>.example.com`),
-/// password-encrypted, the password sealed to the DEK.
-fn import_item(d: &Daemon, dek_public: &str, name: &str) -> Value {
-    let dir = d.dir.path().join("keys");
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = format!("{name}.key");
-    openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &key]);
-    openssl(
-        &dir,
-        &["req", "-x509", "-new", "-key", &key, "-subj", &format!("/CN={name}.example.com"), "-days", "30", "-out", &format!("{name}.crt")],
-    );
-    openssl(&dir, &["pkcs8", "-topk8", "-in", &key, "-v2", "aes-256-cbc", "-passout", "pass:s3cret!", "-out", &format!("{name}.enc")]);
-    json!({
-        "certificate": std::fs::read_to_string(dir.join(format!("{name}.crt"))).unwrap(),
-        "passwordEncryptedPrivateKey": std::fs::read_to_string(dir.join(format!("{name}.enc"))).unwrap(),
-        "dekEncryptedPassword": seal(dek_public, b"s3cret!"),
-    })
-}
-
-/// This daemon's edge instance id, DEK id and DEK public key (TLS Protect Cloud face).
-fn edge(d: &Daemon) -> (String, String, String) {
-    let (s, v) = d.curl_https("GET", "/v1/edgeinstances", None, &["-H", TLSPC]);
-    assert_eq!(s, 200, "{v}");
-    let (edge_id, key_id) =
-        (v["edgeInstances"][0]["id"].as_str().unwrap().to_string(), v["edgeInstances"][0]["encryptionKeyId"].as_str().unwrap().to_string());
-    let (_, k) = d.curl_https("GET", &format!("/v1/edgeencryptionkeys/{key_id}"), None, &["-H", TLSPC]);
-    (edge_id, key_id, k["key"].as_str().unwrap().to_string())
-}
-
-/// An import request body for `names` (one EC key and certificate each), in a file for curl.
-fn import_body(d: &Daemon, edge: &(String, String, String), names: &[&str]) -> PathBuf {
-    let items: Vec<Value> = names.iter().map(|n| import_item(d, &edge.2, n)).collect();
-    let body = json!({"edgeInstanceId": edge.0, "encryptionKeyId": edge.1, "importInformation": items}).to_string();
-    let f = d.dir.path().join("body.json");
-    std::fs::write(&f, body).unwrap();
-    f
-}
-
 /// Polls an import job until it is COMPLETED or FAILED, for at most `limit`.
 fn wait_job(d: &Daemon, job: &str, limit: Duration) -> Value {
     within(limit, "the import job finishes by itself", d, || {
@@ -335,7 +248,7 @@ fn store_disk_full_answers_503_and_a_stopped_job_finishes_within_30s_of_space() 
     d.spawn();
     assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
 
-    let body_file = import_body(&d, &edge(&d), &["job-a", "job-b"]);
+    let body_file = tlspc::body(&d, &edge(&d), &["job-a", "job-b"]);
     let submit =
         || call(&d, true, "POST", "/outagedetection/v1/certificates/imports", Some(&format!("@{}", body_file.display())), &["-H", TLSPC]);
     let r = submit();
@@ -572,7 +485,7 @@ fn store_folder_made_read_only_is_reported_within_8s_before_the_restart_it_would
     let mut d = Daemon::config("");
     chown_r(d.dir.path(), NOBODY);
     chmod(d.dir.path(), 0o755);
-    spawn_as(&mut d, NOBODY);
+    d.spawn_as(NOBODY);
     assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
     let state = d.dir.path().join("state");
     let out = Command::new("chmod").args(["-R", "a-w"]).arg(&state).output().unwrap();
@@ -597,7 +510,7 @@ fn store_folder_made_read_only_is_reported_within_8s_before_the_restart_it_would
 
     let out = Command::new("chmod").args(["-R", "u+w"]).arg(&state).output().unwrap();
     assert!(out.status.success());
-    spawn_as(&mut d, NOBODY);
+    d.spawn_as(NOBODY);
     let h = health(&d);
     assert_eq!(h.status, 200, "{}", h.body);
     assert_eq!(key_names(&d), vec!["before", "during"], "nothing acknowledged lost");
@@ -623,7 +536,7 @@ fn pin_changed_underneath_is_named_at_the_next_login_and_recovers_within_15s_of_
     let mut d = Daemon::config("");
     chown_r(d.dir.path(), NOBODY);
     chmod(d.dir.path(), 0o755);
-    spawn_as(&mut d, NOBODY);
+    d.spawn_as(NOBODY);
     assert_eq!(generate(&d, "before").status, 201, "{}", d.log());
     let old = d.pin();
     let new = format!("{old}-changed");

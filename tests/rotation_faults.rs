@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
@@ -21,38 +21,6 @@ fn chown_r(p: &Path, uid: u32) {
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// `keyport serve` as `uid` (setpriv), waiting until both listeners answer.
-fn spawn_as(d: &mut Daemon, uid: u32) {
-    require("setpriv");
-    let log = std::fs::File::create(d.dir.path().join("serve.log")).unwrap();
-    let child = Command::new("setpriv")
-        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
-        .arg(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--config"])
-        .arg(&d.config)
-        .env_remove("KEYPORT_CONFIG")
-        .env("KEYPORT_LOG", "info,cryptoki=off")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    d.child = Some(child);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("keyport exited ({status}) at start:\n{}", d.log());
-        }
-        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
-            && d.dir.path().join("state/tls-cert.pem").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-        {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn token_folder(d: &Daemon) -> PathBuf {
@@ -115,7 +83,7 @@ fn a_token_fault_mid_rotation_leaves_the_old_key_active_and_the_rotation_finishe
     let mut d = Daemon::config("[rotation.namespaces.default]\nconfirmations = \"authorized-key\"\n");
     chown_r(d.dir.path(), NOBODY);
     chmod(d.dir.path(), 0o755);
-    spawn_as(&mut d, NOBODY);
+    d.spawn_as(NOBODY);
     let (s, v) = d.curl("POST", "/keyport/v1/keysets", Some(r#"{"name":"tok","type":"User","algorithm":"ec-p256"}"#), &[]);
     assert_eq!(s, 201, "{v}\n{}", d.log());
     let v1 = v["versions"][0]["key_id"].as_str().unwrap().to_string();

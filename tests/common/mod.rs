@@ -170,15 +170,38 @@ max_body_bytes = 1048576
     }
 
     pub fn spawn(&mut self) {
+        self.launch(None)
+    }
+
+    /// Like [`Daemon::spawn`], with `keyport serve` running as `uid` (and its gid) through
+    /// `setpriv`: for faults only an unprivileged daemon meets (file modes).
+    pub fn spawn_as(&mut self, uid: u32) {
+        require("setpriv");
+        self.launch(Some(uid))
+    }
+
+    fn launch(&mut self, as_uid: Option<u32>) {
         self.fix_test_uid();
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
-        let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let mut c = match as_uid {
+            None => self.command(),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+                    .arg(env!("CARGO_BIN_EXE_keyport"))
+                    .env_remove("KEYPORT_CONFIG")
+                    .env("KEYPORT_LOG", "info,cryptoki=off")
+                    .envs(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                c
+            }
+        };
+        let child = c.args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 if self.take_another_port_if_ours_was_taken() {
-                    return self.spawn();
+                    return self.launch(as_uid);
                 }
                 panic!("keyport exited ({status}) at start:\n{}", self.log());
             }

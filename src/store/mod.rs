@@ -35,7 +35,9 @@ pub use certs::{CertView, StoredCertificate};
 pub use deletes::BeginKeyDelete;
 pub use key_pages::{After, Visibility};
 pub use kps::KpsKeypair;
-pub use records::{AuditEntry, CertificateRecord, DeleteIntent, Intent, ItemStatus, JobItem, JobRecord, JobStatus, KeyRecord, KeyStatus};
+pub use records::{
+    AuditEntry, CertificateRecord, DeleteIntent, Intent, ItemStatus, JobItem, JobRecord, JobStatus, KeyRecord, KeyStatus, SyncStatus,
+};
 pub use ssh_certs::SshCertificateRow;
 pub use tokens::TokenIdentity;
 pub use tpp::TppSession;

@@ -57,8 +57,7 @@ pub struct SyncState {
     pub namespace: String,
     pub name: String,
     pub vault_name: Option<String>,
-    /// `synced`, `not_syncable` (stays in the token; `detail` says why) or `deleted`.
-    pub status: String,
+    pub status: super::records::SyncStatus,
     pub pushed_version: Option<i64>,
     pub pushed_at: Option<String>,
     pub detail: Option<String>,

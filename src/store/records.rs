@@ -280,6 +280,18 @@ stored_words! {
     }
 }
 
+stored_words! {
+    /// What the vault has of a key, as the sync worker last confirmed it.
+    SyncStatus {
+        /// The vault holds the key (`pushed_version`).
+        Synced = "synced",
+        /// It stays in the token (`detail` says why: not exportable, a secret key, …).
+        NotSyncable = "not_syncable",
+        /// Deleted in keyport and marked deleted in the vault.
+        Deleted = "deleted",
+    }
+}
+
 /// One item's result in a job.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JobItem {

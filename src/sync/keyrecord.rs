@@ -12,6 +12,7 @@
 //! was deleted (an abandoned pending version, or a deleted keyset) keeps its record, marked
 //! `deleted_at` and, for an abandoned one, `keyset_state = abandoned` in the metadata.
 
+use crate::store::SyncStatus;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -134,7 +135,7 @@ impl Syncer {
     }
 
     async fn write_key_record(&self, app: &App, state: &SyncState, vault_exportable: Option<bool>) -> Result<(), RemoteError> {
-        let Some(version) = state.pushed_version.filter(|_| state.status == "synced") else { return Ok(()) };
+        let Some(version) = state.pushed_version.filter(|_| state.status == SyncStatus::Synced) else { return Ok(()) };
         let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(()) };
         let transit_key = self.vault_name(&rec.namespace, &rec.name, &rec.id);
         let entry = KeyEntry {

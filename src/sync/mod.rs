@@ -120,7 +120,7 @@ pub async fn status(app: &App, syncer: Option<&Syncer>, visible: impl Fn(&str) -
                 namespace: s.namespace,
                 name: s.name,
                 vault_name: s.vault_name,
-                status: s.status,
+                status: s.status.to_string(),
                 pushed_version: s.pushed_version,
                 pushed_at: s.pushed_at,
                 detail: s.detail,

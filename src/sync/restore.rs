@@ -48,6 +48,7 @@
 //! `RemoteError::Retry { stop_pass: true }`) stops the run: `RestoreError::VaultUnavailable`,
 //! answered 503 by the API. Other vault errors fail the one item.
 
+use crate::store::SyncStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 
@@ -396,7 +397,7 @@ impl Run<'_> {
         if deleting.contains(&e.key_id) {
             return skipped("deleted in keyport; the delete has not reached the vault yet (pending in the sync outbox)".into());
         }
-        if app.store.sync_state(&e.key_id).map_err(store)?.is_some_and(|st| st.status == "deleted") {
+        if app.store.sync_state(&e.key_id).map_err(store)?.is_some_and(|st| st.status == SyncStatus::Deleted) {
             return skipped("deleted in keyport (sync state 'deleted')".into());
         }
         if let Some(k) = app.store.key_by_name(&e.namespace, &e.name).map_err(store)? {

@@ -21,6 +21,7 @@
 //!   retry with backoff and stop the pass; a 4xx about the request → permanent per key (a 400
 //!   naming `importInformation[i]` fails only that item; the rest are posted again at once).
 
+use crate::store::SyncStatus;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -148,15 +149,15 @@ fn down(message: impl Into<String>) -> RemoteError {
     RemoteError::Retry { message: message.into(), after: None, stop_pass: true }
 }
 
-fn state(row: &OutboxRow, status: &str, remote_name: Option<String>, detail: Option<String>) -> SyncState {
+fn state(row: &OutboxRow, status: SyncStatus, remote_name: Option<String>, detail: Option<String>) -> SyncState {
     SyncState {
         key_id: row.key_id.clone(),
         namespace: row.namespace.clone(),
         name: row.name.clone(),
         vault_name: remote_name,
-        status: status.into(),
+        status,
         pushed_version: None,
-        pushed_at: (status == "synced").then(now),
+        pushed_at: (status == SyncStatus::Synced).then(now),
         detail,
     }
 }
@@ -190,7 +191,7 @@ impl Run<'_> {
         let mut recorded = Ok(());
         match result {
             Ok(st) => {
-                if st.as_ref().is_some_and(|s| s.status == "synced") {
+                if st.as_ref().is_some_and(|s| s.status == SyncStatus::Synced) {
                     self.info.pushed += 1;
                 }
                 for r in rows {
@@ -454,7 +455,7 @@ impl Tlspc {
                     OP_KEY | OP_CERTIFICATE if key.deleted_after(row.seq) => run.record(std::slice::from_ref(row), Ok(None)),
                     OP_DELETE => {
                         let why = "deleted in keyport; the remote's copy is kept (keyport deletes nothing there)";
-                        run.record(std::slice::from_ref(row), Ok(Some(state(row, "deleted", None, Some(why.into())))));
+                        run.record(std::slice::from_ref(row), Ok(Some(state(row, SyncStatus::Deleted, None, Some(why.into())))));
                     }
                     OP_KEY | OP_CERTIFICATE => {
                         let mut unit = vec![row.clone()];
@@ -628,11 +629,11 @@ impl Tlspc {
                         .or_else(|| u.cert_sha1.as_ref().map(|s| s.to_uppercase()));
                     let outcome = if item_status.starts_with("IMPORTED") {
                         imported += 1;
-                        Ok(Some(state(first, "synced", remote_id, Some(format!("imported by the remote's job {job}")))))
+                        Ok(Some(state(first, SyncStatus::Synced, remote_id, Some(format!("imported by the remote's job {job}")))))
                     } else if item_status == "SKIPPED" || item_status.contains("DUPLICATE") {
                         skipped += 1;
                         let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
-                        Ok(Some(state(first, "synced", remote_id, Some(format!("already at the remote (job {job}){why}")))))
+                        Ok(Some(state(first, SyncStatus::Synced, remote_id, Some(format!("already at the remote (job {job}){why}")))))
                     } else if item_status == "FAILED" {
                         failed += 1;
                         Err(RemoteError::Permanent(format!("the remote refused the key (job {job}): {reason}")))
@@ -694,11 +695,11 @@ impl Tlspc {
         };
         if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
             let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
-            return Built::Local(rows, Ok(Some(state(&first, "not_syncable", None, Some(why)))));
+            return Built::Local(rows, Ok(Some(state(&first, SyncStatus::NotSyncable, None, Some(why)))));
         }
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, so the remote cannot hold it";
-            return Built::Local(rows, Ok(Some(state(&first, "not_syncable", None, Some(why.into())))));
+            return Built::Local(rows, Ok(Some(state(&first, SyncStatus::NotSyncable, None, Some(why.into())))));
         }
         // The certificate: the first row's, else the first pending certificate row's, else the
         // key's oldest.
@@ -718,7 +719,7 @@ impl Tlspc {
             }
             let why =
                 "no certificate: a TLS Protect Cloud remote holds keys only with their certificates; it syncs once one is imported for it";
-            return Built::Local(rows, Ok(Some(state(&first, "not_syncable", None, Some(why.into())))));
+            return Built::Local(rows, Ok(Some(state(&first, SyncStatus::NotSyncable, None, Some(why.into())))));
         };
         let settles: Vec<OutboxRow> = std::iter::once(first.clone())
             .chain(rows[1..].iter().take_while(|r| r.cert_sha256.as_deref() == Some(cert.sha256.as_str())).cloned())
@@ -732,7 +733,7 @@ impl Tlspc {
             Ok(d) => d,
             Err(TokenError::Refused { detail, .. }) => {
                 let why = format!("the token cannot hand this key out: {detail}");
-                return Built::Local(settles, Ok(Some(state(&first, "not_syncable", None, Some(why)))));
+                return Built::Local(settles, Ok(Some(state(&first, SyncStatus::NotSyncable, None, Some(why)))));
             }
             Err(e @ TokenError::Transient { .. }) => return Built::Local(settles, Err(retry(e.to_string()))),
             Err(e) => return Built::Local(settles, Err(RemoteError::Permanent(e.to_string()))),

@@ -13,6 +13,7 @@
 //! next pass resumes it after the last key it got through (keys in key-id order), so a rate
 //! limit that allows a few hundred reads per pass still sees every key checked.
 
+use crate::store::SyncStatus;
 use sha2::Digest;
 
 use super::openbao::transit_public_key_spki;
@@ -28,7 +29,7 @@ fn vault_fingerprint(public_key: &str) -> Option<String> {
 /// Why the vault no longer holds a synced key, or `None` when it does.
 async fn missing(syncer: &Syncer, app: &App, state: &crate::store::outbox::SyncState) -> Result<Option<String>, RemoteError> {
     let Some(rec) = app.store.key(&state.key_id).map_err(store_err)? else { return Ok(None) };
-    if state.status == "synced" {
+    if state.status == SyncStatus::Synced {
         let name = syncer.vault_name(&rec.namespace, &rec.name, &rec.id);
         let Some(key) = syncer.vault().read_key(&name).await? else {
             return Ok(Some(format!("transit key '{name}' is gone")));
@@ -67,12 +68,12 @@ pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<St
     // Keys that stay in the token (`not_syncable`) still have their certificates in KV.
     // A key with a `detail` (its KV record was not written) is checked even when fresh.
     let fresh = |s: &&crate::store::outbox::SyncState| s.detail.is_none() && s.pushed_at.as_deref().is_some_and(|t| t >= fresh_since);
-    let todo = states.iter().filter(|s| (s.status == "synced" || s.status == "not_syncable") && !fresh(s));
+    let todo = states.iter().filter(|s| (s.status == SyncStatus::Synced || s.status == SyncStatus::NotSyncable) && !fresh(s));
     for state in todo.filter(|s| after.as_deref().is_none_or(|a| s.key_id.as_str() > a)) {
         let why = match missing(syncer, app, state).await {
             Ok(Some(why)) => why,
             Ok(None) => {
-                if state.detail.is_some() && state.status == "synced" {
+                if state.detail.is_some() && state.status == SyncStatus::Synced {
                     if let Err(e) = app.store.sync_clear_detail(&state.key_id) {
                         tracing::error!(key = %state.key_id, error = %e, "sync: cannot record a confirmed key");
                     }
@@ -85,7 +86,7 @@ pub async fn run(syncer: &Syncer, app: &App, cursor: &std::sync::Mutex<Option<St
             Err(e) => {
                 tracing::warn!(key = %state.key_id, error = %e.message(), "sync: cannot check the vault's copy of this key; skipped");
                 // A key still waiting for its KV record is checked again by the next pass.
-                if state.detail.is_some() && state.status == "synced" {
+                if state.detail.is_some() && state.status == SyncStatus::Synced {
                     syncer.recheck.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 continue;

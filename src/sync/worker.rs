@@ -12,6 +12,7 @@
 //! neither atomic nor idempotent: docs/vault.md §2.5, §2.8).
 
 use crate::material::kind::KeyKind;
+use crate::store::SyncStatus;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -375,13 +376,13 @@ impl Syncer {
         }
     }
 
-    fn state(&self, row: &OutboxRow, status: &str, version: Option<i64>, detail: Option<String>) -> SyncState {
+    fn state(&self, row: &OutboxRow, status: SyncStatus, version: Option<i64>, detail: Option<String>) -> SyncState {
         SyncState {
             key_id: row.key_id.clone(),
             namespace: row.namespace.clone(),
             name: row.name.clone(),
             vault_name: Some(self.vault_name(&row.namespace, &row.name, &row.key_id)),
-            status: status.into(),
+            status,
             pushed_version: version,
             pushed_at: version.map(|_| now()),
             detail,
@@ -394,14 +395,14 @@ impl Syncer {
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
         if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
             let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
-            return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
+            return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why))), None));
         }
         if let Some(why) = not_a_key_pair(&rec.algorithm) {
-            return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
+            return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why))), None));
         }
         if !rec.exportable {
             let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
-            return Ok((Some(self.state(row, "not_syncable", None, Some(why.into()))), None));
+            return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why.into()))), None));
         }
         let alg = rec.algorithm.pair().ok_or_else(|| RemoteError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);
@@ -419,7 +420,7 @@ impl Syncer {
         for _ in 0..4 {
             let existing = self.vault().read_key(&name).await?;
             if let Some((k, v)) = existing.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
-                return Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)));
+                return Ok((Some(self.state(row, SyncStatus::Synced, Some(v), None)), Some(k.exportable)));
             }
             let new_version = match &existing {
                 None => false,
@@ -438,7 +439,7 @@ impl Syncer {
                 Ok(w) => w,
                 Err(TokenError::Refused { detail, .. }) => {
                     let why = format!("the token cannot wrap this key: {detail}");
-                    return Ok((Some(self.state(row, "not_syncable", None, Some(why))), None));
+                    return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why))), None));
                 }
                 Err(e) => return Err(token_err(e.into())),
             };
@@ -453,7 +454,7 @@ impl Syncer {
                         let after = self.vault().read_key(&name).await?;
                         if let Some((k, v)) = after.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
-                            return Ok((Some(self.state(row, "synced", Some(v), None)), Some(k.exportable)));
+                            return Ok((Some(self.state(row, SyncStatus::Synced, Some(v), None)), Some(k.exportable)));
                         }
                     }
                     return Err(RemoteError::Retry {
@@ -517,7 +518,7 @@ impl Syncer {
 
         // Transit: attach the certificate to the key version that holds this key.
         let state = app.store.sync_state(&rec.id).map_err(store_err)?;
-        if let Some(v) = state.filter(|s| s.status == "synced").and_then(|s| s.pushed_version) {
+        if let Some(v) = state.filter(|s| s.status == SyncStatus::Synced).and_then(|s| s.pushed_version) {
             let current = self.vault().read_key(&name).await?;
             let attached =
                 current.as_ref().and_then(|k| k.versions.get(&v)).is_some_and(|kv| same_certificate(&kv.certificate_chain, &cert.der));
@@ -534,7 +535,7 @@ impl Syncer {
         self.vault().kv_mark_deleted(&self.kv_path(&row.namespace, &row.name, &row.key_id), &[]).await?;
         Ok(Some(self.state(
             row,
-            "deleted",
+            SyncStatus::Deleted,
             None,
             Some("deleted in keyport; the vault's copy is kept (keyport has no delete right there)".into()),
         )))

@@ -65,6 +65,14 @@ fn lifecycle(on: On) {
     let (s, v) = d.curl("GET", "/keyport/v1/keys", None, &[]);
     assert_eq!(s, 200);
     assert_eq!(v["keys"].as_array().unwrap().len(), 2, "{v}");
+    // The metrics count this token's operations under its own name.
+    let (s, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    assert_eq!(s, 200);
+    let m = m.as_str().unwrap_or_default().to_string();
+    for (op, n) in [("generate", 2), ("sign", 2)] {
+        let line = format!("keyport_token_operations_total{{token=\"{tok}\",op=\"{op}\",result=\"ok\"}} {n}");
+        assert!(m.contains(&line), "{line} in:\n{m}");
+    }
 
     // Per-key facts, from the token: generated in the token, never extractable.
     let (s, v) = d.curl("GET", "/keyport/v1/health/keys", None, &[]);

@@ -107,7 +107,10 @@ pub(crate) async fn generate_with(
         "generate",
         make,
     );
-    super::create::create_with(app, who, new, face).await
+    let token_name = token.name.clone();
+    let rec = super::create::create_with(app, who, new, face).await;
+    app.telemetry.token_op(&token_name, "generate", rec.is_ok());
+    rec
 }
 
 /// The token a key lives in, in one wording wherever a key's token left the configuration.

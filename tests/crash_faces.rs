@@ -204,31 +204,6 @@ namespaces = ["*"]
     d
 }
 
-/// Starts the daemon and waits for both listeners; `Err` with the log when it does not come up.
-fn try_spawn(d: &mut Daemon) -> Result<(), String> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.dir.path().join("serve.log")).unwrap();
-    let mark = d.log().len();
-    let child = d.command().args(["serve", "--config"]).arg(&d.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-    d.child = Some(child);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-            d.child = None;
-            return Err(format!("exited ({status}): {}", &d.log()[mark..]));
-        }
-        if d.log()[mark..].contains("keyport ready")
-            && std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
-            && std::net::TcpStream::connect(("127.0.0.1", d.port)).is_ok()
-        {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err(format!("not ready in 60 s: {}", &d.log()[mark..]));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn kill(d: &Daemon) {
     if let Some(c) = &d.child {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL);
@@ -1039,7 +1014,7 @@ fn sigkill_under_every_face_sync_and_rotation_keeps_every_promise() {
             }
         }
         let t = Instant::now();
-        let spawned = try_spawn(&mut d);
+        let spawned = d.try_spawn();
         timing[0] += t.elapsed().as_secs_f64();
         if let Err(e) = spawned {
             failed_restarts += 1;

@@ -74,28 +74,6 @@ fn call_https(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> Optio
     (code != 0).then(|| (code, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// Starts the daemon; `Err` with the log when it does not come up.
-fn try_spawn(d: &mut Daemon) -> Result<(), String> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.dir.path().join("serve.log")).unwrap();
-    let mark = d.log().len();
-    let child = d.command().args(["serve", "--config"]).arg(&d.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-    d.child = Some(child);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-            d.child = None;
-            return Err(format!("exited ({status}): {}", &d.log()[mark..]));
-        }
-        if d.log()[mark..].contains("keyport ready") && std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err(format!("not ready in 60 s: {}", &d.log()[mark..]));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A job body of `JOB_ITEMS` fresh P-256 keys with self-signed certificates (CN `<prefix>-<k>`).
 fn job_body(d: &Daemon, edge: &(String, String, String), prefix: &str) -> (String, Vec<String>) {
     let dir = d.dir.path().join("job");
@@ -349,7 +327,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_leaves_no_half_keys(
             stop.store(true, Ordering::Relaxed);
         });
         d.kill9();
-        if let Err(e) = try_spawn(&mut d) {
+        if let Err(e) = d.try_spawn() {
             failed_restarts += 1;
             violations.push(format!("#{it}: restart failed: {e}"));
             break;

@@ -32,24 +32,7 @@ fn setup() -> Setup {
     let bao = Bao::start(work.path());
     let proxy = Proxy::start(bao.port);
     let mut d = Daemon::config("");
-    let token = d.dir.path().join("vault.token");
-    std::fs::write(&token, format!("{ROOT_TOKEN}\n")).unwrap();
-    let mut text = std::fs::read_to_string(&d.config).unwrap();
-    text.push_str(&format!(
-        r#"
-[sync]
-address = "http://127.0.0.1:{port}"
-token = {{ file = "{token}" }}
-host = "h1"
-interval_secs = 3600
-jitter_secs = 0
-retry_base_secs = 1
-namespaces = ["default"]
-"#,
-        port = proxy.port,
-        token = token.display()
-    ));
-    std::fs::write(&d.config, text).unwrap();
+    common::bao::sync_to(&d, proxy.port, "");
     // The sync worker's waits and retries, for the failure messages.
     d.env.push(("KEYPORT_LOG".into(), "info,keyport::sync=debug,cryptoki=off".into()));
     d.spawn();

@@ -122,6 +122,14 @@ pub fn tools() {
 
 pub fn daemon(bao: &Bao, extra: &str) -> Daemon {
     let mut d = Daemon::config("");
+    sync_to(&d, bao.port, extra);
+    d.spawn();
+    d
+}
+
+/// Points the daemon's `[sync]` at a vault on `port` (OpenBao itself, or a proxy in front of
+/// it) with the root token in a file; `extra` is TOML put before the section.
+pub fn sync_to(d: &Daemon, port: u16, extra: &str) {
     let token = d.dir.path().join("vault.token");
     std::fs::write(&token, format!("{ROOT_TOKEN}\n")).unwrap();
     let mut text = std::fs::read_to_string(&d.config).unwrap();
@@ -137,12 +145,9 @@ jitter_secs = 0
 retry_base_secs = 1
 namespaces = ["default"]
 "#,
-        port = bao.port,
         token = token.display()
     ));
     std::fs::write(&d.config, text).unwrap();
-    d.spawn();
-    d
 }
 
 /// A daemon whose `[sync]` logs in with `auth` (TOML appended to the section: `token = …`, or

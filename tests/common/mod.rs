@@ -180,6 +180,33 @@ max_body_bytes = 1048576
         self.launch(Some(uid))
     }
 
+    /// For restart loops: starts `keyport serve` appending to its log and waits until it says
+    /// it is ready and both listeners answer; `Err` with this start's log when it does not come
+    /// up (the caller decides whether that is a violation).
+    pub fn try_spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).unwrap();
+        let mark = self.log().len();
+        let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("exited ({status}): {}", &self.log()[mark..]));
+            }
+            if self.log()[mark..].contains("keyport ready")
+                && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("not ready in 60 s: {}", &self.log()[mark..]));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn launch(&mut self, as_uid: Option<u32>) {
         self.fix_test_uid();
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();

@@ -179,25 +179,18 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         app.store.finish_job(&job.id, crate::store::JobStatus::Failed)?;
         return Ok(());
     };
-    let todo: Vec<(i64, &SealedItem)> =
-        input.items.iter().enumerate().map(|(seq, item)| (seq as i64, item)).filter(|(seq, _)| !done.contains(seq)).collect();
-    // A pipeline one item deep: item n+1 is decrypted (unseal and KDF, on the KDF pool's
-    // threads) while item n is written to the token and committed. The writes stay one at a
-    // time and in order, so duplicate detection inside a batch stays exact.
-    let mut ahead = match todo.first() {
-        Some((_, item)) => Some(decode(app, item).await),
-        None => None,
-    };
-    for (i, (seq, _)) in todo.iter().enumerate() {
-        let seq = *seq;
+    for (seq, item) in input.items.iter().enumerate() {
+        let seq = seq as i64;
+        if done.contains(&seq) {
+            continue;
+        }
         // Stopping: the job stays PROCESSING and resumes at this item at the next start.
         if app.background.is_stopping() {
             return Ok(());
         }
-        let decoded = ahead.take().expect("each item is decoded one step ahead");
         clear_leftover(app, &job.id, seq).await?;
-        let write = async {
-            let (key, certificates) = decoded?;
+        let outcome = async {
+            let (key, certificates) = decode(app, item).await?;
             let req = ImportRequest {
                 key,
                 certificates,
@@ -207,15 +200,8 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
                 token: None,
             };
             import_key(app, &who, req, Some(JobSlot { job_id: job.id.clone(), seq })).await
-        };
-        let outcome = match todo.get(i + 1) {
-            Some((_, next)) => {
-                let (outcome, next) = tokio::join!(write, decode(app, next));
-                ahead = Some(next);
-                outcome
-            }
-            None => write.await,
-        };
+        }
+        .await;
         match outcome {
             Ok(ImportOutcome::Imported(_)) | Ok(ImportOutcome::AlreadyPresent(_)) => {}
             // The token or store failed, not the item: stop; the runner retries the job.

@@ -11,11 +11,9 @@
 //! listed like any other, so the page does the same work.
 
 mod common;
+use common::Conn;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use keyport::store::{AuditEntry, FaceRows, KeyCommit, KeyRecord, Store};
+use keyport::store::Store;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,44 +44,16 @@ fn main() {
 /// `n` inventory rows in namespace `default`, created a microsecond apart.
 fn fill(db: &Path, n: usize) {
     let store = Store::open(db).unwrap();
-    let base = time::OffsetDateTime::now_utc();
+    let base = keyport::clock::Timestamp::now();
     let mut done = 0;
     while done < n {
-        let rows: Vec<(KeyRecord, AuditEntry)> = (done..n.min(done + 1000))
+        let rows: Vec<_> = (done..n.min(done + 1000))
             .map(|i| {
-                let at = (base + Duration::from_micros(i as u64))
-                    .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
-                    .unwrap();
                 let id = format!("{:032x}", 0xb000_0000_0000_0000u128 + i as u128);
-                let key = KeyRecord {
-                    id: id.clone(),
-                    name: format!("bench-{i:06}"),
-                    namespace: "default".into(),
-                    owner: "root".into(),
-                    token: "soft".into(),
-                    cka_id: hex::decode(&id).unwrap(),
-                    algorithm: keyport::material::kind::KeyKind::parse("ec-p256"),
-                    fingerprint: format!("sha256:{:064x}", i),
-                    exportable: false,
-                    origin: "generated".into(),
-                    created_at: at.clone(),
-                    status: Default::default(),
-                };
-                let audit = AuditEntry {
-                    at,
-                    principal: "root".into(),
-                    action: "key.generate".into(),
-                    namespace: Some("default".into()),
-                    key_id: Some(id),
-                    outcome: "ok".into(),
-                    detail: None,
-                };
-                (key, audit)
+                common::inventory_row(id, format!("bench-{i:06}"), i, base.plus(Duration::from_micros(i as u64)))
             })
             .collect();
-        let commits: Vec<KeyCommit> =
-            rows.iter().map(|(key, audit)| KeyCommit { key, certificates: &[], audit, job_item: None, replaces: None }).collect();
-        store.commit_keys(&commits, &FaceRows::None).unwrap();
+        common::commit_rows(&store, &rows);
         done += rows.len();
     }
 }
@@ -136,28 +106,5 @@ async fn measure(socket: &Path, n: usize, rounds: usize) {
             samples[0].as_secs_f64() * 1e6,
             samples[samples.len() - 1].as_secs_f64() * 1e6
         );
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection over the Unix socket.
-struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    async fn open(socket: &Path) -> Conn {
-        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        Conn { sender }
-    }
-
-    async fn get(&mut self, path: &str) -> (u16, Bytes) {
-        self.sender.ready().await.unwrap();
-        let req = hyper::Request::builder().method("GET").uri(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
-        let resp = self.sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, body)
     }
 }

@@ -19,7 +19,6 @@ mod common;
 mod tests_common;
 
 use base64::Engine;
-use p256::pkcs8::EncodePrivateKey;
 use rsa::pkcs8::DecodePublicKey;
 use serde_json::json;
 use std::process::{Command, Stdio};
@@ -32,6 +31,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("sync_throughput: run with `cargo bench --bench sync_throughput`");
@@ -40,6 +43,9 @@ fn main() {
     if std::env::args().any(|a| a == "cluster") {
         return cluster();
     }
+    let n = env("KEYPORT_BENCH_N", N);
+    let rounds = env("KEYPORT_BENCH_ROUNDS", 5);
+    let certs = std::env::var("KEYPORT_BENCH_CERTS").is_ok_and(|v| v == "1");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_port();
@@ -62,33 +68,71 @@ fn main() {
         let r = vault.request("POST", "/v1/sys/mounts/transit", Some(ROOT), Some(&json!({"type": "transit"}))).await.unwrap();
         assert_eq!(r.status, 204);
     });
-
-    let plain = rt.block_on(plain_client(&vault, ROOT, "plain"));
-    let (daemon, pushed) = daemon_pass(d, port, &rt);
-    assert_eq!(pushed, N, "the pass pushed every key");
-    println!("# {N} P-256 keys, OpenBao {port} dev server (in memory), one connection, one key at a time");
-    println!("{:<58} {:>10} {:>10}", "", "seconds", "keys/s");
-    println!("{:<58} {:>10.2} {:>10.1}", "plain HTTP client: POST transit/keys/:name/import", plain, N as f64 / plain);
-    let same = *PLAIN_SAME_CALLS.get().unwrap();
-    println!("{:<58} {:>10.2} {:>10.1}", "plain HTTP client: keyport's 6 calls per key, pre-wrapped", same, N as f64 / same);
-    println!("{:<58} {:>10.2} {:>10.1}", "keyport `sync now`: the same, wrapping in the token", daemon, N as f64 / daemon);
-    println!("keyport / plain import: {:.0} %   keyport / plain same calls: {:.0} %", 100.0 * plain / daemon, 100.0 * same / daemon);
+    // The same keys (and certificates) for both sides and every round.
+    let material: Vec<Material> = (0..n).map(|i| Material::new(&format!("k{i}"), certs)).collect();
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let what = if certs { "P-256 keys with a certificate each" } else { "P-256 keys" };
+    println!("# {n} {what}, OpenBao dev server (in memory) on 127.0.0.1:{port}, one connection, one key at a time; {rounds} rounds, {cores} cores");
+    let (mut import_only, mut same, mut keyport, mut ratio) = (vec![], vec![], vec![], vec![]);
+    for r in 0..rounds {
+        let (imports, same_calls, plain_requests) = rt.block_on(plain_client(&vault, ROOT, &format!("plain{r}"), &material));
+        let (secs, pushed, requests) = daemon_pass(&d.join(format!("round{r}")), port, &rt, &format!("bench{r}"), &material);
+        assert!(pushed >= n, "the pass pushed every key ({pushed} rows)");
+        eprintln!(
+            "round {r}: plain import-only {imports:.2} s, plain same calls {same_calls:.2} s ({plain_requests} requests), keyport {secs:.2} s ({requests} requests to the vault)"
+        );
+        import_only.push(n as f64 / imports);
+        same.push(n as f64 / same_calls);
+        keyport.push(n as f64 / secs);
+        ratio.push(same_calls / secs);
+    }
+    let show = |label: &str, v: &[f64], unit: &str| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        println!("{label:<66} {:>9.2} {unit} (min {:.2}, max {:.2})", s[s.len() / 2], s[0], s[s.len() - 1]);
+    };
+    show("plain HTTP client: POST transit/keys/:name/import only", &import_only, "keys/s");
+    show("plain HTTP client: keyport's calls per key, pre-wrapped", &same, "keys/s");
+    show("keyport `sync now`: the same calls, wrapping in the token", &keyport, "keys/s");
+    show("keyport / plain same calls (per round)", &ratio, "x");
     let _ = bao.kill();
     let _ = bao.wait();
 }
 
-/// The vault's own import rate: keys made and wrapped in software before the clock starts.
-async fn plain_client(vault: &keyport::sync::http::Http, root: &str, prefix: &str) -> f64 {
+/// One key for both sides: its PKCS#8 (the plain client wraps it in software), its PEM for
+/// keyport's import, and a leaf certificate for it when the run has certificates.
+struct Material {
+    name: String,
+    pkcs8: Vec<u8>,
+    pem: String,
+    cert_pem: Option<String>,
+}
+
+impl Material {
+    fn new(name: &str, cert: bool) -> Material {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let cert_pem = cert.then(|| {
+            let mut params = rcgen::CertificateParams::new(vec![format!("{name}.bench.test")]).unwrap();
+            params.is_ca = rcgen::IsCa::ExplicitNoCa;
+            params.self_signed(&kp).unwrap().pem()
+        });
+        Material { name: name.into(), pkcs8: kp.serialize_der(), pem: kp.serialize_pem(), cert_pem }
+    }
+}
+
+/// The vault's own rates with keys wrapped in software before the clock starts: imports
+/// alone, then the calls keyport makes per key (and per certificate). Returns (imports only s,
+/// same calls s, requests of the second part).
+async fn plain_client(vault: &keyport::sync::http::Http, root: &str, prefix: &str, keys: &[Material]) -> (f64, f64, usize) {
     let r = vault.request("GET", "/v1/transit/wrapping_key", Some(root), None).await.unwrap();
     let pem = r.body["data"]["public_key"].as_str().unwrap();
     let wrapping = rsa::RsaPublicKey::from_public_key_pem(pem).unwrap();
     let mut rng = rand::rngs::OsRng;
-    let bodies: Vec<serde_json::Value> = (0..N)
-        .map(|_| {
-            let key = p256::SecretKey::random(&mut rng);
-            let pkcs8 = key.to_pkcs8_der().unwrap();
+    let bodies: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
             let aes: [u8; 32] = rand::random();
-            let body = aes_kw::KekAes256::new(&aes.into()).wrap_with_padding_vec(pkcs8.as_bytes()).unwrap();
+            let body = aes_kw::KekAes256::new(&aes.into()).wrap_with_padding_vec(&k.pkcs8).unwrap();
             let head = wrapping.encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &aes).unwrap();
             let ct = base64::engine::general_purpose::STANDARD.encode([head, body].concat());
             json!({"ciphertext": ct, "hash_function": "SHA256", "type": "ecdsa-p256", "exportable": false, "allow_rotation": false})
@@ -103,12 +147,14 @@ async fn plain_client(vault: &keyport::sync::http::Http, root: &str, prefix: &st
 
     // The same protocol keyport follows per key, still without a token or a store: read
     // before write, import, read back, and the KV key record (read, check-and-set write,
-    // custom metadata).
+    // custom metadata); per certificate the KV entry (read, write, metadata) and the
+    // transit attachment (read, set-certificate).
     let start = Instant::now();
-    for (i, b) in bodies.iter().enumerate() {
+    let mut requests = 0;
+    for (i, (b, k)) in bodies.iter().zip(keys).enumerate() {
         let name = format!("{prefix}-same-{i}");
-        let kv = format!("/v1/secret/data/keyport/bench/keys/default/{name}");
-        let calls: [(&str, String, Option<serde_json::Value>, &[u16]); 6] = [
+        let kv = format!("/v1/secret/data/keyport/{prefix}/keys/default/{name}");
+        let mut calls: Vec<(&str, String, Option<serde_json::Value>, &[u16])> = vec![
             ("GET", format!("/v1/transit/keys/{name}"), None, &[404]),
             ("POST", format!("/v1/transit/keys/{name}/import"), Some(b.clone()), &[204]),
             ("GET", format!("/v1/transit/keys/{name}"), None, &[200]),
@@ -116,31 +162,50 @@ async fn plain_client(vault: &keyport::sync::http::Http, root: &str, prefix: &st
             ("POST", kv, Some(json!({"options": {"cas": 0}, "data": {"key_id": name}})), &[200]),
             (
                 "POST",
-                format!("/v1/secret/metadata/keyport/bench/keys/default/{name}"),
+                format!("/v1/secret/metadata/keyport/{prefix}/keys/default/{name}"),
                 Some(json!({"custom_metadata": {"key_id": name}})),
                 &[204],
             ),
         ];
+        if let Some(cert) = &k.cert_pem {
+            let kv = format!("/v1/secret/data/keyport/{prefix}/certs/default/{name}");
+            calls.extend([
+                ("GET", kv.clone(), None, &[404][..]),
+                ("POST", kv, Some(json!({"options": {"cas": 0}, "data": {"cert_pem": cert, "chain_pem": ""}})), &[200][..]),
+                (
+                    "POST",
+                    format!("/v1/secret/metadata/keyport/{prefix}/certs/default/{name}"),
+                    Some(json!({"custom_metadata": {"key_id": name}})),
+                    &[204][..],
+                ),
+                ("GET", format!("/v1/transit/keys/{name}"), None, &[200][..]),
+                (
+                    "POST",
+                    format!("/v1/transit/keys/{name}/set-certificate"),
+                    Some(json!({"certificate_chain": cert, "version": 1})),
+                    &[200, 204][..],
+                ),
+            ]);
+        }
         for (method, path, body, ok) in calls {
             let r = vault.request(method, &path, Some(root), body.as_ref()).await.unwrap();
             assert!(ok.contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
+            requests += 1;
         }
     }
-    let _ = PLAIN_SAME_CALLS.set(start.elapsed().as_secs_f64());
-    import_only
+    (import_only, start.elapsed().as_secs_f64(), requests)
 }
 
-/// The plain client's time for keyport's whole per-key protocol (see `plain_client`).
-static PLAIN_SAME_CALLS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-
-/// keyport with N exportable keys in its token and sync on: the time of one `sync now` pass.
-fn daemon_pass(d: &std::path::Path, port: u16, rt: &tokio::runtime::Runtime) -> (f64, usize) {
+/// keyport with the keys imported (exportable) into its token and sync on: the time of one
+/// `sync now` pass, the keys it pushed, and the requests it sent the vault in the pass.
+fn daemon_pass(d: &std::path::Path, port: u16, rt: &tokio::runtime::Runtime, host: &str, keys: &[Material]) -> (f64, usize, u64) {
+    std::fs::create_dir_all(d).unwrap();
     std::fs::write(d.join("vault.token"), ROOT).unwrap();
     let extra = format!(
         r#"[sync]
 address = "http://127.0.0.1:{port}"
 token = {{ file = "{d}/vault.token" }}
-host = "bench"
+host = "{host}"
 interval_secs = 86400
 jitter_secs = 0
 namespaces = ["*"]"#,
@@ -151,23 +216,23 @@ namespaces = ["*"]"#,
     let result = rt.block_on(async {
         // The first pass (at start) finds an empty outbox; keys made now wait for `sync now`.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for i in 0..N {
-            let (s, v) = keyport::cli::request(
-                &sock,
-                "POST",
-                "/keyport/v1/keys",
-                Some(json!({"name": format!("k{i}"), "algorithm": "ec-p256", "exportable": true})),
-            )
-            .await
-            .unwrap();
+        for k in keys {
+            let mut body = json!({"name": k.name, "data": base64::engine::general_purpose::STANDARD.encode(&k.pem), "exportable": true});
+            if let Some(c) = &k.cert_pem {
+                body["certificate"] = json!(c);
+            }
+            let (s, v) = keyport::cli::request(&sock, "POST", "/keyport/v1/keys/import", Some(body)).await.unwrap();
             assert_eq!(s, 201, "{v}");
         }
+        let (_, before) = keyport::cli::request(&sock, "GET", "/keyport/v1/sync", None).await.unwrap();
         let t = Instant::now();
         let (s, v) = keyport::cli::request(&sock, "POST", "/keyport/v1/sync", Some(json!({"wait_secs": 600}))).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["status"]["backlog"], 0, "{v}");
-        (secs, v["status"]["last_pass"]["pushed"].as_u64().unwrap() as usize)
+        let requests =
+            v["status"]["vault_stats"]["requests"].as_u64().unwrap_or(0) - before["vault_stats"]["requests"].as_u64().unwrap_or(0);
+        (secs, v["status"]["last_pass"]["pushed"].as_u64().unwrap() as usize, requests)
     });
     drop(daemon);
     result
@@ -180,8 +245,8 @@ fn cluster() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let leader = c.leader();
     let vault = keyport::sync::http::Http::new(&c.address(leader), None).unwrap();
-    let plain = rt.block_on(plain_client(&vault, &c.root_token, "plain"));
-    let same = *PLAIN_SAME_CALLS.get().unwrap();
+    let material: Vec<Material> = (0..N).map(|i| Material::new(&format!("k{i}"), false)).collect();
+    let (plain, same, _) = rt.block_on(plain_client(&vault, &c.root_token, "plain", &material));
     let (keyport, _) = daemon_to_backlog_zero(&c, "bench", N);
     let mut c = c;
     const LIMITED: usize = 100;

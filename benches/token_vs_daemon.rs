@@ -4,21 +4,24 @@
 //!
 //!     cargo bench --bench token_vs_daemon            # N=200 keys, 2 workers
 //!     KEYPORT_BENCH_N=500 cargo bench --bench token_vs_daemon
+//!     KEYPORT_BENCH_workers()=8 cargo bench --bench token_vs_daemon   # 8 threads / 8 connections
 //!
 //! Prints one line per figure; BENCHMARKS.md records them with the command.
 
 mod common;
 use common::module;
+use common::Conn;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const WORKERS: usize = 2;
+/// Threads on the raw side, keep-alive connections (and token sessions) on keyport's side:
+/// 2 unless `KEYPORT_BENCH_workers()` says otherwise.
+fn workers() -> usize {
+    std::env::var("KEYPORT_BENCH_workers()").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
 
 fn main() {
     // `cargo test --all-targets` runs harness-less benches as plain binaries: compile-check
@@ -29,7 +32,7 @@ fn main() {
     }
     let n: usize = std::env::var("KEYPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    println!("# keyport bench: N={n}, {WORKERS} workers, SoftHSM at {}", module().display());
+    println!("# keyport bench: N={n}, {} workers, SoftHSM at {}", workers(), module().display());
     raw(dir.path(), n);
     daemon(dir.path(), n);
 }
@@ -47,12 +50,12 @@ fn raw(dir: &Path, n: usize) {
     {
         let start = Instant::now();
         std::thread::scope(|sc| {
-            for w in 0..WORKERS {
+            for w in 0..workers() {
                 let (p, params) = (p.clone(), params.clone());
                 sc.spawn(move || {
                     let s = p.open_rw_session(slot).unwrap();
                     let mech = if alg == "ed25519" { Mechanism::EccEdwardsKeyPairGen } else { Mechanism::EccKeyPairGen };
-                    for i in (w..n).step_by(WORKERS) {
+                    for i in (w..n).step_by(workers()) {
                         let id = format!("{alg}-{i}").into_bytes();
                         let public = [
                             Attribute::Token(true),
@@ -98,20 +101,20 @@ fn raw(dir: &Path, n: usize) {
 
 /// Through the daemon: `keyport serve` (release build) on its own token, over the Unix socket.
 fn daemon(dir: &Path, n: usize) {
-    let daemon = common::BenchDaemon::start(&dir.join("daemon"), "", &format!("sessions = {WORKERS}"), "");
+    let daemon = common::BenchDaemon::start(&dir.join("daemon"), "", &format!("sessions = {}", workers()), "");
     let socket = daemon.socket.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         for alg in ["ec-p256", "ed25519"] {
             let start = Instant::now();
-            let tasks: Vec<_> = (0..WORKERS)
+            let tasks: Vec<_> = (0..workers())
                 .map(|w| {
                     let socket = socket.clone();
                     tokio::spawn(async move {
                         let mut c = Conn::open(&socket).await;
-                        for i in (w..n).step_by(WORKERS) {
+                        for i in (w..n).step_by(workers()) {
                             let body = format!(r#"{{"name":"{alg}-{i}","algorithm":"{alg}"}}"#);
-                            assert_eq!(c.send("POST", "/keyport/v1/keys", body).await, 201);
+                            assert_eq!(c.request("POST", "/keyport/v1/keys", body).await.0, 201);
                         }
                     })
                 })
@@ -119,17 +122,17 @@ fn daemon(dir: &Path, n: usize) {
             for t in tasks {
                 t.await.unwrap();
             }
-            report(&format!("daemon: POST /keyport/v1/keys {alg} (socket, {WORKERS} conns)"), n, start.elapsed());
+            report(&format!("daemon: POST /keyport/v1/keys {alg} (socket, {} conns)", workers()), n, start.elapsed());
         }
         for (path, count) in [("/keyport/v1/keys?name=ec-p256-7", 5000), ("/keyport/v1/keys", 200)] {
             let start = Instant::now();
-            let tasks: Vec<_> = (0..WORKERS)
+            let tasks: Vec<_> = (0..workers())
                 .map(|_| {
                     let socket = socket.clone();
                     tokio::spawn(async move {
                         let mut c = Conn::open(&socket).await;
-                        for _ in 0..count / WORKERS {
-                            assert_eq!(c.send("GET", path, String::new()).await, 200);
+                        for _ in 0..count / workers() {
+                            assert_eq!(c.get(path).await.0, 200);
                         }
                     })
                 })
@@ -142,36 +145,7 @@ fn daemon(dir: &Path, n: usize) {
             } else {
                 format!("daemon: GET keys (all {} keys)", 2 * n)
             };
-            report(&format!("{label} (socket, {WORKERS} conns)"), count, start.elapsed());
+            report(&format!("{label} (socket, {} conns)", workers()), count, start.elapsed());
         }
     });
-}
-
-/// One keep-alive HTTP/1.1 connection over the Unix socket.
-struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    async fn open(socket: &Path) -> Conn {
-        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        Conn { sender }
-    }
-
-    async fn send(&mut self, method: &str, path: &str, body: String) -> u16 {
-        self.sender.ready().await.unwrap();
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = self.sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await.unwrap();
-        status
-    }
 }

@@ -28,6 +28,7 @@
 //!   a TLS Protect Cloud–style remote): the outbox, the schedule, the connectors, the vault
 //!   login (token, AppRole, or TLS certificate with the client key in the token), the lost-data
 //!   check and `restore`; keys are wrapped inside the token (`token::byok`).
+//! - [`clock`]: the one clock; every stored instant is a `Timestamp`, parsed once.
 //! - [`server`]: `keyport serve`: wires config, tokens, store and listeners; signals.
 //! - [`cli`]: the client subcommands, speaking HTTP over the Unix socket.
 //! - `fuzzing` (feature `fuzzing` only): one entry point per untrusted-input parser, for the
@@ -36,6 +37,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 #[cfg(feature = "fuzzing")]

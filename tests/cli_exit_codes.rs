@@ -36,7 +36,9 @@ fn unreachable_usage_and_refused() {
 }
 
 #[test]
+#[ignore = "needs root: runs the CLI as uid 65534 through setpriv; scripts/test runs it"]
 fn permission_denied_on_the_socket_says_so() {
+    common::require_root("runs the CLI as uid 65534 through setpriv");
     common::require("setpriv");
     let d = Daemon::start("");
     use std::os::unix::fs::PermissionsExt;

@@ -62,7 +62,8 @@ principal = "kps-user"
         user = sha256_hex(TOKEN),
         reader = sha256_hex(READER),
     );
-    let mut d = Daemon::config(&extra);
+    // Two sessions, as on the CI machine's 2 cores by default: batch imports write through both.
+    let mut d = Daemon::config_tokens(&format!("{SOFT_TOKEN}sessions = 2\n"), &extra);
     d.env.push(("KPS_TEST_SK".into(), SK.into()));
     d.spawn();
     d
@@ -659,4 +660,46 @@ fn a_sigkill_before_the_commit_leaves_neither_key_nor_key_pair() {
     let (s, v) = d.curl_https("GET", &format!("{path}/crashy"), None, &["-H", &tok]);
     assert_eq!(s, 200, "{v}");
     assert!(!v["keypair"]["key_id"].as_str().unwrap_or_default().is_empty(), "the key pair holds its key: {v}");
+}
+
+/// A batch is written through two token sessions (issue 17), yet each item's outcome is the
+/// one-after-another outcome: the same private key under a second name is refused as already
+/// held (never imported twice), a name used twice keeps the first item's key pair, and the
+/// answer lists items in their order.
+#[test]
+fn batch_import_duplicates_resolve_as_if_written_one_by_one() {
+    tools();
+    let d = daemon();
+    let dir = d.dir.path();
+    for f in ["k1", "k2", "k3"] {
+        run(dir, "ssh-keygen", &["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", f]);
+    }
+    let imp = |name: &str, f: &str| json!({"name": name, "private_key": read(dir, f), "encryption": {"type": "default"}});
+    let items = vec![
+        imp("one", "k1"),
+        imp("one-again", "k1"),
+        imp("two", "k2"),
+        json!({"name": "two"}),
+        imp("three", "k3"),
+        json!({"name": "four"}),
+        imp("three", "k1"),
+    ];
+    let before = labels(&d).len();
+    let v = ok(sdk(&d, "aksk", "batch_import", json!({"items": items})));
+    let succeeded: Vec<&str> = v["succeeded_keypairs"].as_array().unwrap().iter().map(|k| k["keypair"]["name"].as_str().unwrap()).collect();
+    assert_eq!(succeeded, ["one", "two", "three", "four"], "{v}");
+    let failed: Vec<(&str, &str)> = v["failed_keypairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["keypair_name"].as_str().unwrap(), f["failed_reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failed.iter().map(|f| f.0).collect::<Vec<_>>(), ["one-again", "two", "three"], "{v}");
+    assert!(failed[0].1.contains("already held"), "{v}");
+    assert!(failed[1].1.contains("already exists") && failed[2].1.contains("already exists"), "{v}");
+    // The second "two" did not replace the first: it still holds k2.
+    let two = ok(sdk(&d, "aksk", "show", json!({"name": "two"})));
+    assert_eq!(two["keypair"]["fingerprint"], ssh_fingerprint(dir, "k2.pub"), "{two}");
+    // Four key pairs, each a private and a public object.
+    assert_eq!(labels(&d).len(), before + 8);
 }

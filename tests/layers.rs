@@ -11,17 +11,18 @@ use std::path::{Path, PathBuf};
 fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("names", &[][..]),
+        ("clock", &[][..]),
         ("test_hooks", &[][..]),
-        ("material", &["names"][..]),
-        ("config", &["material", "names"][..]),
-        ("token", &["config", "material", "names"][..]),
-        ("store", &["material", "names"][..]),
-        ("core", &["config", "material", "names", "store", "token", "test_hooks"][..]),
-        ("sync", &["config", "core", "material", "names", "store", "token", "test_hooks"][..]),
-        ("api", &["config", "core", "material", "names", "store", "sync", "token", "test_hooks"][..]),
+        ("material", &["clock", "names"][..]),
+        ("config", &["clock", "material", "names"][..]),
+        ("token", &["clock", "config", "material", "names"][..]),
+        ("store", &["clock", "material", "names"][..]),
+        ("core", &["clock", "config", "material", "names", "store", "token", "test_hooks"][..]),
+        ("sync", &["clock", "config", "core", "material", "names", "store", "token", "test_hooks"][..]),
+        ("api", &["clock", "config", "core", "material", "names", "store", "sync", "token", "test_hooks"][..]),
         // The client, and the commands that run without a daemon (`config check` opens tokens).
-        ("cli", &["config", "core", "material", "names", "store", "token"][..]),
-        ("server", &["api", "config", "core", "material", "names", "store", "sync", "token", "test_hooks"][..]),
+        ("cli", &["clock", "config", "core", "material", "names", "store", "token"][..]),
+        ("server", &["clock", "api", "config", "core", "material", "names", "store", "sync", "token", "test_hooks"][..]),
     ])
 }
 

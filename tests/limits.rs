@@ -90,7 +90,9 @@ time.sleep(60)
 }
 
 #[test]
+#[ignore = "needs root: clients of another uid through setpriv; scripts/test runs it"]
 fn slow_bodies_from_one_uid_never_lock_root_out_of_the_socket() {
+    common::require_root("clients of another uid through setpriv");
     require("curl");
     require("setpriv");
     require("python3");
@@ -255,7 +257,9 @@ fn health_as(d: &Daemon, uid: u32) -> u16 {
 }
 
 #[test]
+#[ignore = "needs root: clients of another uid through setpriv; scripts/test runs it"]
 fn each_listener_has_its_own_slots_and_the_socket_keeps_a_reserve_for_admins() {
+    common::require_root("clients of another uid through setpriv");
     require("curl");
     require("setpriv");
     require("python3");

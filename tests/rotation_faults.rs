@@ -77,7 +77,9 @@ fn assert_no_orphans(d: &Daemon, within: Duration) {
 }
 
 #[test]
+#[ignore = "needs root: the daemon runs as uid 65534 through setpriv, its files chowned; scripts/test runs it"]
 fn a_token_fault_mid_rotation_leaves_the_old_key_active_and_the_rotation_finishes_or_rolls_back() {
+    common::require_root("the daemon runs as uid 65534 through setpriv, its files chowned");
     require("curl");
     require("pkcs11-tool");
     let mut d = Daemon::config("[rotation.namespaces.default]\nconfirmations = \"authorized-key\"\n");

@@ -124,7 +124,9 @@ fn install_hook(d: &Daemon, file: &Path) {
 }
 
 #[test]
+#[ignore = "needs root: a real sshd that logs in as root; scripts/test runs it"]
 fn sshd_trusts_the_old_key_before_both_during_and_only_the_new_one_after() {
+    common::require_root("a real sshd that logs in as root");
     let mut d = Daemon::config(POLICY);
     let ak = d.dir.path().join("authorized_keys");
     install_hook(&d, &ak);
@@ -179,11 +181,13 @@ fn sshd_trusts_the_old_key_before_both_during_and_only_the_new_one_after() {
 }
 
 #[test]
+#[ignore = "needs root: runs the device script as another uid; scripts/test runs it"]
 fn the_agentless_device_script_installs_the_new_key_as_another_uid() {
+    common::require_root("runs the device script as another uid");
     require("setpriv");
     require("curl");
     let extra = format!(
-        "{POLICY}\n[[principals]]\nname = \"root\"\nuids = [0]\npermissions = {{ \"*\" = [\"admin\"] }}\n\n\
+        "{POLICY}\n[[principals]]\nname = \"root\"\nuids = [TEST_UID]\npermissions = {{ \"*\" = [\"admin\"] }}\n\n\
          [[principals]]\nname = \"device\"\npermissions = {{ default = [\"read\", \"export-private\"] }}\n\n\
          [[tpp.users]]\nusername = \"device\"\npassword_hash = \"{}\"\nprincipal = \"device\"\n",
         phc("device-secret")

@@ -460,3 +460,46 @@ permissions = {{ default = ["import"] }}
     let (s, _) = d.curl_https("GET", &format!("/keyport/v1/keys/{id}"), None, &["-H", "X-Api-Key: import-only-key"]);
     assert_eq!(s, 404);
 }
+
+/// Items are written through two token sessions at once (issue 17), yet each item's outcome is
+/// the one of working them one after another: the same key twice in a row is IMPORTED then
+/// SKIPPED (never two copies, never a name conflict), and a different key whose certificate
+/// has the same CN takes the fallback name after the first has taken the CN. Results keep the
+/// order of the items.
+#[test]
+fn duplicates_within_a_batch_resolve_as_if_written_one_by_one() {
+    tools();
+    let mut d = Daemon::config_tokens(&format!("{SOFT_TOKEN}sessions = 2\n"), "");
+    d.spawn();
+    let e = edge(&d);
+    let dir = d.dir.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    for n in ["a", "b", "c", "f"] {
+        key_and_cert(&dir, n, &ec);
+    }
+    // A different key, certified with a's CN.
+    openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "twin.key"]);
+    openssl(&dir, &["req", "-x509", "-new", "-key", "twin.key", "-subj", "/CN=a.example.com", "-days", "30", "-out", "twin.crt"]);
+    let item = |n: &str| password_item(&dir, &e, n, &["-v2", "aes-256-cbc"]);
+    let items = vec![item("a"), item("a"), item("b"), item("twin"), item("c"), item("b"), item("f"), item("a")];
+    let before = object_blocks(&d.pkcs11_objects()).len();
+    let (s, v) = submit(&d, &e, items);
+    assert_eq!(s, 201, "{v}");
+    let job = wait_job(&d, v["id"].as_str().unwrap());
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let statuses: Vec<&str> = job["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["IMPORTED", "SKIPPED", "IMPORTED", "IMPORTED", "IMPORTED", "SKIPPED", "IMPORTED", "SKIPPED"], "{job}");
+    let fps: Vec<&str> = job["results"].as_array().unwrap().iter().map(|r| r["fingerprint"].as_str().unwrap()).collect();
+    let want: Vec<String> = ["a", "a", "b", "twin", "c", "b", "f", "a"].iter().map(|n| cert_sha1(&dir, &format!("{n}.crt"))).collect();
+    assert_eq!(fps, want, "results in item order");
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys", None, &[]);
+    let mut names: Vec<String> = keys["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "one key per distinct key: {names:?}");
+    assert_eq!([&names[0], &names[2], &names[3], &names[4]], ["a.example.com", "b.example.com", "c.example.com", "f.example.com"]);
+    let suffix = names[1].strip_prefix("a.example.com-").unwrap_or_default();
+    assert!(suffix.len() == 8 && suffix.bytes().all(|c| c.is_ascii_hexdigit()), "the twin takes the CN with its fingerprint: {names:?}");
+    // Three objects per key in the token, nothing left over.
+    assert_eq!(object_blocks(&d.pkcs11_objects()).len(), before + 15);
+}

@@ -361,3 +361,190 @@ fn ssh_agent_on_the_tpm() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(k["token"], "tpm");
 }
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn status_of(d: &Daemon, id: &str) -> Value {
+    let (s, v) = d.curl("GET", &format!("/keyport/v1/keys/{id}"), None, &[]);
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Each face's creations on one token kind: the native import, the KPS face (generate, list,
+/// show, register a public key, import, export, delete), the 004 face (deploy a private, a
+/// public and a secret key to the environment on this token) and a TLS Protect Cloud import
+/// job. Where the token cannot hold what
+/// is asked (a TPM creates no private or secret key objects), the face's own error shape says
+/// so and nothing is written. The metrics count the token's operations; what was made survives
+/// a daemon restart and is listed.
+fn faces(on: On) {
+    require("curl");
+    let tok = if on == On::Tpm { "tpm" } else { "soft" };
+    let mut d = OnToken::start(on, &common::tpm::faces_toml(tok));
+    let dir = d.dir.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| common::tpm::openssl(&dir, args);
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "p256.pem"]);
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"]);
+    let p256 = std::fs::read_to_string(dir.join("p256.pem")).unwrap();
+    let rsa = std::fs::read(dir.join("rsa.pem")).unwrap();
+    let rsa_spki = openssl(&["pkey", "-in", "rsa.pem", "-pubout"]);
+    let objects_before = d.token_objects();
+
+    // Native import.
+    let body = json!({"data": b64(p256.as_bytes()), "name": "imported"}).to_string();
+    let (s, v) = d.curl("POST", "/keyport/v1/keys/import", Some(&body), &[]);
+    match on {
+        On::Soft => {
+            assert_eq!((s, v["key"]["token"].as_str()), (201, Some("soft")), "{v}");
+            assert!(d.token_objects().contains(v["key"]["id"].as_str().unwrap()));
+        }
+        On::Tpm => {
+            assert_eq!((s, v["error"]["code"].as_str()), (400, Some("unsupported_by_token")), "{v}");
+            let m = v["error"]["message"].as_str().unwrap();
+            assert!(m.contains("token 'tpm' cannot import private keys") && m.contains("ec-p256"), "{m}");
+        }
+    }
+
+    // KPS: generate (RSA-2048, the face's only generated kind), list, show, register, import.
+    let kps = format!("/v3/{}/keypairs", common::tpm::KPS_PROJECT);
+    let (s, v) = d.curl("POST", &kps, Some(r#"{"keypair":{"name":"gen"}}"#), &[]);
+    assert_eq!(s, 200, "{v}\n{}", d.log());
+    let public = v["keypair"]["public_key"].as_str().unwrap().to_string();
+    assert!(public.starts_with("ssh-rsa AAAA"), "{v}");
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys?namespace=kps", None, &[]);
+    let gen = keys["keys"].as_array().unwrap().iter().find(|k| k["name"] == "gen").cloned().unwrap_or_else(|| panic!("{keys}"));
+    assert_eq!(gen["token"], tok, "{gen}");
+    // Exportable wherever the namespace allows it and the token can wrap keys out.
+    assert_eq!(gen["exportable"], on == On::Soft, "{gen}");
+    let gen_id = gen["id"].as_str().unwrap().to_string();
+    assert!(d.token_objects().contains(&gen_id));
+    let (s, v) = d.curl("POST", &kps, Some(r#"{"keypair":{"name":"keep"}}"#), &[]);
+    assert_eq!(s, 200, "{v}");
+    std::fs::set_permissions(dir.join("p256.pem"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("ssh-keygen").args(["-y", "-f"]).arg(dir.join("p256.pem")).output().unwrap();
+    let p256_line = String::from_utf8(out.stdout).unwrap();
+    assert!(p256_line.starts_with("ecdsa-sha2-nistp256 "), "{p256_line}");
+    let body = json!({"keypair": {"name": "registered", "public_key": p256_line.trim()}}).to_string();
+    let (s, v) = d.curl("POST", &kps, Some(&body), &[]);
+    assert_eq!(s, 200, "a public key alone makes no token object, on any token: {v}");
+    let body = json!({"keypair": {"name": "imp", "key_protection": {"private_key": p256, "encryption": {"type": "default"}}}}).to_string();
+    let (s, v) = d.curl("POST", &format!("{kps}/private-key/import"), Some(&body), &[]);
+    match on {
+        On::Soft => assert_eq!(s, 200, "{v}"),
+        On::Tpm => {
+            assert_eq!((s, v["error_code"].as_str()), (400, Some("KPS.0002")), "{v}");
+            assert!(v["error_msg"].as_str().unwrap().contains("token 'tpm' cannot import private keys"), "{v}");
+        }
+    }
+    let (s, v) = d.curl("GET", &kps, None, &[]);
+    assert_eq!(s, 200, "{v}");
+    let names: Vec<&str> = v["keypairs"].as_array().unwrap().iter().map(|k| k["keypair"]["name"].as_str().unwrap()).collect();
+    let want: &[&str] = if on == On::Soft { &["gen", "imp", "keep", "registered"] } else { &["gen", "keep", "registered"] };
+    assert_eq!(names, want, "{v}");
+    let (s, v) = d.curl("GET", &format!("{kps}/gen"), None, &[]);
+    assert_eq!((s, v["keypair"]["public_key"].as_str()), (200, Some(public.as_str())), "{v}");
+    assert_eq!(v["keypair"]["is_key_protection"], true, "{v}");
+    let (s, v) = d.curl("POST", &format!("{kps}/private-key/export"), Some(r#"{"keypair":{"name":"gen"}}"#), &[]);
+    match on {
+        On::Soft => {
+            assert!(s == 200 && v["keypair"]["private_key"].as_str().unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{v}")
+        }
+        On::Tpm => {
+            assert_eq!(s, 403, "{v}");
+            assert!(v["error_msg"].as_str().unwrap().contains("not exportable on this token"), "the core's words: {v}");
+        }
+    }
+    let (s, v) = d.curl("DELETE", &format!("{kps}/gen"), None, &[]);
+    assert_eq!(s, 204, "{v}");
+    assert!(!d.token_objects().contains(&gen_id), "the key pair's objects left the token");
+
+    // 004: deploy to the environment on this token.
+    let deploy = |name: &str, key_type: &str, content: &[u8]| {
+        let body = json!({"name": name, "keyType": key_type, "cryptoKeyInfoEnvironmentList": [{"environmentName": "Production", "content": b64(content)}]});
+        d.curl("POST", common::tpm::APIOPS_KEYS, Some(&body.to_string()), &[])
+    };
+    let (s, v) = deploy("api-public", "PUBLIC_KEY", &rsa_spki);
+    assert_eq!((s, v["success"].as_bool()), (200, Some(true)), "an RSA public key object, on either token: {v}\n{}", d.log());
+    for (name, key_type, content, why) in [
+        ("api-private", "PRIVATE_KEY", rsa.clone(), "cannot import private keys"),
+        ("api-secret", "SECRET_KEY", vec![7u8; 32], "cannot import secret keys"),
+    ] {
+        let (s, v) = deploy(name, key_type, &content);
+        match on {
+            On::Soft => assert_eq!((s, v["success"].as_bool()), (200, Some(true)), "{name}: {v}"),
+            On::Tpm => {
+                assert_eq!((s, v["status"].as_str()), (400, Some("FAILURE")), "{name}: {v}");
+                let m = v["resultMessage"].as_str().unwrap();
+                assert!(m.contains(&format!("token 'tpm' {why}")), "{name}: {m}");
+            }
+        }
+    }
+    let (s, v) = d.curl("GET", common::tpm::APIOPS_KEYS, None, &[]);
+    assert_eq!(s, 200, "{v}");
+    let deployed = v["resultCount"].as_u64().unwrap();
+    assert_eq!(deployed, if on == On::Soft { 3 } else { 1 }, "refusals wrote nothing: {v}");
+    if on == On::Tpm {
+        // What is in the TPM now: the KPS key pair `keep` and the 004 public key, no more.
+        let after = d.token_objects();
+        let new: Vec<_> = object_blocks(&after).into_iter().filter(|o| !objects_before.contains(&o.2)).map(|o| (o.0, o.1)).collect();
+        assert_eq!(new.len(), 3, "keep (private, public) and api-public: {new:?}");
+        assert!(new.iter().any(|(kind, label)| kind.starts_with("Public Key Object; RSA 2048") && label == "api-public"), "{new:?}");
+    }
+
+    // TLS Protect Cloud: a two-item import job, each item imported or failed on its own.
+    let edge = common::tlspc::edge(&d);
+    let job = common::tlspc::submit(&d, &common::tlspc::body(&d, &edge, &["job-a", "job-b"]));
+    let job = common::tlspc::wait_finished(&d, &job, Duration::from_secs(60));
+    assert_eq!(job["status"], "COMPLETED", "per-item results inside a COMPLETED job: {job}");
+    for r in job["results"].as_array().unwrap() {
+        match on {
+            On::Soft => assert_eq!(r["status"], "IMPORTED", "{job}"),
+            On::Tpm => {
+                assert_eq!(r["status"], "FAILED", "{job}");
+                assert!(r["reason"].as_str().unwrap().contains("token 'tpm' cannot import private keys"), "{job}");
+            }
+        }
+    }
+
+    // The metrics count this token's operations by name.
+    let (_, m) = d.curl("GET", "/keyport/v1/metrics", None, &[]);
+    let m = m.as_str().unwrap_or_default().to_string();
+    let line = format!("keyport_token_operations_total{{token=\"{tok}\",op=\"generate\",result=\"ok\"}} 2");
+    assert!(m.contains(&line), "{line} in:\n{m}");
+    let imports = format!("keyport_token_operations_total{{token=\"{tok}\",op=\"import\",result=\"ok\"}} 4");
+    assert_eq!(m.contains(&imports), on == On::Soft, "native, KPS and two job imports on SoftHSM, none on the TPM:\n{m}");
+    let exported = m.contains(&format!("keyport_token_operations_total{{token=\"{tok}\",op=\"export\",result=\"ok\"}} 1"));
+    assert_eq!(exported, on == On::Soft, "the KPS export: {m}");
+
+    // A restart: what each face made is still in the token, listed and usable.
+    let keep_id = {
+        let (_, keys) = d.curl("GET", "/keyport/v1/keys?namespace=kps", None, &[]);
+        keys["keys"].as_array().unwrap().iter().find(|k| k["name"] == "keep").unwrap()["id"].as_str().unwrap().to_string()
+    };
+    assert!(d.stop().success());
+    d.spawn();
+    let (s, v) = d.curl("GET", &format!("{kps}/keep"), None, &[]);
+    assert_eq!((s, v["keypair"]["is_key_protection"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(status_of(&d, &keep_id)["status"], "active");
+    assert_eq!(sign(&d, &keep_id).0, 200, "the KPS key pair signs in place after the restart");
+    let (s, v) = d.curl("GET", common::tpm::APIOPS_KEYS, None, &[]);
+    assert_eq!((s, v["resultCount"].as_u64()), (200, Some(deployed)), "{v}");
+    let (_, keys) = d.curl("GET", "/keyport/v1/keys?namespace=web", None, &[]);
+    for k in keys["keys"].as_array().unwrap() {
+        assert_eq!((k["token"].as_str(), k["status"].as_str()), (Some(tok), Some("active")), "{k}");
+    }
+}
+
+#[test]
+fn faces_on_softhsm() {
+    faces(On::Soft);
+}
+
+#[test]
+fn faces_on_tpm() {
+    faces(On::Tpm);
+}

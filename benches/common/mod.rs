@@ -89,12 +89,9 @@ permissions = {{ "*" = ["admin"] }}
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("KEYPORT_LOG", "warn,cryptoki=off")
-            .spawn()
-            .unwrap();
+        // KEYPORT_BENCH_BIN: another keyport build (an earlier commit's), for before/after runs.
+        let bin = std::env::var("KEYPORT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keyport").to_string());
+        let child = Command::new(bin).args(["serve", "--config"]).arg(&config).env("KEYPORT_LOG", "warn,cryptoki=off").spawn().unwrap();
         let start = std::time::Instant::now();
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(start.elapsed() < std::time::Duration::from_secs(30), "keyport did not start");
@@ -108,5 +105,80 @@ impl Drop for BenchDaemon {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
+    }
+}
+
+/// One generated P-256 key's inventory row as keyport commits it (key and audit entry), for
+/// benches that fill a store: `id` is the hex CKA_ID, `name` the key's name.
+pub fn inventory_row(
+    id: String,
+    name: String,
+    fingerprint: usize,
+    at: keyport::clock::Timestamp,
+) -> (keyport::store::KeyRecord, keyport::store::AuditEntry) {
+    let key = keyport::store::KeyRecord {
+        cka_id: hex::decode(&id).unwrap(),
+        id: id.clone(),
+        name,
+        namespace: "default".into(),
+        owner: "root".into(),
+        token: "soft".into(),
+        algorithm: keyport::material::kind::KeyKind::parse("ec-p256"),
+        fingerprint: format!("sha256:{fingerprint:064x}"),
+        exportable: false,
+        origin: "generated".into(),
+        created_at: at,
+        status: Default::default(),
+    };
+    let audit = keyport::store::AuditEntry {
+        at,
+        principal: "root".into(),
+        action: "key.generate".into(),
+        namespace: Some("default".into()),
+        key_id: Some(id),
+        outcome: "ok".into(),
+        detail: None,
+    };
+    (key, audit)
+}
+
+/// Commits `rows` as one batch, as keyport's creation does.
+pub fn commit_rows(store: &keyport::store::Store, rows: &[(keyport::store::KeyRecord, keyport::store::AuditEntry)]) {
+    let commits: Vec<keyport::store::KeyCommit> = rows
+        .iter()
+        .map(|(key, audit)| keyport::store::KeyCommit { key, certificates: &[], audit, job_item: None, replaces: None })
+        .collect();
+    store.commit_keys(&commits, &keyport::store::FaceRows::None).unwrap();
+}
+
+/// One keep-alive HTTP/1.1 connection over keyport's Unix socket (the benches' client).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(socket: &Path) -> Conn {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Conn { sender }
+    }
+
+    /// `method path` with a JSON `body` (empty: none); the status and the whole body.
+    pub async fn request(&mut self, method: &str, path: &str, body: String) -> (u16, hyper::body::Bytes) {
+        use http_body_util::BodyExt;
+        self.sender.ready().await.unwrap();
+        let mut req = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(http_body_util::Full::new(hyper::body::Bytes::from(body))).unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, hyper::body::Bytes) {
+        self.request("GET", path, String::new()).await
     }
 }

@@ -53,7 +53,8 @@ fn sane_id(v: &HeaderValue) -> Option<String> {
 fn new_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    // The thread's CSPRNG (seeded from the OS): no system call per request.
+    rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 
@@ -108,7 +109,7 @@ static DENIAL_WINDOW: AtomicU64 = AtomicU64::new(0);
 static DENIALS_IN_WINDOW: AtomicU64 = AtomicU64::new(0);
 
 fn denial_audit_allowed() -> bool {
-    let sec = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let sec = crate::clock::Timestamp::now().unix().max(0) as u64;
     let prev = DENIAL_WINDOW.swap(sec, Ordering::AcqRel);
     if prev != sec {
         let dropped = DENIALS_IN_WINDOW.swap(0, Ordering::AcqRel).saturating_sub(DENIAL_AUDITS_PER_SEC);

@@ -111,25 +111,9 @@ fn derived_uuid(seed: &str) -> String {
     crate::core::ids::derived_uuid(&format!("keyport iot {seed}"))
 }
 
-/// `…ss.ffffffZ` → `…ssZ` (the job detail shows seconds only).
-fn seconds(ts: &str) -> String {
-    match ts.split_once('.') {
-        Some((head, _)) => format!("{head}Z"),
-        None => ts.to_string(),
-    }
-}
-
-fn millis_between(from: &str, to: &str) -> i64 {
-    let parse = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok();
-    match (parse(from), parse(to)) {
-        (Some(a), Some(b)) => ((b - a).whole_milliseconds()).max(0) as i64,
-        _ => 0,
-    }
-}
-
 /// The fields the POST answers with; `detail` is what the face stored with the job.
 fn job_object(job: &JobRecord, detail: &Value) -> Value {
-    let processing = job.finished_at.as_deref().map_or(0, |f| millis_between(&job.created_at, f));
+    let processing = job.finished_at.map_or(0, |f| (f.unix_millis() - job.created_at.unix_millis()).max(0));
     json!({
         "id": job.id,
         "random_id": detail["random_id"],
@@ -279,7 +263,8 @@ async fn job(State(app): State<SharedApp>, IotCaller(who, _): IotCaller, Path(id
     };
     v["account_id"] = json!(derived_uuid("account"));
     v["division"] = json!({"id": derived_uuid(&format!("division {ns}")), "name": ns});
-    v["created_at"] = json!(seconds(&job.created_at));
+    // The job detail shows whole seconds.
+    v["created_at"] = json!(job.created_at.to_seconds_string());
     v["result"] = json!(result);
     v["status_message"] = json!(serde_json::to_string(&failures).unwrap_or_else(|_| "[]".into()));
     Ok(Json(v))

@@ -65,11 +65,6 @@ impl Viewer<'_> {
     }
 }
 
-/// Seconds since the Unix epoch of a stored RFC 3339 time.
-fn epoch(at: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
-}
-
 fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
     let g: Gauge = Gauge::default();
     g.set(v);
@@ -158,7 +153,7 @@ pub async fn render(app: &App, syncer: Option<&crate::sync::Syncer>, viewer: Vie
     let (backlog, oldest) = app.store.sync_backlog()?;
     gauge(&mut r, "keyport_sync_enabled", "1 when [sync] is configured.", i64::from(status.enabled));
     gauge(&mut r, "keyport_sync_backlog_rows", "Changes waiting for the remote vault (outbox rows).", backlog as i64);
-    let age = oldest.as_deref().and_then(epoch).map_or(0, |t| (time::OffsetDateTime::now_utc().unix_timestamp() - t).max(0));
+    let age = oldest.map_or(0, |t| t.age().as_secs() as i64);
     gauge(&mut r, "keyport_sync_oldest_pending_age_seconds", "Age of the oldest change not yet in the vault (0 when none).", age);
     let mut by_status: BTreeMap<&str, i64> =
         ["synced", "pending", "failed", "not_syncable", "deleted"].into_iter().map(|s| (s, 0)).collect();
@@ -189,7 +184,7 @@ pub async fn render(app: &App, syncer: Option<&crate::sync::Syncer>, viewer: Vie
         }
         r.register("keyport_sync_vault_answers", "Vault requests sent, and answers keyport acted on (OpenBao).", f);
     }
-    if let Some(t) = status.last_pass.as_ref().and_then(|p| p.finished_at.as_deref()).and_then(epoch) {
+    if let Some(t) = status.last_pass.as_ref().and_then(|p| p.finished_at).map(crate::clock::Timestamp::unix) {
         gauge(&mut r, "keyport_sync_last_pass_timestamp_seconds", "When the last sync pass finished.", t);
     }
     app.telemetry.register(&mut r);

@@ -3,6 +3,7 @@
 //! Field names, status values, the 100-item limit and the error shape are the vendor's
 //! (`docs/vendor-apis.md` §000), so vcert, VenafiPS and pyVenafi work unchanged.
 
+use crate::clock::Timestamp;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -124,8 +125,8 @@ impl FromRequestParts<SharedApp> for TlspcCaller {
 fn dek(app: &SharedApp) -> Result<&Dek, VendorError> {
     app.dek.get().ok_or_else(|| {
         // Start-up says why in health when the DEK could not be loaded (e.g. its at-rest key
-        // went with a wiped token).
-        let why = app.health.problems().into_iter().find(|p| p.component == "dek").map(|p| p.reason);
+        // went with a wiped token), or that it is off (no token can hold its at-rest key).
+        let why = app.health.problems().into_iter().chain(app.health.off()).find(|p| p.component == "dek").map(|p| p.reason);
         VendorError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             codes::UNAVAILABLE,
@@ -136,14 +137,9 @@ fn dek(app: &SharedApp) -> Result<&Dek, VendorError> {
 
 /// Vendor timestamps: ISO 8601 with milliseconds and an explicit offset, as the SaaS writes
 /// them (`2018-05-22T17:58:01.480+00:00`).
-fn millis(ts: &str) -> String {
-    // Stored as …ss.ffffffZ.
-    match ts.split_once('.') {
-        Some((head, frac)) => {
-            format!("{head}.{}+00:00", &frac.trim_end_matches('Z').chars().chain("000".chars()).take(3).collect::<String>())
-        }
-        None => ts.to_string(),
-    }
+fn millis(t: Timestamp) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+00:00");
+    t.as_offset_date_time().format(f).expect("a UTC time formats")
 }
 
 /// A UUID derived from the DEK id: the "company" this edge instance belongs to, stable across
@@ -155,7 +151,7 @@ fn company_id(d: &Dek) -> String {
 }
 
 fn edge_json(app: &SharedApp, d: &Dek) -> Value {
-    let at = millis(&d.created_at);
+    let at = millis(d.created_at);
     json!({
         "id": d.edge_instance_id,
         "name": app.config.tlspc.edge_instance_name,
@@ -165,7 +161,7 @@ fn edge_json(app: &SharedApp, d: &Dek) -> Value {
         "encryptionKeyDeploymentDate": at,
         "deploymentDate": at,
         "modificationDate": at,
-        "lastSeenOnDate": millis(&crate::store::records::now()),
+        "lastSeenOnDate": millis(Timestamp::now()),
         "address": app.config.listen.tcp.clone().unwrap_or_default(),
         "productEntitlements": [],
         "reconciliationFailed": false,
@@ -182,7 +178,7 @@ fn key_json(d: &Dek) -> Value {
         "key": base64::engine::general_purpose::STANDARD.encode(d.public_key),
         "keyAlgorithm": "ED25519",
         "companyId": company_id(d),
-        "lastBackupDate": millis(&d.created_at),
+        "lastBackupDate": millis(d.created_at),
     })
 }
 
@@ -393,7 +389,7 @@ async fn submit_import(
     let sealed = items.iter().enumerate().map(|(i, it)| check_item(i, it)).collect::<Result<Vec<_>, _>>()?;
     let input = SealedImportInput { namespace, exportable: app.config.tlspc.exportable, items: sealed };
     let job = jobs::submit(&app, &who.name, &input)?;
-    Ok((StatusCode::CREATED, Json(json!({"id": job.id, "creationDate": millis(&job.created_at)}))))
+    Ok((StatusCode::CREATED, Json(json!({"id": job.id, "creationDate": millis(job.created_at)}))))
 }
 
 async fn import_status(

@@ -18,8 +18,6 @@
 //! `ssh:discover` for imports. SSH calls answer HTTP 200 with TPP's `SshWebResponse`
 //! (`Success`, `ErrorCode`, `ErrorMessage`) also when they fail, as TPP does.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +69,7 @@ fn store_unavailable(e: crate::store::StoreError) -> Response {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    crate::clock::Timestamp::now().unix().max(0) as u64
 }
 
 fn iso8601(secs: u64) -> String {

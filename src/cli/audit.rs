@@ -33,8 +33,7 @@ fn since(v: &str) -> Option<String> {
         (Ok(n), "s") => Some(n),
         _ => return crate::store::records::parse_instant(v),
     }?;
-    let t = time::OffsetDateTime::now_utc().checked_sub(time::Duration::seconds(secs))?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
+    Some(crate::clock::Timestamp::now().minus(std::time::Duration::from_secs(secs.max(0) as u64)).to_seconds_string())
 }
 
 pub fn run(a: AuditArgs) -> i32 {
@@ -77,7 +76,7 @@ pub fn run(a: AuditArgs) -> i32 {
 mod tests {
     #[test]
     fn since_durations_and_dates() {
-        assert!(super::since("24h").unwrap() < crate::store::records::now());
+        assert!(super::since("24h").unwrap() < crate::store::records::now().to_string());
         assert_eq!(super::since("2026-01-31").as_deref(), Some("2026-01-31T00:00:00Z"));
         assert!(super::since("soon").is_none());
     }

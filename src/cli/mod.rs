@@ -247,8 +247,7 @@ pub fn expiring_before(s: &str) -> Option<String> {
         (Ok(n), "s") => Some(n),
         _ => return crate::store::records::parse_instant(s),
     }?;
-    let t = time::OffsetDateTime::now_utc().checked_add(time::Duration::seconds(secs))?;
-    crate::store::records::parse_instant(&t.format(&time::format_description::well_known::Rfc3339).ok()?)
+    Some(crate::clock::Timestamp::now().plus(std::time::Duration::from_secs(secs.max(0) as u64)).to_seconds_string())
 }
 
 #[derive(Subcommand)]
@@ -1031,7 +1030,7 @@ mod tests {
     #[test]
     fn expiring_durations_and_dates() {
         let in30 = super::expiring_before("30d").unwrap();
-        let now = crate::store::records::parse_instant(&crate::store::records::now()).unwrap();
+        let now = crate::store::records::now().to_seconds_string();
         assert!(in30 > now && in30.ends_with('Z'), "{in30}");
         assert!(super::expiring_before("12h").unwrap() < in30);
         assert_eq!(super::expiring_before("2026-01-31").unwrap(), "2026-01-31T00:00:00Z");

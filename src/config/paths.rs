@@ -46,5 +46,12 @@ pub fn embedded_default(text: &str) -> String {
             t = t.replace(&format!("\"./run/{name}\""), &quoted(&state.join(name)));
         }
     }
+    // The user who starts keyport without a configuration administers it, as with ssh-agent:
+    // root, and the running uid when that is not root (a developer's own daemon, the test
+    // suite run unprivileged). A configuration file names its principals itself.
+    let uid = nix::unistd::getuid().as_raw();
+    if uid != 0 {
+        t = t.replace("uids = [0]\n", &format!("uids = [0, {uid}]\n"));
+    }
     t
 }

@@ -37,14 +37,7 @@ pub struct Page {
 
 /// `since` as the store writes times: RFC 3339 or a date, to microseconds in UTC.
 pub fn stored_time(s: &str) -> Option<String> {
-    use time::format_description::well_known::Rfc3339;
-    let t = match time::OffsetDateTime::parse(s, &Rfc3339) {
-        Ok(t) => t,
-        Err(_) => time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?.midnight().assume_utc(),
-    };
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
-        .ok()
+    crate::clock::Timestamp::parse(s).ok().map(|t| t.to_string())
 }
 
 /// A page of the audit log; reading it needs `admin` (it names every principal and key).

@@ -39,6 +39,11 @@ impl Background {
         self.stopping.is_cancelled()
     }
 
+    /// Tracked tasks still running (health and tests; 0 after a clean stop).
+    pub fn running(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// Resolves once the daemon is stopping; for a loop's `select!` at its sleep.
     pub async fn stopping(&self) {
         self.stopping.cancelled().await

@@ -157,7 +157,7 @@ pub(crate) async fn create_all(app: &App, who: &Principal, keys: Vec<NewKey>, fa
         })
         .collect();
     let replacing: Vec<String> = keys.iter().filter_map(|k| k.replaces.as_ref().map(|r| r.id.clone())).collect();
-    app.store.add_intents(&intents, &replacing).map_err(|e| match e {
+    durable(|| app.store.add_intents(&intents, &replacing)).map_err(|e| match e {
         StoreError::NameTaken { .. } => failed(None, CoreError::Conflict(format!("{e}; choose another name or delete the existing key"))),
         e => failed(None, e),
     })?;
@@ -197,7 +197,7 @@ pub(crate) async fn create_all(app: &App, who: &Principal, keys: Vec<NewKey>, fa
             fingerprint,
             exportable: k.exportable,
             origin: k.origin.into(),
-            created_at: at.clone(),
+            created_at: at,
             status: Default::default(),
         })
         .collect();
@@ -214,7 +214,8 @@ pub(crate) async fn create_all(app: &App, who: &Principal, keys: Vec<NewKey>, fa
             replaces: k.replaces.as_ref(),
         })
         .collect();
-    if let Err(e) = app.store.commit_keys(&commits, &face(&recs, &publics)) {
+    let face = face(&recs, &publics);
+    if let Err(e) = durable(|| app.store.commit_keys(&commits, &face)) {
         for k in &keys {
             undo(app, &k.token, &k.id(), k.cka_id).await;
         }
@@ -234,6 +235,16 @@ pub(crate) async fn create_all(app: &App, who: &Principal, keys: Vec<NewKey>, fa
         tracing::info!(key = %rec.id, namespace = %rec.namespace, algorithm = %rec.algorithm, principal = %who.name, origin = %rec.origin, "key created");
     }
     Ok(recs)
+}
+
+/// A store write that waits for an fsync (its own, or a group's: `store::group`): handed off
+/// the runtime's worker while it waits, where the runtime allows it, so requests and token
+/// work go on meanwhile.
+fn durable<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+        _ => write(),
+    }
 }
 
 /// One key's objects, from a clean CKA_ID (a retry after a transient failure may find

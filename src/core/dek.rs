@@ -21,7 +21,7 @@ pub struct Dek {
     pub id: String,
     pub edge_instance_id: String,
     pub public_key: [u8; 32],
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 fn aad(id: &str) -> Vec<u8> {

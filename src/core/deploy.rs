@@ -48,9 +48,16 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
     let policy = super::keys::exportable(app, &key.namespace, app.config.apiops.exportable).map_err(fail)?;
     // What each environment's token can hold, before anything is reserved or made.
     for (i, p) in plans.iter().enumerate() {
-        if let Material::Private(k) = &*p.material {
-            let alg = k.algorithm().map_err(|e| CreateError { item: Some(i), error: super::import::material_error(e) })?;
-            super::token_caps::check_import(&app.tokens, &p.token, alg, policy).map_err(|error| CreateError { item: Some(i), error })?;
+        match &*p.material {
+            Material::Private(k) => {
+                let alg = k.algorithm().map_err(|e| CreateError { item: Some(i), error: super::import::material_error(e) })?;
+                super::token_caps::check_import(&app.tokens, &p.token, alg, policy)
+                    .map_err(|error| CreateError { item: Some(i), error })?;
+            }
+            Material::Secret { .. } => {
+                super::token_caps::check_import_secret(&app.tokens, &p.token).map_err(|error| CreateError { item: Some(i), error })?;
+            }
+            Material::Public(_) => {}
         }
     }
     let keys: Vec<NewKey> = plans
@@ -83,7 +90,7 @@ pub async fn deploy(app: &App, who: &Principal, key: &ApiOpsKey, new_key: bool, 
                 key_id: r.id.clone(),
                 alias: p.alias.clone(),
                 source: p.source.into(),
-                created_at: r.created_at.clone(),
+                created_at: r.created_at,
             })
             .collect(),
     })

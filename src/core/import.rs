@@ -84,6 +84,24 @@ fn item_fingerprint(certs: &[CertInfo], key_fingerprint: &str) -> String {
     certs.first().map(|c| c.sha1.clone()).unwrap_or_else(|| key_fingerprint.trim_start_matches("sha256:").to_string())
 }
 
+/// What an import may collide with inside a batch (`core::batch`): its key, by fingerprint,
+/// and every name it may take (the given one, or the default and its fallback). Empty when the
+/// key cannot be fingerprinted (the import fails on its own then).
+pub(crate) fn batch_keys(req: &ImportRequest) -> Vec<String> {
+    let Ok(fingerprint) = req.key.public_key().fingerprint() else { return Vec::new() };
+    let ns = &req.namespace;
+    let mut keys = vec![format!("key\0{ns}\0{fingerprint}")];
+    match &req.name {
+        Some(n) => keys.push(format!("name\0{ns}\0{n}")),
+        None => {
+            let base = default_name(req, &fingerprint);
+            keys.push(format!("name\0{ns}\0{base}-{}", &fingerprint.trim_start_matches("sha256:")[..8]));
+            keys.push(format!("name\0{ns}\0{base}"));
+        }
+    }
+    keys
+}
+
 pub(crate) fn cert_record(c: &CertInfo, key_id: Option<&str>, namespace: &str) -> CertificateRecord {
     CertificateRecord {
         sha256: c.sha256.clone(),
@@ -220,18 +238,28 @@ pub(crate) async fn import_key_with(
     // Two imports of one key at once both pass the duplicate check above; the one that loses
     // the name (the default name is the same for both) gets the answer it would have had a
     // moment later, "already present", not a 409 naming a name it never chose (issue 16's
-    // load test). The winner may still be between its intent and its commit: while no key
-    // holds the name yet (only an intent reserves it), look again, for up to 5 s. A name held
-    // by another key is the plain 409 at once. A job item keeps its own recording.
+    // load test). The winner may still be between its intent and its commit: while only its
+    // intent reserves the name, look again — for as long as the request may take, since under
+    // load the winner's token write can queue for many seconds (a fixed 5 s wait answered 409
+    // in the 30-minute soak). A name held by another key is the plain 409 at once; a winner
+    // that rolled back leaves the 409 (the caller may retry). A job item keeps its own recording.
     if matches!(rec, Err(CoreError::Conflict(_))) && !in_job {
-        for wait_ms in [0u64, 50, 100, 200, 400, 800, 1500, 2000] {
-            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(app.config.limits.request_timeout_secs);
+        let mut wait = std::time::Duration::from_millis(20);
+        loop {
+            // Read before the key: the commit removes the intent and adds the key at once.
+            let reserved = app.store.intents()?.iter().any(|i| i.namespace == req.namespace && i.name == taken_name);
             if let Some(existing) = app.store.keys_by_fingerprint(&fingerprint)?.into_iter().find(|k| k.namespace == req.namespace) {
                 return Ok(ImportOutcome::AlreadyPresent(existing));
             }
             if app.store.key_by_name(&req.namespace, &taken_name)?.is_some() {
                 break;
             }
+            if !reserved || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(500));
         }
     }
     Ok(ImportOutcome::Imported(rec?))

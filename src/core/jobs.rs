@@ -1,5 +1,7 @@
-//! Import jobs: a batch accepted now and worked on in the background, one item after another
-//! (sequential on purpose: duplicate detection by fingerprint stays exact within a batch).
+//! Import jobs: a batch accepted now and worked on in the background. Items are decoded a few
+//! ahead and written through as many token sessions as the token has (`core::batch`): an item
+//! that shares its key or a name with an earlier one waits for it, so duplicate detection by
+//! fingerprint and the names chosen are exactly those of working one item after another.
 //!
 //! The job's input is stored still encrypted (password-encrypted keys, DEK-sealed passwords and
 //! keys), so a job accepted before a crash finishes after it: at start the runner resumes every
@@ -19,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+use futures_util::StreamExt;
+
+use super::batch::Lanes;
 use super::import::{import_key, ImportOutcome, ImportRequest, JobSlot};
 use super::{dek, App, CoreError};
 use crate::material::key::MaterialError;
@@ -165,7 +170,7 @@ async fn clear_leftover(app: &App, job_id: &str, seq: i64) -> Result<(), CoreErr
     Ok(())
 }
 
-async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
+async fn run_job(app: &Arc<App>, job: &JobRecord, input: &[u8]) -> Result<(), CoreError> {
     let input: SealedImportInput = serde_json::from_slice(input).map_err(|e| CoreError::Internal(format!("job input unreadable: {e}")))?;
     let done: std::collections::HashSet<i64> =
         app.store.job(&job.id)?.map(|(_, items)| items.iter().map(|i| i.seq).collect()).unwrap_or_default();
@@ -179,42 +184,107 @@ async fn run_job(app: &App, job: &JobRecord, input: &[u8]) -> Result<(), CoreErr
         app.store.finish_job(&job.id, crate::store::JobStatus::Failed)?;
         return Ok(());
     };
-    for (seq, item) in input.items.iter().enumerate() {
-        let seq = seq as i64;
-        if done.contains(&seq) {
-            continue;
-        }
+    let pending: Vec<(i64, SealedItem)> =
+        input.items.iter().cloned().enumerate().map(|(seq, item)| (seq as i64, item)).filter(|(seq, _)| !done.contains(seq)).collect();
+    // Items in flight: twice the token's sessions (`batch::lanes_for`); decoding (unseal, KDF)
+    // runs as many items ahead in its own task, in item order, so no writer waits for a KDF.
+    let writers = super::batch::lanes_for(app.tokens.get(None).map_or(1, |t| t.sessions()));
+    let ahead = writers;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(ahead);
+    let decoder = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut decoded = futures_util::stream::iter(pending)
+                .map(|(seq, item)| {
+                    let app = app.clone();
+                    async move { (seq, decode(&app, &item).await) }
+                })
+                .buffered(ahead);
+            while let Some(d) = decoded.next().await {
+                if tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Ended if the job stops early.
+    let decoder = tokio_util::task::AbortOnDropHandle::new(decoder);
+    let mut lanes = Lanes::new(writers);
+    // Why the job stops before its end: a fault (retried later), or `None` for a stop.
+    let mut stopped: Option<Option<CoreError>> = None;
+    while let Some((seq, decoded)) = rx.recv().await {
         // Stopping: the job stays PROCESSING and resumes at this item at the next start.
         if app.background.is_stopping() {
-            return Ok(());
+            stopped = Some(None);
+            break;
         }
-        clear_leftover(app, &job.id, seq).await?;
-        let outcome = async {
-            let (key, certificates) = decode(app, item).await?;
-            let req = ImportRequest {
+        let req = match decoded {
+            Ok((key, certificates)) => ImportRequest {
                 key,
                 certificates,
                 name: None,
                 namespace: input.namespace.clone(),
                 exportable: input.exportable,
                 token: None,
-            };
-            import_key(app, &who, req, Some(JobSlot { job_id: job.id.clone(), seq })).await
+            },
+            Err(e) => match settle(app, &job.id, seq, Ok(Err(e))) {
+                Ok(()) => continue,
+                Err(e) => {
+                    stopped = Some(Some(e));
+                    break;
+                }
+            },
+        };
+        let keys = super::import::batch_keys(&req);
+        let mut fault = None;
+        for (seq, r) in lanes.admit(&keys).await {
+            if let Err(e) = settle(app, &job.id, seq as i64, r) {
+                fault.get_or_insert(e);
+            }
         }
-        .await;
-        match outcome {
-            Ok(ImportOutcome::Imported(_)) | Ok(ImportOutcome::AlreadyPresent(_)) => {}
-            // The token or store failed, not the item: stop; the runner retries the job.
-            Err(e) if e.is_unavailable() => return Err(e),
-            Err(e) => fail(app, &job.id, seq, e.to_string())?,
+        if let Some(e) = fault {
+            stopped = Some(Some(e));
+            break;
+        }
+        let (app, who, job_id) = (app.clone(), who.clone(), job.id.clone());
+        lanes.start(seq as usize, keys, async move {
+            clear_leftover(&app, &job_id, seq).await?;
+            Ok(import_key(&app, &who, req, Some(JobSlot { job_id, seq })).await)
+        });
+    }
+    // Items already writing finish and are recorded whatever stops the job.
+    for (seq, r) in lanes.drain().await {
+        if let Err(e) = settle(app, &job.id, seq as i64, r) {
+            if stopped.is_none() || matches!(stopped, Some(None)) {
+                stopped = Some(Some(e));
+            }
         }
     }
+    match stopped {
+        Some(None) => return Ok(()),
+        Some(Some(e)) => return Err(e),
+        None => {}
+    }
+    // Every item was handed over only if the decoder ran to its end.
+    decoder.await.map_err(|e| CoreError::Internal(format!("job item decoder failed: {e}")))?;
     let (_, items) = app.store.job(&job.id)?.expect("job exists");
     // COMPLETED even when every item failed: the vendor's clients (VenafiPS) throw away the
     // per-item results of a FAILED job, and those reasons are what the caller needs.
     app.store.finish_job(&job.id, crate::store::JobStatus::Completed)?;
     tracing::info!(job = %job.id, items = items.len(), failed = items.iter().filter(|i| i.status == crate::store::ItemStatus::Failed).count(), "import job finished");
     Ok(())
+}
+
+/// An item's outcome (the outer error: undoing an earlier attempt failed), recorded the way the
+/// one-at-a-time runner recorded it. `Err` stops the job: the token or store failed, not the
+/// item, and the runner retries the job.
+fn settle(app: &App, job_id: &str, seq: i64, r: Result<Result<ImportOutcome, CoreError>, CoreError>) -> Result<(), CoreError> {
+    match r? {
+        // `import_key` recorded the item with its key.
+        Ok(ImportOutcome::Imported(_)) | Ok(ImportOutcome::AlreadyPresent(_)) => Ok(()),
+        Err(e) if e.is_unavailable() => Err(e),
+        Err(e) => fail(app, job_id, seq, e.to_string()),
+    }
 }
 
 fn fail(app: &App, job_id: &str, seq: i64, reason: String) -> Result<(), CoreError> {

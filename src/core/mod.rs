@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod authz;
 pub mod background;
+pub mod batch;
 pub mod certificates;
 pub mod create;
 pub mod dek;
@@ -27,6 +28,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod rotation;
 pub mod sign;
+pub mod spawn;
 pub mod telemetry;
 pub mod tls_identity;
 pub mod token_caps;

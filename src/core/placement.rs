@@ -183,10 +183,12 @@ mod tests {
             ed25519: false,
             wrap_private: false,
             create_private: false,
+            create_secret: false,
             generate_secret: false,
             aes_gcm: false,
             rsa_oaep_decrypt: false,
             hardware: true,
+            read_only: false,
             mechanisms: vec![],
         }
     }
@@ -242,5 +244,16 @@ mod tests {
         let e = check_import(&tokens, tpm, Algorithm::EcP256, false).unwrap_err().to_string();
         assert!(e.contains("token 'tpm' cannot import private keys") && e.contains("token 'soft' can"), "{e}");
         assert!(check_import(&tokens, tokens.get(Some("soft")).unwrap(), Algorithm::Ed25519, true).is_ok());
+
+        // A read-only token offers nothing, and says why.
+        let ro = Capabilities { generates: vec![], rsa_bits: None, read_only: true, ..poor() };
+        let tokens = Tokens::new(vec![Token::with_capabilities(cfg("trust"), ro), Token::with_capabilities(cfg("tpm"), tpm_like())]);
+        let trust = tokens.get(Some("trust")).unwrap();
+        let e = check_generate(&tokens, trust, Algorithm::EcP256, false).unwrap_err().to_string();
+        assert!(e.contains("it is a read-only token") && e.contains("token 'tpm' can"), "{e}");
+        let e = check_import(&tokens, trust, Algorithm::EcP256, false).unwrap_err().to_string();
+        assert!(e.contains("cannot import private keys (it is a read-only token)"), "{e}");
+        assert!(crate::core::token_caps::check_import_secret(&tokens, trust).is_err());
+        assert_eq!(token_for(&tokens, OwnKey::Tls, |_: &Token| false).unwrap().name, "tpm", "own keys skip it");
     }
 }

@@ -249,46 +249,49 @@ async fn rows(app: &App, token: &Arc<Token>, replaced: bool, r: &mut Repairs) ->
             Ok((present, missing_certs, foreign))
         })
         .await?;
+    // One transaction for every change, one log line with the counts (per-key detail at debug).
+    let mut certificates = Vec::new();
     if !replaced {
         for sha in &missing_certs {
-            app.store.remove_certificate_row(
-                sha,
-                &entry(
-                    "reconcile.remove-certificate-row",
-                    None,
-                    None,
-                    format!("certificate sha256:{sha} has no object left in token '{}'", token.name),
-                ),
-            )?;
-            tracing::warn!(certificate = %sha, token = %token.name, "repaired: removed a certificate row whose token object is gone");
-            r.certificate_rows_removed += 1;
+            tracing::debug!(certificate = %sha, token = %token.name, "removing a certificate row whose token object is gone");
+            let detail = format!("certificate sha256:{sha} has no object left in token '{}'", token.name);
+            certificates.push((sha.clone(), entry("reconcile.remove-certificate-row", None, None, detail)));
         }
     }
-    let gone: Vec<String> =
-        rows.iter().filter(|k| k.status == KeyStatus::Active && !present.contains(&k.cka_id)).map(|k| k.id.clone()).collect();
-    let back: Vec<String> =
-        rows.iter().filter(|k| k.status == KeyStatus::Missing && present.contains(&k.cka_id)).map(|k| k.id.clone()).collect();
-    let by_id = |id: &str| rows.iter().find(|k| k.id == id).expect("one of the rows");
-    r.rows_marked_missing += app.store.set_key_status(&gone, KeyStatus::Missing, |id| {
-        let k = by_id(id);
-        tracing::warn!(key = %k.id, name = %k.name, token = %k.token, "key marked missing: its token objects are gone");
-        entry(
-            "reconcile.mark-missing",
-            Some(k.namespace.clone()),
-            Some(k.id.clone()),
-            format!("key '{}' has no objects in token '{}'; kept as missing", k.name, k.token),
-        )
-    })?;
-    r.rows_back += app.store.set_key_status(&back, KeyStatus::Active, |id| {
-        let k = by_id(id);
-        tracing::info!(key = %k.id, name = %k.name, "a missing key's objects are back in its token");
-        entry(
-            "reconcile.mark-active",
-            Some(k.namespace.clone()),
-            Some(k.id.clone()),
-            format!("key '{}' is back in token '{}'", k.name, k.token),
-        )
-    })?;
+    let mut statuses = Vec::new();
+    for k in &rows {
+        let here = present.contains(&k.cka_id);
+        let (status, action, detail) = match (k.status, here) {
+            (KeyStatus::Active, false) => {
+                tracing::debug!(key = %k.id, name = ?k.name, token = %k.token, "key marked missing: its token objects are gone");
+                (
+                    KeyStatus::Missing,
+                    "reconcile.mark-missing",
+                    format!("key '{}' has no objects in token '{}'; kept as missing", k.name, k.token),
+                )
+            }
+            (KeyStatus::Missing, true) => {
+                tracing::debug!(key = %k.id, name = ?k.name, "a missing key's objects are back in its token");
+                (KeyStatus::Active, "reconcile.mark-active", format!("key '{}' is back in token '{}'", k.name, k.token))
+            }
+            _ => continue,
+        };
+        statuses.push((k.id.clone(), status, entry(action, Some(k.namespace.clone()), Some(k.id.clone()), detail)));
+    }
+    let done = app.store.apply_reconciliation(&statuses, &certificates)?;
+    if done != Default::default() {
+        tracing::warn!(
+            token = %token.name,
+            keys = rows.len(),
+            marked_missing = done.marked_missing,
+            back = done.back,
+            certificate_rows_removed = done.certificate_rows_removed,
+            "reconciled the token's keys: rows whose objects are gone are kept as missing (each key at debug level and in the audit log)"
+        );
+    }
+    r.rows_marked_missing += done.marked_missing;
+    r.rows_back += done.back;
+    r.certificate_rows_removed += done.certificate_rows_removed;
     r.foreign_objects += foreign;
     Ok(())
 }

@@ -23,6 +23,17 @@ fn others(tokens: &Tokens, this: &Token, fits: impl Fn(&crate::token::Capabiliti
     }
 }
 
+/// What a token offers instead, ending so that "another token (…)" follows.
+fn offers(c: &crate::token::Capabilities) -> String {
+    if c.read_only {
+        "it is a read-only token (keyport can make no key in it): use".into()
+    } else if c.generates.is_empty() {
+        "it generates no key pairs: use".into()
+    } else {
+        format!("it offers {}. Choose one of those, or", c.generates_list())
+    }
+}
+
 /// The words every face shows for a key whose token cannot wrap it out: export and sync.
 pub fn not_exportable_on_token(key_name: &str, token: &str) -> String {
     format!(
@@ -35,6 +46,13 @@ pub fn cannot_wrap(tokens: &Tokens, name: &str) -> bool {
     tokens.get(Some(name)).and_then(|t| t.capabilities()).is_some_and(|c| !c.wrap_private)
 }
 
+/// For faces whose keys are exportable whenever the namespace allows it (KPS): `allowed`,
+/// unless the token the key goes to (`None`: the first) cannot wrap keys out; the key is then
+/// made non-extractable and used in place rather than refused.
+pub fn exportable_where_possible(tokens: &Tokens, token: Option<&str>, allowed: bool) -> bool {
+    allowed && tokens.get(token).and_then(|t| t.capabilities()).is_none_or(|c| c.wrap_private)
+}
+
 /// Generation of `alg` (exportable or not) in `token`.
 pub fn check_generate(tokens: &Tokens, token: &Token, alg: Algorithm, exportable: bool) -> Result<(), CoreError> {
     let Some(c) = token.capabilities() else { return Ok(()) };
@@ -42,10 +60,10 @@ pub fn check_generate(tokens: &Tokens, token: &Token, alg: Algorithm, exportable
         return Err(CoreError::invalid(
             "unsupported_by_token",
             format!(
-                "token '{}' cannot generate {} keys; it offers {}. Choose one of those, or another token ({})",
+                "token '{}' cannot generate {} keys; {} another token ({})",
                 token.name,
                 alg.as_str(),
-                c.generates_list(),
+                offers(&c),
                 others(tokens, token, |o| o.can_generate(alg))
             ),
         ));
@@ -76,9 +94,13 @@ pub fn check_import(tokens: &Tokens, token: &Token, alg: Algorithm, exportable: 
         return Err(CoreError::invalid(
             "unsupported_by_token",
             format!(
-                "token '{}' cannot import private keys (it refuses to create private key objects; it only generates keys: {}); import into another token ({})",
+                "token '{}' cannot import private keys ({}); import into another token ({})",
                 token.name,
-                c.generates_list(),
+                if c.read_only {
+                    "it is a read-only token".to_string()
+                } else {
+                    format!("it refuses to create private key objects; it only generates keys: {}", c.generates_list())
+                },
                 others(tokens, token, |o| o.create_private)
             ),
         ));
@@ -95,6 +117,22 @@ pub fn check_import(tokens: &Tokens, token: &Token, alg: Algorithm, exportable: 
         ));
     }
     check_exportable(tokens, token, exportable)
+}
+
+/// Import (C_CreateObject) of a secret key into `token` (the 004 face's SECRET_KEY).
+pub fn check_import_secret(tokens: &Tokens, token: &Token) -> Result<(), CoreError> {
+    let Some(c) = token.capabilities() else { return Ok(()) };
+    if !c.create_secret {
+        return Err(CoreError::invalid(
+            "unsupported_by_token",
+            format!(
+                "token '{}' cannot import secret keys (it refuses to create secret key objects); deploy it to an environment on another token ({})",
+                token.name,
+                others(tokens, token, |o| o.create_secret)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One key as `GET /keyport/v1/health/keys` shows it: the token's own flags, and keyport's

@@ -22,7 +22,7 @@ pub struct ApiOpsKey {
     pub key_type: String,
     pub algorithm: String,
     pub owner: String,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 /// One environment a key is deployed to.
@@ -34,7 +34,7 @@ pub struct ApiOpsDeployment {
     pub key_id: String,
     pub alias: Option<String>,
     pub source: String,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 const KEY_COLUMNS: &str = "project, name, namespace, description, key_type, algorithm, owner, created_at";

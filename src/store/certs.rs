@@ -34,7 +34,7 @@ pub struct CertView {
     pub token: Option<String>,
     /// Hex CKA_ID of the certificate object (the key's when linked).
     pub cka_id: Option<String>,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 impl Store {

@@ -10,7 +10,7 @@ use super::records::{self, AuditEntry, CertificateRecord, Intent, JobItem, KeyRe
 use super::{apiops, kps, outbox, ApiOpsDeployment, ApiOpsKey, KpsKeypair, Store, StoreError};
 
 /// What a face keeps about new keys, written in the keys' own transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub enum FaceRows {
     #[default]
     None,
@@ -21,6 +21,15 @@ pub enum FaceRows {
     KpsLink { id: i64, protection: String, kms_key_name: Option<String>, kms_key_id: Option<String> },
     /// A 004 vendor key (inserted when new) and one deployment per new key.
     ApiOps { key: Option<ApiOpsKey>, deployments: Vec<ApiOpsDeployment> },
+}
+
+/// A [`KeyCommit`] the group commit can carry to whichever writer commits it.
+struct OwnedCommit {
+    key: KeyRecord,
+    certificates: Vec<CertificateRecord>,
+    audit: AuditEntry,
+    job_item: Option<JobItem>,
+    replaces: Option<KeyRecord>,
 }
 
 /// One new key's rows.
@@ -44,80 +53,92 @@ impl Store {
 
     /// Records several creation intents at once; all or none. A name already taken in the
     /// inventory (or by another intent) fails the lot, unless that inventory row is one of
-    /// `replacing` (a 004 environment getting new material).
+    /// `replacing` (a 004 environment getting new material). Durable when this returns, in a
+    /// commit shared with concurrent creations (`group.rs`).
     pub fn add_intents(&self, intents: &[Intent], replacing: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let intents = intents.to_vec();
         let replacing = serde_json::to_string(replacing).expect("strings serialize");
-        for i in intents {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
+        self.grouped(move |tx| {
+            for i in &intents {
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
                      OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
-                params![i.namespace, i.name, replacing],
-                |r| r.get(0),
-            )?;
-            if taken {
-                return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
+                    params![i.namespace, i.name, replacing],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
+                }
+                tx.execute(
+                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                    params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at],
+                )?;
             }
-            tx.execute(
-                "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Turns the intents of `keys` into inventory rows with everything recorded about them, in
-    /// one transaction. Returns the KPS key pair's row id when `face` holds one.
+    /// one transaction (shared with concurrent creations, `group.rs`; durable when this
+    /// returns). Returns the KPS key pair's row id when `face` holds one.
     pub fn commit_keys(&self, keys: &[KeyCommit], face: &FaceRows) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let keys: Vec<OwnedCommit> = keys
+            .iter()
+            .map(|k| OwnedCommit {
+                key: k.key.clone(),
+                certificates: k.certificates.to_vec(),
+                audit: k.audit.clone(),
+                job_item: k.job_item.cloned(),
+                replaces: k.replaces.cloned(),
+            })
+            .collect();
+        let face = face.clone();
         let scope = self.sync_scope();
-        if let FaceRows::ApiOps { key: Some(k), .. } = face {
-            apiops::insert_vendor_key(&tx, k)?;
-        }
-        for k in keys {
-            if let Some(old) = k.replaces {
-                outbox::on_delete(&tx, &scope, &old.id)?;
-                tx.execute("DELETE FROM keys WHERE id=?1", [&old.id])?;
-                tx.execute(
-                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,'replaced',?6)",
-                    params![old.id, old.token, old.cka_id, old.namespace, old.name, records::now()],
-                )?;
+        self.grouped(move |tx| {
+            if let FaceRows::ApiOps { key: Some(k), .. } = &face {
+                apiops::insert_vendor_key(tx, k)?;
             }
-            tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.key.id])?;
-            records::insert_key(&tx, k.key)?;
-            for c in k.certificates {
-                records::insert_certificate(&tx, c)?;
-            }
-            records::insert_audit(&tx, k.audit)?;
-            if let Some(i) = k.job_item {
-                records::insert_job_item(&tx, i)?;
-            }
-            outbox::on_commit(&tx, &scope, k.key, k.certificates)?;
-        }
-        let row = match face {
-            FaceRows::None => None,
-            FaceRows::KpsKeypair { pair, audit } => {
-                let id = kps::insert_keypair(&tx, pair)?;
-                records::insert_audit(&tx, audit)?;
-                Some(id)
-            }
-            FaceRows::KpsLink { id, protection, kms_key_name, kms_key_id } => {
-                let key = keys.first().map(|k| k.key.id.as_str()).unwrap_or_default();
-                kps::link_key(&tx, *id, key, protection, kms_key_name.as_deref(), kms_key_id.as_deref())?;
-                Some(*id)
-            }
-            FaceRows::ApiOps { deployments, .. } => {
-                for d in deployments {
-                    apiops::insert_deployment(&tx, d)?;
+            for k in &keys {
+                if let Some(old) = &k.replaces {
+                    outbox::on_delete(tx, &scope, &old.id)?;
+                    tx.execute("DELETE FROM keys WHERE id=?1", [&old.id])?;
+                    tx.execute(
+                        "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,'replaced',?6)",
+                        params![old.id, old.token, old.cka_id, old.namespace, old.name, records::now()],
+                    )?;
                 }
-                None
+                tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.key.id])?;
+                records::insert_key(tx, &k.key)?;
+                for c in &k.certificates {
+                    records::insert_certificate(tx, c)?;
+                }
+                records::insert_audit(tx, &k.audit)?;
+                if let Some(i) = &k.job_item {
+                    records::insert_job_item(tx, i)?;
+                }
+                outbox::on_commit(tx, &scope, &k.key, &k.certificates)?;
             }
-        };
-        tx.commit()?;
-        Ok(row)
+            let row = match &face {
+                FaceRows::None => None,
+                FaceRows::KpsKeypair { pair, audit } => {
+                    let id = kps::insert_keypair(tx, pair)?;
+                    records::insert_audit(tx, audit)?;
+                    Some(id)
+                }
+                FaceRows::KpsLink { id, protection, kms_key_name, kms_key_id } => {
+                    let key = keys.first().map(|k| k.key.id.as_str()).unwrap_or_default();
+                    kps::link_key(tx, *id, key, protection, kms_key_name.as_deref(), kms_key_id.as_deref())?;
+                    Some(*id)
+                }
+                FaceRows::ApiOps { deployments, .. } => {
+                    for d in deployments {
+                        apiops::insert_deployment(tx, d)?;
+                    }
+                    None
+                }
+            };
+            Ok(row)
+        })
     }
 
     /// One key with its certificates, audit entry and job item (the common case).

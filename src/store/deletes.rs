@@ -6,6 +6,15 @@ use rusqlite::{params, OptionalExtension};
 use super::records::{DeleteIntent, KeyStatus};
 use super::{AuditEntry, Store, StoreError};
 
+/// What `Store::apply_reconciliation` changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub marked_missing: usize,
+    /// Missing rows whose objects are back: active again.
+    pub back: usize,
+    pub certificate_rows_removed: usize,
+}
+
 /// How a caller's key delete could start (`Store::begin_key_delete`).
 #[derive(Debug)]
 pub enum BeginKeyDelete {
@@ -127,6 +136,48 @@ impl Store {
         Ok(n)
     }
 
+    /// Start-up reconciliation's row changes, in one transaction: each key's new status and each
+    /// certificate row to remove, with an audit entry per row that changes. Linear in the rows
+    /// (statements prepared once); the audit lines go to the log at debug level only, since the
+    /// caller logs one line with the counts (100,000 rows must not mean 100,000 log lines).
+    /// Returns what changed (a row a concurrent delete took is not counted).
+    pub fn apply_reconciliation(
+        &self,
+        statuses: &[(String, KeyStatus, AuditEntry)],
+        certificates: &[(String, AuditEntry)],
+    ) -> Result<Reconciled, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut done = Reconciled::default();
+        {
+            let mut update = tx.prepare_cached("UPDATE keys SET status=?2 WHERE id=?1 AND status<>'deleting' AND status<>?2")?;
+            let mut remove = tx.prepare_cached("DELETE FROM certificates WHERE sha256=?1")?;
+            let mut audit = tx.prepare_cached(super::records::INSERT_AUDIT)?;
+            let mut audited = |e: &AuditEntry| {
+                tracing::debug!(target: "keyport::audit", principal = ?e.principal, action = ?e.action, key_id = ?e.key_id.as_deref().unwrap_or("-"), detail = ?e.detail.as_deref().unwrap_or(""), "audit");
+                audit.execute(params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail]).map(|_| ())
+            };
+            for (id, status, entry) in statuses {
+                let changed = update.execute(params![id, status.as_str()])?;
+                if changed > 0 {
+                    audited(entry)?;
+                    match status {
+                        KeyStatus::Missing => done.marked_missing += 1,
+                        _ => done.back += 1,
+                    }
+                }
+            }
+            for (sha, entry) in certificates {
+                if remove.execute([sha])? > 0 {
+                    audited(entry)?;
+                    done.certificate_rows_removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(done)
+    }
+
     /// How many keys are marked missing, per token.
     pub fn missing_keys(&self) -> Result<Vec<(String, usize)>, StoreError> {
         let conn = self.conn();
@@ -167,6 +218,29 @@ mod tests {
         assert!(s.delete_intents().unwrap().is_empty());
         assert!(s.keys_in_token("soft").unwrap().is_empty());
         assert!(s.begin_delete("nope", "root").unwrap().is_none());
+    }
+
+    #[test]
+    fn reconciliation_changes_rows_in_one_call_and_audits_only_what_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        for id in ["aa", "bb", "cc"] {
+            s.commit_key(&key(id, "default", id, false), &[], &audit(), None).unwrap();
+        }
+        s.set_key_status(&["cc".into()], KeyStatus::Missing, |_| audit()).unwrap();
+        let audits = |s: &Store| s.conn().query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0)).unwrap();
+        let before = audits(&s);
+        let changes = vec![
+            ("aa".to_string(), KeyStatus::Missing, audit()),
+            ("bb".to_string(), KeyStatus::Active, audit()), // already active: no change, no audit
+            ("cc".to_string(), KeyStatus::Active, audit()),
+            ("zz".to_string(), KeyStatus::Missing, audit()), // no such row
+        ];
+        let done = s.apply_reconciliation(&changes, &[("nosuch".into(), audit())]).unwrap();
+        assert_eq!(done, Reconciled { marked_missing: 1, back: 1, certificate_rows_removed: 0 });
+        assert_eq!(audits(&s) - before, 2, "one audit entry per row that changed");
+        assert_eq!(s.missing_keys().unwrap(), vec![("soft".to_string(), 1)]);
+        assert_eq!(s.apply_reconciliation(&changes, &[]).unwrap(), Reconciled::default(), "a second run changes nothing");
     }
 
     #[test]

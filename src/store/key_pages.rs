@@ -26,7 +26,7 @@ pub struct Visibility {
 /// Where a page starts: just after this position in the listing's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct After {
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
     pub id: String,
 }
 
@@ -66,7 +66,7 @@ fn page_query(namespace: Option<&str>, name: Option<&str>, who: &Visibility, aft
         cond.push(format!("name={}", arg(Value::Text(n.into()), &mut args)));
     }
     if let Some(a) = after {
-        let c = arg(Value::Text(a.created_at.clone()), &mut args);
+        let c = arg(Value::Text(a.created_at.to_string()), &mut args);
         let i = arg(Value::Text(a.id.clone()), &mut args);
         cond.push(format!("(created_at, id) > ({c}, {i})"));
     }
@@ -98,7 +98,7 @@ mod tests {
             let ns = if i % 3 == 0 { "web" } else { "db" };
             let mut k = test_rows::key(&format!("{i:04x}"), ns, &format!("k{i}"), false);
             // Same instant for some rows: the id breaks the tie.
-            k.created_at = format!("2026-01-01T00:00:{:02}.000000Z", i / 4);
+            k.created_at = format!("2026-01-01T00:00:{:02}.000000Z", i / 4).parse().unwrap();
             if i % 5 == 0 {
                 k.owner = "alice".into();
             }
@@ -114,7 +114,7 @@ mod tests {
             let page = s.keys_page(ns, None, who, after.as_ref(), limit).unwrap();
             out.extend(page.iter().map(|k| k.id.clone()));
             match page.last() {
-                Some(k) if page.len() == limit => after = Some(After { created_at: k.created_at.clone(), id: k.id.clone() }),
+                Some(k) if page.len() == limit => after = Some(After { created_at: k.created_at, id: k.id.clone() }),
                 _ => return out,
             }
         }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn every_page_is_an_index_range_scan() {
         let (_d, s) = store_with(5);
-        let after = After { created_at: "2026-01-01T00:00:00.000000Z".into(), id: "0001".into() };
+        let after = After { created_at: "2026-01-01T00:00:00.000000Z".parse().unwrap(), id: "0001".into() };
         let some = Visibility { namespaces: vec!["web".into()], owner: Some("alice".into()), ..Default::default() };
         let all = Visibility { all: true, ..Default::default() };
         for (ns, who, a) in

@@ -20,8 +20,8 @@ pub struct KeysetRecord {
     pub kind: String,
     pub algorithm: String,
     pub owner: String,
-    pub created_at: String,
-    pub last_rotation_at: Option<String>,
+    pub created_at: crate::clock::Timestamp,
+    pub last_rotation_at: Option<crate::clock::Timestamp>,
 }
 
 impl KeysetRecord {
@@ -50,9 +50,9 @@ pub struct KeysetVersion {
     pub version: i64,
     pub key_id: String,
     pub state: String,
-    pub created_at: String,
-    pub activated_at: Option<String>,
-    pub retired_at: Option<String>,
+    pub created_at: crate::clock::Timestamp,
+    pub activated_at: Option<crate::clock::Timestamp>,
+    pub retired_at: Option<crate::clock::Timestamp>,
 }
 
 impl KeysetVersion {
@@ -100,8 +100,8 @@ pub struct RotationRecord {
     /// Set once a forward stage failed: the stage it failed in; the rollback ends there.
     pub failed_stage: Option<i64>,
     pub error: Option<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    pub started_at: crate::clock::Timestamp,
+    pub finished_at: Option<crate::clock::Timestamp>,
     /// `complete`, `failed` (rolled back after an error), `cancelled`, `rolled-back`.
     pub outcome: Option<String>,
 }
@@ -136,7 +136,7 @@ impl RotationRecord {
 /// One line of a rotation's history: a stage entered, a hook's result, a confirmation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RotationEvent {
-    pub at: String,
+    pub at: crate::clock::Timestamp,
     pub stage: i64,
     pub event: String,
     pub detail: Option<String>,

@@ -54,7 +54,7 @@ impl KpsKeypair {
 
 /// Milliseconds since the epoch (the vendor's timestamps).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    crate::clock::Timestamp::now().unix_millis()
 }
 
 /// Inserts a key pair inside the caller's transaction; `NameTaken` when the project already

@@ -10,6 +10,7 @@ pub mod audit_query;
 mod certs;
 mod create;
 mod deletes;
+mod group;
 mod key_pages;
 pub mod keysets;
 pub mod kps;
@@ -32,7 +33,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use certs::{CertView, StoredCertificate};
-pub use deletes::BeginKeyDelete;
+pub use deletes::{BeginKeyDelete, Reconciled};
 pub use key_pages::{After, Visibility};
 pub use kps::KpsKeypair;
 pub use records::{
@@ -96,7 +97,7 @@ pub struct DekRecord {
     pub public_key: Vec<u8>,
     pub sealed_secret: Vec<u8>,
     pub token: String,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 pub struct Store {
@@ -107,10 +108,25 @@ pub struct Store {
     open_problem: Option<String>,
     /// Signing audit rows waiting for the next group commit (`audit_log.rs`).
     audit_queue: audit_log::AuditQueue,
+    /// Creation writes waiting for the next group commit (`group.rs`).
+    group: group::GroupQueue,
     /// Bumped by every change to the `keys` table (an SQLite update hook), so in-memory views
     /// of the inventory (`core::sign`'s key cache) know when to read it again.
     keys_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Rows read by id (`Store::key`), valid while `keys_generation` is unchanged: the hot
+    /// `GET keys/{id}` then costs no SQLite read transaction (and its file locks).
+    key_cache: Mutex<KeyCache>,
 }
+
+/// What [`Store::key`] read, and at which `keys_generation`.
+#[derive(Default)]
+struct KeyCache {
+    generation: u64,
+    rows: std::collections::HashMap<String, KeyRecord>,
+}
+
+/// Rows [`Store::key`] keeps; past it the cache starts again (a bound on memory, not an LRU).
+const KEY_CACHE_ROWS: usize = 4096;
 
 /// SQLITE_FULL, SQLITE_IOERR (and its extended codes) and SQLITE_READONLY: the file system, not
 /// the request.
@@ -167,7 +183,9 @@ impl Store {
             sync_scope: Default::default(),
             open_problem: None,
             audit_queue: Default::default(),
+            group: Default::default(),
             keys_generation,
+            key_cache: Default::default(),
         })
     }
 
@@ -341,11 +359,35 @@ impl Store {
     }
 
     /// The key with `id`, unless a delete of it is under way (then it is gone for callers).
+    /// The hot read of `GET keys/{id}` and of sync: a statement prepared once per connection.
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("SELECT {} FROM keys WHERE id=?1 AND status<>'deleting'", KeyRecord::COLUMNS));
+        // Under the connection's lock no write is under way, so the generation read here is
+        // the one of the rows the query sees.
         let conn = self.conn();
-        Ok(conn
-            .query_row(&format!("SELECT {} FROM keys WHERE id=?1 AND status<>'deleting'", KeyRecord::COLUMNS), [id], KeyRecord::from_row)
-            .optional()?)
+        let generation = self.keys_generation();
+        {
+            let mut cache = self.key_cache.lock().expect("poisoned");
+            if cache.generation != generation {
+                cache.rows.clear();
+                cache.generation = generation;
+            }
+            if let Some(row) = cache.rows.get(id) {
+                return Ok(Some(row.clone()));
+            }
+        }
+        let row = conn.prepare_cached(&SQL)?.query_row([id], KeyRecord::from_row).optional()?;
+        if let Some(r) = &row {
+            let mut cache = self.key_cache.lock().expect("poisoned");
+            if cache.generation == generation {
+                if cache.rows.len() >= KEY_CACHE_ROWS {
+                    cache.rows.clear();
+                }
+                cache.rows.insert(id.to_string(), r.clone());
+            }
+        }
+        Ok(row)
     }
 
     pub fn key_by_name(&self, namespace: &str, name: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -444,9 +486,9 @@ impl Store {
     }
 
     /// The sync outbox's row count and the `created_at` of its oldest row.
-    pub fn sync_backlog(&self) -> Result<(usize, Option<String>), StoreError> {
+    pub fn sync_backlog(&self) -> Result<(usize, Option<crate::clock::Timestamp>), StoreError> {
         Ok(self.conn().query_row("SELECT COUNT(*), MIN(created_at) FROM sync_outbox", [], |r| {
-            Ok((r.get::<_, i64>(0)? as usize, r.get::<_, Option<String>>(1)?))
+            Ok((r.get::<_, i64>(0)? as usize, r.get::<_, Option<crate::clock::Timestamp>>(1)?))
         })?)
     }
 }

@@ -19,7 +19,8 @@ pub struct KeyRecord {
     pub fingerprint: String,
     pub exportable: bool,
     pub origin: String,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: crate::clock::Timestamp,
     /// Whether the token objects are there (`missing` after a wiped or replaced token).
     pub status: KeyStatus,
 }
@@ -95,7 +96,7 @@ pub struct DeleteIntent {
     pub name: String,
     /// Who asked: the audit entry written when the delete finishes carries this name.
     pub principal: String,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 impl DeleteIntent {
@@ -124,7 +125,7 @@ pub struct Intent {
     pub namespace: String,
     pub name: String,
     pub op: String,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 impl Intent {
@@ -155,7 +156,7 @@ pub struct CertificateRecord {
     pub sha1: String,
     #[serde(skip)]
     pub der: Vec<u8>,
-    pub created_at: String,
+    pub created_at: crate::clock::Timestamp,
 }
 
 impl CertificateRecord {
@@ -187,8 +188,8 @@ pub struct JobRecord {
     pub namespace: Option<String>,
     pub principal: String,
     pub status: JobStatus,
-    pub created_at: String,
-    pub finished_at: Option<String>,
+    pub created_at: crate::clock::Timestamp,
+    pub finished_at: Option<crate::clock::Timestamp>,
     pub total: i64,
     pub failed: i64,
 }
@@ -358,7 +359,7 @@ pub(super) fn insert_certificate(conn: &Connection, c: &CertificateRecord) -> ru
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEntry {
-    pub at: String,
+    pub at: crate::clock::Timestamp,
     pub principal: String,
     pub action: String,
     pub namespace: Option<String>,
@@ -396,30 +397,23 @@ pub(super) fn log_audit(e: &AuditEntry) {
     );
 }
 
+pub(super) const INSERT_AUDIT: &str =
+    "INSERT INTO audit(at, principal, action, namespace, key_id, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6,?7)";
+
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     log_audit(e);
-    conn.execute(
-        "INSERT INTO audit(at, principal, action, namespace, key_id, outcome, detail) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-        params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail],
-    )?;
+    conn.execute(INSERT_AUDIT, params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail])?;
     Ok(())
 }
 
-/// RFC 3339 UTC with microseconds: sorts as text and parses everywhere.
-/// A date or an RFC 3339 time as the store's `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// A date or an RFC 3339 time (a caller's filter) as whole seconds, `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn parse_instant(s: &str) -> Option<String> {
-    use time::format_description::well_known::Rfc3339;
-    let t = match time::OffsetDateTime::parse(s, &Rfc3339) {
-        Ok(t) => t,
-        Err(_) => time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?.midnight().assume_utc(),
-    };
-    t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).ok()?.format(&Rfc3339).ok()
+    crate::clock::Timestamp::parse(s).ok().map(|t| t.to_seconds_string())
 }
 
-pub fn now() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
-        .expect("formatting a UTC time cannot fail")
+/// The one clock (`crate::clock`).
+pub fn now() -> crate::clock::Timestamp {
+    crate::clock::Timestamp::now()
 }
 
 #[cfg(test)]

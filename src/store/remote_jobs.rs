@@ -15,7 +15,7 @@ pub struct PostedRow {
     pub job_id: String,
     pub item: i64,
     pub cert_sha1: Option<String>,
-    pub posted_at: String,
+    pub posted_at: crate::clock::Timestamp,
 }
 
 impl Store {

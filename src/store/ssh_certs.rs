@@ -14,7 +14,7 @@ pub struct SshCertificateRow {
     /// `<type> <base64> [comment]`.
     pub certificate: String,
     pub attached_by: String,
-    pub attached_at: String,
+    pub attached_at: crate::clock::Timestamp,
 }
 
 impl Store {
@@ -78,8 +78,12 @@ mod tests {
     fn attached_replaced_and_gone_with_the_key() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("k.db")).unwrap();
-        let row =
-            |c: &str| SshCertificateRow { key_id: "aa".into(), certificate: c.into(), attached_by: "root".into(), attached_at: "t".into() };
+        let row = |c: &str| SshCertificateRow {
+            key_id: "aa".into(),
+            certificate: c.into(),
+            attached_by: "root".into(),
+            attached_at: crate::store::records::now(),
+        };
         assert!(!s.set_ssh_certificate(&row("one"), &test_rows::audit()).unwrap(), "no key, nothing attached");
         let generation = s.keys_generation();
         s.commit_key(&test_rows::key("aa", "ns", "k", false), &[], &test_rows::audit(), None).unwrap();

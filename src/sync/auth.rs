@@ -108,11 +108,9 @@ pub struct Auth {
     status: Mutex<AuthStatus>,
 }
 
-/// Now + `offset` for status; never panics (`outbox::later` caps the offset).
+/// Now + `offset` for status, in whole seconds; never panics (`outbox::at` caps the offset).
 fn at(offset: Duration) -> String {
-    super::outbox::later(offset)
-        .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
-        .unwrap_or_default()
+    super::outbox::at(offset).to_seconds_string()
 }
 
 /// A token-bearing answer (`login`, `renew-self`), deserialized straight from zeroizing bytes.

@@ -21,7 +21,7 @@ struct Down {
     failures: u32,
     since: std::time::Instant,
     /// RFC 3339 time of the next probe (status shows it as each pending key's next attempt).
-    next_at: String,
+    next_at: crate::clock::Timestamp,
 }
 
 #[derive(Default)]
@@ -35,7 +35,7 @@ pub struct GateStatus {
     pub reason: String,
     pub failures: u32,
     pub down_secs: u64,
-    pub next_probe_at: String,
+    pub next_probe_at: crate::clock::Timestamp,
 }
 
 impl Gate {
@@ -44,7 +44,7 @@ impl Gate {
             reason: d.reason.clone(),
             failures: d.failures,
             down_secs: d.since.elapsed().as_secs(),
-            next_probe_at: d.next_at.clone(),
+            next_probe_at: d.next_at,
         })
     }
 

@@ -67,12 +67,12 @@ pub struct KeyStatus {
     /// or `deleted`.
     pub status: String,
     pub pushed_version: Option<i64>,
-    pub pushed_at: Option<String>,
+    pub pushed_at: Option<crate::clock::Timestamp>,
     pub detail: Option<String>,
     pub pending: usize,
     pub attempts: i64,
     pub last_error: Option<String>,
-    pub next_attempt_at: Option<String>,
+    pub next_attempt_at: Option<crate::clock::Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,7 +156,7 @@ pub async fn status(app: &App, syncer: Option<&Syncer>, visible: impl Fn(&str) -
         let k = keys.get_mut(&id).expect("inserted above");
         k.attempts = r.attempts;
         k.last_error = r.last_error.clone();
-        k.next_attempt_at = if r.permanent { None } else { r.next_attempt_at.clone() };
+        k.next_attempt_at = if r.permanent { None } else { r.next_attempt_at };
         if r.permanent {
             k.status = "failed".into();
         } else if k.status != "failed" {
@@ -169,7 +169,7 @@ pub async fn status(app: &App, syncer: Option<&Syncer>, visible: impl Fn(&str) -
     if let Some(d) = &down {
         for k in keys.iter_mut().filter(|k| k.status == "pending") {
             k.last_error = Some(d.reason.clone());
-            k.next_attempt_at = Some(k.next_attempt_at.take().map_or(d.next_probe_at.clone(), |n| n.max(d.next_probe_at.clone())));
+            k.next_attempt_at = Some(k.next_attempt_at.take().map_or(d.next_probe_at, |n| n.max(d.next_probe_at)));
         }
     }
     Ok(Status {

@@ -616,6 +616,53 @@ impl OpenBao {
         }
     }
 
+    /// Every name a LIST endpoint (`path`: `transit/keys`, `<kv>/metadata/<folder>/`) holds
+    /// that starts with `prefix`, read in pages of `page` names. OpenBao (≥ 2.0) pages LISTs with
+    /// `after` and `limit` in sorted order, so the walk starts after `prefix` (which sorts before
+    /// every name it begins) and stops at the first name past it: a host reads its own range of
+    /// a shared transit mount, not every host's names. A server that ignores the two parameters
+    /// answers everything at once, and that is used as it is. An absent folder (404) is empty.
+    pub async fn list_prefixed(&self, path: &str, prefix: &str, page: usize) -> Result<Vec<String>, RemoteError> {
+        let mut out = Vec::new();
+        let mut after = prefix.to_string();
+        loop {
+            let query = {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                q.append_pair("list", "true").append_pair("limit", &page.to_string());
+                if !after.is_empty() {
+                    q.append_pair("after", &after);
+                }
+                q.finish()
+            };
+            let r = self.call("GET", &format!("{path}?{query}"), None).await?;
+            let names: Vec<String> = match r.status {
+                200 => r.body["data"]["keys"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(String::from)).collect(),
+                404 => Vec::new(),
+                s => return Err(refused(s, &error_text(&r.body), format!("LIST {path}"))),
+            };
+            let paged = names.len() <= page && names.first().is_none_or(|f| f.as_str() > after.as_str());
+            let past = names.iter().any(|n| !n.starts_with(prefix) && n.as_str() > prefix);
+            let full = names.len() == page;
+            let last = names.last().cloned();
+            out.extend(names.into_iter().filter(|n| n.starts_with(prefix)));
+            match last {
+                Some(last) if paged && full && !past => after = last,
+                _ => break,
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub fn transit_mount(&self) -> &str {
+        &self.transit
+    }
+
+    pub fn kv_mount(&self) -> &str {
+        &self.kv
+    }
+
     /// Writes with check-and-set; `Ok(false)` when `cas` no longer matches (re-read, decide again).
     pub async fn kv_write(&self, path: &str, data: Value, cas: i64) -> Result<bool, RemoteError> {
         let r = self.call("POST", &format!("{}/data/{path}", self.kv), Some(json!({"options": {"cas": cas}, "data": data}))).await?;
@@ -669,7 +716,7 @@ impl OpenBao {
         let missing = |m: &BTreeMap<String, String>| !m.contains_key("deleted_at") || extra.iter().any(|(k, v)| m.get(*k) != Some(v));
         if entry.version > 0 && missing(&entry.custom_metadata) {
             let mut meta = entry.custom_metadata;
-            meta.entry("deleted_at".into()).or_insert_with(crate::store::records::now);
+            meta.entry("deleted_at".into()).or_insert_with(|| crate::store::records::now().to_string());
             for (k, v) in extra {
                 meta.insert((*k).into(), v.clone());
             }

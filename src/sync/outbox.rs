@@ -1,6 +1,7 @@
 //! Reading the outbox (`store::outbox` holds the rows): which rows are due, in order per key,
 //! and when a failed row is tried again (exponential backoff with jitter).
 
+use crate::clock::Timestamp;
 use rand::Rng;
 use std::time::Duration;
 
@@ -37,8 +38,8 @@ pub fn by_key(rows: Vec<OutboxRow>) -> Vec<KeyRows> {
 
 /// Whether `row` may be tried now. A forced pass (`sync now`) tries everything, permanent
 /// failures included (the operator may have fixed the policy).
-pub fn due(row: &OutboxRow, now: &str, force: bool) -> bool {
-    force || (!row.permanent && row.next_attempt_at.as_deref().is_none_or(|t| t <= now))
+pub fn due(row: &OutboxRow, now: Timestamp, force: bool) -> bool {
+    force || (!row.permanent && row.next_attempt_at.is_none_or(|t| t <= now))
 }
 
 /// Delay before attempt `attempts + 1`: base·2^attempts capped at `max`, times 0.5–1.5 (so
@@ -57,37 +58,15 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration, retry_after: Option
 /// How long a row that is not due yet still waits (`None` for a permanent failure, which waits
 /// for `sync now`): a pass must wake up then even when nothing failed in it.
 pub fn waits(row: &OutboxRow) -> Option<Duration> {
-    row.next_attempt_at.as_deref().filter(|_| !row.permanent).and_then(until)
+    row.next_attempt_at.filter(|_| !row.permanent).map(Timestamp::until)
 }
 
-/// How long ago a stored RFC 3339 time was (zero when it is in the future); `None` when
-/// unreadable.
-pub fn since(at: &str) -> Option<Duration> {
-    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-    Some((time::OffsetDateTime::now_utc() - t).try_into().unwrap_or(Duration::ZERO))
-}
-
-/// How long until a stored RFC 3339 time (zero when it has passed); `None` when unreadable.
-pub fn until(at: &str) -> Option<Duration> {
-    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-    let left = t - time::OffsetDateTime::now_utc();
-    Some(left.try_into().unwrap_or(Duration::ZERO))
-}
-
-/// The farthest ahead [`at`] and [`later`] look: any bigger offset is a remote's nonsense.
+/// The farthest ahead [`at`] looks: any bigger offset is a remote's nonsense.
 pub const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Now + `d` (at most [`FAR`] ahead): never panics, whatever number a remote sent.
-pub fn later(d: Duration) -> time::OffsetDateTime {
-    let now = time::OffsetDateTime::now_utc();
-    time::Duration::try_from(d.min(FAR)).ok().and_then(|d| now.checked_add(d)).unwrap_or(now)
-}
-
-/// RFC 3339 (the store's format) of now + `d` (at most [`FAR`] ahead).
-pub fn at(d: Duration) -> String {
-    later(d)
-        .format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"))
-        .unwrap_or_default()
+pub fn at(d: Duration) -> Timestamp {
+    Timestamp::now().plus(d.min(FAR))
 }
 
 #[cfg(test)]
@@ -102,7 +81,7 @@ mod tests {
             name: key.into(),
             op: op.into(),
             cert_sha256: None,
-            created_at: String::new(),
+            created_at: Timestamp::now(),
             attempts: 0,
             last_error: None,
             permanent: false,
@@ -121,12 +100,13 @@ mod tests {
     #[test]
     fn due_and_backoff() {
         let mut r = row(1, "a", "key");
-        assert!(due(&r, "2030", false));
-        r.next_attempt_at = Some("2031".into());
-        assert!(!due(&r, "2030", false) && due(&r, "2030", true));
+        let (y2030, y2031): (Timestamp, Timestamp) = ("2030-01-01".parse().unwrap(), "2031-01-01".parse().unwrap());
+        assert!(due(&r, y2030, false));
+        r.next_attempt_at = Some(y2031);
+        assert!(!due(&r, y2030, false) && due(&r, y2030, true));
         r.next_attempt_at = None;
         r.permanent = true;
-        assert!(!due(&r, "2030", false) && due(&r, "2030", true));
+        assert!(!due(&r, y2030, false) && due(&r, y2030, true));
         let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
         for _ in 0..50 {
             let d = backoff(0, base, max, None);
@@ -137,18 +117,15 @@ mod tests {
         // A zero base still waits; a huge Retry-After counts only up to `max`.
         assert!(backoff(0, Duration::ZERO, max, None) >= Duration::from_millis(500));
         assert!(backoff(3, base, max, Some(Duration::from_secs(u64::MAX))) <= Duration::from_secs(450));
-        let d = until(&at(Duration::from_secs(30))).unwrap();
+        let d = at(Duration::from_secs(30)).until();
         assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
-        assert_eq!(until("2000-01-01T00:00:00.000000Z"), Some(Duration::ZERO));
-        assert_eq!(until("soon"), None);
-        assert!(since("2000-01-01T00:00:00.000000Z").unwrap() > Duration::from_secs(24 * 3600 * 365 * 20));
-        assert_eq!(since(&at(Duration::from_secs(60))), Some(Duration::ZERO));
+        assert_eq!(at(Duration::from_secs(60)).age(), Duration::ZERO);
     }
 
     #[test]
     fn at_never_panics() {
-        let far = until(&at(Duration::MAX)).unwrap();
+        let far = at(Duration::MAX).until();
         assert!(far > Duration::from_secs(99 * 365 * 86_400) && far <= FAR, "{far:?}");
-        assert!(!at(Duration::from_secs(u64::MAX)).is_empty());
+        assert!(at(Duration::from_secs(u64::MAX)) > Timestamp::now());
     }
 }

@@ -21,6 +21,7 @@
 //!   retry with backoff and stop the pass; a 4xx about the request → permanent per key (a 400
 //!   naming `importInformation[i]` fails only that item; the rest are posted again at once).
 
+use crate::clock::Timestamp;
 use crate::store::SyncStatus;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -217,7 +218,7 @@ impl Run<'_> {
                     self.stopped = Some(e.clone());
                 }
                 for r in rows {
-                    recorded = recorded.and(store.sync_failed(r.seq, message, false, Some(&plan::at(d))));
+                    recorded = recorded.and(store.sync_failed(r.seq, message, false, Some(plan::at(d))));
                 }
             }
         }
@@ -427,16 +428,14 @@ impl Tlspc {
         // else deletions are settled here and the first push becomes a candidate.
         let mut polls: BTreeMap<String, BTreeMap<i64, PolledUnit>> = BTreeMap::new();
         // When each job was posted (its oldest row), to stop waiting for a job that never ends.
-        let mut posted_at: HashMap<String, String> = HashMap::new();
+        let mut posted_at: HashMap<String, Timestamp> = HashMap::new();
         let mut candidates: VecDeque<Vec<OutboxRow>> = VecDeque::new();
         for key in plan::by_key(rows) {
             if key.rows.iter().any(|r| posted.contains_key(&r.seq)) {
                 for r in &key.rows {
                     if let Some(p) = posted.get(&r.seq) {
-                        let at = posted_at.entry(p.job_id.clone()).or_insert_with(|| p.posted_at.clone());
-                        if p.posted_at < *at {
-                            *at = p.posted_at.clone();
-                        }
+                        let at = posted_at.entry(p.job_id.clone()).or_insert(p.posted_at);
+                        *at = (*at).min(p.posted_at);
                         let unit = polls.entry(p.job_id.clone()).or_default().entry(p.item).or_insert((p.cert_sha1.clone(), Vec::new()));
                         unit.1.push(r.clone());
                     }
@@ -444,7 +443,7 @@ impl Tlspc {
                 continue;
             }
             for (i, row) in key.rows.iter().enumerate() {
-                if !plan::due(row, &now_ts, force) {
+                if !plan::due(row, now_ts, force) {
                     // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
                     if let Some(d) = plan::waits(row) {
                         run.next_retry = Some(run.next_retry.map_or(d, |n| n.min(d)));
@@ -462,7 +461,7 @@ impl Tlspc {
                         unit.extend(
                             key.rows[i + 1..]
                                 .iter()
-                                .take_while(|r| r.op == OP_CERTIFICATE && plan::due(r, &now_ts, force) && !key.deleted_after(r.seq))
+                                .take_while(|r| r.op == OP_CERTIFICATE && plan::due(r, now_ts, force) && !key.deleted_after(r.seq))
                                 .cloned(),
                         );
                         candidates.push_back(unit);
@@ -487,8 +486,8 @@ impl Tlspc {
             let units: Vec<(usize, Unit)> =
                 units.into_iter().map(|(item, (cert_sha1, rows))| (item as usize, Unit { rows, cert_sha1 })).collect();
             tracing::info!(job = %job, keys = units.len(), "sync: polling the remote's import job posted earlier");
-            let since = posted_at.get(&job).cloned();
-            self.settle(&mut run, &job, units, since.as_deref()).await;
+            let since = posted_at.get(&job).copied();
+            self.settle(&mut run, &job, units, since).await;
         }
 
         // New batches, while the remote keeps up.
@@ -611,8 +610,8 @@ impl Tlspc {
     /// unless it was posted more than `job_timeout_secs` ago (`posted_at`): then its keys fail with a
     /// reason and are posted again on `sync now` (the remote skips any it imported meanwhile),
     /// so one job the remote never finishes cannot hold back every later batch.
-    async fn settle(&self, run: &mut Run<'_>, job: &str, units: Vec<(usize, Unit)>, posted_at: Option<&str>) {
-        let aged = posted_at.and_then(plan::since).is_some_and(|age| age.as_secs() >= self.cfg.job_timeout_secs);
+    async fn settle(&self, run: &mut Run<'_>, job: &str, units: Vec<(usize, Unit)>, posted_at: Option<Timestamp>) {
+        let aged = posted_at.is_some_and(|t| t.age().as_secs() >= self.cfg.job_timeout_secs);
         match self.wait(job).await {
             Ok(JobState::Finished { status, results }) => {
                 let (mut imported, mut skipped, mut failed) = (0, 0, 0);

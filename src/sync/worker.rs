@@ -34,7 +34,7 @@ use crate::token::{byok, TokenError};
 /// The last pass, for status.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PassInfo {
-    pub finished_at: Option<String>,
+    pub finished_at: Option<crate::clock::Timestamp>,
     pub pushed: usize,
     pub failed: usize,
     /// Why the pass stopped early (vault unreachable, sealed, rate-limited), if it did.
@@ -242,7 +242,7 @@ impl Syncer {
         let mut next_retry: Option<Duration> = None;
         let mut stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err();
         if stopped.is_none() {
-            match self.verify(app, force, &started).await {
+            match self.verify(app, force, started).await {
                 Ok(0) => {}
                 Ok(_) => stopped = self.push_rows(app, force, &mut info, &mut next_retry).await.err(),
                 Err(e) => stopped = Some(e),
@@ -287,7 +287,7 @@ impl Syncer {
                 return Ok(());
             }
             for row in &key.rows {
-                if !plan::due(row, &now, force) {
+                if !plan::due(row, now, force) {
                     // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
                     if let Some(d) = plan::waits(row) {
                         *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
@@ -319,7 +319,7 @@ impl Syncer {
                         app.telemetry.sync_error("retry");
                         let d = plan::backoff(row.attempts, base, max, after);
                         *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
-                        app.store.sync_failed(row.seq, &message, false, Some(&plan::at(d))).map(|_| ())
+                        app.store.sync_failed(row.seq, &message, false, Some(plan::at(d))).map(|_| ())
                     }
                 };
                 if let Err(e) = recorded {
@@ -337,7 +337,7 @@ impl Syncer {
     /// `verify_interval_secs`, and always when an earlier check was cut short); lost ones go
     /// back in the outbox. `Err` when the vault became unusable: the check resumes next pass
     /// after the last key it got through.
-    async fn verify(&self, app: &App, force: bool, pass_started: &str) -> Result<usize, RemoteError> {
+    async fn verify(&self, app: &App, force: bool, pass_started: crate::clock::Timestamp) -> Result<usize, RemoteError> {
         let every = Duration::from_secs(self.cfg.verify_interval_secs);
         let resuming = self.verify_cursor.lock().expect("poisoned").is_some();
         let recheck = self.recheck.swap(false, std::sync::atomic::Ordering::Relaxed);

@@ -34,6 +34,8 @@ pub struct Capabilities {
     pub wrap_private: bool,
     /// C_CreateObject of a private key works: keys can be imported into this token.
     pub create_private: bool,
+    /// C_CreateObject of a secret (AES) key works: secret keys can be imported (the 004 face).
+    pub create_secret: bool,
     /// C_GenerateKey of an AES key works.
     pub generate_secret: bool,
     /// C_Encrypt with CKM_AES_GCM works on such a key.
@@ -43,13 +45,17 @@ pub struct Capabilities {
     /// Key-pair generation runs in hardware (CKF_HW): keys live in a device, which may hold
     /// only a few of them loaded at a time (a TPM).
     pub hardware: bool,
+    /// The token is write-protected (CKF_WRITE_PROTECTED): nothing can be generated, imported
+    /// or stored in it (p11-kit's trust module is one).
+    pub read_only: bool,
     /// Every mechanism the token lists (names as cryptoki spells them).
     pub mechanisms: Vec<String>,
 }
 
 impl Capabilities {
-    /// Probes the token on `slot`; `s` is a logged-in session.
-    pub fn probe(module: &Module, slot: Slot, s: &Session) -> Capabilities {
+    /// Probes the token on `slot`; `s` is a logged-in session (read-only on a `read_only`
+    /// token, where every probe by trying fails).
+    pub fn probe(module: &Module, slot: Slot, s: &Session, read_only: bool) -> Capabilities {
         let list = module.ctx.get_mechanism_list(slot).unwrap_or_default();
         let info = |m: M| list.contains(&m).then(|| module.ctx.get_mechanism_info(slot, m).ok()).flatten();
         let range = |m: M| info(m).map(|i| (i.min_key_size(), i.max_key_size()));
@@ -80,10 +86,12 @@ impl Capabilities {
             ed25519,
             wrap_private,
             create_private: probe_create_private(s),
+            create_secret: probe_create_secret(s),
             generate_secret,
             aes_gcm,
             rsa_oaep_decrypt,
             hardware,
+            read_only,
             mechanisms: list.iter().map(|m| m.to_string()).collect(),
         }
     }
@@ -114,6 +122,9 @@ impl Capabilities {
     /// One sentence per capability, for `GET health` and `keyport health`.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.read_only {
+            out.push("read-only token (write-protected): keyport cannot make, import or store any key in it".into());
+        }
         let mut gen = Vec::new();
         if let Some((lo, hi)) = self.rsa_bits {
             gen.push(format!("RSA {lo}–{hi} bits"));
@@ -140,10 +151,11 @@ impl Capabilities {
         } else {
             "cannot wrap private keys out: keys here are non-extractable, not exportable and not synced (they are used in place)".into()
         });
-        out.push(if self.create_private {
-            "accepts imported private keys".into()
-        } else {
-            "cannot import private keys (C_CreateObject of a private key is refused): import into another token".into()
+        out.push(match (self.create_private, self.create_secret) {
+            (true, true) => "accepts imported private keys and secret keys".into(),
+            (true, false) => "accepts imported private keys; cannot import secret keys (C_CreateObject of an AES key is refused)".into(),
+            (false, true) => "cannot import private keys (C_CreateObject of a private key is refused): import into another token; accepts imported secret keys".into(),
+            (false, false) => "cannot import private keys or secret keys (C_CreateObject of either is refused): import into another token".into(),
         });
         out.push(match self.at_rest() {
             Some(AtRestKind::AesGcm) => "can seal keyport's own secrets (AES-256-GCM key in the token)".into(),
@@ -187,6 +199,27 @@ fn probe_aes(s: &Session) -> (bool, bool) {
     let gcm = GcmParams::new(&mut iv, b"probe", 128.into()).is_ok_and(|p| s.encrypt(&Mechanism::AesGcm(p), key, &[0u8; 16]).is_ok());
     let _ = s.destroy_object(key);
     (true, gcm)
+}
+
+/// Creates a session AES-128 key from a fixed throw-away value (not a secret: it exists only
+/// to see whether the token accepts the object).
+fn probe_create_secret(s: &Session) -> bool {
+    let made = s.create_object(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Encrypt(true),
+        Attribute::Value(vec![7u8; 16]),
+    ]);
+    match made {
+        Ok(h) => {
+            let _ = s.destroy_object(h);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Creates a session P-256 private key from a fixed throw-away scalar (not a secret: it exists

@@ -42,16 +42,69 @@ fn handles(s: &Session) -> cryptoki::error::Result<Vec<ObjectHandle>> {
 }
 
 /// One attribute on its own: `None` when the token cannot give it.
-fn one(s: &Session, h: ObjectHandle, t: AttributeType) -> Result<Option<Attribute>, String> {
-    match s.get_attributes(h, &[t]) {
-        Ok(mut v) => Ok(v.pop()),
-        Err(e) => Err(rv(&e)),
-    }
+fn one(s: &Session, h: ObjectHandle, t: AttributeType) -> Result<Option<Attribute>, cryptoki::error::Error> {
+    s.get_attributes(h, &[t]).map(|mut v| v.pop())
 }
 
-pub(super) fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
+/// What one object read gives the index.
+enum Read {
+    Indexed { id: Vec<u8>, label: String, kind: Kind },
+    Unnamed { half_made: bool },
+    Unreadable(Unreadable),
+}
+
+/// Objects read per helper session below which one session does it all.
+const PARALLEL_FROM: usize = 512;
+
+/// The index of every object `s` sees. A token's start is one C_FindObjects and then one
+/// C_GetAttributeValue per object, and on SoftHSM each read re-checks the object's file (a few
+/// system calls), so with thousands of objects the reads are most of the start: they are
+/// shared between `s` and a second session of the same login on another thread (handles are
+/// valid in every session of the application). `open_helper` opens that session.
+pub(super) fn build_index(s: &Session, open_helper: impl FnOnce() -> Option<Session>) -> cryptoki::error::Result<Index> {
+    let all = handles(s)?;
+    let reads: Vec<Read> = if all.len() >= 2 * PARALLEL_FROM && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        match open_helper() {
+            Some(helper) => {
+                let (first, second) = all.split_at(all.len() / 2);
+                let (mut a, b) = std::thread::scope(|scope| {
+                    let other = scope.spawn(move || second.iter().map(|h| read(&helper, *h)).collect::<Vec<_>>());
+                    let mine: Vec<Read> = first.iter().map(|h| read(s, *h)).collect();
+                    (mine, other.join())
+                });
+                match b {
+                    Ok(b) => {
+                        a.extend(b);
+                        a
+                    }
+                    // A panic in the helper: read its half here.
+                    Err(_) => all.iter().map(|h| read(s, *h)).collect(),
+                }
+            }
+            None => all.iter().map(|h| read(s, *h)).collect(),
+        }
+    } else {
+        all.iter().map(|h| read(s, *h)).collect()
+    };
     let mut idx = Index::default();
-    for h in handles(s)? {
+    for (h, r) in all.iter().zip(reads) {
+        match r {
+            Read::Indexed { id, label, kind } => idx.insert(&id, &label, kind, *h),
+            Read::Unnamed { half_made } => {
+                idx.unnamed += 1;
+                if half_made {
+                    idx.half_made.push(*h);
+                }
+            }
+            Read::Unreadable(u) => idx.unreadable.push(u),
+        }
+    }
+    Ok(idx)
+}
+
+/// One object's class, id and label.
+fn read(s: &Session, h: ObjectHandle) -> Read {
+    {
         let (class, id, label) = match s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label]) {
             Ok(attrs) => {
                 let (mut class, mut id, mut label) = (None, Vec::new(), String::new());
@@ -69,13 +122,12 @@ pub(super) fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
             Err(_) => {
                 let class = match one(s, h, AttributeType::Class) {
                     Ok(Some(Attribute::Class(c))) => c,
-                    Ok(_) => {
-                        idx.unreadable.push(Unreadable { handle: h, detail: "no CKA_CLASS".into() });
-                        continue;
-                    }
-                    Err(detail) => {
-                        idx.unreadable.push(Unreadable { handle: h, detail: format!("C_GetAttributeValue(CKA_CLASS): {detail}") });
-                        continue;
+                    Ok(_) => return Read::Unreadable(Unreadable { handle: h, detail: "no CKA_CLASS".into() }),
+                    // The token answered, with a class cryptoki has no name for: a vendor-defined
+                    // object (p11-kit's trust module holds NSS trust objects), never keyport's.
+                    Err(e) if !matches!(e, cryptoki::error::Error::Pkcs11(..)) => return Read::Unnamed { half_made: false },
+                    Err(e) => {
+                        return Read::Unreadable(Unreadable { handle: h, detail: format!("C_GetAttributeValue(CKA_CLASS): {}", rv(&e)) })
                     }
                 };
                 let id = match one(s, h, AttributeType::Id) {
@@ -94,19 +146,12 @@ pub(super) fn build_index(s: &Session) -> cryptoki::error::Result<Index> {
             Some(ObjectClass::PUBLIC_KEY) => Kind::Public,
             Some(ObjectClass::CERTIFICATE) => Kind::Certificate,
             Some(ObjectClass::SECRET_KEY) => Kind::Secret,
-            _ => {
-                idx.unnamed += 1;
-                continue;
-            }
+            _ => return Read::Unnamed { half_made: false },
         };
         if id.is_empty() {
-            idx.unnamed += 1;
-            if label.is_empty() && matches!(kind, Kind::Private | Kind::Public) {
-                idx.half_made.push(h);
-            }
+            Read::Unnamed { half_made: label.is_empty() && matches!(kind, Kind::Private | Kind::Public) }
         } else {
-            idx.insert(&id, &label, kind, h);
+            Read::Indexed { id, label, kind }
         }
     }
-    Ok(idx)
 }

@@ -80,6 +80,11 @@ pub struct Live {
     pub capabilities: Arc<Capabilities>,
     pub token_label: String,
     pub serial: String,
+    /// The token is write-protected (CKF_WRITE_PROTECTED, e.g. p11-kit's trust module):
+    /// sessions are read-only and nothing can be made in it.
+    pub read_only: bool,
+    /// The token wants C_Login (CKF_LOGIN_REQUIRED); a token that does not is used without one.
+    pub login_required: bool,
     /// What is wrong with the token's objects (unreadable objects, torn object files), one
     /// sentence with what to do; `None` when nothing is. Reported in health at start.
     pub damage: Option<String>,
@@ -124,6 +129,8 @@ pub struct Token {
     live: RwLock<Option<Arc<Live>>>,
     /// Bounds concurrent token work to the pool size; waiters queue here, not on threads.
     permits: tokio::sync::Semaphore,
+    /// The pool size: how many operations may run on the token at once.
+    sessions: usize,
     /// One reopen at a time.
     reopening: Mutex<()>,
     /// Whether keyport may create this (SoftHSM) token when it is not there: only at the first
@@ -237,6 +244,7 @@ impl Token {
             cfg,
             live: RwLock::new(None),
             permits: tokio::sync::Semaphore::new(sessions),
+            sessions,
             reopening: Mutex::new(()),
             may_create: std::sync::atomic::AtomicBool::new(may_create),
             opened_serial: Mutex::new(None),
@@ -245,6 +253,12 @@ impl Token {
             last_relogin: Mutex::new(None),
             capabilities: RwLock::new(None),
         })
+    }
+
+    /// How many operations may run on the token at once (its session pool): a batch writes
+    /// through this many sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions
     }
 
     /// Whether the module has no initialized token matching the configuration.
@@ -316,11 +330,12 @@ impl Token {
         for s in slots {
             let Ok(info) = ctx.get_token_info(s) else { continue };
             if info.token_initialized() && self.matches(&info) {
-                found = Some((s, info.label().to_string(), info.serial_number().to_string()));
+                found =
+                    Some((s, info.label().to_string(), info.serial_number().to_string(), info.write_protected(), info.login_required()));
                 break;
             }
         }
-        if let (Some((_, _, serial)), Some(opened)) = (&found, self.opened_serial.lock().expect("poisoned").as_ref()) {
+        if let (Some((_, _, serial, _, _)), Some(opened)) = (&found, self.opened_serial.lock().expect("poisoned").as_ref()) {
             if serial != opened {
                 return Err(TokenError::Transient {
                     token: self.name.clone(),
@@ -331,7 +346,7 @@ impl Token {
                 });
             }
         }
-        let Some((slot, token_label, serial)) = found else {
+        let Some((slot, token_label, serial, read_only, login_required)) = found else {
             return Err(self.config_error(format!(
                 "no initialized token with {} in module {}; check `label`/`serial` (pkcs11-tool --module {} -L lists tokens)",
                 match (&self.cfg.label, &self.cfg.serial) {
@@ -344,39 +359,28 @@ impl Token {
                 self.cfg.module.display()
             )));
         };
-        let pin = pin::read(&self.cfg.pin).map_err(|m| self.config_error(m))?;
-        let pin_hash = self.not_refused_before(&pin)?;
-        let login = ctx.open_rw_session_no_drop(slot).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
-        let refused = match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
-            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
-                *self.refused_pin.lock().expect("poisoned") = None;
-                None
-            }
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
-                self.pin_refused(pin_hash);
-                Some(self.config_error(
-                    "wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token, so keyport does not present this PIN again".into(),
-                ))
-            }
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinLocked, _)) => {
-                Some(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
-            }
-            Err(e) => Some(TokenError::from_ck(&self.name, "C_Login", e)),
-        };
+        let login = open_session(ctx, slot, read_only).map_err(|e| TokenError::from_ck(&self.name, "C_OpenSession", e))?;
+        let refused = if login_required { self.login(&login) } else { None };
         if let Some(e) = refused {
             let _ = login.close();
             return Err(e);
+        }
+        if read_only || !login_required {
+            tracing::info!(token = %self.name, read_only, login_required, "token opened without a login or read-only, as its flags say");
         }
         let mut mechanisms = probe(&module, slot);
         mechanisms.ed25519_wrappable = probe_ed25519_wrap(&login, &mechanisms);
         let known = self.capabilities.read().expect("poisoned").clone();
         let capabilities = known.unwrap_or_else(|| {
-            let c = Arc::new(Capabilities::probe(&module, slot, &login));
+            let c = Arc::new(Capabilities::probe(&module, slot, &login, read_only));
             tracing::info!(token = %self.name, can = ?c.describe(), "token capabilities");
             *self.capabilities.write().expect("poisoned") = Some(c.clone());
             c
         });
-        let index = match enumerate::build_index(&login) {
+        // A second session for reading half the objects: PKCS#11 login state belongs to the
+        // application, so the login session's login covers it.
+        let helper = || ctx.open_ro_session(slot).ok();
+        let index = match enumerate::build_index(&login, helper) {
             Ok(i) => i,
             Err(e) => {
                 let _ = login.close();
@@ -400,8 +404,39 @@ impl Token {
             capabilities,
             token_label,
             serial,
+            read_only,
+            login_required,
             damage,
         }))
+    }
+
+    /// C_Login as the user with the PIN from the PIN source; `Some` with the error when the
+    /// token refuses it (a refused PIN is remembered and never presented again).
+    fn login(&self, login: &Session) -> Option<TokenError> {
+        let pin = match pin::read(&self.cfg.pin).map_err(|m| self.config_error(m)) {
+            Ok(p) => p,
+            Err(e) => return Some(e),
+        };
+        let pin_hash = match self.not_refused_before(&pin) {
+            Ok(h) => h,
+            Err(e) => return Some(e),
+        };
+        match login.login(UserType::User, Some(&AuthPin::new(pin.to_string().into()))) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+                *self.refused_pin.lock().expect("poisoned") = None;
+                None
+            }
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
+                self.pin_refused(pin_hash);
+                Some(self.config_error(
+                    "wrong PIN (CKR_PIN_INCORRECT); fix the PIN source — each failed try counts toward locking the token, so keyport does not present this PIN again".into(),
+                ))
+            }
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinLocked, _)) => {
+                Some(self.config_error("the user PIN is locked (CKR_PIN_LOCKED); the token's SO must reset it".into()))
+            }
+            Err(e) => Some(TokenError::from_ck(&self.name, "C_Login", e)),
+        }
     }
 
     /// Logs every unreadable object and torn SoftHSM object file (handle, file, what to do)
@@ -550,7 +585,7 @@ impl Token {
         let session = live.pool.lock().expect("poisoned").pop();
         let session = match session {
             Some(s) => s,
-            None => match live.module.ctx.open_rw_session_no_drop(live.slot) {
+            None => match open_session(&live.module.ctx, live.slot, live.read_only) {
                 Ok(s) => s,
                 Err(e) => {
                     let err = TokenError::from_ck(&self.name, "C_OpenSession", e);
@@ -607,7 +642,7 @@ impl Token {
     /// C_Sign and C_GenerateKeyPair answer CKR_GENERAL_ERROR while the token otherwise works.
     /// C_Logout evicts them; keys load again on their next use. `true` when logged in again.
     fn relogin(&self, live: &Live) -> bool {
-        if !live.capabilities.hardware {
+        if !live.capabilities.hardware || !live.login_required {
             return false;
         }
         {
@@ -664,10 +699,12 @@ impl Token {
         let r = self
             .run(|c| {
                 probe::check(c)?;
-                let logged_in = matches!(
-                    c.ck("C_GetSessionInfo", c.session.get_session_info())?.session_state(),
-                    SessionState::RwUser | SessionState::RoUser
-                );
+                // A token that wants no login (CKF_LOGIN_REQUIRED clear) has what it needs.
+                let logged_in = !c.live.login_required
+                    || matches!(
+                        c.ck("C_GetSessionInfo", c.session.get_session_info())?.session_state(),
+                        SessionState::RwUser | SessionState::RoUser
+                    );
                 let objects = c.live.index.read().expect("poisoned").object_count();
                 Ok((logged_in, objects, c.live.token_label.clone(), c.live.serial.clone(), c.live.mechanisms.clone()))
             })
@@ -692,6 +729,16 @@ impl Token {
                 ..TokenHealth::absent(&name)
             },
         }
+    }
+}
+
+/// A session that outlives nothing it must not ("no drop", see `invalidate`): read-only on a
+/// write-protected token, which refuses read-write ones (CKR_TOKEN_WRITE_PROTECTED).
+fn open_session(ctx: &cryptoki::context::Pkcs11, slot: Slot, read_only: bool) -> cryptoki::error::Result<Session> {
+    if read_only {
+        ctx.open_ro_session_no_drop(slot)
+    } else {
+        ctx.open_rw_session_no_drop(slot)
     }
 }
 

@@ -34,16 +34,27 @@ api_key_sha256 = ["TLSPC_HASH"]
 permissions = { default = ["import", "read"] }
 "#;
 
-/// Panics unless `tool` is on PATH: `scripts/test` installs every tool first, so a missing one
-/// is a failure, never a skip. Returns true so older call sites read as guards.
 /// Placeholder for the SoftHSM token's `[[tokens]]` block in [`Daemon::config_tokens`].
 pub const SOFT_TOKEN: &str = "@SOFT_TOKEN@";
+
+/// The few tests that need root say so twice: `#[ignore = "needs root: …"]`, so an
+/// unprivileged `cargo test` lists them as ignored with the reason (`scripts/test`, run as root,
+/// passes `--include-ignored`), and this check, so running one anyway says why it cannot work.
+pub fn require_root(why: &str) {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root ({why}); run it as root, as scripts/test does");
+}
 
 /// Panics when `tool` is not on PATH: `scripts/test` installs every tool, so a missing one
 /// is a failure, never a skip.
 pub fn require(tool: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(found, "{tool} is required (scripts/deps installs it)");
+}
+
+/// The daemons' log filter: `KEYPORT_TEST_LOG` when set (e.g.
+/// `info,cryptoki=off,keyport::api::listen=debug` to see why connections end), else info.
+fn daemon_log_filter() -> String {
+    std::env::var("KEYPORT_TEST_LOG").unwrap_or_else(|_| "info,cryptoki=off".into())
 }
 
 pub fn softhsm_module() -> PathBuf {
@@ -136,7 +147,7 @@ max_body_bytes = 1048576
     pub fn command(&self) -> Command {
         self.fix_test_uid();
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyport"));
-        c.env_remove("KEYPORT_CONFIG").env("KEYPORT_LOG", "info,cryptoki=off");
+        c.env_remove("KEYPORT_CONFIG").env("KEYPORT_LOG", daemon_log_filter());
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -207,6 +218,23 @@ max_body_bytes = 1048576
         }
     }
 
+    /// Starts `keyport serve` and waits until it says it is ready and the socket answers: for a
+    /// daemon whose HTTPS listener is off (no token can hold its key).
+    pub fn spawn_socket_only(&mut self) {
+        self.fix_test_uid();
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = self.command().args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while !(self.log().contains("keyport ready") && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("keyport exited ({status}) at start:\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "keyport did not start in 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     fn launch(&mut self, as_uid: Option<u32>) {
         self.fix_test_uid();
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
@@ -217,7 +245,7 @@ max_body_bytes = 1048576
                 c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
                     .arg(env!("CARGO_BIN_EXE_keyport"))
                     .env_remove("KEYPORT_CONFIG")
-                    .env("KEYPORT_LOG", "info,cryptoki=off")
+                    .env("KEYPORT_LOG", daemon_log_filter())
                     .envs(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
                 c
             }

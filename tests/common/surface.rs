@@ -18,7 +18,7 @@ pub fn config(revoked_perms: &str, extra_uid: Option<u32>) -> String {
         r#"
 [[principals]]
 name = "root"
-uids = [0]
+uids = [{own_uid}]
 permissions = {{ "*" = ["admin"] }}
 
 [[principals]]
@@ -36,6 +36,7 @@ name = "revoked"
 api_key_sha256 = ["{revoked}"]
 permissions = {{ alpha = [{revoked_perms}] }}
 "#,
+        own_uid = nix::unistd::getuid().as_raw(),
         admin = sha256_hex("key-superadmin"),
         beta = sha256_hex("key-beta"),
         revoked = sha256_hex("key-revoked"),

@@ -294,3 +294,42 @@ impl OnToken {
         }
     }
 }
+
+/// The KPS project (its id) that [`faces_toml`] configures.
+pub const KPS_PROJECT: &str = "0123456789abcdef0123456789abcdef";
+/// The 004 project that [`faces_toml`] configures; its one environment is `Production`.
+pub const APIOPS_KEYS: &str = "/apiops/projects/MyProject/keys/";
+
+/// Config for the token-agnostic face tests: a KPS project (namespace `kps`, which allows
+/// exportable keys and plain exports) and a 004 project (namespace `web`, environment
+/// `Production`), both on token `token`. Callers reach them over the socket as root.
+pub fn faces_toml(token: &str) -> String {
+    format!(
+        r#"
+[namespaces.kps]
+allow_exportable = true
+allow_unencrypted_export = true
+
+[namespaces.web]
+allow_unencrypted_export = true
+
+[kps.projects.{KPS_PROJECT}]
+namespace = "kps"
+token = "{token}"
+
+[apiops]
+exportable = false
+[apiops.projects.MyProject]
+namespace = "web"
+[apiops.environments]
+Production = "{token}"
+"#
+    )
+}
+
+/// Runs openssl in `dir`; its stdout.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}

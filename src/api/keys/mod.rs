@@ -156,7 +156,7 @@ fn object_id(parts: &[&str]) -> String {
 
 fn key_json(k: &ApiOpsKey, deployments: &[ApiOpsDeployment]) -> Value {
     json!({
-        "id": object_id(&["key", &k.project, &k.name, &k.created_at]),
+        "id": object_id(&["key", &k.project, &k.name, &k.created_at.to_string()]),
         "name": k.name,
         "description": k.description,
         "projectId": object_id(&["project", &k.project]),

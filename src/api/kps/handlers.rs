@@ -6,7 +6,8 @@
 //!   key (KPS.6011); on a name that does not exist it creates the key pair.
 //! - an unknown `kms_key_name`/`kms_key_id` is 400 KPS.6008 ("Encrypt private key failed"):
 //!   the vendor resolves the kms key when it encrypts the private key.
-//! - key pairs are exportable whenever the project's namespace allows exportable keys.
+//! - key pairs are exportable whenever the project's namespace allows exportable keys and their
+//!   token can wrap keys out (a TPM cannot: keys there are non-extractable, used in place).
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -170,8 +171,8 @@ async fn read_key(text: &str) -> Result<crate::material::key::PrivateKey, KpsErr
         .map_err(|e| KpsError::param(format!("the private key cannot be read: {e}")))
 }
 
-fn exportable(app: &SharedApp, namespace: &str) -> Option<bool> {
-    Some(app.config.policy(namespace).allow_exportable)
+fn exportable(app: &SharedApp, namespace: &str, token: Option<&str>) -> Option<bool> {
+    Some(crate::core::token_caps::exportable_where_possible(&app.tokens, token, app.config.policy(namespace).allow_exportable))
 }
 
 /// Imports `key` as keyport key `name` in the project's namespace, with the key pair's row
@@ -190,7 +191,7 @@ async fn import_into_token(
         certificates: vec![],
         name: Some(name.to_string()),
         namespace: proj.namespace.clone(),
-        exportable: exportable(app, &proj.namespace),
+        exportable: exportable(app, &proj.namespace, t.token.as_deref()),
         token: t.token.clone(),
     };
     let face = move |recs: &[KeyRecord], _: &[Option<PublicKey>]| with_key(face, &recs[0].id);
@@ -282,7 +283,7 @@ async fn create_keypair(app: &SharedApp, who: &Principal, project_id: &str, a: C
             namespace: Some(proj.namespace.clone()),
             algorithm: "rsa-2048".into(),
             token: t.token.clone(),
-            exportable: exportable(app, &proj.namespace),
+            exportable: exportable(app, &proj.namespace, t.token.as_deref()),
         };
         let face = move |recs: &[KeyRecord], publics: &[Option<PublicKey>]| {
             // A generated key pair always has its public key.
@@ -371,16 +372,42 @@ pub async fn batch_import(State(app): State<SharedApp>, Path(project_id): Path<S
     if items.is_empty() || items.len() > MAX_BATCH_IMPORT {
         return Err(KpsError::param(format!("give 1 to {MAX_BATCH_IMPORT} key pairs per call (got {})", items.len())));
     }
-    project(&app, &project_id)?;
+    let proj = project(&app, &project_id)?;
+    // Written through all the sessions of the project's token (`core::batch`); an item naming the
+    // same key pair, or holding the same private key, as an earlier one waits for it, so every
+    // outcome is the one-after-another outcome (`core::batch`).
+    let writers = crate::core::batch::lanes_for(app.tokens.get(proj.token.as_deref()).map_or(1, |t| t.sessions()));
+    let items: Vec<(Vec<String>, CreateBody)> = items.into_iter().map(|i| (batch_keys(&proj.namespace, &i.keypair), i)).collect();
+    let results = crate::core::batch::run_ordered(items, writers, |item| {
+        let (app, who, project_id) = (app.clone(), r.who.clone(), project_id.clone());
+        async move {
+            let name = item.keypair.name.clone();
+            (name, create_keypair(&app, &who, &project_id, item.keypair).await)
+        }
+    })
+    .await;
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
-    for item in items {
-        let name = item.keypair.name.clone();
-        match create_keypair(&app, &r.who, &project_id, item.keypair).await {
+    for (name, r) in results {
+        match r {
             Ok(k) => ok.push(json!({"keypair": create_json(&k)})),
             Err(e) => failed.push(json!({"keypair_name": name, "failed_reason": format!("{}: {}", e.code, e.message)})),
         }
     }
     Ok(Json(json!({"succeeded_keypairs": ok, "failed_keypairs": failed})))
+}
+
+/// What a batch item may collide with: its key pair's name, and the private key it brings
+/// (by fingerprint; a key that cannot be read collides with nothing and fails on its own).
+fn batch_keys(namespace: &str, a: &CreateAction) -> Vec<String> {
+    let mut keys = vec![format!("kps\0{}", a.name)];
+    let private = a.key_protection.as_ref().and_then(|p| p.private_key.as_deref()).map(str::trim).filter(|s| !s.is_empty());
+    if let Some(text) = private {
+        let data = Zeroizing::new(text.as_bytes().to_vec());
+        if let Some(fp) = crate::material::read_private_key(&data, None).ok().and_then(|k| k.public_key().fingerprint().ok()) {
+            keys.push(format!("key\0{namespace}\0{fp}"));
+        }
+    }
+    keys
 }
 
 pub async fn import_private_key(

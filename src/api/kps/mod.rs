@@ -139,7 +139,7 @@ const BAD_SIGNATURE: &str =
     "the request signature is not valid: check the AK/SK pair, and sign every request anew (a signature is accepted once)";
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    crate::clock::Timestamp::now().unix()
 }
 
 /// The face's own API-key header (an IAM token in the vendor's API); `X-Api-Key` and

@@ -121,7 +121,7 @@ fn key_data(app: &SharedApp, view: &KeysetView, v: &rotation::VersionView, publi
         "FingerprintSHA256": rec.fingerprint,
         "Notes": format!("{} v{} ({})", rec.name, v.version.version, v.version.state),
         "Username": rec.owner,
-        "ActiveFrom": v.version.activated_at.clone().unwrap_or_else(|| v.version.created_at.clone()),
+        "ActiveFrom": v.version.activated_at.unwrap_or(v.version.created_at),
         "IsEncrypted": true,
         "RotationStage": if pending { view.stage } else { Stage::Complete.code() },
         "ProcessStatus": 0,

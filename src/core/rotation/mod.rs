@@ -18,7 +18,6 @@ pub mod hooks;
 mod machine;
 pub mod runner;
 pub mod schedule;
-mod spawn;
 pub mod stage;
 
 use rand::RngCore;
@@ -255,7 +254,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateRequest) -> Result<Ke
         kind: kind.into(),
         algorithm: key.algorithm.to_string(),
         owner: who.name.clone(),
-        created_at: t.clone(),
+        created_at: t,
         last_rotation_at: None,
     };
     let first = KeysetVersion {
@@ -263,7 +262,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateRequest) -> Result<Ke
         version: 1,
         key_id: key.id.clone(),
         state: "active".into(),
-        created_at: t.clone(),
+        created_at: t,
         activated_at: Some(t),
         retired_at: None,
     };

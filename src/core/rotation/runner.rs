@@ -76,15 +76,15 @@ pub async fn tick(app: &Arc<App>) -> i64 {
 pub fn due(app: &App, k: &crate::store::keysets::KeysetRecord) -> Option<i64> {
     let p = super::policy(app, k);
     p.interval_secs.or(p.max_age_secs)?;
-    let created = schedule::unix(&k.created_at).unwrap_or(0);
-    let last = k.last_rotation_at.as_deref().and_then(schedule::unix).unwrap_or(created);
+    let created = k.created_at.unix();
+    let last = k.last_rotation_at.map_or(created, crate::clock::Timestamp::unix);
     let versions = app.store.keyset_versions(&k.id).ok()?;
     let active_since =
-        versions.iter().find(|v| v.state == "active").and_then(|v| v.activated_at.as_deref()).and_then(schedule::unix).unwrap_or(created);
+        versions.iter().find(|v| v.state == "active").and_then(|v| v.activated_at).map_or(created, crate::clock::Timestamp::unix);
     let mut due = schedule::next_due(&p, &k.id, last, active_since)?;
     if let Ok(Some(r)) = app.store.last_rotation(&k.id) {
         if r.outcome.as_deref() != Some("complete") {
-            if let Some(f) = r.finished_at.as_deref().and_then(schedule::unix) {
+            if let Some(f) = r.finished_at.map(crate::clock::Timestamp::unix) {
                 due = due.max(f + p.retry_interval_secs as i64);
             }
         }

@@ -8,17 +8,12 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{RotationPolicy, Window, DAYS};
 
-/// Unix seconds of a timestamp as the store writes them (RFC 3339).
-pub fn unix(ts: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
-}
-
 /// Unix seconds on the runner's clock: the wall clock when first asked, then advanced by
 /// tokio's monotonic clock, so a schedule is immune to wall-clock jumps and tests drive it with
 /// a paused tokio clock (`tokio::time::advance`), never with sleeps.
 pub fn now() -> i64 {
     static BASE: std::sync::OnceLock<(i64, tokio::time::Instant)> = std::sync::OnceLock::new();
-    let (wall, at) = BASE.get_or_init(|| (time::OffsetDateTime::now_utc().unix_timestamp(), tokio::time::Instant::now()));
+    let (wall, at) = BASE.get_or_init(|| (crate::clock::Timestamp::now().unix(), tokio::time::Instant::now()));
     wall + tokio::time::Instant::now().saturating_duration_since(*at).as_secs() as i64
 }
 

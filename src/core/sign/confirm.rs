@@ -20,6 +20,7 @@ pub async fn ask(argv: &[String], env: Vec<(&'static str, String)>, timeout: Dur
     // Its own process group, so a timeout kills whatever it started too (a grandchild holding
     // its output open would otherwise keep the signer waiting).
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    crate::core::spawn::close_inherited_fds(&mut c);
     let child = c.spawn().map_err(|e| format!("the confirm hook {program:?} could not start: {e}"))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());

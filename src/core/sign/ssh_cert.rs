@@ -43,7 +43,7 @@ pub struct SshCertView {
     /// The CA's key, `SHA256:…` as `ssh-keygen -l` shows it.
     pub ca_fingerprint: String,
     pub attached_by: String,
-    pub attached_at: String,
+    pub attached_at: crate::clock::Timestamp,
 }
 
 fn view(row: &SshCertificateRow, c: &Certificate) -> SshCertView {
@@ -59,12 +59,12 @@ fn view(row: &SshCertificateRow, c: &Certificate) -> SshCertView {
         valid_before: c.valid_before(),
         ca_fingerprint: c.signature_key().fingerprint(HashAlg::Sha256).to_string(),
         attached_by: row.attached_by.clone(),
-        attached_at: row.attached_at.clone(),
+        attached_at: row.attached_at,
     }
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    crate::clock::Timestamp::now().unix().max(0) as u64
 }
 
 /// keyport's form of the certified public key.

@@ -1,12 +1,13 @@
 //! Load (issue 16, "Load"): hundreds of concurrent clients on both listeners (the Unix socket
-//! and HTTPS) for a bounded time with a mixed workload — generate, list, get, exports with a
+//! and HTTPS) for a bounded time with a mixed workload — generate (and, past five keys per
+//! client, delete the oldest, so the inventory stays level), list, get, exports with a
 //! cheap KDF (legacy PEM, one MD5 pass) and the default one (PKCS#8 PBES2, PBKDF2), health, bad
 //! requests (malformed JSON, unknown keys, wrong API keys), slow clients that trickle their
 //! headers and idle ones that hold connections.
 //!
 //! Asserts: no 5xx (the limits are sized for the client count, so a 503 from a connection cap
 //! would be a finding too), the daemon's RSS bounded (`/proc/PID/status` VmRSS, sampled every
-//! second), no descriptor leak (`/proc/PID/fd` before and after, once the clients are gone),
+//! second; a run of 10 minutes or more must also level off after its first third), no descriptor leak (`/proc/PID/fd` before and after, once the clients are gone),
 //! root's request on the socket always answered within a bound while the load runs. Prints
 //! p50/p99 per route; the figures go in BENCHMARKS.md and docs/RELIABILITY.md.
 //!
@@ -19,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,6 +166,10 @@ async fn client(
     let mut conn: Option<Sender> = None;
     let mut used = 0;
     let mut made = 0;
+    // The keys this client generated: past OWN_KEYS it deletes its oldest instead of making
+    // another, so the inventory stays level however long the run (a soak measures the
+    // daemon's memory, not SoftHSM's cache of ever more objects).
+    let mut own: std::collections::VecDeque<String> = Default::default();
     while Instant::now() < until {
         if conn.is_none() || used >= 20 {
             match t.connect(https).await {
@@ -201,6 +206,10 @@ async fn client(
                 }
                 20..=34 => ("GET keys", "GET", "/keyport/v1/keys".into(), key, None, &[200]),
                 35..=54 => ("GET keys/{id}", "GET", format!("/keyport/v1/keys/{id}"), key, None, &[200]),
+                55..=57 if own.len() >= OWN_KEYS => {
+                    let id = own.pop_front().unwrap();
+                    ("DELETE keys/{id}", "DELETE", format!("/keyport/v1/keys/{id}"), key, None, &[200])
+                }
                 55..=57 => {
                     made += 1;
                     let b = json!({"name": format!("load-{listener}-{n}-{made}"), "algorithm": "ec-p256", "exportable": true});
@@ -234,6 +243,10 @@ async fn client(
         used += 1;
         match r {
             Ok(a) => {
+                if route == "POST keys" && a.status == 201 {
+                    let made: Value = serde_json::from_slice(&a.body).unwrap_or_default();
+                    own.extend(made["id"].as_str().map(String::from));
+                }
                 let mut s = stats.lock().unwrap();
                 s.record(route, took, &a);
                 if !want.contains(&a.status) && a.status < 500 {
@@ -253,6 +266,9 @@ async fn client(
         tokio::time::sleep(Duration::from_millis(think)).await;
     }
 }
+
+/// Keys a client keeps before it deletes its oldest (200 clients: about 1,000 at a time).
+const OWN_KEYS: usize = 5;
 
 /// A slow client: connects over HTTPS and trickles its request headers a byte every 500 ms;
 /// the daemon must cut it (header timeout) without anyone else noticing. Returns how many
@@ -372,7 +388,7 @@ permissions = {{ default = ["read"] }}
 
     let stats = Arc::new(Mutex::new(Stats::default()));
     let until = Instant::now() + Duration::from_secs(seconds);
-    let (admin, slow_cut, peak_rss, peak_fds) = rt.block_on(async {
+    let (admin, slow_cut, peak_rss, peak_fds, rss_third) = rt.block_on(async {
         let mut tasks = Vec::new();
         for n in 0..clients {
             tasks.push(tokio::spawn(client(n, n % 2 == 1, target.clone(), ids.clone(), files.clone(), until, stats.clone())));
@@ -403,15 +419,20 @@ permissions = {{ default = ["read"] }}
             }
             (worst, times)
         });
-        // RSS and fds every second.
+        // RSS and fds every second, and RSS at a third of the run (after the warm-up).
+        let third = Instant::now() + Duration::from_secs(seconds / 3);
         let sampler = tokio::spawn(async move {
-            let (mut rss, mut fds) = (0, 0);
+            let (mut rss, mut fds, mut at_third) = (0, 0, None);
             while Instant::now() < until {
-                rss = rss.max(proc_status(pid, "VmRSS:"));
+                let now = proc_status(pid, "VmRSS:");
+                rss = rss.max(now);
+                if at_third.is_none() && Instant::now() >= third {
+                    at_third = Some(now);
+                }
                 fds = fds.max(fd_count(pid));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            (rss, fds)
+            (rss, fds, at_third.unwrap_or(rss))
         });
         for t in tasks {
             t.await.unwrap();
@@ -423,8 +444,8 @@ permissions = {{ default = ["read"] }}
         for i in idle {
             i.await.unwrap();
         }
-        let (rss, fds) = sampler.await.unwrap();
-        (admin.await.unwrap(), cut, rss, fds)
+        let (rss, fds, at_third) = sampler.await.unwrap();
+        (admin.await.unwrap(), cut, rss, fds, at_third)
     });
     drop(rt); // every client connection is closed
 
@@ -464,8 +485,9 @@ permissions = {{ default = ["read"] }}
         worst.as_secs_f64() * 1000.0
     );
     eprintln!(
-        "LOAD RSS {} MiB before, {} MiB peak, {} MiB after; fds {fds_before} before, {peak_fds} peak, {fds_after} after",
+        "LOAD RSS {} MiB before, {} MiB at a third of the run, {} MiB peak, {} MiB after; fds {fds_before} before, {peak_fds} peak, {fds_after} after",
         rss_before / 1024,
+        rss_third / 1024,
         peak_rss / 1024,
         rss_after / 1024
     );
@@ -481,6 +503,16 @@ permissions = {{ default = ["read"] }}
     assert!(fds_after <= fds_before + 2, "descriptors leaked: {fds_before} before, {fds_after} after the clients left");
     assert!(peak_rss < 768 * 1024, "RSS peaked at {} MiB", peak_rss / 1024);
     assert!(rss_after < rss_before + 256 * 1024, "RSS grew from {} to {} MiB", rss_before / 1024, rss_after / 1024);
+    // A soak (10 minutes or more) must level off: what the last two thirds add is not a
+    // warm-up (caches, arenas, the connection peak) but growth with the work done.
+    if seconds >= 600 {
+        assert!(
+            rss_after < rss_third + 64 * 1024,
+            "RSS kept growing: {} MiB at a third of the run, {} MiB at the end",
+            rss_third / 1024,
+            rss_after / 1024
+        );
+    }
     assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon kept running");
     let (c, _) = d.curl("GET", "/keyport/v1/health", None, &[]);
     assert_eq!(c, 200);

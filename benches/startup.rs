@@ -106,7 +106,9 @@ fn baseline(conf: &Path, pin: &str) -> f64 {
 fn start_daemon(d: &Path) -> (f64, f64, f64) {
     let log: PathBuf = d.join("bench-serve.log");
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+    // KEYPORT_BENCH_BIN: another keyport build (an earlier commit's), for before/after runs.
+    let bin = std::env::var("KEYPORT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keyport").to_string());
+    let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(d.join("keyport.toml"))
         .env("KEYPORT_LOG", "info,cryptoki=off")

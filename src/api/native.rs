@@ -18,8 +18,9 @@ use crate::core::formats::{self, ExportFormat};
 use crate::core::key_pages;
 use crate::core::keys::{self, GenerateRequest};
 use crate::core::probe;
+use crate::core::CoreError;
 use crate::core::SharedApp;
-use crate::store::KeyRecord;
+use crate::store::{After, KeyRecord};
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
@@ -97,7 +98,7 @@ struct ListQuery {
 /// scripts see the same list (docs/native-api.md says to page on large stores).
 async fn list_keys(State(app): State<SharedApp>, Caller(who): Caller, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     if q.limit.is_none() && q.cursor.is_none() {
-        return list_every_key(app, who, q.namespace, q.name);
+        return list_every_key(app, who, q.namespace, q.name).await;
     }
     let limit = q.limit.as_deref().map(key_pages::parse_limit).transpose()?.unwrap_or(key_pages::MAX_LIMIT);
     let after = q.cursor.as_deref().map(key_pages::parse_cursor).transpose()?;
@@ -109,49 +110,80 @@ async fn list_keys(State(app): State<SharedApp>, Caller(who): Caller, Query(q): 
 const LIST_CHUNK: usize = 256;
 
 /// `GET keys` without `limit` or `cursor`: every key in one `{"keys": [...]}` answer, read and
-/// written [`LIST_CHUNK`] keys at a time as the client takes them. Holding the whole list (and
-/// a JSON tree of it) per request made memory grow with inventory × concurrent listers: the
-/// 30-minute soak reached 909 MiB with ~6,000 keys. A store error before the first chunk is an
-/// ordinary error answer; one after it cuts the connection, so a client never takes a
-/// truncated list for a whole one.
-fn list_every_key(app: SharedApp, who: Principal, namespace: Option<String>, name: Option<String>) -> Result<Response, ApiError> {
-    let first = key_pages::list_page(&app, &who, namespace.as_deref(), name.as_deref(), None, LIST_CHUNK)?;
-    let chunks = futures_util::stream::unfold(Some((first, true)), move |state| {
-        let (app, who, namespace, name) = (app.clone(), who.clone(), namespace.clone(), name.clone());
-        async move {
-            let (page, first) = state?;
-            let mut out = Vec::with_capacity(page.keys.len() * 400 + 16);
-            if first {
-                out.extend_from_slice(b"{\"keys\":[");
+/// written [`LIST_CHUNK`] keys at a time as the client takes them (each read on a blocking
+/// thread: the store's lock may wait behind a commit). Holding the whole list, and a JSON tree
+/// of it, per request made memory grow with inventory × concurrent listers: the 30-minute
+/// soak reached 909 MiB with ~6,000 keys. Like a walk of pages, the answer is not one
+/// snapshot: a key created while it is written may be in it, one deleted may not.
+///
+/// A store error on the first chunk is an ordinary error answer. After that the status is
+/// out, so an error, or the request time-out passing (`limits.request_timeout_secs`: the
+/// caller's permissions were read at the start and must not serve it for longer), cuts the
+/// connection: the body never ends in `]}`, and a client cannot take it for a whole list.
+async fn list_every_key(app: SharedApp, who: Principal, namespace: Option<String>, name: Option<String>) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(app.config.limits.request_timeout_secs);
+    let walk = std::sync::Arc::new(ListWalk { app, who, namespace, name });
+    let first = walk.clone().page(None).await?;
+    // The first chunk is the page read above; each later one is read when the client has
+    // taken the one before.
+    let chunks = futures_util::stream::unfold(Some((walk, Next::Page(first), true)), move |state| async move {
+        let (walk, next, first) = state?;
+        let page = match next {
+            Next::Page(p) => p,
+            Next::After(_) if tokio::time::Instant::now() > deadline => {
+                return Some((Err(ListCut::logged("the request time-out passed while the client read the list".into())), None))
             }
-            for (i, k) in page.keys.iter().enumerate() {
-                if !(first && i == 0) {
-                    out.push(b',');
-                }
-                if let Err(e) = serde_json::to_writer(&mut out, k) {
-                    return Some((Err(ListCut::logged(e.to_string())), None));
-                }
-            }
-            let next = match &page.next_cursor {
-                None => {
-                    out.extend_from_slice(b"]}");
-                    None
-                }
-                Some(cursor) => {
-                    let after = match key_pages::parse_cursor(cursor) {
-                        Ok(a) => a,
-                        Err(e) => return Some((Err(ListCut::logged(e.to_string())), None)),
-                    };
-                    match key_pages::list_page(&app, &who, namespace.as_deref(), name.as_deref(), Some(&after), LIST_CHUNK) {
-                        Ok(p) => Some((p, false)),
-                        Err(e) => return Some((Err(ListCut::logged(e.to_string())), None)),
-                    }
-                }
-            };
-            Some((Ok(axum::body::Bytes::from(out)), next))
+            Next::After(after) => match walk.clone().page(Some(after)).await {
+                Ok(p) => p,
+                Err(e) => return Some((Err(ListCut::logged(e.to_string())), None)),
+            },
+        };
+        let mut out = Vec::with_capacity(page.keys.len() * 400 + 16);
+        if first {
+            out.extend_from_slice(b"{\"keys\":[");
         }
+        for (i, k) in page.keys.iter().enumerate() {
+            if !(first && i == 0) {
+                out.push(b',');
+            }
+            if let Err(e) = serde_json::to_writer(&mut out, k) {
+                return Some((Err(ListCut::logged(e.to_string())), None));
+            }
+        }
+        let next = match (page.next_cursor, page.keys.last()) {
+            (Some(_), Some(last)) => Some((walk, Next::After(After { created_at: last.created_at, id: last.id.clone() }), false)),
+            _ => {
+                out.extend_from_slice(b"]}");
+                None
+            }
+        };
+        Some((Ok(axum::body::Bytes::from(out)), next))
     });
     Ok(([(CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response())
+}
+
+/// What an unpaged `GET keys` walks: the caller and its filters.
+struct ListWalk {
+    app: SharedApp,
+    who: Principal,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// The next chunk of an unpaged `GET keys`: read already, or to read after a key.
+enum Next {
+    Page(key_pages::KeyPage),
+    After(After),
+}
+
+impl ListWalk {
+    async fn page(self: std::sync::Arc<Self>, after: Option<After>) -> Result<key_pages::KeyPage, CoreError> {
+        tokio::task::spawn_blocking(move || {
+            key_pages::list_page(&self.app, &self.who, self.namespace.as_deref(), self.name.as_deref(), after.as_ref(), LIST_CHUNK)
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("the key listing worker failed: {e}")))?
+    }
 }
 
 /// Why an unpaged `GET keys` answer stopped part-way: the connection is cut.

@@ -15,7 +15,8 @@
 //!   and each of the default 8 × cores arenas keeps its own high-water mark resident. Two
 //!   arenas bound that sum; with two cores the allocator contention is not measurable.
 //!
-//! Only `prctl`, `mlockall` and `mallopt` are called (both in systemd's `@system-service` set); limits and
+//! The system calls are `prctl` and `mlockall` (both in systemd's `@system-service` set;
+//! `mallopt` is a libc setting, no system call); limits and
 //! capabilities are read from `/proc/self`, so the unit's `SystemCallFilter` never kills the
 //! daemon for a `setrlimit`/`prlimit64` it did not need. Core size is left to the unit's
 //! `LimitCORE=0`: a non-dumpable process writes no core file anyway.

@@ -10,6 +10,7 @@ use cryptoki::session::Session;
 
 use super::error::short_rv;
 use super::index::{Index, Kind, Unreadable};
+use super::raw::RawModule;
 
 fn rv(e: &cryptoki::error::Error) -> String {
     match e {
@@ -60,16 +61,17 @@ const PARALLEL_FROM: usize = 512;
 /// C_GetAttributeValue per object, and on SoftHSM each read re-checks the object's file (a few
 /// system calls), so with thousands of objects the reads are most of the start: they are
 /// shared between `s` and a second session of the same login on another thread (handles are
-/// valid in every session of the application). `open_helper` opens that session.
-pub(super) fn build_index(s: &Session, open_helper: impl FnOnce() -> Option<Session>) -> cryptoki::error::Result<Index> {
+/// valid in every session of the application), and each is one C_GetAttributeValue where it
+/// can be (`raw`: [`RawModule::class_id_label`]). `open_helper` opens that session.
+pub(super) fn build_index(s: &Session, raw: &RawModule, open_helper: impl FnOnce() -> Option<Session>) -> cryptoki::error::Result<Index> {
     let all = handles(s)?;
     let reads: Vec<Read> = if all.len() >= 2 * PARALLEL_FROM && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
         match open_helper() {
             Some(helper) => {
                 let (first, second) = all.split_at(all.len() / 2);
                 let (mut a, b) = std::thread::scope(|scope| {
-                    let other = scope.spawn(move || second.iter().map(|h| read(&helper, *h)).collect::<Vec<_>>());
-                    let mine: Vec<Read> = first.iter().map(|h| read(s, *h)).collect();
+                    let other = scope.spawn(move || second.iter().map(|h| read(raw, &helper, *h)).collect::<Vec<_>>());
+                    let mine: Vec<Read> = first.iter().map(|h| read(raw, s, *h)).collect();
                     (mine, other.join())
                 });
                 match b {
@@ -78,13 +80,13 @@ pub(super) fn build_index(s: &Session, open_helper: impl FnOnce() -> Option<Sess
                         a
                     }
                     // A panic in the helper: read its half here.
-                    Err(_) => all.iter().map(|h| read(s, *h)).collect(),
+                    Err(_) => all.iter().map(|h| read(raw, s, *h)).collect(),
                 }
             }
-            None => all.iter().map(|h| read(s, *h)).collect(),
+            None => all.iter().map(|h| read(raw, s, *h)).collect(),
         }
     } else {
-        all.iter().map(|h| read(s, *h)).collect()
+        all.iter().map(|h| read(raw, s, *h)).collect()
     };
     let mut idx = Index::default();
     for (h, r) in all.iter().zip(reads) {
@@ -102,56 +104,64 @@ pub(super) fn build_index(s: &Session, open_helper: impl FnOnce() -> Option<Sess
     Ok(idx)
 }
 
-/// One object's class, id and label.
-fn read(s: &Session, h: ObjectHandle) -> Read {
-    {
-        let (class, id, label) = match s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label]) {
-            Ok(attrs) => {
-                let (mut class, mut id, mut label) = (None, Vec::new(), String::new());
-                for a in attrs {
-                    match a {
-                        Attribute::Class(c) => class = Some(c),
-                        Attribute::Id(v) => id = v,
-                        Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
-                        _ => {}
-                    }
+/// One object's class, id and label: in one call, or else attribute by attribute.
+fn read(raw: &RawModule, s: &Session, h: ObjectHandle) -> Read {
+    if let Some((class, id, label)) = raw.class_id_label(s.handle(), h.handle()) {
+        // Matched on the numbers: cryptoki's conversion logs an error for every vendor class.
+        let class = [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE, ObjectClass::SECRET_KEY]
+            .into_iter()
+            .find(|c| cryptoki_sys::CK_OBJECT_CLASS::from(*c) == class);
+        return classify(class, id, String::from_utf8_lossy(&label).into_owned());
+    }
+    let (class, id, label) = match s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label]) {
+        Ok(attrs) => {
+            let (mut class, mut id, mut label) = (None, Vec::new(), String::new());
+            for a in attrs {
+                match a {
+                    Attribute::Class(c) => class = Some(c),
+                    Attribute::Id(v) => id = v,
+                    Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                    _ => {}
                 }
-                (class, id, label)
             }
-            // Read them one by one: a torn object may hold some of them.
-            Err(_) => {
-                let class = match one(s, h, AttributeType::Class) {
-                    Ok(Some(Attribute::Class(c))) => c,
-                    Ok(_) => return Read::Unreadable(Unreadable { handle: h, detail: "no CKA_CLASS".into() }),
-                    // The token answered, with a class cryptoki has no name for: a vendor-defined
-                    // object (p11-kit's trust module holds NSS trust objects), never keyport's.
-                    Err(e) if !matches!(e, cryptoki::error::Error::Pkcs11(..)) => return Read::Unnamed { half_made: false },
-                    Err(e) => {
-                        return Read::Unreadable(Unreadable { handle: h, detail: format!("C_GetAttributeValue(CKA_CLASS): {}", rv(&e)) })
-                    }
-                };
-                let id = match one(s, h, AttributeType::Id) {
-                    Ok(Some(Attribute::Id(v))) => v,
-                    _ => Vec::new(),
-                };
-                let label = match one(s, h, AttributeType::Label) {
-                    Ok(Some(Attribute::Label(l))) => String::from_utf8_lossy(&l).into_owned(),
-                    _ => String::new(),
-                };
-                (Some(class), id, label)
-            }
-        };
-        let kind = match class {
-            Some(ObjectClass::PRIVATE_KEY) => Kind::Private,
-            Some(ObjectClass::PUBLIC_KEY) => Kind::Public,
-            Some(ObjectClass::CERTIFICATE) => Kind::Certificate,
-            Some(ObjectClass::SECRET_KEY) => Kind::Secret,
-            _ => return Read::Unnamed { half_made: false },
-        };
-        if id.is_empty() {
-            Read::Unnamed { half_made: label.is_empty() && matches!(kind, Kind::Private | Kind::Public) }
-        } else {
-            Read::Indexed { id, label, kind }
+            (class, id, label)
         }
+        // Read them one by one: a torn object may hold some of them.
+        Err(_) => {
+            let class = match one(s, h, AttributeType::Class) {
+                Ok(Some(Attribute::Class(c))) => c,
+                Ok(_) => return Read::Unreadable(Unreadable { handle: h, detail: "no CKA_CLASS".into() }),
+                // The token answered, with a class cryptoki has no name for: a vendor-defined
+                // object (p11-kit's trust module holds NSS trust objects), never keyport's.
+                Err(e) if !matches!(e, cryptoki::error::Error::Pkcs11(..)) => return Read::Unnamed { half_made: false },
+                Err(e) => return Read::Unreadable(Unreadable { handle: h, detail: format!("C_GetAttributeValue(CKA_CLASS): {}", rv(&e)) }),
+            };
+            let id = match one(s, h, AttributeType::Id) {
+                Ok(Some(Attribute::Id(v))) => v,
+                _ => Vec::new(),
+            };
+            let label = match one(s, h, AttributeType::Label) {
+                Ok(Some(Attribute::Label(l))) => String::from_utf8_lossy(&l).into_owned(),
+                _ => String::new(),
+            };
+            (Some(class), id, label)
+        }
+    };
+    classify(class, id, label)
+}
+
+/// What the index makes of an object's class, id and label.
+fn classify(class: Option<ObjectClass>, id: Vec<u8>, label: String) -> Read {
+    let kind = match class {
+        Some(ObjectClass::PRIVATE_KEY) => Kind::Private,
+        Some(ObjectClass::PUBLIC_KEY) => Kind::Public,
+        Some(ObjectClass::CERTIFICATE) => Kind::Certificate,
+        Some(ObjectClass::SECRET_KEY) => Kind::Secret,
+        _ => return Read::Unnamed { half_made: false },
+    };
+    if id.is_empty() {
+        Read::Unnamed { half_made: label.is_empty() && matches!(kind, Kind::Private | Kind::Public) }
+    } else {
+        Read::Indexed { id, label, kind }
     }
 }

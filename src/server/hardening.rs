@@ -8,15 +8,13 @@
 //!   RLIMIT_MEMLOCK (`LimitMEMLOCK=infinity` in the systemd unit). Under a finite limit, locking
 //!   every future page would make allocations fail once the daemon outgrows it, so keyport does
 //!   not lock and says how to allow it. `MCL_ONFAULT` locks pages as they are used, so thread
-//!   stacks and reserved heap are not made resident.
+//!   stacks and reserved heap are not made resident. The kernel refuses `MADV_DONTNEED` on
+//!   locked pages, so glibc never returns what a thread arena freed: each arena keeps its
+//!   high-water mark. keyport therefore keeps per-request allocations small (`GET keys` is
+//!   written in chunks) rather than capping arenas — `M_ARENA_MAX=2` put both runtime workers
+//!   on one arena and halved `GET keys/{id}` throughput (BENCHMARKS.md, 2026-12-04).
 //!
-//! - **Two malloc arenas** (`mallopt(M_ARENA_MAX, 2)`, glibc): the kernel refuses
-//!   `MADV_DONTNEED` on locked pages, so a glibc thread arena never gives back what it freed
-//!   and each of the default 8 × cores arenas keeps its own high-water mark resident. Two
-//!   arenas bound that sum; with two cores the allocator contention is not measurable.
-//!
-//! The system calls are `prctl` and `mlockall` (both in systemd's `@system-service` set;
-//! `mallopt` is a libc setting, no system call); limits and
+//! Only `prctl` and `mlockall` are called (both in systemd's `@system-service` set); limits and
 //! capabilities are read from `/proc/self`, so the unit's `SystemCallFilter` never kills the
 //! daemon for a `setrlimit`/`prlimit64` it did not need. Core size is left to the unit's
 //! `LimitCORE=0`: a non-dumpable process writes no core file anyway.
@@ -36,7 +34,6 @@ pub struct Hardening {
 pub fn harden() -> Hardening {
     let non_dumpable = nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0) failed: {e}"));
     let memory_locked = lock_memory();
-    cap_malloc_arenas();
     let h = Hardening { non_dumpable, memory_locked };
     match (&h.non_dumpable, &h.memory_locked) {
         (Ok(()), Ok(())) => {
@@ -65,16 +62,6 @@ fn lock_memory() -> Result<(), String> {
     }
     let flags = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);
     mlockall(flags).map_err(|e| format!("mlockall failed: {e}"))
-}
-
-/// At most two glibc malloc arenas (see the module doc). Called before any other thread exists.
-fn cap_malloc_arenas() {
-    #[cfg(target_env = "gnu")]
-    #[allow(unsafe_code)]
-    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
-    }
 }
 
 /// CAP_IPC_LOCK (bit 14) in the effective set of a `/proc/<pid>/status` text.

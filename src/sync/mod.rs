@@ -39,6 +39,7 @@ pub mod keyrecord;
 pub mod openbao;
 pub mod outbox;
 pub mod pacer;
+pub mod prefetch;
 pub mod remote;
 pub mod restore;
 pub mod schedule;

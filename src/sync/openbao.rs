@@ -487,6 +487,11 @@ impl OpenBao {
         }
     }
 
+    /// The wrapping key already fetched, if any (no request).
+    pub fn wrapping_key_if_fetched(&self) -> Option<WrappingKey> {
+        self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The mount's wrapping key: cached (pinned); `refresh` re-fetches it after a stale-key error.
     pub async fn wrapping_key(&self, refresh: bool) -> Result<WrappingKey, RemoteError> {
         let cached = || self.wrapping.pinned.read().unwrap_or_else(|e| e.into_inner()).clone();

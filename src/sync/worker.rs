@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, ImportResult, OpenBao, TransitKey};
 use super::outbox::{self as plan, KeyRows};
+use super::prefetch::{self, Prepared};
 use super::remote::Remote;
 use super::remote::RemoteError;
 use super::schedule::Schedule;
@@ -279,55 +280,86 @@ impl Syncer {
             }
         };
         let now = now();
-        let base = Duration::from_secs(self.cfg.retry_base_secs.max(1));
-        let max = Duration::from_secs(self.cfg.interval_secs);
-        for key in plan::by_key(rows) {
+        let keys = plan::by_key(rows);
+        // The next key's token work runs while this key's requests are out (`prefetch`).
+        let mut prepared: Option<Prepared> = None;
+        for (i, key) in keys.iter().enumerate() {
             // Stopping: what is left stays due for the next start (each push is idempotent).
             if app.background.is_stopping() {
                 return Ok(());
             }
-            for row in &key.rows {
-                if !plan::due(row, now, force) {
-                    // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
-                    if let Some(d) = plan::waits(row) {
-                        *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
-                    }
-                    break; // rows of one key go in order
+            let next = keys
+                .get(i + 1)
+                .and_then(|k| k.rows.first().filter(|r| r.op == OP_KEY && plan::due(r, now, force) && !k.deleted_after(r.seq)));
+            let mine = prepared.take().filter(|p| p.key_id == key.key_id);
+            let (pushed, ahead) = tokio::join!(self.push_key_rows(app, key, mine, now, force, info, next_retry), async {
+                match (next, &self.remote) {
+                    (Some(r), Remote::OpenBao(vault)) => prefetch::prepare(app, vault, r).await,
+                    _ => None,
                 }
-                let result = self.push(app, &key, row).await;
-                let finished = result.is_ok();
-                let recorded = match result {
-                    Ok(state) => {
-                        self.gate.open();
-                        info.pushed += 1;
-                        if !app.pause_before_commit.is_zero() {
-                            tracing::warn!(key = %row.key_id, op = %row.op, "test hook: pausing before recording the vault's confirmation");
-                            tokio::time::sleep(app.pause_before_commit).await;
-                        }
-                        app.store.sync_done(row.seq, state.as_ref())
-                    }
-                    // The vault is unusable for every key: not this row's failure.
-                    Err(e @ RemoteError::Retry { stop_pass: true, .. }) => return Err(e),
-                    Err(RemoteError::Permanent(m)) => {
-                        info.failed += 1;
-                        app.telemetry.sync_error("refused");
-                        tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
-                        app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
-                    }
-                    Err(RemoteError::Retry { message, after, .. }) => {
-                        info.failed += 1;
-                        app.telemetry.sync_error("retry");
-                        let d = plan::backoff(row.attempts, base, max, after);
-                        *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
-                        app.store.sync_failed(row.seq, &message, false, Some(plan::at(d))).map(|_| ())
-                    }
-                };
-                if let Err(e) = recorded {
-                    tracing::error!(error = %e, "sync: cannot record a result");
+            });
+            prepared = ahead;
+            pushed?;
+        }
+        Ok(())
+    }
+
+    /// One key's due rows, in order; a row that fails holds back the rows after it. `Err` only
+    /// when the vault is unusable for every key (the pass stops).
+    #[allow(clippy::too_many_arguments)]
+    async fn push_key_rows(
+        &self,
+        app: &App,
+        key: &KeyRows,
+        mut prepared: Option<Prepared>,
+        now: crate::clock::Timestamp,
+        force: bool,
+        info: &mut PassInfo,
+        next_retry: &mut Option<Duration>,
+    ) -> Result<(), RemoteError> {
+        let base = Duration::from_secs(self.cfg.retry_base_secs.max(1));
+        let max = Duration::from_secs(self.cfg.interval_secs);
+        for row in &key.rows {
+            if !plan::due(row, now, force) {
+                // Not yet: the loop must wake when its backoff ends, even if nothing fails now.
+                if let Some(d) = plan::waits(row) {
+                    *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
                 }
-                if !finished {
-                    break; // later rows of this key wait for this one
+                break; // rows of one key go in order
+            }
+            let result = self.push(app, key, row, &mut prepared).await;
+            let finished = result.is_ok();
+            let recorded = match result {
+                Ok(state) => {
+                    self.gate.open();
+                    info.pushed += 1;
+                    if !app.pause_before_commit.is_zero() {
+                        tracing::warn!(key = %row.key_id, op = %row.op, "test hook: pausing before recording the vault's confirmation");
+                        tokio::time::sleep(app.pause_before_commit).await;
+                    }
+                    app.store.sync_done(row.seq, state.as_ref())
                 }
+                // The vault is unusable for every key: not this row's failure.
+                Err(e @ RemoteError::Retry { stop_pass: true, .. }) => return Err(e),
+                Err(RemoteError::Permanent(m)) => {
+                    info.failed += 1;
+                    app.telemetry.sync_error("refused");
+                    tracing::warn!(key = %row.key_id, op = %row.op, error = %m, "sync: the vault refused; not retried until `sync now`");
+                    app.store.sync_failed(row.seq, &m, true, None).map(|_| ())
+                }
+                Err(RemoteError::Retry { message, after, .. }) => {
+                    info.failed += 1;
+                    app.telemetry.sync_error("retry");
+                    let d = plan::backoff(row.attempts, base, max, after);
+                    *next_retry = Some(next_retry.map_or(d, |n| n.min(d)));
+                    app.store.sync_failed(row.seq, &message, false, Some(plan::at(d))).map(|_| ())
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "sync: cannot record a result");
+            }
+            if !finished {
+                break; // later rows of this key wait for this one
             }
         }
         Ok(())
@@ -362,11 +394,17 @@ impl Syncer {
     }
 
     /// Pushes one row. `Ok(Some(state))` records what the vault now holds for the key.
-    async fn push(&self, app: &App, key: &KeyRows, row: &OutboxRow) -> Result<Option<SyncState>, RemoteError> {
+    async fn push(
+        &self,
+        app: &App,
+        key: &KeyRows,
+        row: &OutboxRow,
+        prepared: &mut Option<Prepared>,
+    ) -> Result<Option<SyncState>, RemoteError> {
         match row.op.as_str() {
             OP_KEY if key.deleted_after(row.seq) => Ok(None),
             OP_KEY => {
-                let (state, vault_exportable) = self.push_key(app, row).await?;
+                let (state, vault_exportable) = self.push_key(app, row, prepared.take()).await?;
                 Ok(self.record_key(app, state, vault_exportable).await)
             }
             OP_CERTIFICATE if key.deleted_after(row.seq) => Ok(None),
@@ -391,7 +429,12 @@ impl Syncer {
 
     /// Pushes a key; with its state, whether transit lets it out again (from the read that
     /// confirmed it, so the key record needs no second read).
-    async fn push_key(&self, app: &App, row: &OutboxRow) -> Result<(Option<SyncState>, Option<bool>), RemoteError> {
+    async fn push_key(
+        &self,
+        app: &App,
+        row: &OutboxRow,
+        mut prepared: Option<Prepared>,
+    ) -> Result<(Option<SyncState>, Option<bool>), RemoteError> {
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
         if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
             let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
@@ -413,7 +456,10 @@ impl Syncer {
             e => RemoteError::Permanent(e.to_string()),
         };
         let token = crate::core::keys::token_of(app, &rec.token).map_err(|e| RemoteError::Permanent(e.to_string()))?;
-        let public = crate::core::keys::read_public_key(app, &rec).await.map_err(token_err)?;
+        let public = match prepared.as_mut() {
+            Some(p) => p.public.clone(),
+            None => crate::core::keys::read_public_key(app, &rec).await.map_err(token_err)?,
+        };
         let synced = |k: &TransitKey| k.versions.iter().rev().find(|(_, v)| same_public_key(&public, &v.public_key)).map(|(n, _)| *n);
 
         let mut refreshed = false;
@@ -435,7 +481,11 @@ impl Syncer {
             let wk = self.vault().wrapping_key(false).await?;
             let cka = rec.cka_id.clone();
             let wrap_key = wk.spki_der.clone();
-            let wrapped = match token.run(move |c| byok::wrap_for_vault(c, &cka, &wrap_key)).await {
+            let made = match prepared.as_mut().and_then(|p| p.take_wrap(&wk.fingerprint)) {
+                Some(w) => Ok(w),
+                None => token.run(move |c| byok::wrap_for_vault(c, &cka, &wrap_key)).await,
+            };
+            let wrapped = match made {
                 Ok(w) => w,
                 Err(TokenError::Refused { detail, .. }) => {
                     let why = format!("the token cannot wrap this key: {detail}");

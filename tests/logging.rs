@@ -23,6 +23,21 @@ fn json_log_lines_are_json_objects() {
     assert!(lines.iter().any(|l| l.contains("\"listening\"") || l.contains("listening")), "{log}");
 }
 
+/// The store probe (every `GET health`, and the background round) writes an audit row and
+/// rolls it back: the log must not show it as an audit entry, 17,000 times a day.
+#[test]
+fn health_probes_leave_no_audit_line_in_the_log() {
+    let mut d = Daemon::start("");
+    for _ in 0..3 {
+        let (status, _) = d.curl("GET", "/keyport/v1/health", None, &[]);
+        assert_eq!(status, 200);
+    }
+    d.stop();
+    let log = d.log();
+    assert!(log.contains("keyport ready"), "{log}");
+    assert!(!log.contains("health.probe"), "a rolled-back probe row reached the log: {log}");
+}
+
 #[test]
 fn text_logs_to_a_file_have_no_colour_codes() {
     let mut d = Daemon::start("");

@@ -226,7 +226,7 @@ impl Store {
                 outcome: "ok".into(),
                 detail: None,
             };
-            records::insert_audit(&tx, &probe)?;
+            records::insert_audit_unlogged(&tx, &probe)?;
             tx.rollback()
         })();
         conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -402,6 +402,12 @@ pub(super) const INSERT_AUDIT: &str =
 
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     log_audit(e);
+    insert_audit_unlogged(conn, e)
+}
+
+/// The row alone, not the log line: for a write that is rolled back on purpose (the store
+/// probe), which must not read in the log as something that happened.
+pub(super) fn insert_audit_unlogged(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     conn.execute(INSERT_AUDIT, params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail])?;
     Ok(())
 }

@@ -29,7 +29,7 @@ fn main() {
         return;
     }
     let n: usize = std::env::var("KEYPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
-    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 3);
     let dir = tempfile::tempdir().unwrap();
     println!(
         "# keyport agent bench: N={n} signatures per figure, {WORKERS} workers, {rounds} interleaved rounds, SoftHSM at {}",

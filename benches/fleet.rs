@@ -27,10 +27,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("fleet: run with `cargo bench --bench fleet`");
@@ -40,9 +36,9 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1000, 10_000]);
-    let rounds = env("KEYPORT_BENCH_ROUNDS", 5);
-    let every = env("KEYPORT_FLEET_CHANGE_EVERY", 5).max(1);
-    let conns = env("KEYPORT_FLEET_CONNECTIONS", 32);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
+    let every = common::env_usize("KEYPORT_FLEET_CHANGE_EVERY", 5).max(1);
+    let conns = common::env_usize("KEYPORT_FLEET_CONNECTIONS", 32);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let c = tests_common::raft::Cluster::start();
     let leader = c.leader();

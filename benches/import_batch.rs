@@ -33,7 +33,7 @@ fn main() {
         println!("import_batch: run with `cargo bench --bench import_batch`");
         return;
     }
-    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
     let only = std::env::var("KEYPORT_BENCH_ONLY").unwrap_or_default();
     let (tlspc, kps) = (only.is_empty() || only == "tlspc", only.is_empty() || only == "kps");
     let dir = tempfile::tempdir().unwrap();

@@ -21,18 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("key_get: run with `cargo bench --bench key_get`");
         return;
     }
-    let clients = env("KEYPORT_BENCH_CLIENTS", 64);
-    let rounds = env("KEYPORT_BENCH_ROUNDS", 5);
-    let secs = env("KEYPORT_BENCH_SECS", 3) as u64;
+    let clients = common::env_usize("KEYPORT_BENCH_CLIENTS", 64);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
+    let secs = common::env_usize("KEYPORT_BENCH_SECS", 3) as u64;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
     let daemon = common::BenchDaemon::start(&dir.path().join("daemon"), "", "", "");

@@ -22,11 +22,8 @@ fn main() {
         println!("key_pages: run with `cargo bench --bench key_pages`");
         return;
     }
-    let sizes: Vec<usize> = std::env::var("KEYPORT_BENCH_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![100, 1000, 10_000]);
-    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sizes: Vec<usize> = common::env_sizes();
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
     println!("# keyport bench key_pages: sizes {sizes:?}, {rounds} rounds, one keep-alive connection on the Unix socket");
     println!("# {:>6} {:<34} {:>12} {:>22}", "keys", "request", "median", "min-max (per request)");
     for n in sizes {

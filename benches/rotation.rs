@@ -34,7 +34,7 @@ fn main() {
         return;
     }
     let n: usize = std::env::var("KEYPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 2);
     let dir = tempfile::tempdir().unwrap();
     let noop = dir.path().join("noop");
     std::fs::write(&noop, "#!/bin/sh\nexit 0\n").unwrap();

@@ -38,11 +38,8 @@ fn main() {
         println!("startup: run with `cargo bench --bench startup`");
         return;
     }
-    let sizes: Vec<usize> = std::env::var("KEYPORT_BENCH_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![100, 1000, 10_000]);
-    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sizes: Vec<usize> = common::env_sizes();
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("# keyport bench startup: sizes {sizes:?}, {rounds} rounds, {cores} cores");
     let dir = tempfile::tempdir().unwrap();

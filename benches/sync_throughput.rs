@@ -31,10 +31,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("sync_throughput: run with `cargo bench --bench sync_throughput`");
@@ -43,8 +39,8 @@ fn main() {
     if std::env::args().any(|a| a == "cluster") {
         return cluster();
     }
-    let n = env("KEYPORT_BENCH_N", N);
-    let rounds = env("KEYPORT_BENCH_ROUNDS", 5);
+    let n = common::env_usize("KEYPORT_BENCH_N", N);
+    let rounds = common::env_usize("KEYPORT_BENCH_ROUNDS", 5);
     let certs = std::env::var("KEYPORT_BENCH_CERTS").is_ok_and(|v| v == "1");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -9,6 +9,19 @@ use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// A whole-number setting from the environment (`KEYPORT_BENCH_ROUNDS`, …), or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Store sizes from `KEYPORT_BENCH_SIZES` (comma-separated), or 100, 1,000 and 10,000.
+pub fn env_sizes() -> Vec<usize> {
+    std::env::var("KEYPORT_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1000, 10_000])
+}
+
 pub fn module() -> PathBuf {
     ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
         .iter()

@@ -29,7 +29,7 @@ pub struct RequestInfo(Arc<Mutex<Seen>>);
 
 #[derive(Default)]
 struct Seen {
-    route: Option<String>,
+    route: Option<&'static str>,
     principal: Option<String>,
 }
 
@@ -60,8 +60,7 @@ fn new_id() -> String {
 
 /// Which face a route (or, for unmatched requests, a path) belongs to.
 pub fn face(route: &str) -> &'static str {
-    let p = route.to_ascii_lowercase();
-    let starts = |x: &str| p.starts_with(x);
+    let starts = |x: &str| starts_ignoring_case(route, x);
     if starts("/keyport/") {
         "native"
     } else if starts("/v1/edge") || starts("/v1/useraccounts") || starts("/outagedetection/") {
@@ -74,20 +73,23 @@ pub fn face(route: &str) -> &'static str {
         "certimport"
     } else if starts("/vedsdk") || starts("/vedauth") {
         "tpp"
-    } else if p == "/metrics" {
+    } else if route.eq_ignore_ascii_case("/metrics") {
         "metrics"
     } else {
         "none"
     }
 }
 
+fn starts_ignoring_case(s: &str, prefix: &str) -> bool {
+    s.as_bytes().get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// The label of a request the router matched no template for (the TPP face dispatches its
 /// own paths): a fixed string, never the caller's path.
 fn unmatched_route(path: &str) -> &'static str {
-    let p = path.to_ascii_lowercase();
-    if p.starts_with("/vedsdk/") {
+    if starts_ignoring_case(path, "/vedsdk/") {
         "/vedsdk/*"
-    } else if p.starts_with("/vedauth/") {
+    } else if starts_ignoring_case(path, "/vedauth/") {
         "/vedauth/*"
     } else {
         "unmatched"
@@ -97,9 +99,31 @@ fn unmatched_route(path: &str) -> &'static str {
 /// A `route_layer`: records the matched route template for [`layer`].
 pub async fn note_route(req: Request, next: Next) -> Response {
     if let (Some(info), Some(m)) = (req.extensions().get::<RequestInfo>(), req.extensions().get::<MatchedPath>()) {
-        info.0.lock().expect("poisoned").route = Some(m.as_str().to_string());
+        info.0.lock().expect("poisoned").route = Some(interned(m.as_str()));
     }
     next.run(req).await
+}
+
+/// The route template as a `&'static str`, for log fields and metric labels without an
+/// allocation per request. Each distinct template is leaked once; templates are the router's
+/// own strings (a few dozen), never a caller's path, so this is bounded.
+fn interned(template: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{OnceLock, RwLock};
+    static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(s) = seen.read().expect("poisoned").get(template) {
+        return s;
+    }
+    let mut w = seen.write().expect("poisoned");
+    match w.get(template) {
+        Some(s) => s,
+        None => {
+            let s: &'static str = Box::leak(template.to_owned().into_boxed_str());
+            w.insert(s);
+            s
+        }
+    }
 }
 
 /// Audit rows for refusals and failures per second, at most; past it they are counted and
@@ -160,20 +184,25 @@ pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -
     req.extensions_mut().insert(info.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
+    let path = uri.path();
     let peer = req.extensions().get::<Peer>().copied();
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
+    // Router 404/405s and extractor rejections in each face's JSON error shape, and every
+    // face's 503 says when to come back.
+    let mut resp = super::faces::shape(&method, path, resp).await;
+    super::error::retry_after(&mut resp);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let (route, principal) = {
         let seen = info.0.lock().expect("poisoned");
-        (seen.route.clone().unwrap_or_else(|| unmatched_route(&path).to_string()), seen.principal.clone())
+        (seen.route.unwrap_or_else(|| unmatched_route(path)), seen.principal.clone())
     };
-    let face = face(if route == "unmatched" { &path } else { &route });
+    let face = face(if route == "unmatched" { path } else { route });
     let status = resp.status();
     let elapsed = start.elapsed();
-    app.telemetry.request(face, method.as_str(), &route, status.as_u16(), elapsed.as_secs_f64());
+    app.telemetry.request(face, method.as_str(), route, status.as_u16(), elapsed.as_secs_f64());
     tracing::info!(
         target: "keyport::access",
         face,

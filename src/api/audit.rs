@@ -13,7 +13,7 @@ use crate::core::SharedApp;
 use crate::store::audit_query::AuditFilter;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/audit", get(list))
+    Router::new().route("/keyport/v1/audit", get(list))
 }
 
 #[derive(Deserialize)]

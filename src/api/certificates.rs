@@ -14,7 +14,7 @@ use crate::core::certificates;
 use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/certificates", get(list)).route("/certificates/{sha256}", axum::routing::delete(delete))
+    Router::new().route("/keyport/v1/certificates", get(list)).route("/keyport/v1/certificates/{sha256}", axum::routing::delete(delete))
 }
 
 #[derive(Deserialize)]

@@ -51,13 +51,12 @@ impl From<CoreError> for ApiError {
     }
 }
 
-/// Every face's 503 carries `Retry-After` (the probe's cadence), whatever built it: a layer on
-/// the whole router, so no face can forget it.
-pub async fn retry_after(mut r: Response) -> Response {
+/// Every face's 503 carries `Retry-After` (the probe's cadence), whatever built it: called on
+/// every answer by `access::layer`, so no face can forget it.
+pub fn retry_after(r: &mut Response) {
     if r.status() == StatusCode::SERVICE_UNAVAILABLE && !r.headers().contains_key(RETRY_AFTER) {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
-    r
 }
 
 impl IntoResponse for ApiError {
@@ -89,8 +88,8 @@ mod tests {
     }
 
     /// Status, Retry-After and JSON body, after the router's `retry_after` layer.
-    async fn render(r: Response) -> (StatusCode, Option<String>, Value) {
-        let r = retry_after(r).await;
+    async fn render(mut r: Response) -> (StatusCode, Option<String>, Value) {
+        retry_after(&mut r);
         let ra = r.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
         let status = r.status();
         let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();

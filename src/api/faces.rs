@@ -124,10 +124,17 @@ pub async fn shape_errors(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let r = next.run(req).await;
+    shape(&method, &path, r).await
+}
+
+/// [`shape_errors`] on an answer to `method` `path` (`access::layer` calls it directly).
+pub async fn shape(method: &Method, path: &str, r: Response) -> Response {
     let status = r.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&r) || method == Method::HEAD {
         return r;
     }
+    let path = path.to_string();
+    let method = method.clone();
     let (parts, body) = r.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
     let face = Face::of(&path);

@@ -24,7 +24,7 @@ use crate::core::names::is_valid_name;
 use crate::core::{import_file, CoreError, SharedApp};
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/keys/import", post(import))
+    Router::new().route("/keyport/v1/keys/import", post(import))
 }
 
 #[derive(Deserialize)]

@@ -17,9 +17,9 @@ use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
-        .route("/keysets", get(list).post(create))
-        .route("/keysets/{name}", get(show).delete(remove))
-        .route("/keysets/{name}/{action}", post(act))
+        .route("/keyport/v1/keysets", get(list).post(create))
+        .route("/keyport/v1/keysets/{name}", get(show).delete(remove))
+        .route("/keyport/v1/keysets/{name}/{action}", post(act))
 }
 
 #[derive(Deserialize)]

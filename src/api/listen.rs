@@ -5,9 +5,9 @@
 //! own connection slots (`slots`: a cap, a share per uid or address, and on the socket a reserve
 //! for admins; a connection past them is answered 503 + Retry-After and closed at once), slow
 //! headers time out (`header_timeout_secs`), a body must arrive in time (`body::BodyClock`: soon
-//! until the caller is authenticated), a request that takes too long is answered 503 (its handler
-//! runs as a task of its own and still finishes: hanging up never leaves half an operation), and
-//! shutdown drains in-flight requests.
+//! until the caller is authenticated), a request that takes too long is answered 503 (a handler
+//! that may write runs as a task of its own and still finishes: hanging up never leaves half an
+//! operation), and shutdown drains in-flight requests.
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -251,17 +251,25 @@ where
         req.extensions_mut().insert(ended.clone());
         async move {
             let _ended = ended.on_drop();
+            let read_only = reads_only(&req);
             let req = req.map(|b| axum::body::Body::new(super::body::DeadlineBody::new(b, clock, timed_out.clone())));
-            // The handler runs as its own task: a client that hangs up (which drops this
-            // future) or a timeout never cuts an operation between its token write and its
-            // store commit; it finishes, or undoes itself, on its own. Its body has the same
-            // deadline, so a trickling client cannot keep it waiting.
-            let handler = tokio::spawn(async move {
+            let handler = async move {
                 let response = router.oneshot(req).await;
                 drop(permit);
                 response
-            });
-            match tokio::time::timeout(request_timeout, handler).await {
+            };
+            // A handler that may write runs as its own task: a client that hangs up (which
+            // drops this future) or a timeout never cuts an operation between its token write
+            // and its store commit; it finishes, or undoes itself, on its own. Its body has the
+            // same deadline, so a trickling client cannot keep it waiting. A read has nothing
+            // to leave half done, so it runs here, without a task and the hop to another
+            // worker thread that costs (`GET keys/{id}`: BENCHMARKS.md, 2026-12-04).
+            let answered = if read_only {
+                tokio::time::timeout(request_timeout, async { Ok(handler.await) }).await
+            } else {
+                tokio::time::timeout(request_timeout, tokio::spawn(handler)).await
+            };
+            match answered {
                 Ok(Ok(Ok(mut r))) => {
                     // Every face's 503 says when to come back (busy KDF slots, a token away).
                     if r.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
@@ -286,8 +294,9 @@ where
                         axum::http::StatusCode::SERVICE_UNAVAILABLE,
                         "timeout",
                         format!(
-                            "the request took longer than {}s (limits.request_timeout_secs); it goes on in the background, so check its result before retrying",
-                            request_timeout.as_secs()
+                            "the request took longer than {}s (limits.request_timeout_secs){}",
+                            request_timeout.as_secs(),
+                            if read_only { "; retry it" } else { "; it goes on in the background, so check its result before retrying" }
                         ),
                     )
                     .into_response_box();
@@ -317,6 +326,13 @@ where
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
     }
+}
+
+/// Whether a request only reads: `GET` and `HEAD` on the native API, whose handlers never
+/// write (a rule of `api::native` and its sibling modules). Vendor faces' GETs are not assumed
+/// to (TPP revokes a token with a GET; an apiops GET exports a key, with its audit entry).
+fn reads_only<B>(req: &hyper::Request<B>) -> bool {
+    matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD) && req.uri().path().starts_with("/keyport/v1/")
 }
 
 impl super::error::ApiError {

@@ -45,7 +45,7 @@ const TOKEN_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 type Labels = Vec<(&'static str, String)>;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route("/keyport/v1/metrics", get(metrics))
 }
 
 /// Who the numbers are for.

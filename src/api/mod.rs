@@ -38,22 +38,22 @@ use crate::core::SharedApp;
 #[derive(Clone, Default)]
 pub struct SyncWorker(pub Option<std::sync::Arc<crate::sync::Syncer>>);
 
-/// Every face's routes on one router.
+/// Every face's routes on one router: flat (each module's routes carry their whole path, so no
+/// request pays for a nested router's prefix rewrite) and under one outer middleware
+/// (`access::layer`: request id, error shapes, `Retry-After`, access log, metrics, audit of
+/// refusals), which is most of the per-request cost a `GET keys/{id}` has beyond hyper's own.
 pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> Router {
     Router::new()
-        .nest(
-            "/keyport/v1",
-            native::routes()
-                .merge(sync::routes())
-                .merge(certificates::routes())
-                .merge(metrics::routes())
-                .merge(sign::routes())
-                .merge(audit::routes())
-                .merge(import::routes())
-                .merge(openapi::routes())
-                .merge(ssh_certificates::routes())
-                .merge(keysets::routes()),
-        )
+        .merge(native::routes())
+        .merge(sync::routes())
+        .merge(certificates::routes())
+        .merge(metrics::routes())
+        .merge(sign::routes())
+        .merge(audit::routes())
+        .merge(import::routes())
+        .merge(openapi::routes())
+        .merge(ssh_certificates::routes())
+        .merge(keysets::routes())
         .merge(tlspc::routes())
         .merge(kps::routes())
         .merge(keys::routes())
@@ -63,8 +63,5 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
         .fallback(faces::fallback)
         .with_state(app.clone())
         .layer(axum::Extension(SyncWorker(syncer)))
-        // Router 404/405s and extractor rejections in each face's JSON error shape.
-        .layer(axum::middleware::from_fn(faces::shape_errors))
-        .layer(axum::middleware::map_response(error::retry_after))
         .layer(axum::middleware::from_fn_with_state(app, access::layer))
 }

@@ -24,13 +24,13 @@ use crate::store::{After, KeyRecord};
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/keys", get(key_histories))
-        .route("/keys", get(list_keys).post(generate_key))
-        .route("/keys/{id}", get(show_key).delete(delete_key))
-        .route("/keys/{id}/export", axum::routing::post(export_key))
-        .route("/keys/{id}/public", get(public_key))
+        .route("/keyport/v1/health", get(health))
+        .route("/keyport/v1/health/live", get(live))
+        .route("/keyport/v1/health/keys", get(key_histories))
+        .route("/keyport/v1/keys", get(list_keys).post(generate_key))
+        .route("/keyport/v1/keys/{id}", get(show_key).delete(delete_key))
+        .route("/keyport/v1/keys/{id}/export", axum::routing::post(export_key))
+        .route("/keyport/v1/keys/{id}/public", get(public_key))
 }
 
 /// `GET health/live` (also on the metrics-only listener): liveness for supervisors and load

@@ -26,7 +26,7 @@ use crate::core::sign::{self, Scheme, SignCaller, SignError};
 use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/keys/{id}/sign", post(sign_key))
+    Router::new().route("/keyport/v1/keys/{id}/sign", post(sign_key))
 }
 
 /// The connection's peer (uid and pid on the socket), for `allowed_uids` and the audit.

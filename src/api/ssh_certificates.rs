@@ -19,7 +19,7 @@ use crate::core::sign::ssh_cert::{self, SshCertView};
 use crate::core::SharedApp;
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/keys/{id}/ssh-certificate", get(show).put(attach).delete(detach))
+    Router::new().route("/keyport/v1/keys/{id}/ssh-certificate", get(show).put(attach).delete(detach))
 }
 
 #[derive(Deserialize)]

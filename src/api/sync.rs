@@ -25,7 +25,10 @@ use crate::config::Permission;
 use crate::core::{CoreError, SharedApp};
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/sync", get(status).post(trigger)).route("/sync/csr", post(csr)).route("/sync/restore", post(restore))
+    Router::new()
+        .route("/keyport/v1/sync", get(status).post(trigger))
+        .route("/keyport/v1/sync/csr", post(csr))
+        .route("/keyport/v1/sync/restore", post(restore))
 }
 
 /// `POST /keyport/v1/sync/restore` `{"dry_run": bool}`: keys back from the vault

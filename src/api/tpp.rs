@@ -825,7 +825,8 @@ mod tests {
     #[tokio::test]
     async fn faults_are_503_in_the_ssh_web_response_shape() {
         let down = CoreError::Token(crate::token::TokenError::unavailable("soft", "C_GetTokenInfo: CKR_GENERAL_ERROR"));
-        let r = super::super::error::retry_after(ssh_response(json!({"KeyMaterial": null, "Response": core_failure(down)}))).await;
+        let mut r = ssh_response(json!({"KeyMaterial": null, "Response": core_failure(down)}));
+        super::super::error::retry_after(&mut r);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(r.headers().contains_key(axum::http::header::RETRY_AFTER));
         let v: Value = serde_json::from_slice(&axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap()).unwrap();

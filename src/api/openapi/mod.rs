@@ -138,7 +138,7 @@ pub fn json() -> &'static str {
 }
 
 pub fn routes() -> Router<SharedApp> {
-    Router::new().route("/openapi.json", get(serve))
+    Router::new().route("/keyport/v1/openapi.json", get(serve))
 }
 
 async fn serve(Caller(_): Caller) -> impl IntoResponse {

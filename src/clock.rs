@@ -85,8 +85,25 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// The stored form, written field by field (every key in every answer has one: `time`'s
+    /// format-description walk was a visible share of a `GET keys/{id}`); years outside
+    /// 0000-9999 take `time`'s own path.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.format(STORED).map_err(|_| fmt::Error)?)
+        let t = self.0;
+        if !(0..=9999).contains(&t.year()) {
+            return f.write_str(&t.format(STORED).map_err(|_| fmt::Error)?);
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
     }
 }
 
@@ -147,6 +164,16 @@ mod tests {
         assert_eq!(now.to_string().len(), 27);
         assert!(Timestamp::parse("31/01/2026").is_err());
         assert!(Timestamp::parse("").is_err());
+    }
+
+    #[test]
+    fn the_hand_written_form_is_times_own() {
+        for s in ["0000-01-01T00:00:00Z", "1970-01-01T00:00:00.000001Z", "2026-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.5Z"] {
+            let t = Timestamp::parse(s).unwrap();
+            assert_eq!(t.to_string(), t.0.format(super::STORED).unwrap(), "{s}");
+        }
+        let now = Timestamp::now();
+        assert_eq!(now.to_string(), now.0.format(super::STORED).unwrap());
     }
 
     #[test]

@@ -6,13 +6,14 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::core::authz::{Peer, Principal};
 use crate::core::{CoreError, SharedApp};
 
 /// An authenticated caller of the native API.
-pub struct Caller(pub Principal);
+pub struct Caller(pub Arc<Principal>);
 
 /// The API key of a request: `X-Api-Key`, or `Authorization: Bearer <key>`.
 pub fn api_key(parts: &Parts) -> Option<&str> {
@@ -45,14 +46,14 @@ pub fn peer(parts: &Parts) -> Peer {
 
 /// The principal of a request by the one rule (see the module doc); `face_headers` are the
 /// face's own API-key headers. On success the request's body may use its whole deadline.
-pub fn identify(app: &SharedApp, parts: &Parts, face_headers: &[&str]) -> Result<Principal, CoreError> {
+pub fn identify(app: &SharedApp, parts: &Parts, face_headers: &[&str]) -> Result<Arc<Principal>, CoreError> {
     let p = peer(parts);
     let keys = presented_keys(parts, face_headers);
     let authz = app.authz.read().expect("poisoned");
     let who = if keys.is_empty() {
         authz.identify(&p, None)?
     } else {
-        let mut who: Option<Principal> = None;
+        let mut who: Option<Arc<Principal>> = None;
         for k in keys {
             let this = authz.identify(&p, Some(k))?;
             if who.as_ref().is_some_and(|w| w.name != this.name) {

@@ -87,7 +87,7 @@ impl From<CoreError> for IotError {
 // --- authentication -------------------------------------------------------------------------
 
 /// The vendor's `x-api-key` header (or a bearer token, or the socket peer), and the peer.
-pub struct IotCaller(pub Principal, pub Peer);
+pub struct IotCaller(pub std::sync::Arc<Principal>, pub Peer);
 
 impl FromRequestParts<SharedApp> for IotCaller {
     type Rejection = IotError;

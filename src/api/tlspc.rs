@@ -104,7 +104,7 @@ impl From<CoreError> for VendorError {
 // --- authentication -------------------------------------------------------------------------
 
 /// The vendor's `tppl-api-key` header (or a bearer token, or the socket peer).
-pub struct TlspcCaller(pub Principal);
+pub struct TlspcCaller(pub std::sync::Arc<Principal>);
 
 impl FromRequestParts<SharedApp> for TlspcCaller {
     type Rejection = VendorError;

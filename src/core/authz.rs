@@ -7,6 +7,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use super::CoreError;
@@ -83,7 +84,9 @@ impl Principal {
 }
 
 pub struct Authz {
-    principals: Vec<(PrincipalConfig, Vec<[u8; 32]>)>,
+    /// Each principal's config, its API-key hashes, and the principal built once (a request's
+    /// identity is a clone of this `Arc`, not a copy of its permissions).
+    principals: Vec<(PrincipalConfig, Vec<[u8; 32]>, Arc<Principal>)>,
 }
 
 impl Authz {
@@ -92,7 +95,7 @@ impl Authz {
             .iter()
             .map(|p| {
                 let hashes = p.api_key_sha256.iter().filter_map(|h| hex::decode(h).ok()?.try_into().ok()).collect();
-                (p.clone(), hashes)
+                (p.clone(), hashes, Arc::new(Self::principal(p)))
             })
             .collect();
         Authz { principals }
@@ -106,24 +109,24 @@ impl Authz {
     }
 
     /// The principal called `name`, for work that runs later on someone's behalf (jobs).
-    pub fn by_name(&self, name: &str) -> Option<Principal> {
-        self.principals.iter().find(|(p, _)| p.name == name).map(|(p, _)| Self::principal(p))
+    pub fn by_name(&self, name: &str) -> Option<Arc<Principal>> {
+        self.principals.iter().find(|(p, ..)| p.name == name).map(|(.., built)| built.clone())
     }
 
     /// Who is calling. `api_key` is the raw key from the request, if any.
-    pub fn identify(&self, peer: &Peer, api_key: Option<&str>) -> Result<Principal, CoreError> {
+    pub fn identify(&self, peer: &Peer, api_key: Option<&str>) -> Result<Arc<Principal>, CoreError> {
         if let Some(key) = api_key {
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
             // Compare against every hash without stopping early.
             let mut found = None;
-            for (p, hashes) in &self.principals {
+            for (_, hashes, built) in &self.principals {
                 for h in hashes {
                     if bool::from(h.ct_eq(&digest)) && found.is_none() {
-                        found = Some(p);
+                        found = Some(built);
                     }
                 }
             }
-            return found.map(Self::principal).ok_or_else(|| {
+            return found.cloned().ok_or_else(|| {
                 CoreError::Unauthenticated(
                     "the API key is not recognized; check the key, or ask for one to be added to [[principals]]".into(),
                 )
@@ -133,9 +136,9 @@ impl Authz {
             Peer::Unix { uid, gid, .. } => self
                 .principals
                 .iter()
-                .find(|(p, _)| p.uids.contains(uid))
-                .or_else(|| self.principals.iter().find(|(p, _)| p.gids.contains(gid)))
-                .map(|(p, _)| Self::principal(p))
+                .find(|(p, ..)| p.uids.contains(uid))
+                .or_else(|| self.principals.iter().find(|(p, ..)| p.gids.contains(gid)))
+                .map(|(.., built)| built.clone())
                 .ok_or_else(|| {
                     CoreError::Unauthenticated(format!(
                         "uid {uid} (gid {gid}) is not a principal; add it to a [[principals]] entry (uids/gids) or send an API key"

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::CoreError;
 use crate::config::Limits;
@@ -18,27 +18,22 @@ use crate::material::key::MaterialError;
 
 /// Set when the request that wants the work has ended. The listener puts one in every
 /// request's extensions; work without a request (background jobs) uses a fresh one.
-#[derive(Clone)]
-pub struct Cancel(Arc<watch::Sender<bool>>);
-
-impl Default for Cancel {
-    fn default() -> Cancel {
-        Cancel(Arc::new(watch::channel(false).0))
-    }
-}
+/// A cancellation token (one small allocation; cancelling with nobody waiting takes one
+/// uncontended lock), since every request makes one.
+#[derive(Clone, Default)]
+pub struct Cancel(tokio_util::sync::CancellationToken);
 
 impl Cancel {
     pub fn cancel(&self) {
-        self.0.send_replace(true);
+        self.0.cancel();
     }
 
     pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
+        self.0.is_cancelled()
     }
 
     async fn cancelled(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
+        self.0.cancelled().await
     }
 
     /// Cancels when the returned guard is dropped (the request's future ended, one way or

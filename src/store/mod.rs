@@ -363,6 +363,17 @@ impl Store {
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         static SQL: std::sync::LazyLock<String> =
             std::sync::LazyLock::new(|| format!("SELECT {} FROM keys WHERE id=?1 AND status<>'deleting'", KeyRecord::COLUMNS));
+        // A row cached at the current generation: no statement has changed `keys` since it
+        // was read, so it is answered without the connection's lock (which a commit may hold
+        // for milliseconds).
+        {
+            let cache = self.key_cache.lock().expect("poisoned");
+            if cache.generation == self.keys_generation() {
+                if let Some(row) = cache.rows.get(id) {
+                    return Ok(Some(row.clone()));
+                }
+            }
+        }
         // Under the connection's lock no write is under way, so the generation read here is
         // the one of the rows the query sees.
         let conn = self.conn();

@@ -89,7 +89,7 @@ impl From<CoreError> for VendorError {
 // --- authentication ---------------------------------------------------------------------------
 
 /// `Authorization: Bearer <personal API access token>` (a keyport API key), or the socket peer.
-pub struct ApiOpsCaller(pub Principal);
+pub struct ApiOpsCaller(pub std::sync::Arc<Principal>);
 
 impl FromRequestParts<SharedApp> for ApiOpsCaller {
     type Rejection = VendorError;

@@ -124,7 +124,7 @@ impl From<crate::store::StoreError> for KpsError {
 /// An authenticated KPS request: the caller, the raw query and the body (read within
 /// `limits.max_body_bytes`, as the signature covers it).
 pub struct KpsRequest {
-    pub who: Principal,
+    pub who: std::sync::Arc<Principal>,
     pub query: Option<String>,
     pub body: axum::body::Bytes,
 }

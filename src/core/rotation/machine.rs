@@ -91,7 +91,7 @@ struct Ctx {
     keyset: KeysetRecord,
     versions: Vec<KeysetVersion>,
     policy: crate::config::RotationPolicy,
-    who: Option<Principal>,
+    who: Option<Arc<Principal>>,
 }
 
 impl Ctx {

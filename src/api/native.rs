@@ -120,7 +120,12 @@ const LIST_CHUNK: usize = 256;
 /// out, so an error, or the request time-out passing (`limits.request_timeout_secs`: the
 /// caller's permissions were read at the start and must not serve it for longer), cuts the
 /// connection: the body never ends in `]}`, and a client cannot take it for a whole list.
-async fn list_every_key(app: SharedApp, who: std::sync::Arc<Principal>, namespace: Option<String>, name: Option<String>) -> Result<Response, ApiError> {
+async fn list_every_key(
+    app: SharedApp,
+    who: std::sync::Arc<Principal>,
+    namespace: Option<String>,
+    name: Option<String>,
+) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(app.config.limits.request_timeout_secs);
     let walk = std::sync::Arc::new(ListWalk { app, who, namespace, name });
     let first = walk.clone().page(None).await?;

@@ -355,7 +355,12 @@ fn bearer(app: &SharedApp, req: &axum::http::request::Parts) -> Result<TppSessio
 
 /// The caller's principal, after checking the token's scope.
 #[allow(clippy::result_large_err)]
-fn caller(app: &SharedApp, parts: &axum::http::request::Parts, scope: &str, privilege: Option<&str>) -> Result<std::sync::Arc<Principal>, Response> {
+fn caller(
+    app: &SharedApp,
+    parts: &axum::http::request::Parts,
+    scope: &str,
+    privilege: Option<&str>,
+) -> Result<std::sync::Arc<Principal>, Response> {
     let s = bearer(app, parts)?;
     let ok = scope_allows(&s.scope, scope, privilege);
     let principal: String = s.principal;

@@ -228,24 +228,28 @@ async fn remove_half_made(app: &App, token: &Arc<Token>, interrupted: usize, r: 
 /// Marks rows whose objects are gone missing (and missing rows whose objects are back
 /// active); removes certificate rows whose object is gone from the same token.
 async fn rows(app: &App, token: &Arc<Token>, replaced: bool, r: &mut Repairs) -> Result<(), super::CoreError> {
-    let rows: Vec<_> = app.store.keys_in_token(&token.name)?.into_iter().filter(|k| k.status != KeyStatus::Deleting).collect();
-    let ids: HashSet<Vec<u8>> = rows.iter().map(|k| k.cka_id.clone()).collect();
+    let rows = Arc::new(app.store.keys_in_token(&token.name)?);
+    let of_token = rows.clone();
     // Certificates kept without a key (certificate import) are keyport's too.
     let certs = app.store.certificates_in_token(&token.name)?;
-    let cert_ids: HashSet<Vec<u8>> = certs.iter().map(|(_, id)| id.clone()).collect();
+    // The token's thread says, for each row, whether its objects are there (no copy of every
+    // CKA_ID).
     let (present, missing_certs, foreign) = token
         .run(move |c| {
             let idx = c.live.index.read().expect("poisoned");
-            let present: HashSet<Vec<u8>> = ids
+            let present: Vec<bool> = of_token
                 .iter()
-                .filter(|id| idx.get(id).is_some_and(|s| s.private.is_some() || s.public.is_some() || s.secret.is_some()))
-                .cloned()
+                .map(|k| idx.get(&k.cka_id).is_some_and(|s| s.private.is_some() || s.public.is_some() || s.secret.is_some()))
                 .collect();
             let missing_certs: Vec<String> =
                 certs.iter().filter(|(_, id)| idx.get(id).is_none_or(|s| s.certificate.is_none())).map(|(sha, _)| sha.clone()).collect();
-            let own = crate::token::reserved::ALL;
-            let foreign =
-                idx.ids().filter(|(id, _)| !ids.contains(*id) && !cert_ids.contains(*id) && !own.contains(&id.as_slice())).count();
+            let ours: HashSet<&[u8]> = of_token
+                .iter()
+                .map(|k| k.cka_id.as_slice())
+                .chain(certs.iter().map(|(_, id)| id.as_slice()))
+                .chain(crate::token::reserved::ALL.iter().copied())
+                .collect();
+            let foreign = idx.ids().filter(|(id, _)| !ours.contains(id.as_slice())).count();
             Ok((present, missing_certs, foreign))
         })
         .await?;
@@ -259,20 +263,19 @@ async fn rows(app: &App, token: &Arc<Token>, replaced: bool, r: &mut Repairs) ->
         }
     }
     let mut statuses = Vec::new();
-    for k in &rows {
-        let here = present.contains(&k.cka_id);
+    for (k, &here) in rows.iter().zip(&present) {
         let (status, action, detail) = match (k.status, here) {
             (KeyStatus::Active, false) => {
-                tracing::debug!(key = %k.id, name = ?k.name, token = %k.token, "key marked missing: its token objects are gone");
+                tracing::debug!(key = %k.id, name = ?k.name, token = %token.name, "key marked missing: its token objects are gone");
                 (
                     KeyStatus::Missing,
                     "reconcile.mark-missing",
-                    format!("key '{}' has no objects in token '{}'; kept as missing", k.name, k.token),
+                    format!("key '{}' has no objects in token '{}'; kept as missing", k.name, token.name),
                 )
             }
             (KeyStatus::Missing, true) => {
                 tracing::debug!(key = %k.id, name = ?k.name, "a missing key's objects are back in its token");
-                (KeyStatus::Active, "reconcile.mark-active", format!("key '{}' is back in token '{}'", k.name, k.token))
+                (KeyStatus::Active, "reconcile.mark-active", format!("key '{}' is back in token '{}'", k.name, token.name))
             }
             _ => continue,
         };

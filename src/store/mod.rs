@@ -118,6 +118,16 @@ pub struct Store {
     key_cache: Mutex<KeyCache>,
 }
 
+/// A key row as [`Store::keys_in_token`] reads it.
+#[derive(Debug)]
+pub struct TokenKeyRow {
+    pub id: String,
+    pub cka_id: Vec<u8>,
+    pub status: KeyStatus,
+    pub name: String,
+    pub namespace: String,
+}
+
 /// What [`Store::key`] read, and at which `keys_generation`.
 #[derive(Default)]
 struct KeyCache {
@@ -434,10 +444,17 @@ impl Store {
     }
 
     /// Every row of `token`, whatever its status (reconciliation).
-    pub fn keys_in_token(&self, token: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    /// The rows of `token`'s keys that are not being deleted, as reconciliation compares them
+    /// with the token's index: five columns, not the whole record (at start-up with 10,000
+    /// keys the whole records were megabytes of heap that stay resident once freed).
+    pub fn keys_in_token(&self, token: &str) -> Result<Vec<TokenKeyRow>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {} FROM keys WHERE token=?1", KeyRecord::COLUMNS))?;
-        let rows = st.query_map([token], KeyRecord::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare("SELECT id, cka_id, status, name, namespace FROM keys WHERE token=?1 AND status<>'deleting'")?;
+        let rows = st
+            .query_map([token], |r| {
+                Ok(TokenKeyRow { id: r.get(0)?, cka_id: r.get(1)?, status: r.get(2)?, name: r.get(3)?, namespace: r.get(4)? })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 

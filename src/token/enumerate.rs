@@ -54,48 +54,23 @@ enum Read {
     Unreadable(Unreadable),
 }
 
-/// Objects read per helper session below which one session does it all.
-const PARALLEL_FROM: usize = 512;
-
-/// The index of every object `s` sees. A token's start is one C_FindObjects and then one
-/// C_GetAttributeValue per object, and on SoftHSM each read re-checks the object's file (a few
-/// system calls), so with thousands of objects the reads are most of the start: they are
-/// shared between `s` and a second session of the same login on another thread (handles are
-/// valid in every session of the application), and each is one C_GetAttributeValue where it
-/// can be (`raw`: [`RawModule::class_id_label`]). `open_helper` opens that session.
-pub(super) fn build_index(s: &Session, raw: &RawModule, open_helper: impl FnOnce() -> Option<Session>) -> cryptoki::error::Result<Index> {
+/// The index of every object `s` sees: one C_FindObjects, then one C_GetAttributeValue per
+/// object (`raw`: [`RawModule::class_id_label`]), each read going straight into the index
+/// (sized once), so start-up holds no second copy of every id and label. On SoftHSM each read
+/// re-checks the object's file (a few system calls) and the reads are most of a large token's
+/// start; a second session on another thread made it no faster on an idle 2-core machine
+/// (SoftHSM serialises them) and left its thread's heap behind (BENCHMARKS.md, 2026-12-04).
+pub(super) fn build_index(s: &Session, raw: &RawModule) -> cryptoki::error::Result<Index> {
     let all = handles(s)?;
-    let reads: Vec<Read> = if all.len() >= 2 * PARALLEL_FROM && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
-        match open_helper() {
-            Some(helper) => {
-                let (first, second) = all.split_at(all.len() / 2);
-                let (mut a, b) = std::thread::scope(|scope| {
-                    let other = scope.spawn(move || second.iter().map(|h| read(raw, &helper, *h)).collect::<Vec<_>>());
-                    let mine: Vec<Read> = first.iter().map(|h| read(raw, s, *h)).collect();
-                    (mine, other.join())
-                });
-                match b {
-                    Ok(b) => {
-                        a.extend(b);
-                        a
-                    }
-                    // A panic in the helper: read its half here.
-                    Err(_) => all.iter().map(|h| read(raw, s, *h)).collect(),
-                }
-            }
-            None => all.iter().map(|h| read(raw, s, *h)).collect(),
-        }
-    } else {
-        all.iter().map(|h| read(raw, s, *h)).collect()
-    };
-    let mut idx = Index::default();
-    for (h, r) in all.iter().zip(reads) {
-        match r {
-            Read::Indexed { id, label, kind } => idx.insert(&id, &label, kind, *h),
+    // A key pair is two objects with one CKA_ID.
+    let mut idx = Index::with_capacity(all.len() / 2 + 1);
+    for h in all {
+        match read(raw, s, h) {
+            Read::Indexed { id, label, kind } => idx.insert_owned(id, label, kind, h),
             Read::Unnamed { half_made } => {
                 idx.unnamed += 1;
                 if half_made {
-                    idx.half_made.push(*h);
+                    idx.half_made.push(h);
                 }
             }
             Read::Unreadable(u) => idx.unreadable.push(u),

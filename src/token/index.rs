@@ -53,10 +53,19 @@ pub enum Kind {
 }
 
 impl Index {
+    pub fn with_capacity(ids: usize) -> Index {
+        Index { by_id: HashMap::with_capacity(ids), ..Default::default() }
+    }
+
     pub fn insert(&mut self, id: &[u8], label: &str, kind: Kind, h: ObjectHandle) {
-        let e = self.by_id.entry(id.to_vec()).or_default();
+        self.insert_owned(id.to_vec(), label.to_string(), kind, h)
+    }
+
+    /// [`Index::insert`] of an id and label the caller no longer needs (no copies).
+    pub fn insert_owned(&mut self, id: Vec<u8>, label: String, kind: Kind, h: ObjectHandle) {
+        let e = self.by_id.entry(id).or_default();
         if e.label.is_empty() {
-            e.label = label.to_string();
+            e.label = label;
         }
         let slot = match kind {
             Kind::Private => &mut e.private,

@@ -377,10 +377,7 @@ impl Token {
             *self.capabilities.write().expect("poisoned") = Some(c.clone());
             c
         });
-        // A second session for reading half the objects: PKCS#11 login state belongs to the
-        // application, so the login session's login covers it.
-        let helper = || ctx.open_ro_session(slot).ok();
-        let index = match enumerate::build_index(&login, &module.raw, helper) {
+        let index = match enumerate::build_index(&login, &module.raw) {
             Ok(i) => i,
             Err(e) => {
                 let _ = login.close();

@@ -22,7 +22,7 @@ use crate::store::AuditEntry;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Filled in on the way down: the route template (by [`note_route`]) and the principal (by
+/// Filled in on the way down: the route template (by [`NoteRoute`]) and the principal (by
 /// `auth::identify`), for the line written on the way back.
 #[derive(Clone, Default)]
 pub struct RequestInfo(Arc<Mutex<Seen>>);
@@ -96,12 +96,40 @@ fn unmatched_route(path: &str) -> &'static str {
     }
 }
 
-/// A `route_layer`: records the matched route template for [`layer`].
-pub async fn note_route(req: Request, next: Next) -> Response {
-    if let (Some(info), Some(m)) = (req.extensions().get::<RequestInfo>(), req.extensions().get::<MatchedPath>()) {
-        info.0.lock().expect("poisoned").route = Some(interned(m.as_str()));
+/// A `route_layer` that records the matched route template for [`layer`]. A plain tower
+/// service, not `middleware::from_fn`: it wraps every route, and this way costs no boxed
+/// future or service clone per request.
+#[derive(Clone, Copy)]
+pub struct NoteRoute;
+
+impl<S> tower::Layer<S> for NoteRoute {
+    type Service = NotingRoute<S>;
+    fn layer(&self, inner: S) -> NotingRoute<S> {
+        NotingRoute(inner)
     }
-    next.run(req).await
+}
+
+#[derive(Clone)]
+pub struct NotingRoute<S>(S);
+
+impl<S, B> tower::Service<axum::http::Request<B>> for NotingRoute<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> S::Future {
+        if let (Some(info), Some(m)) = (req.extensions().get::<RequestInfo>(), req.extensions().get::<MatchedPath>()) {
+            info.0.lock().expect("poisoned").route = Some(interned(m.as_str()));
+        }
+        self.0.call(req)
+    }
 }
 
 /// The route template as a `&'static str`, for log fields and metric labels without an

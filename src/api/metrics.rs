@@ -105,7 +105,7 @@ pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync
         .route("/metrics", get(anonymous))
         .route("/keyport/v1/metrics", get(anonymous))
         .route("/keyport/v1/health/live", get(super::native::live))
-        .route_layer(axum::middleware::from_fn(super::access::note_route))
+        .route_layer(super::access::NoteRoute)
         .fallback(super::error::not_found)
         .with_state(app.clone())
         .layer(axum::Extension(super::SyncWorker(syncer)))

@@ -59,7 +59,7 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
         .merge(keys::routes())
         .merge(certimport::routes())
         .merge(tpp::routes())
-        .route_layer(axum::middleware::from_fn(access::note_route))
+        .route_layer(access::NoteRoute)
         .fallback(faces::fallback)
         .with_state(app.clone())
         .layer(axum::Extension(SyncWorker(syncer)))

@@ -210,8 +210,12 @@ impl std::fmt::Display for ListCut {
 
 impl std::error::Error for ListCut {}
 
-async fn show_key(State(app): State<SharedApp>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<KeyRecord>, ApiError> {
-    Ok(Json(keys::get(&app, &who, &id)?))
+async fn show_key(
+    State(app): State<SharedApp>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<std::sync::Arc<KeyRecord>>, ApiError> {
+    Ok(Json(keys::get_shared(&app, &who, &id)?))
 }
 
 async fn generate_key(

@@ -129,7 +129,12 @@ pub(crate) async fn read_public_key(app: &App, rec: &KeyRecord) -> Result<crate:
 }
 
 pub fn get(app: &App, who: &Principal, id: &str) -> Result<KeyRecord, CoreError> {
-    let rec = app.store.key(id)?.ok_or_else(|| CoreError::NotFound(format!("no key with id '{id}'")))?;
+    get_shared(app, who, id).map(|r| KeyRecord::clone(&r))
+}
+
+/// [`get`] without a copy of the row (the store's cached one).
+pub fn get_shared(app: &App, who: &Principal, id: &str) -> Result<std::sync::Arc<KeyRecord>, CoreError> {
+    let rec = app.store.key_shared(id)?.ok_or_else(|| CoreError::NotFound(format!("no key with id '{id}'")))?;
     // A caller who may not read the namespace learns nothing, not even that the key exists.
     if !who.allows(&rec.namespace, Permission::Read) && !who.owns(&rec.owner, &rec.namespace) {
         return Err(CoreError::NotFound(format!("no key with id '{id}'")));

@@ -132,7 +132,7 @@ pub struct TokenKeyRow {
 #[derive(Default)]
 struct KeyCache {
     generation: u64,
-    rows: std::collections::HashMap<String, KeyRecord>,
+    rows: std::collections::HashMap<String, std::sync::Arc<KeyRecord>>,
 }
 
 /// Rows [`Store::key`] keeps; past it the cache starts again (a bound on memory, not an LRU).
@@ -371,6 +371,12 @@ impl Store {
     /// The key with `id`, unless a delete of it is under way (then it is gone for callers).
     /// The hot read of `GET keys/{id}` and of sync: a statement prepared once per connection.
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.key_shared(id)?.map(|r| KeyRecord::clone(&r)))
+    }
+
+    /// [`Store::key`] without copying the row: the cache's own (`GET keys/{id}` answers it as
+    /// it is).
+    pub fn key_shared(&self, id: &str) -> Result<Option<std::sync::Arc<KeyRecord>>, StoreError> {
         static SQL: std::sync::LazyLock<String> =
             std::sync::LazyLock::new(|| format!("SELECT {} FROM keys WHERE id=?1 AND status<>'deleting'", KeyRecord::COLUMNS));
         // A row cached at the current generation: no statement has changed `keys` since it
@@ -398,7 +404,7 @@ impl Store {
                 return Ok(Some(row.clone()));
             }
         }
-        let row = conn.prepare_cached(&SQL)?.query_row([id], KeyRecord::from_row).optional()?;
+        let row = conn.prepare_cached(&SQL)?.query_row([id], KeyRecord::from_row).optional()?.map(std::sync::Arc::new);
         if let Some(r) = &row {
             let mut cache = self.key_cache.lock().expect("poisoned");
             if cache.generation == generation {

@@ -1,5 +1,6 @@
 //! One access-log line per request (`target: keyport::access`): face, method, route template,
-//! status, duration, principal, request id; the request id is answered as `x-request-id`
+//! status (499 when the request ended before its answer: [`CUT_SHORT`]), duration, principal,
+//! request id; the request id is answered as `x-request-id`
 //! (a caller's own id is kept when it is sane: 1-128 of `A-Z a-z 0-9 . _ : -`; else keyport
 //! makes one). The same middleware counts the request for the metrics (`core::telemetry`) and
 //! records refusals (401, 403) and failures (5xx) in the audit log, with the answer's message.
@@ -204,48 +205,81 @@ async fn message_of(resp: Response) -> (Response, Option<String>) {
     (Response::from_parts(parts, axum::body::Body::from(bytes)), msg)
 }
 
+/// The status in the access log and metrics of a request whose future was dropped before its
+/// answer was ready: a read runs in its connection's task (`api::listen`), so a client that hangs
+/// up, or the request time-out, ends it there (nginx's "client closed request").
+pub const CUT_SHORT: u16 = 499;
+
+/// A request's access-log line and metrics, written once: when the answer is ready, or, should
+/// the request's future be dropped first, on drop with [`CUT_SHORT`].
+struct Line {
+    app: SharedApp,
+    method: Method,
+    uri: axum::http::Uri,
+    id: String,
+    start: Instant,
+    info: RequestInfo,
+    written: bool,
+}
+
+impl Line {
+    /// Writes the line; returns the face, the route template and the principal.
+    fn write(&mut self, status: u16) -> (&'static str, &'static str, Option<String>) {
+        self.written = true;
+        let path = self.uri.path();
+        let (route, principal) = {
+            let seen = self.info.0.lock().expect("poisoned");
+            (seen.route.unwrap_or_else(|| unmatched_route(path)), seen.principal.clone())
+        };
+        let face = face(if route == "unmatched" { path } else { route });
+        let elapsed = self.start.elapsed();
+        self.app.telemetry.request(face, self.method.as_str(), route, status, elapsed.as_secs_f64());
+        tracing::info!(
+            target: "keyport::access",
+            face,
+            method = ?self.method.as_str(),
+            route = ?route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            principal = ?principal.as_deref().unwrap_or("-"),
+            request_id = ?self.id,
+            "request"
+        );
+        (face, route, principal)
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(CUT_SHORT);
+        }
+    }
+}
+
 /// The outer middleware on every listener's router.
 pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
     let id = req.headers().get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id);
     let info = RequestInfo::default();
     req.extensions_mut().insert(info.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let path = uri.path();
     let peer = req.extensions().get::<Peer>().copied();
+    let mut line = Line { app, method: req.method().clone(), uri: req.uri().clone(), id, start: Instant::now(), info, written: false };
     let resp = next.run(req).await;
     // Router 404/405s and extractor rejections in each face's JSON error shape, and every
     // face's 503 says when to come back.
-    let mut resp = super::faces::shape(&method, path, resp).await;
+    let mut resp = super::faces::shape(&line.method, line.uri.path(), resp).await;
     super::error::retry_after(&mut resp);
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(&line.id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
-    let (route, principal) = {
-        let seen = info.0.lock().expect("poisoned");
-        (seen.route.unwrap_or_else(|| unmatched_route(path)), seen.principal.clone())
-    };
-    let face = face(if route == "unmatched" { path } else { route });
     let status = resp.status();
-    let elapsed = start.elapsed();
-    app.telemetry.request(face, method.as_str(), route, status.as_u16(), elapsed.as_secs_f64());
-    tracing::info!(
-        target: "keyport::access",
-        face,
-        method = ?method.as_str(),
-        route = ?route,
-        status = status.as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        principal = ?principal.as_deref().unwrap_or("-"),
-        request_id = ?id,
-        "request"
-    );
+    let (face, route, principal) = line.write(status.as_u16());
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-    if (refused || status.is_server_error()) && method != Method::OPTIONS && denial_audit_allowed() {
+    if (refused || status.is_server_error()) && line.method != Method::OPTIONS && denial_audit_allowed() {
         let (r, message) = message_of(resp).await;
         resp = r;
+        let id = &line.id;
         let entry = AuditEntry {
             at: crate::store::records::now(),
             principal: principal.unwrap_or_else(|| "-".into()),
@@ -255,16 +289,16 @@ pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -
             outcome: if refused { "denied".into() } else { "failed".into() },
             detail: Some(format!(
                 "{} {route} → {}; {}; request {id}{}",
-                method.as_str(),
+                line.method.as_str(),
                 status.as_u16(),
                 peer_text(peer.as_ref()),
                 message.map(|m| format!(": {m}")).unwrap_or_default()
             )),
         };
-        let a = app.clone();
+        let a = line.app.clone();
         let stored = tokio::task::spawn_blocking(move || crate::core::audit::record_unsynced(&a, &entry)).await;
         if !matches!(stored, Ok(Ok(()))) {
-            tracing::error!(request_id = ?id, "audit: a refusal could not be recorded");
+            tracing::error!(request_id = ?line.id, "audit: a refusal could not be recorded");
         }
     }
     resp

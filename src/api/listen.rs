@@ -265,9 +265,12 @@ where
             // to leave half done, so it runs here, without a task and the hop to another
             // worker thread that costs (`GET keys/{id}`: BENCHMARKS.md, 2026-12-04).
             let answered = if read_only {
-                tokio::time::timeout(request_timeout, async { Ok(handler.await) }).await
+                // A panic is caught here as a spawned task's would be: a 500, not a reset.
+                use futures_util::FutureExt;
+                let caught = std::panic::AssertUnwindSafe(handler).catch_unwind();
+                tokio::time::timeout(request_timeout, caught).await.map(|r| r.map_err(|_| "the handler panicked".to_string()))
             } else {
-                tokio::time::timeout(request_timeout, tokio::spawn(handler)).await
+                tokio::time::timeout(request_timeout, tokio::spawn(handler)).await.map(|r| r.map_err(|e| e.to_string()))
             };
             match answered {
                 Ok(Ok(Ok(mut r))) => {
@@ -302,6 +305,7 @@ where
                     .into_response_box();
                     // Its body may be unread: the connection cannot carry another request.
                     r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                    super::error::retry_after(&mut r);
                     timed_out.notify_one();
                     Ok(r)
                 }
@@ -338,5 +342,49 @@ fn reads_only<B>(req: &hyper::Request<B>) -> bool {
 impl super::error::ApiError {
     fn into_response_box(self) -> axum::response::Response {
         axum::response::IntoResponse::into_response(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One `GET` over an in-memory connection served by `serve_connection`; the whole answer.
+    async fn ask(s: &Serving, path: &str) -> String {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let slot = Arc::new(Slots::new(4, 4, 0).try_take(PeerKey::Uid(0), false).unwrap());
+        let serving = s.clone();
+        let conn = tokio::spawn(async move { serve_connection(server, Peer::Unix { uid: 0, gid: 0, pid: 1 }, &serving, slot).await });
+        let (mut r, mut w) = tokio::io::split(client);
+        w.write_all(format!("GET {path} HTTP/1.1\r\nhost: keyport\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        conn.await.unwrap();
+        out
+    }
+
+    /// Native reads run in the connection's task: a panic must still be a 500 (not a reset
+    /// connection), and a read past the request time-out a 503 with Retry-After.
+    #[tokio::test]
+    async fn a_read_that_panics_or_overruns_is_still_answered() {
+        let router = Router::new().route("/keyport/v1/boom", get(|| async { panic!("a read handler's bug") as &'static str })).route(
+            "/keyport/v1/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+        let limits = Limits { request_timeout_secs: 1, ..Limits::default() };
+        let (_stop, shutdown) = watch::channel(false);
+        let s = Serving { router, limits, privileged: Arc::new(|_: &Peer| false), shutdown };
+        let out = ask(&s, "/keyport/v1/boom").await;
+        assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+        assert!(out.contains("\"internal\""), "in the native error shape: {out}");
+        let out = ask(&s, "/keyport/v1/slow").await;
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.to_ascii_lowercase().contains("retry-after:"), "{out}");
+        assert!(out.contains("retry it"), "a read is not said to go on in the background: {out}");
     }
 }

@@ -137,7 +137,7 @@ fn probe_of(t: &Arc<Token>) -> (Instant, watch::Receiver<Option<TokenHealth>>) {
 /// than [`HUNG`] (the token is busy: 200 clients exporting keep every session in use), and as
 /// "did not answer" after that. Found by issue 16's load test: health answered 503 "token did
 /// not answer within 3 s" for a SoftHSM token that was serving every other request.
-pub async fn token(app: &App, t: &Arc<Token>) -> TokenHealth {
+pub async fn token(app: &Arc<App>, t: &Arc<Token>) -> TokenHealth {
     let component = token_component(t);
     let (started, mut rx) = probe_of(t);
     let answered = tokio::time::timeout(TIMEOUT, rx.wait_for(Option::is_some)).await.ok().and_then(|r| r.ok().and_then(|v| v.clone()));
@@ -168,7 +168,11 @@ pub async fn token(app: &App, t: &Arc<Token>) -> TokenHealth {
                 last.push((t.name.clone(), h.clone()));
             }
             app.health.clear(&component);
-            retry_undos(app, t).await;
+            // On its own task: a `GET health` runs in its connection's task and may be dropped
+            // (a client that hangs up), and an undo must not stop between its token write and
+            // its store write.
+            let (app, t) = (app.clone(), t.clone());
+            tokio::spawn(async move { retry_undos(&app, &t).await });
         }
         None => app.health.set(&component, format!("token '{}' is present but not logged in; it is re-opened on the next use", t.name)),
         Some(e) => {

@@ -128,7 +128,7 @@ pub struct Token {
     cfg: TokenConfig,
     live: RwLock<Option<Arc<Live>>>,
     /// Bounds concurrent token work to the pool size; waiters queue here, not on threads.
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
     /// The pool size: how many operations may run on the token at once.
     sessions: usize,
     /// One reopen at a time.
@@ -243,7 +243,7 @@ impl Token {
             name: cfg.name.clone(),
             cfg,
             live: RwLock::new(None),
-            permits: tokio::sync::Semaphore::new(sessions),
+            permits: Arc::new(tokio::sync::Semaphore::new(sessions)),
             sessions,
             reopening: Mutex::new(()),
             may_create: std::sync::atomic::AtomicBool::new(may_create),
@@ -559,11 +559,18 @@ impl Token {
         let mut delay = Duration::from_millis(50);
         let mut last = None;
         for _ in 0..RETRIES {
-            let _permit = self.permits.acquire().await.expect("semaphore closed");
+            // The permit goes with the work: should the caller stop waiting (a client hung up,
+            // a time-out), the session stays counted until the token call returns, so dropped
+            // callers can never open more sessions than the pool allows.
+            let permit = self.permits.clone().acquire_owned().await.expect("semaphore closed");
             let (this, op) = (self.clone(), op.clone());
-            let r = tokio::task::spawn_blocking(move || this.run_blocking(&*op))
-                .await
-                .map_err(|e| TokenError::unavailable(&self.name, format!("worker failed: {e}")))?;
+            let r = tokio::task::spawn_blocking(move || {
+                let r = this.run_blocking(&*op);
+                drop(permit);
+                r
+            })
+            .await
+            .map_err(|e| TokenError::unavailable(&self.name, format!("worker failed: {e}")))?;
             match r {
                 Err(e) if e.is_transient() => {
                     last = Some(e);

@@ -1,7 +1,7 @@
 //! The routes the routers register, read from their source (axum cannot list a router's
 //! routes), so a test can hold the OpenAPI document to them. It reads every `route` call
-//! under `src/api/` (with the `/keyport/v1` prefix for the modules `api::router` nests, and
-//! the `{slash}` variants a `for slash in [...]` loop adds), TPP's `dispatch` table and the
+//! under `src/api/` (every route carries its whole path: `api::router` nests none), with
+//! the `{slash}` variants a `for slash in [...]` loop adds, TPP's `dispatch` table and the
 //! rotation paths of `tpp::rotation::owns`.
 //! A route's path must be a string literal (or `&format!("…")` in the `{slash}` loop): a
 //! `const` or computed path fails the scan rather than being guessed.
@@ -85,32 +85,11 @@ fn first_literal(s: &str) -> Option<&str> {
     Some(&s[start..end])
 }
 
-/// The modules `api::router` nests under a prefix: (prefix, module names).
-fn nested(api: &Path) -> Vec<(String, Vec<String>)> {
-    let text = std::fs::read_to_string(api.join("mod.rs")).unwrap();
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(i) = text[from..].find(".nest(") {
-        let open = from + i + ".nest".len();
-        let inner = balanced(&text, open);
-        let prefix = first_literal(inner).expect("a nest prefix literal").to_string();
-        let mut mods = Vec::new();
-        for (j, _) in inner.match_indices("::routes()") {
-            let name: String = inner[..j].chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            mods.push(name.chars().rev().collect());
-        }
-        out.push((prefix, mods));
-        from = open + inner.len();
-    }
-    out
-}
-
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 
 /// (METHOD, path) of every route registered under `src/api/`.
 pub fn registered() -> Vec<(String, String)> {
     let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
-    let nests = nested(&api);
     let mut list = Vec::new();
     files(&api, &mut list);
     let needle = concat!(".rou", "te(");
@@ -121,8 +100,6 @@ pub fn registered() -> Vec<(String, String)> {
         let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
         let rel = file.strip_prefix(&api).unwrap();
         let text = if rel == Path::new("metrics.rs") { split_fn(&text, LISTENER).0 } else { text };
-        let module = rel.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string();
-        let prefix = nests.iter().find(|(_, m)| m.contains(&module)).map(|(p, _)| p.clone()).unwrap_or_default();
         let slashes: Vec<String> = match text.find("for slash in [") {
             Some(i) => {
                 let inner = &text[i + "for slash in [".len()..];
@@ -141,7 +118,7 @@ pub fn registered() -> Vec<(String, String)> {
             for v in variants {
                 let v = v.replace("{{", "{").replace("}}", "}");
                 for m in &methods {
-                    out.push((m.to_ascii_uppercase(), format!("{prefix}{v}")));
+                    out.push((m.to_ascii_uppercase(), v.clone()));
                 }
             }
         }

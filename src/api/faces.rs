@@ -6,7 +6,6 @@
 use axum::extract::{Request, State};
 use axum::http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -118,30 +117,21 @@ fn is_json(r: &Response) -> bool {
 }
 
 /// Rewrites an error the router or an extractor answered in plain text (axum's 405, a query
-/// string or path it could not parse) into the face's shape, keeping its status and its
-/// `Allow`, `Retry-After` and `Connection` headers. Answers that are JSON already are left alone.
-pub async fn shape_errors(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let r = next.run(req).await;
-    shape(&method, &path, r).await
-}
-
-/// [`shape_errors`] on an answer to `method` `path` (`access::layer` calls it directly).
+/// string or path it could not parse) to `method` `path` into the face's shape, keeping its
+/// status and its `Allow`, `Retry-After` and `Connection` headers. Answers that are JSON
+/// already are left alone. `access::layer` calls it on every answer.
 pub async fn shape(method: &Method, path: &str, r: Response) -> Response {
     let status = r.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&r) || method == Method::HEAD {
         return r;
     }
-    let path = path.to_string();
-    let method = method.clone();
     let (parts, body) = r.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
-    let face = Face::of(&path);
+    let face = Face::of(path);
     let allow = parts.headers.get(ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not allowed on {path:?}; it takes: {allow}"),
-        StatusCode::NOT_FOUND if text.is_empty() => return no_route(&path),
+        StatusCode::NOT_FOUND if text.is_empty() => return no_route(path),
         _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
         _ => text,
     };
@@ -160,6 +150,13 @@ mod tests {
     use axum::routing::get;
     use serde_json::Value;
     use tower::ServiceExt;
+
+    /// [`shape`] as a middleware, as `access::layer` applies it.
+    async fn shape_errors(req: Request, next: axum::middleware::Next) -> Response {
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let r = next.run(req).await;
+        shape(&method, &path, r).await
+    }
 
     /// One route per face, behind the same layer and fallback shape as `api::router`.
     fn router() -> axum::Router {

@@ -8,55 +8,38 @@
 //! The route is the router's template (`/keyport/v1/keys/{id}`), never the raw path, so a
 //! caller's string never reaches a metric label; in the log every caller-influenced value goes
 //! through `?` (Debug, escaped).
+//!
+//! [`answer`] wraps the whole router once, called straight from the listener's per-request
+//! future: as `Router::layer`s, each outer layer wrapped every route and was cloned and boxed
+//! for every request (`GET keys/{id}`: BENCHMARKS.md, 2026-12-04, third session).
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::request::Context;
 use crate::core::authz::Peer;
 use crate::core::SharedApp;
 use crate::store::AuditEntry;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Filled in on the way down: the route template (by [`NoteRoute`]) and the principal (by
-/// `auth::identify`), for the line written on the way back.
-#[derive(Clone, Default)]
-pub struct RequestInfo(Arc<Mutex<Seen>>);
-
-#[derive(Default)]
-struct Seen {
-    route: Option<&'static str>,
-    principal: Option<String>,
+/// A caller's id is kept only if it is short and plain (then it is its header value as
+/// received, not a copy).
+fn sane_id(v: &HeaderValue) -> Option<HeaderValue> {
+    let s = v.as_bytes();
+    let ok = (1..=128).contains(&s.len()) && s.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b));
+    ok.then(|| v.clone())
 }
 
-impl RequestInfo {
-    pub fn principal(&self, name: &str) {
-        self.0.lock().expect("poisoned").principal = Some(name.to_string());
-    }
-}
-
-/// The request's id, for handlers that want to name it.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-/// A caller's id is kept only if it is short and plain.
-fn sane_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-    ok.then(|| s.to_string())
-}
-
-fn new_id() -> String {
+fn new_id() -> HeaderValue {
     use rand::RngCore;
     let mut b = [0u8; 12];
     // The thread's CSPRNG (seeded from the OS): no system call per request.
     rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(hex::encode(b))).expect("hex is a valid header value")
 }
 
 /// Which face a route (or, for unmatched requests, a path) belongs to.
@@ -126,8 +109,8 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> S::Future {
-        if let (Some(info), Some(m)) = (req.extensions().get::<RequestInfo>(), req.extensions().get::<MatchedPath>()) {
-            info.0.lock().expect("poisoned").route = Some(interned(m.as_str()));
+        if let (Some(context), Some(m)) = (Context::of(req.extensions()), req.extensions().get::<MatchedPath>()) {
+            context.note_route(interned(m.as_str()));
         }
         self.0.call(req)
     }
@@ -216,21 +199,19 @@ struct Line {
     app: SharedApp,
     method: Method,
     uri: axum::http::Uri,
-    id: String,
+    id: HeaderValue,
     start: Instant,
-    info: RequestInfo,
+    context: Option<Context>,
     written: bool,
 }
 
 impl Line {
     /// Writes the line; returns the face, the route template and the principal.
-    fn write(&mut self, status: u16) -> (&'static str, &'static str, Option<String>) {
+    fn write(&mut self, status: u16) -> (&'static str, &'static str, Option<std::sync::Arc<crate::core::authz::Principal>>) {
         self.written = true;
         let path = self.uri.path();
-        let (route, principal) = {
-            let seen = self.info.0.lock().expect("poisoned");
-            (seen.route.unwrap_or_else(|| unmatched_route(path)), seen.principal.clone())
-        };
+        let (route, principal) = self.context.as_ref().map(Context::seen).unwrap_or_default();
+        let route = route.unwrap_or_else(|| unmatched_route(path));
         let face = face(if route == "unmatched" { path } else { route });
         let elapsed = self.start.elapsed();
         self.app.telemetry.request(face, self.method.as_str(), route, status, elapsed.as_secs_f64());
@@ -241,8 +222,8 @@ impl Line {
             route = ?route,
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            principal = ?principal.as_deref().unwrap_or("-"),
-            request_id = ?self.id,
+            principal = ?principal.as_ref().map_or("-", |p| p.name.as_str()),
+            request_id = ?self.id.to_str().unwrap_or_default(),
             "request"
         );
         (face, route, principal)
@@ -257,32 +238,33 @@ impl Drop for Line {
     }
 }
 
-/// The outer middleware on every listener's router.
-pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -> Response {
+/// Answers `req` with `router` (every face's routes, or the metrics listener's): request id,
+/// error shapes, `Retry-After`, access line, metrics, and the audit of refusals and failures.
+pub async fn answer(app: SharedApp, sync: &super::SyncWorker, router: &axum::Router, mut req: Request) -> Response {
     let id = req.headers().get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id);
-    let info = RequestInfo::default();
-    req.extensions_mut().insert(info.clone());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let peer = req.extensions().get::<Peer>().copied();
-    let mut line = Line { app, method: req.method().clone(), uri: req.uri().clone(), id, start: Instant::now(), info, written: false };
-    let resp = next.run(req).await;
+    let context = Context::of(req.extensions()).cloned();
+    let peer = context.as_ref().map(Context::peer);
+    let mut line = Line { app, method: req.method().clone(), uri: req.uri().clone(), id, start: Instant::now(), context, written: false };
+    req.extensions_mut().insert(sync.clone());
+    let resp = match tower::Service::call(&mut router.clone(), req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
     // Router 404/405s and extractor rejections in each face's JSON error shape, and every
     // face's 503 says when to come back.
     let mut resp = super::faces::shape(&line.method, line.uri.path(), resp).await;
     super::error::retry_after(&mut resp);
-    if let Ok(v) = HeaderValue::from_str(&line.id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(REQUEST_ID, line.id.clone());
     let status = resp.status();
     let (face, route, principal) = line.write(status.as_u16());
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     if (refused || status.is_server_error()) && line.method != Method::OPTIONS && denial_audit_allowed() {
         let (r, message) = message_of(resp).await;
         resp = r;
-        let id = &line.id;
+        let id = line.id.to_str().unwrap_or_default();
         let entry = AuditEntry {
             at: crate::store::records::now(),
-            principal: principal.unwrap_or_else(|| "-".into()),
+            principal: principal.map_or_else(|| "-".into(), |p| p.name.clone()),
             action: format!("{face}.request"),
             namespace: None,
             key_id: None,
@@ -298,7 +280,7 @@ pub async fn layer(State(app): State<SharedApp>, mut req: Request, next: Next) -
         let a = line.app.clone();
         let stored = tokio::task::spawn_blocking(move || crate::core::audit::record_unsynced(&a, &entry)).await;
         if !matches!(stored, Ok(Ok(()))) {
-            tracing::error!(request_id = ?line.id, "audit: a refusal could not be recorded");
+            tracing::error!(request_id = ?line.id.to_str().unwrap_or_default(), "audit: a refusal could not be recorded");
         }
     }
     resp
@@ -310,7 +292,7 @@ mod tests {
 
     #[test]
     fn request_ids_and_faces() {
-        assert_eq!(sane_id(&HeaderValue::from_static("abc-123_x.y:z")).as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(sane_id(&HeaderValue::from_static("abc-123_x.y:z")), Some(HeaderValue::from_static("abc-123_x.y:z")));
         assert_eq!(sane_id(&HeaderValue::from_static("has space")), None);
         assert_eq!(sane_id(&HeaderValue::from_static("")), None);
         assert_eq!(sane_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()), None);

@@ -41,7 +41,7 @@ pub fn presented_keys<'a>(parts: &'a Parts, face_headers: &[&str]) -> Vec<&'a st
 pub fn peer(parts: &Parts) -> Peer {
     // The listener always inserts the peer; a missing one would be a wiring bug, treated as an
     // anonymous TCP peer so it can never grant socket-based identity.
-    parts.extensions.get::<Peer>().copied().unwrap_or(Peer::Tcp { addr: ([0, 0, 0, 0], 0).into() })
+    super::request::Context::of(&parts.extensions).map(|c| c.peer()).unwrap_or(Peer::Tcp { addr: ([0, 0, 0, 0], 0).into() })
 }
 
 /// The principal of a request by the one rule (see the module doc); `face_headers` are the
@@ -64,22 +64,22 @@ pub fn identify(app: &SharedApp, parts: &Parts, face_headers: &[&str]) -> Result
         who.expect("at least one key")
     };
     authenticated(parts);
-    note_principal(parts, &who.name);
+    note_principal(parts, &who);
     Ok(who)
 }
 
-/// Names the request's principal for the access log and the audit of a refusal, for faces
-/// that identify callers their own way (KPS AK/SK, TPP bearer tokens).
-pub fn note_principal(parts: &Parts, name: &str) {
-    if let Some(info) = parts.extensions.get::<super::access::RequestInfo>() {
-        info.principal(name);
+/// Names the request's principal for the access log and the audit of a refusal (also for
+/// faces that identify callers their own way: KPS AK/SK).
+pub fn note_principal(parts: &Parts, who: &Arc<Principal>) {
+    if let Some(c) = super::request::Context::of(&parts.extensions) {
+        c.note_principal(who);
     }
 }
 
 /// Marks the request's caller as known: its body may take the request's whole deadline.
 pub fn authenticated(parts: &Parts) {
-    if let Some(clock) = parts.extensions.get::<super::body::BodyClock>() {
-        clock.authenticated();
+    if let Some(c) = super::request::Context::of(&parts.extensions) {
+        c.clock().authenticated();
     }
 }
 

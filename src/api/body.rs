@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 
 use super::error::ApiError;
+use super::request::Context;
 use crate::core::SharedApp;
 
 pub struct JsonBody<T>(pub T);
@@ -72,12 +73,9 @@ impl std::error::Error for BodyDeadline {}
 
 /// When a request's body must have arrived: soon (`limits.unauthenticated_body_secs`) until
 /// the face has authenticated the caller from the headers, then by the request's own deadline.
-/// The listener puts one in each request's extensions; `auth` marks it authenticated. So an
-/// unknown caller cannot hold a connection by trickling a body, and a known one is not hurried.
-#[derive(Clone)]
-pub struct BodyClock(std::sync::Arc<ClockInner>);
-
-struct ClockInner {
+/// Part of each request's `request::Context`; `auth` marks it authenticated. So an unknown
+/// caller cannot hold a connection by trickling a body, and a known one is not hurried.
+pub struct BodyClock {
     start: tokio::time::Instant,
     unauthenticated: std::time::Duration,
     full: std::time::Duration,
@@ -86,43 +84,48 @@ struct ClockInner {
 
 impl BodyClock {
     pub fn new(unauthenticated: std::time::Duration, full: std::time::Duration) -> BodyClock {
-        BodyClock(std::sync::Arc::new(ClockInner {
+        BodyClock {
             start: tokio::time::Instant::now(),
             unauthenticated: unauthenticated.min(full),
             full,
             authenticated: Default::default(),
-        }))
+        }
     }
 
     /// The caller is known: its body may take the request's whole deadline.
     pub fn authenticated(&self) {
-        self.0.authenticated.store(true, std::sync::atomic::Ordering::Release);
+        self.authenticated.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn is_authenticated(&self) -> bool {
-        self.0.authenticated.load(std::sync::atomic::Ordering::Acquire)
+        self.authenticated.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn deadline(&self) -> tokio::time::Instant {
-        self.0.start + if self.is_authenticated() { self.0.full } else { self.0.unauthenticated }
+        self.start + if self.is_authenticated() { self.full } else { self.unauthenticated }
     }
 }
 
-/// A request body that fails once its deadline (`BodyClock`) passes. Handlers run as tasks of
-/// their own (`listen`), so without this a client trickling a body would hold its task and
-/// connection for ever.
+/// A request body that fails once its deadline (its context's `BodyClock`) passes. Handlers
+/// that may write run as tasks of their own (`listen`), so without this a client trickling a
+/// body would hold its task and connection for ever.
 pub struct DeadlineBody {
     inner: std::pin::Pin<Box<hyper::body::Incoming>>,
-    clock: BodyClock,
+    context: Context,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Told when the deadline cuts the body off: the connection, left mid-body, must close.
     expired: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl DeadlineBody {
-    pub fn new(inner: hyper::body::Incoming, clock: BodyClock, expired: std::sync::Arc<tokio::sync::Notify>) -> DeadlineBody {
-        let sleep = Box::pin(tokio::time::sleep_until(clock.deadline()));
-        DeadlineBody { inner: Box::pin(inner), clock, sleep, expired }
+    /// The request's body for the router: a body that has already ended (a `GET`'s, most
+    /// often) is the empty body, which costs no allocation and needs no deadline.
+    pub fn of(inner: hyper::body::Incoming, context: Context, expired: std::sync::Arc<tokio::sync::Notify>) -> Body {
+        if hyper::body::Body::is_end_stream(&inner) {
+            return Body::empty();
+        }
+        let sleep = Box::pin(tokio::time::sleep_until(context.clock().deadline()));
+        Body::new(DeadlineBody { inner: Box::pin(inner), context, sleep, expired })
     }
 }
 
@@ -138,14 +141,15 @@ impl hyper::body::Body for DeadlineBody {
             return std::task::Poll::Ready(None);
         }
         // The deadline moves once, later, when the caller is authenticated.
-        let deadline = self.clock.deadline();
+        let deadline = self.context.clock().deadline();
         if self.sleep.deadline() != deadline {
             self.sleep.as_mut().reset(deadline);
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.expired.notify_one();
-            let authenticated = self.clock.is_authenticated();
-            let secs = if authenticated { self.clock.0.full } else { self.clock.0.unauthenticated }.as_secs();
+            let clock = self.context.clock();
+            let authenticated = clock.is_authenticated();
+            let secs = if authenticated { clock.full } else { clock.unauthenticated }.as_secs();
             return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadline { secs, authenticated }))));
         }
         self.inner.as_mut().poll_frame(cx).map_err(Into::into)

@@ -52,7 +52,7 @@ impl From<CoreError> for ApiError {
 }
 
 /// Every face's 503 carries `Retry-After` (the probe's cadence), whatever built it: called on
-/// every answer by `access::layer`, so no face can forget it.
+/// every answer by `access::answer`, so no face can forget it.
 pub fn retry_after(r: &mut Response) {
     if r.status() == StatusCode::SERVICE_UNAVAILABLE && !r.headers().contains_key(RETRY_AFTER) {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

@@ -119,7 +119,7 @@ fn is_json(r: &Response) -> bool {
 /// Rewrites an error the router or an extractor answered in plain text (axum's 405, a query
 /// string or path it could not parse) to `method` `path` into the face's shape, keeping its
 /// status and its `Allow`, `Retry-After` and `Connection` headers. Answers that are JSON
-/// already are left alone. `access::layer` calls it on every answer.
+/// already are left alone. `access::answer` calls it on every answer.
 pub async fn shape(method: &Method, path: &str, r: Response) -> Response {
     let status = r.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&r) || method == Method::HEAD {
@@ -151,7 +151,7 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt;
 
-    /// [`shape`] as a middleware, as `access::layer` applies it.
+    /// [`shape`] as a middleware, as `access::answer` applies it.
     async fn shape_errors(req: Request, next: axum::middleware::Next) -> Response {
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let r = next.run(req).await;

@@ -19,7 +19,6 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use crate::config::Permission;
 use crate::core::import::{import_key, ImportOutcome, ImportRequest};
-use crate::core::kdf::Cancel;
 use crate::core::names::is_valid_name;
 use crate::core::{import_file, CoreError, SharedApp};
 
@@ -44,7 +43,7 @@ struct ImportBody {
 async fn import(
     State(app): State<SharedApp>,
     Caller(who): Caller,
-    cancel: Option<Extension<Cancel>>,
+    context: Option<Extension<super::request::Context>>,
     JsonBody(b): JsonBody<ImportBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let namespace = b.namespace.unwrap_or_else(|| "default".into());
@@ -62,7 +61,7 @@ async fn import(
         .map(Zeroizing::new)
         .map_err(|_| CoreError::invalid("invalid_base64", "data is not valid standard base64 (the key file's bytes)"))?;
     let passphrase = b.passphrase.filter(|p| !p.is_empty()).map(|p| Zeroizing::new(p.into_bytes()));
-    let cancel = cancel.map(|Extension(c)| c).unwrap_or_default();
+    let cancel = context.map(|Extension(c)| c.ended().clone()).unwrap_or_default();
     let (key, certificates) =
         import_file::decode(&app, &who, &cancel, data.to_vec(), passphrase, b.certificate.map(String::into_bytes)).await?;
     let req = ImportRequest { key, certificates, name: b.name, namespace: namespace.clone(), exportable: b.exportable, token: b.token };

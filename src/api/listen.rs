@@ -9,7 +9,6 @@
 //! that may write runs as a task of its own and still finishes: hanging up never leaves half an
 //! operation), and shutdown drains in-flight requests.
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -21,16 +20,20 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tower::ServiceExt;
 
+use super::request::Context;
 use super::slots::{PeerKey, Slot, Slots};
 use crate::config::Limits;
 use crate::core::authz::Peer;
 
+/// What answers a request once its head is read: `api::answerer` (every face's router behind
+/// `access::answer`). Its context (`request::Context`) is in the request's extensions.
+pub type Answer = Arc<dyn Fn(axum::extract::Request) -> futures_util::future::BoxFuture<'static, axum::response::Response> + Send + Sync>;
+
 /// Connection settings shared by both listeners (each has its own `Slots`).
 #[derive(Clone)]
 pub struct Serving {
-    pub router: Router,
+    pub answer: Answer,
     pub limits: Limits,
     /// Whether a socket peer's uid belongs to an admin principal (current config: SIGHUP
     /// reloads it), for the socket's reserved slots.
@@ -231,32 +234,29 @@ async fn serve_connection<IO>(io: IO, peer: Peer, s: &Serving, permit: Arc<Slot>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let router = s.router.clone();
+    let answer = s.answer.clone();
     let request_timeout = Duration::from_secs(s.limits.request_timeout_secs);
     let unauthenticated_body = Duration::from_secs(s.limits.unauthenticated_body_secs);
     // Set when a request or its body timed out: the body may be unread, so the connection is
     // closed once the answer is out.
     let timed_out = Arc::new(tokio::sync::Notify::new());
     let closer = timed_out.clone();
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(peer);
-        let router = router.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let answer = answer.clone();
         let permit = permit.clone();
         let timed_out = timed_out.clone();
-        let clock = super::body::BodyClock::new(unauthenticated_body, request_timeout);
-        req.extensions_mut().insert(clock.clone());
-        // Set when the request ends (answered, timed out, or the client hung up): queued work
-        // for it (`core::kdf`) is then not started.
-        let ended = crate::core::kdf::Cancel::default();
-        req.extensions_mut().insert(ended.clone());
+        let context = Context::new(peer, super::body::BodyClock::new(unauthenticated_body, request_timeout));
         async move {
-            let _ended = ended.on_drop();
+            // The request's end (answered, timed out, or the client hung up) cancels queued
+            // work for it (`core::kdf`).
+            let _ended = context.ended().on_drop();
             let read_only = reads_only(&req);
-            let req = req.map(|b| axum::body::Body::new(super::body::DeadlineBody::new(b, clock, timed_out.clone())));
+            let mut req = req.map(|b| super::body::DeadlineBody::of(b, context.clone(), timed_out.clone()));
+            req.extensions_mut().insert(context);
             let handler = async move {
-                let response = router.oneshot(req).await;
+                let response = answer(req).await;
                 drop(permit);
-                response
+                Ok::<_, std::convert::Infallible>(response)
             };
             // A handler that may write runs as its own task: a client that hangs up (which
             // drops this future) or a timeout never cuts an operation between its token write
@@ -349,7 +349,9 @@ impl super::error::ApiError {
 mod tests {
     use super::*;
     use axum::routing::get;
+    use axum::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::ServiceExt;
 
     /// One `GET` over an in-memory connection served by `serve_connection`; the whole answer.
     async fn ask(s: &Serving, path: &str) -> String {
@@ -378,7 +380,11 @@ mod tests {
         );
         let limits = Limits { request_timeout_secs: 1, ..Limits::default() };
         let (_stop, shutdown) = watch::channel(false);
-        let s = Serving { router, limits, privileged: Arc::new(|_: &Peer| false), shutdown };
+        let answer: Answer = Arc::new(move |req| {
+            let router = router.clone();
+            Box::pin(async move { router.oneshot(req).await.unwrap_or_else(|never| match never {}) })
+        });
+        let s = Serving { answer, limits, privileged: Arc::new(|_: &Peer| false), shutdown };
         let out = ask(&s, "/keyport/v1/boom").await;
         assert!(out.starts_with("HTTP/1.1 500"), "{out}");
         assert!(out.contains("\"internal\""), "in the native error shape: {out}");

@@ -91,7 +91,7 @@ async fn metrics(
 /// The metrics-only listener's whole router: `GET /metrics` (and `/keyport/v1/metrics`) in the
 /// anonymous view, and the liveness check; no authentication. Not in the OpenAPI document,
 /// which describes the API listeners (`api::openapi` says why).
-pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> axum::Router {
+pub fn listener_router(app: SharedApp) -> axum::Router {
     async fn anonymous(
         State(app): State<SharedApp>,
         axum::Extension(super::SyncWorker(syncer)): axum::Extension<super::SyncWorker>,
@@ -107,9 +107,7 @@ pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync
         .route("/keyport/v1/health/live", get(super::native::live))
         .route_layer(super::access::NoteRoute)
         .fallback(super::error::not_found)
-        .with_state(app.clone())
-        .layer(axum::Extension(super::SyncWorker(syncer)))
-        .layer(axum::middleware::from_fn_with_state(app, super::access::layer))
+        .with_state(app)
 }
 
 /// The exposition text for `viewer`.

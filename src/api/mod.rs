@@ -22,6 +22,7 @@ pub mod listen;
 pub mod metrics;
 pub mod native;
 pub mod openapi;
+pub mod request;
 pub mod sign;
 pub mod slots;
 pub mod ssh_certificates;
@@ -38,11 +39,10 @@ use crate::core::SharedApp;
 #[derive(Clone, Default)]
 pub struct SyncWorker(pub Option<std::sync::Arc<crate::sync::Syncer>>);
 
-/// Every face's routes on one router: flat (each module's routes carry their whole path, so no
-/// request pays for a nested router's prefix rewrite) and under one outer middleware
-/// (`access::layer`: request id, error shapes, `Retry-After`, access log, metrics, audit of
-/// refusals), which is most of the per-request cost a `GET keys/{id}` has beyond hyper's own.
-pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> Router {
+/// Every face's routes on one router, flat: each module's routes carry their whole path, so no
+/// request pays for a nested router's prefix rewrite. [`answerer`] puts it behind the one
+/// outer middleware.
+pub fn router(app: SharedApp) -> Router {
     Router::new()
         .merge(native::routes())
         .merge(sync::routes())
@@ -61,7 +61,20 @@ pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>
         .merge(tpp::routes())
         .route_layer(access::NoteRoute)
         .fallback(faces::fallback)
-        .with_state(app.clone())
-        .layer(axum::Extension(SyncWorker(syncer)))
-        .layer(axum::middleware::from_fn_with_state(app, access::layer))
+        .with_state(app)
+}
+
+/// What a listener calls for each request: `router` behind `access::answer` (request id, error
+/// shapes, `Retry-After`, access log, metrics, audit of refusals), which is most of the
+/// per-request cost a `GET keys/{id}` has beyond hyper's own, with the sync worker in the
+/// request's extensions for the handlers that show or drive it.
+pub fn answerer(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>, router: Router) -> listen::Answer {
+    let shared = std::sync::Arc::new((app, SyncWorker(syncer), router));
+    std::sync::Arc::new(move |req| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let (app, sync, router) = &*shared;
+            access::answer(app.clone(), sync, router, req).await
+        })
+    })
 }

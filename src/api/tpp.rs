@@ -799,7 +799,7 @@ pub async fn dispatch(app: SharedApp, req: Request) -> Response {
                 "/vedsdk/ssh/exportselfserviceauthorizedkey" => export_authorized(&app, &who, &body).await,
                 p if rotation::owns(p) => rotation::dispatch(&app, &who, p, &body).await,
                 _ => {
-                    let ended = parts.extensions.get::<crate::core::kdf::Cancel>().cloned().unwrap_or_default();
+                    let ended = super::request::Context::of(&parts.extensions).map(|c| c.ended().clone()).unwrap_or_default();
                     match import_private(&app, &who, &body, &ended).await {
                         Ok(v) => v,
                         Err(busy) => return busy,

@@ -249,7 +249,7 @@ impl FromRequest<SharedApp> for KpsRequest {
                 return Err(unauthenticated("the API key sent with the signed request belongs to another principal; send one credential"));
             }
         }
-        super::auth::note_principal(&parts, &who.name);
+        super::auth::note_principal(&parts, &who);
         Ok(KpsRequest { who, query, body })
     }
 }

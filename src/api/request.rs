@@ -1,0 +1,71 @@
+//! What keyport knows about a request beyond its HTTP: who is at the other end of the
+//! connection, when its body must have arrived, whether it has ended, and — filled in on the way
+//! down — its route template and principal, for the access line written on the way back.
+//!
+//! One value in the request's extensions, made once by the listener: each extension is a
+//! boxed allocation and every request pays for each (`GET keys/{id}`: BENCHMARKS.md,
+//! 2026-12-04, third session).
+
+use axum::http::Extensions;
+use std::sync::{Arc, Mutex};
+
+use super::body::BodyClock;
+use crate::core::authz::{Peer, Principal};
+use crate::core::kdf::Cancel;
+
+#[derive(Clone)]
+pub struct Context(Arc<Inner>);
+
+struct Inner {
+    peer: Peer,
+    clock: BodyClock,
+    /// Cancelled when the request ends (answered, timed out, or the client hung up): queued
+    /// work for it (`core::kdf`) is then not started.
+    ended: Cancel,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    route: Option<&'static str>,
+    principal: Option<Arc<Principal>>,
+}
+
+impl Context {
+    pub fn new(peer: Peer, clock: BodyClock) -> Context {
+        Context(Arc::new(Inner { peer, clock, ended: Cancel::default(), seen: Mutex::default() }))
+    }
+
+    /// The request's context. Every request the listeners serve has one.
+    pub fn of(extensions: &Extensions) -> Option<&Context> {
+        extensions.get::<Context>()
+    }
+
+    pub fn peer(&self) -> Peer {
+        self.0.peer
+    }
+
+    pub fn clock(&self) -> &BodyClock {
+        &self.0.clock
+    }
+
+    pub fn ended(&self) -> &Cancel {
+        &self.0.ended
+    }
+
+    /// The router's template of the route that matched (`access::NoteRoute`).
+    pub fn note_route(&self, template: &'static str) {
+        self.0.seen.lock().expect("poisoned").route = Some(template);
+    }
+
+    /// The principal a face identified (`auth::identify`).
+    pub fn note_principal(&self, who: &Arc<Principal>) {
+        self.0.seen.lock().expect("poisoned").principal = Some(who.clone());
+    }
+
+    /// What was noted on the way down: the route template and the principal.
+    pub fn seen(&self) -> (Option<&'static str>, Option<Arc<Principal>>) {
+        let seen = self.0.seen.lock().expect("poisoned");
+        (seen.route, seen.principal.clone())
+    }
+}

@@ -91,7 +91,7 @@ pub async fn run(started: Started, listeners: Listeners, stop: impl std::future:
     let limits = &app.config.limits;
     let admin_app = app.clone();
     let serving = listen::Serving {
-        answer: api::answerer(app.clone(), syncer.clone(), api::router(app.clone())),
+        answer: api::answerer(app.clone(), api::router(app.clone(), syncer.clone())),
         limits: limits.clone(),
         privileged: Arc::new(move |peer| {
             admin_app.authz.read().expect("poisoned").identify(peer, None).is_ok_and(|p| p.allows("*", crate::config::Permission::Admin))
@@ -115,7 +115,7 @@ pub async fn run(started: Started, listeners: Listeners, stop: impl std::future:
     }
     if let Some(l) = metrics {
         let s = listen::Serving {
-            answer: api::answerer(app.clone(), syncer.clone(), api::metrics::listener_router(app.clone())),
+            answer: api::answerer(app.clone(), api::metrics::listener_router(app.clone(), syncer.clone())),
             ..serving.clone()
         };
         tasks.push(tokio::spawn(listen::serve_tcp(l, None, s, Slots::new(METRICS_CONNECTIONS, METRICS_CONNECTIONS / 2, 0))));

@@ -240,12 +240,11 @@ impl Drop for Line {
 
 /// Answers `req` with `router` (every face's routes, or the metrics listener's): request id,
 /// error shapes, `Retry-After`, access line, metrics, and the audit of refusals and failures.
-pub async fn answer(app: SharedApp, sync: &super::SyncWorker, router: &axum::Router, mut req: Request) -> Response {
+pub async fn answer(app: SharedApp, router: &axum::Router, req: Request) -> Response {
     let id = req.headers().get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id);
     let context = Context::of(req.extensions()).cloned();
     let peer = context.as_ref().map(Context::peer);
     let mut line = Line { app, method: req.method().clone(), uri: req.uri().clone(), id, start: Instant::now(), context, written: false };
-    req.extensions_mut().insert(sync.clone());
     let resp = match tower::Service::call(&mut router.clone(), req).await {
         Ok(r) => r,
         Err(never) => match never {},

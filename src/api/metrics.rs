@@ -91,7 +91,7 @@ async fn metrics(
 /// The metrics-only listener's whole router: `GET /metrics` (and `/keyport/v1/metrics`) in the
 /// anonymous view, and the liveness check; no authentication. Not in the OpenAPI document,
 /// which describes the API listeners (`api::openapi` says why).
-pub fn listener_router(app: SharedApp) -> axum::Router {
+pub fn listener_router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> axum::Router {
     async fn anonymous(
         State(app): State<SharedApp>,
         axum::Extension(super::SyncWorker(syncer)): axum::Extension<super::SyncWorker>,
@@ -105,6 +105,7 @@ pub fn listener_router(app: SharedApp) -> axum::Router {
         .route("/metrics", get(anonymous))
         .route("/keyport/v1/metrics", get(anonymous))
         .route("/keyport/v1/health/live", get(super::native::live))
+        .layer(axum::Extension(super::SyncWorker(syncer)))
         .route_layer(super::access::NoteRoute)
         .fallback(super::error::not_found)
         .with_state(app)

@@ -42,12 +42,14 @@ pub struct SyncWorker(pub Option<std::sync::Arc<crate::sync::Syncer>>);
 /// Every face's routes on one router, flat: each module's routes carry their whole path, so no
 /// request pays for a nested router's prefix rewrite. [`answerer`] puts it behind the one
 /// outer middleware.
-pub fn router(app: SharedApp) -> Router {
+pub fn router(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>) -> Router {
+    // The routes that show or drive the sync worker get it as an extension: a layer on these
+    // alone, as every layer costs each request of the routes it wraps.
+    let with_sync = native::health_routes().merge(sync::routes()).merge(metrics::routes()).layer(axum::Extension(SyncWorker(syncer)));
     Router::new()
         .merge(native::routes())
-        .merge(sync::routes())
+        .merge(with_sync)
         .merge(certificates::routes())
-        .merge(metrics::routes())
         .merge(sign::routes())
         .merge(audit::routes())
         .merge(import::routes())
@@ -66,15 +68,14 @@ pub fn router(app: SharedApp) -> Router {
 
 /// What a listener calls for each request: `router` behind `access::answer` (request id, error
 /// shapes, `Retry-After`, access log, metrics, audit of refusals), which is most of the
-/// per-request cost a `GET keys/{id}` has beyond hyper's own, with the sync worker in the
-/// request's extensions for the handlers that show or drive it.
-pub fn answerer(app: SharedApp, syncer: Option<std::sync::Arc<crate::sync::Syncer>>, router: Router) -> listen::Answer {
-    let shared = std::sync::Arc::new((app, SyncWorker(syncer), router));
+/// per-request cost a `GET keys/{id}` has beyond hyper's own.
+pub fn answerer(app: SharedApp, router: Router) -> listen::Answer {
+    let shared = std::sync::Arc::new((app, router));
     std::sync::Arc::new(move |req| {
         let shared = shared.clone();
         Box::pin(async move {
-            let (app, sync, router) = &*shared;
-            access::answer(app.clone(), sync, router, req).await
+            let (app, router) = &*shared;
+            access::answer(app.clone(), router, req).await
         })
     })
 }

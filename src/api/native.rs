@@ -24,13 +24,17 @@ use crate::store::{After, KeyRecord};
 
 pub fn routes() -> Router<SharedApp> {
     Router::new()
-        .route("/keyport/v1/health", get(health))
         .route("/keyport/v1/health/live", get(live))
         .route("/keyport/v1/health/keys", get(key_histories))
         .route("/keyport/v1/keys", get(list_keys).post(generate_key))
         .route("/keyport/v1/keys/{id}", get(show_key).delete(delete_key))
         .route("/keyport/v1/keys/{id}/export", axum::routing::post(export_key))
         .route("/keyport/v1/keys/{id}/public", get(public_key))
+}
+
+/// The routes that read the sync worker (`api::router` gives them its extension).
+pub fn health_routes() -> Router<SharedApp> {
+    Router::new().route("/keyport/v1/health", get(health))
 }
 
 /// `GET health/live` (also on the metrics-only listener): liveness for supervisors and load

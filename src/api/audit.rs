@@ -1,9 +1,10 @@
 //! `GET /keyport/v1/audit?since=&key=&principal=&limit=&before=` (admin): the audit log,
 //! newest first, a page at a time (`next_before` names the next page).
 
+use super::json::Json;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 
 use super::auth::Caller;

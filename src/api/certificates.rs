@@ -1,10 +1,11 @@
 //! Native certificate views under `/keyport/v1/`: `GET /certificates?namespace=…&expiring_before=…`
 //! (a date `2026-01-31` or an RFC 3339 time), soonest expiry first; `DELETE /certificates/{sha256}`.
 
+use super::json::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

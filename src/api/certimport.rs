@@ -12,13 +12,14 @@
 //! `internal_error` (500) and `service_unavailable` (503) are keyport's, in the same style.
 //! Everything about the upload is checked before the job exists: a refused upload stores nothing.
 
+use super::json::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Value};
 
 use super::auth::{identify, peer};

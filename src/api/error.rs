@@ -1,10 +1,10 @@
 //! The native API's one error shape: `{"error": {"code": "...", "message": "..."}}`.
 //! Vendor faces map `CoreError` to their own shapes in their own modules.
 
+use super::json::Json;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::core::fault::RETRY_AFTER_SECS;

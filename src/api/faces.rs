@@ -3,11 +3,11 @@
 //! so a vendor client parses every answer it gets (issue 15: "every error, including 404/405
 //! from the router, has the JSON error shape of its face").
 
+use super::json::Json;
 use axum::extract::{Request, State};
 use axum::http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::core::SharedApp;

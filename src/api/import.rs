@@ -5,10 +5,11 @@
 //! already held in the namespace (nothing written; the key is shown only to a caller who may
 //! read it).
 
+use super::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -2,10 +2,11 @@
 //! hook needs is `GET /keyport/v1/keys/{id}/public` (`api::native`). Each handler parses, calls one
 //! `core::rotation` operation, and renders; permissions are the core's (see its module doc).
 
+use super::json::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -15,6 +15,7 @@ pub mod certimport;
 pub mod error;
 pub mod faces;
 pub mod import;
+pub mod json;
 pub mod keys;
 pub mod keysets;
 pub mod kps;

@@ -6,13 +6,14 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::json::Json;
 use crate::core::authz::Principal;
 use crate::core::formats::{self, ExportFormat};
 use crate::core::key_pages;

@@ -7,12 +7,13 @@
 //! key's standard encoding, base64: RSA PKCS#1 v1.5 bytes, ECDSA DER (`ECDSA-Sig-Value`, what
 //! `openssl dgst -verify` reads), Ed25519 the 64 raw bytes.
 
+use super::json::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;

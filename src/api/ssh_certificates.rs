@@ -6,9 +6,10 @@
 //! - `GET` (`read`, or the owner): the certificate and its fields.
 //! - `DELETE` (`manage`): detaches it.
 
+use super::json::Json;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

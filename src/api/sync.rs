@@ -8,10 +8,11 @@
 //! permission on every opted-in namespace (it retries permanent failures too). The CSR needs
 //! `sync` on `*` (or admin): the client key is the host's, not a namespace's.
 
+use super::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;

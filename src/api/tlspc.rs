@@ -3,13 +3,14 @@
 //! Field names, status values, the 100-item limit and the error shape are the vendor's
 //! (`docs/vendor-apis.md` §000), so vcert, VenafiPS and pyVenafi work unchanged.
 
+use super::json::Json;
 use crate::clock::Timestamp;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};

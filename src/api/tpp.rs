@@ -18,10 +18,11 @@
 //! `ssh:discover` for imports. SSH calls answer HTTP 200 with TPP's `SshWebResponse`
 //! (`Success`, `ErrorCode`, `ErrorMessage`) also when they fail, as TPP does.
 
+use super::json::Json;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Router;
 use base64::Engine;
 use rand::RngCore;
 use serde::Deserialize;

@@ -3,10 +3,10 @@
 //! environments). The upload is parsed by axum's `Multipart` within field limits; the ZIP is a
 //! small stored (uncompressed) writer.
 
+use super::super::json::Json;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use axum::Json;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

@@ -9,10 +9,10 @@
 //! - key pairs are exportable whenever the project's namespace allows exportable keys and their
 //!   token can wrap keys out (a TPM cannot: keys there are non-extractable, used in place).
 
+use super::super::json::Json;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;

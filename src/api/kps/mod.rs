@@ -15,11 +15,12 @@ pub(crate) use handlers::fuzz_request;
 mod replay;
 pub mod sign;
 
+use super::json::Json;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::json;
 
 use super::auth::{identify, peer};

@@ -47,10 +47,10 @@ fn fill(db: &Path, n: usize) {
         let rows: Vec<_> = (done..n.min(done + 1000))
             .map(|i| {
                 let id = format!("{:032x}", 0xb000_0000_0000_0000u128 + i as u128);
-                common::inventory_row(id, format!("bench-{i:06}"), i, base.plus(Duration::from_micros(i as u64)))
+                keyport::store::fixtures::generated_key(id, format!("bench-{i:06}"), i, base.plus(Duration::from_micros(i as u64)))
             })
             .collect();
-        common::commit_rows(&store, &rows);
+        keyport::store::fixtures::commit(&store, &rows);
         done += rows.len();
     }
 }

@@ -207,8 +207,10 @@ fn fill(d: &Path, conf: &Path, pin: &str, from: usize, to: usize) {
 
     let store = Store::open(&d.join("state/keyport.db")).unwrap();
     for chunk in ids.chunks(1000) {
-        let rows: Vec<_> =
-            chunk.iter().map(|&i| common::inventory_row(id(i), format!("boot-{i:06}"), i, keyport::store::records::now())).collect();
-        common::commit_rows(&store, &rows);
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|&i| keyport::store::fixtures::generated_key(id(i), format!("boot-{i:06}"), i, keyport::store::records::now()))
+            .collect();
+        keyport::store::fixtures::commit(&store, &rows);
     }
 }

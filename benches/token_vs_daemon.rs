@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench token_vs_daemon            # N=200 keys, 2 workers
 //!     KEYPORT_BENCH_N=500 cargo bench --bench token_vs_daemon
-//!     KEYPORT_BENCH_workers()=8 cargo bench --bench token_vs_daemon   # 8 threads / 8 connections
+//!     KEYPORT_BENCH_WORKERS=8 cargo bench --bench token_vs_daemon   # 8 threads / 8 connections
 //!
 //! Prints one line per figure; BENCHMARKS.md records them with the command.
 
@@ -18,9 +18,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Threads on the raw side, keep-alive connections (and token sessions) on keyport's side:
-/// 2 unless `KEYPORT_BENCH_workers()` says otherwise.
+/// 2 unless `KEYPORT_BENCH_WORKERS` says otherwise.
 fn workers() -> usize {
-    std::env::var("KEYPORT_BENCH_workers()").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+    std::env::var("KEYPORT_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
 fn main() {

@@ -19,6 +19,15 @@ pub fn pause_before_commit() -> Duration {
     Duration::ZERO
 }
 
+/// `KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS`: pause inside a token's health check, in the token call
+/// (holding its session), so a test can hang up on a `GET health` while the token works.
+pub fn pause_token_health() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    return millis("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS");
+    #[cfg(not(feature = "test-hooks"))]
+    Duration::ZERO
+}
+
 /// `KEYPORT_TEST_PAUSE_AFTER_REMOTE_POST_MS`: pause after a TLS Protect Cloud job was posted
 /// and recorded.
 pub fn pause_after_remote_post() -> Duration {

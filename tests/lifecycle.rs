@@ -128,42 +128,21 @@ fn a_large_inventory_whose_objects_are_gone_is_reconciled_in_one_pass_with_one_l
 
 /// `n` inventory rows (no token objects) written straight into a stopped daemon's store.
 fn fill_store(db: &std::path::Path, n: usize) {
-    use keyport::store::{AuditEntry, FaceRows, KeyCommit, KeyRecord, Store};
+    use keyport::store::{fixtures, records, Store};
     let store = Store::open(db).unwrap();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let rows: Vec<(KeyRecord, AuditEntry)> = chunk
+        let rows: Vec<_> = chunk
             .iter()
-            .map(|i| {
-                let id = format!("{:032x}", 0xb000_0000_0000_0000u128 + *i as u128);
-                let key = KeyRecord {
-                    id: id.clone(),
-                    name: format!("bulk-{i:06}"),
-                    namespace: "default".into(),
-                    owner: "root".into(),
-                    token: "soft".into(),
-                    cka_id: hex::decode(&id).unwrap(),
-                    algorithm: keyport::material::kind::KeyKind::parse("ec-p256"),
-                    fingerprint: format!("sha256:{i:064x}"),
-                    exportable: false,
-                    origin: "generated".into(),
-                    created_at: keyport::store::records::now(),
-                    status: Default::default(),
-                };
-                let audit = AuditEntry {
-                    at: keyport::store::records::now(),
-                    principal: "root".into(),
-                    action: "key.generate".into(),
-                    namespace: Some("default".into()),
-                    key_id: Some(id),
-                    outcome: "ok".into(),
-                    detail: None,
-                };
-                (key, audit)
+            .map(|&i| {
+                fixtures::generated_key(
+                    format!("{:032x}", 0xb000_0000_0000_0000u128 + i as u128),
+                    format!("bulk-{i:06}"),
+                    i,
+                    records::now(),
+                )
             })
             .collect();
-        let commits: Vec<KeyCommit> =
-            rows.iter().map(|(key, audit)| KeyCommit { key, certificates: &[], audit, job_item: None, replaces: None }).collect();
-        store.commit_keys(&commits, &FaceRows::None).unwrap();
+        fixtures::commit(&store, &rows);
     }
 }
 

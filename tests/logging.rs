@@ -38,6 +38,34 @@ fn health_probes_leave_no_audit_line_in_the_log() {
     assert!(!log.contains("health.probe"), "a rolled-back probe row reached the log: {log}");
 }
 
+/// A native read runs in its connection's task (`api::listen`), so a client that hangs up drops
+/// it mid-way: its access line is still written, with status 499, at once; the token call it
+/// started finishes on its own and the token answers the next caller.
+#[test]
+fn a_read_the_client_hangs_up_on_is_logged_as_499() {
+    common::require("curl");
+    let mut d = Daemon::config("");
+    d.env.push(("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS".into(), "1500".into()));
+    d.spawn();
+    let mark = d.log().len();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "0.3", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://localhost/keyport/v1/health")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(28), "curl gave up (timed out): {}", String::from_utf8_lossy(&out.stderr));
+    let cut = |log: &str| log.lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains("status=499"));
+    let start = std::time::Instant::now();
+    while !cut(&d.log()[mark..]) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "no 499 line for the read cut short: {}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, v) = d.curl("GET", "/keyport/v1/health", None, &[]);
+    assert_eq!(status, 200, "the token answers after the cut-short call: {v}");
+    assert!(d.log()[mark..].lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains("status=200")), "{}", d.log());
+}
+
 #[test]
 fn text_logs_to_a_file_have_no_colour_codes() {
     let mut d = Daemon::start("");

@@ -121,49 +121,6 @@ impl Drop for BenchDaemon {
     }
 }
 
-/// One generated P-256 key's inventory row as keyport commits it (key and audit entry), for
-/// benches that fill a store: `id` is the hex CKA_ID, `name` the key's name.
-pub fn inventory_row(
-    id: String,
-    name: String,
-    fingerprint: usize,
-    at: keyport::clock::Timestamp,
-) -> (keyport::store::KeyRecord, keyport::store::AuditEntry) {
-    let key = keyport::store::KeyRecord {
-        cka_id: hex::decode(&id).unwrap(),
-        id: id.clone(),
-        name,
-        namespace: "default".into(),
-        owner: "root".into(),
-        token: "soft".into(),
-        algorithm: keyport::material::kind::KeyKind::parse("ec-p256"),
-        fingerprint: format!("sha256:{fingerprint:064x}"),
-        exportable: false,
-        origin: "generated".into(),
-        created_at: at,
-        status: Default::default(),
-    };
-    let audit = keyport::store::AuditEntry {
-        at,
-        principal: "root".into(),
-        action: "key.generate".into(),
-        namespace: Some("default".into()),
-        key_id: Some(id),
-        outcome: "ok".into(),
-        detail: None,
-    };
-    (key, audit)
-}
-
-/// Commits `rows` as one batch, as keyport's creation does.
-pub fn commit_rows(store: &keyport::store::Store, rows: &[(keyport::store::KeyRecord, keyport::store::AuditEntry)]) {
-    let commits: Vec<keyport::store::KeyCommit> = rows
-        .iter()
-        .map(|(key, audit)| keyport::store::KeyCommit { key, certificates: &[], audit, job_item: None, replaces: None })
-        .collect();
-    store.commit_keys(&commits, &keyport::store::FaceRows::None).unwrap();
-}
-
 /// One keep-alive HTTP/1.1 connection over keyport's Unix socket (the benches' client).
 pub struct Conn {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,

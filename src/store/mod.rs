@@ -10,6 +10,8 @@ pub mod audit_query;
 mod certs;
 mod create;
 mod deletes;
+#[cfg(feature = "test-hooks")]
+pub mod fixtures;
 mod group;
 mod key_pages;
 pub mod keysets;

@@ -38,7 +38,8 @@ impl Prepared {
 /// on a token that cannot wrap) or when the token fails.
 pub async fn prepare(app: &App, vault: &OpenBao, row: &OutboxRow) -> Option<Prepared> {
     let rec = app.store.key(&row.key_id).ok()??;
-    if !rec.exportable || rec.algorithm.pair().is_none() || crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
+    // A pair of an algorithm keyport cannot name is refused by the push itself.
+    if super::worker::not_syncable(app, &rec).is_some() || rec.algorithm.pair().is_none() {
         return None;
     }
     let public = crate::core::keys::read_public_key(app, &rec).await.ok()?;

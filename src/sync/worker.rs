@@ -98,6 +98,19 @@ pub(super) fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
 /// Why a key the 004 face made is not synced: sync carries key pairs (transit BYOK of an
 /// asymmetric key). A secret key (`aes-*`, `des`, `des3`) or a public key alone was a permanent
 /// failure ("unknown algorithm") left in the outbox, so sync never settled (crash_faces).
+/// Why `rec` is never pushed (its sync state's message), or `None` when it is: on a token that
+/// cannot wrap, not a key pair, created non-exportable. The push and its prefetch
+/// (`prefetch::prepare`) both ask this.
+pub(super) fn not_syncable(app: &App, rec: &crate::store::KeyRecord) -> Option<String> {
+    if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
+        return Some(crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token));
+    }
+    if let Some(why) = not_a_key_pair(&rec.algorithm) {
+        return Some(why);
+    }
+    (!rec.exportable).then(|| "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it".into())
+}
+
 fn not_a_key_pair(kind: &KeyKind) -> Option<String> {
     match kind {
         KeyKind::Secret(_) => Some(format!("a secret key ({kind}): sync carries key pairs only, so it stays in the token")),
@@ -436,16 +449,8 @@ impl Syncer {
         mut prepared: Option<Prepared>,
     ) -> Result<(Option<SyncState>, Option<bool>), RemoteError> {
         let Some(rec) = app.store.key(&row.key_id).map_err(store_err)? else { return Ok((None, None)) };
-        if crate::core::token_caps::cannot_wrap(&app.tokens, &rec.token) {
-            let why = crate::core::token_caps::not_exportable_on_token(&rec.name, &rec.token);
+        if let Some(why) = not_syncable(app, &rec) {
             return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why))), None));
-        }
-        if let Some(why) = not_a_key_pair(&rec.algorithm) {
-            return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why))), None));
-        }
-        if !rec.exportable {
-            let why = "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it";
-            return Ok((Some(self.state(row, SyncStatus::NotSyncable, None, Some(why.into()))), None));
         }
         let alg = rec.algorithm.pair().ok_or_else(|| RemoteError::Permanent(format!("unknown algorithm '{}'", rec.algorithm)))?;
         let name = self.vault_name(&rec.namespace, &rec.name, &rec.id);

@@ -66,6 +66,31 @@ fn a_read_the_client_hangs_up_on_is_logged_as_499() {
     assert!(d.log()[mark..].lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains("status=200")), "{}", d.log());
 }
 
+/// A read that runs past the request time-out is answered 503 by the listener; its access line
+/// says 503 too (what the client got), not 499.
+#[test]
+fn a_read_past_its_time_out_is_logged_as_the_503_the_client_got() {
+    common::require("curl");
+    let mut d = Daemon::config("");
+    let t = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("max_body_bytes = 1048576", "max_body_bytes = 1048576\nrequest_timeout_secs = 1");
+    std::fs::write(&d.config, t).unwrap();
+    d.env.push(("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS".into(), "2500".into()));
+    d.spawn();
+    let mark = d.log().len();
+    let (status, v) = d.curl("GET", "/keyport/v1/health", None, &[]);
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    let line = |log: &str, status: &str| log.lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains(status));
+    let start = std::time::Instant::now();
+    while !line(&d.log()[mark..], "status=503") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "no 503 line for the timed-out read: {}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!line(&d.log()[mark..], "status=499"), "{}", d.log());
+}
+
 #[test]
 fn text_logs_to_a_file_have_no_colour_codes() {
     let mut d = Daemon::start("");

@@ -80,7 +80,7 @@ fn unmatched_route(path: &str) -> &'static str {
     }
 }
 
-/// A `route_layer` that records the matched route template for [`layer`]. A plain tower
+/// A `route_layer` that records the matched route template for [`answer`]. A plain tower
 /// service, not `middleware::from_fn`: it wraps every route, and this way costs no boxed
 /// future or service clone per request.
 #[derive(Clone, Copy)]
@@ -190,7 +190,8 @@ async fn message_of(resp: Response) -> (Response, Option<String>) {
 
 /// The status in the access log and metrics of a request whose future was dropped before its
 /// answer was ready: a read runs in its connection's task (`api::listen`), so a client that hangs
-/// up, or the request time-out, ends it there (nginx's "client closed request").
+/// up ends it there (nginx's "client closed request"). A time-out is logged as the 503 the
+/// listener answered, a panic as its 500.
 pub const CUT_SHORT: u16 = 499;
 
 /// A request's access-log line and metrics, written once: when the answer is ready, or, should
@@ -210,7 +211,9 @@ impl Line {
     fn write(&mut self, status: u16) -> (&'static str, &'static str, Option<std::sync::Arc<crate::core::authz::Principal>>) {
         self.written = true;
         let path = self.uri.path();
-        let (route, principal) = self.context.as_ref().map(Context::seen).unwrap_or_default();
+        let (route, principal) = self.context.as_ref().map(Context::noted).unwrap_or_default();
+        // What the client got: the listener's own answer when it gave one (a time-out's 503).
+        let status = self.context.as_ref().and_then(Context::listener_answer).unwrap_or(status);
         let route = route.unwrap_or_else(|| unmatched_route(path));
         let face = face(if route == "unmatched" { path } else { route });
         let elapsed = self.start.elapsed();
@@ -233,7 +236,8 @@ impl Line {
 impl Drop for Line {
     fn drop(&mut self) {
         if !self.written {
-            self.write(CUT_SHORT);
+            // A handler's panic unwinds through here; the listener answers it 500.
+            self.write(if std::thread::panicking() { 500 } else { CUT_SHORT });
         }
     }
 }

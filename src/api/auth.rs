@@ -39,8 +39,8 @@ pub fn presented_keys<'a>(parts: &'a Parts, face_headers: &[&str]) -> Vec<&'a st
 }
 
 pub fn peer(parts: &Parts) -> Peer {
-    // The listener always inserts the peer; a missing one would be a wiring bug, treated as an
-    // anonymous TCP peer so it can never grant socket-based identity.
+    // The listener gives every request a context with its peer; a missing one would be a wiring
+    // bug, treated as an anonymous TCP peer so it can never grant socket-based identity.
     super::request::Context::of(&parts.extensions).map(|c| c.peer()).unwrap_or(Peer::Tcp { addr: ([0, 0, 0, 0], 0).into() })
 }
 

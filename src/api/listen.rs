@@ -252,7 +252,7 @@ where
             let _ended = context.ended().on_drop();
             let read_only = reads_only(&req);
             let mut req = req.map(|b| super::body::DeadlineBody::of(b, context.clone(), timed_out.clone()));
-            req.extensions_mut().insert(context);
+            req.extensions_mut().insert(context.clone());
             let handler = async move {
                 let response = answer(req).await;
                 drop(permit);
@@ -264,13 +264,27 @@ where
             // same deadline, so a trickling client cannot keep it waiting. A read has nothing
             // to leave half done, so it runs here, without a task and the hop to another
             // worker thread that costs (`GET keys/{id}`: BENCHMARKS.md, 2026-12-04).
+            // On a time-out the context learns of the 503 before the request's future is dropped,
+            // so its access line says what the client got.
+            let late = tokio::time::sleep(request_timeout);
             let answered = if read_only {
                 // A panic is caught here as a spawned task's would be: a 500, not a reset.
                 use futures_util::FutureExt;
                 let caught = std::panic::AssertUnwindSafe(handler).catch_unwind();
-                tokio::time::timeout(request_timeout, caught).await.map(|r| r.map_err(|_| "the handler panicked".to_string()))
+                tokio::pin!(caught);
+                tokio::select! {
+                    biased;
+                    r = &mut caught => Ok(r.map_err(|_| "the handler panicked".to_string())),
+                    _ = late => { context.answered_by_listener(503); Err(()) }
+                }
             } else {
-                tokio::time::timeout(request_timeout, tokio::spawn(handler)).await.map(|r| r.map_err(|e| e.to_string()))
+                let task = tokio::spawn(handler);
+                tokio::pin!(task);
+                tokio::select! {
+                    biased;
+                    r = &mut task => Ok(r.map_err(|e| e.to_string())),
+                    _ = late => { context.answered_by_listener(503); Err(()) }
+                }
             };
             match answered {
                 Ok(Ok(Ok(mut r))) => {

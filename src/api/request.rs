@@ -7,7 +7,8 @@
 //! 2026-12-04, third session).
 
 use axum::http::Extensions;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::body::BodyClock;
 use crate::core::authz::{Peer, Principal};
@@ -23,6 +24,9 @@ struct Inner {
     /// work for it (`core::kdf`) is then not started.
     ended: Cancel,
     seen: Mutex<Seen>,
+    /// The status the listener answered with itself (a time-out's 503), if it did: what the
+    /// client got, whatever the handler returns later.
+    answered: AtomicU16,
 }
 
 #[derive(Default)]
@@ -33,7 +37,7 @@ struct Seen {
 
 impl Context {
     pub fn new(peer: Peer, clock: BodyClock) -> Context {
-        Context(Arc::new(Inner { peer, clock, ended: Cancel::default(), seen: Mutex::default() }))
+        Context(Arc::new(Inner { peer, clock, ended: Cancel::default(), seen: Mutex::default(), answered: AtomicU16::new(0) }))
     }
 
     /// The request's context. Every request the listeners serve has one.
@@ -55,17 +59,33 @@ impl Context {
 
     /// The router's template of the route that matched (`access::NoteRoute`).
     pub fn note_route(&self, template: &'static str) {
-        self.0.seen.lock().expect("poisoned").route = Some(template);
+        self.seen().route = Some(template);
     }
 
     /// The principal a face identified (`auth::identify`).
     pub fn note_principal(&self, who: &Arc<Principal>) {
-        self.0.seen.lock().expect("poisoned").principal = Some(who.clone());
+        self.seen().principal = Some(who.clone());
     }
 
     /// What was noted on the way down: the route template and the principal.
-    pub fn seen(&self) -> (Option<&'static str>, Option<Arc<Principal>>) {
-        let seen = self.0.seen.lock().expect("poisoned");
+    pub fn noted(&self) -> (Option<&'static str>, Option<Arc<Principal>>) {
+        let seen = self.seen();
         (seen.route, seen.principal.clone())
+    }
+
+    /// The listener answered `status` itself (the request ran past its time-out).
+    pub fn answered_by_listener(&self, status: u16) {
+        self.0.answered.store(status, Ordering::Release);
+    }
+
+    /// The status the listener answered with, if it did.
+    pub fn listener_answer(&self) -> Option<u16> {
+        Some(self.0.answered.load(Ordering::Acquire)).filter(|s| *s != 0)
+    }
+
+    /// The notes, also while a panic unwinds (the access line is written on drop): nothing under
+    /// this lock can panic, and a poisoned one must not turn one request's panic into an abort.
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.0.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -365,13 +365,16 @@ fn caller(
     let s = bearer(app, parts)?;
     let ok = scope_allows(&s.scope, scope, privilege);
     let principal: String = s.principal;
+    let who = app.authz.read().expect("poisoned").by_name(&principal).ok_or_else(|| {
+        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", format!("the token's principal '{principal}' is no longer configured"))
+    })?;
+    // Named in the access line and in the audit of a refusal, like every other face's caller.
+    super::auth::note_principal(parts, &who);
     if !ok {
         let need = privilege.map_or(scope.to_string(), |p| format!("{scope}:{p}"));
         return Err(oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call needs the token scope '{need}'")));
     }
-    app.authz.read().expect("poisoned").by_name(&principal).ok_or_else(|| {
-        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", format!("the token's principal '{principal}' is no longer configured"))
-    })
+    Ok(who)
 }
 
 fn verify(app: &SharedApp, parts: &axum::http::request::Parts) -> Response {

@@ -16,8 +16,9 @@ use super::CoreError;
 use crate::config::Limits;
 use crate::material::key::MaterialError;
 
-/// Set when the request that wants the work has ended. The listener puts one in every
-/// request's extensions; work without a request (background jobs) uses a fresh one.
+/// Set when the request that wants the work has ended. Every request the listeners serve has
+/// one (`api::request::Context::ended`); work without a request (background jobs) uses a fresh
+/// one.
 /// A cancellation token (one small allocation; cancelling with nobody waiting takes one
 /// uncontended lock), since every request makes one.
 #[derive(Clone, Default)]

@@ -95,9 +95,6 @@ pub(super) fn path_name<'a>(name: &'a str, key_id: &'a str) -> &'a str {
     }
 }
 
-/// Why a key the 004 face made is not synced: sync carries key pairs (transit BYOK of an
-/// asymmetric key). A secret key (`aes-*`, `des`, `des3`) or a public key alone was a permanent
-/// failure ("unknown algorithm") left in the outbox, so sync never settled (crash_faces).
 /// Why `rec` is never pushed (its sync state's message), or `None` when it is: on a token that
 /// cannot wrap, not a key pair, created non-exportable. The push and its prefetch
 /// (`prefetch::prepare`) both ask this.
@@ -111,6 +108,9 @@ pub(super) fn not_syncable(app: &App, rec: &crate::store::KeyRecord) -> Option<S
     (!rec.exportable).then(|| "created non-exportable: it never leaves the token, not even wrapped, so the vault cannot hold it".into())
 }
 
+/// Why a key the 004 face made is not synced: sync carries key pairs (transit BYOK of an
+/// asymmetric key). A secret key (`aes-*`, `des`, `des3`) or a public key alone was a permanent
+/// failure ("unknown algorithm") left in the outbox, so sync never settled (crash_faces).
 fn not_a_key_pair(kind: &KeyKind) -> Option<String> {
     match kind {
         KeyKind::Secret(_) => Some(format!("a secret key ({kind}): sync carries key pairs only, so it stays in the token")),

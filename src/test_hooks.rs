@@ -19,11 +19,11 @@ pub fn pause_before_commit() -> Duration {
     Duration::ZERO
 }
 
-/// `KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS`: pause inside a token's health check, in the token call
-/// (holding its session), so a test can hang up on a `GET health` while the token works.
-pub fn pause_token_health() -> Duration {
+/// `KEYPORT_TEST_PAUSE_HEALTH_PROBE_MS`: pause at the start of a token's health probe, so a
+/// `GET health` is a slow read a test can hang up on or let time out.
+pub fn pause_health_probe() -> Duration {
     #[cfg(feature = "test-hooks")]
-    return millis("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS");
+    return millis("KEYPORT_TEST_PAUSE_HEALTH_PROBE_MS");
     #[cfg(not(feature = "test-hooks"))]
     Duration::ZERO
 }

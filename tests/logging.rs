@@ -39,13 +39,13 @@ fn health_probes_leave_no_audit_line_in_the_log() {
 }
 
 /// A native read runs in its connection's task (`api::listen`), so a client that hangs up drops
-/// it mid-way: its access line is still written, with status 499, at once; the token call it
-/// started finishes on its own and the token answers the next caller.
+/// it mid-way: its access line is still written, with status 499, at once, and the daemon
+/// answers the next caller.
 #[test]
 fn a_read_the_client_hangs_up_on_is_logged_as_499() {
     common::require("curl");
     let mut d = Daemon::config("");
-    d.env.push(("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS".into(), "1500".into()));
+    d.env.push(("KEYPORT_TEST_PAUSE_HEALTH_PROBE_MS".into(), "1500".into()));
     d.spawn();
     let mark = d.log().len();
     let out = std::process::Command::new("curl")
@@ -62,7 +62,7 @@ fn a_read_the_client_hangs_up_on_is_logged_as_499() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let (status, v) = d.curl("GET", "/keyport/v1/health", None, &[]);
-    assert_eq!(status, 200, "the token answers after the cut-short call: {v}");
+    assert_eq!(status, 200, "the next read is answered: {v}");
     assert!(d.log()[mark..].lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains("status=200")), "{}", d.log());
 }
 
@@ -76,7 +76,7 @@ fn a_read_past_its_time_out_is_logged_as_the_503_the_client_got() {
         .unwrap()
         .replace("max_body_bytes = 1048576", "max_body_bytes = 1048576\nrequest_timeout_secs = 1");
     std::fs::write(&d.config, t).unwrap();
-    d.env.push(("KEYPORT_TEST_PAUSE_TOKEN_HEALTH_MS".into(), "2500".into()));
+    d.env.push(("KEYPORT_TEST_PAUSE_HEALTH_PROBE_MS".into(), "2500".into()));
     d.spawn();
     let mark = d.log().len();
     let (status, v) = d.curl("GET", "/keyport/v1/health", None, &[]);

@@ -138,6 +138,10 @@ fn probe_of(t: &Arc<Token>) -> (Instant, watch::Receiver<Option<TokenHealth>>) {
 /// "did not answer" after that. Found by issue 16's load test: health answered 503 "token did
 /// not answer within 3 s" for a SoftHSM token that was serving every other request.
 pub async fn token(app: &Arc<App>, t: &Arc<Token>) -> TokenHealth {
+    let pause = crate::test_hooks::pause_health_probe();
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
     let component = token_component(t);
     let (started, mut rx) = probe_of(t);
     let answered = tokio::time::timeout(TIMEOUT, rx.wait_for(Option::is_some)).await.ok().and_then(|r| r.ok().and_then(|v| v.clone()));

@@ -700,12 +700,8 @@ impl Token {
     /// through [`Token::run`], so a failed probe also starts recovery.
     pub async fn health(self: &Arc<Self>) -> TokenHealth {
         let name = self.name.clone();
-        let pause = crate::test_hooks::pause_token_health();
         let r = self
-            .run(move |c| {
-                if !pause.is_zero() {
-                    std::thread::sleep(pause);
-                }
+            .run(|c| {
                 probe::check(c)?;
                 // A token that wants no login (CKF_LOGIN_REQUIRED clear) has what it needs.
                 let logged_in = !c.live.login_required

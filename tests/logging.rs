@@ -79,9 +79,16 @@ fn a_read_past_its_time_out_is_logged_as_the_503_the_client_got() {
     d.env.push(("KEYPORT_TEST_PAUSE_HEALTH_PROBE_MS".into(), "2500".into()));
     d.spawn();
     let mark = d.log().len();
-    let (status, v) = d.curl("GET", "/keyport/v1/health", None, &[]);
-    assert_eq!(status, 503, "{v}");
-    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "-H", "x-request-id: slow-read-1", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://localhost/keyport/v1/health")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"timeout\""), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-request-id: slow-read-1"), "the listener's own answer carries the request id: {text}");
     let line = |log: &str, status: &str| log.lines().any(|l| l.contains("route=\"/keyport/v1/health\"") && l.contains(status));
     let start = std::time::Instant::now();
     while !line(&d.log()[mark..], "status=503") {

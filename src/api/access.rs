@@ -34,6 +34,12 @@ fn sane_id(v: &HeaderValue) -> Option<HeaderValue> {
     ok.then(|| v.clone())
 }
 
+/// The request's id: the caller's, when sane, else a new one. Made by the listener with the
+/// request's context, so an answer the listener gives itself (a time-out) carries it too.
+pub fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
+    headers.get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id)
+}
+
 fn new_id() -> HeaderValue {
     use rand::RngCore;
     let mut b = [0u8; 12];
@@ -245,8 +251,8 @@ impl Drop for Line {
 /// Answers `req` with `router` (every face's routes, or the metrics listener's): request id,
 /// error shapes, `Retry-After`, access line, metrics, and the audit of refusals and failures.
 pub async fn answer(app: SharedApp, router: &axum::Router, req: Request) -> Response {
-    let id = req.headers().get(REQUEST_ID).and_then(sane_id).unwrap_or_else(new_id);
     let context = Context::of(req.extensions()).cloned();
+    let id = context.as_ref().map_or_else(|| request_id(req.headers()), |c| c.id().clone());
     let peer = context.as_ref().map(Context::peer);
     let mut line = Line { app, method: req.method().clone(), uri: req.uri().clone(), id, start: Instant::now(), context, written: false };
     let resp = match tower::Service::call(&mut router.clone(), req).await {

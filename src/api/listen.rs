@@ -245,7 +245,11 @@ where
         let answer = answer.clone();
         let permit = permit.clone();
         let timed_out = timed_out.clone();
-        let context = Context::new(peer, super::body::BodyClock::new(unauthenticated_body, request_timeout));
+        let context = Context::new(
+            peer,
+            super::access::request_id(req.headers()),
+            super::body::BodyClock::new(unauthenticated_body, request_timeout),
+        );
         async move {
             // The request's end (answered, timed out, or the client hung up) cancels queued
             // work for it (`core::kdf`).
@@ -298,13 +302,15 @@ where
                 }
                 Ok(Ok(Err(never))) => match never {},
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "a request handler failed");
-                    Ok(super::error::ApiError::new(
+                    tracing::error!(error = %e, request_id = ?context.id().to_str().unwrap_or_default(), "a request handler failed");
+                    let mut r = super::error::ApiError::new(
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",
                         "the request failed inside keyport (see the daemon log); an unfinished key creation is undone at the next start",
                     )
-                    .into_response_box())
+                    .into_response_box();
+                    r.headers_mut().insert(super::access::REQUEST_ID, context.id().clone());
+                    Ok(r)
                 }
                 Err(_) => {
                     let mut r = super::error::ApiError::new(
@@ -320,6 +326,7 @@ where
                     // Its body may be unread: the connection cannot carry another request.
                     r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
                     super::error::retry_after(&mut r);
+                    r.headers_mut().insert(super::access::REQUEST_ID, context.id().clone());
                     timed_out.notify_one();
                     Ok(r)
                 }

@@ -6,7 +6,7 @@
 //! boxed allocation and every request pays for each (`GET keys/{id}`: BENCHMARKS.md,
 //! 2026-12-04, third session).
 
-use axum::http::Extensions;
+use axum::http::{Extensions, HeaderValue};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -19,6 +19,8 @@ pub struct Context(Arc<Inner>);
 
 struct Inner {
     peer: Peer,
+    /// The request id (`access::request_id`), answered as `x-request-id`.
+    id: HeaderValue,
     clock: BodyClock,
     /// Cancelled when the request ends (answered, timed out, or the client hung up): queued
     /// work for it (`core::kdf`) is then not started.
@@ -36,8 +38,8 @@ struct Seen {
 }
 
 impl Context {
-    pub fn new(peer: Peer, clock: BodyClock) -> Context {
-        Context(Arc::new(Inner { peer, clock, ended: Cancel::default(), seen: Mutex::default(), answered: AtomicU16::new(0) }))
+    pub fn new(peer: Peer, id: HeaderValue, clock: BodyClock) -> Context {
+        Context(Arc::new(Inner { peer, id, clock, ended: Cancel::default(), seen: Mutex::default(), answered: AtomicU16::new(0) }))
     }
 
     /// The request's context. Every request the listeners serve has one.
@@ -47,6 +49,10 @@ impl Context {
 
     pub fn peer(&self) -> Peer {
         self.0.peer
+    }
+
+    pub fn id(&self) -> &HeaderValue {
+        &self.0.id
     }
 
     pub fn clock(&self) -> &BodyClock {

@@ -291,15 +291,8 @@ where
                 }
             };
             match answered {
-                Ok(Ok(Ok(mut r))) => {
-                    // Every face's 503 says when to come back (busy KDF slots, a token away).
-                    if r.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
-                        && !r.headers().contains_key(axum::http::header::RETRY_AFTER)
-                    {
-                        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
-                    }
-                    Ok::<_, std::convert::Infallible>(r)
-                }
+                // `access::answer` has given every face's 503 its Retry-After.
+                Ok(Ok(Ok(r))) => Ok::<_, std::convert::Infallible>(r),
                 Ok(Ok(Err(never))) => match never {},
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, request_id = ?context.id().to_str().unwrap_or_default(), "a request handler failed");

@@ -85,7 +85,7 @@ fn key(c: &Ctx, id: &[u8], label: &str) -> Result<ObjectHandle, TokenError> {
             ],
         ),
     )?;
-    c.live.index.write().expect("poisoned").insert(id, label, Kind::Secret, h);
+    c.live.index.write().expect("poisoned").insert(id, Kind::Secret, h);
     Ok(h)
 }
 

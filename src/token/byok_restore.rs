@@ -270,10 +270,10 @@ pub fn unwrap_from_vault(
     let private = c.session.unwrap_key(&Mechanism::AesKeyWrapPad, aes, body, &template);
     let _ = c.session.destroy_object(aes);
     let private = c.ck("C_UnwrapKey (AES-KWP)", private)?;
-    c.live.index.write().expect("poisoned").insert(id, label, Kind::Private, private);
+    c.live.index.write().expect("poisoned").insert(id, Kind::Private, private);
     let r = (|| {
         let public_h = objects::create_public_key(c, public, id, label)?;
-        c.live.index.write().expect("poisoned").insert(id, label, Kind::Public, public_h);
+        c.live.index.write().expect("poisoned").insert(id, Kind::Public, public_h);
         check_pair(c, private, public_h, alg)
     })();
     if let Err(e) = r {

@@ -49,13 +49,13 @@ fn one(s: &Session, h: ObjectHandle, t: AttributeType) -> Result<Option<Attribut
 
 /// What one object read gives the index.
 enum Read {
-    Indexed { id: Vec<u8>, label: String, kind: Kind },
+    Indexed { id: Vec<u8>, kind: Kind },
     Unnamed { half_made: bool },
     Unreadable(Unreadable),
 }
 
 /// The index of every object `s` sees: one C_FindObjects, then one C_GetAttributeValue per
-/// object (`raw`: [`RawModule::class_id_label`]), each read going straight into the index
+/// object (`raw`: [`RawModule::class_and_id`]), each read going straight into the index
 /// (sized once), so start-up holds no second copy of every id and label. On SoftHSM each read
 /// re-checks the object's file (a few system calls) and the reads are most of a large token's
 /// start; a second session on another thread made it no faster on an idle 2-core machine
@@ -66,7 +66,7 @@ pub(super) fn build_index(s: &Session, raw: &RawModule) -> cryptoki::error::Resu
     let mut idx = Index::with_capacity(all.len() / 2 + 1);
     for h in all {
         match read(raw, s, h) {
-            Read::Indexed { id, label, kind } => idx.insert_owned(id, label, kind, h),
+            Read::Indexed { id, kind } => idx.insert_owned(id, kind, h),
             Read::Unnamed { half_made } => {
                 idx.unnamed += 1;
                 if half_made {
@@ -79,14 +79,23 @@ pub(super) fn build_index(s: &Session, raw: &RawModule) -> cryptoki::error::Resu
     Ok(idx)
 }
 
-/// One object's class, id and label: in one call, or else attribute by attribute.
+/// One object's class and id (and its label when it has no id): in one call, or else
+/// attribute by attribute.
 fn read(raw: &RawModule, s: &Session, h: ObjectHandle) -> Read {
-    if let Some((class, id, label)) = raw.class_id_label(s.handle(), h.handle()) {
+    if let Some((class, id)) = raw.class_and_id(s.handle(), h.handle()) {
         // Matched on the numbers: cryptoki's conversion logs an error for every vendor class.
         let class = [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE, ObjectClass::SECRET_KEY]
             .into_iter()
             .find(|c| cryptoki_sys::CK_OBJECT_CLASS::from(*c) == class);
-        return classify(class, id, String::from_utf8_lossy(&label).into_owned());
+        let label = if id.is_empty() {
+            match one(s, h, AttributeType::Label) {
+                Ok(Some(Attribute::Label(l))) => String::from_utf8_lossy(&l).into_owned(),
+                _ => String::new(),
+            }
+        } else {
+            String::new()
+        };
+        return classify(class, id, label);
     }
     let (class, id, label) = match s.get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label]) {
         Ok(attrs) => {
@@ -137,6 +146,6 @@ fn classify(class: Option<ObjectClass>, id: Vec<u8>, label: String) -> Read {
     if id.is_empty() {
         Read::Unnamed { half_made: label.is_empty() && matches!(kind, Kind::Private | Kind::Public) }
     } else {
-        Read::Indexed { id, label, kind }
+        Read::Indexed { id, kind }
     }
 }

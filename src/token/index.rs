@@ -8,7 +8,6 @@ use std::collections::HashMap;
 /// The objects that share one CKA_ID: a key pair, its certificate, or a secret key.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectSet {
-    pub label: String,
     pub private: Option<ObjectHandle>,
     pub public: Option<ObjectHandle>,
     pub certificate: Option<ObjectHandle>,
@@ -57,16 +56,13 @@ impl Index {
         Index { by_id: HashMap::with_capacity(ids), ..Default::default() }
     }
 
-    pub fn insert(&mut self, id: &[u8], label: &str, kind: Kind, h: ObjectHandle) {
-        self.insert_owned(id.to_vec(), label.to_string(), kind, h)
+    pub fn insert(&mut self, id: &[u8], kind: Kind, h: ObjectHandle) {
+        self.insert_owned(id.to_vec(), kind, h)
     }
 
-    /// [`Index::insert`] of an id and label the caller no longer needs (no copies).
-    pub fn insert_owned(&mut self, id: Vec<u8>, label: String, kind: Kind, h: ObjectHandle) {
+    /// [`Index::insert`] of an id the caller no longer needs (no copy).
+    pub fn insert_owned(&mut self, id: Vec<u8>, kind: Kind, h: ObjectHandle) {
         let e = self.by_id.entry(id).or_default();
-        if e.label.is_empty() {
-            e.label = label;
-        }
         let slot = match kind {
             Kind::Private => &mut e.private,
             Kind::Public => &mut e.public,
@@ -100,9 +96,5 @@ impl Index {
 
     pub fn object_count(&self) -> usize {
         self.by_id.values().map(|s| s.handles().count()).sum::<usize>() + self.unnamed
-    }
-
-    pub fn find_label(&self, label: &str) -> Option<(&Vec<u8>, &ObjectSet)> {
-        self.by_id.iter().find(|(_, s)| s.label == label)
     }
 }

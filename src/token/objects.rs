@@ -64,8 +64,8 @@ pub fn generate_key_pair(c: &Ctx, alg: Algorithm, id: &[u8], label: &str, export
     let (pub_h, priv_h) = c.ck("C_GenerateKeyPair", c.session.generate_key_pair(&mech, &public, &private))?;
     {
         let mut idx = c.live.index.write().expect("poisoned");
-        idx.insert(id, label, Kind::Public, pub_h);
-        idx.insert(id, label, Kind::Private, priv_h);
+        idx.insert(id, Kind::Public, pub_h);
+        idx.insert(id, Kind::Private, priv_h);
     }
     read_public(c, pub_h)
 }
@@ -183,7 +183,7 @@ pub fn create_certificate(c: &Ctx, id: &[u8], label: &str, der: &[u8], subject_d
             Attribute::Label(label.as_bytes().to_vec()),
         ]),
     )?;
-    c.live.index.write().expect("poisoned").insert(id, label, Kind::Certificate, h);
+    c.live.index.write().expect("poisoned").insert(id, Kind::Certificate, h);
     Ok(())
 }
 
@@ -270,8 +270,8 @@ pub fn import_private_key(c: &Ctx, key: &PrivateKey, id: &[u8], label: &str, exp
         }
     };
     let mut idx = c.live.index.write().expect("poisoned");
-    idx.insert(id, label, Kind::Private, priv_h);
-    idx.insert(id, label, Kind::Public, pub_h);
+    idx.insert(id, Kind::Private, priv_h);
+    idx.insert(id, Kind::Public, pub_h);
     Ok(key.public_key())
 }
 

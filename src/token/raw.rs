@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use cryptoki_sys::{
-    CKA_CLASS, CKA_ID, CKA_LABEL, CKR_OK, CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_MECHANISM_INFO, CK_OBJECT_CLASS, CK_OBJECT_HANDLE, CK_RV,
+    CKA_CLASS, CKA_ID, CKR_OK, CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_MECHANISM_INFO, CK_OBJECT_CLASS, CK_OBJECT_HANDLE, CK_RV,
     CK_SESSION_HANDLE, CK_ULONG, CK_UNAVAILABLE_INFORMATION,
 };
 use std::path::Path;
@@ -51,16 +51,16 @@ impl RawModule {
         (rv == CKR_OK).then_some(info.flags)
     }
 
-    /// An object's CKA_CLASS, CKA_ID and CKA_LABEL in one C_GetAttributeValue, with room for
-    /// 256 bytes of id and of label (keyport's ids are 16 bytes, its labels at most 128). `None`
-    /// for any answer but CKR_OK with all three present (a longer value, an object without an
+    /// An object's CKA_CLASS and CKA_ID in one C_GetAttributeValue, with room for 256 bytes
+    /// of id (keyport's are 16). `None` for any answer but CKR_OK with both present (a longer
     /// id, a torn object, a session gone): the caller then reads the object the careful way.
-    pub fn class_id_label(&self, session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Option<(CK_OBJECT_CLASS, Vec<u8>, Vec<u8>)> {
+    /// The label is not asked for: the index needs it only for an object without an id, and
+    /// SoftHSM spends a lookup per attribute asked (BENCHMARKS.md, start-up, 2026-12-05).
+    pub fn class_and_id(&self, session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Option<(CK_OBJECT_CLASS, Vec<u8>)> {
         const ROOM: usize = 256;
         let f = self.list.C_GetAttributeValue?;
         let mut class: CK_OBJECT_CLASS = 0;
         let mut id = [0u8; ROOM];
-        let mut label = [0u8; ROOM];
         let mut template = [
             CK_ATTRIBUTE {
                 type_: CKA_CLASS,
@@ -68,7 +68,6 @@ impl RawModule {
                 ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
             },
             CK_ATTRIBUTE { type_: CKA_ID, pValue: id.as_mut_ptr().cast(), ulValueLen: ROOM as CK_ULONG },
-            CK_ATTRIBUTE { type_: CKA_LABEL, pValue: label.as_mut_ptr().cast(), ulValueLen: ROOM as CK_ULONG },
         ];
         // SAFETY: every pValue points to a live buffer of the ulValueLen it states, for the
         // duration of the call; the module writes at most that many bytes into each.
@@ -76,11 +75,10 @@ impl RawModule {
         if rv != CKR_OK || template.iter().any(|a| a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
             return None;
         }
-        let len = |a: &CK_ATTRIBUTE| usize::try_from(a.ulValueLen).ok().filter(|n| *n <= ROOM);
         if template[0].ulValueLen as usize != std::mem::size_of::<CK_OBJECT_CLASS>() {
             return None;
         }
-        let (id_len, label_len) = (len(&template[1])?, len(&template[2])?);
-        Some((class, id[..id_len].to_vec(), label[..label_len].to_vec()))
+        let id_len = usize::try_from(template[1].ulValueLen).ok().filter(|n| *n <= ROOM)?;
+        Some((class, id[..id_len].to_vec()))
     }
 }

@@ -70,7 +70,7 @@ pub fn create_secret_key(c: &Ctx, kind: SecretType, value: &[u8], id: &[u8], lab
         }
     }
     let h = c.ck("C_CreateObject", made)?;
-    c.live.index.write().expect("poisoned").insert(id, label, Kind::Secret, h);
+    c.live.index.write().expect("poisoned").insert(id, Kind::Secret, h);
     Ok(())
 }
 
@@ -91,7 +91,7 @@ pub fn create_rsa_public_key(c: &Ctx, modulus: &[u8], exponent: &[u8], id: &[u8]
             Attribute::Label(label.as_bytes().to_vec()),
         ]),
     )?;
-    c.live.index.write().expect("poisoned").insert(id, label, Kind::Public, h);
+    c.live.index.write().expect("poisoned").insert(id, Kind::Public, h);
     Ok(())
 }
 

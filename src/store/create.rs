@@ -60,19 +60,17 @@ impl Store {
         let replacing = serde_json::to_string(replacing).expect("strings serialize");
         self.grouped(move |tx| {
             for i in &intents {
-                let taken: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
-                     OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
-                    params![i.namespace, i.name, replacing],
-                    |r| r.get(0),
-                )?;
+                let taken: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM keys WHERE namespace=?1 AND name=?2 AND id NOT IN (SELECT value FROM json_each(?3)))
+                         OR EXISTS(SELECT 1 FROM intents WHERE namespace=?1 AND name=?2)",
+                    )?
+                    .query_row(params![i.namespace, i.name, replacing], |r| r.get(0))?;
                 if taken {
                     return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
                 }
-                tx.execute(
-                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                    params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at],
-                )?;
+                tx.prepare_cached("INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)")?
+                    .execute(params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at])?;
             }
             Ok(())
         })
@@ -107,7 +105,7 @@ impl Store {
                         params![old.id, old.token, old.cka_id, old.namespace, old.name, records::now()],
                     )?;
                 }
-                tx.execute("DELETE FROM intents WHERE key_id=?1", [&k.key.id])?;
+                tx.prepare_cached("DELETE FROM intents WHERE key_id=?1")?.execute([&k.key.id])?;
                 records::insert_key(tx, &k.key)?;
                 for c in &k.certificates {
                     records::insert_certificate(tx, c)?;

@@ -100,10 +100,10 @@ impl Store {
 
 /// `work` inside a savepoint: released when it succeeds, rolled back (alone) when it fails.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT grouped")?;
+    conn.prepare_cached("SAVEPOINT grouped")?.execute([])?;
     match work(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE grouped")?;
+            conn.prepare_cached("RELEASE grouped")?.execute([])?;
             Ok(v)
         }
         Err(e) => {

@@ -250,14 +250,11 @@ impl Store {
 
     /// The keyset version a key is, if it is one.
     pub fn keyset_version_of_key(&self, key_id: &str) -> Result<Option<KeysetVersion>, StoreError> {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("SELECT {} FROM keyset_versions WHERE key_id=?1", KeysetVersion::COLUMNS));
         let conn = self.conn();
-        Ok(conn
-            .query_row(
-                &format!("SELECT {} FROM keyset_versions WHERE key_id=?1", KeysetVersion::COLUMNS),
-                [key_id],
-                KeysetVersion::from_row,
-            )
-            .optional()?)
+        let row = conn.prepare_cached(&SQL)?.query_row([key_id], KeysetVersion::from_row).optional()?;
+        Ok(row)
     }
 
     /// Starts a rotation: fails with `Ok(None)` when the keyset already has an open one or

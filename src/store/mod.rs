@@ -180,6 +180,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Room for every statement the hot paths cache (`prepare_cached`; rusqlite keeps 16),
+        // so a sync pass and the request path do not evict each other's.
+        conn.set_prepared_statement_cache_capacity(64);
         migrations::migrate(&conn)?;
         let keys_generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let generation = keys_generation.clone();

@@ -91,10 +91,8 @@ impl SyncScope {
 }
 
 fn insert(conn: &Connection, key_id: &str, namespace: &str, name: &str, op: &str, cert: Option<&str>) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO sync_outbox(key_id, namespace, name, op, cert_sha256, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
-        params![key_id, namespace, name, op, cert, now()],
-    )?;
+    conn.prepare_cached("INSERT INTO sync_outbox(key_id, namespace, name, op, cert_sha256, created_at) VALUES (?1,?2,?3,?4,?5,?6)")?
+        .execute(params![key_id, namespace, name, op, cert, now()])?;
     Ok(())
 }
 
@@ -248,16 +246,18 @@ impl Store {
     }
 
     fn sync_done_in(conn: &rusqlite::Connection, seq: i64, state: Option<&SyncState>) -> Result<(), StoreError> {
+        // Cached statements: a pass records two confirmations per key, and parsing these
+        // was most of their cost (BENCHMARKS.md, sync, 2026-12-05).
         let tx = conn.unchecked_transaction()?;
-        tx.execute("DELETE FROM sync_outbox WHERE seq=?1", [seq])?;
+        tx.prepare_cached("DELETE FROM sync_outbox WHERE seq=?1")?.execute([seq])?;
         if let Some(s) = state {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO sync_state(key_id, namespace, name, vault_name, status, pushed_version, pushed_at, detail)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8)
                  ON CONFLICT(key_id) DO UPDATE SET namespace=excluded.namespace, name=excluded.name, vault_name=excluded.vault_name,
                    status=excluded.status, pushed_version=excluded.pushed_version, pushed_at=excluded.pushed_at, detail=excluded.detail",
-                params![s.key_id, s.namespace, s.name, s.vault_name, s.status, s.pushed_version, s.pushed_at, s.detail],
-            )?;
+            )?
+            .execute(params![s.key_id, s.namespace, s.name, s.vault_name, s.status, s.pushed_version, s.pushed_at, s.detail])?;
         }
         tx.commit()?;
         Ok(())
@@ -287,23 +287,22 @@ impl Store {
     }
 
     pub fn sync_state(&self, key_id: &str) -> Result<Option<SyncState>, StoreError> {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("SELECT {} FROM sync_state WHERE key_id=?1", SyncState::COLUMNS));
         let conn = self.conn();
-        Ok(conn
-            .query_row(&format!("SELECT {} FROM sync_state WHERE key_id=?1", SyncState::COLUMNS), [key_id], SyncState::from_row)
-            .optional()?)
+        let row = conn.prepare_cached(&SQL)?.query_row([key_id], SyncState::from_row).optional()?;
+        Ok(row)
     }
 
     pub fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRecord>, StoreError> {
         let conn = self.conn();
-        Ok(conn
-            .query_row(
+        let row = conn
+            .prepare_cached(
                 "SELECT sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at FROM certificates WHERE sha256=?1",
-                [sha256],
-                |r| {
-                    CertificateRecord::from_row(r)
-                },
-            )
-            .optional()?)
+            )?
+            .query_row([sha256], CertificateRecord::from_row)
+            .optional()?;
+        Ok(row)
     }
 }
 

@@ -312,10 +312,12 @@ impl JobItem {
 
 /// Inserts an inventory row; a (namespace, name) already taken is `NameTaken`.
 pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO keys(id, name, namespace, owner, token, cka_id, algorithm, fingerprint, exportable, origin, created_at, status)
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             k.id,
             k.name,
             k.namespace,
@@ -328,8 +330,8 @@ pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::
             k.origin,
             k.created_at,
             k.status.as_str()
-        ],
-    )
+        ])
+    })
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             super::StoreError::NameTaken { namespace: k.namespace.clone(), name: k.name.clone() }
@@ -340,20 +342,18 @@ pub(super) fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), super::
 }
 
 pub(super) fn insert_job_item(conn: &Connection, i: &JobItem) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO job_items(job_id, seq, status, key_id, fingerprint, reason) VALUES (?1,?2,?3,?4,?5,?6)",
-        params![i.job_id, i.seq, i.status, i.key_id, i.fingerprint, i.reason],
-    )?;
+    conn.prepare_cached("INSERT OR REPLACE INTO job_items(job_id, seq, status, key_id, fingerprint, reason) VALUES (?1,?2,?3,?4,?5,?6)")?
+        .execute(params![i.job_id, i.seq, i.status, i.key_id, i.fingerprint, i.reason])?;
     Ok(())
 }
 
 pub(super) fn insert_certificate(conn: &Connection, c: &CertificateRecord) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO certificates(sha256, key_id, namespace, subject, issuer, serial, not_before, not_after, sha1, der, created_at)
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
          ON CONFLICT(sha256) DO UPDATE SET key_id = COALESCE(excluded.key_id, certificates.key_id)",
-        params![c.sha256, c.key_id, c.namespace, c.subject, c.issuer, c.serial, c.not_before, c.not_after, c.sha1, c.der, c.created_at],
-    )?;
+    )?
+    .execute(params![c.sha256, c.key_id, c.namespace, c.subject, c.issuer, c.serial, c.not_before, c.not_after, c.sha1, c.der, c.created_at])?;
     Ok(())
 }
 
@@ -408,7 +408,7 @@ pub(super) fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Resul
 /// The row alone, not the log line: for a write that is rolled back on purpose (the store
 /// probe), which must not read in the log as something that happened.
 pub(super) fn insert_audit_unlogged(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
-    conn.execute(INSERT_AUDIT, params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail])?;
+    conn.prepare_cached(INSERT_AUDIT)?.execute(params![e.at, e.principal, e.action, e.namespace, e.key_id, e.outcome, e.detail])?;
     Ok(())
 }
 

@@ -257,9 +257,11 @@ pub fn transit_public_key_spki(public_key: &str) -> Option<Vec<u8>> {
 /// A standby that could not forward to an active node (none elected yet, or it is gone):
 /// OpenBao answers 500/503 naming it. Nothing ran, so even a write may go to another node.
 pub fn standby_refused(r: &Response) -> bool {
+    if !matches!(r.status, 500 | 503) {
+        return false;
+    }
     let text = error_text(&r.body);
-    matches!(r.status, 500 | 503)
-        && ["active cluster node not found", "node not active", "no active", "standby", "leader"].iter().any(|m| text.contains(m))
+    ["active cluster node not found", "node not active", "no active", "standby", "leader"].iter().any(|m| text.contains(m))
 }
 
 /// The vault is unusable right now (sealed, standby, gateway, quota): stop the pass.
@@ -582,9 +584,11 @@ impl OpenBao {
             )
         };
         let r = self.call("POST", &path, Some(body)).await?;
+        if matches!(r.status, 200 | 204) {
+            return Ok(ImportResult::Done);
+        }
         let text = error_text(&r.body);
         Ok(match r.status {
-            200 | 204 => ImportResult::Done,
             _ if text.contains("decryption error") => ImportResult::StaleWrappingKey,
             _ if text.contains("cannot be used with an existing key") => ImportResult::Exists,
             s => ImportResult::Refused(refused(s, &text, format!("POST {path}"))),
@@ -671,9 +675,11 @@ impl OpenBao {
     /// Writes with check-and-set; `Ok(false)` when `cas` no longer matches (re-read, decide again).
     pub async fn kv_write(&self, path: &str, data: Value, cas: i64) -> Result<bool, RemoteError> {
         let r = self.call("POST", &format!("{}/data/{path}", self.kv), Some(json!({"options": {"cas": cas}, "data": data}))).await?;
+        if matches!(r.status, 200 | 204) {
+            return Ok(true);
+        }
         let text = error_text(&r.body);
         match r.status {
-            200 | 204 => Ok(true),
             400 if text.contains("check-and-set") => Ok(false),
             s => Err(refused(s, &text, format!("POST {}/data/{path}", self.kv))),
         }

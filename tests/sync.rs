@@ -65,11 +65,18 @@ fn keys_and_certificates_reach_openbao_once() {
     {
         let db = rusqlite::Connection::open(d.dir.path().join("state/keyport.db")).unwrap();
         db.execute("DELETE FROM sync_state", []).unwrap();
+        // A fingerprint recorded in another form: the push finds the key's transit version by
+        // fingerprint, and must then ask the token rather than import the key a second time.
+        db.execute("UPDATE keys SET fingerprint='recorded-in-another-form' WHERE name='k-ec-p256'", []).unwrap();
     }
     d.spawn();
     let st = sync_now(&d);
     assert_eq!(st["backlog"], 0, "{st}");
     assert_eq!(key_status(&st, "k-rsa-2048")["status"], "synced");
+    let ks = key_status(&st, "k-ec-p256");
+    assert_eq!((ks["status"].as_str(), ks["pushed_version"].as_i64()), (Some("synced"), Some(1)), "{ks}");
+    let (_, t) = bao.call("GET", "transit/keys/h1-default.k-ec-p256", None);
+    assert_eq!(t["data"]["latest_version"], 1, "not imported a second time: {t}");
     for (n, k) in &all {
         check_in_transit(&bao, work.path(), &format!("h1-default.{n}"), k);
     }

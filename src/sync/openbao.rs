@@ -242,6 +242,13 @@ pub fn probe_verdict(r: &Response) -> Probe {
     }
 }
 
+/// The `sha256:<hex>` fingerprint of a transit public key, the form keyport records for its
+/// keys (`PublicKey::fingerprint`: the SHA-256 of the SPKI).
+pub fn vault_fingerprint(public_key: &str) -> Option<String> {
+    use sha2::Digest;
+    transit_public_key_spki(public_key).map(|spki| format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki))))
+}
+
 /// The SPKI DER of a transit key version's public key: SPKI PEM (RSA, EC) or the raw key in
 /// base64 (Ed25519, docs/vault.md §2.3). `None` when it is neither.
 pub fn transit_public_key_spki(public_key: &str) -> Option<Vec<u8>> {
@@ -929,6 +936,22 @@ mod tests {
         assert_eq!(transit_public_key_spki(&base64::engine::general_purpose::STANDARD.encode(raw)).unwrap(), spki);
         assert_eq!(transit_public_key_spki(&der_to_pem("PUBLIC KEY", &spki)).unwrap(), spki);
         assert!(transit_public_key_spki("bm90IDMyIGJ5dGVz").is_none(), "not 32 bytes");
+    }
+
+    /// The push finds a key's transit version by fingerprint: the vault's forms of a public
+    /// key (PEM SPKI, raw base64 for Ed25519) must fingerprint as keyport recorded the key.
+    #[test]
+    fn transit_public_keys_fingerprint_as_keyport_records_them() {
+        use crate::material::spki::PublicKey;
+        let ed = PublicKey::Ed25519 { key: [9u8; 32] };
+        assert_eq!(vault_fingerprint(&base64::engine::general_purpose::STANDARD.encode([9u8; 32])), Some(ed.fingerprint().unwrap()));
+        let p256 = hex::decode("06082a8648ce3d030107").unwrap();
+        let secret = p256::SecretKey::from_slice(&[3u8; 32]).unwrap();
+        let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false).as_bytes().to_vec();
+        let ec = PublicKey::from_ec_point(&p256, &point).unwrap();
+        let pem = der_to_pem("PUBLIC KEY", &ec.spki_der().unwrap());
+        assert_eq!(vault_fingerprint(&pem), Some(ec.fingerprint().unwrap()));
+        assert_ne!(vault_fingerprint(&pem), Some(ed.fingerprint().unwrap()));
     }
 
     #[test]

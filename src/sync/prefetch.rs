@@ -1,5 +1,6 @@
 //! The token's part of a key's push, done ahead: while one key's requests are with the vault,
-//! the next key's public key is read and its key wrapped for the vault's wrapping key. A pass is
+//! the next key is wrapped for the vault's wrapping key (its public key is not read: the push
+//! finds the key's transit version by its fingerprint). A pass is
 //! one key at a time (one writer per vault key name), and between two keys' requests the token
 //! work was most of keyport's time over a plain client (BENCHMARKS.md, "Issue 17's rows again
 //! on an idle machine"); overlapping it changes nothing the vault sees.
@@ -9,7 +10,6 @@
 //! dropped and the push does that step itself, with its own error handling.
 
 use crate::core::App;
-use crate::material::spki::PublicKey;
 use crate::store::outbox::OutboxRow;
 use crate::token::byok::{self, Wrapped};
 
@@ -18,7 +18,6 @@ use super::openbao::OpenBao;
 /// A key's token work, done ahead of its push.
 pub struct Prepared {
     pub key_id: String,
-    pub public: PublicKey,
     /// The wrap, and the fingerprint of the wrapping key it was made for.
     pub wrapped: Option<(String, Wrapped)>,
 }
@@ -33,8 +32,7 @@ impl Prepared {
     }
 }
 
-/// Reads `row`'s key's public key and wraps it for the wrapping key already fetched (no request
-/// to the vault). `None` for a key the push would not wrap (gone, not exportable, not a key pair,
+/// Wraps `row`'s key for the wrapping key already fetched (no request to the vault). `None` for a key the push would not wrap (gone, not exportable, not a key pair,
 /// on a token that cannot wrap) or when the token fails.
 pub async fn prepare(app: &App, vault: &OpenBao, row: &OutboxRow) -> Option<Prepared> {
     let rec = app.store.key(&row.key_id).ok()??;
@@ -42,14 +40,9 @@ pub async fn prepare(app: &App, vault: &OpenBao, row: &OutboxRow) -> Option<Prep
     if super::worker::not_syncable(app, &rec).is_some() || rec.algorithm.pair().is_none() {
         return None;
     }
-    let public = crate::core::keys::read_public_key(app, &rec).await.ok()?;
-    let wrapped = match vault.wrapping_key_if_fetched() {
-        Some(wk) => {
-            let token = crate::core::keys::token_of(app, &rec.token).ok()?;
-            let (cka, spki) = (rec.cka_id.clone(), wk.spki_der.clone());
-            token.run(move |c| byok::wrap_for_vault(c, &cka, &spki)).await.ok().map(|w| (wk.fingerprint, w))
-        }
-        None => None,
-    };
-    Some(Prepared { key_id: rec.id, public, wrapped })
+    let wk = vault.wrapping_key_if_fetched()?;
+    let token = crate::core::keys::token_of(app, &rec.token).ok()?;
+    let (cka, spki) = (rec.cka_id.clone(), wk.spki_der.clone());
+    let wrapped = token.run(move |c| byok::wrap_for_vault(c, &cka, &spki)).await.ok().map(|w| (wk.fingerprint, w));
+    Some(Prepared { key_id: rec.id, wrapped })
 }

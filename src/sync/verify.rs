@@ -26,17 +26,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::store::SyncStatus;
-use sha2::Digest;
 
-use super::openbao::transit_public_key_spki;
+use super::openbao::vault_fingerprint;
 use super::remote::RemoteError;
 use super::worker::{store_err, Syncer};
 use crate::core::App;
-
-/// The `sha256:<hex>` fingerprint of a transit public key (SPKI PEM, or raw base64 for Ed25519).
-fn vault_fingerprint(public_key: &str) -> Option<String> {
-    transit_public_key_spki(public_key).map(|spki| format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki))))
-}
 
 /// Names per LIST page: OpenBao's answers stay small, and 10,000 keys take 10 requests.
 const PAGE: usize = 1000;
@@ -221,6 +215,7 @@ mod tests {
     #[test]
     fn fingerprints_of_pem_and_raw_ed25519_keys() {
         use base64::Engine;
+        use sha2::Digest;
         let raw = [7u8; 32];
         let spki = [&hex::decode("302a300506032b6570032100").unwrap()[..], &raw].concat();
         let want = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki)));

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, ImportResult, OpenBao, TransitKey};
+use super::openbao::{der_to_pem, pem_to_der, transit_public_key_spki, vault_fingerprint, ImportResult, OpenBao, TransitKey};
 use super::outbox::{self as plan, KeyRows};
 use super::prefetch::{self, Prepared};
 use super::remote::Remote;
@@ -118,6 +118,30 @@ fn not_a_key_pair(kind: &KeyKind) -> Option<String> {
         KeyKind::Other(s) if s.ends_with("-public") => Some(format!("a public key alone ({kind}): nothing secret for the vault to keep")),
         KeyKind::Pair(_) | KeyKind::Other(_) => None,
     }
+}
+
+/// The newest version of transit key `k` that holds `rec`'s key: found by the key's
+/// fingerprint (the SHA-256 of its SPKI, recorded at creation: no token call), and only when
+/// no version has it, by the public key read from the token (once, into `public`), so a
+/// fingerprint recorded in another form can never make the key be imported twice.
+async fn holding_version(
+    app: &App,
+    rec: &crate::store::KeyRecord,
+    k: &TransitKey,
+    public: &mut Option<PublicKey>,
+) -> Result<Option<i64>, crate::core::CoreError> {
+    let by_fingerprint = k.versions.iter().rev().find(|(_, v)| vault_fingerprint(&v.public_key).as_deref() == Some(rec.fingerprint.as_str()));
+    if let Some((n, _)) = by_fingerprint {
+        return Ok(Some(*n));
+    }
+    if k.versions.is_empty() {
+        return Ok(None);
+    }
+    let public = match public {
+        Some(p) => p,
+        None => public.insert(crate::core::keys::read_public_key(app, rec).await?),
+    };
+    Ok(k.versions.iter().rev().find(|(_, v)| same_public_key(public, &v.public_key)).map(|(n, _)| *n))
 }
 
 /// Certificates compared by their DER, whatever the PEM line layout.
@@ -461,17 +485,16 @@ impl Syncer {
             e => RemoteError::Permanent(e.to_string()),
         };
         let token = crate::core::keys::token_of(app, &rec.token).map_err(|e| RemoteError::Permanent(e.to_string()))?;
-        let public = match prepared.as_mut() {
-            Some(p) => p.public.clone(),
-            None => crate::core::keys::read_public_key(app, &rec).await.map_err(token_err)?,
-        };
-        let synced = |k: &TransitKey| k.versions.iter().rev().find(|(_, v)| same_public_key(&public, &v.public_key)).map(|(n, _)| *n);
+        // Read from the token only when the fingerprint finds no version (`holding_version`).
+        let mut public: Option<PublicKey> = None;
 
         let mut refreshed = false;
         for _ in 0..4 {
             let existing = self.vault().read_key(&name).await?;
-            if let Some((k, v)) = existing.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
-                return Ok((Some(self.state(row, SyncStatus::Synced, Some(v), None)), Some(k.exportable)));
+            if let Some(k) = &existing {
+                if let Some(v) = holding_version(app, &rec, k, &mut public).await.map_err(token_err)? {
+                    return Ok((Some(self.state(row, SyncStatus::Synced, Some(v), None)), Some(k.exportable)));
+                }
             }
             let new_version = match &existing {
                 None => false,
@@ -511,7 +534,11 @@ impl Syncer {
                             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                         }
                         let after = self.vault().read_key(&name).await?;
-                        if let Some((k, v)) = after.as_ref().and_then(|k| synced(k).map(|v| (k, v))) {
+                        let found = match &after {
+                            Some(k) => holding_version(app, &rec, k, &mut public).await.map_err(token_err)?.map(|v| (k, v)),
+                            None => None,
+                        };
+                        if let Some((k, v)) = found {
                             tracing::info!(key = %rec.id, vault_key = %name, version = v, software_wrap = wrapped.in_software, "sync: key imported into the vault");
                             return Ok((Some(self.state(row, SyncStatus::Synced, Some(v), None)), Some(k.exportable)));
                         }

@@ -69,8 +69,10 @@ impl Store {
                 if taken {
                     return Err(StoreError::NameTaken { namespace: i.namespace.clone(), name: i.name.clone() });
                 }
-                tx.prepare_cached("INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)")?
-                    .execute(params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at])?;
+                tx.prepare_cached(
+                    "INSERT INTO intents(key_id, token, cka_id, namespace, name, op, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )?
+                .execute(params![i.key_id, i.token, i.cka_id, i.namespace, i.name, i.op, i.created_at])?;
             }
             Ok(())
         })

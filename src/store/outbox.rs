@@ -257,7 +257,16 @@ impl Store {
                  ON CONFLICT(key_id) DO UPDATE SET namespace=excluded.namespace, name=excluded.name, vault_name=excluded.vault_name,
                    status=excluded.status, pushed_version=excluded.pushed_version, pushed_at=excluded.pushed_at, detail=excluded.detail",
             )?
-            .execute(params![s.key_id, s.namespace, s.name, s.vault_name, s.status, s.pushed_version, s.pushed_at, s.detail])?;
+            .execute(params![
+                s.key_id,
+                s.namespace,
+                s.name,
+                s.vault_name,
+                s.status,
+                s.pushed_version,
+                s.pushed_at,
+                s.detail
+            ])?;
         }
         tx.commit()?;
         Ok(())

@@ -353,7 +353,19 @@ pub(super) fn insert_certificate(conn: &Connection, c: &CertificateRecord) -> ru
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
          ON CONFLICT(sha256) DO UPDATE SET key_id = COALESCE(excluded.key_id, certificates.key_id)",
     )?
-    .execute(params![c.sha256, c.key_id, c.namespace, c.subject, c.issuer, c.serial, c.not_before, c.not_after, c.sha1, c.der, c.created_at])?;
+    .execute(params![
+        c.sha256,
+        c.key_id,
+        c.namespace,
+        c.subject,
+        c.issuer,
+        c.serial,
+        c.not_before,
+        c.not_after,
+        c.sha1,
+        c.der,
+        c.created_at
+    ])?;
     Ok(())
 }
 

@@ -130,7 +130,8 @@ async fn holding_version(
     k: &TransitKey,
     public: &mut Option<PublicKey>,
 ) -> Result<Option<i64>, crate::core::CoreError> {
-    let by_fingerprint = k.versions.iter().rev().find(|(_, v)| vault_fingerprint(&v.public_key).as_deref() == Some(rec.fingerprint.as_str()));
+    let by_fingerprint =
+        k.versions.iter().rev().find(|(_, v)| vault_fingerprint(&v.public_key).as_deref() == Some(rec.fingerprint.as_str()));
     if let Some((n, _)) = by_fingerprint {
         return Ok(Some(*n));
     }

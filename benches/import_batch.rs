@@ -106,63 +106,67 @@ fn raw(dir: &Path, keys: &Path) -> f64 {
             (k, c.der, c.subject_der)
         })
         .collect();
+    two_threads(dir, "RSA-2048 keys + certificates", |s, i| {
+        let (PrivateKey::Rsa(k), cert, subject) = &material[i] else { unreachable!() };
+        let id = format!("raw-{i}").into_bytes();
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Id(id.clone()),
+            Attribute::Modulus(k.n.clone()),
+            Attribute::PublicExponent(k.e.clone()),
+            Attribute::PrivateExponent(k.d.to_vec()),
+            Attribute::Prime1(k.p.to_vec()),
+            Attribute::Prime2(k.q.to_vec()),
+            Attribute::Exponent1(k.dp.to_vec()),
+            Attribute::Exponent2(k.dq.to_vec()),
+            Attribute::Coefficient(k.qinv.to_vec()),
+        ])
+        .unwrap();
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Id(id.clone()),
+            Attribute::Modulus(k.n.clone()),
+            Attribute::PublicExponent(k.e.clone()),
+        ])
+        .unwrap();
+        s.create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Id(id),
+            Attribute::Value(cert.clone()),
+            Attribute::Subject(subject.clone()),
+        ])
+        .unwrap();
+    })
+}
+
+/// The raw baseline's frame: `each(session, i)` for every item, split over two threads with a
+/// session each (as the daemon's two token workers), timed from the first call to the last.
+fn two_threads(dir: &Path, what: &str, each: impl Fn(&cryptoki::session::Session, usize) + Sync) -> f64 {
     let (p, slot, _s0) = common::raw_token(dir);
     let start = Instant::now();
     std::thread::scope(|sc| {
         for w in 0..2 {
-            let (p, material) = (p.clone(), &material);
+            let (p, each) = (p.clone(), &each);
             sc.spawn(move || {
                 let s = p.open_rw_session(slot).unwrap();
                 for i in (w..N).step_by(2) {
-                    let (PrivateKey::Rsa(k), cert, subject) = &material[i] else { unreachable!() };
-                    let id = format!("raw-{i}").into_bytes();
-                    s.create_object(&[
-                        Attribute::Class(ObjectClass::PRIVATE_KEY),
-                        Attribute::KeyType(KeyType::RSA),
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Id(id.clone()),
-                        Attribute::Modulus(k.n.clone()),
-                        Attribute::PublicExponent(k.e.clone()),
-                        Attribute::PrivateExponent(k.d.to_vec()),
-                        Attribute::Prime1(k.p.to_vec()),
-                        Attribute::Prime2(k.q.to_vec()),
-                        Attribute::Exponent1(k.dp.to_vec()),
-                        Attribute::Exponent2(k.dq.to_vec()),
-                        Attribute::Coefficient(k.qinv.to_vec()),
-                    ])
-                    .unwrap();
-                    s.create_object(&[
-                        Attribute::Class(ObjectClass::PUBLIC_KEY),
-                        Attribute::KeyType(KeyType::RSA),
-                        Attribute::Token(true),
-                        Attribute::Id(id.clone()),
-                        Attribute::Modulus(k.n.clone()),
-                        Attribute::PublicExponent(k.e.clone()),
-                    ])
-                    .unwrap();
-                    s.create_object(&[
-                        Attribute::Class(ObjectClass::CERTIFICATE),
-                        Attribute::CertificateType(CertificateType::X_509),
-                        Attribute::Token(true),
-                        Attribute::Id(id),
-                        Attribute::Value(cert.clone()),
-                        Attribute::Subject(subject.clone()),
-                    ])
-                    .unwrap();
+                    each(&s, i);
                 }
             });
         }
     });
     let e = start.elapsed();
-    println!(
-        "raw cryptoki: {N} RSA-2048 keys + certificates into the token (2 threads): {:.2} s ({:.1} keys/s)",
-        e.as_secs_f64(),
-        N as f64 / e.as_secs_f64()
-    );
+    println!("raw cryptoki: {N} {what} into the token (2 threads): {:.2} s ({:.1} keys/s)", e.as_secs_f64(), N as f64 / e.as_secs_f64());
     common::close_raw_token(p);
     e.as_secs_f64()
 }
@@ -226,54 +230,36 @@ fn kps_raw(dir: &Path, keys: &Path) -> f64 {
     let material: Vec<PrivateKey> = (0..N)
         .map(|i| keyport::material::pkcs::read_private_key(&std::fs::read(keys.join(format!("p{i}.pem"))).unwrap(), None).unwrap())
         .collect();
-    let (p, slot, _s0) = common::raw_token(dir);
     let params = keyport::material::algorithm::OID_P256.to_vec();
-    let start = Instant::now();
-    std::thread::scope(|sc| {
-        for w in 0..2 {
-            let (p, material, params) = (p.clone(), &material, &params);
-            sc.spawn(move || {
-                let s = p.open_rw_session(slot).unwrap();
-                for i in (w..N).step_by(2) {
-                    let PrivateKey::Ec { d, point, .. } = &material[i] else { unreachable!() };
-                    let id = format!("raw-{i}").into_bytes();
-                    s.create_object(&[
-                        Attribute::Class(ObjectClass::PRIVATE_KEY),
-                        Attribute::KeyType(KeyType::EC),
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Id(id.clone()),
-                        Attribute::EcParams(params.clone()),
-                        Attribute::Value(d.to_vec()),
-                    ])
-                    .unwrap();
-                    let mut ec_point = vec![0x04, point.len() as u8];
-                    ec_point.extend_from_slice(point);
-                    s.create_object(&[
-                        Attribute::Class(ObjectClass::PUBLIC_KEY),
-                        Attribute::KeyType(KeyType::EC),
-                        Attribute::Token(true),
-                        Attribute::Verify(true),
-                        Attribute::Id(id),
-                        Attribute::EcParams(params.clone()),
-                        Attribute::EcPoint(ec_point),
-                    ])
-                    .unwrap();
-                }
-            });
-        }
-    });
-    let e = start.elapsed();
-    println!(
-        "raw cryptoki: {N} P-256 keys into the token (2 threads): {:.2} s ({:.1} keys/s)",
-        e.as_secs_f64(),
-        N as f64 / e.as_secs_f64()
-    );
-    common::close_raw_token(p);
-    e.as_secs_f64()
+    two_threads(dir, "P-256 keys", |s, i| {
+        let PrivateKey::Ec { d, point, .. } = &material[i] else { unreachable!() };
+        let id = format!("raw-{i}").into_bytes();
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Id(id.clone()),
+            Attribute::EcParams(params.clone()),
+            Attribute::Value(d.to_vec()),
+        ])
+        .unwrap();
+        let mut ec_point = vec![0x04, point.len() as u8];
+        ec_point.extend_from_slice(point);
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(true),
+            Attribute::Verify(true),
+            Attribute::Id(id),
+            Attribute::EcParams(params.clone()),
+            Attribute::EcPoint(ec_point),
+        ])
+        .unwrap();
+    })
 }
 
 fn kps_daemon(dir: &Path, keys: &Path) -> f64 {

@@ -410,14 +410,13 @@ async fn import_status(
     }
     let std = base64::engine::general_purpose::STANDARD;
     let mut results = Vec::new();
+    // Only an item this job imported carries its key's certificate: a SKIPPED item names no key
+    // (the caller may hold only `import`; rows written before that rule still carry the
+    // existing key's id, which is not followed).
+    let certificates = app.store.job_certificates(&job.id).map_err(CoreError::from)?;
     for i in &items {
-        // Only an item this job imported carries its key's certificate: a SKIPPED item names
-        // no key (the caller may hold only `import`; rows written before that rule still
-        // carry the existing key's id, which is not followed).
         let cert = match &i.key_id {
-            Some(k) if i.status == crate::store::ItemStatus::Imported => {
-                app.store.certificates_of(k).map_err(CoreError::from)?.into_iter().next()
-            }
+            Some(k) if i.status == crate::store::ItemStatus::Imported => certificates.get(k),
             _ => None,
         };
         let mut r = json!({

@@ -288,6 +288,26 @@ impl Store {
         Ok(rows)
     }
 
+    /// The oldest certificate of each key job `job_id` imported, by key id: what its status
+    /// shows (TLS Protect Cloud's `certificateBytes`), in one query however many items it has —
+    /// a client polls the status while the job runs.
+    pub fn job_certificates(&self, job_id: &str) -> Result<std::collections::HashMap<String, CertificateRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT c.sha256, c.key_id, c.namespace, c.subject, c.issuer, c.serial, c.not_before, c.not_after, c.sha1, c.der, c.created_at
+             FROM job_items i JOIN certificates c ON c.key_id = i.key_id
+             WHERE i.job_id=?1 AND i.status='IMPORTED' ORDER BY c.created_at",
+        )?;
+        let mut first = std::collections::HashMap::new();
+        for c in st.query_map([job_id], CertificateRecord::from_row)? {
+            let c = c?;
+            if let Some(k) = c.key_id.clone() {
+                first.entry(k).or_insert(c);
+            }
+        }
+        Ok(first)
+    }
+
     // --- jobs ---
 
     /// Records an accepted job with its still-encrypted input, so it survives a restart.

@@ -484,6 +484,24 @@ mod tests {
         assert_eq!(s.recent_audit(10).unwrap().len(), 2);
     }
 
+    /// A job's status shows the certificate of each key it imported: not of a key it skipped
+    /// (that key was there before), not of another job's.
+    #[test]
+    fn a_jobs_certificates_are_those_of_the_keys_it_imported() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("k.db")).unwrap();
+        let cert = |sha: &str, key: &str| crate::store::test_rows::cert(sha, Some(key), "default");
+        let first = crate::store::test_rows::import_job(&s, "j", "default");
+        let item = |seq: i64, status: ItemStatus, key: &str| JobItem { seq, status, key_id: Some(key.into()), ..first.clone() };
+        s.commit_key(&rec("aa", "default", "a"), &[cert("a1", "aa")], &audit(), Some(&item(0, ItemStatus::Imported, "aa"))).unwrap();
+        s.commit_key(&rec("bb", "default", "b"), &[cert("b1", "bb")], &audit(), Some(&item(1, ItemStatus::Skipped, "bb"))).unwrap();
+        s.commit_key(&rec("cc", "default", "c"), &[], &audit(), Some(&item(2, ItemStatus::Imported, "cc"))).unwrap();
+        let got = s.job_certificates("j").unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), vec!["aa"], "{got:?}");
+        assert_eq!(got["aa"], s.certificates_of("aa").unwrap()[0]);
+        assert!(s.job_certificates("other").unwrap().is_empty());
+    }
+
     #[test]
     fn deleting_a_key_drops_the_certificates_that_shared_its_token_id() {
         let d = tempfile::tempdir().unwrap();

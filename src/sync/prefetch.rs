@@ -32,8 +32,10 @@ impl Prepared {
     }
 }
 
-/// Wraps `row`'s key for the wrapping key already fetched (no request to the vault). `None` for a key the push would not wrap (gone, not exportable, not a key pair,
-/// on a token that cannot wrap) or when the token fails.
+/// Wraps `row`'s key for the wrapping key already fetched (no request to the vault). `None`
+/// for a key the push would not wrap (gone, not exportable, not a key pair, on a token that
+/// cannot wrap) or before the wrapping key was first fetched; `wrapped: None` when the token
+/// failed (the push then wraps itself).
 pub async fn prepare(app: &App, vault: &OpenBao, row: &OutboxRow) -> Option<Prepared> {
     let rec = app.store.key(&row.key_id).ok()??;
     // A pair of an algorithm keyport cannot name is refused by the push itself.

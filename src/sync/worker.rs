@@ -524,7 +524,7 @@ impl Syncer {
             };
             match self.vault().import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
                 ImportResult::Done => {
-                    // Verify: the vault must now show our public key. The read carries the
+                    // Verify: the vault must now show our key (`holding_version`). The read carries the
                     // import's X-Vault-Index, so a standby answers fresh; should it still lag,
                     // read again shortly, and at worst retry later (the next try reads before
                     // it writes): "not visible yet" is never a permanent failure.

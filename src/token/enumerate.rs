@@ -56,7 +56,7 @@ enum Read {
 
 /// The index of every object `s` sees: one C_FindObjects, then one C_GetAttributeValue per
 /// object (`raw`: [`RawModule::class_and_id`]), each read going straight into the index
-/// (sized once), so start-up holds no second copy of every id and label. On SoftHSM each read
+/// (sized once), so start-up holds no second copy of every id (labels are not kept). On SoftHSM each read
 /// re-checks the object's file (a few system calls) and the reads are most of a large token's
 /// start; a second session on another thread made it no faster on an idle 2-core machine
 /// (SoftHSM serialises them) and left its thread's heap behind (BENCHMARKS.md, 2026-12-04).
@@ -90,7 +90,10 @@ fn read(raw: &RawModule, s: &Session, h: ObjectHandle) -> Read {
         let label = if id.is_empty() {
             match one(s, h, AttributeType::Label) {
                 Ok(Some(Attribute::Label(l))) => String::from_utf8_lossy(&l).into_owned(),
-                _ => String::new(),
+                Ok(_) => String::new(),
+                // A label that cannot be read is no evidence of a half-made object (which
+                // reconcile may destroy): counted, never touched.
+                Err(_) => return Read::Unnamed { half_made: false },
             }
         } else {
             String::new()

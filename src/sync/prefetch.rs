@@ -1,9 +1,9 @@
 //! The token's part of a key's push, done ahead: while one key's requests are with the vault,
 //! the next key is wrapped for the vault's wrapping key (its public key is not read: the push
-//! finds the key's transit version by its fingerprint). A pass is
-//! one key at a time (one writer per vault key name), and between two keys' requests the token
-//! work was most of keyport's time over a plain client (BENCHMARKS.md, "Issue 17's rows again
-//! on an idle machine"); overlapping it changes nothing the vault sees.
+//! finds the key's transit version by its fingerprint). A pass is one key at a time (one
+//! writer per vault key name), and between two keys' requests the token work was most of
+//! keyport's time over a plain client (BENCHMARKS.md, "Issue 17's rows again on an idle
+//! machine"); overlapping it changes nothing the vault sees.
 //!
 //! A prefetch has no effect anywhere: the wrap is made with session objects that are destroyed,
 //! and its ciphertext is only for the wrapping key it names. Anything that goes wrong here is

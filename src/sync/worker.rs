@@ -524,10 +524,10 @@ impl Syncer {
             };
             match self.vault().import(&name, new_version, vault_type(alg), &wrapped.ciphertext, wrapped.hash.vault_name()).await? {
                 ImportResult::Done => {
-                    // Verify: the vault must now show our key (`holding_version`). The read carries the
-                    // import's X-Vault-Index, so a standby answers fresh; should it still lag,
-                    // read again shortly, and at worst retry later (the next try reads before
-                    // it writes): "not visible yet" is never a permanent failure.
+                    // Verify: the vault must now show our key (`holding_version`). The read
+                    // carries the import's X-Vault-Index, so a standby answers fresh; should it
+                    // still lag, read again shortly, and at worst retry later (the next try reads
+                    // before it writes): "not visible yet" is never a permanent failure.
                     for wait_ms in [0u64, 100, 300, 900] {
                         // Not even a zero sleep on the first read: tokio rounds it up to its
                         // next millisecond tick, ≈ 1 ms per key of a pass (BENCHMARKS.md).
